@@ -1,0 +1,22 @@
+//! Tasks and datasets for reckon.
+//!
+//! This crate owns everything about puzzles that does not need a tensor library:
+//! - [`task`]: the [`Task`] trait (tokenise, render, augment, solve, verify one example);
+//! - [`sudoku`]: the Sudoku task, an exact solver, a generator, canonical forms, CSV/list readers
+//!   and the dataset builder that reproduces the official HRM/TRM on-disk layout;
+//! - [`dataset`]: the official on-disk format (`dataset.json` + `all__*.npy`), read and written;
+//! - [`sampler`]: training and evaluation batching, as in the reference `puzzle_dataset.py`.
+//!
+//! Model code (the `reckon` crate) depends on this crate, never the other way round.
+
+pub mod dataset;
+mod fsutil;
+pub mod sampler;
+pub mod seeding;
+pub mod sudoku;
+pub mod task;
+
+pub use dataset::{DatasetMeta, PuzzleDataset, PuzzleDatasetBuilder};
+pub use sampler::{eval_batches, Batch, SamplerCursor, TrainSampler, IGNORE_LABEL};
+pub use sudoku::{Grid, Sudoku, SudokuTransform};
+pub use task::{Task, TaskSpec};

@@ -1,0 +1,15 @@
+//! reckon: train, evaluate and run tiny recursive reasoning models on burn.
+//!
+//! - [`model`]: the model families (TRM today) behind the [`model::RecursiveModel`] / [`model::TrainRecursive`] traits,
+//!   and weights by reference name (safetensors, PyTorch import).
+//! - [`train`]: losses, optimisers, schedules, EMA, the ACT trainer and checkpoints.
+//! - [`eval`]: accuracy at a fixed number of supervision steps, with or without ACT halting, per-step curves.
+//! - [`backend`]: the backends a build provides (CPU by default; CUDA and LibTorch behind features).
+//!
+//! Tasks and datasets (Sudoku, the official on-disk format, the sampler) live in the `reckon-data` crate.
+
+pub mod act;
+pub mod backend;
+pub mod model;
+pub mod train;
+pub mod util;

@@ -1,0 +1,260 @@
+//! Building blocks shared by the recursive model families, each a faithful port of the reference
+//! `models/layers.py` / `models/common.py` (TRM @ e7b6871, HRM @ 42410da, identical in both):
+//! bias-free linear layers with truncated LeCun init, weightless RMSNorm, SwiGLU, non-causal attention
+//! with rotate-half RoPE, the token embedding and the sparse puzzle-embedding table.
+//!
+//! Field names follow the reference `state_dict` keys (`gate_up_proj.weight`, `embedding_weight`, ...), so a
+//! module path here *is* the reference key, and checkpoints map one-to-one onto PyTorch's.
+//! Linear weights are stored `[out, in]` as in PyTorch.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::Rng;
+
+/// The reference `trunc_normal_init_`: a JAX-style *corrected* truncated normal, cut at ±2σ after the
+/// correction, so the sample std is exactly `std`. (burn has no truncated normal and no erfinv, hence our own.)
+pub fn trunc_normal(rng: &mut impl Rng, n: usize, std: f64) -> Vec<f32> {
+    if std == 0.0 {
+        return vec![0.0; n];
+    }
+    let (lower, upper) = (-2.0f64, 2.0f64);
+    let sqrt2 = std::f64::consts::SQRT_2;
+    let a = statrs::function::erf::erf(lower / sqrt2);
+    let b = statrs::function::erf::erf(upper / sqrt2);
+    let z = (b - a) / 2.0;
+    let c = (2.0 * std::f64::consts::PI).powf(-0.5);
+    let pdf_u = c * (-0.5 * upper * upper).exp();
+    let pdf_l = c * (-0.5 * lower * lower).exp();
+    let comp_std =
+        std / (1.0 - (upper * pdf_u - lower * pdf_l) / z - ((pdf_u - pdf_l) / z).powi(2)).sqrt();
+    (0..n)
+        .map(|_| {
+            let u: f64 = rng.random_range(a..b);
+            let v = statrs::function::erf::erf_inv(u) * sqrt2 * comp_std;
+            v.clamp(lower * comp_std, upper * comp_std) as f32
+        })
+        .collect()
+}
+
+/// SwiGLU inner width: `ceil_to_multiple(round(expansion · n · 2/3), 256)` (reference `_find_multiple`).
+pub fn swiglu_width(n: usize, expansion: f64) -> usize {
+    let raw = (expansion * n as f64 * 2.0 / 3.0).round() as usize;
+    raw.div_ceil(256) * 256
+}
+
+fn param_from_vec<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Param<Tensor<B, D>> {
+    Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+/// A buffer: saved and loaded with the weights, never trained by the optimiser.
+pub fn buffer_from_vec<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Param<Tensor<B, D>> {
+    param_from_vec(values, shape, device).set_require_grad(false)
+}
+
+/// Reference `CastedLinear` without bias: `y = x · Wᵀ`, W `[out, in]`, truncated LeCun normal init.
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    pub weight: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> Linear<B> {
+    pub fn new(rng: &mut impl Rng, d_in: usize, d_out: usize, device: &B::Device) -> Self {
+        let std = 1.0 / (d_in as f64).sqrt();
+        Self { weight: param_from_vec(trunc_normal(rng, d_in * d_out, std), [d_out, d_in], device) }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows = x.shape().num_elements() / d_in;
+        let w = self.weight.val();
+        let d_out = w.dims()[0];
+        let y = x.reshape([rows, d_in]).matmul(w.transpose());
+        let mut out_dims = dims;
+        out_dims[D - 1] = d_out;
+        y.reshape(out_dims)
+    }
+}
+
+/// The Q head: a linear layer with bias, weight 0 and bias −5 at init (the reference zero-inits it so halting
+/// starts "never"), read on the first position of z_H.
+#[derive(Module, Debug)]
+pub struct QHead<B: Backend> {
+    pub weight: Param<Tensor<B, 2>>,
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> QHead<B> {
+    pub const INIT_BIAS: f32 = -5.0;
+
+    pub fn new(d_in: usize, device: &B::Device) -> Self {
+        Self {
+            weight: param_from_vec(vec![0.0; 2 * d_in], [2, d_in], device),
+            bias: param_from_vec(vec![Self::INIT_BIAS; 2], [2], device),
+        }
+    }
+
+    /// `[B, D] -> [B, 2]` = (q_halt, q_continue).
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        x.matmul(self.weight.val().transpose()) + self.bias.val().unsqueeze_dim(0)
+    }
+}
+
+/// Weightless RMSNorm over the last axis: `x · rsqrt(mean(x²) + eps)` (reference `rms_norm`).
+pub fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
+    let mean_sq = x.clone().powi_scalar(2).mean_dim(D - 1);
+    x * mean_sq.add_scalar(eps).sqrt().recip()
+}
+
+/// SwiGLU over the last axis: fused `gate_up_proj` (gate first, then up), `down_proj(silu(gate)·up)`.
+#[derive(Module, Debug)]
+pub struct SwiGlu<B: Backend> {
+    pub gate_up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> SwiGlu<B> {
+    pub fn new(rng: &mut impl Rng, n: usize, expansion: f64, device: &B::Device) -> Self {
+        let inter = swiglu_width(n, expansion);
+        Self {
+            gate_up_proj: Linear::new(rng, n, 2 * inter, device),
+            down_proj: Linear::new(rng, inter, n, device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let gate_up = self.gate_up_proj.forward(x);
+        let inter = gate_up.dims()[2] / 2;
+        let gate = gate_up.clone().narrow(2, 0, inter);
+        let up = gate_up.narrow(2, inter, inter);
+        self.down_proj.forward(silu(gate) * up)
+    }
+}
+
+/// Rotary tables, rotate-half convention: freqs concatenated `[f, f]`, cached for every position
+/// (puzzle prefix included). Rebuilt from the config, never saved (non-persistent in the reference).
+#[derive(Module, Debug)]
+pub struct Rope<B: Backend> {
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+}
+
+impl<B: Backend> Rope<B> {
+    pub fn new(head_dim: usize, positions: usize, theta: f64, device: &B::Device) -> Self {
+        // The reference computes the tables in float32; do the same so the last bits agree.
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(positions * head_dim);
+        let mut sin = Vec::with_capacity(positions * head_dim);
+        for p in 0..positions {
+            for j in 0..head_dim {
+                let angle = p as f32 * inv_freq[j % half];
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, [positions, head_dim]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [positions, head_dim]), device),
+        }
+    }
+
+    /// `x`: `[B, S, H, hd]`.
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let hd = x.dims()[3];
+        let cos = self.cos.clone().unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(0);
+        let sin = self.sin.clone().unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(0);
+        let x1 = x.clone().narrow(3, 0, hd / 2);
+        let x2 = x.clone().narrow(3, hd / 2, hd / 2);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * cos + rotated * sin
+    }
+}
+
+/// Non-causal multi-head self-attention, fused `qkv_proj` laid out `[q heads | k heads | v heads]`, scale 1/√hd.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub qkv_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    #[module(skip)]
+    num_heads: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    pub fn new(rng: &mut impl Rng, hidden: usize, num_heads: usize, device: &B::Device) -> Self {
+        Self {
+            qkv_proj: Linear::new(rng, hidden, 3 * hidden, device),
+            o_proj: Linear::new(rng, hidden, hidden, device),
+            num_heads,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
+        let [b, s, d] = x.dims();
+        let (h, hd) = (self.num_heads, d / self.num_heads);
+        let qkv = self.qkv_proj.forward(x).reshape([b, s, 3 * h, hd]);
+        let mut q = qkv.clone().narrow(2, 0, h);
+        let mut k = qkv.clone().narrow(2, h, h);
+        let v = qkv.narrow(2, 2 * h, h);
+        if let Some(rope) = rope {
+            q = rope.apply(q);
+            k = rope.apply(k);
+        }
+        let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2)); // [B, H, S, hd]
+        let scores = q.matmul(k.transpose()).mul_scalar(1.0 / (hd as f64).sqrt());
+        let out = softmax(scores, 3).matmul(v); // [B, H, S, hd]
+        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, d]))
+    }
+}
+
+/// Reference `CastedEmbedding`: a `[vocab, D]` table, truncated normal with std `1/√D`.
+#[derive(Module, Debug)]
+pub struct TokenEmbedding<B: Backend> {
+    pub embedding_weight: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> TokenEmbedding<B> {
+    pub fn new(rng: &mut impl Rng, vocab: usize, hidden: usize, device: &B::Device) -> Self {
+        let std = 1.0 / (hidden as f64).sqrt();
+        Self {
+            embedding_weight: param_from_vec(trunc_normal(rng, vocab * hidden, std), [vocab, hidden], device),
+        }
+    }
+
+    /// `[B, L]` token ids → `[B, L, D]`.
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [b, l] = tokens.dims();
+        let d = self.embedding_weight.dims()[1];
+        self.embedding_weight.val().select(0, tokens.reshape([b * l])).reshape([b, l, d])
+    }
+}
+
+/// The sparse puzzle-embedding table (`puzzle_emb.weights`): a zero-initialised buffer `[num_ids, ndim]`,
+/// trained outside autodiff by SignSGD on the rows a batch touched (reference `CastedSparseEmbedding`).
+#[derive(Module, Debug)]
+pub struct PuzzleEmbedding<B: Backend> {
+    pub weights: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> PuzzleEmbedding<B> {
+    pub fn new(num_ids: usize, ndim: usize, device: &B::Device) -> Self {
+        Self { weights: buffer_from_vec(vec![0.0; num_ids * ndim], [num_ids, ndim], device) }
+    }
+
+    /// The rows of a batch, `[B, ndim]`.
+    pub fn rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        self.weights.val().select(0, ids)
+    }
+}

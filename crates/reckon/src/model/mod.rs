@@ -1,0 +1,92 @@
+//! Model families. Each family is one file implementing [`RecursiveModel`] (inference: one supervision step with
+//! no graph) and [`TrainRecursive`] (training: which part of a supervision step carries gradient).
+//! The trainer, evaluator and solver only talk to these traits, so a new family plugs in without touching them.
+
+pub mod layers;
+pub mod trm;
+pub mod weights;
+
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Bool, Int, Tensor};
+
+/// The recurrent latent state of a batch: one `[B, S, D]` tensor per slot (TRM/HRM: `z_H`, `z_L`).
+#[derive(Clone, Debug)]
+pub struct Latent<B: Backend> {
+    pub slots: Vec<Tensor<B, 3>>,
+}
+
+impl<B: Backend> Latent<B> {
+    /// Rows where `reset[b]` is true take their value from `init`; the others keep theirs.
+    pub fn reset_rows(self, init: &Latent<B>, reset: &[bool]) -> Latent<B> {
+        if reset.iter().all(|r| !r) {
+            return self;
+        }
+        let slots = self
+            .slots
+            .into_iter()
+            .zip(&init.slots)
+            .map(|(z, z0)| {
+                let mask = row_mask::<B>(reset, z.dims(), &z.device());
+                z.mask_where(mask, z0.clone())
+            })
+            .collect();
+        Latent { slots }
+    }
+}
+
+/// A `[B, S, D]` boolean mask that is true on every element of the rows where `rows[b]` is true.
+pub fn row_mask<B: Backend>(rows: &[bool], dims: [usize; 3], device: &B::Device) -> Tensor<B, 3, Bool> {
+    let flags: Vec<bool> = rows.to_vec();
+    Tensor::<B, 1, Bool>::from_data(burn::tensor::TensorData::new(flags, [dims[0]]), device)
+        .reshape([dims[0], 1, 1])
+        .expand(dims)
+}
+
+/// What the heads read off the latent after a supervision step.
+#[derive(Clone, Debug)]
+pub struct Heads<B: Backend> {
+    /// `[B, seq, vocab]`, puzzle prefix dropped.
+    pub logits: Tensor<B, 3>,
+    /// `[B]` halting logit (ACT); `None` for families without a Q head.
+    pub q_halt: Option<Tensor<B, 1>>,
+    /// `[B]` continue logit (HRM's Q-learning target; TRM computes it but does not use it).
+    pub q_continue: Option<Tensor<B, 1>>,
+}
+
+/// Sizes every family shares.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelDims {
+    pub vocab_size: usize,
+    pub seq_len: usize,
+    pub hidden: usize,
+    /// Puzzle-prefix positions prepended to the sequence.
+    pub prefix_len: usize,
+    pub num_puzzle_ids: usize,
+}
+
+/// A recursive reasoning model at inference: embed, start a latent, refine it one supervision step at a time.
+pub trait RecursiveModel<B: Backend>: Module<B> + Clone {
+    fn dims(&self) -> ModelDims;
+    /// The latent a reset row starts from (fixed init buffers, broadcast to the batch).
+    fn initial_latent(&self, batch: usize) -> Latent<B>;
+    /// The puzzle-table rows of a batch, `[B, ndim]` (empty `[B, 0]` when the model has no table).
+    fn puzzle_rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2>;
+    /// Input embedding `[B, P + seq, D]` from tokens and the batch's puzzle rows.
+    fn embed(&self, tokens: Tensor<B, 2, Int>, puzzle_rows: Tensor<B, 2>) -> Tensor<B, 3>;
+    /// One full supervision step (all cycles) and the heads on its result.
+    fn step(&self, latent: Latent<B>, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>);
+}
+
+/// The training contract of a family: one supervision step where only the part the family's recipe
+/// differentiates carries a graph. The latent comes in and goes out detached (on the inner backend).
+pub trait TrainRecursive<AB: AutodiffBackend>: RecursiveModel<AB> + AutodiffModule<AB>
+where
+    Self::InnerModule: RecursiveModel<AB::InnerBackend>,
+{
+    fn train_step(
+        &self,
+        latent: Latent<AB::InnerBackend>,
+        x: Tensor<AB, 3>,
+    ) -> (Latent<AB::InnerBackend>, Heads<AB>);
+}

@@ -1,0 +1,331 @@
+//! TRM, the Tiny Recursive Model (reference `models/recursive_reasoning/trm.py` @ e7b6871).
+//!
+//! One 2-layer network `net(h, inj) = blocks(h + inj)` refines a latent `z_L` ("z") and an answer `z_H` ("y"):
+//! per cycle, `L_cycles` updates `z_L ← net(z_L, z_H + x)` then one `z_H ← net(z_H, z_L)`. A supervision
+//! (ACT) step runs `H_cycles − 1` cycles without a graph and one with full backprop. Blocks are post-norm with
+//! weightless RMSNorm; the token mixer is attention with RoPE, or (`mlp_t`) a SwiGLU over the sequence axis
+//! whose norm is then taken over the sequence axis too.
+
+#![allow(non_snake_case)] // field names are the reference keys (L_level, H_init, L_init)
+
+use burn::module::{AutodiffModule, Module, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::layers::{
+    buffer_from_vec, rms_norm, trunc_normal, Attention, Linear, PuzzleEmbedding, QHead, Rope, SwiGlu,
+    TokenEmbedding,
+};
+use super::{Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
+
+/// Positional signal: none (TRM-MLP Sudoku), rotary (TRM-Att) or learned (HRM's full-Sudoku recipe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PosEncoding {
+    None,
+    Rope,
+    Learned,
+}
+
+/// TRM architecture. Defaults are the paper's TRM-MLP Sudoku recipe (hidden 512, H3/L6, 2 layers).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrmConfig {
+    pub seq_len: usize,
+    pub vocab_size: usize,
+    pub num_puzzle_identifiers: usize,
+    #[serde(default = "d::hidden")]
+    pub hidden_size: usize,
+    #[serde(default = "d::heads")]
+    pub num_heads: usize,
+    #[serde(default = "d::expansion")]
+    pub expansion: f64,
+    #[serde(default = "d::h_cycles")]
+    pub h_cycles: usize,
+    #[serde(default = "d::l_cycles")]
+    pub l_cycles: usize,
+    #[serde(default = "d::l_layers")]
+    pub l_layers: usize,
+    /// Width of one puzzle-table row; 0 disables the table. Defaults to `hidden_size`.
+    #[serde(default)]
+    pub puzzle_emb_ndim: Option<usize>,
+    /// Number of prefix positions the puzzle row is spread over (the reference's 16).
+    #[serde(default = "d::puzzle_emb_len")]
+    pub puzzle_emb_len: usize,
+    #[serde(default = "d::pos")]
+    pub pos_encodings: PosEncoding,
+    #[serde(default = "d::eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "d::theta")]
+    pub rope_theta: f64,
+    #[serde(default = "d::mlp_t")]
+    pub mlp_t: bool,
+    #[serde(default = "d::halt_max_steps")]
+    pub halt_max_steps: usize,
+    #[serde(default = "d::exploration")]
+    pub halt_exploration_prob: f64,
+}
+
+mod d {
+    use super::PosEncoding;
+    pub fn hidden() -> usize { 512 }
+    pub fn heads() -> usize { 8 }
+    pub fn expansion() -> f64 { 4.0 }
+    pub fn h_cycles() -> usize { 3 }
+    pub fn l_cycles() -> usize { 6 }
+    pub fn l_layers() -> usize { 2 }
+    pub fn puzzle_emb_len() -> usize { 16 }
+    pub fn pos() -> PosEncoding { PosEncoding::None }
+    pub fn eps() -> f64 { 1e-5 }
+    pub fn theta() -> f64 { 10000.0 }
+    pub fn mlp_t() -> bool { true }
+    pub fn halt_max_steps() -> usize { 16 }
+    pub fn exploration() -> f64 { 0.1 }
+}
+
+impl TrmConfig {
+    /// A config for `seq_len`/`vocab_size` with every other field at its default.
+    pub fn new(seq_len: usize, vocab_size: usize, num_puzzle_identifiers: usize) -> Self {
+        toml::from_str(&format!(
+            "seq_len = {seq_len}\nvocab_size = {vocab_size}\nnum_puzzle_identifiers = {num_puzzle_identifiers}"
+        ))
+        .expect("defaults parse")
+    }
+
+    pub fn puzzle_ndim(&self) -> usize {
+        self.puzzle_emb_ndim.unwrap_or(self.hidden_size)
+    }
+
+    /// Prefix positions P: `puzzle_emb_len`, or `ceil(ndim / hidden)` when that is 0; none without a table.
+    pub fn prefix_len(&self) -> usize {
+        match (self.puzzle_ndim(), self.puzzle_emb_len) {
+            (0, _) => 0,
+            (n, 0) => n.div_ceil(self.hidden_size),
+            (_, p) => p,
+        }
+    }
+
+    /// Carry length `P + seq`.
+    pub fn total_len(&self) -> usize {
+        self.prefix_len() + self.seq_len
+    }
+
+    /// Checks the combinations the reference would reject or silently mis-handle.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.hidden_size > 0 && self.seq_len > 0 && self.vocab_size > 0, "model sizes must be > 0");
+        anyhow::ensure!(self.h_cycles >= 1 && self.l_cycles >= 1 && self.l_layers >= 1, "model.h_cycles, l_cycles and l_layers must be >= 1");
+        anyhow::ensure!(
+            self.puzzle_ndim() <= self.prefix_len().max(1) * self.hidden_size,
+            "model.puzzle_emb_ndim ({}) does not fit in puzzle_emb_len ({}) x hidden_size ({})",
+            self.puzzle_ndim(), self.prefix_len(), self.hidden_size
+        );
+        if !self.mlp_t {
+            anyhow::ensure!(
+                self.hidden_size % self.num_heads == 0 && (self.hidden_size / self.num_heads) % 2 == 0,
+                "model.hidden_size ({}) must split into num_heads ({}) heads of even size",
+                self.hidden_size, self.num_heads
+            );
+        }
+        anyhow::ensure!(self.halt_max_steps >= 1, "model.halt_max_steps must be >= 1");
+        anyhow::ensure!((0.0..=1.0).contains(&self.halt_exploration_prob), "model.halt_exploration_prob must be in [0, 1]");
+        Ok(())
+    }
+
+    /// Build with fresh reference initialisation; weights are drawn on the host from `seed`, so they are
+    /// identical on every backend.
+    pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Trm<B> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (d, s) = (self.hidden_size, self.total_len());
+        let embed_tokens = TokenEmbedding::new(&mut rng, self.vocab_size, d, device);
+        let embed_pos = (self.pos_encodings == PosEncoding::Learned)
+            .then(|| TokenEmbedding::new(&mut rng, s, d, device));
+        let lm_head = Linear::new(&mut rng, d, self.vocab_size, device);
+        let layers = (0..self.l_layers).map(|_| Block::new(&mut rng, self, device)).collect();
+        let h_init = buffer_from_vec(trunc_normal(&mut rng, d, 1.0), [d], device);
+        let l_init = buffer_from_vec(trunc_normal(&mut rng, d, 1.0), [d], device);
+        Trm {
+            embed_tokens,
+            embed_pos,
+            lm_head,
+            q_head: QHead::new(d, device),
+            puzzle_emb: (self.puzzle_ndim() > 0)
+                .then(|| PuzzleEmbedding::new(self.num_puzzle_identifiers, self.puzzle_ndim(), device)),
+            rotary_emb: (self.pos_encodings == PosEncoding::Rope)
+                .then(|| Rope::new(d / self.num_heads, s, self.rope_theta, device)),
+            L_level: ReasoningModule { layers },
+            H_init: h_init,
+            L_init: l_init,
+            cfg: self.clone(),
+        }
+    }
+}
+
+/// One post-norm block: token mixing (attention or sequence-axis SwiGLU), then a channel SwiGLU.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub self_attn: Option<Attention<B>>,
+    pub mlp_t: Option<SwiGlu<B>>,
+    pub mlp: SwiGlu<B>,
+    #[module(skip)]
+    eps: f64,
+}
+
+impl<B: Backend> Block<B> {
+    fn new(rng: &mut ChaCha8Rng, cfg: &TrmConfig, device: &B::Device) -> Self {
+        // Construction order follows the reference (token mixer, then channel MLP).
+        let (self_attn, mlp_t) = if cfg.mlp_t {
+            (None, Some(SwiGlu::new(rng, cfg.total_len(), cfg.expansion, device)))
+        } else {
+            (Some(Attention::new(rng, cfg.hidden_size, cfg.num_heads, device)), None)
+        };
+        Self { self_attn, mlp_t, mlp: SwiGlu::new(rng, cfg.hidden_size, cfg.expansion, device), eps: cfg.rms_norm_eps }
+    }
+
+    pub fn forward(&self, h: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
+        let h = match (&self.mlp_t, &self.self_attn) {
+            (Some(mlp_t), _) => {
+                // Mix tokens: SwiGLU over the sequence axis, and (the reference's quirk) RMSNorm over it too.
+                let t = h.swap_dims(1, 2);
+                let mixed = mlp_t.forward(t.clone());
+                rms_norm(t + mixed, self.eps).swap_dims(1, 2)
+            }
+            (None, Some(attn)) => rms_norm(h.clone() + attn.forward(h, rope), self.eps),
+            (None, None) => unreachable!("a block always has a token mixer"),
+        };
+        rms_norm(h.clone() + self.mlp.forward(h), self.eps)
+    }
+}
+
+/// The shared net (`L_level`): input injection by addition, then the blocks.
+#[derive(Module, Debug)]
+pub struct ReasoningModule<B: Backend> {
+    pub layers: Vec<Block<B>>,
+}
+
+impl<B: Backend> ReasoningModule<B> {
+    pub fn forward(&self, h: Tensor<B, 3>, injection: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
+        self.layers.iter().fold(h + injection, |h, layer| layer.forward(h, rope))
+    }
+}
+
+/// The TRM network. Field names (and so checkpoint keys) are the reference's, without its `inner.` prefix.
+#[derive(Module, Debug)]
+#[allow(non_snake_case)]
+pub struct Trm<B: Backend> {
+    pub embed_tokens: TokenEmbedding<B>,
+    pub embed_pos: Option<TokenEmbedding<B>>,
+    pub lm_head: Linear<B>,
+    pub q_head: QHead<B>,
+    pub puzzle_emb: Option<PuzzleEmbedding<B>>,
+    pub rotary_emb: Option<Rope<B>>,
+    pub L_level: ReasoningModule<B>,
+    pub H_init: Param<Tensor<B, 1>>,
+    pub L_init: Param<Tensor<B, 1>>,
+    #[module(skip)]
+    pub cfg: TrmConfig,
+}
+
+impl<B: Backend> Trm<B> {
+    fn net(&self, h: Tensor<B, 3>, injection: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.L_level.forward(h, injection, self.rotary_emb.as_ref())
+    }
+
+    /// One cycle: `L_cycles` latent updates `z_L ← net(z_L, z_H + x)`, then the answer update `z_H ← net(z_H, z_L)`.
+    pub fn cycle(&self, z_h: Tensor<B, 3>, mut z_l: Tensor<B, 3>, x: &Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        for _ in 0..self.cfg.l_cycles {
+            z_l = self.net(z_l, z_h.clone() + x.clone());
+        }
+        let z_h = self.net(z_h, z_l.clone());
+        (z_h, z_l)
+    }
+
+    /// `lm_head` on z_H without the prefix; `q_head` on z_H's first position.
+    pub fn heads(&self, z_h: Tensor<B, 3>) -> Heads<B> {
+        let [b, _, d] = z_h.dims();
+        let p = self.cfg.prefix_len();
+        let logits = self.lm_head.forward(z_h.clone().narrow(1, p, self.cfg.seq_len));
+        let q = self.q_head.forward(z_h.narrow(1, 0, 1).reshape([b, d]));
+        Heads {
+            logits,
+            q_halt: Some(q.clone().narrow(1, 0, 1).reshape([b])),
+            q_continue: Some(q.narrow(1, 1, 1).reshape([b])),
+        }
+    }
+
+    fn broadcast_init(&self, init: &Param<Tensor<B, 1>>, batch: usize) -> Tensor<B, 3> {
+        let d = self.cfg.hidden_size;
+        init.val().reshape([1, 1, d]).expand([batch, self.cfg.total_len(), d])
+    }
+}
+
+impl<B: Backend> RecursiveModel<B> for Trm<B> {
+    fn dims(&self) -> ModelDims {
+        ModelDims {
+            vocab_size: self.cfg.vocab_size,
+            seq_len: self.cfg.seq_len,
+            hidden: self.cfg.hidden_size,
+            prefix_len: self.cfg.prefix_len(),
+            num_puzzle_ids: self.cfg.num_puzzle_identifiers,
+        }
+    }
+
+    fn initial_latent(&self, batch: usize) -> Latent<B> {
+        Latent { slots: vec![self.broadcast_init(&self.H_init, batch), self.broadcast_init(&self.L_init, batch)] }
+    }
+
+    fn puzzle_rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        match &self.puzzle_emb {
+            Some(table) => table.rows(ids),
+            None => Tensor::zeros([ids.dims()[0], 0], &ids.device()),
+        }
+    }
+
+    fn embed(&self, tokens: Tensor<B, 2, Int>, puzzle_rows: Tensor<B, 2>) -> Tensor<B, 3> {
+        let (p, d) = (self.cfg.prefix_len(), self.cfg.hidden_size);
+        let mut e = self.embed_tokens.forward(tokens);
+        if p > 0 {
+            let [b, ndim] = puzzle_rows.dims();
+            let rows = if ndim < p * d {
+                let zeros = Tensor::zeros([b, p * d - ndim], &puzzle_rows.device());
+                Tensor::cat(vec![puzzle_rows, zeros], 1)
+            } else {
+                puzzle_rows
+            };
+            e = Tensor::cat(vec![rows.reshape([b, p, d]), e], 1);
+        }
+        if let Some(pos) = &self.embed_pos {
+            e = (e + pos.embedding_weight.val().unsqueeze_dim(0)).mul_scalar(0.707106781);
+        }
+        e.mul_scalar((d as f64).sqrt())
+    }
+
+    fn step(&self, latent: Latent<B>, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>) {
+        let mut slots = latent.slots.into_iter();
+        let (mut z_h, mut z_l) = (slots.next().expect("z_H"), slots.next().expect("z_L"));
+        for _ in 0..self.cfg.h_cycles {
+            (z_h, z_l) = self.cycle(z_h, z_l, &x);
+        }
+        let heads = self.heads(z_h.clone());
+        (Latent { slots: vec![z_h, z_l] }, heads)
+    }
+}
+
+impl<AB: AutodiffBackend> TrainRecursive<AB> for Trm<AB> {
+    /// `H_cycles − 1` cycles on the graph-free copy, then one cycle with full backprop (the reference's
+    /// `torch.no_grad()` split). The returned latent is detached, as the reference's new carry.
+    fn train_step(&self, latent: Latent<AB::InnerBackend>, x: Tensor<AB, 3>) -> (Latent<AB::InnerBackend>, Heads<AB>) {
+        let graph_free = self.valid();
+        let x_free = x.clone().inner();
+        let mut slots = latent.slots.into_iter();
+        let (mut z_h, mut z_l) = (slots.next().expect("z_H"), slots.next().expect("z_L"));
+        for _ in 1..self.cfg.h_cycles {
+            (z_h, z_l) = graph_free.cycle(z_h, z_l, &x_free);
+        }
+        let (z_h, z_l) = self.cycle(Tensor::from_inner(z_h), Tensor::from_inner(z_l), &x);
+        let heads = self.heads(z_h.clone());
+        (Latent { slots: vec![z_h.inner(), z_l.inner()] }, heads)
+    }
+}

@@ -1,0 +1,166 @@
+//! Weights by name: save a model as safetensors under the reference `state_dict` keys, and load weights from
+//! our safetensors, the reference's safetensors, or a PyTorch `pretrain.py` checkpoint (`torch.save` zip, read
+//! without executing pickle by burn-store). Every mismatch is an error naming the key and the file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use burn::module::{Module, ParamId};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, TensorData};
+use burn_store::pytorch::PytorchReader;
+use burn_store::{ModuleSnapshot, TensorSnapshot};
+
+/// The prefix the reference puts before every key of its inner model.
+pub const REFERENCE_PREFIX: &str = "inner.";
+/// Wrappers that `pretrain.py` adds: `torch.compile` (`_orig_mod.`) and the loss head (`model.`).
+const WRAPPER_PREFIXES: [&str; 2] = ["_orig_mod.", "model."];
+
+/// All weights and buffers of a module as `(reference key, f32 data)`, in module order.
+pub fn named_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(model: &M, prefix: &str) -> Vec<(String, TensorData)> {
+    model
+        .collect(None, None, false)
+        .into_iter()
+        .map(|snap| {
+            let data = snap.to_data().expect("in-memory tensor").convert::<f32>();
+            (format!("{prefix}{}", snap.full_path()), data)
+        })
+        .collect()
+}
+
+/// Write tensors as safetensors, atomically (temp file + rename).
+pub fn write_safetensors(path: &Path, tensors: &[(String, TensorData)], metadata: HashMap<String, String>) -> Result<()> {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, data)| {
+            let dtype = match data.dtype {
+                DType::F32 => safetensors::Dtype::F32,
+                DType::F64 => safetensors::Dtype::F64,
+                DType::I32 => safetensors::Dtype::I32,
+                DType::I64 => safetensors::Dtype::I64,
+                DType::U8 => safetensors::Dtype::U8,
+                other => bail!("cannot write tensor {name} of dtype {other:?}"),
+            };
+            let view = safetensors::tensor::TensorView::new(dtype, data.shape.to_vec(), data.as_bytes())
+                .with_context(|| format!("tensor {name}"))?;
+            Ok((name.clone(), view))
+        })
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, Some(metadata)).context("serialising safetensors")?;
+    crate::util::write_atomic(path, &bytes)
+}
+
+/// Read every tensor of a safetensors file as f32 (ints stay ints), keyed by name.
+pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, TensorData>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in file.tensors() {
+        let shape = view.shape().to_vec();
+        let raw = view.data();
+        let data = match view.dtype() {
+            safetensors::Dtype::F32 => TensorData::new(le_vec::<4, f32>(raw, f32::from_le_bytes), shape),
+            safetensors::Dtype::F64 => TensorData::new(le_vec::<8, f64>(raw, f64::from_le_bytes), shape),
+            safetensors::Dtype::BF16 => TensorData::new(
+                le_vec::<2, u16>(raw, u16::from_le_bytes).into_iter().map(|b| half::bf16::from_bits(b).to_f32()).collect(),
+                shape,
+            ),
+            safetensors::Dtype::F16 => TensorData::new(
+                le_vec::<2, u16>(raw, u16::from_le_bytes).into_iter().map(|b| half::f16::from_bits(b).to_f32()).collect(),
+                shape,
+            ),
+            safetensors::Dtype::I32 => TensorData::new(le_vec::<4, i32>(raw, i32::from_le_bytes), shape),
+            safetensors::Dtype::I64 => TensorData::new(le_vec::<8, i64>(raw, i64::from_le_bytes), shape),
+            safetensors::Dtype::U8 => TensorData::new(raw.to_vec(), shape),
+            other => bail!("{}: tensor {name} has unsupported dtype {other:?}", path.display()),
+        };
+        out.insert(name, data);
+    }
+    Ok(out)
+}
+
+fn le_vec<const N: usize, T>(raw: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
+    raw.chunks_exact(N).map(|c| f(c.try_into().expect("chunk size"))).collect()
+}
+
+/// Read a weights file of any supported kind: `.safetensors`, or a PyTorch checkpoint (`.pt`/`.pth`/no extension).
+pub fn read_weights_file(path: &Path) -> Result<BTreeMap<String, TensorData>> {
+    if !path.exists() {
+        bail!("weights file {} does not exist", path.display());
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext == "safetensors" {
+        return read_safetensors(path);
+    }
+    let reader = PytorchReader::new(path)
+        .map_err(|e| anyhow::anyhow!("{}: not a readable PyTorch checkpoint: {e}", path.display()))?;
+    reader
+        .into_tensors()
+        .into_iter()
+        .map(|(k, snap)| {
+            let data = snap.to_data().map_err(|e| anyhow::anyhow!("{}: tensor {k}: {e:?}", path.display()))?;
+            Ok((k, data))
+        })
+        .collect()
+}
+
+/// Strip the wrappers `pretrain.py` adds and the reference `inner.` prefix.
+pub fn canonical_key(key: &str) -> &str {
+    let mut k = key;
+    for p in WRAPPER_PREFIXES {
+        k = k.strip_prefix(p).unwrap_or(k);
+    }
+    k.strip_prefix(REFERENCE_PREFIX).unwrap_or(k)
+}
+
+/// Load named tensors into `model`, strictly: every model tensor must be present with its exact shape, and
+/// every tensor of the file must be used (keys of buffers the reference rebuilds are ignored).
+/// `source` names the file in errors.
+pub fn load_named<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
+    model: M,
+    tensors: BTreeMap<String, TensorData>,
+    source: &Path,
+) -> Result<M> {
+    let mut by_key: BTreeMap<String, (String, TensorData)> = BTreeMap::new();
+    for (k, v) in tensors {
+        by_key.insert(canonical_key(&k).to_string(), (k, v));
+    }
+    let expected: Vec<(String, Vec<usize>)> = model
+        .collect(None, None, false)
+        .into_iter()
+        .map(|s| (s.full_path(), s.shape.to_vec()))
+        .collect();
+    let mut problems = Vec::new();
+    let mut snapshots = Vec::new();
+    for (path, shape) in &expected {
+        match by_key.remove(path) {
+            None => problems.push(format!("missing tensor '{REFERENCE_PREFIX}{path}' (shape {shape:?})")),
+            Some((orig, data)) if data.shape.to_vec() != *shape => problems.push(format!(
+                "tensor '{orig}' has shape {:?}, the model expects {shape:?} (a checkpoint of another model size?)",
+                data.shape
+            )),
+            Some((_, data)) => {
+                let data = data.convert::<f32>();
+                let stack = path.split('.').map(str::to_string).collect();
+                snapshots.push(TensorSnapshot::from_data(data, stack, vec![], ParamId::new()));
+            }
+        }
+    }
+    // Non-persistent buffers of the reference that are rebuilt from the config.
+    let ignorable = |k: &str| k.contains("cos_cached") || k.contains("sin_cached") || k.contains("local_weights") || k.contains("local_ids");
+    for (_, (orig, _)) in by_key.iter().filter(|(k, _)| !ignorable(k)) {
+        problems.push(format!("unexpected tensor '{orig}' (not part of this model)"));
+    }
+    if !problems.is_empty() {
+        bail!("{}: weights do not match the model:\n  {}", source.display(), problems.join("\n  "));
+    }
+    let mut model = model;
+    let result = model.apply(snapshots, None, None, false);
+    if !result.errors.is_empty() {
+        let errs: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+        bail!("{}: {}", source.display(), errs.join("; "));
+    }
+    Ok(model)
+}

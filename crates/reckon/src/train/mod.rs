@@ -1,0 +1,3 @@
+//! Training: the loss head, optimisers, LR schedule, EMA, the ACT carry trainer and checkpoints.
+
+pub mod loss;
