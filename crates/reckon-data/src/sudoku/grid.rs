@@ -117,7 +117,7 @@ pub fn find_conflict(grid: &Grid) -> Option<String> {
 }
 
 /// True iff no digit is repeated in a row, column or box.
-pub fn find_conflict_free(grid: &Grid) -> bool {
+pub fn is_conflict_free(grid: &Grid) -> bool {
     find_conflict(grid).is_none()
 }
 

@@ -17,7 +17,7 @@ pub use builder::{build, BuildReport, SudokuBuildConfig, SudokuSource};
 pub use canonical::{canonical, canonical_transform};
 pub use generator::{generate, generate_many, random_solution_grid, GeneratedPuzzle};
 pub use grid::{
-    completion_error, count_clues, find_conflict, find_conflict_free, grid_from_tokens, grid_to_string, grid_to_tokens, is_valid_completion, parse_grid,
+    completion_error, count_clues, find_conflict, is_conflict_free, grid_from_tokens, grid_to_string, grid_to_tokens, is_valid_completion, parse_grid,
     render_grid, Grid, GridError,
 };
 pub use io::{read_csv, read_list, write_csv, CsvRow};

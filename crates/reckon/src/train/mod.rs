@@ -1,3 +1,5 @@
 //! Training: the loss head, optimisers, LR schedule, EMA, the ACT carry trainer and checkpoints.
 
 pub mod loss;
+pub mod ema;
+pub mod optim;

@@ -1,0 +1,109 @@
+//! Exponential moving average of the weights (reference `models/ema.py`, μ = 0.999) and the global gradient
+//! norm (burn's own clipping is per tensor; the option here clips the norm over all parameters together).
+//!
+//! The EMA lives on the graph-free backend and shares ParamIds with the trained model. Trainable parameters are
+//! averaged; buffers (init states, the puzzle table) are copied from the model, as the reference's EMA copy holds
+//! the live buffers.
+
+use std::collections::{HashMap, HashSet};
+use std::marker::PhantomData;
+
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor};
+
+/// Every float tensor of a module by ParamId, and which of them are trained (require grad).
+struct Snapshot<B: Backend> {
+    values: HashMap<ParamId, burn::tensor::TensorData>,
+    trainable: HashSet<ParamId>,
+    _b: PhantomData<B>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Snapshot<B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let t = param.val();
+        if t.is_require_grad() {
+            self.trainable.insert(param.id);
+        }
+        self.values.insert(param.id, t.into_data());
+    }
+}
+
+struct EmaUpdate<'a> {
+    current: &'a HashMap<ParamId, burn::tensor::TensorData>,
+    trainable: &'a HashSet<ParamId>,
+    decay: f64,
+}
+
+impl<B: Backend> ModuleMapper<B> for EmaUpdate<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, shadow, mapper) = param.consume();
+        let value = match self.current.get(&id) {
+            Some(cur) => {
+                let cur = Tensor::<B, D>::from_data(cur.clone(), &shadow.device());
+                if self.trainable.contains(&id) {
+                    shadow.mul_scalar(self.decay) + cur.mul_scalar(1.0 - self.decay)
+                } else {
+                    cur
+                }
+            }
+            None => shadow,
+        };
+        Param::from_mapped_value(id, value, mapper)
+    }
+}
+
+/// `shadow ← μ · shadow + (1 − μ) · param` for trained parameters; buffers copied.
+pub fn ema_update<AB: AutodiffBackend, M: AutodiffModule<AB>>(ema: M::InnerModule, model: &M, decay: f64) -> M::InnerModule {
+    let mut snap = Snapshot::<AB> { values: HashMap::new(), trainable: HashSet::new(), _b: PhantomData };
+    model.visit(&mut snap);
+    ema.map(&mut EmaUpdate { current: &snap.values, trainable: &snap.trainable, decay })
+}
+
+struct SquaredNorm<'a, AB: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    total: f64,
+    _b: PhantomData<AB>,
+}
+
+impl<AB: AutodiffBackend> ModuleVisitor<AB> for SquaredNorm<'_, AB> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+        if let Some(g) = self.grads.get::<AB::InnerBackend, D>(param.id) {
+            let sq: f32 = g.powi_scalar(2).sum().into_scalar().elem();
+            self.total += sq as f64;
+        }
+    }
+}
+
+struct ScaleGrads<'a, AB: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    scale: f64,
+    _b: PhantomData<AB>,
+}
+
+impl<AB: AutodiffBackend> ModuleVisitor<AB> for ScaleGrads<'_, AB> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+        if let Some(g) = self.grads.remove::<AB::InnerBackend, D>(param.id) {
+            self.grads.register::<AB::InnerBackend, D>(param.id, g.mul_scalar(self.scale));
+        }
+    }
+}
+
+/// The L2 norm of all parameter gradients together; if `max_norm` is given and exceeded, scale them all down
+/// to it. Returns the norm before clipping.
+pub fn clip_global_norm<AB: AutodiffBackend, M: AutodiffModule<AB>>(
+    model: &M,
+    grads: &mut GradientsParams,
+    max_norm: Option<f64>,
+) -> f64 {
+    let mut norm = SquaredNorm::<AB> { grads, total: 0.0, _b: PhantomData };
+    model.visit(&mut norm);
+    let norm = norm.total.sqrt();
+    if let Some(max) = max_norm {
+        if norm > max {
+            model.visit(&mut ScaleGrads::<AB> { grads, scale: max / (norm + 1e-6), _b: PhantomData });
+        }
+    }
+    norm
+}
