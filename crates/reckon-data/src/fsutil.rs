@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 /// A sibling path `<path><suffix>-<pid>` in the same directory (so that rename is atomic).
 pub(crate) fn temp_sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!("{suffix}-{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -64,7 +67,8 @@ pub(crate) fn build_dir_atomic(
     }
     let tmp = temp_sibling(dir, ".tmp");
     if tmp.exists() {
-        fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove stale {}", tmp.display()))?;
+        fs::remove_dir_all(&tmp)
+            .with_context(|| format!("cannot remove stale {}", tmp.display()))?;
     }
     fs::create_dir(&tmp).with_context(|| format!("cannot create directory {}", tmp.display()))?;
     if let Err(e) = fill(&tmp) {

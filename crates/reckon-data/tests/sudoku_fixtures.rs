@@ -10,9 +10,14 @@ use reckon_data::sudoku::{
 use std::path::Path;
 use std::time::Instant;
 
-const SEVENTEEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/sudoku/puzzles2_17_clue_head300.txt");
-const HARDEST: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/sudoku/puzzles5_forum_hardest_1905_11+_head300.txt");
+const SEVENTEEN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/sudoku/puzzles2_17_clue_head300.txt"
+);
+const HARDEST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/sudoku/puzzles5_forum_hardest_1905_11+_head300.txt"
+);
 
 fn fixtures() -> Vec<Grid> {
     let mut puzzles = read_list(Path::new(SEVENTEEN)).unwrap();
@@ -76,7 +81,7 @@ fn canonical_separates_fixture_classes_and_is_fast() {
     let start = Instant::now();
     let classes: std::collections::HashSet<Grid> = puzzles.iter().map(canonical).collect();
     let per_puzzle_us = start.elapsed().as_secs_f64() * 1e6 / puzzles.len() as f64;
-    eprintln!("canonical: {per_puzzle_us:.1} us per puzzle (test profile)");
+    eprintln!("canonical: {per_puzzle_us:.1} us per puzzle");
     // The 17-clue list has no equivalent pairs, and the hardest list has few.
     assert!(classes.len() >= 590, "{} classes among 600", classes.len());
 }
@@ -91,7 +96,10 @@ fn solver_solves_full_tdoku_lists() {
         eprintln!("{} not found; skipping", dir.display());
         return;
     }
-    for name in ["puzzles2_17_clue.txt", "puzzles5_forum_hardest_1905_11+.txt"] {
+    for name in [
+        "puzzles2_17_clue.txt",
+        "puzzles5_forum_hardest_1905_11+.txt",
+    ] {
         let puzzles = read_list(&dir.join(name)).unwrap();
         let start = Instant::now();
         assert_all_unique_and_valid(&puzzles);

@@ -10,6 +10,7 @@
 
 pub mod act;
 pub mod backend;
+pub mod eval;
 pub mod model;
 pub mod train;
 pub mod util;

@@ -58,7 +58,12 @@ impl SudokuTransform {
         let transpose = rng.random_bool(0.5);
         let row_perm = random_line_perm(rng);
         let col_perm = random_line_perm(rng);
-        SudokuTransform { digit_map, transpose, row_perm, col_perm }
+        SudokuTransform {
+            digit_map,
+            transpose,
+            row_perm,
+            col_perm,
+        }
     }
 
     /// Source cell (row-major index) read by destination cell `i`.
@@ -73,10 +78,12 @@ impl SudokuTransform {
     }
 
     /// Moves cells and relabels their values with `relabel` (so the same code serves grids and
-    /// tokens). `cells` must have 81 entries.
+    /// tokens). Panics unless `cells` has 81 entries (a caller bug, not a data error).
     pub fn permute_cells<T: Copy>(&self, cells: &[T], relabel: impl Fn(T) -> T) -> Vec<T> {
         assert_eq!(cells.len(), 81, "a Sudoku has 81 cells");
-        (0..81).map(|i| relabel(cells[self.source_cell(i)])).collect()
+        (0..81)
+            .map(|i| relabel(cells[self.source_cell(i)]))
+            .collect()
     }
 
     /// The transformed grid.
@@ -92,7 +99,11 @@ impl SudokuTransform {
     pub fn inverse(&self) -> SudokuTransform {
         // src_t[R[i]][C[j]] = d^-1(new[i][j]); for a transpose the roles of rows and columns swap.
         let (row_inv, col_inv) = (invert_perm(&self.row_perm), invert_perm(&self.col_perm));
-        let (row_perm, col_perm) = if self.transpose { (col_inv, row_inv) } else { (row_inv, col_inv) };
+        let (row_perm, col_perm) = if self.transpose {
+            (col_inv, row_inv)
+        } else {
+            (row_inv, col_inv)
+        };
         SudokuTransform {
             digit_map: invert_perm(&self.digit_map),
             transpose: self.transpose,
@@ -128,7 +139,10 @@ mod tests {
     fn identity_maps_grid_to_itself() {
         let p = parse_grid(PUZZLE).unwrap();
         assert_eq!(SudokuTransform::IDENTITY.apply(&p), p);
-        assert_eq!(SudokuTransform::IDENTITY.inverse(), SudokuTransform::IDENTITY);
+        assert_eq!(
+            SudokuTransform::IDENTITY.inverse(),
+            SudokuTransform::IDENTITY
+        );
     }
 
     #[test]
@@ -164,7 +178,10 @@ mod tests {
             assert_eq!(t.inverse().apply(&tp), p);
             assert_eq!(t.apply(&t.inverse().apply(&s)), s);
         }
-        assert!((100..200).contains(&transposed), "transpose should be a fair coin: {transposed}");
+        assert!(
+            (100..200).contains(&transposed),
+            "transpose should be a fair coin: {transposed}"
+        );
         let t = SudokuTransform::random(&mut rng);
         assert_eq!(solve_unique(&t.apply(&p)).unwrap().0, t.apply(&s));
     }
@@ -172,7 +189,10 @@ mod tests {
     #[test]
     fn transpose_flag_reads_columns() {
         let p = parse_grid(PUZZLE).unwrap();
-        let t = SudokuTransform { transpose: true, ..SudokuTransform::IDENTITY };
+        let t = SudokuTransform {
+            transpose: true,
+            ..SudokuTransform::IDENTITY
+        };
         let tp = t.apply(&p);
         for r in 0..9 {
             for c in 0..9 {

@@ -23,7 +23,14 @@ use std::sync::OnceLock;
 pub(crate) fn line_perms() -> &'static [[u8; 9]] {
     static PERMS: OnceLock<Vec<[u8; 9]>> = OnceLock::new();
     PERMS.get_or_init(|| {
-        const P3: [[u8; 3]; 6] = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        const P3: [[u8; 3]; 6] = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
         let mut perms = Vec::with_capacity(1296);
         for bands in P3 {
             for a in P3 {
@@ -56,8 +63,17 @@ struct Candidate {
     next_label: u8,
 }
 
+/// How a relabelled row compares with the best row so far.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RowOrder {
+    Less,
+    Equal,
+    /// Greater, decided at this cell (the rest of the row was not computed).
+    GreaterAt(usize),
+}
+
 /// Relabels the source row under the candidate's column permutation, comparing with `best`
-/// as it goes. Returns Greater as soon as the row is known to lose (the output is then garbage).
+/// as it goes and stopping as soon as the row is known to lose.
 #[inline]
 fn relabel_row(
     source_row: &[u8],
@@ -65,7 +81,7 @@ fn relabel_row(
     cand: &mut Candidate,
     best: &[u8; 9],
     out: &mut [u8; 9],
-) -> Ordering {
+) -> RowOrder {
     let mut order = Ordering::Equal;
     for j in 0..9 {
         let v = source_row[cols[j] as usize] as usize;
@@ -82,11 +98,15 @@ fn relabel_row(
         if order == Ordering::Equal {
             order = label.cmp(&best[j]);
             if order == Ordering::Greater {
-                return order;
+                return RowOrder::GreaterAt(j);
             }
         }
     }
-    order
+    if order == Ordering::Less {
+        RowOrder::Less
+    } else {
+        RowOrder::Equal
+    }
 }
 
 /// The surviving candidates for the next row, and the best row.
@@ -97,35 +117,48 @@ struct Step {
 
 impl Step {
     fn new() -> Step {
-        Step { best: [u8::MAX; 9], survivors: Vec::new() }
+        Step {
+            best: [u8::MAX; 9],
+            survivors: Vec::new(),
+        }
     }
 
     /// Tries `source_row` as result row `k` of `cand`.
     #[inline]
-    fn offer(&mut self, sources: &[Grid; 2], cand: &Candidate, k: usize, source_row: u8) {
+    fn offer(
+        &mut self,
+        sources: &[Grid; 2],
+        cand: &Candidate,
+        k: usize,
+        source_row: u8,
+    ) -> RowOrder {
         let grid = &sources[cand.transpose as usize];
         let row = &grid[source_row as usize * 9..source_row as usize * 9 + 9];
         let cols = &line_perms()[cand.col_perm as usize];
         let mut next = *cand;
         let mut out = [0u8; 9];
-        match relabel_row(row, cols, &mut next, &self.best, &mut out) {
-            Ordering::Greater => {}
-            order => {
-                if order == Ordering::Less {
-                    self.best = out;
-                    self.survivors.clear();
-                }
-                next.rows[k] = source_row;
-                self.survivors.push(next);
-            }
+        let order = relabel_row(row, cols, &mut next, &self.best, &mut out);
+        if let RowOrder::GreaterAt(_) = order {
+            return order;
         }
+        if order == RowOrder::Less {
+            self.best = out;
+            self.survivors.clear();
+        }
+        next.rows[k] = source_row;
+        self.survivors.push(next);
+        order
     }
 }
 
 /// Source rows that may become result row `k` after `rows[..k]` were chosen.
 fn next_row_options(rows: &[u8; 9], k: usize) -> impl Iterator<Item = u8> + '_ {
     let used = move |r: u8| rows[..k].contains(&r);
-    let current_band = if k % 3 == 0 { None } else { Some(rows[k - 1] / 3) };
+    let current_band = if k % 3 == 0 {
+        None
+    } else {
+        Some(rows[k - 1] / 3)
+    };
     (0..9u8).filter(move |&r| match current_band {
         Some(band) => r / 3 == band && !used(r),
         None => !rows[..k].iter().any(|&u| u / 3 == r / 3),
@@ -146,10 +179,23 @@ fn search(grid: &Grid) -> (Grid, Candidate) {
     let mut step = Step::new();
     for transpose in [false, true] {
         for r0 in 0..9u8 {
-            for col_perm in 0..line_perms().len() as u16 {
-                let cand =
-                    Candidate { transpose, rows: [0; 9], col_perm, labels: [0; 10], next_label: 1 };
-                step.offer(&sources, &cand, 0, r0);
+            let mut col_perm = 0;
+            while col_perm < line_perms().len() {
+                let cand = Candidate {
+                    transpose,
+                    rows: [0; 9],
+                    col_perm: col_perm as u16,
+                    labels: [0; 10],
+                    next_label: 1,
+                };
+                col_perm = match step.offer(&sources, &cand, 0, r0) {
+                    // `line_perms` nests (stack order, stack 1, stack 2, stack 3 orders): blocks
+                    // of 36 share result columns 0..3 and blocks of 6 share columns 0..6, so a
+                    // row that loses there loses for the whole block.
+                    RowOrder::GreaterAt(j) if j < 3 => (col_perm / 36 + 1) * 36,
+                    RowOrder::GreaterAt(j) if j < 6 => (col_perm / 6 + 1) * 6,
+                    _ => col_perm + 1,
+                };
             }
         }
     }
@@ -180,9 +226,9 @@ pub fn canonical_transform(grid: &Grid) -> SudokuTransform {
     let mut digit_map = cand.labels;
     // Digits absent from the grid take the remaining labels so the map is a permutation.
     let mut next = cand.next_label;
-    for v in 1..10 {
-        if digit_map[v] == 0 {
-            digit_map[v] = next;
+    for label in digit_map.iter_mut().skip(1) {
+        if *label == 0 {
+            *label = next;
             next += 1;
         }
     }
@@ -255,6 +301,15 @@ mod tests {
     }
 
     #[test]
+    fn line_perm_blocks_share_prefixes() {
+        // The first-row search skips whole blocks of 36 and 6 perms; it relies on this layout.
+        for (i, perm) in line_perms().iter().enumerate() {
+            assert_eq!(perm[..3], line_perms()[i / 36 * 36][..3]);
+            assert_eq!(perm[..6], line_perms()[i / 6 * 6][..6]);
+        }
+    }
+
+    #[test]
     fn there_are_1296_distinct_line_perms() {
         let mut perms = line_perms().to_vec();
         perms.sort();
@@ -276,7 +331,11 @@ mod tests {
         let puzzle = parse_grid(PUZZLE).unwrap();
         let c = canonical(&puzzle);
         assert_eq!(canonical(&c), c);
-        assert_eq!(c, relabel(&c), "canonical digits appear in order 1, 2, 3...");
+        assert_eq!(
+            c,
+            relabel(&c),
+            "canonical digits appear in order 1, 2, 3..."
+        );
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         for _ in 0..50 {
             let t = SudokuTransform::random(&mut rng);

@@ -43,7 +43,9 @@ pub fn parse_grid(text: &str) -> Result<Grid, GridError> {
 
 /// 81 characters, '.' for blank.
 pub fn grid_to_string(grid: &Grid) -> String {
-    grid.iter().map(|&v| if v == 0 { '.' } else { (b'0' + v) as char }).collect()
+    grid.iter()
+        .map(|&v| if v == 0 { '.' } else { (b'0' + v) as char })
+        .collect()
 }
 
 /// Cell values -> tokens (value + 1).
@@ -80,12 +82,11 @@ pub(crate) fn box_of(i: usize) -> usize {
 /// The 27 units (9 rows, 9 columns, 9 boxes) as cell indices.
 pub(crate) fn units() -> [[usize; 9]; 27] {
     let mut units = [[0usize; 9]; 27];
-    for k in 0..9 {
-        for j in 0..9 {
-            units[k][j] = k * 9 + j;
-            units[9 + k][j] = j * 9 + k;
-            units[18 + k][j] = (k / 3) * 27 + (k % 3) * 3 + (j / 3) * 9 + j % 3;
-        }
+    for i in 0..81 {
+        let (row, col) = (i / 9, i % 9);
+        units[row][col] = i;
+        units[9 + col][row] = i;
+        units[18 + box_of(i)][(row % 3) * 3 + col % 3] = i;
     }
     units
 }
@@ -125,7 +126,11 @@ pub fn is_conflict_free(grid: &Grid) -> bool {
 pub fn completion_error(puzzle: &Grid, candidate: &Grid) -> Option<String> {
     for i in 0..81 {
         if candidate[i] == 0 || candidate[i] > 9 {
-            return Some(format!("cell {i} (row {}, column {}) is not a digit 1-9", i / 9 + 1, i % 9 + 1));
+            return Some(format!(
+                "cell {i} (row {}, column {}) is not a digit 1-9",
+                i / 9 + 1,
+                i % 9 + 1
+            ));
         }
         if puzzle[i] != 0 && puzzle[i] != candidate[i] {
             return Some(format!(
@@ -166,7 +171,13 @@ pub(crate) fn render_cells(cell: impl Fn(usize) -> char) -> String {
 
 /// Multi-line rendering of a grid ('.' blank).
 pub fn render_grid(grid: &Grid) -> String {
-    render_cells(|i| if grid[i] == 0 { '.' } else { (b'0' + grid[i]) as char })
+    render_cells(|i| {
+        if grid[i] == 0 {
+            '.'
+        } else {
+            (b'0' + grid[i]) as char
+        }
+    })
 }
 
 #[cfg(test)]
@@ -183,7 +194,10 @@ mod tests {
         let g = parse_grid(PUZZLE).unwrap();
         assert_eq!(grid_to_string(&g), PUZZLE);
         assert_eq!(parse_grid(&PUZZLE.replace('.', "0")).unwrap(), g);
-        assert_eq!(count_clues(&g), PUZZLE.chars().filter(|&c| c != '.').count());
+        assert_eq!(
+            count_clues(&g),
+            PUZZLE.chars().filter(|&c| c != '.').count()
+        );
     }
 
     #[test]
@@ -191,7 +205,13 @@ mod tests {
         assert_eq!(parse_grid(&PUZZLE[..80]), Err(GridError::Length(80)));
         let bad = format!("{}a{}", &PUZZLE[..10], &PUZZLE[11..]);
         let err = parse_grid(&bad).unwrap_err();
-        assert_eq!(err, GridError::BadChar { position: 10, found: 'a' });
+        assert_eq!(
+            err,
+            GridError::BadChar {
+                position: 10,
+                found: 'a'
+            }
+        );
         assert!(err.to_string().contains("row 2, column 2"), "{err}");
     }
 
@@ -204,7 +224,13 @@ mod tests {
         assert_eq!(grid_from_tokens(&t).unwrap(), g);
         let mut bad = t.clone();
         bad[3] = PAD_TOKEN;
-        assert_eq!(grid_from_tokens(&bad), Err(GridError::BadToken { position: 3, found: 0 }));
+        assert_eq!(
+            grid_from_tokens(&bad),
+            Err(GridError::BadToken {
+                position: 3,
+                found: 0
+            })
+        );
     }
 
     #[test]
@@ -217,10 +243,16 @@ mod tests {
         swapped.swap(1, 2);
         assert!(!is_valid_completion(&p, &swapped));
         // Relabelling two digits everywhere keeps a valid grid but changes givens.
-        let relabelled: Grid = s.map(|v| match v { 5 => 8, 8 => 5, v => v });
+        let relabelled: Grid = s.map(|v| match v {
+            5 => 8,
+            8 => 5,
+            v => v,
+        });
         assert!(find_conflict(&relabelled).is_none());
         assert!(!is_valid_completion(&p, &relabelled));
-        assert!(completion_error(&p, &relabelled).unwrap().contains("puzzle gives 5"));
+        assert!(completion_error(&p, &relabelled)
+            .unwrap()
+            .contains("puzzle gives 5"));
         // Blank cells are not a completion.
         assert!(!is_valid_completion(&p, &p));
     }

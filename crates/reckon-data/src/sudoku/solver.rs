@@ -67,7 +67,12 @@ enum Propagated {
 impl State {
     /// None if two givens conflict.
     fn from_grid(grid: &Grid) -> Option<State> {
-        let mut s = State { cells: [0; 81], rows: [0; 9], cols: [0; 9], boxes: [0; 9] };
+        let mut s = State {
+            cells: [0; 81],
+            rows: [0; 9],
+            cols: [0; 9],
+            boxes: [0; 9],
+        };
         for (i, &v) in grid.iter().enumerate() {
             if v == 0 {
                 continue;
@@ -203,8 +208,7 @@ impl Search<'_> {
             Propagated::Contradiction => self.backtracks += 1,
             Propagated::Solved => self.solutions.push(state.cells),
             Propagated::Branch(i, mask) => {
-                let mut digits: Vec<u8> =
-                    (1..=9).filter(|d| mask & (1 << (d - 1)) != 0).collect();
+                let mut digits: Vec<u8> = (1..=9).filter(|d| mask & (1 << (d - 1)) != 0).collect();
                 if let Some(rng) = self.rng.as_deref_mut() {
                     digits.shuffle(rng);
                 }
@@ -222,13 +226,21 @@ impl Search<'_> {
 }
 
 fn solve_with(grid: &Grid, limit: usize, rng: Option<&mut dyn RngCore>) -> SolveResult {
-    let mut search = Search { limit, solutions: Vec::new(), backtracks: 0, rng };
+    let mut search = Search {
+        limit,
+        solutions: Vec::new(),
+        backtracks: 0,
+        rng,
+    };
     if limit > 0 {
         if let Some(state) = State::from_grid(grid) {
             search.run(state);
         }
     }
-    SolveResult { solutions: search.solutions, backtracks: search.backtracks }
+    SolveResult {
+        solutions: search.solutions,
+        backtracks: search.backtracks,
+    }
 }
 
 /// Finds up to `limit` solutions of `grid` (conflicting givens give none). `limit = 2` is the
@@ -278,7 +290,11 @@ pub fn solver_bench(puzzles: &[Grid]) -> SolverBenchReport {
     };
     SolverBenchReport {
         median_us,
-        mean_us: if count == 0 { 0.0 } else { times.iter().sum::<f64>() / count as f64 },
+        mean_us: if count == 0 {
+            0.0
+        } else {
+            times.iter().sum::<f64>() / count as f64
+        },
         max_us: times.last().copied().unwrap_or(0.0),
         count,
     }
@@ -318,7 +334,10 @@ mod tests {
         assert!(lost);
         let result = solve(&grid, 5);
         assert!(result.solutions.len() >= 2);
-        assert!(result.solutions.iter().all(|s| is_valid_completion(&grid, s)));
+        assert!(result
+            .solutions
+            .iter()
+            .all(|s| is_valid_completion(&grid, s)));
         assert!(result.solutions.contains(&solution));
     }
 
@@ -333,7 +352,9 @@ mod tests {
         let mut conflict = [0u8; 81];
         conflict[0] = 4;
         conflict[1] = 4;
-        assert!(matches!(solve_unique(&conflict), Err(SolveError::Invalid(m)) if m.contains("row 1")));
+        assert!(
+            matches!(solve_unique(&conflict), Err(SolveError::Invalid(m)) if m.contains("row 1"))
+        );
         assert!(solve(&conflict, 1).solutions.is_empty());
         // No two givens conflict, but cell 0 has no candidate left.
         let mut dead = [0u8; 81];

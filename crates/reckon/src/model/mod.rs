@@ -74,6 +74,10 @@ pub trait RecursiveModel<B: Backend>: Module<B> + Clone {
     fn puzzle_rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2>;
     /// Input embedding `[B, P + seq, D]` from tokens and the batch's puzzle rows.
     fn embed(&self, tokens: Tensor<B, 2, Int>, puzzle_rows: Tensor<B, 2>) -> Tensor<B, 3>;
+    /// The sparse puzzle-embedding table `[num_ids, ndim]`, if the model has one.
+    fn puzzle_table(&self) -> Option<Tensor<B, 2>>;
+    /// Replace the puzzle table's values (it is trained outside autodiff, by SignSGD).
+    fn set_puzzle_table(self, table: Tensor<B, 2>) -> Self;
     /// One full supervision step (all cycles) and the heads on its result.
     fn step(&self, latent: Latent<B>, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>);
 }

@@ -283,6 +283,18 @@ impl<B: Backend> RecursiveModel<B> for Trm<B> {
         }
     }
 
+    fn puzzle_table(&self) -> Option<Tensor<B, 2>> {
+        self.puzzle_emb.as_ref().map(|t| t.weights.val())
+    }
+
+    fn set_puzzle_table(mut self, table: Tensor<B, 2>) -> Self {
+        if let Some(emb) = self.puzzle_emb.as_mut() {
+            let id = emb.weights.id;
+            emb.weights = Param::initialized(id, table).set_require_grad(false);
+        }
+        self
+    }
+
     fn embed(&self, tokens: Tensor<B, 2, Int>, puzzle_rows: Tensor<B, 2>) -> Tensor<B, 3> {
         let (p, d) = (self.cfg.prefix_len(), self.cfg.hidden_size);
         let mut e = self.embed_tokens.forward(tokens);

@@ -3,3 +3,6 @@
 pub mod loss;
 pub mod ema;
 pub mod optim;
+pub mod config;
+pub mod checkpoint;
+pub mod trainer;

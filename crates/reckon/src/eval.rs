@@ -1,0 +1,154 @@
+//! Evaluation: exact accuracy (every valid token right) and token accuracy after a fixed number of supervision
+//! steps, as the reference reports them (it never halts at eval), the same metrics after *each* step (the
+//! curve), and the accuracy when ACT halting is honoured at inference: a puzzle's answer is the prediction of the
+//! first step whose `q_halt > 0` (or the last step).
+
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use reckon_data::{eval_batches, Batch, PuzzleDataset, IGNORE_LABEL};
+use serde::{Deserialize, Serialize};
+
+use crate::model::RecursiveModel;
+
+/// Metrics of one evaluation.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub examples: usize,
+    pub steps: usize,
+    /// After the last step.
+    pub exact_accuracy: f64,
+    pub token_accuracy: f64,
+    /// `[k]` = after step k+1.
+    pub exact_per_step: Vec<f64>,
+    pub token_per_step: Vec<f64>,
+    /// With ACT halting at inference (q_halt > 0 stops a puzzle).
+    pub act_exact_accuracy: f64,
+    pub act_token_accuracy: f64,
+    pub act_mean_steps: f64,
+    /// Share of puzzles whose halting decision was right (halted ⇔ correct at that step).
+    pub q_halt_accuracy: f64,
+    pub puzzles_per_s: f64,
+}
+
+/// Per-row outcome of the predictions of one step.
+struct RowScore {
+    exact: bool,
+    token_acc: f64,
+}
+
+fn score_rows(preds: &[u32], labels: &[i32], rows: usize, seq: usize) -> Vec<RowScore> {
+    (0..rows)
+        .map(|r| {
+            let (mut valid, mut correct) = (0usize, 0usize);
+            for t in 0..seq {
+                let l = labels[r * seq + t];
+                if l != IGNORE_LABEL {
+                    valid += 1;
+                    correct += usize::from(preds[r * seq + t] as i32 == l);
+                }
+            }
+            RowScore { exact: correct == valid, token_acc: correct as f64 / valid.max(1) as f64 }
+        })
+        .collect()
+}
+
+/// Argmax over the last axis of `[B, seq, vocab]` logits (first index on ties, as torch).
+pub fn argmax_tokens(logits: &[f32], vocab: usize) -> Vec<u32> {
+    logits
+        .chunks_exact(vocab)
+        .map(|row| {
+            let mut best = 0;
+            for (i, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        })
+        .collect()
+}
+
+/// Tensors of a batch on a device.
+pub fn batch_tensors<B: Backend>(batch: &Batch, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 1, Int>) {
+    let tokens = Tensor::from_data(TensorData::new(batch.inputs.clone(), [batch.batch_size, batch.seq_len]), device);
+    let ids = Tensor::from_data(TensorData::new(batch.puzzle_identifiers.clone(), [batch.batch_size]), device);
+    (tokens, ids)
+}
+
+/// Evaluate `model` on a dataset split for `steps` supervision steps per puzzle.
+/// `progress(done, total)` is called after each batch.
+pub fn evaluate<B: Backend, M: RecursiveModel<B>>(
+    model: &M,
+    ds: &PuzzleDataset,
+    batch_size: usize,
+    steps: usize,
+    max_examples: Option<usize>,
+    device: &B::Device,
+    mut progress: impl FnMut(usize, usize),
+) -> EvalReport {
+    let dims = model.dims();
+    let total = max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
+    let started = Instant::now();
+    let mut exact_per_step = vec![0usize; steps];
+    let mut token_per_step = vec![0f64; steps];
+    let (mut act_exact, mut act_token, mut act_steps, mut q_right, mut seen) = (0usize, 0f64, 0usize, 0usize, 0usize);
+    for batch in eval_batches(ds, batch_size) {
+        if seen >= total {
+            break;
+        }
+        let rows = batch.real_rows.min(total - seen);
+        let (tokens, ids) = batch_tensors::<B>(&batch, device);
+        let x = model.embed(tokens, model.puzzle_rows(ids));
+        let mut latent = model.initial_latent(batch.batch_size);
+        let mut halted_at: Vec<Option<usize>> = vec![None; rows];
+        for step in 0..steps {
+            let (next, heads) = model.step(latent, x.clone());
+            latent = next;
+            let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
+            let preds = argmax_tokens(&logits, dims.vocab_size);
+            let scores = score_rows(&preds, &batch.labels, rows, batch.seq_len);
+            let q_halt: Option<Vec<f32>> = heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec().expect("f32"));
+            for (r, s) in scores.iter().enumerate() {
+                exact_per_step[step] += usize::from(s.exact);
+                token_per_step[step] += s.token_acc;
+                let wants_halt = q_halt.as_ref().is_some_and(|q| q[r] > 0.0);
+                if halted_at[r].is_none() && (wants_halt || step + 1 == steps) {
+                    halted_at[r] = Some(step + 1);
+                    act_exact += usize::from(s.exact);
+                    act_token += s.token_acc;
+                    act_steps += step + 1;
+                    q_right += usize::from(wants_halt == s.exact);
+                }
+            }
+        }
+        seen += rows;
+        progress(seen, total);
+    }
+    let n = seen.max(1) as f64;
+    EvalReport {
+        examples: seen,
+        steps,
+        exact_accuracy: exact_per_step.last().copied().unwrap_or(0) as f64 / n,
+        token_accuracy: token_per_step.last().copied().unwrap_or(0.0) / n,
+        exact_per_step: exact_per_step.iter().map(|&c| c as f64 / n).collect(),
+        token_per_step: token_per_step.iter().map(|&c| c / n).collect(),
+        act_exact_accuracy: act_exact as f64 / n,
+        act_token_accuracy: act_token / n,
+        act_mean_steps: act_steps as f64 / n,
+        q_halt_accuracy: q_right as f64 / n,
+        puzzles_per_s: seen as f64 / started.elapsed().as_secs_f64().max(1e-9),
+    }
+}
+
+impl EvalReport {
+    /// A short table: accuracy after each step.
+    pub fn per_step_table(&self) -> String {
+        let mut s = String::from("step  exact   token\n");
+        for (k, (e, t)) in self.exact_per_step.iter().zip(&self.token_per_step).enumerate() {
+            s.push_str(&format!("{:>4}  {:>5.1}%  {:>5.1}%\n", k + 1, 100.0 * e, 100.0 * t));
+        }
+        s
+    }
+}

@@ -1,0 +1,253 @@
+//! Checkpoints: one directory per save, `run_dir/checkpoints/step_N/`, written under a temp name and renamed,
+//! so an interrupted save never leaves a half checkpoint; `run_dir/checkpoints/latest` names the newest.
+//!
+//! - `weights.safetensors`: the evaluation weights (the EMA when enabled, as the reference checkpoints), under
+//!   the reference `state_dict` keys (`inner.L_level.layers.0.mlp.gate_up_proj.weight`, ...), with the model
+//!   config in the metadata: self-contained for `eval`/`solve`, and loadable by the PyTorch reference.
+//! - `train_weights.safetensors`: the live weights, when they differ from the above (EMA on).
+//! - `optimizer.mpk`: burn's optimiser record (moments, step counts), keyed by parameter *name* via `state.json`
+//!   so it lines up with a freshly built model on resume.
+//! - `carry.safetensors`: the ACT carry (latent, steps, halted, slot data), so a resumed run continues exactly.
+//! - `state.json`: step, sampler cursor, config, elapsed time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::module::{AutodiffModule, Module, ParamId};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use burn_store::ModuleSnapshot;
+use reckon_data::SamplerCursor;
+use serde::{Deserialize, Serialize};
+
+use super::config::{ExperimentConfig, ModelConfig};
+use super::optim::{AdamAtan2, DenseOptimizer, DenseOptimizerRecord};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, Optimizer};
+use crate::act::{ActCarry, SlotData};
+use crate::model::weights::{load_named, named_tensors, read_safetensors, write_safetensors, REFERENCE_PREFIX};
+use crate::model::Latent;
+
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+const TRAIN_WEIGHTS_FILE: &str = "train_weights.safetensors";
+const OPTIMIZER_FILE: &str = "optimizer";
+const CARRY_FILE: &str = "carry.safetensors";
+const STATE_FILE: &str = "state.json";
+/// Metadata key holding the model config (JSON) in a weights file.
+pub const MODEL_CONFIG_KEY: &str = "reckon.model";
+
+/// Everything of a run's progress that is not a tensor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainProgress {
+    pub step: u64,
+    pub total_steps: u64,
+    pub sampler: SamplerCursor,
+    pub elapsed_s: f64,
+    /// The config the run was started with (TOML).
+    pub config: String,
+    /// Parameter name → the ParamId the optimiser record uses.
+    pub param_ids: BTreeMap<String, u64>,
+}
+
+pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+/// The newest checkpoint of a run, if any.
+pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
+    let pointer = checkpoints_dir(run_dir).join("latest");
+    if !pointer.exists() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&pointer).with_context(|| format!("reading {}", pointer.display()))?;
+    let dir = checkpoints_dir(run_dir).join(name.trim());
+    if !dir.join(STATE_FILE).exists() {
+        bail!("{} points to {}, which is not a complete checkpoint", pointer.display(), dir.display());
+    }
+    Ok(Some(dir))
+}
+
+fn param_ids<B: Backend, M: Module<B> + ModuleSnapshot<B>>(model: &M) -> BTreeMap<String, u64> {
+    model
+        .collect(None, None, false)
+        .into_iter()
+        .filter_map(|s| s.tensor_id.map(|id| (s.full_path(), id.val())))
+        .collect()
+}
+
+fn weights_metadata(model: &ModelConfig, step: u64) -> HashMap<String, String> {
+    HashMap::from([
+        (MODEL_CONFIG_KEY.to_string(), serde_json::to_string(model).expect("config serialises")),
+        ("reckon.step".to_string(), step.to_string()),
+        ("format".to_string(), "pt".to_string()),
+    ])
+}
+
+/// Save a checkpoint of a run at `progress.step`; returns its directory.
+#[allow(clippy::too_many_arguments)]
+pub fn save<AB, M>(
+    cfg: &ExperimentConfig,
+    progress: &TrainProgress,
+    model: &M,
+    ema: Option<&M::InnerModule>,
+    optimizer: &DenseOptimizer<AB, M>,
+    carry: &ActCarry<AB::InnerBackend>,
+) -> Result<PathBuf>
+where
+    AB: AutodiffBackend,
+    M: AutodiffModule<AB> + ModuleSnapshot<AB>,
+    M::InnerModule: ModuleSnapshot<AB::InnerBackend>,
+{
+    let root = checkpoints_dir(&cfg.run_dir);
+    let name = format!("step_{}", progress.step);
+    let final_dir = root.join(&name);
+    let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let meta = weights_metadata(&cfg.model, progress.step);
+    match ema {
+        Some(ema) => {
+            write_safetensors(&tmp.join(WEIGHTS_FILE), &named_tensors(ema, REFERENCE_PREFIX), meta.clone())?;
+            write_safetensors(&tmp.join(TRAIN_WEIGHTS_FILE), &named_tensors(model, REFERENCE_PREFIX), meta)?;
+        }
+        None => write_safetensors(&tmp.join(WEIGHTS_FILE), &named_tensors(model, REFERENCE_PREFIX), meta)?,
+    }
+    save_optimizer(optimizer, &tmp.join(OPTIMIZER_FILE))?;
+    save_carry(carry, &tmp.join(CARRY_FILE))?;
+    let mut progress = progress.clone();
+    progress.param_ids = param_ids(model);
+    crate::util::write_atomic(&tmp.join(STATE_FILE), serde_json::to_string_pretty(&progress)?.as_bytes())?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir)?;
+    }
+    std::fs::rename(&tmp, &final_dir).with_context(|| format!("renaming {} to {}", tmp.display(), final_dir.display()))?;
+    crate::util::write_atomic(&root.join("latest"), name.as_bytes())?;
+    Ok(final_dir)
+}
+
+fn save_optimizer<AB: AutodiffBackend, M: AutodiffModule<AB>>(opt: &DenseOptimizer<AB, M>, path: &Path) -> Result<()> {
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    let result = match opt.to_record() {
+        DenseOptimizerRecord::AdamAtan2(r) => Recorder::<AB>::record(&recorder, r, path.to_path_buf()),
+        DenseOptimizerRecord::AdamW(r) => Recorder::<AB>::record(&recorder, r, path.to_path_buf()),
+    };
+    result.map_err(|e| anyhow::anyhow!("writing optimiser state {}: {e:?}", path.display()))?;
+    Ok(())
+}
+
+fn save_carry<B: Backend>(carry: &ActCarry<B>, path: &Path) -> Result<()> {
+    let b = carry.batch_size();
+    let seq = carry.data.seq_len;
+    let mut tensors: Vec<(String, TensorData)> = carry
+        .latent
+        .slots
+        .iter()
+        .enumerate()
+        .map(|(i, z)| (format!("latent.{i}"), z.to_data().convert::<f32>()))
+        .collect();
+    tensors.push(("steps".into(), TensorData::new(carry.steps.iter().map(|&s| s as i32).collect::<Vec<_>>(), [b])));
+    tensors.push(("halted".into(), TensorData::new(carry.halted.iter().map(|&h| h as u8).collect::<Vec<_>>(), [b])));
+    tensors.push(("inputs".into(), TensorData::new(carry.data.inputs.clone(), [b, seq])));
+    tensors.push(("labels".into(), TensorData::new(carry.data.labels.clone(), [b, seq])));
+    tensors.push(("puzzle_ids".into(), TensorData::new(carry.data.puzzle_ids.clone(), [b])));
+    write_safetensors(path, &tensors, HashMap::new())
+}
+
+/// Read a checkpoint's progress record.
+pub fn load_progress(dir: &Path) -> Result<TrainProgress> {
+    let p = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: malformed checkpoint state", p.display()))
+}
+
+/// Restore the live weights, EMA, optimiser state and carry of a checkpoint onto freshly built modules.
+#[allow(clippy::type_complexity)]
+pub fn restore<AB, M>(
+    dir: &Path,
+    progress: &TrainProgress,
+    model: M,
+    with_ema: bool,
+    optimizer: DenseOptimizer<AB, M>,
+    device: &AB::Device,
+) -> Result<(M, Option<M::InnerModule>, DenseOptimizer<AB, M>, ActCarry<AB::InnerBackend>)>
+where
+    AB: AutodiffBackend,
+    M: AutodiffModule<AB> + ModuleSnapshot<AB>,
+    M::InnerModule: ModuleSnapshot<AB::InnerBackend>,
+{
+    let live_file = if with_ema { dir.join(TRAIN_WEIGHTS_FILE) } else { dir.join(WEIGHTS_FILE) };
+    let model = load_named(model, read_safetensors(&live_file)?, &live_file)?;
+    let ema = if with_ema {
+        let f = dir.join(WEIGHTS_FILE);
+        // Loaded onto the model's graph-free copy, so the EMA shares the model's ParamIds.
+        Some(load_named(model.valid(), read_safetensors(&f)?, &f)?)
+    } else {
+        None
+    };
+    let optimizer = load_optimizer(optimizer, &dir.join(OPTIMIZER_FILE), &progress.param_ids, &param_ids(&model), device)?;
+    let carry = load_carry(&dir.join(CARRY_FILE), device)?;
+    Ok((model, ema, optimizer, carry))
+}
+
+fn load_optimizer<AB: AutodiffBackend, M: AutodiffModule<AB>>(
+    opt: DenseOptimizer<AB, M>,
+    path: &Path,
+    saved_ids: &BTreeMap<String, u64>,
+    new_ids: &BTreeMap<String, u64>,
+    device: &AB::Device,
+) -> Result<DenseOptimizer<AB, M>> {
+    let remap: HashMap<u64, ParamId> = saved_ids
+        .iter()
+        .filter_map(|(name, old)| new_ids.get(name).map(|new| (*old, ParamId::from(*new))))
+        .collect();
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    let err = |e| anyhow::anyhow!("reading optimiser state {}: {e:?}", path.display());
+    let record = match &opt {
+        DenseOptimizer::AdamAtan2(_) => {
+            let r: <OptimizerAdaptor<AdamAtan2, M, AB> as Optimizer<M, AB>>::Record =
+                Recorder::<AB>::load(&recorder, path.to_path_buf(), device).map_err(err)?;
+            DenseOptimizerRecord::AdamAtan2(remap_keys(r, &remap, path)?)
+        }
+        DenseOptimizer::AdamW(_) => {
+            let r: <OptimizerAdaptor<AdamW, M, AB> as Optimizer<M, AB>>::Record =
+                Recorder::<AB>::load(&recorder, path.to_path_buf(), device).map_err(err)?;
+            DenseOptimizerRecord::AdamW(remap_keys(r, &remap, path)?)
+        }
+    };
+    opt.load_record(record)
+}
+
+fn remap_keys<V, R>(record: R, remap: &HashMap<u64, ParamId>, path: &Path) -> Result<R>
+where
+    R: IntoIterator<Item = (ParamId, V)> + FromIterator<(ParamId, V)>,
+{
+    record
+        .into_iter()
+        .map(|(old, v)| {
+            let new = remap.get(&old.val()).with_context(|| {
+                format!("{}: optimiser state for a parameter the model does not have", path.display())
+            })?;
+            Ok((*new, v))
+        })
+        .collect()
+}
+
+fn load_carry<B: Backend>(path: &Path, device: &B::Device) -> Result<ActCarry<B>> {
+    let mut t = read_safetensors(path)?;
+    let mut take = |k: &str| t.remove(k).with_context(|| format!("{}: missing '{k}'", path.display()));
+    let ints = |d: TensorData| -> Vec<i32> { d.convert::<i32>().to_vec().expect("ints") };
+    let steps: Vec<u32> = ints(take("steps")?).into_iter().map(|s| s as u32).collect();
+    let halted: Vec<bool> = ints(take("halted")?).into_iter().map(|h| h != 0).collect();
+    let inputs_data = take("inputs")?;
+    let seq_len = inputs_data.shape[1];
+    let data = SlotData { inputs: ints(inputs_data), labels: ints(take("labels")?), puzzle_ids: ints(take("puzzle_ids")?), seq_len };
+    let mut slots = Vec::new();
+    while let Ok(z) = take(&format!("latent.{}", slots.len())) {
+        slots.push(Tensor::<B, 3>::from_data(z, device));
+    }
+    Ok(ActCarry { latent: Latent { slots }, steps, halted, data })
+}

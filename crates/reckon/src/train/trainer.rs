@@ -1,0 +1,375 @@
+//! The training loop of the reference `pretrain.py`, for any family implementing [`TrainRecursive`]:
+//! one optimiser step per supervision (ACT) step, the carry persisting across batches, halted slots refilled
+//! from the next batch. Loss = stablemax CE (f64) + 0.5·BCE(q_halt, all-correct), divided by the global batch;
+//! AdamATan2 (or AdamW) on the weights, SignSGD on the touched puzzle-table rows, warm-up + cosine LR, EMA.
+//! Seeded and deterministic on CPU: the data stream, the exploration draws and the init are pure functions of
+//! the seed and the step, and the carry is checkpointed, so `--resume` continues bit-identically.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+use burn_store::ModuleSnapshot;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use reckon_data::{PuzzleDataset, TrainSampler};
+use serde::Serialize;
+
+use super::checkpoint::{self, TrainProgress};
+use super::config::ExperimentConfig;
+use super::ema::{clip_global_norm, ema_update};
+use super::loss::{act_loss, surrogate};
+use super::optim::{lr_at, sign_sgd_rows, DenseOptimizer};
+use crate::act::{ActCarry, HaltRule, SlotData};
+use crate::eval::{batch_tensors, evaluate, EvalReport};
+use crate::model::{RecursiveModel, TrainRecursive};
+
+/// What one optimiser step did. Accuracies are over the slots that halted at this step (the reference's
+/// training metrics); losses are per slot.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StepMetrics {
+    pub step: u64,
+    pub epoch: u64,
+    pub lr: f64,
+    pub lm_loss: f64,
+    pub q_halt_loss: f64,
+    pub grad_norm: f64,
+    /// Slots that halted at this step.
+    pub count: usize,
+    pub accuracy: f64,
+    pub exact_accuracy: f64,
+    pub q_halt_accuracy: f64,
+    pub steps: f64,
+    pub elapsed_s: f64,
+}
+
+/// Progress reported to the caller (progress bars, logs).
+pub enum TrainEvent<'a> {
+    Step(&'a StepMetrics),
+    EvalStarted { examples: usize },
+    EvalProgress { done: usize, total: usize },
+    Eval { step: u64, report: &'a EvalReport },
+    Checkpoint { step: u64, dir: &'a std::path::Path },
+}
+
+/// A training run in memory.
+pub struct Trainer<AB: AutodiffBackend, M: TrainRecursive<AB> + ModuleSnapshot<AB>>
+where
+    M::InnerModule: RecursiveModel<AB::InnerBackend> + ModuleSnapshot<AB::InnerBackend>,
+{
+    pub cfg: ExperimentConfig,
+    pub model: M,
+    pub ema: Option<M::InnerModule>,
+    optimizer: DenseOptimizer<AB, M>,
+    sampler: TrainSampler,
+    carry: ActCarry<AB::InnerBackend>,
+    pub step: u64,
+    pub total_steps: u64,
+    steps_per_eval: u64,
+    test: Option<Arc<PuzzleDataset>>,
+    device: AB::Device,
+    elapsed_before: f64,
+    started: Instant,
+    halt: HaltRule,
+}
+
+/// Mix a seed and a step into an independent stream (splitmix64 finaliser).
+fn stream_seed(seed: u64, step: u64) -> u64 {
+    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl<AB: AutodiffBackend, M: TrainRecursive<AB> + ModuleSnapshot<AB>> Trainer<AB, M>
+where
+    M::InnerModule: RecursiveModel<AB::InnerBackend> + ModuleSnapshot<AB::InnerBackend>,
+{
+    /// Start a run with a freshly initialised `model`, or continue the newest checkpoint of `cfg.run_dir`
+    /// when `resume` is set (the model is then only a template for the shapes).
+    pub fn new(cfg: ExperimentConfig, model: M, device: AB::Device, resume: bool) -> Result<Self> {
+        let train = Arc::new(load_split(&cfg, "train")?);
+        let test = match load_split(&cfg, "test") {
+            Ok(ds) => Some(Arc::new(ds)),
+            Err(e) if !cfg.data.path.join("test").exists() => {
+                eprintln!("note: no test split ({e:#}); training without evaluation");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        check_dataset_fits(&cfg, &model, &train)?;
+        let t = &cfg.train;
+        let batch = t.global_batch_size;
+        let sampler = TrainSampler::new(train.clone(), batch, t.seed)
+            .with_context(|| format!("dataset {}", cfg.data.path.display()))?;
+        let steps_per_epoch = train.meta.total_groups as f64 * train.meta.mean_puzzle_examples / batch as f64;
+        let total_steps = ((t.epochs as f64 * steps_per_epoch) as u64).max(1);
+        let steps_per_eval = ((t.eval_interval as f64 * steps_per_epoch) as u64).max(1);
+        let halt = HaltRule {
+            max_steps: cfg.model.halt_max_steps() as u32,
+            use_q_halt: true,
+            exploration_prob: match &cfg.model {
+                super::config::ModelConfig::Trm(c) => c.halt_exploration_prob,
+            },
+        };
+        let seq = train.meta.seq_len;
+        let carry = ActCarry::new(model.valid().initial_latent(batch), batch, seq);
+        let optimizer = DenseOptimizer::new(t.optimizer, t.beta1, t.beta2, t.weight_decay);
+        let ema = t.ema.then(|| model.valid());
+        let mut trainer = Self {
+            cfg,
+            model,
+            ema,
+            optimizer,
+            sampler,
+            carry,
+            step: 0,
+            total_steps,
+            steps_per_eval,
+            test,
+            device,
+            elapsed_before: 0.0,
+            started: Instant::now(),
+            halt,
+        };
+        if resume {
+            trainer.restore_latest()?;
+        }
+        Ok(trainer)
+    }
+
+    fn restore_latest(&mut self) -> Result<()> {
+        let Some(dir) = checkpoint::latest(&self.cfg.run_dir)? else {
+            bail!("--resume: no checkpoint in {}", checkpoint::checkpoints_dir(&self.cfg.run_dir).display());
+        };
+        let progress = checkpoint::load_progress(&dir)?;
+        let saved: ExperimentConfig = toml::from_str(&progress.config)
+            .with_context(|| format!("{}: malformed config in checkpoint", dir.display()))?;
+        if saved.model != self.cfg.model {
+            bail!(
+                "--resume: the model section of the config differs from the checkpoint's ({}).\nCheckpoint:\n{}",
+                dir.display(),
+                toml::to_string_pretty(&saved.model).unwrap_or_default()
+            );
+        }
+        let template = self.model.clone();
+        let optimizer = std::mem::replace(
+            &mut self.optimizer,
+            DenseOptimizer::new(self.cfg.train.optimizer, self.cfg.train.beta1, self.cfg.train.beta2, self.cfg.train.weight_decay),
+        );
+        let (model, ema, optimizer, carry) =
+            checkpoint::restore(&dir, &progress, template, self.cfg.train.ema, optimizer, &self.device)?;
+        if carry.batch_size() != self.cfg.train.global_batch_size {
+            bail!("--resume: the checkpoint's batch size is {}, the config says {}", carry.batch_size(), self.cfg.train.global_batch_size);
+        }
+        self.model = model;
+        self.ema = ema;
+        self.optimizer = optimizer;
+        self.carry = carry;
+        self.step = progress.step;
+        self.sampler.restore(&progress.sampler);
+        self.elapsed_before = progress.elapsed_s;
+        Ok(())
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// The step at which this run stops: the schedule's end, or `train.max_steps` if earlier.
+    pub fn final_step(&self) -> u64 {
+        self.cfg.train.max_steps.map_or(self.total_steps, |m| m.min(self.total_steps))
+    }
+
+    /// One optimiser step (= one supervision step of every slot).
+    pub fn train_step(&mut self) -> Result<StepMetrics> {
+        self.step += 1;
+        let t = self.cfg.train.clone();
+        let batch = self.sampler.next_batch();
+        let fresh = SlotData {
+            inputs: batch.inputs,
+            labels: batch.labels,
+            puzzle_ids: batch.puzzle_identifiers,
+            seq_len: batch.seq_len,
+        };
+        let graph_free = self.model.valid();
+        self.carry.admit(&graph_free.initial_latent(t.global_batch_size), &fresh);
+
+        let slots = reckon_data::Batch {
+            inputs: self.carry.data.inputs.clone(),
+            labels: self.carry.data.labels.clone(),
+            puzzle_identifiers: self.carry.data.puzzle_ids.clone(),
+            batch_size: t.global_batch_size,
+            seq_len: batch.seq_len,
+            real_rows: t.global_batch_size,
+        };
+        let (tokens, ids) = batch_tensors::<AB>(&slots, &self.device);
+        // The table rows are a fresh leaf, so their gradient can drive SignSGD (reference `local_weights`).
+        let rows = Tensor::<AB, 2>::from_inner(graph_free.puzzle_rows(ids.inner())).require_grad();
+        let x = self.model.embed(tokens, rows.clone());
+        let (latent, heads) = self.model.train_step(self.carry.latent.clone(), x);
+
+        let dims = heads.logits.dims();
+        let logits: Vec<f32> = heads.logits.clone().inner().into_data().convert::<f32>().to_vec().expect("f32");
+        let q_halt: Option<Vec<f32>> =
+            heads.q_halt.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32"));
+        let loss = act_loss(&logits, dims, &self.carry.data.labels, q_halt.as_deref(), 1.0 / t.global_batch_size as f64);
+        if !loss.total.is_finite() {
+            bail!(
+                "training diverged at step {}: loss is {} (lm_loss {}, q_halt_loss {}). Lower train.lr, or set train.grad_clip_norm.",
+                self.step, loss.total, loss.lm_loss, loss.q_halt_loss
+            );
+        }
+        let grads = surrogate(heads.logits, heads.q_halt, &loss).backward();
+        let row_grads = rows.grad(&grads);
+        let mut params = GradientsParams::from_grads(grads, &self.model);
+        let grad_norm = clip_global_norm::<AB, M>(&self.model, &mut params, t.grad_clip_norm);
+        if !grad_norm.is_finite() {
+            bail!("training diverged at step {}: the gradient norm is {grad_norm}", self.step);
+        }
+        let lr = lr_at(self.step, t.lr, t.lr_warmup_steps, self.total_steps, t.lr_min_ratio);
+        self.model = self.optimizer.step(lr, self.model.clone(), params);
+        if let (Some(table), Some(g)) = (self.model.valid().puzzle_table(), row_grads) {
+            let emb_lr = lr_at(self.step, t.puzzle_emb_lr, t.lr_warmup_steps, self.total_steps, t.lr_min_ratio);
+            let table = sign_sgd_rows(table, &self.carry.data.puzzle_ids, g, emb_lr, t.puzzle_emb_weight_decay);
+            self.model = self.model.clone().set_puzzle_table(Tensor::from_inner(table));
+        }
+        if let Some(ema) = self.ema.take() {
+            self.ema = Some(ema_update::<AB, M>(ema, &self.model, t.ema_rate));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(t.seed, self.step));
+        self.carry.advance(latent, q_halt.as_deref(), self.halt, &mut rng);
+        Ok(self.step_metrics(&loss, q_halt.as_deref(), lr, grad_norm))
+    }
+
+    fn step_metrics(&self, loss: &super::loss::StepLoss, q_halt: Option<&[f32]>, lr: f64, grad_norm: f64) -> StepMetrics {
+        let b = self.cfg.train.global_batch_size as f64;
+        let mut m = StepMetrics {
+            step: self.step,
+            epoch: self.sampler.epoch(),
+            lr,
+            lm_loss: loss.lm_loss / b,
+            q_halt_loss: loss.q_halt_loss / b,
+            grad_norm,
+            elapsed_s: self.elapsed(),
+            ..Default::default()
+        };
+        for slot in (0..self.carry.batch_size()).filter(|&s| self.carry.halted[s] && loss.valid[s] > 0) {
+            m.count += 1;
+            m.accuracy += loss.correct_tokens[slot] as f64 / loss.valid[slot] as f64;
+            m.exact_accuracy += f64::from(u8::from(loss.row_correct[slot]));
+            let says_halt = q_halt.is_some_and(|q| q[slot] >= 0.0);
+            m.q_halt_accuracy += f64::from(u8::from(says_halt == loss.row_correct[slot]));
+            m.steps += self.carry.steps[slot] as f64;
+        }
+        let n = (m.count as f64).max(1.0);
+        m.accuracy /= n;
+        m.exact_accuracy /= n;
+        m.q_halt_accuracy /= n;
+        m.steps /= n;
+        m
+    }
+
+    /// The weights evaluation uses: the EMA when enabled, else the live weights.
+    pub fn eval_model(&self) -> M::InnerModule {
+        self.ema.clone().unwrap_or_else(|| self.model.valid())
+    }
+
+    /// Evaluate on the test split (if any) with the config's `[eval]` settings.
+    pub fn evaluate(&self, mut on_event: impl FnMut(TrainEvent)) -> Option<EvalReport> {
+        let test = self.test.as_ref()?;
+        let e = &self.cfg.eval;
+        let total = e.max_examples.unwrap_or(usize::MAX).min(test.num_examples());
+        on_event(TrainEvent::EvalStarted { examples: total });
+        let report = evaluate(&self.eval_model(), test, e.batch_size, e.steps, e.max_examples, &self.device, |done, total| {
+            on_event(TrainEvent::EvalProgress { done, total })
+        });
+        Some(report)
+    }
+
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let progress = TrainProgress {
+            step: self.step,
+            total_steps: self.total_steps,
+            sampler: self.sampler.cursor(),
+            elapsed_s: self.elapsed(),
+            config: self.cfg.to_toml(),
+            param_ids: Default::default(),
+        };
+        checkpoint::save(&self.cfg, &progress, &self.model, self.ema.as_ref(), &self.optimizer, &self.carry)
+    }
+
+    /// Train to the final step, evaluating and checkpointing every `eval_interval` epochs and at the end.
+    /// Metrics go to `run_dir/metrics.jsonl`. Returns the last evaluation.
+    pub fn run(&mut self, mut on_event: impl FnMut(TrainEvent)) -> Result<Option<EvalReport>> {
+        std::fs::create_dir_all(&self.cfg.run_dir).with_context(|| format!("creating {}", self.cfg.run_dir.display()))?;
+        crate::util::write_atomic(&self.cfg.run_dir.join("config.toml"), self.cfg.to_toml().as_bytes())?;
+        let mut log = MetricsLog::open(&self.cfg.run_dir.join("metrics.jsonl"))?;
+        let mut last_eval = None;
+        let final_step = self.final_step();
+        while self.step < final_step {
+            let m = self.train_step()?;
+            log.write(&serde_json::json!({"kind": "train", "metrics": &m}))?;
+            on_event(TrainEvent::Step(&m));
+            let at_eval = self.step % self.steps_per_eval == 0 || self.step == final_step;
+            let at_ckpt = self.cfg.train.checkpoint_every > 0 && self.step % self.cfg.train.checkpoint_every == 0;
+            if at_eval {
+                if let Some(report) = self.evaluate(&mut on_event) {
+                    log.write(&serde_json::json!({"kind": "eval", "step": self.step, "report": &report}))?;
+                    on_event(TrainEvent::Eval { step: self.step, report: &report });
+                    last_eval = Some(report);
+                }
+            }
+            if at_eval || at_ckpt {
+                let dir = self.save_checkpoint()?;
+                on_event(TrainEvent::Checkpoint { step: self.step, dir: &dir });
+            }
+        }
+        Ok(last_eval)
+    }
+}
+
+/// Load `data.path/<split>`, with the error naming the directory.
+pub fn load_split(cfg: &ExperimentConfig, split: &str) -> Result<PuzzleDataset> {
+    let dir = cfg.data.path.join(split);
+    PuzzleDataset::load(&dir).with_context(|| format!("loading the {split} split of {}", cfg.data.path.display()))
+}
+
+fn check_dataset_fits<AB: AutodiffBackend, M: RecursiveModel<AB>>(cfg: &ExperimentConfig, model: &M, ds: &PuzzleDataset) -> Result<()> {
+    let d = model.dims();
+    let m = &ds.meta;
+    if d.seq_len != m.seq_len || d.vocab_size != m.vocab_size || d.num_puzzle_ids < m.num_puzzle_identifiers {
+        bail!(
+            "{}: the dataset (seq_len {}, vocab {}, {} puzzle ids) does not fit the model (seq_len {}, vocab {}, {} ids)",
+            cfg.data.path.display(), m.seq_len, m.vocab_size, m.num_puzzle_identifiers, d.seq_len, d.vocab_size, d.num_puzzle_ids
+        );
+    }
+    Ok(())
+}
+
+/// Append-only JSON-lines metrics file.
+pub struct MetricsLog {
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl MetricsLog {
+    pub fn open(path: &std::path::Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self { file: std::io::BufWriter::new(file) })
+    }
+
+    pub fn write(&mut self, value: &serde_json::Value) -> Result<()> {
+        use std::io::Write;
+        writeln!(self.file, "{value}")?;
+        self.file.flush()?;
+        Ok(())
+    }
+}
