@@ -10,6 +10,8 @@
 
 pub mod act;
 pub mod backend;
+pub mod bench;
+pub mod cli;
 pub mod eval;
 pub mod model;
 pub mod train;

@@ -112,7 +112,12 @@ impl<B: Backend> QHead<B> {
 
 /// Weightless RMSNorm over the last axis: `x · rsqrt(mean(x²) + eps)` (reference `rms_norm`).
 pub fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
-    let mean_sq = x.clone().powi_scalar(2).mean_dim(D - 1);
+    rms_norm_dim(x, D - 1, eps)
+}
+
+/// Weightless RMSNorm over axis `dim`.
+pub fn rms_norm_dim<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize, eps: f64) -> Tensor<B, D> {
+    let mean_sq = x.clone().powi_scalar(2).mean_dim(dim);
     x * mean_sq.add_scalar(eps).sqrt().recip()
 }
 
@@ -132,12 +137,39 @@ impl<B: Backend> SwiGlu<B> {
         }
     }
 
+    /// SwiGLU over the last (channel) axis of `x` `[B, S, n]`.
+    ///
+    /// The fused `gate_up_proj` weight is split into its gate and up halves (contiguous row blocks) and applied
+    /// as two matmuls, which is the same function as chunking the fused output, but keeps every elementwise op
+    /// on contiguous memory (strided elementwise ops are several times slower on the CPU backends).
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate_up = self.gate_up_proj.forward(x);
-        let inter = gate_up.dims()[2] / 2;
-        let gate = gate_up.clone().narrow(2, 0, inter);
-        let up = gate_up.narrow(2, inter, inter);
-        self.down_proj.forward(silu(gate) * up)
+        let [b, s, n] = x.dims();
+        let (w_gate, w_up) = self.gate_up_halves();
+        let x = x.reshape([b * s, n]);
+        let gate = x.clone().matmul(w_gate.transpose());
+        let up = x.matmul(w_up.transpose());
+        let hidden = silu(gate) * up;
+        let out = hidden.matmul(self.down_proj.weight.val().transpose());
+        out.reshape([b, s, n])
+    }
+
+    /// SwiGLU over the *sequence* axis of `h` `[B, S, D]` (TRM's `mlp_t` token mixer), returned as `[B, S, D]`.
+    ///
+    /// The reference transposes to `[B, D, S]` and applies the SwiGLU over its last axis; multiplying the weights
+    /// from the left, `W · h[b]`, is the same function without materialising any transpose.
+    pub fn forward_over_sequence(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        let (w_gate, w_up) = self.gate_up_halves();
+        let gate = w_gate.unsqueeze_dim::<3>(0).matmul(h.clone()); // [B, I, D]
+        let up = w_up.unsqueeze_dim::<3>(0).matmul(h);
+        let hidden = silu(gate) * up;
+        self.down_proj.weight.val().unsqueeze_dim::<3>(0).matmul(hidden) // [B, S, D]
+    }
+
+    /// The gate and up halves of the fused `gate_up_proj` weight (gate first, as the reference's `chunk`).
+    fn gate_up_halves(&self) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let w = self.gate_up_proj.weight.val();
+        let inter = w.dims()[0] / 2;
+        (w.clone().narrow(0, 0, inter), w.narrow(0, inter, inter))
     }
 }
 

@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    buffer_from_vec, rms_norm, trunc_normal, Attention, Linear, PuzzleEmbedding, QHead, Rope, SwiGlu,
+    buffer_from_vec, rms_norm, rms_norm_dim, trunc_normal, Attention, Linear, PuzzleEmbedding, QHead, Rope, SwiGlu,
     TokenEmbedding,
 };
 use super::{Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
@@ -188,9 +188,8 @@ impl<B: Backend> Block<B> {
         let h = match (&self.mlp_t, &self.self_attn) {
             (Some(mlp_t), _) => {
                 // Mix tokens: SwiGLU over the sequence axis, and (the reference's quirk) RMSNorm over it too.
-                let t = h.swap_dims(1, 2);
-                let mixed = mlp_t.forward(t.clone());
-                rms_norm(t + mixed, self.eps).swap_dims(1, 2)
+                let mixed = mlp_t.forward_over_sequence(h.clone());
+                rms_norm_dim(h + mixed, 1, self.eps)
             }
             (None, Some(attn)) => rms_norm(h.clone() + attn.forward(h, rope), self.eps),
             (None, None) => unreachable!("a block always has a token mixer"),

@@ -101,6 +101,22 @@ where
             }
             Err(e) => return Err(e),
         };
+        let mut trainer = Self::from_datasets(cfg, model, device, train, test)?;
+        if resume {
+            trainer.restore_latest()?;
+        }
+        Ok(trainer)
+    }
+
+    /// Start a fresh run on datasets already in memory (`cfg.data.path` is not read). Used by [`Trainer::new`]
+    /// and by the benchmark, which trains on a synthetic in-memory split.
+    pub fn from_datasets(
+        cfg: ExperimentConfig,
+        model: M,
+        device: AB::Device,
+        train: Arc<PuzzleDataset>,
+        test: Option<Arc<PuzzleDataset>>,
+    ) -> Result<Self> {
         check_dataset_fits(&cfg, &model, &train)?;
         let t = &cfg.train;
         let batch = t.global_batch_size;
@@ -120,7 +136,7 @@ where
         let carry = ActCarry::new(model.valid().initial_latent(batch), batch, seq);
         let optimizer = DenseOptimizer::new(t.optimizer, t.beta1, t.beta2, t.weight_decay);
         let ema = t.ema.then(|| model.valid());
-        let mut trainer = Self {
+        Ok(Self {
             cfg,
             model,
             ema,
@@ -135,11 +151,7 @@ where
             elapsed_before: 0.0,
             started: Instant::now(),
             halt,
-        };
-        if resume {
-            trainer.restore_latest()?;
-        }
-        Ok(trainer)
+        })
     }
 
     fn restore_latest(&mut self) -> Result<()> {

@@ -1,0 +1,612 @@
+//! Benchmarks: how fast one TRM training step and one inference ACT step run on the CPU backend, in the terms
+//! of the PyTorch baseline `shared/bench/torch_trm_step.py` (same shapes, same synthetic data, same FLOP count,
+//! same JSON fields), so the two programs' lines can be put side by side.
+//!
+//! This module owns:
+//! - the named bench shapes ([`named_shape`]: A, B, C of the baseline's table, the paper's TRM-MLP Sudoku shape,
+//!   the quickstart shape);
+//! - the baseline's FLOP formula ([`gflop_per_train_step`], [`gflop_per_infer_step`]);
+//! - the timed loops ([`bench_train_step`] through the real [`Trainer`], [`bench_infer_step`] on the graph-free
+//!   backend) and their [`BenchResult`];
+//! - the exact-solver timing over puzzle lists ([`bench_solver`]);
+//! - running the PyTorch baseline when torch is importable ([`vs_torch`]) and the comparison table
+//!   ([`print_table`]).
+//!
+//! It does not own argument parsing or output files; the CLI calls these functions.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use reckon_data::sudoku::{read_list, solver_bench, SolverBenchReport};
+use reckon_data::task::TaskSpec;
+use reckon_data::{PuzzleDataset, PuzzleDatasetBuilder};
+use serde::Serialize;
+
+use crate::act::{ActCarry, HaltRule, SlotData};
+use crate::backend::{Cpu, CpuTrain};
+use crate::eval::batch_tensors;
+use crate::model::layers::swiglu_width;
+use crate::model::trm::{PosEncoding, Trm, TrmConfig};
+use crate::model::RecursiveModel;
+use crate::train::config::{DataConfig, EvalConfig, ExperimentConfig, ModelConfig, TrainConfig};
+use crate::train::loss::act_loss;
+use crate::train::trainer::Trainer;
+
+/// Theoretical FP32 peak of the machine the PyTorch baseline was measured on (2 cores × 2.6 GHz × 2 AVX-512 FMA
+/// ports × 16 lanes × 2 FLOP), in GFLOP/s. `pct_of_peak` is relative to this fixed figure so that results from
+/// both programs are on one scale; on another CPU it is only indicative (a CPU with 256-bit FMA units, or other
+/// clocks, has a different real peak).
+pub const PEAK_GFLOPS: f64 = 332.8;
+
+/// Puzzle-prefix positions (the reference's `puzzle_emb_len`), as in the baseline's FLOP count.
+pub const PREFIX_LEN: usize = 16;
+
+/// ACT steps per puzzle at inference (`halt_max_steps`); inference puzzles/s divides by it.
+pub const ACT_STEPS: usize = 16;
+
+/// Synthetic batches the timed loops cycle through, as the baseline's `synthetic_batches(.., 4, ..)`.
+const POOL_BATCHES: usize = 4;
+
+/// Where the baseline script sits relative to the repository root.
+pub const DEFAULT_TORCH_SCRIPT: &str = "../shared/bench/torch_trm_step.py";
+
+/// One benchmark configuration: a TRM architecture plus a batch size.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BenchShape {
+    pub name: String,
+    /// TRM-MLP (token-mixing SwiGLU, no positions) when true; attention with RoPE otherwise.
+    pub mlp_t: bool,
+    pub hidden: usize,
+    pub heads: usize,
+    pub h_cycles: usize,
+    pub l_cycles: usize,
+    pub layers: usize,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub vocab: usize,
+}
+
+/// A shape without its name, so the table of shapes can be `const` (Sudoku sequence and vocabulary implied).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Preset {
+    pub mlp_t: bool,
+    pub hidden: usize,
+    pub heads: usize,
+    pub h_cycles: usize,
+    pub l_cycles: usize,
+    pub layers: usize,
+    pub batch: usize,
+}
+
+/// Sudoku: 81 cells, PAD + blank + 9 digits.
+const SUDOKU_SEQ: usize = 81;
+const SUDOKU_VOCAB: usize = 11;
+
+/// The quickstart model. Placeholder: keep in step with `configs/quickstart.toml`.
+pub const QUICKSTART: Preset = Preset { mlp_t: true, hidden: 64, heads: 4, h_cycles: 2, l_cycles: 2, layers: 2, batch: 64 };
+
+/// The named shapes. A, B and C are the baseline README's table; "paper" is B at the paper's shape with batch 64.
+const PRESETS: &[(&str, Preset)] = &[
+    ("A", Preset { mlp_t: true, hidden: 128, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 64 }),
+    ("B", Preset { mlp_t: true, hidden: 512, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 16 }),
+    ("C", Preset { mlp_t: false, hidden: 128, heads: 4, h_cycles: 3, l_cycles: 4, layers: 2, batch: 32 }),
+    ("paper", Preset { mlp_t: true, hidden: 512, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 64 }),
+    ("quickstart", QUICKSTART),
+];
+
+impl Preset {
+    pub fn named(self, name: &str) -> BenchShape {
+        BenchShape {
+            name: name.to_string(),
+            mlp_t: self.mlp_t,
+            hidden: self.hidden,
+            heads: self.heads,
+            h_cycles: self.h_cycles,
+            l_cycles: self.l_cycles,
+            layers: self.layers,
+            batch: self.batch,
+            seq_len: SUDOKU_SEQ,
+            vocab: SUDOKU_VOCAB,
+        }
+    }
+}
+
+/// The names [`named_shape`] accepts.
+pub fn shape_names() -> Vec<&'static str> {
+    PRESETS.iter().map(|(n, _)| *n).collect()
+}
+
+/// A bench shape by name (case-sensitive, as the baseline README writes them).
+pub fn named_shape(name: &str) -> Result<BenchShape> {
+    match PRESETS.iter().find(|(n, _)| *n == name) {
+        Some((n, p)) => Ok(p.named(n)),
+        None => bail!("unknown bench shape {name:?}; valid shapes: {}", shape_names().join(", ")),
+    }
+}
+
+impl BenchShape {
+    /// The TRM config this shape benchmarks: the reference's Sudoku recipe (puzzle row as wide as the model,
+    /// 16 prefix positions, one puzzle id, exploration 0.1), positions none for MLP and RoPE for attention.
+    pub fn trm_config(&self) -> TrmConfig {
+        let mut c = TrmConfig::new(self.seq_len, self.vocab, 1);
+        c.hidden_size = self.hidden;
+        c.num_heads = self.heads;
+        c.h_cycles = self.h_cycles;
+        c.l_cycles = self.l_cycles;
+        c.l_layers = self.layers;
+        c.mlp_t = self.mlp_t;
+        c.puzzle_emb_ndim = Some(self.hidden);
+        c.puzzle_emb_len = PREFIX_LEN;
+        c.pos_encodings = if self.mlp_t { PosEncoding::None } else { PosEncoding::Rope };
+        c.halt_exploration_prob = 0.1;
+        c
+    }
+
+    /// The baseline's `--variant`.
+    pub fn variant(&self) -> &'static str {
+        if self.mlp_t { "mlp" } else { "att" }
+    }
+}
+
+/// Matmul FLOPs of one net application (all blocks) per batch row, and of the lm_head per batch row.
+/// Only matrix multiplications count; the baseline README's formula, expansion 4.
+fn flop_per_row(shape: &BenchShape) -> (f64, f64) {
+    let (s, d) = ((shape.seq_len + PREFIX_LEN) as f64, shape.hidden as f64);
+    let channel = 6.0 * s * d * swiglu_width(shape.hidden, 4.0) as f64;
+    let mixer = if shape.mlp_t {
+        6.0 * s * d * swiglu_width(shape.seq_len + PREFIX_LEN, 4.0) as f64
+    } else {
+        8.0 * s * d * d + 4.0 * s * s * d
+    };
+    let net = shape.layers as f64 * (channel + mixer);
+    let head = 2.0 * s * d * shape.vocab as f64;
+    (net, head)
+}
+
+/// Net applications per ACT step: `H · (L + 1)`.
+fn applications(shape: &BenchShape) -> f64 {
+    (shape.h_cycles * (shape.l_cycles + 1)) as f64
+}
+
+/// GFLOP of one training step: the forward, plus 2× the forward of the graph-carrying cycle and the head
+/// for the backward.
+pub fn gflop_per_train_step(shape: &BenchShape) -> f64 {
+    let (net, head) = flop_per_row(shape);
+    let graph_apps = (shape.l_cycles + 1) as f64;
+    shape.batch as f64 * ((applications(shape) + 2.0 * graph_apps) * net + 3.0 * head) / 1e9
+}
+
+/// GFLOP of one inference ACT step.
+pub fn gflop_per_infer_step(shape: &BenchShape) -> f64 {
+    let (net, head) = flop_per_row(shape);
+    shape.batch as f64 * (applications(shape) * net + head) / 1e9
+}
+
+/// One benchmark's outcome, in the baseline's JSON vocabulary.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub shape: String,
+    /// "train" or "infer".
+    pub mode: String,
+    pub ms_per_step_median: f64,
+    pub ms_min: f64,
+    pub ms_max: f64,
+    /// Every timed step's wall time, in order (the figures the median is taken over).
+    pub ms_per_step: Vec<f64>,
+    /// Train: batch rows advanced one supervised ACT step per second. Infer: puzzles solved (16 ACT steps) per second.
+    pub puzzles_per_s: f64,
+    pub gflop_per_step: f64,
+    pub gflops: f64,
+    /// `gflops` as a percentage of [`PEAK_GFLOPS`].
+    pub pct_of_peak: f64,
+    /// Peak resident set of the whole process so far (VmHWM), so with several benches in one process it is the
+    /// maximum over all of them up to this one, not this bench's own peak.
+    pub peak_rss_mb: f64,
+    /// Rayon worker threads (the CPU backend's parallelism).
+    pub threads: usize,
+}
+
+impl BenchResult {
+    /// One JSON object on one line.
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).expect("BenchResult serialises")
+    }
+
+    fn from_times(shape: &BenchShape, mode: &str, times_s: &[f64], gflop: f64) -> Self {
+        let med = median(times_s);
+        let per_step_rows = match mode {
+            "infer" => shape.batch as f64 / ACT_STEPS as f64,
+            _ => shape.batch as f64,
+        };
+        let gflops = gflop / med.max(1e-12);
+        BenchResult {
+            shape: shape.name.clone(),
+            mode: mode.to_string(),
+            ms_per_step_median: med * 1e3,
+            ms_min: times_s.iter().copied().fold(f64::INFINITY, f64::min) * 1e3,
+            ms_max: times_s.iter().copied().fold(0.0, f64::max) * 1e3,
+            ms_per_step: times_s.iter().map(|t| t * 1e3).collect(),
+            puzzles_per_s: per_step_rows / med.max(1e-12),
+            gflop_per_step: gflop,
+            gflops,
+            pct_of_peak: 100.0 * gflops / PEAK_GFLOPS,
+            peak_rss_mb: peak_rss_mb(),
+            threads: rayon::current_num_threads(),
+        }
+    }
+}
+
+/// Median (mean of the middle two for an even count), as Python's `statistics.median`.
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
+/// The process's peak resident set in MB (MiB, as the baseline's `ru_maxrss / 1024`), from `/proc/self/status`
+/// `VmHWM` (the same figure as `getrusage`'s `ru_maxrss`, without a libc dependency). 0 where unavailable.
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// A synthetic split of `POOL_BATCHES × batch` examples, one example per group, like the baseline's random data:
+/// inputs and labels uniform in `[1, vocab)` (so no label is ignored), every row on puzzle id 0. The trainer's
+/// sampler then cycles through it `batch` rows at a time, i.e. through a fixed pool of 4 batches.
+fn synthetic_dataset(shape: &BenchShape, seed: u64) -> PuzzleDataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(1));
+    let mut builder = PuzzleDatasetBuilder::new(shape.seq_len);
+    let token = |rng: &mut ChaCha8Rng| rng.random_range(1..shape.vocab) as u8;
+    for _ in 0..POOL_BATCHES * shape.batch {
+        let inputs: Vec<u8> = (0..shape.seq_len).map(|_| token(&mut rng)).collect();
+        let labels: Vec<u8> = (0..shape.seq_len).map(|_| token(&mut rng)).collect();
+        builder.push_puzzle(0, [(&inputs[..], &labels[..])]);
+        builder.end_group();
+    }
+    let spec = TaskSpec { name: "synthetic", vocab_size: shape.vocab, seq_len: shape.seq_len, pad_id: 0, ignore_label_id: 0 };
+    builder.finish(&spec, 1)
+}
+
+/// The experiment config of the bench run: the shape's model, the Sudoku recipe's optimiser settings (defaults),
+/// EMA on, no clipping. Nothing is read from or written to `run_dir`/`data.path`.
+fn bench_experiment(shape: &BenchShape) -> Result<ExperimentConfig> {
+    let train: TrainConfig = toml::from_str(&format!(
+        "global_batch_size = {}\nepochs = 1000000\neval_interval = 1000000",
+        shape.batch
+    ))
+    .context("bench train config")?;
+    let cfg = ExperimentConfig {
+        run_dir: PathBuf::from("bench-run-unused"),
+        data: DataConfig { path: PathBuf::from("bench-data-unused") },
+        model: ModelConfig::Trm(shape.trm_config()),
+        train,
+        eval: EvalConfig::default(),
+    };
+    cfg.model.validate()?;
+    Ok(cfg)
+}
+
+/// Run `warmup` untimed then `steps` timed calls of `step`, returning the timed wall seconds.
+fn time_steps(warmup: usize, steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    anyhow::ensure!(steps > 0, "bench needs at least one timed step");
+    for _ in 0..warmup {
+        step()?;
+    }
+    (0..steps)
+        .map(|_| {
+            let t0 = Instant::now();
+            step()?;
+            Ok(t0.elapsed().as_secs_f64())
+        })
+        .collect()
+}
+
+/// Time full training steps: exactly [`Trainer::train_step`] (carry admit, embedding with the puzzle rows as a
+/// grad leaf, the family's train step, the host f64 ACT loss, backward, AdamATan2, SignSGD on the table rows,
+/// EMA, carry advance), on a synthetic in-memory split. Reusing the trainer rather than a copy of its body
+/// keeps the bench honest when the trainer changes. The trainer also computes the global gradient norm (one
+/// reduction per parameter), which the baseline does not; it is a small share of a step.
+pub fn bench_train_step(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
+    let cfg = bench_experiment(shape)?;
+    let device = Default::default();
+    let model: Trm<CpuTrain> = shape.trm_config().init(0, &device);
+    let train = Arc::new(synthetic_dataset(shape, 0));
+    let mut trainer = Trainer::from_datasets(cfg, model, device, train, None)?;
+    let times = time_steps(warmup, steps, || trainer.train_step().map(|_| ()))?;
+    Ok(BenchResult::from_times(shape, "train", &times, gflop_per_train_step(shape)))
+}
+
+/// The baseline's pool of 4 synthetic batches as carry-ready slot data.
+fn synthetic_slots(shape: &BenchShape) -> Vec<SlotData> {
+    let ds = synthetic_dataset(shape, 0);
+    let rows = shape.batch * shape.seq_len;
+    (0..POOL_BATCHES)
+        .map(|i| SlotData {
+            inputs: ds.inputs[i * rows..(i + 1) * rows].iter().map(|&t| t as i32).collect(),
+            labels: ds.labels[i * rows..(i + 1) * rows].iter().map(|&t| t as i32).collect(),
+            puzzle_ids: vec![0; shape.batch],
+            seq_len: shape.seq_len,
+        })
+        .collect()
+}
+
+/// Time inference ACT steps as the baseline's `--mode infer`: on the graph-free backend, every slot runs exactly
+/// 16 steps and is then refilled from the next batch; each step embeds, runs the full H cycles, reads the heads
+/// back and computes the loss head and argmax on the host (the reference evaluation loop keeps the loss head).
+pub fn bench_infer_step(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
+    let device = Default::default();
+    let model: Trm<Cpu> = shape.trm_config().init(0, &device);
+    let pool = synthetic_slots(shape);
+    let init = model.initial_latent(shape.batch);
+    let mut carry = ActCarry::new(init.clone(), shape.batch, shape.seq_len);
+    // No Q halting, no exploration: the reference's eval loop always runs halt_max_steps.
+    let rule = HaltRule { max_steps: ACT_STEPS as u32, use_q_halt: false, exploration_prob: 0.0 };
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut i = 0usize;
+    let times = time_steps(warmup, steps, || {
+        carry.admit(&init, &pool[i % POOL_BATCHES]);
+        i += 1;
+        infer_one(&model, &mut carry, rule, &mut rng)
+    })?;
+    Ok(BenchResult::from_times(shape, "infer", &times, gflop_per_infer_step(shape)))
+}
+
+/// One inference ACT step on an admitted carry.
+fn infer_one(model: &Trm<Cpu>, carry: &mut ActCarry<Cpu>, rule: HaltRule, rng: &mut ChaCha8Rng) -> Result<()> {
+    let d = &carry.data;
+    let batch = reckon_data::Batch {
+        inputs: d.inputs.clone(),
+        labels: d.labels.clone(),
+        puzzle_identifiers: d.puzzle_ids.clone(),
+        batch_size: d.puzzle_ids.len(),
+        seq_len: d.seq_len,
+        real_rows: d.puzzle_ids.len(),
+    };
+    let (tokens, ids) = batch_tensors::<Cpu>(&batch, &Default::default());
+    let x = model.embed(tokens, model.puzzle_rows(ids));
+    let (latent, heads) = model.step(carry.latent.clone(), x);
+    let dims = heads.logits.dims();
+    let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let q_halt: Option<Vec<f32>> =
+        heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec().expect("f32 q_halt"));
+    // The loss head includes the argmax (preds), as the baseline's inference step computes it.
+    let loss = act_loss(&logits, dims, &batch.labels, q_halt.as_deref(), 1.0);
+    std::hint::black_box(&loss);
+    carry.advance(latent, q_halt.as_deref(), rule, rng);
+    Ok(())
+}
+
+/// Time the exact solver on each puzzle list (tdoku-style, one puzzle per line), single-threaded.
+/// Returns each list's file name with its report.
+pub fn bench_solver(paths: &[PathBuf]) -> Result<Vec<(String, SolverBenchReport)>> {
+    paths
+        .iter()
+        .map(|p| {
+            let puzzles = read_list(p).with_context(|| format!("reading puzzle list {}", p.display()))?;
+            let name = p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned());
+            Ok((name, solver_bench(&puzzles)))
+        })
+        .collect()
+}
+
+/// Whether `python3` can import torch (quietly; any failure means no).
+pub fn torch_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The baseline script's arguments for `shape`. `--threads` follows this process's thread count so both
+/// programs use the same cores.
+fn torch_args(shape: &BenchShape, mode: &str, compile: bool, warmup: usize, steps: usize) -> Vec<String> {
+    let mut args: Vec<String> = [
+        ("--variant", shape.variant().to_string()),
+        ("--hidden", shape.hidden.to_string()),
+        ("--heads", shape.heads.to_string()),
+        ("--H", shape.h_cycles.to_string()),
+        ("--L", shape.l_cycles.to_string()),
+        ("--layers", shape.layers.to_string()),
+        ("--batch", shape.batch.to_string()),
+        ("--seq", shape.seq_len.to_string()),
+        ("--vocab", shape.vocab.to_string()),
+        ("--puzzle-len", PREFIX_LEN.to_string()),
+        ("--mode", mode.to_string()),
+        ("--warmup", warmup.to_string()),
+        ("--steps", steps.to_string()),
+        ("--threads", rayon::current_num_threads().to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(k, v)| [k.to_string(), v])
+    .collect();
+    if compile {
+        args.push("--compile".into());
+    }
+    args
+}
+
+/// Run the PyTorch baseline `script` on `shape` and return its final JSON line, or `None` when torch is not
+/// importable by `python3` (the baseline is optional; it is never installed by us). Both programs want all the
+/// cores, so call this only when no Rust bench is running.
+pub fn vs_torch(
+    script: &Path,
+    shape: &BenchShape,
+    mode: &str,
+    compile: bool,
+    warmup: usize,
+    steps: usize,
+) -> Result<Option<serde_json::Value>> {
+    anyhow::ensure!(mode == "train" || mode == "infer", "mode must be train or infer, not {mode:?}");
+    if !torch_available() {
+        return Ok(None);
+    }
+    let out = Command::new("python3")
+        .arg(script)
+        .args(torch_args(shape, mode, compile, warmup, steps))
+        .output()
+        .with_context(|| format!("running python3 {}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("{} failed ({}): {}", script.display(), out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    last_json_line(&stdout)
+        .map(Some)
+        .with_context(|| format!("{}: no JSON summary line in its output", script.display()))
+}
+
+/// The last line of `text` that parses as a JSON object (the baseline prints its summary last).
+fn last_json_line(text: &str) -> Option<serde_json::Value> {
+    text.lines()
+        .rev()
+        .filter(|l| l.trim_start().starts_with('{'))
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().filter(|v| v.is_object()))
+}
+
+/// The torch line matching a result: `torch` entries are keyed `"<shape>/<mode>"` (e.g. `"A/train"`).
+fn torch_ms(result: &BenchResult, torch: &[(String, serde_json::Value)]) -> Option<f64> {
+    let key = format!("{}/{}", result.shape, result.mode);
+    torch.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.get("ms_per_step_median")?.as_f64())
+}
+
+/// The comparison table as text. `vs torch` is torch's step time over ours: above 1 means this port is faster.
+pub fn format_table(results: &[BenchResult], torch: &[(String, serde_json::Value)]) -> String {
+    let mut s = format!(
+        "{:<11} {:<5} {:>10} {:>10} {:>10} {:>9} {:>7} {:>9} {:>9} {:>8}\n",
+        "shape", "mode", "ms/step", "min", "max", "puzzles/s", "GFLOP/s", "% peak", "RSS MB", "vs torch"
+    );
+    for r in results {
+        let ratio = torch_ms(r, torch).map_or_else(|| "-".to_string(), |t| format!("{:.2}x", t / r.ms_per_step_median));
+        s.push_str(&format!(
+            "{:<11} {:<5} {:>10.1} {:>10.1} {:>10.1} {:>9.2} {:>7.1} {:>8.1}% {:>9.0} {:>8}\n",
+            r.shape, r.mode, r.ms_per_step_median, r.ms_min, r.ms_max, r.puzzles_per_s, r.gflops, r.pct_of_peak,
+            r.peak_rss_mb, ratio
+        ));
+    }
+    s
+}
+
+/// Print [`format_table`] to stdout.
+pub fn print_table(results: &[BenchResult], torch: &[(String, serde_json::Value)]) {
+    print!("{}", format_table(results, torch));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 0.051
+    }
+
+    /// The baseline README's table (GFLOP per training step / per inference ACT step).
+    #[test]
+    fn flop_count_matches_the_baseline_table() {
+        for (name, train, infer) in [("A", 341.8, 205.1), ("B", 683.6, 410.1), ("C", 89.1, 53.5)] {
+            let s = named_shape(name).unwrap();
+            assert!(close(gflop_per_train_step(&s), train), "{name} train {}", gflop_per_train_step(&s));
+            assert!(close(gflop_per_infer_step(&s), infer), "{name} infer {}", gflop_per_infer_step(&s));
+        }
+        // The baseline's JSON example gives shape A's training step to the MFLOP.
+        assert!((gflop_per_train_step(&named_shape("A").unwrap()) - 341.804).abs() < 5e-4);
+        // Per puzzle (16 ACT steps): 51.3 for A.
+        let a = named_shape("A").unwrap();
+        assert!(close(gflop_per_infer_step(&a) * 16.0 / a.batch as f64, 51.3));
+    }
+
+    #[test]
+    fn shapes_parse_and_unknown_names_list_the_valid_ones() {
+        let c = named_shape("C").unwrap();
+        assert!(!c.mlp_t && c.heads == 4 && c.l_cycles == 4 && c.batch == 32 && c.seq_len == 81 && c.vocab == 11);
+        let p = named_shape("paper").unwrap();
+        assert!(p.mlp_t && p.hidden == 512 && p.batch == 64 && p.h_cycles == 3 && p.l_cycles == 6);
+        assert_eq!(named_shape("quickstart").unwrap().hidden, QUICKSTART.hidden);
+        let err = named_shape("D").unwrap_err().to_string();
+        for n in shape_names() {
+            assert!(err.contains(n), "{err}");
+        }
+        for n in shape_names() {
+            named_shape(n).unwrap().trm_config().validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn the_att_shape_uses_rope_and_the_mlp_shape_no_positions() {
+        assert_eq!(named_shape("C").unwrap().trm_config().pos_encodings, PosEncoding::Rope);
+        let a = named_shape("A").unwrap().trm_config();
+        assert_eq!(a.pos_encodings, PosEncoding::None);
+        assert_eq!((a.puzzle_ndim(), a.prefix_len(), a.total_len()), (128, 16, 97));
+    }
+
+    #[test]
+    fn torch_flags_and_json_line() {
+        let args = torch_args(&named_shape("C").unwrap(), "infer", true, 2, 6).join(" ");
+        assert!(args.contains("--variant att --hidden 128 --heads 4 --H 3 --L 4 --layers 2 --batch 32 --seq 81"), "{args}");
+        assert!(args.ends_with("--compile"));
+        let out = "step 0\n{not json\n{\"mode\": \"infer\", \"ms_per_step_median\": 12.5}\n";
+        assert_eq!(last_json_line(out).unwrap()["ms_per_step_median"], 12.5);
+        assert!(last_json_line("no json").is_none());
+    }
+
+    #[test]
+    fn median_and_table() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        let s = named_shape("A").unwrap();
+        let r = BenchResult::from_times(&s, "infer", &[1.0, 2.0, 3.0], 205.1);
+        assert!((r.puzzles_per_s - 2.0).abs() < 1e-12, "64 / (16 · 2 s)");
+        assert!((r.gflops - 102.55).abs() < 1e-9);
+        let torch = vec![("A/infer".to_string(), serde_json::json!({"ms_per_step_median": 4000.0}))];
+        assert!(format_table(&[r.clone()], &torch).contains("2.00x"));
+        assert!(r.to_json_line().starts_with("{\"shape\":\"A\",\"mode\":\"infer\""));
+    }
+
+    #[test]
+    fn synthetic_data_has_the_sudoku_vocabulary_and_four_batches() {
+        let s = named_shape("quickstart").unwrap();
+        let ds = synthetic_dataset(&s, 0);
+        assert_eq!(ds.num_examples(), 4 * s.batch);
+        assert!(ds.inputs.iter().chain(&ds.labels).all(|&t| (1..11).contains(&t)));
+        assert_eq!(synthetic_slots(&s).len(), 4);
+    }
+
+    /// A real, small run of both timed loops at the quickstart shape (seconds in debug builds).
+    #[test]
+    fn quickstart_train_and_infer_steps_run() {
+        let mut s = named_shape("quickstart").unwrap();
+        s.batch = 4;
+        let t = bench_train_step(&s, 0, 1).unwrap();
+        assert!(t.ms_per_step_median > 0.0 && t.gflop_per_step > 0.0 && t.threads >= 1);
+        let i = bench_infer_step(&s, 0, 2).unwrap();
+        assert!(i.ms_per_step_median > 0.0 && i.peak_rss_mb > 0.0);
+    }
+
+    /// The measured shapes, in release mode: `RECKON_BENCH_SHAPES=A,paper cargo test -p reckon --release --lib
+    /// bench::tests::measure -- --ignored --nocapture` (default A; warm-up 1, 2 timed steps).
+    #[test]
+    #[ignore]
+    fn measure() {
+        let names = std::env::var("RECKON_BENCH_SHAPES").unwrap_or_else(|_| "A".into());
+        let mut results = Vec::new();
+        for name in names.split(',') {
+            let s = named_shape(name.trim()).unwrap();
+            for r in [bench_train_step(&s, 1, 2).unwrap(), bench_infer_step(&s, 1, 2).unwrap()] {
+                println!("{}", r.to_json_line());
+                results.push(r);
+            }
+        }
+        print_table(&results, &[]);
+    }
+}

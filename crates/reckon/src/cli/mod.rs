@@ -1,0 +1,465 @@
+//! The `reckon` command line: build and inspect datasets, train from a config, resume, evaluate, solve one
+//! puzzle while showing how the answer settles, run the quickstart, and benchmark.
+
+mod quickstart;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::{Int, Tensor, TensorData};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use reckon_data::sudoku::{self, SudokuBuildConfig, SudokuSource};
+use reckon_data::{PuzzleDataset, Sudoku, Task};
+
+use crate::backend::{Cpu, CpuTrain};
+use crate::eval::{argmax_tokens, evaluate, EvalReport};
+use crate::model::trm::Trm;
+use crate::model::weights::{load_named, read_weights_file};
+use crate::model::RecursiveModel;
+use crate::train::checkpoint::{MODEL_CONFIG_KEY, WEIGHTS_FILE};
+use crate::train::config::{DatasetSizes, ExperimentConfig, ModelConfig};
+use crate::train::trainer::{TrainEvent, Trainer};
+
+#[derive(Parser, Debug)]
+#[command(name = "reckon", version, about = "Train, evaluate and run tiny recursive reasoning models (TRM on Sudoku today).")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build or inspect datasets.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Train from a config file (TOML).
+    Train {
+        config: PathBuf,
+        /// Override a config value, e.g. `--set train.lr=3e-4` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Continue the newest checkpoint of the run directory.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Evaluate a checkpoint (a checkpoint directory or a weights file) on a dataset.
+    Eval(EvalArgs),
+    /// Solve one puzzle and show, step by step, how the answer settles.
+    Solve {
+        checkpoint: PathBuf,
+        /// The puzzle, 81 characters row-major, `.` or `0` for a blank.
+        #[arg(long)]
+        puzzle: String,
+        /// Supervision steps to run.
+        #[arg(long, default_value_t = 16)]
+        steps: usize,
+        /// Experiment config whose [model] describes the weights (only for files without reckon metadata).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Generate puzzles, train a small TRM on the CPU, and report what it learned (a few minutes).
+    Quickstart(quickstart::QuickstartArgs),
+    /// Benchmarks: training/inference step times and the Sudoku solver.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Build a dataset in the official layout (`train/` and `test/`).
+    #[command(subcommand)]
+    Build(BuildCommand),
+    /// Print a dataset's metadata and render one example as a grid.
+    Show {
+        dir: PathBuf,
+        #[arg(long, default_value = "train")]
+        split: String,
+        #[arg(long, default_value_t = 0)]
+        index: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuildCommand {
+    /// Sudoku: from the official CSVs, or from puzzle lists and/or generated puzzles (deduplicated by canonical
+    /// form, split by canonical class so no test puzzle is a symmetry of a train puzzle).
+    Sudoku(SudokuBuildArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SudokuBuildArgs {
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Official `train.csv` (Sudoku-Extreme); needs `--csv-test` too.
+    #[arg(long, requires = "csv_test")]
+    pub csv_train: Option<PathBuf>,
+    #[arg(long, requires = "csv_train")]
+    pub csv_test: Option<PathBuf>,
+    /// tdoku-style puzzle lists (one 81-char puzzle a line, `#` comments); repeatable.
+    #[arg(long = "list")]
+    pub lists: Vec<PathBuf>,
+    /// Generate this many random puzzles with a unique solution.
+    #[arg(long, default_value_t = 0)]
+    pub generate: usize,
+    /// Fewest clues a generated puzzle keeps (fewer = harder; 17 is the minimum possible).
+    #[arg(long, default_value_t = 24)]
+    pub clues_min: usize,
+    #[arg(long, default_value_t = 32)]
+    pub clues_max: usize,
+    /// Keep this many training puzzles (random, seeded).
+    #[arg(long)]
+    pub subsample: Option<usize>,
+    /// Augmented variants per training puzzle (the reference uses 1000).
+    #[arg(long, default_value_t = 0)]
+    pub num_aug: usize,
+    /// Share of canonical classes held out for the test split (pool sources).
+    #[arg(long, default_value_t = 0.1)]
+    pub test_fraction: f64,
+    /// Keep at most this many test puzzles.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Keep puzzles whose rating (backtracks) is at least this.
+    #[arg(long)]
+    pub min_difficulty: Option<u32>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    pub checkpoint: PathBuf,
+    /// Dataset directory (holding `test/`) or a split directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    #[arg(long, default_value_t = 16)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    #[arg(long)]
+    pub max_examples: Option<usize>,
+    /// Experiment config whose [model] describes the weights (only for files without reckon metadata).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Time a training step and an inference step at named shapes.
+    Train {
+        /// Shapes: A, B, C, paper, quickstart.
+        #[arg(long = "shape", default_values = ["paper", "quickstart"])]
+        shapes: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// Append the results as JSON lines to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Time the exact solver on puzzle lists.
+    Solver {
+        #[arg(long = "list", required = true)]
+        lists: Vec<PathBuf>,
+    },
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Data(DataCommand::Build(BuildCommand::Sudoku(args))) => build_sudoku(&args).map(|_| ()),
+        Command::Data(DataCommand::Show { dir, split, index }) => show(&dir, &split, index),
+        Command::Train { config, overrides, resume } => train(&config, &overrides, resume).map(|_| ()),
+        Command::Eval(args) => eval(&args),
+        Command::Solve { checkpoint, puzzle, steps, config } => solve(&checkpoint, &puzzle, steps, config.as_deref()),
+        Command::Quickstart(args) => quickstart::run(&args),
+        Command::Bench(cmd) => bench(cmd),
+    }
+}
+
+fn bar(len: u64, template: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(ProgressStyle::with_template(template).expect("template").progress_chars("=> "));
+    pb
+}
+
+pub fn build_sudoku(args: &SudokuBuildArgs) -> Result<sudoku::BuildReport> {
+    let source = match (&args.csv_train, &args.csv_test) {
+        (Some(train), Some(test)) => {
+            if !args.lists.is_empty() || args.generate > 0 {
+                bail!("--csv-train/--csv-test cannot be combined with --list or --generate");
+            }
+            SudokuSource::OfficialCsv { train: train.clone(), test: test.clone() }
+        }
+        _ => {
+            if args.lists.is_empty() && args.generate == 0 {
+                bail!("nothing to build from: give --csv-train/--csv-test, --list FILE, or --generate N");
+            }
+            SudokuSource::Pool {
+                lists: args.lists.clone(),
+                generate: args.generate,
+                clues_min: args.clues_min,
+                clues_max: args.clues_max,
+            }
+        }
+    };
+    let cfg = SudokuBuildConfig {
+        source,
+        subsample: args.subsample,
+        num_aug: args.num_aug,
+        test_fraction: args.test_fraction,
+        test_limit: args.test_limit,
+        min_difficulty: args.min_difficulty,
+        seed: args.seed,
+        force: args.force,
+    };
+    let pb = bar(1, "{msg:>24} [{bar:40}] {pos}/{len} ({elapsed})");
+    let progress = |stage: &str, done: u64, total: u64| {
+        pb.set_message(stage.to_string());
+        pb.set_length(total.max(1));
+        pb.set_position(done);
+    };
+    let report = sudoku::build(&cfg, &args.out, &progress)?;
+    pb.finish_and_clear();
+    println!(
+        "built {}: {} train puzzles ({} examples with augmentation), {} test puzzles; {} duplicates dropped, {} rejected",
+        args.out.display(),
+        report.train_puzzles,
+        report.train_examples,
+        report.test_examples,
+        report.duplicates_dropped,
+        report.rejected
+    );
+    Ok(report)
+}
+
+/// A dataset root holds `train/`/`test/`; accept a split directory too.
+fn split_dir(dir: &Path, split: &str) -> PathBuf {
+    if dir.join("dataset.json").exists() {
+        dir.to_path_buf()
+    } else {
+        dir.join(split)
+    }
+}
+
+fn show(dir: &Path, split: &str, index: usize) -> Result<()> {
+    let ds = PuzzleDataset::load(&split_dir(dir, split))?;
+    let m = &ds.meta;
+    println!(
+        "{}: {} examples, {} puzzles, {} groups; seq_len {}, vocab {}, {} puzzle ids",
+        split_dir(dir, split).display(),
+        ds.num_examples(),
+        ds.num_puzzles(),
+        ds.num_groups(),
+        m.seq_len,
+        m.vocab_size,
+        m.num_puzzle_identifiers
+    );
+    if index >= ds.num_examples() {
+        bail!("--index {index} is out of range: the split has {} examples", ds.num_examples());
+    }
+    let (inputs, labels) = ds.example(index);
+    let task = Sudoku;
+    if m.seq_len != task.spec().seq_len {
+        bail!("only Sudoku datasets (seq_len 81) can be rendered for now");
+    }
+    println!("example {index}: puzzle\n{}\nsolution\n{}", task.render(inputs), task.render(labels));
+    Ok(())
+}
+
+fn dataset_sizes(data: &Path) -> Result<DatasetSizes> {
+    let meta_path = data.join("train").join("dataset.json");
+    let text = std::fs::read_to_string(&meta_path)
+        .with_context(|| format!("reading {} (is [data] path a dataset built by `reckon data build`?)", meta_path.display()))?;
+    let meta: reckon_data::DatasetMeta =
+        serde_json::from_str(&text).with_context(|| format!("{}: malformed dataset.json", meta_path.display()))?;
+    Ok(DatasetSizes { seq_len: meta.seq_len, vocab_size: meta.vocab_size, num_puzzle_identifiers: meta.num_puzzle_identifiers })
+}
+
+pub fn load_config(path: &Path, overrides: &[String]) -> Result<ExperimentConfig> {
+    ExperimentConfig::load(path, overrides, dataset_sizes)
+}
+
+pub fn train(config: &Path, overrides: &[String], resume: bool) -> Result<Option<EvalReport>> {
+    let cfg = load_config(config, overrides)?;
+    train_config(cfg, resume)
+}
+
+/// Train (or resume) the run a config describes, with progress bars; returns the last evaluation.
+pub fn train_config(cfg: ExperimentConfig, resume: bool) -> Result<Option<EvalReport>> {
+    let device = Default::default();
+    let ModelConfig::Trm(model_cfg) = &cfg.model;
+    let model: Trm<CpuTrain> = model_cfg.init(cfg.train.seed, &device);
+    let mut trainer = Trainer::new(cfg, model, device, resume)?;
+    let final_step = trainer.final_step();
+    println!(
+        "training {} → {} (step {} of {}; schedule {} steps)",
+        trainer.cfg.data.path.display(),
+        trainer.cfg.run_dir.display(),
+        trainer.step,
+        final_step,
+        trainer.total_steps
+    );
+    let pb = bar(final_step, "{spinner} step {pos}/{len} [{bar:30}] {elapsed_precise} ETA {eta} {msg}");
+    pb.set_position(trainer.step);
+    let eval_pb = std::cell::RefCell::new(None::<ProgressBar>);
+    let report = trainer.run(|event| match event {
+        TrainEvent::Step(m) => {
+            pb.set_position(m.step);
+            pb.set_message(format!("loss {:.3} acc {:.1}% exact {:.1}% (halted {})", m.lm_loss, 100.0 * m.accuracy, 100.0 * m.exact_accuracy, m.count));
+        }
+        TrainEvent::EvalStarted { examples } => {
+            *eval_pb.borrow_mut() = Some(bar(examples as u64, "  eval [{bar:30}] {pos}/{len} {elapsed}"));
+        }
+        TrainEvent::EvalProgress { done, .. } => {
+            if let Some(p) = eval_pb.borrow().as_ref() {
+                p.set_position(done as u64);
+            }
+        }
+        TrainEvent::Eval { step, report } => {
+            if let Some(p) = eval_pb.borrow_mut().take() {
+                p.finish_and_clear();
+            }
+            pb.println(format!(
+                "step {step}: test exact {:.1}%, token {:.1}% after {} steps; with ACT halting {:.1}% in {:.1} steps",
+                100.0 * report.exact_accuracy, 100.0 * report.token_accuracy, report.steps, 100.0 * report.act_exact_accuracy, report.act_mean_steps
+            ));
+        }
+        TrainEvent::Checkpoint { dir, .. } => pb.println(format!("checkpoint {}", dir.display())),
+    })?;
+    pb.finish();
+    Ok(report)
+}
+
+/// Load evaluation weights: a checkpoint directory, a reckon safetensors file (config in its metadata), or any
+/// weights file (PyTorch checkpoint, reference safetensors) together with an experiment config.
+pub fn load_eval_model(path: &Path, config: Option<&Path>) -> Result<Trm<Cpu>> {
+    let file = if path.is_dir() { path.join(WEIGHTS_FILE) } else { path.to_path_buf() };
+    let model_cfg = match config {
+        Some(c) => load_config(c, &[])?.model,
+        None => read_model_config(&file)?,
+    };
+    let ModelConfig::Trm(trm) = model_cfg;
+    trm.validate()?;
+    let device = Default::default();
+    let model = trm.init::<CpuTrain>(0, &device);
+    let model = load_named(model, read_weights_file(&file)?, &file)?;
+    Ok(model.valid())
+}
+
+fn read_model_config(file: &Path) -> Result<ModelConfig> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("{}: not a safetensors file; pass --config CONFIG.toml to describe the model", file.display()))?;
+    let json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(MODEL_CONFIG_KEY))
+        .with_context(|| format!("{}: no model config in its metadata; pass --config CONFIG.toml", file.display()))?;
+    serde_json::from_str(json).with_context(|| format!("{}: malformed model config in metadata", file.display()))
+}
+
+fn eval(args: &EvalArgs) -> Result<()> {
+    let model = load_eval_model(&args.checkpoint, args.config.as_deref())?;
+    let ds = PuzzleDataset::load(&split_dir(&args.data, &args.split))?;
+    let d = model.dims();
+    if d.seq_len != ds.meta.seq_len || d.vocab_size != ds.meta.vocab_size {
+        bail!("the dataset (seq_len {}, vocab {}) does not fit the model (seq_len {}, vocab {})", ds.meta.seq_len, ds.meta.vocab_size, d.seq_len, d.vocab_size);
+    }
+    let total = args.max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
+    let pb = bar(total as u64, "eval [{bar:40}] {pos}/{len} {elapsed} ETA {eta}");
+    let report = evaluate(&model, &ds, args.batch_size, args.steps, args.max_examples, &Default::default(), |done, _| {
+        pb.set_position(done as u64)
+    });
+    pb.finish_and_clear();
+    print_report(&report);
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+pub fn print_report(r: &EvalReport) {
+    println!("{} puzzles, {} supervision steps, {:.1} puzzles/s", r.examples, r.steps, r.puzzles_per_s);
+    print!("{}", r.per_step_table());
+    println!(
+        "exact accuracy {:.2}% (token {:.2}%) after {} steps; with ACT halting {:.2}% (token {:.2}%) in {:.2} steps on average; q_halt right on {:.1}%",
+        100.0 * r.exact_accuracy, 100.0 * r.token_accuracy, r.steps, 100.0 * r.act_exact_accuracy, 100.0 * r.act_token_accuracy, r.act_mean_steps, 100.0 * r.q_halt_accuracy
+    );
+}
+
+fn solve(checkpoint: &Path, puzzle: &str, steps: usize, config: Option<&Path>) -> Result<()> {
+    let task = Sudoku;
+    let inputs = task.parse_puzzle(puzzle).context("--puzzle")?;
+    let model = load_eval_model(checkpoint, config)?;
+    let d = model.dims();
+    if d.seq_len != inputs.len() || d.vocab_size != task.spec().vocab_size {
+        bail!("this checkpoint is not a Sudoku model (seq_len {}, vocab {})", d.seq_len, d.vocab_size);
+    }
+    let device = Default::default();
+    let tokens = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(inputs.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, d.seq_len]), &device);
+    let ids = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(vec![0i32], [1]), &device);
+    let x = model.embed(tokens, model.puzzle_rows(ids));
+    let mut latent = model.initial_latent(1);
+    let mut previous: Option<Vec<u8>> = None;
+    println!("puzzle\n{}", task.render(&inputs));
+    println!("step  changed  valid  q_halt");
+    let mut answer = Vec::new();
+    for step in 1..=steps {
+        let (next, heads) = model.step(latent, x.clone());
+        latent = next;
+        let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().expect("f32");
+        let pred: Vec<u8> = argmax_tokens(&logits, d.vocab_size).into_iter().map(|t| t as u8).collect();
+        let changed = previous.as_ref().map_or(pred.len(), |p| p.iter().zip(&pred).filter(|(a, b)| a != b).count());
+        let q = heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec::<f32>().expect("f32")[0]);
+        let valid = task.verify(&inputs, &pred);
+        println!("{step:>4}  {changed:>7}  {:>5}  {}", if valid { "yes" } else { "no" }, q.map_or("-".into(), |q| format!("{q:+.2}")));
+        previous = Some(pred.clone());
+        answer = pred;
+    }
+    println!("answer\n{}", task.render(&answer));
+    match task.solve(&inputs) {
+        Some(truth) if truth == answer => println!("correct (matches the exact solver)"),
+        Some(_) => println!("wrong: the exact solver's solution differs"),
+        None => println!("the exact solver finds no solution for this puzzle"),
+    }
+    Ok(())
+}
+
+fn bench(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Train { shapes, warmup, steps, json } => {
+            let mut results = Vec::new();
+            for name in &shapes {
+                let shape = crate::bench::named_shape(name)?;
+                for mode in ["train", "infer"] {
+                    eprintln!("bench {name} {mode} ...");
+                    let r = if mode == "train" {
+                        crate::bench::bench_train_step(&shape, warmup, steps)?
+                    } else {
+                        crate::bench::bench_infer_step(&shape, warmup, steps)?
+                    };
+                    if let Some(path) = &json {
+                        use std::io::Write;
+                        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                        writeln!(f, "{}", r.to_json_line())?;
+                    }
+                    results.push(r);
+                }
+            }
+            crate::bench::print_table(&results, &[]);
+            Ok(())
+        }
+        BenchCommand::Solver { lists } => {
+            for (name, r) in crate::bench::bench_solver(&lists)? {
+                println!("{name}: {} puzzles, median {:.1} µs, mean {:.1} µs, max {:.1} µs per puzzle", r.count, r.median_us, r.mean_us, r.max_us);
+            }
+            Ok(())
+        }
+    }
+}
