@@ -92,3 +92,54 @@ impl<B: Backend> ActCarry<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use burn::tensor::Tensor;
+    use rand::SeedableRng;
+
+    fn latent(value: f32, batch: usize) -> Latent<Cpu> {
+        Latent { slots: vec![Tensor::<Cpu, 3>::full([batch, 2, 3], value, &Default::default())] }
+    }
+
+    fn data(batch: usize, tag: i32) -> SlotData {
+        SlotData { inputs: vec![tag; batch * 2], labels: vec![tag; batch * 2], puzzle_ids: vec![tag; batch], seq_len: 2 }
+    }
+
+    #[test]
+    fn slots_halt_at_max_steps_and_restart_from_init_with_fresh_rows() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let rule = HaltRule { max_steps: 3, use_q_halt: true, exploration_prob: 0.0 };
+        let mut carry = ActCarry::new(latent(0.0, 2), 2, 2);
+        let init = latent(0.0, 2);
+        assert_eq!(carry.admit(&init, &data(2, 7)), vec![true, true]);
+        assert_eq!(carry.data.inputs, vec![7; 4]);
+        // Slot 1 wants to halt after step 1 (q_halt > 0); slot 0 runs to max_steps.
+        carry.advance(latent(1.0, 2), Some(&[-1.0, 0.5]), rule, &mut rng);
+        assert_eq!((carry.steps.clone(), carry.halted.clone()), (vec![1, 1], vec![false, true]));
+        assert_eq!(carry.admit(&init, &data(2, 9)), vec![false, true]);
+        assert_eq!(carry.data.puzzle_ids, vec![7, 9], "the running slot keeps its row; the fresh row for it is dropped");
+        let z: Vec<f32> = carry.latent.slots[0].to_data().to_vec().unwrap();
+        assert!(z[..6].iter().all(|&v| v == 1.0) && z[6..].iter().all(|&v| v == 0.0), "only the halted slot is reset: {z:?}");
+        for _ in 0..2 {
+            carry.advance(latent(1.0, 2), Some(&[-1.0, -1.0]), rule, &mut rng);
+        }
+        assert_eq!((carry.steps.clone(), carry.halted.clone()), (vec![3, 2], vec![true, false]));
+    }
+
+    #[test]
+    fn exploration_postpones_halting_but_never_past_max_steps() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let rule = HaltRule { max_steps: 16, use_q_halt: true, exploration_prob: 1.0 };
+        let mut carry = ActCarry::new(latent(0.0, 64), 64, 2);
+        carry.admit(&latent(0.0, 64), &data(64, 1));
+        carry.advance(latent(0.0, 64), Some(&[1.0; 64]), rule, &mut rng);
+        assert!(carry.halted.iter().all(|h| !h), "with p = 1 every slot must run at least 2 steps");
+        for _ in 1..16 {
+            carry.advance(latent(0.0, 64), Some(&[1.0; 64]), rule, &mut rng);
+        }
+        assert!(carry.halted.iter().all(|&h| h));
+    }
+}

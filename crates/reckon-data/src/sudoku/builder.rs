@@ -11,7 +11,7 @@ use super::augment::SudokuTransform;
 use super::canonical::canonical;
 use super::generator::generate_indexed;
 use super::grid::{grid_to_tokens, Grid};
-use super::io::{read_csv, read_list, write_csv, CsvRow};
+use super::io::{read_csv, read_list_numbered, write_csv, CsvRow};
 use super::solver::solve_unique;
 use super::Sudoku;
 use crate::dataset::{PuzzleDataset, PuzzleDatasetBuilder};
@@ -180,19 +180,20 @@ fn collect_pool(
     clues: std::ops::RangeInclusive<usize>,
     seed: u64,
     progress: Progress,
-) -> Result<Vec<(String, Grid)>> {
+) -> Result<Vec<PoolPuzzle>> {
     let mut pool = Vec::new();
     for (k, path) in lists.iter().enumerate() {
         progress("read", k as u64, lists.len() as u64);
         let source = list_source(path);
-        pool.extend(read_list(path)?.into_iter().map(|g| (source.clone(), g)));
+        let origin = |line: usize| Some(format!("{}:{line}", path.display()));
+        pool.extend(read_list_numbered(path)?.into_iter().map(|(line, g)| (source.clone(), g, origin(line))));
     }
     progress("read", lists.len() as u64, lists.len() as u64);
     let indices: Vec<usize> = (0..generate).collect();
     let generated = par_map(&indices, "generate", progress, |_, &i| {
         generate_indexed(seed, i, &clues).puzzle
     });
-    pool.extend(generated.into_iter().map(|g| ("generated".to_string(), g)));
+    pool.extend(generated.into_iter().map(|g| ("generated".to_string(), g, None)));
     ensure!(
         !pool.is_empty(),
         "the puzzle pool is empty: give lists or a number of puzzles to generate"
@@ -200,23 +201,34 @@ fn collect_pool(
     Ok(pool)
 }
 
+/// A pool puzzle: its source tag, the grid, and `file:line` when it came from a list.
+type PoolPuzzle = (String, Grid, Option<String>);
+
 /// Solves, filters, deduplicates by canonical class, splits and permutes the pool.
+/// A listed puzzle without exactly one solution is an error naming its file and line: a list is user data,
+/// and silently dropping such puzzles would hide a corrupt file.
 fn split_pool(
     cfg: &SudokuBuildConfig,
-    pool: Vec<(String, Grid)>,
+    pool: Vec<PoolPuzzle>,
     report: &mut BuildReport,
     progress: Progress,
 ) -> Result<(Vec<CsvRow>, Vec<CsvRow>)> {
-    let solved = par_map(&pool, "solve", progress, |_, (source, question)| {
-        solve_unique(question)
-            .ok()
-            .map(|(answer, backtracks)| CsvRow {
+    let outcomes = par_map(&pool, "solve", progress, |_, (_, question, _)| solve_unique(question));
+    if let Some(((_, _, Some(origin)), Err(e))) = pool.iter().zip(&outcomes).find(|((_, _, o), r)| o.is_some() && r.is_err()) {
+        anyhow::bail!("{origin}: {e}");
+    }
+    let solved: Vec<Option<CsvRow>> = pool
+        .iter()
+        .zip(outcomes)
+        .map(|((source, question, _), outcome)| {
+            outcome.ok().map(|(answer, backtracks)| CsvRow {
                 source: source.clone(),
                 question: *question,
                 answer,
                 rating: u32::try_from(backtracks).unwrap_or(u32::MAX),
             })
-    });
+        })
+        .collect();
     report.rejected = solved.iter().filter(|r| r.is_none()).count();
     let rows = keep_difficulty(solved.into_iter().flatten().collect(), cfg.min_difficulty);
     let classes = par_map(&rows, "canonical", progress, |_, row| {

@@ -131,11 +131,16 @@ pub fn write_csv(path: &Path, rows: &[CsvRow]) -> Result<()> {
 /// Reads a tdoku-style list: one 81-char puzzle per line ('.' or '0' blank); lines starting with
 /// `#` and blank lines are skipped.
 pub fn read_list(path: &Path) -> Result<Vec<Grid>> {
+    Ok(read_list_numbered(path)?.into_iter().map(|(_, g)| g).collect())
+}
+
+/// Like [`read_list`], with each puzzle's 1-based line number (for error messages downstream).
+pub fn read_list_numbered(path: &Path) -> Result<Vec<(usize, Grid)>> {
     let mut puzzles = Vec::new();
-    for_each_line(path, |_, line| {
+    for_each_line(path, |number, line| {
         let line = line.trim();
         if !line.is_empty() && !line.starts_with('#') {
-            puzzles.push(parse_grid(line).map_err(|e| format!("puzzle {e}"))?);
+            puzzles.push((number, parse_grid(line).map_err(|e| format!("puzzle {e}"))?));
         }
         Ok(())
     })?;

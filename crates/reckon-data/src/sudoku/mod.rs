@@ -20,7 +20,7 @@ pub use grid::{
     completion_error, count_clues, find_conflict, grid_from_tokens, grid_to_string, grid_to_tokens,
     is_conflict_free, is_valid_completion, parse_grid, render_grid, Grid, GridError,
 };
-pub use io::{read_csv, read_list, write_csv, CsvRow};
+pub use io::{read_csv, read_list, read_list_numbered, write_csv, CsvRow};
 pub use solver::{solve, solve_unique, solver_bench, SolveError, SolveResult, SolverBenchReport};
 
 use crate::task::{Task, TaskSpec};
