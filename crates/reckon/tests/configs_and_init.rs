@@ -1,0 +1,84 @@
+//! The shipped configs parse and build the paper's models (parameter counts from the spec), and a freshly
+//! initialised TRM follows the reference init rules.
+
+use std::path::Path;
+
+use reckon::backend::Cpu;
+use reckon::model::trm::{PosEncoding, TrmConfig};
+use reckon::model::weights::named_tensors;
+use reckon::train::config::{DatasetSizes, ExperimentConfig, ModelConfig};
+
+fn load(name: &str) -> ExperimentConfig {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs").join(name);
+    ExperimentConfig::load(&path, &[], |_| Ok(DatasetSizes { seq_len: 81, vocab_size: 11, num_puzzle_identifiers: 1 }))
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"))
+}
+
+fn trm(cfg: &ExperimentConfig) -> &TrmConfig {
+    let ModelConfig::Trm(m) = &cfg.model;
+    m
+}
+
+#[test]
+fn paper_configs_have_the_recipe_and_the_spec_parameter_counts() {
+    let mlp = load("trm-mlp-sudoku.toml");
+    let att = load("trm-att-sudoku.toml");
+    for cfg in [&mlp, &att] {
+        let (m, t) = (trm(cfg), &cfg.train);
+        assert_eq!((m.hidden_size, m.h_cycles, m.l_cycles, m.l_layers, m.halt_max_steps), (512, 3, 6, 2, 16));
+        assert_eq!((t.global_batch_size, t.lr, t.weight_decay, t.epochs, t.eval_interval), (768, 1e-4, 1.0, 50_000, 5_000));
+        assert!(t.ema && t.ema_rate == 0.999 && t.lr_warmup_steps == 2000 && t.lr_min_ratio == 1.0);
+        assert_eq!((t.beta1, t.beta2), (0.9, 0.95));
+    }
+    assert!(trm(&mlp).mlp_t && trm(&mlp).pos_encodings == PosEncoding::None);
+    assert!(!trm(&att).mlp_t && trm(&att).pos_encodings == PosEncoding::Rope);
+    let device = Default::default();
+    assert_eq!(trm(&mlp).init::<Cpu>(0, &device).num_trainable_params(), 5_028_866);
+    assert_eq!(trm(&att).init::<Cpu>(0, &device).num_trainable_params(), 6_828_034);
+}
+
+#[test]
+fn quickstart_config_parses() {
+    let q = load("quickstart.toml");
+    assert!(q.train.max_steps.is_some());
+}
+
+#[test]
+fn fresh_model_follows_the_reference_init_rules() {
+    let cfg = TrmConfig { hidden_size: 128, ..TrmConfig::new(81, 11, 1) };
+    assert_eq!(cfg.rms_norm_eps, 1e-5);
+    let model = cfg.init::<Cpu>(7, &Default::default());
+    let tensors = named_tensors(&model, "inner.");
+    let get = |k: &str| -> Vec<f32> { tensors.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1.to_vec().unwrap() };
+    // Q head: weight 0, bias -5.
+    assert!(get("inner.q_head.weight").iter().all(|&w| w == 0.0));
+    assert_eq!(get("inner.q_head.bias"), vec![-5.0, -5.0]);
+    // The puzzle table starts at zero.
+    assert!(get("inner.puzzle_emb.weights").iter().all(|&w| w == 0.0));
+    // Truncated LeCun normal: std 1/sqrt(fan_in), nothing beyond 2 (corrected) std.
+    let w = get("inner.L_level.layers.0.mlp.gate_up_proj.weight");
+    let std = (w.iter().map(|v| (v * v) as f64).sum::<f64>() / w.len() as f64).sqrt();
+    let expected = 1.0 / (128f64).sqrt();
+    assert!((std - expected).abs() / expected < 0.03, "std {std} vs {expected}");
+    let max = w.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+    assert!(max <= 2.0 * expected * 1.14 && max > 1.8 * expected, "cut at ±2σ (corrected): max {max}");
+    // Token embedding std 1/sqrt(hidden); H_init/L_init std 1, and fixed (buffers).
+    let e = get("inner.embed_tokens.embedding_weight");
+    let e_std = (e.iter().map(|v| (v * v) as f64).sum::<f64>() / e.len() as f64).sqrt();
+    assert!((e_std - expected).abs() / expected < 0.15, "embedding std {e_std}");
+    assert_eq!(get("inner.H_init").len(), 128);
+    // Same seed, same weights on any backend: init is drawn on the host.
+    let again = named_tensors(&cfg.init::<Cpu>(7, &Default::default()), "inner.");
+    assert!(tensors.iter().zip(&again).all(|(a, b)| a.1.as_bytes() == b.1.as_bytes()));
+}
+
+#[test]
+fn rms_norm_uses_eps_1e5_and_no_weight() {
+    use burn::tensor::Tensor;
+    use reckon::model::layers::rms_norm;
+    let x = Tensor::<Cpu, 2>::from_floats([[3.0e-3, 4.0e-3]], &Default::default());
+    let y: Vec<f32> = rms_norm(x, 1e-5).into_data().to_vec().unwrap();
+    // mean(x²) = 1.25e-5; with eps 1e-5 the scale is 1/sqrt(2.25e-5) = 210.82 (eps matters at this size).
+    let scale = 1.0 / (1.25e-5f64 + 1e-5).sqrt();
+    assert!((y[0] as f64 - 3.0e-3 * scale).abs() < 1e-4 && (y[1] as f64 - 4.0e-3 * scale).abs() < 1e-4, "{y:?}");
+}
