@@ -22,9 +22,9 @@ pub struct QuickstartArgs {
     #[arg(long, default_value_t = 2200)]
     pub puzzles: usize,
     /// Fewest and most clues of a generated puzzle (more clues = easier).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 45)]
     pub clues_min: usize,
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 55)]
     pub clues_max: usize,
     /// Override a value of the quickstart config, e.g. `--set train.max_steps=100` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
