@@ -67,6 +67,8 @@ pub struct BenchShape {
     pub l_cycles: usize,
     pub layers: usize,
     pub batch: usize,
+    /// Puzzle-prefix positions (16 in the reference recipe; 0 without a puzzle table).
+    pub prefix: usize,
     pub seq_len: usize,
     pub vocab: usize,
 }
@@ -81,21 +83,22 @@ pub struct Preset {
     pub l_cycles: usize,
     pub layers: usize,
     pub batch: usize,
+    pub prefix: usize,
 }
 
 /// Sudoku: 81 cells, PAD + blank + 9 digits.
 const SUDOKU_SEQ: usize = 81;
 const SUDOKU_VOCAB: usize = 11;
 
-/// The quickstart model. Placeholder: keep in step with `configs/quickstart.toml`.
-pub const QUICKSTART: Preset = Preset { mlp_t: true, hidden: 64, heads: 4, h_cycles: 2, l_cycles: 2, layers: 2, batch: 64 };
+/// The quickstart model of `configs/quickstart.toml` (a test checks they agree).
+pub const QUICKSTART: Preset = Preset { mlp_t: true, hidden: 64, heads: 4, h_cycles: 2, l_cycles: 2, layers: 2, batch: 32, prefix: 0 };
 
 /// The named shapes. A, B and C are the baseline README's table; "paper" is B at the paper's shape with batch 64.
 const PRESETS: &[(&str, Preset)] = &[
-    ("A", Preset { mlp_t: true, hidden: 128, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 64 }),
-    ("B", Preset { mlp_t: true, hidden: 512, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 16 }),
-    ("C", Preset { mlp_t: false, hidden: 128, heads: 4, h_cycles: 3, l_cycles: 4, layers: 2, batch: 32 }),
-    ("paper", Preset { mlp_t: true, hidden: 512, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 64 }),
+    ("A", Preset { mlp_t: true, hidden: 128, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 64, prefix: PREFIX_LEN }),
+    ("B", Preset { mlp_t: true, hidden: 512, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 16, prefix: PREFIX_LEN }),
+    ("C", Preset { mlp_t: false, hidden: 128, heads: 4, h_cycles: 3, l_cycles: 4, layers: 2, batch: 32, prefix: PREFIX_LEN }),
+    ("paper", Preset { mlp_t: true, hidden: 512, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 64, prefix: PREFIX_LEN }),
     ("quickstart", QUICKSTART),
 ];
 
@@ -110,6 +113,7 @@ impl Preset {
             l_cycles: self.l_cycles,
             layers: self.layers,
             batch: self.batch,
+            prefix: self.prefix,
             seq_len: SUDOKU_SEQ,
             vocab: SUDOKU_VOCAB,
         }
@@ -140,8 +144,8 @@ impl BenchShape {
         c.l_cycles = self.l_cycles;
         c.l_layers = self.layers;
         c.mlp_t = self.mlp_t;
-        c.puzzle_emb_ndim = Some(self.hidden);
-        c.puzzle_emb_len = PREFIX_LEN;
+        c.puzzle_emb_ndim = Some(if self.prefix == 0 { 0 } else { self.hidden });
+        c.puzzle_emb_len = self.prefix.max(1);
         c.pos_encodings = if self.mlp_t { PosEncoding::None } else { PosEncoding::Rope };
         c.halt_exploration_prob = 0.1;
         c
@@ -156,10 +160,10 @@ impl BenchShape {
 /// Matmul FLOPs of one net application (all blocks) per batch row, and of the lm_head per batch row.
 /// Only matrix multiplications count; the baseline README's formula, expansion 4.
 fn flop_per_row(shape: &BenchShape) -> (f64, f64) {
-    let (s, d) = ((shape.seq_len + PREFIX_LEN) as f64, shape.hidden as f64);
+    let (s, d) = ((shape.seq_len + shape.prefix) as f64, shape.hidden as f64);
     let channel = 6.0 * s * d * swiglu_width(shape.hidden, 4.0) as f64;
     let mixer = if shape.mlp_t {
-        6.0 * s * d * swiglu_width(shape.seq_len + PREFIX_LEN, 4.0) as f64
+        6.0 * s * d * swiglu_width(shape.seq_len + shape.prefix, 4.0) as f64
     } else {
         8.0 * s * d * d + 4.0 * s * s * d
     };
@@ -446,7 +450,7 @@ fn torch_args(shape: &BenchShape, mode: &str, compile: bool, warmup: usize, step
         ("--batch", shape.batch.to_string()),
         ("--seq", shape.seq_len.to_string()),
         ("--vocab", shape.vocab.to_string()),
-        ("--puzzle-len", PREFIX_LEN.to_string()),
+        ("--puzzle-len", shape.prefix.to_string()),
         ("--mode", mode.to_string()),
         ("--warmup", warmup.to_string()),
         ("--steps", steps.to_string()),

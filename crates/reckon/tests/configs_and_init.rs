@@ -82,3 +82,13 @@ fn rms_norm_uses_eps_1e5_and_no_weight() {
     let scale = 1.0 / (1.25e-5f64 + 1e-5).sqrt();
     assert!((y[0] as f64 - 3.0e-3 * scale).abs() < 1e-4 && (y[1] as f64 - 4.0e-3 * scale).abs() < 1e-4, "{y:?}");
 }
+
+#[test]
+fn quickstart_bench_shape_matches_the_quickstart_config() {
+    let q = load("quickstart.toml");
+    let (m, p) = (trm(&q), reckon::bench::QUICKSTART);
+    assert_eq!(
+        (p.mlp_t, p.hidden, p.h_cycles, p.l_cycles, p.layers, p.batch, p.prefix),
+        (m.mlp_t, m.hidden_size, m.h_cycles, m.l_cycles, m.l_layers, q.train.global_batch_size, m.prefix_len())
+    );
+}

@@ -30,14 +30,20 @@ steps = 6
 batch_size = 100
 "#;
 
-/// Exact accuracy on held-out puzzles after the stated number of steps must beat these (measured: see README).
-const MIN_EXACT: f64 = MIN_EXACT_VALUE;
+/// Training steps of the run (about 5 minutes on 2 cores in release).
+const STEPS: u64 = 700;
+/// Held-out exact accuracy after the last supervision step must reach this. Measured on the development
+/// machine (AMD EPYC, 2 cores, 2026-11-22): 17.3% after step 1, 29.1% after step 6. The margin allows for a CPU
+/// whose GEMM kernels round differently; an untrained or broken model scores 0%.
+const MIN_EXACT: f64 = 0.15;
+/// And the last step must beat the first by this much (measured: 11.8 points).
+const MIN_GAIN_FROM_RECURSION: f64 = 0.05;
 
 #[test]
 fn small_trm_learns_easy_sudoku_and_recursion_helps() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::sudoku_dataset(tmp.path(), 1100, (58, 64), 0, 11);
-    let cfg_text = CONFIG.replace("MAX_STEPS", &MAX_STEPS_VALUE.to_string());
+    let cfg_text = CONFIG.replace("MAX_STEPS", &STEPS.to_string());
     let cfg = common::config(
         tmp.path(),
         "learn.toml",
@@ -50,5 +56,9 @@ fn small_trm_learns_easy_sudoku_and_recursion_helps() {
     eprintln!("held-out exact accuracy per step: {:?}", report.exact_per_step);
     assert!(report.examples >= 100);
     assert!(report.exact_accuracy >= MIN_EXACT, "exact accuracy {} < {MIN_EXACT}", report.exact_accuracy);
-    assert!(report.exact_accuracy >= first + 0.1, "recursion should help: step 1 {first}, last {}", report.exact_accuracy);
+    assert!(
+        report.exact_accuracy >= first + MIN_GAIN_FROM_RECURSION,
+        "recursion should help: step 1 {first}, last {}",
+        report.exact_accuracy
+    );
 }
