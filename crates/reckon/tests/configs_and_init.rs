@@ -92,3 +92,9 @@ fn quickstart_bench_shape_matches_the_quickstart_config() {
         (m.mlp_t, m.hidden_size, m.h_cycles, m.l_cycles, m.l_layers, q.train.global_batch_size, m.prefix_len())
     );
 }
+
+#[test]
+fn quickstart_model_size_is_the_one_the_readme_quotes() {
+    let q = load("quickstart.toml");
+    assert_eq!(trm(&q).init::<Cpu>(0, &Default::default()).num_trainable_params(), 224_258);
+}

@@ -71,7 +71,12 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
         "\nrecursion at work: {:.1}% of held-out puzzles solved exactly after 1 step, {:.1}% after {} steps ({:.0} s in all).",
         100.0 * first, 100.0 * report.exact_accuracy, report.steps, started.elapsed().as_secs_f64()
     );
-    println!("checkpoint: {}  (try `reckon solve {} --puzzle <81 chars>`)", run_dir.join("checkpoints").display(), run_dir.join("checkpoints/step_N").display());
+    if let Some(ckpt) = crate::train::checkpoint::latest(&run_dir)? {
+        let example = reckon_data::sudoku::read_csv(&data.join("test.csv")).ok().and_then(|rows| rows.into_iter().next());
+        let puzzle = example.map_or("<81 chars>".to_string(), |r| reckon_data::sudoku::grid_to_string(&r.question));
+        println!("checkpoint: {}
+watch it think: reckon solve {} --puzzle {puzzle}", ckpt.display(), ckpt.display());
+    }
     Ok(())
 }
 

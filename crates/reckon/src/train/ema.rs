@@ -107,3 +107,40 @@ pub fn clip_global_norm<AB: AutodiffBackend, M: AutodiffModule<AB>>(
     }
     norm
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::CpuTrain;
+    use crate::model::layers::Linear;
+    use rand::SeedableRng;
+
+    fn grads_of(model: &Linear<CpuTrain>) -> GradientsParams {
+        let x = Tensor::<CpuTrain, 2>::from_floats([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]], &Default::default());
+        let loss = model.forward(x).powi_scalar(2).sum();
+        GradientsParams::from_grads(loss.backward(), model)
+    }
+
+    fn norm_of(model: &Linear<CpuTrain>, grads: &GradientsParams) -> f64 {
+        let g = grads.get::<<CpuTrain as AutodiffBackend>::InnerBackend, 2>(model.weight.id).unwrap();
+        let sq: f32 = g.powi_scalar(2).sum().into_scalar().elem();
+        (sq as f64).sqrt()
+    }
+
+    #[test]
+    fn clipping_scales_all_gradients_to_the_global_norm_only_when_above_it() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let model = Linear::<CpuTrain>::new(&mut rng, 3, 4, &Default::default());
+        let mut grads = grads_of(&model);
+        let before = norm_of(&model, &grads);
+        assert!(before > 1.0);
+        // No limit, or a limit above the norm: untouched.
+        assert!((clip_global_norm::<CpuTrain, _>(&model, &mut grads, None) - before).abs() < 1e-6 * before);
+        clip_global_norm::<CpuTrain, _>(&model, &mut grads, Some(before * 2.0));
+        assert!((norm_of(&model, &grads) - before).abs() < 1e-5 * before);
+        // A limit below it: scaled down to the limit.
+        let returned = clip_global_norm::<CpuTrain, _>(&model, &mut grads, Some(0.5));
+        assert!((returned - before).abs() < 1e-5 * before, "returns the norm before clipping");
+        assert!((norm_of(&model, &grads) - 0.5).abs() < 1e-4);
+    }
+}
