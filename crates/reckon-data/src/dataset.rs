@@ -226,7 +226,7 @@ impl PuzzleDataset {
             m.vocab_size
         );
         ensure!(
-            self.inputs.len() % m.seq_len == 0,
+            self.inputs.len().is_multiple_of(m.seq_len),
             "inputs length {} is not a multiple of seq_len {}",
             self.inputs.len(),
             m.seq_len

@@ -599,7 +599,7 @@ mod tests {
         assert!((r.puzzles_per_s - 2.0).abs() < 1e-12, "64 / (16 · 2 s)");
         assert!((r.gflops - 102.55).abs() < 1e-9);
         let torch = vec![("A/infer".to_string(), serde_json::json!({"ms_per_step_median": 4000.0}))];
-        assert!(format_table(&[r.clone()], &torch).contains("2.00x"));
+        assert!(format_table(std::slice::from_ref(&r), &torch).contains("2.00x"));
         assert!(r.to_json_line().starts_with("{\"shape\":\"A\",\"mode\":\"infer\""));
     }
 

@@ -154,7 +154,7 @@ impl Step {
 /// Source rows that may become result row `k` after `rows[..k]` were chosen.
 fn next_row_options(rows: &[u8; 9], k: usize) -> impl Iterator<Item = u8> + '_ {
     let used = move |r: u8| rows[..k].contains(&r);
-    let current_band = if k % 3 == 0 {
+    let current_band = if k.is_multiple_of(3) {
         None
     } else {
         Some(rows[k - 1] / 3)

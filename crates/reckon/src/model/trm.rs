@@ -124,7 +124,7 @@ impl TrmConfig {
         );
         if !self.mlp_t {
             anyhow::ensure!(
-                self.hidden_size % self.num_heads == 0 && (self.hidden_size / self.num_heads) % 2 == 0,
+                self.hidden_size.is_multiple_of(self.num_heads) && (self.hidden_size / self.num_heads).is_multiple_of(2),
                 "model.hidden_size ({}) must split into num_heads ({}) heads of even size",
                 self.hidden_size, self.num_heads
             );
@@ -319,7 +319,10 @@ impl<B: Backend> RecursiveModel<B> for Trm<B> {
             e = Tensor::cat(vec![rows.reshape([b, p, d]), e], 1);
         }
         if let Some(pos) = &self.embed_pos {
-            e = (e + pos.embedding_weight.val().unsqueeze_dim(0)).mul_scalar(0.707106781);
+            // The reference's literal, which is 1/√2 rounded to 9 digits.
+            #[allow(clippy::approx_constant)]
+            let scale = 0.707106781;
+            e = (e + pos.embedding_weight.val().unsqueeze_dim(0)).mul_scalar(scale);
         }
         e.mul_scalar((d as f64).sqrt())
     }

@@ -327,8 +327,8 @@ where
             let m = self.train_step()?;
             log.write(&serde_json::json!({"kind": "train", "metrics": &m}))?;
             on_event(TrainEvent::Step(&m));
-            let at_eval = self.step % self.steps_per_eval == 0 || self.step == final_step;
-            let at_ckpt = self.cfg.train.checkpoint_every > 0 && self.step % self.cfg.train.checkpoint_every == 0;
+            let at_eval = self.step.is_multiple_of(self.steps_per_eval) || self.step == final_step;
+            let at_ckpt = self.cfg.train.checkpoint_every > 0 && self.step.is_multiple_of(self.cfg.train.checkpoint_every);
             if at_eval {
                 if let Some(report) = self.evaluate(&mut on_event) {
                     log.write(&serde_json::json!({"kind": "eval", "step": self.step, "report": &report}))?;
