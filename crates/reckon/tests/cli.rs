@@ -1,0 +1,92 @@
+//! The `reckon` binary end to end: build a dataset, show it, train a few steps, resume, evaluate, solve; and bad
+//! invocations exit with status 1 and one `error:` line, never a panic.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn reckon(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reckon")).args(args).current_dir(cwd).output().expect("reckon runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "failed:\n{}\n{}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+#[track_caller]
+fn fails_cleanly(o: Output, needle: &str) {
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(err.starts_with("error: ") && err.contains(needle), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+const CONFIG: &str = r#"
+run_dir = "run"
+[data]
+path = "data"
+[model]
+hidden_size = 32
+num_heads = 2
+h_cycles = 2
+l_cycles = 1
+l_layers = 1
+puzzle_emb_len = 1
+halt_max_steps = 2
+[train]
+global_batch_size = 8
+epochs = 50
+eval_interval = 50
+max_steps = 3
+lr = 1e-3
+lr_warmup_steps = 1
+[eval]
+steps = 2
+batch_size = 16
+max_examples = 16
+"#;
+
+#[test]
+fn build_show_train_resume_eval_solve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let built = ok(reckon(&["data", "build", "sudoku", "--out", "data", "--generate", "80", "--clues-min", "50", "--clues-max", "60", "--num-aug", "1"], dir));
+    assert!(built.contains("72 train puzzles (144 examples"), "{built}");
+    let shown = ok(reckon(&["data", "show", "data", "--split", "test", "--index", "2"], dir));
+    assert!(shown.contains("8 examples") && shown.contains("------+-------+------"), "{shown}");
+
+    std::fs::write(dir.join("c.toml"), CONFIG).unwrap();
+    ok(reckon(&["train", "c.toml"], dir));
+    assert!(dir.join("run/checkpoints/step_3/weights.safetensors").exists());
+    ok(reckon(&["train", "c.toml", "--resume", "--set", "train.max_steps=5"], dir));
+    let latest = std::fs::read_to_string(dir.join("run/checkpoints/latest")).unwrap();
+    assert_eq!(latest.trim(), "step_5");
+    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")).count(), 5);
+    assert_eq!(metrics.lines().filter(|l| l.contains("\"kind\":\"eval\"")).count(), 2);
+
+    let eval = ok(reckon(&["eval", "run/checkpoints/step_5", "--data", "data", "--steps", "3", "--batch-size", "4"], dir));
+    assert!(eval.contains("8 puzzles, 3 supervision steps") && eval.contains("exact accuracy"), "{eval}");
+
+    let puzzle = std::fs::read_to_string(dir.join("data/test.csv")).unwrap().lines().nth(1).unwrap().split(',').nth(1).unwrap().to_string();
+    let solved = ok(reckon(&["solve", "run/checkpoints/step_5", "--puzzle", &puzzle, "--steps", "3"], dir));
+    assert!(solved.contains("step  changed  valid  q_halt") && solved.contains("answer"), "{solved}");
+    let step_lines = solved.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && l.contains("  ")).count();
+    assert_eq!(step_lines, 3, "{solved}");
+
+    // Bad invocations.
+    fails_cleanly(reckon(&["solve", "run/checkpoints/step_5", "--puzzle", &puzzle[..80]], dir), "80");
+    fails_cleanly(reckon(&["eval", "run/checkpoints/step_5", "--data", "nowhere"], dir), "nowhere");
+    fails_cleanly(reckon(&["train", "c.toml", "--set", "train.lrate=1"], dir), "lrate");
+    fails_cleanly(reckon(&["data", "show", "data", "--index", "999"], dir), "out of range");
+    fails_cleanly(reckon(&["eval", "c.toml", "--data", "data"], dir), "c.toml");
+}
