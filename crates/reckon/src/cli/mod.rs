@@ -164,6 +164,13 @@ pub enum BenchCommand {
         /// Append the results as JSON lines to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also run the PyTorch baseline at each shape (eager and torch.compile), if `python3 -c "import torch"`
+        /// works, and print the ratios (the table's ratio is against torch.compile).
+        #[arg(long)]
+        vs_torch: bool,
+        /// The baseline script (`shared/bench/torch_trm_step.py` of the development tree).
+        #[arg(long, default_value = crate::bench::DEFAULT_TORCH_SCRIPT)]
+        torch_script: PathBuf,
     },
     /// Time the exact solver on puzzle lists.
     Solver {
@@ -431,10 +438,25 @@ fn solve(checkpoint: &Path, puzzle: &str, steps: usize, config: Option<&Path>) -
     Ok(())
 }
 
+/// The PyTorch baseline at one shape and mode: eager (keyed `shape/mode/eager`) and compiled (keyed
+/// `shape/mode`, which the table compares against).
+fn run_torch(script: &Path, shape: &crate::bench::BenchShape, mode: &str, warmup: usize, steps: usize) -> Result<Vec<(String, serde_json::Value)>> {
+    let mut out = Vec::new();
+    for compile in [false, true] {
+        eprintln!("torch {} {mode}{} ...", shape.name, if compile { " (compiled)" } else { "" });
+        if let Some(v) = crate::bench::vs_torch(script, shape, mode, compile, warmup, steps)? {
+            let key = if compile { format!("{}/{mode}", shape.name) } else { format!("{}/{mode}/eager", shape.name) };
+            out.push((key, v));
+        }
+    }
+    Ok(out)
+}
+
 fn bench(cmd: BenchCommand) -> Result<()> {
     match cmd {
-        BenchCommand::Train { shapes, warmup, steps, json } => {
+        BenchCommand::Train { shapes, warmup, steps, json, vs_torch, torch_script } => {
             let mut results = Vec::new();
+            let mut torch = Vec::new();
             for name in &shapes {
                 let shape = crate::bench::named_shape(name)?;
                 for mode in ["train", "infer"] {
@@ -450,9 +472,18 @@ fn bench(cmd: BenchCommand) -> Result<()> {
                         writeln!(f, "{}", r.to_json_line())?;
                     }
                     results.push(r);
+                    if vs_torch {
+                        torch.extend(run_torch(&torch_script, &shape, mode, warmup, steps)?);
+                    }
                 }
             }
-            crate::bench::print_table(&results, &[]);
+            if vs_torch && torch.is_empty() {
+                eprintln!("note: `python3 -c \"import torch\"` failed, so no PyTorch baseline was run");
+            }
+            crate::bench::print_table(&results, &torch);
+            for (key, v) in &torch {
+                println!("torch {key}: {v}");
+            }
             Ok(())
         }
         BenchCommand::Solver { lists } => {
