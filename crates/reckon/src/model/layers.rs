@@ -8,7 +8,9 @@
 //! Linear weights are stored `[out, in]` as in PyTorch.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
+
+use crate::kernels::{swiglu, FusedOps};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
@@ -136,7 +138,9 @@ impl<B: Backend> SwiGlu<B> {
             down_proj: Linear::new(rng, inter, n, device),
         }
     }
+}
 
+impl<B: FusedOps> SwiGlu<B> {
     /// SwiGLU over the last (channel) axis of `x` `[B, S, n]`.
     ///
     /// The fused `gate_up_proj` weight is split into its gate and up halves (contiguous row blocks) and applied
@@ -148,7 +152,7 @@ impl<B: Backend> SwiGlu<B> {
         let x = x.reshape([b * s, n]);
         let gate = x.clone().matmul(w_gate.transpose());
         let up = x.matmul(w_up.transpose());
-        let hidden = silu(gate) * up;
+        let hidden = swiglu(gate, up);
         let out = hidden.matmul(self.down_proj.weight.val().transpose());
         out.reshape([b, s, n])
     }
@@ -161,7 +165,7 @@ impl<B: Backend> SwiGlu<B> {
         let (w_gate, w_up) = self.gate_up_halves();
         let gate = w_gate.unsqueeze_dim::<3>(0).matmul(h.clone()); // [B, I, D]
         let up = w_up.unsqueeze_dim::<3>(0).matmul(h);
-        let hidden = silu(gate) * up;
+        let hidden = swiglu(gate, up);
         self.down_proj.weight.val().unsqueeze_dim::<3>(0).matmul(hidden) // [B, S, D]
     }
 

@@ -20,6 +20,7 @@ use super::layers::{
     TokenEmbedding,
 };
 use super::{Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
+use crate::kernels::FusedOps;
 
 /// Positional signal: none (TRM-MLP Sudoku), rotary (TRM-Att) or learned (HRM's full-Sudoku recipe).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +185,9 @@ impl<B: Backend> Block<B> {
         Self { self_attn, mlp_t, mlp: SwiGlu::new(rng, cfg.hidden_size, cfg.expansion, device), eps: cfg.rms_norm_eps }
     }
 
+}
+
+impl<B: FusedOps> Block<B> {
     pub fn forward(&self, h: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
         let h = match (&self.mlp_t, &self.self_attn) {
             (Some(mlp_t), _) => {
@@ -204,7 +208,7 @@ pub struct ReasoningModule<B: Backend> {
     pub layers: Vec<Block<B>>,
 }
 
-impl<B: Backend> ReasoningModule<B> {
+impl<B: FusedOps> ReasoningModule<B> {
     pub fn forward(&self, h: Tensor<B, 3>, injection: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
         self.layers.iter().fold(h + injection, |h, layer| layer.forward(h, rope))
     }
@@ -227,7 +231,7 @@ pub struct Trm<B: Backend> {
     pub cfg: TrmConfig,
 }
 
-impl<B: Backend> Trm<B> {
+impl<B: FusedOps> Trm<B> {
     /// Trained parameters, as the paper counts them: embeddings and heads included; the init buffers and the
     /// sparse puzzle table excluded.
     pub fn num_trainable_params(&self) -> usize {
@@ -271,7 +275,7 @@ impl<B: Backend> Trm<B> {
     }
 }
 
-impl<B: Backend> RecursiveModel<B> for Trm<B> {
+impl<B: FusedOps> RecursiveModel<B> for Trm<B> {
     fn dims(&self) -> ModelDims {
         ModelDims {
             vocab_size: self.cfg.vocab_size,
@@ -338,7 +342,10 @@ impl<B: Backend> RecursiveModel<B> for Trm<B> {
     }
 }
 
-impl<AB: AutodiffBackend> TrainRecursive<AB> for Trm<AB> {
+impl<AB: AutodiffBackend + FusedOps> TrainRecursive<AB> for Trm<AB>
+where
+    AB::InnerBackend: FusedOps,
+{
     /// `H_cycles − 1` cycles on the graph-free copy, then one cycle with full backprop (the reference's
     /// `torch.no_grad()` split). The returned latent is detached, as the reference's new carry.
     fn train_step(&self, latent: Latent<AB::InnerBackend>, x: Tensor<AB, 3>) -> (Latent<AB::InnerBackend>, Heads<AB>) {
