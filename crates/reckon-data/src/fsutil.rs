@@ -30,7 +30,7 @@ pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>)
 }
 
 /// Writes bytes atomically.
-pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |tmp| {
         let mut file =
             fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;

@@ -10,7 +10,7 @@
 //! Model code (the `reckon` crate) depends on this crate, never the other way round.
 
 pub mod dataset;
-mod fsutil;
+pub mod fsutil;
 pub mod sampler;
 pub mod seeding;
 pub mod sudoku;

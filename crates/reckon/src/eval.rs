@@ -56,18 +56,7 @@ fn score_rows(preds: &[u32], labels: &[i32], rows: usize, seq: usize) -> Vec<Row
 
 /// Argmax over the last axis of `[B, seq, vocab]` logits (first index on ties, as torch).
 pub fn argmax_tokens(logits: &[f32], vocab: usize) -> Vec<u32> {
-    logits
-        .chunks_exact(vocab)
-        .map(|row| {
-            let mut best = 0;
-            for (i, &v) in row.iter().enumerate() {
-                if v > row[best] {
-                    best = i;
-                }
-            }
-            best as u32
-        })
-        .collect()
+    logits.chunks_exact(vocab).map(|row| crate::train::loss::argmax_first(row) as u32).collect()
 }
 
 /// Tensors of a batch on a device.

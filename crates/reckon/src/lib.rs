@@ -16,4 +16,3 @@ pub mod eval;
 pub mod kernels;
 pub mod model;
 pub mod train;
-pub mod util;

@@ -281,7 +281,7 @@ fn show(dir: &Path, split: &str, index: usize) -> Result<()> {
     Ok(())
 }
 
-fn dataset_sizes(data: &Path) -> Result<DatasetSizes> {
+pub(crate) fn dataset_sizes(data: &Path) -> Result<DatasetSizes> {
     let meta_path = data.join("train").join("dataset.json");
     let text = std::fs::read_to_string(&meta_path)
         .with_context(|| format!("reading {} (is [data] path a dataset built by `reckon data build`?)", meta_path.display()))?;

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::{build_sudoku, print_report, train_config, SudokuBuildArgs};
-use crate::train::config::{apply_override, DatasetSizes, ExperimentConfig};
+use super::{build_sudoku, dataset_sizes, print_report, train_config, SudokuBuildArgs};
+use crate::train::config::{apply_override, ExperimentConfig};
 
 /// The quickstart's training recipe, compiled in so the binary needs no files.
 pub const QUICKSTART_TOML: &str = include_str!("../../../../configs/quickstart.toml");
@@ -84,21 +84,7 @@ fn quickstart_config(data: &std::path::Path, run_dir: &std::path::Path, override
     let mut root: toml::Table = toml::from_str(QUICKSTART_TOML).context("configs/quickstart.toml")?;
     apply_override(&mut root, &format!("run_dir={:?}", run_dir.display().to_string()))?;
     apply_override(&mut root, &format!("data.path={:?}", data.display().to_string()))?;
-    let dir = tempdir_config(&root)?;
-    let sizes = |p: &std::path::Path| -> Result<DatasetSizes> {
-        let m = reckon_data::PuzzleDataset::load(&p.join("train"))?.meta;
-        Ok(DatasetSizes { seq_len: m.seq_len, vocab_size: m.vocab_size, num_puzzle_identifiers: m.num_puzzle_identifiers })
-    };
-    let cfg = ExperimentConfig::load(&dir, overrides, sizes);
-    let _ = std::fs::remove_file(&dir);
-    cfg
-}
-
-/// The config loader reads files; write the resolved quickstart config next to the run.
-fn tempdir_config(root: &toml::Table) -> Result<PathBuf> {
-    let path = std::env::temp_dir().join(format!("reckon-quickstart-{}.toml", std::process::id()));
-    std::fs::write(&path, toml::to_string(root)?)?;
-    Ok(path)
+    ExperimentConfig::from_table(root, std::path::Path::new("configs/quickstart.toml"), overrides, dataset_sizes)
 }
 
 fn describe(cfg: &ExperimentConfig) -> String {

@@ -48,7 +48,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, TensorData)], metadata
         })
         .collect::<Result<_>>()?;
     let bytes = safetensors::serialize(views, Some(metadata)).context("serialising safetensors")?;
-    crate::util::write_atomic(path, &bytes)
+    reckon_data::fsutil::write_bytes_atomic(path, &bytes)
 }
 
 /// Read every tensor of a safetensors file as f32 (ints stay ints), keyed by name.

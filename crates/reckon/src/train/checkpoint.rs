@@ -120,12 +120,12 @@ where
     save_carry(carry, &tmp.join(CARRY_FILE))?;
     let mut progress = progress.clone();
     progress.param_ids = param_ids(model);
-    crate::util::write_atomic(&tmp.join(STATE_FILE), serde_json::to_string_pretty(&progress)?.as_bytes())?;
+    reckon_data::fsutil::write_bytes_atomic(&tmp.join(STATE_FILE), serde_json::to_string_pretty(&progress)?.as_bytes())?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir)?;
     }
     std::fs::rename(&tmp, &final_dir).with_context(|| format!("renaming {} to {}", tmp.display(), final_dir.display()))?;
-    crate::util::write_atomic(&root.join("latest"), name.as_bytes())?;
+    reckon_data::fsutil::write_bytes_atomic(&root.join("latest"), name.as_bytes())?;
     Ok(final_dir)
 }
 

@@ -99,6 +99,11 @@ impl ModelConfig {
             ModelConfig::Trm(c) => c.halt_max_steps,
         }
     }
+    pub fn halt_exploration_prob(&self) -> f64 {
+        match self {
+            ModelConfig::Trm(c) => c.halt_exploration_prob,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -164,7 +169,18 @@ impl ExperimentConfig {
     /// and validate. Errors name the file and the offending key.
     pub fn load(path: &Path, overrides: &[String], sizes: impl FnOnce(&Path) -> Result<DatasetSizes>) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        let mut root: toml::Table = toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?;
+        let root: toml::Table = toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?;
+        Self::from_table(root, path, overrides, sizes)
+    }
+
+    /// [`ExperimentConfig::load`] on an already parsed table; `path` names the source in errors and anchors
+    /// relative data paths.
+    pub fn from_table(
+        mut root: toml::Table,
+        path: &Path,
+        overrides: &[String],
+        sizes: impl FnOnce(&Path) -> Result<DatasetSizes>,
+    ) -> Result<Self> {
         for o in overrides {
             apply_override(&mut root, o)?;
         }

@@ -5,7 +5,7 @@
 //! averaged; buffers (init states, the puzzle table) are copied from the model, as the reference's EMA copy holds
 //! the live buffers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::marker::PhantomData;
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param, ParamId};
@@ -13,25 +13,26 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 
-/// Every float tensor of a module by ParamId, and which of them are trained (require grad).
-struct Snapshot<B: Backend> {
-    values: HashMap<ParamId, burn::tensor::TensorData>,
+/// Every float tensor of a module by ParamId, kept on the device (burn's ParamId-keyed tensor map), and which
+/// of them are trained (require grad).
+struct Snapshot<AB: AutodiffBackend> {
+    values: GradientsParams,
     trainable: HashSet<ParamId>,
-    _b: PhantomData<B>,
+    _b: PhantomData<AB>,
 }
 
-impl<B: Backend> ModuleVisitor<B> for Snapshot<B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+impl<AB: AutodiffBackend> ModuleVisitor<AB> for Snapshot<AB> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
         let t = param.val();
         if t.is_require_grad() {
             self.trainable.insert(param.id);
         }
-        self.values.insert(param.id, t.into_data());
+        self.values.register::<AB::InnerBackend, D>(param.id, t.inner());
     }
 }
 
 struct EmaUpdate<'a> {
-    current: &'a HashMap<ParamId, burn::tensor::TensorData>,
+    current: &'a mut GradientsParams,
     trainable: &'a HashSet<ParamId>,
     decay: f64,
 }
@@ -39,15 +40,9 @@ struct EmaUpdate<'a> {
 impl<B: Backend> ModuleMapper<B> for EmaUpdate<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, shadow, mapper) = param.consume();
-        let value = match self.current.get(&id) {
-            Some(cur) => {
-                let cur = Tensor::<B, D>::from_data(cur.clone(), &shadow.device());
-                if self.trainable.contains(&id) {
-                    shadow.mul_scalar(self.decay) + cur.mul_scalar(1.0 - self.decay)
-                } else {
-                    cur
-                }
-            }
+        let value = match self.current.remove::<B, D>(id) {
+            Some(cur) if self.trainable.contains(&id) => shadow.mul_scalar(self.decay) + cur.mul_scalar(1.0 - self.decay),
+            Some(cur) => cur,
             None => shadow,
         };
         Param::from_mapped_value(id, value, mapper)
@@ -56,9 +51,9 @@ impl<B: Backend> ModuleMapper<B> for EmaUpdate<'_> {
 
 /// `shadow ← μ · shadow + (1 − μ) · param` for trained parameters; buffers copied.
 pub fn ema_update<AB: AutodiffBackend, M: AutodiffModule<AB>>(ema: M::InnerModule, model: &M, decay: f64) -> M::InnerModule {
-    let mut snap = Snapshot::<AB> { values: HashMap::new(), trainable: HashSet::new(), _b: PhantomData };
+    let mut snap = Snapshot::<AB> { values: GradientsParams::new(), trainable: HashSet::new(), _b: PhantomData };
     model.visit(&mut snap);
-    ema.map(&mut EmaUpdate { current: &snap.values, trainable: &snap.trainable, decay })
+    ema.map(&mut EmaUpdate { current: &mut snap.values, trainable: &snap.trainable, decay })
 }
 
 struct SquaredNorm<'a, AB: AutodiffBackend> {

@@ -109,7 +109,7 @@ pub fn act_loss(logits: &[f32], dims: [usize; 3], labels: &[i32], q_halt: Option
 }
 
 /// First index of the maximum (torch's `argmax` tie-break).
-fn argmax_first(x: &[f32]) -> usize {
+pub fn argmax_first(x: &[f32]) -> usize {
     let mut best = 0;
     for (i, &v) in x.iter().enumerate() {
         if v > x[best] {

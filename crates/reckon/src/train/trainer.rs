@@ -128,9 +128,7 @@ where
         let halt = HaltRule {
             max_steps: cfg.model.halt_max_steps() as u32,
             use_q_halt: true,
-            exploration_prob: match &cfg.model {
-                super::config::ModelConfig::Trm(c) => c.halt_exploration_prob,
-            },
+            exploration_prob: cfg.model.halt_exploration_prob(),
         };
         let seq = train.meta.seq_len;
         let carry = ActCarry::new(model.valid().initial_latent(batch), batch, seq);
@@ -245,7 +243,7 @@ where
         }
         let lr = lr_at(self.step, t.lr, t.lr_warmup_steps, self.total_steps, t.lr_min_ratio);
         self.model = self.optimizer.step(lr, self.model.clone(), params);
-        if let (Some(table), Some(g)) = (self.model.valid().puzzle_table(), row_grads) {
+        if let (Some(table), Some(g)) = (graph_free.puzzle_table(), row_grads) {
             let emb_lr = lr_at(self.step, t.puzzle_emb_lr, t.lr_warmup_steps, self.total_steps, t.lr_min_ratio);
             let table = sign_sgd_rows(table, &self.carry.data.puzzle_ids, g, emb_lr, t.puzzle_emb_weight_decay);
             self.model = self.model.clone().set_puzzle_table(Tensor::from_inner(table));
@@ -319,7 +317,7 @@ where
     /// Metrics go to `run_dir/metrics.jsonl`. Returns the last evaluation.
     pub fn run(&mut self, mut on_event: impl FnMut(TrainEvent)) -> Result<Option<EvalReport>> {
         std::fs::create_dir_all(&self.cfg.run_dir).with_context(|| format!("creating {}", self.cfg.run_dir.display()))?;
-        crate::util::write_atomic(&self.cfg.run_dir.join("config.toml"), self.cfg.to_toml().as_bytes())?;
+        reckon_data::fsutil::write_bytes_atomic(&self.cfg.run_dir.join("config.toml"), self.cfg.to_toml().as_bytes())?;
         let mut log = MetricsLog::open(&self.cfg.run_dir.join("metrics.jsonl"))?;
         let mut last_eval = None;
         let final_step = self.final_step();
