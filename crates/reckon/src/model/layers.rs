@@ -10,7 +10,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
 
-use crate::kernels::{swiglu, FusedOps};
+use crate::kernels::{residual_swiglu_norm, swiglu, FusedOps, MixAxis};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
@@ -167,6 +167,13 @@ impl<B: FusedOps> SwiGlu<B> {
         let up = w_up.unsqueeze_dim::<3>(0).matmul(h);
         let hidden = swiglu(gate, up);
         self.down_proj.weight.val().unsqueeze_dim::<3>(0).matmul(hidden) // [B, S, D]
+    }
+
+    /// `rms_norm(x + self.forward(x))` over the channel axis of `x` `[B, S, n]` (`Channels`), or TRM-MLP's
+    /// token-mixing sub-layer `h + self.forward_over_sequence(h)` RMS-normalised over the sequence axis
+    /// (`Sequence`): a residual sub-layer with its post-norm, as one fused op.
+    pub fn residual_norm(&self, x: Tensor<B, 3>, axis: MixAxis, eps: f64) -> Tensor<B, 3> {
+        residual_swiglu_norm(x, self.gate_up_proj.weight.val(), self.down_proj.weight.val(), axis, eps)
     }
 
     /// The gate and up halves of the fused `gate_up_proj` weight (gate first, as the reference's `chunk`).

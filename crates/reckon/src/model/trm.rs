@@ -16,11 +16,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    buffer_from_vec, rms_norm, rms_norm_dim, trunc_normal, Attention, Linear, PuzzleEmbedding, QHead, Rope, SwiGlu,
+    buffer_from_vec, rms_norm, trunc_normal, Attention, Linear, PuzzleEmbedding, QHead, Rope, SwiGlu,
     TokenEmbedding,
 };
 use super::{Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
-use crate::kernels::FusedOps;
+use crate::kernels::{FusedOps, MixAxis};
 
 /// Positional signal: none (TRM-MLP Sudoku), rotary (TRM-Att) or learned (HRM's full-Sudoku recipe).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,15 +190,12 @@ impl<B: Backend> Block<B> {
 impl<B: FusedOps> Block<B> {
     pub fn forward(&self, h: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
         let h = match (&self.mlp_t, &self.self_attn) {
-            (Some(mlp_t), _) => {
-                // Mix tokens: SwiGLU over the sequence axis, and (the reference's quirk) RMSNorm over it too.
-                let mixed = mlp_t.forward_over_sequence(h.clone());
-                rms_norm_dim(h + mixed, 1, self.eps)
-            }
+            // Mix tokens: SwiGLU over the sequence axis, and (the reference's quirk) RMSNorm over it too.
+            (Some(mlp_t), _) => mlp_t.residual_norm(h, MixAxis::Sequence, self.eps),
             (None, Some(attn)) => rms_norm(h.clone() + attn.forward(h, rope), self.eps),
             (None, None) => unreachable!("a block always has a token mixer"),
         };
-        rms_norm(h.clone() + self.mlp.forward(h), self.eps)
+        self.mlp.residual_norm(h, MixAxis::Channels, self.eps)
     }
 }
 

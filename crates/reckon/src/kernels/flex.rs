@@ -1,0 +1,415 @@
+//! The Flex (CPU) kernels: contiguous f32 loops split across rayon's threads, GEMMs through the `gemm` crate
+//! (AVX-512 or FMA micro-kernels picked at run time), buffers from [`super::pool`].
+//!
+//! Any input that is not f32 falls back to the composed burn ops.
+
+use burn::backend::Flex;
+use burn::tensor::DType;
+use burn_flex::FlexTensor;
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+use super::pool::{self, Scratch};
+use super::{MixAxis, SwigluNormSaved};
+
+/// Elements per parallel task: large enough to amortise scheduling, small enough to balance 2+ cores.
+const CHUNK: usize = 16 * 1024;
+
+use super::simd::{self, sigmoid};
+
+fn f32_inputs<const N: usize>(ts: [&FlexTensor; N]) -> Option<[FlexTensor; N]> {
+    if ts.iter().any(|t| t.dtype() != DType::F32) {
+        return None;
+    }
+    Some(ts.map(|t| t.to_contiguous()))
+}
+
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("contiguous f32 (made so by f32_inputs)")
+}
+
+/// Rows per parallel task for rows of `row_len` elements.
+fn rows_per_task(row_len: usize) -> usize {
+    (CHUNK / row_len.max(1)).max(1)
+}
+
+pub fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
+    let Some([g, u]) = f32_inputs([&gate, &up]) else {
+        return super::composed_swiglu::<Flex>(gate, up);
+    };
+    let mut out = pool::take(g.layout().num_elements());
+    out.par_chunks_mut(CHUNK).zip(slice(&g).par_chunks(CHUNK).zip(slice(&u).par_chunks(CHUNK))).for_each(
+        |(o, (g, u))| {
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = g * sigmoid(g) * u;
+            }
+        },
+    );
+    pool::tensor(out, g.layout().shape().clone())
+}
+
+pub fn swiglu_backward(gate: FlexTensor, up: FlexTensor, grad: FlexTensor) -> (FlexTensor, FlexTensor) {
+    let Some([g, u, go]) = f32_inputs([&gate, &up, &grad]) else {
+        return super::composed_swiglu_backward::<Flex>(gate, up, grad);
+    };
+    let n = g.layout().num_elements();
+    let (mut d_gate, mut d_up) = (pool::take(n), pool::take(n));
+    d_gate
+        .par_chunks_mut(CHUNK)
+        .zip(d_up.par_chunks_mut(CHUNK))
+        .zip(slice(&g).par_chunks(CHUNK).zip(slice(&u).par_chunks(CHUNK)).zip(slice(&go).par_chunks(CHUNK)))
+        .for_each(|((dg, du), ((g, u), go))| swiglu_grad(g, u, go, dg, du));
+    let shape = g.layout().shape().clone();
+    (pool::tensor(d_gate, shape.clone()), pool::tensor(d_up, shape))
+}
+
+/// `du = go · silu(g)`, `dg = go · u · σ(g) · (1 + g · (1 − σ(g)))`, elementwise.
+fn swiglu_grad(g: &[f32], u: &[f32], go: &[f32], dg: &mut [f32], du: &mut [f32]) {
+    for i in 0..dg.len() {
+        let s = sigmoid(g[i]);
+        du[i] = go[i] * g[i] * s;
+        dg[i] = go[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+    }
+}
+
+/// A matrix operand of [`matmul`]: its elements and the strides (in elements) between rows and columns.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major matrix with rows of `cols` elements.
+    fn rows(data: &'a [f32], cols: usize) -> Self {
+        Self { data, row_stride: cols, col_stride: 1 }
+    }
+
+    /// The transpose of a row-major matrix with rows of `cols` elements.
+    fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self { data, row_stride: 1, col_stride: cols }
+    }
+
+    fn assert_covers(&self, rows: usize, cols: usize) {
+        let last = (rows.max(1) - 1) * self.row_stride + (cols.max(1) - 1) * self.col_stride;
+        assert!(last < self.data.len(), "matmul operand out of bounds");
+    }
+}
+
+/// `dst[m×n]` (row-major) `= lhs[m×k] · rhs[k×n]`, plus the old `dst` when `accumulate`. Multithreaded.
+///
+/// The `gemm` crate reads strided operands directly, so transposed weights and activations cost no copy.
+fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
+    assert_eq!(dst.len(), m * n, "matmul destination size");
+    lhs.assert_covers(m, k);
+    rhs.assert_covers(k, n);
+    let threads = rayon::current_num_threads();
+    // SAFETY: every operand was bounds-checked above for the (m, k), (k, n), (m, n) index ranges gemm walks;
+    // dst is exclusively borrowed and does not alias lhs/rhs (distinct borrows).
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None },
+        )
+    }
+}
+
+/// Shapes of one residual-SwiGLU-norm application, as the matrix the MLP reads: `rows` of `width` elements,
+/// `w_gate_up` `[2·inter, width]`, `w_down` `[width, inter]`.
+#[derive(Clone, Copy, Debug)]
+struct SwigluNormDims {
+    rows: usize,
+    width: usize,
+    inter: usize,
+}
+
+impl SwigluNormDims {
+    fn of(dims: [usize; 3], axis: MixAxis, w_gate_up: &FlexTensor, w_down: &FlexTensor) -> Self {
+        let [b, s, d] = dims;
+        let (rows, width) = match axis {
+            MixAxis::Channels => (b * s, d),
+            MixAxis::Sequence => (b * d, s),
+        };
+        let (gs, ds) = (w_gate_up.layout().shape(), w_down.layout().shape());
+        let inter = gs[0] / 2;
+        assert!(
+            gs.num_dims() == 2 && gs[1] == width && gs[0] == 2 * inter && ds.num_dims() == 2 && ds[0] == width
+                && ds[1] == inter,
+            "residual_swiglu_norm: weights {gs:?}, {ds:?} do not fit width {width}"
+        );
+        Self { rows, width, inter }
+    }
+}
+
+fn dims3(x: &FlexTensor) -> [usize; 3] {
+    let shape = x.layout().shape();
+    assert_eq!(shape.num_dims(), 3, "residual_swiglu_norm takes [batch, seq, hidden] activations");
+    [shape[0], shape[1], shape[2]]
+}
+
+/// `dst[b] = src[b]ᵀ` for each of the `[rows, cols]` matrices packed in `src`; tiled, one batch per task.
+fn transpose_batches(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
+    const TILE: usize = 16;
+    dst.par_chunks_mut(rows * cols).zip(src.par_chunks(rows * cols)).for_each(|(dst, src)| {
+        for r0 in (0..rows).step_by(TILE) {
+            for c0 in (0..cols).step_by(TILE) {
+                for r in r0..(r0 + TILE).min(rows) {
+                    for c in c0..(c0 + TILE).min(cols) {
+                        dst[c * rows + r] = src[r * cols + c];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `[B, S, D]` activations as the MLP's rows: the same buffer for `Channels`, a transposed copy `[B·D, S]` for
+/// `Sequence`.
+fn to_rows(x: &FlexTensor, dims: [usize; 3], axis: MixAxis) -> FlexTensor {
+    let [b, s, d] = dims;
+    match axis {
+        MixAxis::Channels => x.reshape([b * s, d].into()),
+        MixAxis::Sequence => {
+            let mut rows = pool::take(b * s * d);
+            transpose_batches(slice(x), &mut rows, s, d);
+            pool::tensor(rows, [b * d, s])
+        }
+    }
+}
+
+/// The inverse of [`to_rows`], for a buffer of MLP rows.
+fn from_rows(rows: Vec<f32>, dims: [usize; 3], axis: MixAxis) -> FlexTensor {
+    match axis {
+        MixAxis::Channels => pool::tensor(rows, dims),
+        MixAxis::Sequence => {
+            let x = transposed_from_rows(&rows, dims);
+            pool::give(rows);
+            x
+        }
+    }
+}
+
+/// `[B·D, S]` rows back to `[B, S, D]` activations (a transposed copy).
+fn transposed_from_rows(rows: &[f32], dims: [usize; 3]) -> FlexTensor {
+    let [b, s, d] = dims;
+    let mut x = pool::take(b * s * d);
+    transpose_batches(rows, &mut x, d, s);
+    pool::tensor(x, dims)
+}
+
+simd::multiversion! {
+    /// `act[r] = silu(g[r, :I]) · g[r, I:]` for a block of rows.
+    fn swiglu_block(g: &[f32], act: &mut [f32], inter: usize) {
+        for (a, g) in act.chunks_mut(inter).zip(g.chunks(2 * inter)) {
+            let (gate, up) = g.split_at(inter);
+            for ((a, &g), &u) in a.iter_mut().zip(gate).zip(up) {
+                *a = g * simd::sigmoid(g) * u;
+            }
+        }
+    }
+}
+
+fn swiglu_rows(g: &[f32], act: &mut [f32], inter: usize) {
+    let per = rows_per_task(2 * inter);
+    act.par_chunks_mut(per * inter).zip(g.par_chunks(per * 2 * inter)).for_each(|(act, g)| swiglu_block(g, act, inter));
+}
+
+simd::multiversion! {
+    /// `out[r] = rms_norm(x[r] + out[r])` in place for a block of rows; each row's reciprocal RMS to `rstd`.
+    fn residual_rms_norm_block(x: &[f32], out: &mut [f32], rstd: &mut [f32], width: usize, eps: f32) {
+        for ((o, x), r) in out.chunks_mut(width).zip(x.chunks(width)).zip(rstd.iter_mut()) {
+            o.iter_mut().zip(x).for_each(|(o, &x)| *o += x);
+            *r = 1.0 / (simd::dot(o, o) / width as f32 + eps).sqrt();
+            let scale = *r;
+            o.iter_mut().for_each(|o| *o *= scale);
+        }
+    }
+}
+
+fn residual_rms_norm_rows(x: &[f32], out: &mut [f32], rstd: &mut [f32], width: usize, eps: f32) {
+    let per = rows_per_task(width);
+    out.par_chunks_mut(per * width)
+        .zip(x.par_chunks(per * width))
+        .zip(rstd.par_chunks_mut(per))
+        .for_each(|((out, x), rstd)| residual_rms_norm_block(x, out, rstd, width, eps));
+}
+
+/// `y = rms_norm(x + swiglu_mlp(x))` over `axis`, keeping nothing: scratch buffers go straight back to the pool.
+pub fn residual_swiglu_norm(
+    x: FlexTensor,
+    w_gate_up: FlexTensor,
+    w_down: FlexTensor,
+    axis: MixAxis,
+    eps: f64,
+) -> FlexTensor {
+    let Some([x, wgu, wd]) = f32_inputs([&x, &w_gate_up, &w_down]) else {
+        return super::composed_residual_swiglu_norm::<Flex>(x, w_gate_up, w_down, axis, eps);
+    };
+    let dims = dims3(&x);
+    let rows = to_rows(&x, dims, axis);
+    let out = swiglu_norm_forward(&rows, &wgu, &wd, dims, axis, eps);
+    pool::give(out.gate_up);
+    pool::give(out.rstd);
+    from_rows(out.y, dims, axis)
+}
+
+/// The same forward, keeping the MLP's input rows, the gate/up pre-activations, the output rows and the
+/// reciprocal RMS for the backward.
+pub fn residual_swiglu_norm_saving(
+    x: FlexTensor,
+    w_gate_up: FlexTensor,
+    w_down: FlexTensor,
+    axis: MixAxis,
+    eps: f64,
+) -> (FlexTensor, SwigluNormSaved<Flex>) {
+    let Some([x, wgu, wd]) = f32_inputs([&x, &w_gate_up, &w_down]) else {
+        return super::composed_residual_swiglu_norm_saving::<Flex>(x, w_gate_up, w_down, axis, eps);
+    };
+    let dims = dims3(&x);
+    let rows = to_rows(&x, dims, axis);
+    let ForwardBuffers { shape, gate_up, y, rstd } = swiglu_norm_forward(&rows, &wgu, &wd, dims, axis, eps);
+    let y_rows = pool::tensor(y, [shape.rows, shape.width]);
+    let out = match axis {
+        MixAxis::Channels => y_rows.reshape(dims.into()),
+        MixAxis::Sequence => transposed_from_rows(slice(&y_rows), dims),
+    };
+    let saved = SwigluNormSaved {
+        rows,
+        gate_up: pool::tensor(gate_up, [shape.rows, 2 * shape.inter]),
+        y: y_rows,
+        rstd: pool::tensor(rstd, [shape.rows]),
+        axis,
+        dims,
+    };
+    (out, saved)
+}
+
+struct ForwardBuffers {
+    shape: SwigluNormDims,
+    gate_up: Vec<f32>,
+    y: Vec<f32>,
+    rstd: Vec<f32>,
+}
+
+fn swiglu_norm_forward(
+    rows: &FlexTensor,
+    wgu: &FlexTensor,
+    wd: &FlexTensor,
+    dims: [usize; 3],
+    axis: MixAxis,
+    eps: f64,
+) -> ForwardBuffers {
+    let shape = SwigluNormDims::of(dims, axis, wgu, wd);
+    let SwigluNormDims { rows: n, width, inter } = shape;
+    let xs = slice(rows);
+    let mut gate_up = pool::take(n * 2 * inter);
+    matmul(n, 2 * inter, width, &mut gate_up, false, Mat::rows(xs, width), Mat::transposed(slice(wgu), width));
+    let mut act = Scratch::new(n * inter);
+    swiglu_rows(&gate_up, &mut act, inter);
+    let mut y = pool::take(n * width);
+    matmul(n, width, inter, &mut y, false, Mat::rows(&act, inter), Mat::transposed(slice(wd), inter));
+    let mut rstd = pool::take(n);
+    residual_rms_norm_rows(xs, &mut y, &mut rstd, width, eps as f32);
+    ForwardBuffers { shape, gate_up, y, rstd }
+}
+
+simd::multiversion! {
+    /// `dz[r] = rstd[r] · (dy[r] − y[r] · mean(dy[r] · y[r]))`: the RMSNorm backward, for a block of rows.
+    fn rms_norm_grad_block(y: &[f32], dy: &[f32], rstd: &[f32], dz: &mut [f32], width: usize) {
+        for (((dz, y), dy), &r) in dz.chunks_mut(width).zip(y.chunks(width)).zip(dy.chunks(width)).zip(rstd) {
+            let mean = simd::dot(y, dy) / width as f32;
+            for ((dz, &y), &dy) in dz.iter_mut().zip(y).zip(dy) {
+                *dz = r * (dy - y * mean);
+            }
+        }
+    }
+}
+
+fn rms_norm_grad_rows(y: &[f32], dy: &[f32], rstd: &[f32], dz: &mut [f32], width: usize) {
+    let per = rows_per_task(width);
+    dz.par_chunks_mut(per * width)
+        .zip(y.par_chunks(per * width).zip(dy.par_chunks(per * width)))
+        .zip(rstd.par_chunks(per))
+        .for_each(|((dz, (y, dy)), rstd)| rms_norm_grad_block(y, dy, rstd, dz, width));
+}
+
+simd::multiversion! {
+    /// The gradient of the gate/up pre-activations from that of the SwiGLU output, for a block of rows.
+    fn swiglu_grad_block(g: &[f32], d_act: &[f32], dg: &mut [f32], inter: usize) {
+        for ((dg, g), da) in dg.chunks_mut(2 * inter).zip(g.chunks(2 * inter)).zip(d_act.chunks(inter)) {
+            let (gate, up) = g.split_at(inter);
+            let (d_gate, d_up) = dg.split_at_mut(inter);
+            for i in 0..inter {
+                let s = simd::sigmoid(gate[i]);
+                d_up[i] = da[i] * gate[i] * s;
+                d_gate[i] = da[i] * up[i] * s * (1.0 + gate[i] * (1.0 - s));
+            }
+        }
+    }
+}
+
+fn swiglu_grad_rows(g: &[f32], d_act: &[f32], dg: &mut [f32], inter: usize) {
+    let per = rows_per_task(2 * inter);
+    dg.par_chunks_mut(per * 2 * inter)
+        .zip(g.par_chunks(per * 2 * inter))
+        .zip(d_act.par_chunks(per * inter))
+        .for_each(|((dg, g), d_act)| swiglu_grad_block(g, d_act, dg, inter));
+}
+
+/// Backward of [`residual_swiglu_norm`]: `(dx, dw_gate_up, dw_down)`, `dx` in `x`'s `[B, S, D]` layout.
+pub fn residual_swiglu_norm_backward(
+    w_gate_up: FlexTensor,
+    w_down: FlexTensor,
+    saved: SwigluNormSaved<Flex>,
+    dy: FlexTensor,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let SwigluNormSaved { rows, gate_up, y, rstd, axis, dims } = &saved;
+    let Some([x, wgu, wd, g, y, rstd, dy]) = f32_inputs([rows, &w_gate_up, &w_down, gate_up, y, rstd, &dy]) else {
+        return super::composed_residual_swiglu_norm_backward::<Flex>(w_gate_up, w_down, saved, dy);
+    };
+    let (axis, dims) = (*axis, *dims);
+    let SwigluNormDims { rows, width, inter } = SwigluNormDims::of(dims, axis, &wgu, &wd);
+    let (xs, wgu_s, wd_s, gs) = (slice(&x), slice(&wgu), slice(&wd), slice(&g));
+    let dy_rows = to_rows(&dy, dims, axis);
+    // dz: the gradient at the residual sum; it is both dx's direct part and the MLP output's gradient.
+    let mut dx = pool::take(rows * width);
+    rms_norm_grad_rows(slice(&y), slice(&dy_rows), slice(&rstd), &mut dx, width);
+    drop(dy_rows);
+    let dz = &dx;
+    let mut act = Scratch::new(rows * inter);
+    swiglu_rows(gs, &mut act, inter);
+    let mut dw_down = pool::take(width * inter);
+    matmul(width, inter, rows, &mut dw_down, false, Mat::transposed(dz, width), Mat::rows(&act, inter));
+    drop(act);
+    let mut d_act = Scratch::new(rows * inter);
+    matmul(rows, inter, width, &mut d_act, false, Mat::rows(dz, width), Mat::rows(wd_s, inter));
+    let mut dg = Scratch::new(rows * 2 * inter);
+    swiglu_grad_rows(gs, &d_act, &mut dg, inter);
+    drop(d_act);
+    let mut dw_gate_up = pool::take(2 * inter * width);
+    matmul(2 * inter, width, rows, &mut dw_gate_up, false, Mat::transposed(&dg, 2 * inter), Mat::rows(xs, width));
+    matmul(rows, width, 2 * inter, &mut dx, true, Mat::rows(&dg, 2 * inter), Mat::rows(wgu_s, width));
+    (
+        from_rows(dx, dims, axis),
+        pool::tensor(dw_gate_up, [2 * inter, width]),
+        pool::tensor(dw_down, [width, inter]),
+    )
+}
