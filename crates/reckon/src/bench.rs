@@ -216,6 +216,9 @@ pub struct BenchResult {
     /// Median over timed steps of process CPU seconds per wall second (the baseline's `cpu` column): well below
     /// `threads` means another process shared the cores and the step times are inflated.
     pub cpu_per_wall: f64,
+    /// Median over timed steps of the process's minor page faults (the baseline's `faults` column): memory
+    /// freshly mapped in during the step, i.e. buffers not reused.
+    pub minor_faults_per_step: f64,
 }
 
 impl BenchResult {
@@ -227,6 +230,7 @@ impl BenchResult {
     fn from_times(shape: &BenchShape, mode: &str, times: &[StepTime], gflop: f64) -> Self {
         let times_s: Vec<f64> = times.iter().map(|t| t.wall_s).collect();
         let cpu: Vec<f64> = times.iter().map(|t| t.cpu_s / t.wall_s.max(1e-12)).collect();
+        let faults: Vec<f64> = times.iter().map(|t| t.minor_faults).collect();
         let med = median(&times_s);
         let per_step_rows = match mode {
             "infer" => shape.batch as f64 / ACT_STEPS as f64,
@@ -247,6 +251,7 @@ impl BenchResult {
             peak_rss_mb: peak_rss_mb(),
             threads: rayon::current_num_threads(),
             cpu_per_wall: median(&cpu),
+            minor_faults_per_step: median(&faults),
         }
     }
 }
@@ -314,16 +319,19 @@ fn bench_experiment(shape: &BenchShape) -> Result<ExperimentConfig> {
 struct StepTime {
     wall_s: f64,
     cpu_s: f64,
+    minor_faults: f64,
 }
 
-/// User + system CPU seconds of this process so far, from `/proc/self/stat` (clock ticks, assumed 100 Hz as on
-/// every mainstream Linux; only a contention indicator, so the tick resolution is enough). 0 where unavailable.
-fn process_cpu_s() -> f64 {
+/// User + system CPU seconds of this process so far, and its minor page faults, from `/proc/self/stat` (clock
+/// ticks, assumed 100 Hz as on every mainstream Linux; only a contention indicator, so the tick resolution is
+/// enough). Zeros where unavailable.
+fn process_counters() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    // Fields after the parenthesised command name: state is field 3, minflt 10, utime 14, stime 15.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
-    f.iter().sum::<f64>() / 100.0
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    let field = |n: usize| f.get(n - 3).copied().unwrap_or(0.0);
+    ((field(14) + field(15)) / 100.0, field(10))
 }
 
 /// Run `warmup` untimed then `steps` timed calls of `step`, returning the timed steps.
@@ -334,9 +342,11 @@ fn time_steps(warmup: usize, steps: usize, mut step: impl FnMut() -> Result<()>)
     }
     (0..steps)
         .map(|_| {
-            let (t0, c0) = (Instant::now(), process_cpu_s());
+            let (t0, (c0, f0)) = (Instant::now(), process_counters());
             step()?;
-            Ok(StepTime { wall_s: t0.elapsed().as_secs_f64(), cpu_s: process_cpu_s() - c0 })
+            let wall_s = t0.elapsed().as_secs_f64();
+            let (c1, f1) = process_counters();
+            Ok(StepTime { wall_s, cpu_s: c1 - c0, minor_faults: f1 - f0 })
         })
         .collect()
 }
@@ -512,15 +522,15 @@ fn torch_ms(result: &BenchResult, torch: &[(String, serde_json::Value)]) -> Opti
 /// shared). `vs torch` is torch's step time over ours: above 1 means this port is faster.
 pub fn format_table(results: &[BenchResult], torch: &[(String, serde_json::Value)]) -> String {
     let mut s = format!(
-        "{:<11} {:<5} {:>10} {:>10} {:>10} {:>9} {:>7} {:>9} {:>9} {:>5} {:>8}\n",
-        "shape", "mode", "ms/step", "min", "max", "puzzles/s", "GFLOP/s", "% peak", "RSS MB", "cpu", "vs torch"
+        "{:<11} {:<5} {:>10} {:>10} {:>10} {:>9} {:>7} {:>9} {:>9} {:>5} {:>8} {:>8}\n",
+        "shape", "mode", "ms/step", "min", "max", "puzzles/s", "GFLOP/s", "% peak", "RSS MB", "cpu", "faults", "vs torch"
     );
     for r in results {
         let ratio = torch_ms(r, torch).map_or_else(|| "-".to_string(), |t| format!("{:.2}x", t / r.ms_per_step_median));
         s.push_str(&format!(
-            "{:<11} {:<5} {:>10.1} {:>10.1} {:>10.1} {:>9.2} {:>7.1} {:>8.1}% {:>9.0} {:>5.2} {:>8}\n",
+            "{:<11} {:<5} {:>10.1} {:>10.1} {:>10.1} {:>9.2} {:>7.1} {:>8.1}% {:>9.0} {:>5.2} {:>8.0} {:>8}\n",
             r.shape, r.mode, r.ms_per_step_median, r.ms_min, r.ms_max, r.puzzles_per_s, r.gflops, r.pct_of_peak,
-            r.peak_rss_mb, r.cpu_per_wall, ratio
+            r.peak_rss_mb, r.cpu_per_wall, r.minor_faults_per_step, ratio
         ));
     }
     s
@@ -593,9 +603,10 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         let s = named_shape("A").unwrap();
-        let t = |wall_s| StepTime { wall_s, cpu_s: 2.0 * wall_s };
+        let t = |wall_s| StepTime { wall_s, cpu_s: 2.0 * wall_s, minor_faults: 7.0 };
         let r = BenchResult::from_times(&s, "infer", &[t(1.0), t(2.0), t(3.0)], 205.1);
         assert!((r.cpu_per_wall - 2.0).abs() < 1e-12);
+        assert_eq!(r.minor_faults_per_step, 7.0);
         assert!((r.puzzles_per_s - 2.0).abs() < 1e-12, "64 / (16 · 2 s)");
         assert!((r.gflops - 102.55).abs() < 1e-9);
         let torch = vec![("A/infer".to_string(), serde_json::json!({"ms_per_step_median": 4000.0}))];

@@ -28,11 +28,6 @@ fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous f32 (made so by f32_inputs)")
 }
 
-/// Rows per parallel task for rows of `row_len` elements.
-fn rows_per_task(row_len: usize) -> usize {
-    (CHUNK / row_len.max(1)).max(1)
-}
-
 pub fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
     let Some([g, u]) = f32_inputs([&gate, &up]) else {
         return super::composed_swiglu::<Flex>(gate, up);
@@ -97,14 +92,14 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// `dst[m×n]` (row-major) `= lhs[m×k] · rhs[k×n]`, plus the old `dst` when `accumulate`. Multithreaded.
+/// `dst[m×n]` (row-major) `= lhs[m×k] · rhs[k×n]`, plus the old `dst` when `accumulate`, on the calling
+/// thread (the kernels parallelise over row blocks instead, which keeps each block's intermediates in cache).
 ///
 /// The `gemm` crate reads strided operands directly, so transposed weights and activations cost no copy.
-fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
+fn matmul_1t(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
     assert_eq!(dst.len(), m * n, "matmul destination size");
     lhs.assert_covers(m, k);
     rhs.assert_covers(k, n);
-    let threads = rayon::current_num_threads();
     // SAFETY: every operand was bounds-checked above for the (m, k), (k, n), (m, n) index ranges gemm walks;
     // dst is exclusively borrowed and does not alias lhs/rhs (distinct borrows).
     unsafe {
@@ -127,7 +122,7 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: 
             false,
             false,
             false,
-            if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None },
+            Parallelism::None,
         )
     }
 }
@@ -156,6 +151,14 @@ impl SwigluNormDims {
             "residual_swiglu_norm: weights {gs:?}, {ds:?} do not fit width {width}"
         );
         Self { rows, width, inter }
+    }
+
+    /// Rows per block: the block's gate/up activations (`rows × 2I`) fill about half a MiB, so they stay in a
+    /// core's L2 cache between the GEMM that writes them and the passes that read them; a multiple of the GEMM
+    /// micro-kernel's 64-row tile.
+    fn block_rows(&self) -> usize {
+        const TARGET_FLOATS: usize = 128 * 1024;
+        ((TARGET_FLOATS / (2 * self.inter)) / 64 * 64).max(64)
     }
 }
 
@@ -227,11 +230,6 @@ simd::multiversion! {
     }
 }
 
-fn swiglu_rows(g: &[f32], act: &mut [f32], inter: usize) {
-    let per = rows_per_task(2 * inter);
-    act.par_chunks_mut(per * inter).zip(g.par_chunks(per * 2 * inter)).for_each(|(act, g)| swiglu_block(g, act, inter));
-}
-
 simd::multiversion! {
     /// `out[r] = rms_norm(x[r] + out[r])` in place for a block of rows; each row's reciprocal RMS to `rstd`.
     fn residual_rms_norm_block(x: &[f32], out: &mut [f32], rstd: &mut [f32], width: usize, eps: f32) {
@@ -242,14 +240,6 @@ simd::multiversion! {
             o.iter_mut().for_each(|o| *o *= scale);
         }
     }
-}
-
-fn residual_rms_norm_rows(x: &[f32], out: &mut [f32], rstd: &mut [f32], width: usize, eps: f32) {
-    let per = rows_per_task(width);
-    out.par_chunks_mut(per * width)
-        .zip(x.par_chunks(per * width))
-        .zip(rstd.par_chunks_mut(per))
-        .for_each(|((out, x), rstd)| residual_rms_norm_block(x, out, rstd, width, eps));
 }
 
 /// `y = rms_norm(x + swiglu_mlp(x))` over `axis`, keeping nothing: scratch buffers go straight back to the pool.
@@ -319,15 +309,29 @@ fn swiglu_norm_forward(
 ) -> ForwardBuffers {
     let shape = SwigluNormDims::of(dims, axis, wgu, wd);
     let SwigluNormDims { rows: n, width, inter } = shape;
-    let xs = slice(rows);
+    let (xs, wgu_s, wd_s) = (slice(rows), slice(wgu), slice(wd));
     let mut gate_up = pool::take(n * 2 * inter);
-    matmul(n, 2 * inter, width, &mut gate_up, false, Mat::rows(xs, width), Mat::transposed(slice(wgu), width));
-    let mut act = Scratch::new(n * inter);
-    swiglu_rows(&gate_up, &mut act, inter);
     let mut y = pool::take(n * width);
-    matmul(n, width, inter, &mut y, false, Mat::rows(&act, inter), Mat::transposed(slice(wd), inter));
     let mut rstd = pool::take(n);
-    residual_rms_norm_rows(xs, &mut y, &mut rstd, width, eps as f32);
+    // The GEMM packs a strided right-hand side element by element for every row block; transposed once here,
+    // the weights are read as plain row-major panels (this was 17% of a training step).
+    let (mut wgu_t, mut wd_t) = (Scratch::new(wgu_s.len()), Scratch::new(wd_s.len()));
+    transpose_batches(wgu_s, &mut wgu_t, 2 * inter, width);
+    transpose_batches(wd_s, &mut wd_t, width, inter);
+    let (wgu_t, wd_t) = (&*wgu_t, &*wd_t);
+    let block = shape.block_rows();
+    y.par_chunks_mut(block * width)
+        .zip(xs.par_chunks(block * width))
+        .zip(rstd.par_chunks_mut(block))
+        .zip(gate_up.par_chunks_mut(block * 2 * inter))
+        .for_each(|(((y, x), rstd), g)| {
+            let m = rstd.len();
+            matmul_1t(m, 2 * inter, width, g, false, Mat::rows(x, width), Mat::rows(wgu_t, 2 * inter));
+            let mut act = Scratch::new(m * inter);
+            swiglu_block(g, &mut act, inter);
+            matmul_1t(m, width, inter, y, false, Mat::rows(&act, inter), Mat::rows(wd_t, width));
+            residual_rms_norm_block(x, y, rstd, width, eps as f32);
+        });
     ForwardBuffers { shape, gate_up, y, rstd }
 }
 
@@ -341,14 +345,6 @@ simd::multiversion! {
             }
         }
     }
-}
-
-fn rms_norm_grad_rows(y: &[f32], dy: &[f32], rstd: &[f32], dz: &mut [f32], width: usize) {
-    let per = rows_per_task(width);
-    dz.par_chunks_mut(per * width)
-        .zip(y.par_chunks(per * width).zip(dy.par_chunks(per * width)))
-        .zip(rstd.par_chunks(per))
-        .for_each(|((dz, (y, dy)), rstd)| rms_norm_grad_block(y, dy, rstd, dz, width));
 }
 
 simd::multiversion! {
@@ -366,15 +362,11 @@ simd::multiversion! {
     }
 }
 
-fn swiglu_grad_rows(g: &[f32], d_act: &[f32], dg: &mut [f32], inter: usize) {
-    let per = rows_per_task(2 * inter);
-    dg.par_chunks_mut(per * 2 * inter)
-        .zip(g.par_chunks(per * 2 * inter))
-        .zip(d_act.par_chunks(per * inter))
-        .for_each(|((dg, g), d_act)| swiglu_grad_block(g, d_act, dg, inter));
-}
-
 /// Backward of [`residual_swiglu_norm`]: `(dx, dw_gate_up, dw_down)`, `dx` in `x`'s `[B, S, D]` layout.
+///
+/// Row blocks are independent except for the weight gradients, which each of a fixed number of parts (one
+/// per thread) accumulates over its contiguous run of blocks; the parts are then summed in order, so the result
+/// does not depend on scheduling.
 pub fn residual_swiglu_norm_backward(
     w_gate_up: FlexTensor,
     w_down: FlexTensor,
@@ -386,30 +378,90 @@ pub fn residual_swiglu_norm_backward(
         return super::composed_residual_swiglu_norm_backward::<Flex>(w_gate_up, w_down, saved, dy);
     };
     let (axis, dims) = (*axis, *dims);
-    let SwigluNormDims { rows, width, inter } = SwigluNormDims::of(dims, axis, &wgu, &wd);
-    let (xs, wgu_s, wd_s, gs) = (slice(&x), slice(&wgu), slice(&wd), slice(&g));
+    let shape = SwigluNormDims::of(dims, axis, &wgu, &wd);
+    let SwigluNormDims { rows, width, inter } = shape;
     let dy_rows = to_rows(&dy, dims, axis);
-    // dz: the gradient at the residual sum; it is both dx's direct part and the MLP output's gradient.
     let mut dx = pool::take(rows * width);
-    rms_norm_grad_rows(slice(&y), slice(&dy_rows), slice(&rstd), &mut dx, width);
+    let block = shape.block_rows();
+    let blocks = rows.div_ceil(block);
+    let parts = rayon::current_num_threads().clamp(1, blocks.max(1));
+    let part_rows = blocks.div_ceil(parts) * block;
+    let inputs = BackwardInputs {
+        x: slice(&x),
+        wgu: slice(&wgu),
+        wd: slice(&wd),
+        g: slice(&g),
+        y: slice(&y),
+        dy: slice(&dy_rows),
+        rstd: slice(&rstd),
+        shape,
+        block,
+    };
+    let mut partial: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(part_rows * width)
+        .enumerate()
+        .map(|(part, dx)| inputs.part(part * part_rows, dx))
+        .collect();
     drop(dy_rows);
-    let dz = &dx;
-    let mut act = Scratch::new(rows * inter);
-    swiglu_rows(gs, &mut act, inter);
-    let mut dw_down = pool::take(width * inter);
-    matmul(width, inter, rows, &mut dw_down, false, Mat::transposed(dz, width), Mat::rows(&act, inter));
-    drop(act);
-    let mut d_act = Scratch::new(rows * inter);
-    matmul(rows, inter, width, &mut d_act, false, Mat::rows(dz, width), Mat::rows(wd_s, inter));
-    let mut dg = Scratch::new(rows * 2 * inter);
-    swiglu_grad_rows(gs, &d_act, &mut dg, inter);
-    drop(d_act);
-    let mut dw_gate_up = pool::take(2 * inter * width);
-    matmul(2 * inter, width, rows, &mut dw_gate_up, false, Mat::transposed(&dg, 2 * inter), Mat::rows(xs, width));
-    matmul(rows, width, 2 * inter, &mut dx, true, Mat::rows(&dg, 2 * inter), Mat::rows(wgu_s, width));
+    let (mut dw_gate_up, mut dw_down) = partial.remove(0);
+    for (dwgu, dwd) in partial {
+        dw_gate_up.iter_mut().zip(&dwgu).for_each(|(a, b)| *a += b);
+        dw_down.iter_mut().zip(&dwd).for_each(|(a, b)| *a += b);
+        pool::give(dwgu);
+        pool::give(dwd);
+    }
     (
         from_rows(dx, dims, axis),
         pool::tensor(dw_gate_up, [2 * inter, width]),
         pool::tensor(dw_down, [width, inter]),
     )
+}
+
+/// The rows `rows` of a row-major matrix with rows of `width` elements.
+fn row_range<'a>(t: &'a [f32], rows: &std::ops::Range<usize>, width: usize) -> &'a [f32] {
+    &t[rows.start * width..rows.end * width]
+}
+
+/// Everything one part of the backward reads, as row-major slices.
+struct BackwardInputs<'a> {
+    x: &'a [f32],
+    wgu: &'a [f32],
+    wd: &'a [f32],
+    g: &'a [f32],
+    y: &'a [f32],
+    dy: &'a [f32],
+    rstd: &'a [f32],
+    shape: SwigluNormDims,
+    block: usize,
+}
+
+impl BackwardInputs<'_> {
+    /// The backward of the rows `first..first + dx.len() / width`, block by block: writes their `dx` and returns
+    /// this part's `(dW_gate_up, dW_down)` contributions.
+    fn part(&self, first: usize, dx: &mut [f32]) -> (Vec<f32>, Vec<f32>) {
+        let SwigluNormDims { width, inter, .. } = self.shape;
+        let mut dw_gate_up = pool::take(2 * inter * width);
+        let mut dw_down = pool::take(width * inter);
+        for (i, dx) in dx.chunks_mut(self.block * width).enumerate() {
+            let r0 = first + i * self.block;
+            let m = dx.len() / width;
+            let rows = r0..r0 + m;
+            let (x, g) = (row_range(self.x, &rows, width), row_range(self.g, &rows, 2 * inter));
+            let (y, dy, rstd) = (row_range(self.y, &rows, width), row_range(self.dy, &rows, width), &self.rstd[rows]);
+            // dz, the gradient at the residual sum, is both dx's direct part and the MLP output's gradient.
+            rms_norm_grad_block(y, dy, rstd, dx, width);
+            let accumulate = i > 0;
+            let mut act = Scratch::new(m * inter);
+            swiglu_block(g, &mut act, inter);
+            matmul_1t(width, inter, m, &mut dw_down, accumulate, Mat::transposed(dx, width), Mat::rows(&act, inter));
+            let mut d_act = act; // reuse the buffer: act is no longer needed
+            matmul_1t(m, inter, width, &mut d_act, false, Mat::rows(dx, width), Mat::rows(self.wd, inter));
+            let mut dg = Scratch::new(m * 2 * inter);
+            swiglu_grad_block(g, &d_act, &mut dg, inter);
+            let dg_mat = Mat::rows(&dg, 2 * inter);
+            matmul_1t(2 * inter, width, m, &mut dw_gate_up, accumulate, Mat::transposed(&dg, 2 * inter), Mat::rows(x, width));
+            matmul_1t(m, width, 2 * inter, dx, true, dg_mat, Mat::rows(self.wgu, width));
+        }
+        (dw_gate_up, dw_down)
+    }
 }

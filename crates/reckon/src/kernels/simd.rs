@@ -58,8 +58,10 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let p = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    p * scale
+    // 2^n from the exponent bits. `n` is an integer in [-126, 127]; adding 1.5·2^23 + 127 puts n + 127 in the
+    // low mantissa bits, read back as an integer (an `as i32` cast would be saturating, hence scalar, code).
+    let biased = (n + (ROUND + 127.0)).to_bits().wrapping_sub(ROUND.to_bits());
+    p * f32::from_bits(biased << 23)
 }
 
 #[inline(always)]
