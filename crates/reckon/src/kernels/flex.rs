@@ -465,3 +465,232 @@ impl BackwardInputs<'_> {
         (dw_gate_up, dw_down)
     }
 }
+
+/// `[B, S, 3D]` packed projections: the geometry of one attention call.
+#[derive(Clone, Copy, Debug)]
+struct AttentionDims {
+    batch: usize,
+    seq: usize,
+    hidden: usize,
+    head_dim: usize,
+}
+
+impl AttentionDims {
+    fn of(qkv: &FlexTensor, heads: usize) -> Self {
+        let [batch, seq, three_d] = dims3(qkv);
+        assert!(three_d % 3 == 0 && (three_d / 3) % heads == 0, "attention: qkv width {three_d}, {heads} heads");
+        let hidden = three_d / 3;
+        let head_dim = hidden / heads;
+        assert!(head_dim % 2 == 0, "attention: head dim {head_dim} must be even for RoPE");
+        Self { batch, seq, hidden, head_dim }
+    }
+}
+
+/// Rotary tables `[positions ≥ S, head_dim]`, rotate-half convention.
+#[derive(Clone, Copy)]
+struct RopeTables<'a> {
+    cos: &'a [f32],
+    sin: &'a [f32],
+}
+
+/// Head `h` of projection `part` (0 q, 1 k, 2 v) of one batch row `[S, 3D]` into `out` `[S, hd]`, rotated.
+fn gather_head(qkv_b: &[f32], part: usize, h: usize, dims: AttentionDims, rope: Option<RopeTables>, out: &mut [f32]) {
+    let (d, hd) = (dims.hidden, dims.head_dim);
+    let half = hd / 2;
+    for (i, o) in out.chunks_mut(hd).enumerate() {
+        let src = &qkv_b[i * 3 * d + part * d + h * hd..][..hd];
+        match rope {
+            Some(RopeTables { cos, sin }) => {
+                let (cos, sin) = (&cos[i * hd..(i + 1) * hd], &sin[i * hd..(i + 1) * hd]);
+                for j in 0..hd {
+                    let rotated = if j < half { -src[j + half] } else { src[j - half] };
+                    o[j] = src[j] * cos[j] + rotated * sin[j];
+                }
+            }
+            None => o.copy_from_slice(src),
+        }
+    }
+}
+
+/// Adds the gradient `g` `[S, hd]` of a rotated head to projection `part`, head `h`, of `dqkv_b` `[S, 3D]`
+/// (the transpose of [`gather_head`]'s rotation).
+fn scatter_head_grad(g: &[f32], part: usize, h: usize, dims: AttentionDims, rope: Option<RopeTables>, dqkv_b: &mut [f32]) {
+    let (d, hd) = (dims.hidden, dims.head_dim);
+    let half = hd / 2;
+    for (i, g) in g.chunks(hd).enumerate() {
+        let dst = &mut dqkv_b[i * 3 * d + part * d + h * hd..][..hd];
+        match rope {
+            Some(RopeTables { cos, sin }) => {
+                let (cos, sin) = (&cos[i * hd..(i + 1) * hd], &sin[i * hd..(i + 1) * hd]);
+                for j in 0..hd {
+                    let from_rotation = if j < half { g[j + half] * sin[j + half] } else { -g[j - half] * sin[j - half] };
+                    dst[j] = g[j] * cos[j] + from_rotation;
+                }
+            }
+            None => dst.copy_from_slice(g),
+        }
+    }
+}
+
+simd::multiversion! {
+    /// Row-wise `softmax(scale · s)` in place over rows of `n`.
+    fn softmax_rows(s: &mut [f32], n: usize, scale: f32) {
+        for row in s.chunks_mut(n) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
+            let mut sum = 0.0;
+            for v in row.iter_mut() {
+                *v = simd::exp(*v * scale - max);
+                sum += *v;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+}
+
+simd::multiversion! {
+    /// `ds = scale · p ⊙ (dp − rowsum(dp ⊙ p))` in place in `dp`, over rows of `n`: the softmax backward.
+    fn softmax_grad_rows(p: &[f32], dp: &mut [f32], n: usize, scale: f32) {
+        for (p, dp) in p.chunks(n).zip(dp.chunks_mut(n)) {
+            let dot = simd::dot(p, dp);
+            for (dp, &p) in dp.iter_mut().zip(p) {
+                *dp = scale * p * (*dp - dot);
+            }
+        }
+    }
+}
+
+fn rope_tables<'a>(rope: Option<&'a (FlexTensor, FlexTensor)>, dims: AttentionDims) -> Option<RopeTables<'a>> {
+    rope.map(|(cos, sin)| {
+        let t = RopeTables { cos: slice(cos), sin: slice(sin) };
+        assert!(t.cos.len() >= dims.seq * dims.head_dim && t.sin.len() == t.cos.len(), "attention: RoPE tables too short");
+        t
+    })
+}
+
+/// Non-causal multi-head attention on packed projections `qkv` `[B, S, 3D]` (`[q heads | k heads | v heads]`),
+/// RoPE applied to q and k when given, scale `1/√hd`: returns the heads' outputs `[B, S, D]` (before `o_proj`)
+/// and, with `keep`, the attention probabilities `[B, H, S, S]` for the backward. One task per batch row.
+pub fn attention(
+    qkv: FlexTensor,
+    rope: Option<(FlexTensor, FlexTensor)>,
+    heads: usize,
+    keep: bool,
+) -> (FlexTensor, Option<FlexTensor>) {
+    let qkv = qkv.to_contiguous();
+    let rope = rope.map(|(c, s)| (c.to_contiguous(), s.to_contiguous()));
+    let dims = AttentionDims::of(&qkv, heads);
+    let AttentionDims { batch, seq, hidden, head_dim: hd, .. } = dims;
+    let tables = rope_tables(rope.as_ref(), dims);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = pool::take(batch * seq * hidden);
+    let mut probs = pool::take(batch * heads * seq * seq);
+    out.par_chunks_mut(seq * hidden)
+        .zip(slice(&qkv).par_chunks(seq * 3 * hidden))
+        .zip(probs.par_chunks_mut(heads * seq * seq))
+        .for_each(|((out_b, qkv_b), probs_b)| {
+            let (mut q, mut k, mut v, mut o) = (vec![0.0; seq * hd], vec![0.0; seq * hd], vec![0.0; seq * hd], vec![0.0; seq * hd]);
+            for (h, p) in probs_b.chunks_mut(seq * seq).enumerate() {
+                gather_head(qkv_b, 0, h, dims, tables, &mut q);
+                gather_head(qkv_b, 1, h, dims, tables, &mut k);
+                gather_head(qkv_b, 2, h, dims, None, &mut v);
+                matmul_1t(seq, seq, hd, p, false, Mat::rows(&q, hd), Mat::transposed(&k, hd));
+                softmax_rows(p, seq, scale);
+                matmul_1t(seq, hd, seq, &mut o, false, Mat::rows(p, seq), Mat::rows(&v, hd));
+                for (i, o) in o.chunks(hd).enumerate() {
+                    out_b[i * hidden + h * hd..][..hd].copy_from_slice(o);
+                }
+            }
+        });
+    let out = pool::tensor(out, [batch, seq, hidden]);
+    if keep {
+        (out, Some(pool::tensor(probs, [batch, heads, seq, seq])))
+    } else {
+        pool::give(probs);
+        (out, None)
+    }
+}
+
+/// Backward of [`attention`]: the gradient of `qkv` from that of the output `dout` `[B, S, D]`.
+pub fn attention_backward(
+    qkv: FlexTensor,
+    rope: Option<(FlexTensor, FlexTensor)>,
+    heads: usize,
+    probs: FlexTensor,
+    dout: FlexTensor,
+) -> FlexTensor {
+    let (qkv, probs, dout) = (qkv.to_contiguous(), probs.to_contiguous(), dout.to_contiguous());
+    let rope = rope.map(|(c, s)| (c.to_contiguous(), s.to_contiguous()));
+    let dims = AttentionDims::of(&qkv, heads);
+    let AttentionDims { batch, seq, hidden, head_dim: hd, .. } = dims;
+    let tables = rope_tables(rope.as_ref(), dims);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut dqkv = pool::take(batch * seq * 3 * hidden);
+    dqkv.par_chunks_mut(seq * 3 * hidden)
+        .zip(slice(&qkv).par_chunks(seq * 3 * hidden))
+        .zip(slice(&probs).par_chunks(heads * seq * seq).zip(slice(&dout).par_chunks(seq * hidden)))
+        .for_each(|((dqkv_b, qkv_b), (probs_b, dout_b))| {
+            let head = || vec![0.0f32; seq * hd];
+            let (mut q, mut k, mut v, mut d_o) = (head(), head(), head(), head());
+            let (mut dq, mut dk, mut dv) = (head(), head(), head());
+            let mut ds = vec![0.0f32; seq * seq];
+            for (h, p) in probs_b.chunks(seq * seq).enumerate() {
+                gather_head(qkv_b, 0, h, dims, tables, &mut q);
+                gather_head(qkv_b, 1, h, dims, tables, &mut k);
+                gather_head(qkv_b, 2, h, dims, None, &mut v);
+                for (i, g) in d_o.chunks_mut(hd).enumerate() {
+                    g.copy_from_slice(&dout_b[i * hidden + h * hd..][..hd]);
+                }
+                matmul_1t(seq, hd, seq, &mut dv, false, Mat::transposed(p, seq), Mat::rows(&d_o, hd));
+                matmul_1t(seq, seq, hd, &mut ds, false, Mat::rows(&d_o, hd), Mat::transposed(&v, hd));
+                softmax_grad_rows(p, &mut ds, seq, scale);
+                matmul_1t(seq, hd, seq, &mut dq, false, Mat::rows(&ds, seq), Mat::rows(&k, hd));
+                matmul_1t(seq, hd, seq, &mut dk, false, Mat::transposed(&ds, seq), Mat::rows(&q, hd));
+                scatter_head_grad(&dq, 0, h, dims, tables, dqkv_b);
+                scatter_head_grad(&dk, 1, h, dims, tables, dqkv_b);
+                scatter_head_grad(&dv, 2, h, dims, None, dqkv_b);
+            }
+        });
+    pool::tensor(dqkv, [batch, seq, 3 * hidden])
+}
+
+simd::multiversion! {
+    /// `y = rms_norm(x + r)` for a block of rows; each row's reciprocal RMS to `rstd`.
+    fn add_rms_norm_block(x: &[f32], r: &[f32], y: &mut [f32], rstd: &mut [f32], width: usize, eps: f32) {
+        for (((y, x), r), rs) in y.chunks_mut(width).zip(x.chunks(width)).zip(r.chunks(width)).zip(rstd.iter_mut()) {
+            y.iter_mut().zip(x).zip(r).for_each(|((y, &x), &r)| *y = x + r);
+            *rs = 1.0 / (simd::dot(y, y) / width as f32 + eps).sqrt();
+            let scale = *rs;
+            y.iter_mut().for_each(|y| *y *= scale);
+        }
+    }
+}
+
+/// `rms_norm(x + r)` over the last axis, and the reciprocal RMS per row `[rows]`.
+pub fn residual_rms_norm(x: FlexTensor, r: FlexTensor, eps: f64) -> (FlexTensor, FlexTensor) {
+    let (x, r) = (x.to_contiguous(), r.to_contiguous());
+    let shape = x.layout().shape().clone();
+    let width = shape[shape.num_dims() - 1];
+    let rows = shape.num_elements() / width;
+    let (mut y, mut rstd) = (pool::take(rows * width), pool::take(rows));
+    let block = (CHUNK / width).max(1);
+    y.par_chunks_mut(block * width)
+        .zip(slice(&x).par_chunks(block * width).zip(slice(&r).par_chunks(block * width)))
+        .zip(rstd.par_chunks_mut(block))
+        .for_each(|((y, (x, r)), rstd)| add_rms_norm_block(x, r, y, rstd, width, eps as f32));
+    (pool::tensor(y, shape), pool::tensor(rstd, [rows]))
+}
+
+/// Backward of [`residual_rms_norm`]: the gradient of the sum (the same for `x` and `r`).
+pub fn residual_rms_norm_backward(y: FlexTensor, rstd: FlexTensor, dy: FlexTensor) -> FlexTensor {
+    let (y, rstd, dy) = (y.to_contiguous(), rstd.to_contiguous(), dy.to_contiguous());
+    let shape = y.layout().shape().clone();
+    let width = shape[shape.num_dims() - 1];
+    let mut dz = pool::take(shape.num_elements());
+    let block = (CHUNK / width).max(1);
+    dz.par_chunks_mut(block * width)
+        .zip(slice(&y).par_chunks(block * width).zip(slice(&dy).par_chunks(block * width)))
+        .zip(slice(&rstd).par_chunks(block))
+        .for_each(|((dz, (y, dy)), rstd)| rms_norm_grad_block(y, dy, rstd, dz, width));
+    pool::tensor(dz, shape)
+}

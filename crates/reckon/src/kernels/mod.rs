@@ -165,6 +165,102 @@ pub fn composed_residual_swiglu_norm_backward<B: FusedOps>(
     (unwrap(composed_unrows(dx, saved.dims, saved.axis)), unwrap(dw_gate_up), unwrap(dw_down))
 }
 
+/// `x·cos + rotate_half(x)·sin` on `x` `[B, S, H, hd]` with tables `[≥S, hd]` (rotate-half RoPE).
+pub fn composed_rope<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 4> {
+    let [_, s, _, hd] = x.dims();
+    let table = |t: Tensor<B, 2>| t.narrow(0, 0, s).unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(0);
+    let (x1, x2) = (x.clone().narrow(3, 0, hd / 2), x.clone().narrow(3, hd / 2, hd / 2));
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * table(cos) + rotated * table(sin)
+}
+
+/// The transpose of [`composed_rope`]: the gradient of `x` from that of the rotated tensor.
+fn composed_rope_transpose<B: Backend>(g: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 4> {
+    let [_, s, _, hd] = g.dims();
+    let table = |t: Tensor<B, 2>| t.narrow(0, 0, s).unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(0);
+    let gs = g.clone() * table(sin);
+    let (u1, u2) = (gs.clone().narrow(3, 0, hd / 2), gs.narrow(3, hd / 2, hd / 2));
+    g * table(cos) + Tensor::cat(vec![u2, u1.neg()], 3)
+}
+
+/// Rotary tables of an attention call: `(cos, sin)`, each `[positions, head_dim]`.
+pub type RopePair<B> = Option<(FloatTensor<B>, FloatTensor<B>)>;
+
+/// What the attention backward needs: the packed projections, the tables and the probabilities `[B, H, S, S]`.
+#[derive(Clone, Debug)]
+pub struct AttentionSaved<B: Backend> {
+    pub qkv: FloatTensor<B>,
+    pub rope: RopePair<B>,
+    pub heads: usize,
+    pub probs: FloatTensor<B>,
+}
+
+/// q, k (rotated) and v of packed projections, each `[B, H, S, hd]`.
+fn composed_heads<B: Backend>(qkv: Tensor<B, 3>, rope: &RopePair<B>, heads: usize) -> [Tensor<B, 4>; 3] {
+    let [b, s, d3] = qkv.dims();
+    let hd = d3 / 3 / heads;
+    let qkv = qkv.reshape([b, s, 3 * heads, hd]);
+    let (mut q, mut k) = (qkv.clone().narrow(2, 0, heads), qkv.clone().narrow(2, heads, heads));
+    let v = qkv.narrow(2, 2 * heads, heads);
+    if let Some((cos, sin)) = rope {
+        let (cos, sin) = (wrap::<B, 2>(cos.clone()), wrap::<B, 2>(sin.clone()));
+        q = composed_rope(q, cos.clone(), sin.clone());
+        k = composed_rope(k, cos, sin);
+    }
+    [q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2)]
+}
+
+/// Non-causal multi-head attention from burn's ops: the generic path, returning the output `[B, S, D]` and
+/// the probabilities `[B, H, S, S]`.
+pub fn composed_attention<B: Backend>(qkv: FloatTensor<B>, rope: RopePair<B>, heads: usize) -> (FloatTensor<B>, FloatTensor<B>) {
+    let qkv = wrap::<B, 3>(qkv);
+    let [b, s, d3] = qkv.dims();
+    let hd = d3 / 3 / heads;
+    let [q, k, v] = composed_heads(qkv, &rope, heads);
+    let probs = burn::tensor::activation::softmax(q.matmul(k.transpose()).mul_scalar(1.0 / (hd as f64).sqrt()), 3);
+    let out = probs.clone().matmul(v).swap_dims(1, 2).reshape([b, s, d3 / 3]);
+    (unwrap(out), unwrap(probs))
+}
+
+/// The attention backward from burn's ops: the gradient of the packed projections.
+pub fn composed_attention_backward<B: Backend>(saved: AttentionSaved<B>, dout: FloatTensor<B>) -> FloatTensor<B> {
+    let AttentionSaved { qkv, rope, heads, probs } = saved;
+    let qkv = wrap::<B, 3>(qkv);
+    let [b, s, d3] = qkv.dims();
+    let hd = d3 / 3 / heads;
+    let [q, k, v] = composed_heads(qkv, &rope, heads);
+    let p = wrap::<B, 4>(probs);
+    let d_o = wrap::<B, 3>(dout).reshape([b, s, heads, hd]).swap_dims(1, 2);
+    let dv = p.clone().transpose().matmul(d_o.clone());
+    let dp = d_o.matmul(v.transpose());
+    let ds = (dp.clone() - (dp * p.clone()).sum_dim(3)) * p;
+    let ds = ds.mul_scalar(1.0 / (hd as f64).sqrt());
+    let mut dq = ds.clone().matmul(k).swap_dims(1, 2);
+    let mut dk = ds.transpose().matmul(q).swap_dims(1, 2);
+    if let Some((cos, sin)) = rope {
+        let (cos, sin) = (wrap::<B, 2>(cos), wrap::<B, 2>(sin));
+        dq = composed_rope_transpose(dq, cos.clone(), sin.clone());
+        dk = composed_rope_transpose(dk, cos, sin);
+    }
+    unwrap(Tensor::cat(vec![dq, dk, dv.swap_dims(1, 2)], 2).reshape([b, s, d3]))
+}
+
+/// `rms_norm(x + r)` over the last axis from burn's ops, with the reciprocal RMS per row.
+pub fn composed_residual_rms_norm<B: Backend>(x: FloatTensor<B>, r: FloatTensor<B>, eps: f64) -> (FloatTensor<B>, FloatTensor<B>) {
+    let z = wrap::<B, 3>(x) + wrap::<B, 3>(r);
+    let [b, s, _] = z.dims();
+    let rstd = z.clone().powi_scalar(2).mean_dim(2).add_scalar(eps).sqrt().recip();
+    (unwrap(z * rstd.clone()), unwrap(rstd.reshape([b * s])))
+}
+
+/// The backward of [`composed_residual_rms_norm`]: the gradient of the sum.
+pub fn composed_residual_rms_norm_backward<B: Backend>(y: FloatTensor<B>, rstd: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
+    let (y, dy) = (wrap::<B, 3>(y), wrap::<B, 3>(dy));
+    let [b, s, d] = y.dims();
+    let mean = (dy.clone() * y.clone()).sum_dim(2).div_scalar(d as f64);
+    unwrap((dy - y * mean) * wrap::<B, 1>(rstd).reshape([b, s, 1]))
+}
+
 /// Operations reckon fuses. Every method has a composed default, so any backend can implement the trait empty.
 pub trait FusedOps: Backend {
     /// `silu(gate) · up`, elementwise; the callers flatten the inputs to rank 1.
@@ -219,6 +315,38 @@ pub trait FusedOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         composed_residual_swiglu_norm_backward::<Self>(w_gate_up, w_down, saved, dy)
     }
+
+    /// Whether this backend has its own attention and residual-norm kernels with saved state, so that autodiff
+    /// records one node for each instead of composing them op by op.
+    fn native_attention() -> bool {
+        false
+    }
+
+    /// Non-causal multi-head attention on packed projections `qkv` `[B, S, 3D]` (`[q | k | v]`, heads
+    /// contiguous within each), RoPE on q and k when `rope` is given, scale `1/√hd`: the heads' outputs
+    /// `[B, S, D]` (before `o_proj`).
+    fn fused_attention(qkv: FloatTensor<Self>, rope: RopePair<Self>, heads: usize) -> FloatTensor<Self> {
+        composed_attention::<Self>(qkv, rope, heads).0
+    }
+
+    fn fused_attention_saving(qkv: FloatTensor<Self>, rope: RopePair<Self>, heads: usize) -> (FloatTensor<Self>, AttentionSaved<Self>) {
+        let (out, probs) = composed_attention::<Self>(qkv.clone(), rope.clone(), heads);
+        (out, AttentionSaved { qkv, rope, heads, probs })
+    }
+
+    fn fused_attention_backward(saved: AttentionSaved<Self>, dout: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_attention_backward::<Self>(saved, dout)
+    }
+
+    /// `rms_norm(x + r)` over the last axis of `[B, S, D]` tensors (a residual connection and its post-norm),
+    /// and the reciprocal RMS per row `[B·S]`.
+    fn residual_rms_norm(x: FloatTensor<Self>, r: FloatTensor<Self>, eps: f64) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composed_residual_rms_norm::<Self>(x, r, eps)
+    }
+
+    fn residual_rms_norm_backward(y: FloatTensor<Self>, rstd: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_residual_rms_norm_backward::<Self>(y, rstd, dy)
+    }
 }
 
 /// `silu(gate) · up` for tensors of any rank, through the backend's fused kernel.
@@ -239,6 +367,16 @@ pub fn residual_swiglu_norm<B: FusedOps>(
     eps: f64,
 ) -> Tensor<B, 3> {
     wrap(B::residual_swiglu_norm(unwrap(x), unwrap(w_gate_up), unwrap(w_down), axis, eps))
+}
+
+/// [`FusedOps::fused_attention`] on tensors; `rope` is `(cos, sin)`, each `[positions, head_dim]`.
+pub fn attention<B: FusedOps>(qkv: Tensor<B, 3>, rope: Option<(Tensor<B, 2>, Tensor<B, 2>)>, heads: usize) -> Tensor<B, 3> {
+    wrap(B::fused_attention(unwrap(qkv), rope.map(|(c, s)| (unwrap(c), unwrap(s))), heads))
+}
+
+/// `rms_norm(x + r)` over the last axis, through [`FusedOps::residual_rms_norm`].
+pub fn residual_rms_norm<B: FusedOps>(x: Tensor<B, 3>, r: Tensor<B, 3>, eps: f64) -> Tensor<B, 3> {
+    wrap(B::residual_rms_norm(unwrap(x), unwrap(r), eps).0)
 }
 
 mod flex;
@@ -312,6 +450,53 @@ impl FusedOps for burn::backend::Flex {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         flex::residual_swiglu_norm_backward(w_gate_up, w_down, saved, dy)
     }
+
+    fn native_attention() -> bool {
+        fast_path()
+    }
+
+    fn fused_attention(qkv: FloatTensor<Self>, rope: RopePair<Self>, heads: usize) -> FloatTensor<Self> {
+        if !fast_path() || !all_f32(&qkv, &rope) {
+            return composed_attention::<Self>(qkv, rope, heads).0;
+        }
+        flex::attention(qkv, rope, heads, false).0
+    }
+
+    fn fused_attention_saving(qkv: FloatTensor<Self>, rope: RopePair<Self>, heads: usize) -> (FloatTensor<Self>, AttentionSaved<Self>) {
+        if !all_f32(&qkv, &rope) {
+            let (out, probs) = composed_attention::<Self>(qkv.clone(), rope.clone(), heads);
+            return (out, AttentionSaved { qkv, rope, heads, probs });
+        }
+        let (out, probs) = flex::attention(qkv.clone(), rope.clone(), heads, true);
+        (out, AttentionSaved { qkv, rope, heads, probs: probs.expect("kept on request") })
+    }
+
+    fn fused_attention_backward(saved: AttentionSaved<Self>, dout: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !all_f32(&saved.qkv, &saved.rope) || dout.dtype() != burn::tensor::DType::F32 {
+            return composed_attention_backward::<Self>(saved, dout);
+        }
+        let AttentionSaved { qkv, rope, heads, probs } = saved;
+        flex::attention_backward(qkv, rope, heads, probs, dout)
+    }
+
+    fn residual_rms_norm(x: FloatTensor<Self>, r: FloatTensor<Self>, eps: f64) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if !fast_path() || x.dtype() != burn::tensor::DType::F32 || r.dtype() != burn::tensor::DType::F32 {
+            return composed_residual_rms_norm::<Self>(x, r, eps);
+        }
+        flex::residual_rms_norm(x, r, eps)
+    }
+
+    fn residual_rms_norm_backward(y: FloatTensor<Self>, rstd: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        if dy.dtype() != burn::tensor::DType::F32 || y.dtype() != burn::tensor::DType::F32 {
+            return composed_residual_rms_norm_backward::<Self>(y, rstd, dy);
+        }
+        flex::residual_rms_norm_backward(y, rstd, dy)
+    }
+}
+
+fn all_f32(qkv: &FloatTensor<burn::backend::Flex>, rope: &RopePair<burn::backend::Flex>) -> bool {
+    use burn::tensor::DType::F32;
+    qkv.dtype() == F32 && rope.as_ref().is_none_or(|(c, s)| c.dtype() == F32 && s.dtype() == F32)
 }
 
 #[cfg(feature = "cuda")]
@@ -370,7 +555,79 @@ impl<B: FusedOps> Backward<B, 3> for SwigluNormBackward {
     }
 }
 
+/// The backward node of the fused attention: its state holds the packed projections, the tables and the
+/// probabilities.
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: FusedOps> Backward<B, 1> for AttentionBackward {
+    type State = AttentionSaved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dout = grads.consume::<B>(&ops.node);
+        let dqkv = B::fused_attention_backward(ops.state, dout);
+        if let [Some(p)] = ops.parents {
+            grads.register::<B>(p.id, dqkv);
+        }
+    }
+}
+
+/// The backward node of the fused residual RMSNorm: keeps the output and the reciprocal RMS.
+#[derive(Debug)]
+struct ResidualRmsNormBackward;
+
+impl<B: FusedOps> Backward<B, 2> for ResidualRmsNormBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let (y, rstd) = ops.state;
+        let dy = grads.consume::<B>(&ops.node);
+        let dz = B::residual_rms_norm_backward(y, rstd, dy);
+        let [px, pr] = ops.parents;
+        match (px, pr) {
+            (Some(px), Some(pr)) => {
+                grads.register::<B>(px.id, dz.clone());
+                grads.register::<B>(pr.id, dz);
+            }
+            (Some(p), None) | (None, Some(p)) => grads.register::<B>(p.id, dz),
+            (None, None) => {}
+        }
+    }
+}
+
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn native_attention() -> bool {
+        B::native_attention()
+    }
+
+    fn fused_attention(qkv: FloatTensor<Self>, rope: RopePair<Self>, heads: usize) -> FloatTensor<Self> {
+        if !B::native_attention() {
+            return composed_attention::<Self>(qkv, rope, heads).0;
+        }
+        // The tables are constants (rebuilt from the config, never trained): only qkv is a parent.
+        let rope_inner = rope.map(|(c, s)| (c.primitive, s.primitive));
+        match AttentionBackward.prepare::<C>([qkv.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (out, saved) = B::fused_attention_saving(qkv.primitive, rope_inner, heads);
+                prep.finish(saved, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(qkv.primitive, rope_inner, heads)),
+        }
+    }
+
+    fn residual_rms_norm(x: FloatTensor<Self>, r: FloatTensor<Self>, eps: f64) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if !B::native_attention() {
+            return composed_residual_rms_norm::<Self>(x, r, eps);
+        }
+        let (y, rstd) = B::residual_rms_norm(x.primitive, r.primitive, eps);
+        let rstd_out = Self::from_inner(rstd.clone());
+        let y = match ResidualRmsNormBackward.prepare::<C>([x.node.clone(), r.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((y.clone(), rstd), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (y, rstd_out)
+    }
+
     fn native_swiglu_norm() -> bool {
         B::native_swiglu_norm()
     }
@@ -534,5 +791,86 @@ mod tests {
             assert!(max_rel(&v(dwgu), &g2(wgu)) <= 1e-5, "{axis:?} dW_gate_up");
             assert!(max_rel(&v(dwd), &g2(wd)) <= 1e-5, "{axis:?} dW_down");
         }
+    }
+
+    fn rope_tables(positions: usize, hd: usize) -> (Tensor<Cpu, 2>, Tensor<Cpu, 2>) {
+        let rope = crate::model::layers::Rope::<Cpu>::new(hd, positions, 10000.0, &Default::default());
+        rope.tables()
+    }
+
+    /// The fused attention (Flex kernel, one autodiff node) against the generic burn path, with and without
+    /// RoPE: output and the gradient of the packed projections.
+    #[test]
+    fn fused_attention_matches_the_generic_path_forward_and_backward() {
+        let dev = Default::default();
+        let (b, s, heads, hd) = (3, 37, 4, 16);
+        let d = heads * hd;
+        let qkv0 = TensorData::new(random(b * s * 3 * d, 31).iter().map(|v| v * 0.3).collect(), [b, s, 3 * d]);
+        let probe = Tensor::<CpuTrain, 3>::random([b, s, d], Distribution::Normal(0.0, 1.0), &dev);
+        for with_rope in [false, true] {
+            let tables = with_rope.then(|| rope_tables(s + 5, hd));
+            let run = |fused: bool| {
+                let qkv = Tensor::<CpuTrain, 3>::from_data(qkv0.clone(), &dev).require_grad();
+                let rope = tables.clone().map(|(c, s)| (Tensor::<CpuTrain, 2>::from_inner(c), Tensor::from_inner(s)));
+                let y = if fused {
+                    attention(qkv.clone(), rope, heads)
+                } else {
+                    let rope = rope.map(|(c, s)| (unwrap(c), unwrap(s)));
+                    wrap::<CpuTrain, 3>(composed_attention::<CpuTrain>(unwrap(qkv.clone()), rope, heads).0)
+                };
+                let out: Vec<f32> = y.clone().into_data().to_vec().unwrap();
+                let grads = (y * probe.clone()).sum().backward();
+                (out, qkv.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap())
+            };
+            let (fast, generic) = (run(true), run(false));
+            assert!(max_rel(&fast.0, &generic.0) <= 1e-5, "rope {with_rope}: out {:e}", max_rel(&fast.0, &generic.0));
+            assert!(max_rel(&fast.1, &generic.1) <= 1e-5, "rope {with_rope}: dqkv {:e}", max_rel(&fast.1, &generic.1));
+        }
+    }
+
+    /// The composed attention backward (the default for backends without a kernel) against burn's autodiff.
+    #[test]
+    fn composed_attention_backward_matches_autodiff() {
+        let dev = Default::default();
+        let (b, s, heads, hd) = (2, 11, 2, 8);
+        let d = heads * hd;
+        let (cos, sin) = rope_tables(s, hd);
+        let qkv = Tensor::<CpuTrain, 3>::from_data(TensorData::new(random(b * s * 3 * d, 41), [b, s, 3 * d]), &dev).require_grad();
+        let probe = Tensor::<CpuTrain, 3>::random([b, s, d], Distribution::Normal(0.0, 1.0), &dev);
+        let rope_ad = Some((unwrap(Tensor::<CpuTrain, 2>::from_inner(cos.clone())), unwrap(Tensor::<CpuTrain, 2>::from_inner(sin.clone()))));
+        let (y, _) = composed_attention::<CpuTrain>(unwrap(qkv.clone()), rope_ad, heads);
+        let grads = (wrap::<CpuTrain, 3>(y) * probe.clone()).sum().backward();
+        let rope = Some((unwrap(cos), unwrap(sin)));
+        let (_, probs) = composed_attention::<Cpu>(unwrap(qkv.clone().inner()), rope.clone(), heads);
+        let saved = AttentionSaved { qkv: unwrap(qkv.clone().inner()), rope, heads, probs };
+        let ours = wrap::<Cpu, 3>(composed_attention_backward::<Cpu>(saved, unwrap(probe.inner())));
+        let autodiff = qkv.grad(&grads).unwrap();
+        let (ours, autodiff): (Vec<f32>, Vec<f32>) = (ours.into_data().to_vec().unwrap(), autodiff.into_data().to_vec().unwrap());
+        assert!(max_rel(&ours, &autodiff) <= 1e-5, "{:e}", max_rel(&ours, &autodiff));
+    }
+
+    /// The fused residual RMSNorm against the composed expression under autodiff, both inputs' gradients.
+    #[test]
+    fn fused_residual_rms_norm_matches_the_generic_path() {
+        let dev = Default::default();
+        let (b, s, d) = (4, 97, 72);
+        let probe = Tensor::<CpuTrain, 3>::random([b, s, d], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |fused: bool| {
+            let x = Tensor::<CpuTrain, 3>::from_data(TensorData::new(random(b * s * d, 51), [b, s, d]), &dev).require_grad();
+            let r = Tensor::<CpuTrain, 3>::from_data(TensorData::new(random(b * s * d, 52), [b, s, d]), &dev).require_grad();
+            let y = if fused {
+                residual_rms_norm(x.clone(), r.clone(), 1e-5)
+            } else {
+                crate::model::layers::rms_norm(x.clone() + r.clone(), 1e-5)
+            };
+            let out: Vec<f32> = y.clone().into_data().to_vec().unwrap();
+            let grads = (y * probe.clone()).sum().backward();
+            let g = |t: Tensor<CpuTrain, 3>| t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            (out, g(x), g(r))
+        };
+        let (fast, generic) = (run(true), run(false));
+        assert!(max_rel(&fast.0, &generic.0) <= 1e-5);
+        assert!(max_rel(&fast.1, &generic.1) <= 1e-5);
+        assert!(max_rel(&fast.2, &generic.2) <= 1e-5);
     }
 }

@@ -8,9 +8,8 @@
 //! Linear weights are stored `[out, in]` as in PyTorch.
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::softmax;
 
-use crate::kernels::{residual_swiglu_norm, swiglu, FusedOps, MixAxis};
+use crate::kernels::{attention, residual_swiglu_norm, swiglu, FusedOps, MixAxis};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
@@ -216,13 +215,12 @@ impl<B: Backend> Rope<B> {
 
     /// `x`: `[B, S, H, hd]`.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let hd = x.dims()[3];
-        let cos = self.cos.clone().unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(0);
-        let sin = self.sin.clone().unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(0);
-        let x1 = x.clone().narrow(3, 0, hd / 2);
-        let x2 = x.clone().narrow(3, hd / 2, hd / 2);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos + rotated * sin
+        crate::kernels::composed_rope(x, self.cos.clone(), self.sin.clone())
+    }
+
+    /// The `(cos, sin)` tables, `[positions, head_dim]` each.
+    pub fn tables(&self) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        (self.cos.clone(), self.sin.clone())
     }
 }
 
@@ -243,22 +241,15 @@ impl<B: Backend> Attention<B> {
             num_heads,
         }
     }
+}
 
+impl<B: FusedOps> Attention<B> {
+    /// `o_proj(attention(qkv_proj(x)))`; the attention core is one fused op.
     pub fn forward(&self, x: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
         let [b, s, d] = x.dims();
-        let (h, hd) = (self.num_heads, d / self.num_heads);
-        let qkv = self.qkv_proj.forward(x).reshape([b, s, 3 * h, hd]);
-        let mut q = qkv.clone().narrow(2, 0, h);
-        let mut k = qkv.clone().narrow(2, h, h);
-        let v = qkv.narrow(2, 2 * h, h);
-        if let Some(rope) = rope {
-            q = rope.apply(q);
-            k = rope.apply(k);
-        }
-        let (q, k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2)); // [B, H, S, hd]
-        let scores = q.matmul(k.transpose()).mul_scalar(1.0 / (hd as f64).sqrt());
-        let out = softmax(scores, 3).matmul(v); // [B, H, S, hd]
-        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, d]))
+        let qkv = self.qkv_proj.forward(x.reshape([b * s, d])).reshape([b, s, 3 * d]);
+        let heads = attention(qkv, rope.map(Rope::tables), self.num_heads); // [B, S, D]
+        self.o_proj.forward(heads.reshape([b * s, d])).reshape([b, s, d])
     }
 }
 

@@ -16,11 +16,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    buffer_from_vec, rms_norm, trunc_normal, Attention, Linear, PuzzleEmbedding, QHead, Rope, SwiGlu,
+    buffer_from_vec, trunc_normal, Attention, Linear, PuzzleEmbedding, QHead, Rope, SwiGlu,
     TokenEmbedding,
 };
 use super::{Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
-use crate::kernels::{FusedOps, MixAxis};
+use crate::kernels::{residual_rms_norm, FusedOps, MixAxis};
 
 /// Positional signal: none (TRM-MLP Sudoku), rotary (TRM-Att) or learned (HRM's full-Sudoku recipe).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,7 +192,7 @@ impl<B: FusedOps> Block<B> {
         let h = match (&self.mlp_t, &self.self_attn) {
             // Mix tokens: SwiGLU over the sequence axis, and (the reference's quirk) RMSNorm over it too.
             (Some(mlp_t), _) => mlp_t.residual_norm(h, MixAxis::Sequence, self.eps),
-            (None, Some(attn)) => rms_norm(h.clone() + attn.forward(h, rope), self.eps),
+            (None, Some(attn)) => residual_rms_norm(h.clone(), attn.forward(h, rope), self.eps),
             (None, None) => unreachable!("a block always has a token mixer"),
         };
         self.mlp.residual_norm(h, MixAxis::Channels, self.eps)

@@ -1,0 +1,84 @@
+//! The fast CPU path (fused Flex kernels) against the generic burn path on a whole TRM training step: logits,
+//! halting logits and the gradient of every parameter, for both block variants, on random weights and inputs.
+//! Its own test binary, because it switches the process-wide fast-path flag.
+
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use reckon::backend::CpuTrain;
+use reckon::kernels::set_fast_path;
+use reckon::model::trm::{PosEncoding, Trm, TrmConfig};
+use reckon::model::{RecursiveModel, TrainRecursive};
+use reckon::train::loss::{act_loss, surrogate};
+
+/// Collects the gradient of every float parameter, in visiting order.
+struct GradCollector<'a> {
+    grads: &'a <CpuTrain as AutodiffBackend>::Gradients,
+    out: Vec<Vec<f32>>,
+}
+
+impl ModuleVisitor<CpuTrain> for GradCollector<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<CpuTrain, D>>) {
+        if let Some(g) = param.val().grad(self.grads) {
+            self.out.push(g.into_data().to_vec::<f32>().unwrap());
+        }
+    }
+}
+
+fn train_step(model: &Trm<CpuTrain>, fast: bool, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<Vec<f32>>) {
+    set_fast_path(fast);
+    let cfg = &model.cfg;
+    let b = 3;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let tokens: Vec<i32> = (0..b * cfg.seq_len).map(|_| rng.random_range(1..cfg.vocab_size as i32)).collect();
+    let labels: Vec<i32> = (0..b * cfg.seq_len).map(|_| rng.random_range(1..cfg.vocab_size as i32)).collect();
+    let device = Default::default();
+    let tokens = Tensor::<CpuTrain, 2, Int>::from_data(TensorData::new(tokens, [b, cfg.seq_len]), &device);
+    let ids = Tensor::<CpuTrain, 1, Int>::zeros([b], &device);
+    let x = model.embed(tokens, model.puzzle_rows(ids));
+    let (_, heads) = model.train_step(model.valid().initial_latent(b), x);
+    let logits = heads.logits.clone().inner().into_data().to_vec::<f32>().unwrap();
+    let q_halt = heads.q_halt.clone().unwrap().inner().into_data().to_vec::<f32>().unwrap();
+    let loss = act_loss(&logits, [b, cfg.seq_len, cfg.vocab_size], &labels, Some(&q_halt), 1.0);
+    let grads = surrogate(heads.logits, heads.q_halt, &loss).backward();
+    let mut collector = GradCollector { grads: &grads, out: vec![] };
+    model.visit(&mut collector);
+    set_fast_path(true);
+    (logits, q_halt, collector.out)
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn assert_paths_agree(cfg: TrmConfig) {
+    let model: Trm<CpuTrain> = cfg.init(7, &Default::default());
+    let (fast, generic) = (train_step(&model, true, 1), train_step(&model, false, 1));
+    assert!(max_rel(&fast.0, &generic.0) <= 1e-5, "logits {:e}", max_rel(&fast.0, &generic.0));
+    assert!(max_rel(&fast.1, &generic.1) <= 1e-5, "q_halt {:e}", max_rel(&fast.1, &generic.1));
+    assert_eq!(fast.2.len(), generic.2.len());
+    assert!(fast.2.len() >= 8, "every block weight has a gradient");
+    for (i, (f, g)) in fast.2.iter().zip(&generic.2).enumerate() {
+        assert!(max_rel(f, g) <= 1e-5, "parameter #{i}: relative error {:e}", max_rel(f, g));
+    }
+}
+
+fn small(mlp_t: bool) -> TrmConfig {
+    let mut cfg = TrmConfig::new(81, 11, 4);
+    cfg.hidden_size = 64;
+    cfg.num_heads = 4;
+    cfg.h_cycles = 2;
+    cfg.l_cycles = 2;
+    cfg.mlp_t = mlp_t;
+    cfg.pos_encodings = if mlp_t { PosEncoding::None } else { PosEncoding::Rope };
+    cfg
+}
+
+#[test]
+fn fast_path_matches_generic_path_on_a_trm_training_step() {
+    // One test (not two): both variants switch the same process-wide flag.
+    assert_paths_agree(small(true));
+    assert_paths_agree(small(false));
+}
