@@ -512,25 +512,42 @@ fn last_json_line(text: &str) -> Option<serde_json::Value> {
         .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().filter(|v| v.is_object()))
 }
 
-/// The torch line matching a result: `torch` entries are keyed `"<shape>/<mode>"` (e.g. `"A/train"`).
-fn torch_ms(result: &BenchResult, torch: &[(String, serde_json::Value)]) -> Option<f64> {
-    let key = format!("{}/{}", result.shape, result.mode);
+/// The torch step time matching a result: entries are keyed `"<shape>/<mode>"` (torch.compile) and
+/// `"<shape>/<mode>/eager"`.
+fn torch_ms(result: &BenchResult, torch: &[(String, serde_json::Value)], eager: bool) -> Option<f64> {
+    let key = format!("{}/{}{}", result.shape, result.mode, if eager { "/eager" } else { "" });
     torch.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.get("ms_per_step_median")?.as_f64())
 }
 
-/// The comparison table as text. `cpu` is process CPU seconds per wall second (below `threads`: the cores were
-/// shared). `vs torch` is torch's step time over ours: above 1 means this port is faster.
+/// The comparison table as text: reckon's rows, then the PyTorch baseline's rows when there are any. `cpu` is
+/// process CPU seconds per wall second (below `threads`: the cores were shared); `faults` minor page faults per
+/// step. `vs eager` and `vs compile` are torch's step time over ours: above 1 means reckon is faster.
 pub fn format_table(results: &[BenchResult], torch: &[(String, serde_json::Value)]) -> String {
     let mut s = format!(
-        "{:<11} {:<5} {:>10} {:>10} {:>10} {:>9} {:>7} {:>9} {:>9} {:>5} {:>8} {:>8}\n",
-        "shape", "mode", "ms/step", "min", "max", "puzzles/s", "GFLOP/s", "% peak", "RSS MB", "cpu", "faults", "vs torch"
+        "{:<20} {:<5} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>5} {:>7} {:>8} {:>10}\n",
+        "shape", "mode", "ms/step", "min", "max", "puzzles/s", "GFLOP/s", "% peak", "RSS MB", "cpu", "faults", "vs eager",
+        "vs compile"
     );
+    let ratio = |r: &BenchResult, eager| {
+        torch_ms(r, torch, eager).map_or_else(|| "-".to_string(), |t| format!("{:.2}x", t / r.ms_per_step_median))
+    };
     for r in results {
-        let ratio = torch_ms(r, torch).map_or_else(|| "-".to_string(), |t| format!("{:.2}x", t / r.ms_per_step_median));
         s.push_str(&format!(
-            "{:<11} {:<5} {:>10.1} {:>10.1} {:>10.1} {:>9.2} {:>7.1} {:>8.1}% {:>9.0} {:>5.2} {:>8.0} {:>8}\n",
+            "{:<20} {:<5} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>7.1} {:>6.1}% {:>7.0} {:>5.2} {:>7.0} {:>8} {:>10}\n",
             r.shape, r.mode, r.ms_per_step_median, r.ms_min, r.ms_max, r.puzzles_per_s, r.gflops, r.pct_of_peak,
-            r.peak_rss_mb, r.cpu_per_wall, r.minor_faults_per_step, ratio
+            r.peak_rss_mb, r.cpu_per_wall, r.minor_faults_per_step, ratio(r, true), ratio(r, false)
+        ));
+    }
+    for (key, v) in torch {
+        let f = |name: &str| v.get(name).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
+        let mut parts = key.split('/');
+        let (shape, mode) = (parts.next().unwrap_or("?"), parts.next().unwrap_or("?"));
+        let label = format!("{shape} torch {}", if parts.next() == Some("eager") { "eager" } else { "compile" });
+        let gflops = f("gflops");
+        s.push_str(&format!(
+            "{:<20} {:<5} {:>9.1} {:>9} {:>9} {:>9.2} {:>7.1} {:>6.1}% {:>7.0} {:>5} {:>7} {:>8} {:>10}\n",
+            label, mode, f("ms_per_step_median"), "-", "-", f("puzzles_per_s"), gflops, 100.0 * gflops / PEAK_GFLOPS,
+            f("peak_rss_mb"), "-", "-", "", ""
         ));
     }
     s
@@ -609,8 +626,13 @@ mod tests {
         assert_eq!(r.minor_faults_per_step, 7.0);
         assert!((r.puzzles_per_s - 2.0).abs() < 1e-12, "64 / (16 · 2 s)");
         assert!((r.gflops - 102.55).abs() < 1e-9);
-        let torch = vec![("A/infer".to_string(), serde_json::json!({"ms_per_step_median": 4000.0}))];
-        assert!(format_table(std::slice::from_ref(&r), &torch).contains("2.00x"));
+        let torch = vec![
+            ("A/infer".to_string(), serde_json::json!({"ms_per_step_median": 4000.0, "peak_rss_mb": 700.0})),
+            ("A/infer/eager".to_string(), serde_json::json!({"ms_per_step_median": 3000.0})),
+        ];
+        let table = format_table(std::slice::from_ref(&r), &torch);
+        assert!(table.contains("1.50x") && table.contains("2.00x"), "{table}");
+        assert!(table.contains("A torch compile") && table.contains("A torch eager"), "{table}");
         assert!(r.to_json_line().starts_with("{\"shape\":\"A\",\"mode\":\"infer\""));
     }
 

@@ -161,11 +161,14 @@ pub enum BenchCommand {
         warmup: usize,
         #[arg(long, default_value_t = 3)]
         steps: usize,
+        /// Which steps to time: train, infer, or both.
+        #[arg(long = "mode", default_values = ["train", "infer"], value_parser = ["train", "infer"])]
+        modes: Vec<String>,
         /// Append the results as JSON lines to this file.
         #[arg(long)]
         json: Option<PathBuf>,
         /// Also run the PyTorch baseline at each shape (eager and torch.compile), if `python3 -c "import torch"`
-        /// works, and print the ratios (the table's ratio is against torch.compile).
+        /// works, and print both and the ratios.
         #[arg(long)]
         vs_torch: bool,
         /// The baseline script (`shared/bench/torch_trm_step.py` of the development tree).
@@ -454,12 +457,12 @@ fn run_torch(script: &Path, shape: &crate::bench::BenchShape, mode: &str, warmup
 
 fn bench(cmd: BenchCommand) -> Result<()> {
     match cmd {
-        BenchCommand::Train { shapes, warmup, steps, json, vs_torch, torch_script } => {
+        BenchCommand::Train { shapes, warmup, steps, modes, json, vs_torch, torch_script } => {
             let mut results = Vec::new();
             let mut torch = Vec::new();
             for name in &shapes {
                 let shape = crate::bench::named_shape(name)?;
-                for mode in ["train", "infer"] {
+                for mode in modes.iter().map(String::as_str) {
                     eprintln!("bench {name} {mode} ...");
                     let r = if mode == "train" {
                         crate::bench::bench_train_step(&shape, warmup, steps)?
