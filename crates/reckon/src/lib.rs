@@ -13,6 +13,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod eval;
+pub mod infer;
 pub mod kernels;
 pub mod model;
 pub mod train;

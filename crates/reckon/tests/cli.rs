@@ -76,6 +76,11 @@ fn build_show_train_resume_eval_solve() {
 
     let eval = ok(reckon(&["eval", "run/checkpoints/step_5", "--data", "data", "--steps", "3", "--batch-size", "4"], dir));
     assert!(eval.contains("8 puzzles, 3 supervision steps") && eval.contains("exact accuracy"), "{eval}");
+    // Streaming inference with early exit, through the `latest` pointer; settling at 1 unchanged step means no
+    // puzzle runs past the step it first repeats its answer.
+    let args = ["eval", "run/checkpoints/latest", "--data", "data", "--steps", "6", "--batch-size", "3", "--early-exit", "--no-q-halt", "--settle", "1"];
+    let streamed = ok(reckon(&args, dir));
+    assert!(streamed.contains("8 puzzles, early exit") && streamed.contains("stopped by q_halt 0"), "{streamed}");
 
     let puzzle = std::fs::read_to_string(dir.join("data/test.csv")).unwrap().lines().nth(1).unwrap().split(',').nth(1).unwrap().to_string();
     let solved = ok(reckon(&["solve", "run/checkpoints/step_5", "--puzzle", &puzzle, "--steps", "3"], dir));

@@ -14,6 +14,7 @@ use reckon_data::sudoku::{self, SudokuBuildConfig, SudokuSource};
 use reckon_data::{PuzzleDataset, Sudoku, Task};
 
 use crate::backend::{Cpu, CpuTrain};
+use crate::infer::{evaluate_streaming, StopRule};
 use crate::eval::{argmax_tokens, evaluate, EvalReport};
 use crate::model::trm::Trm;
 use crate::model::weights::{load_named, read_weights_file};
@@ -148,6 +149,17 @@ pub struct EvalArgs {
     /// Experiment config whose [model] describes the weights (only for files without reckon metadata).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Streaming inference with per-puzzle early exit instead of the fixed-step evaluation: each puzzle stops at
+    /// `--steps` at most, earlier when its halting logit is positive (unless `--no-q-halt`) or when its answer
+    /// has not changed for `--settle` steps; its slot then takes the next puzzle.
+    #[arg(long)]
+    pub early_exit: bool,
+    /// With --early-exit: stop a puzzle whose predicted answer is unchanged for this many steps.
+    #[arg(long, requires = "early_exit")]
+    pub settle: Option<usize>,
+    /// With --early-exit: ignore the ACT halting head.
+    #[arg(long, requires = "early_exit")]
+    pub no_q_halt: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -348,9 +360,19 @@ pub fn train_config(cfg: ExperimentConfig, resume: bool) -> Result<Option<EvalRe
     Ok(report)
 }
 
+/// `checkpoints/latest` (the pointer file the trainer keeps) stands for the checkpoint directory it names.
+fn resolve_latest_pointer(path: &Path) -> Result<PathBuf> {
+    if path.file_name().is_some_and(|n| n == "latest") && path.is_file() {
+        let name = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        return Ok(path.with_file_name(name.trim()));
+    }
+    Ok(path.to_path_buf())
+}
+
 /// Load evaluation weights: a checkpoint directory, a reckon safetensors file (config in its metadata), or any
 /// weights file (PyTorch checkpoint, reference safetensors) together with an experiment config.
 pub fn load_eval_model(path: &Path, config: Option<&Path>) -> Result<Trm<Cpu>> {
+    let path = resolve_latest_pointer(path)?;
     let file = if path.is_dir() { path.join(WEIGHTS_FILE) } else { path.to_path_buf() };
     let model_cfg = match config {
         Some(c) => load_config(c, &[])?.model,
@@ -382,6 +404,20 @@ fn eval(args: &EvalArgs) -> Result<()> {
     let d = model.dims();
     if d.seq_len != ds.meta.seq_len || d.vocab_size != ds.meta.vocab_size {
         bail!("the dataset (seq_len {}, vocab {}) does not fit the model (seq_len {}, vocab {})", ds.meta.seq_len, ds.meta.vocab_size, d.seq_len, d.vocab_size);
+    }
+    if args.early_exit {
+        let rule = StopRule { max_steps: args.steps, use_q_halt: !args.no_q_halt, settle_steps: args.settle };
+        let r = evaluate_streaming(&model, &ds, args.batch_size, rule, args.max_examples, &Default::default())?;
+        println!(
+            "{} puzzles, early exit: exact accuracy {:.2}% (token {:.2}%) in {:.2} steps on average, {:.1} puzzles/s",
+            r.examples, 100.0 * r.exact_accuracy, 100.0 * r.token_accuracy, r.mean_steps, r.puzzles_per_s
+        );
+        println!(
+            "stopped by q_halt {}, settled {} (of which {:.1}% exact), at the step limit {}",
+            r.halted, r.settled, 100.0 * r.settled_exact_accuracy, r.max_steps
+        );
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
     }
     let total = args.max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
     let pb = bar(total as u64, "eval [{bar:40}] {pos}/{len} {elapsed} ETA {eta}");

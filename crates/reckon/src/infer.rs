@@ -1,0 +1,309 @@
+//! Test-time reasoning: streaming, batched, graph-free inference with per-puzzle early exit.
+//!
+//! A fixed batch of slots runs on the inner (no-autodiff) backend, so no graph is ever built and the fused
+//! kernels reuse their pooled buffers step after step. Each slot works on one puzzle until its [`StopRule`]
+//! fires, because the model's ACT head says halt (`q_halt > 0`), because its answer has *settled* (the same
+//! predicted tokens for `settle_steps` consecutive steps: convergence as a reliability signal), or because it
+//! reached `max_steps`. A stopped slot is handed the next puzzle at once and restarts from the initial latent,
+//! exactly as the training carry refills halted slots, so the batch stays full while there is work and easy
+//! puzzles do not wait for hard ones.
+
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use reckon_data::{eval_batches, PuzzleDataset, IGNORE_LABEL};
+use serde::Serialize;
+
+use crate::eval::argmax_tokens;
+use crate::model::RecursiveModel;
+
+/// When a puzzle stops.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct StopRule {
+    /// Stop after this many supervision steps in any case.
+    pub max_steps: usize,
+    /// Stop when the model's halting logit `q_halt` is positive.
+    pub use_q_halt: bool,
+    /// Stop when the predicted answer has not changed for this many consecutive steps.
+    pub settle_steps: Option<usize>,
+}
+
+/// Why a puzzle stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum StopReason {
+    Halted,
+    Settled,
+    MaxSteps,
+}
+
+/// One puzzle to solve: its position in the input stream, its tokens and its puzzle-embedding id.
+#[derive(Clone, Debug)]
+pub struct Puzzle {
+    pub index: usize,
+    pub tokens: Vec<i32>,
+    pub puzzle_id: i32,
+}
+
+/// The answer to one puzzle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Solution {
+    pub index: usize,
+    pub prediction: Vec<u32>,
+    pub steps: usize,
+    pub reason: StopReason,
+}
+
+/// What one slot is working on.
+struct Slot {
+    index: usize,
+    steps: usize,
+    last_prediction: Vec<u32>,
+    unchanged: usize,
+}
+
+impl Slot {
+    /// Records this step's prediction; returns why the slot stops now, if it does.
+    fn record(&mut self, prediction: &[u32], q_halt: Option<f32>, rule: &StopRule) -> Option<StopReason> {
+        self.steps += 1;
+        if prediction == self.last_prediction.as_slice() {
+            self.unchanged += 1;
+        } else {
+            self.unchanged = 0;
+            self.last_prediction = prediction.to_vec();
+        }
+        if rule.use_q_halt && q_halt.is_some_and(|q| q > 0.0) {
+            Some(StopReason::Halted)
+        } else if rule.settle_steps.is_some_and(|k| self.unchanged >= k) {
+            Some(StopReason::Settled)
+        } else if self.steps >= rule.max_steps {
+            Some(StopReason::MaxSteps)
+        } else {
+            None
+        }
+    }
+}
+
+/// Totals of a stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct StreamStats {
+    /// Batched model steps run.
+    pub batch_steps: usize,
+    /// Puzzle-steps spent on real puzzles (the rest of `batch_steps × batch` ran on idle slots at the tail).
+    pub puzzle_steps: usize,
+}
+
+/// Solves every puzzle of `puzzles` with `batch` slots, calling `on_solution` as each one stops (in stopping
+/// order, not input order). Fails only if a puzzle's length is not the model's sequence length.
+pub fn solve_stream<B: Backend, M: RecursiveModel<B>>(
+    model: &M,
+    puzzles: impl IntoIterator<Item = Puzzle>,
+    batch: usize,
+    rule: StopRule,
+    device: &B::Device,
+    mut on_solution: impl FnMut(Solution),
+) -> anyhow::Result<StreamStats> {
+    anyhow::ensure!(batch > 0 && rule.max_steps > 0, "solve_stream needs a batch and at least one step");
+    let dims = model.dims();
+    let seq = dims.seq_len;
+    let init = model.initial_latent(batch);
+    let mut latent = init.clone();
+    let mut tokens = vec![0i32; batch * seq];
+    let mut ids = vec![0i32; batch];
+    let mut slots: Vec<Option<Slot>> = (0..batch).map(|_| None).collect();
+    let mut puzzles = puzzles.into_iter();
+    let mut stats = StreamStats::default();
+    loop {
+        let mut reset = vec![false; batch];
+        for (s, slot) in slots.iter_mut().enumerate().filter(|(_, slot)| slot.is_none()) {
+            let Some(p) = puzzles.next() else { break };
+            anyhow::ensure!(p.tokens.len() == seq, "puzzle {}: {} tokens, the model takes {seq}", p.index, p.tokens.len());
+            tokens[s * seq..(s + 1) * seq].copy_from_slice(&p.tokens);
+            ids[s] = p.puzzle_id;
+            *slot = Some(Slot { index: p.index, steps: 0, last_prediction: vec![], unchanged: 0 });
+            reset[s] = true;
+        }
+        if slots.iter().all(Option::is_none) {
+            return Ok(stats);
+        }
+        latent = latent.reset_rows(&init, &reset);
+        let token_tensor = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.clone(), [batch, seq]), device);
+        let id_tensor = Tensor::<B, 1, Int>::from_data(TensorData::new(ids.clone(), [batch]), device);
+        let x = model.embed(token_tensor, model.puzzle_rows(id_tensor));
+        let (next, heads) = model.step(latent, x);
+        latent = next;
+        let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
+        let predictions = argmax_tokens(&logits, dims.vocab_size);
+        let q_halt: Option<Vec<f32>> = heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec().expect("f32"));
+        stats.batch_steps += 1;
+        for (s, slot_entry) in slots.iter_mut().enumerate() {
+            let Some(slot) = slot_entry else { continue };
+            stats.puzzle_steps += 1;
+            let prediction = &predictions[s * seq..(s + 1) * seq];
+            if let Some(reason) = slot.record(prediction, q_halt.as_ref().map(|q| q[s]), &rule) {
+                on_solution(Solution { index: slot.index, prediction: prediction.to_vec(), steps: slot.steps, reason });
+                *slot_entry = None;
+            }
+        }
+    }
+}
+
+/// Accuracy of streaming inference with early exit on a dataset split.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StreamReport {
+    pub examples: usize,
+    pub rule: Option<StopRule>,
+    pub exact_accuracy: f64,
+    pub token_accuracy: f64,
+    pub mean_steps: f64,
+    pub halted: usize,
+    pub settled: usize,
+    pub max_steps: usize,
+    /// Exact accuracy over the puzzles that stopped by settling (the reliability of the convergence signal).
+    pub settled_exact_accuracy: f64,
+    pub puzzles_per_s: f64,
+    pub stats: StreamStats,
+}
+
+/// Runs [`solve_stream`] over (up to `max_examples` of) a split and scores the answers against its labels.
+pub fn evaluate_streaming<B: Backend, M: RecursiveModel<B>>(
+    model: &M,
+    ds: &PuzzleDataset,
+    batch: usize,
+    rule: StopRule,
+    max_examples: Option<usize>,
+    device: &B::Device,
+) -> anyhow::Result<StreamReport> {
+    let total = max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
+    let seq = ds.meta.seq_len;
+    let mut labels = Vec::with_capacity(total * seq);
+    let mut puzzles = Vec::with_capacity(total);
+    for b in eval_batches(ds, batch) {
+        for r in 0..b.real_rows {
+            if puzzles.len() == total {
+                break;
+            }
+            let tokens = b.inputs[r * seq..(r + 1) * seq].to_vec();
+            puzzles.push(Puzzle { index: puzzles.len(), tokens, puzzle_id: b.puzzle_identifiers[r] });
+            labels.extend_from_slice(&b.labels[r * seq..(r + 1) * seq]);
+        }
+    }
+    let started = Instant::now();
+    let mut report = StreamReport { examples: puzzles.len(), rule: Some(rule), ..Default::default() };
+    let (mut exact, mut token, mut steps, mut settled_exact) = (0usize, 0f64, 0usize, 0usize);
+    report.stats = solve_stream(model, puzzles, batch, rule, device, |sol| {
+        let labels = &labels[sol.index * seq..(sol.index + 1) * seq];
+        let valid: Vec<(u32, i32)> = sol.prediction.iter().copied().zip(labels.iter().copied()).filter(|&(_, l)| l != IGNORE_LABEL).collect();
+        let correct = valid.iter().filter(|&&(p, l)| p as i32 == l).count();
+        let is_exact = correct == valid.len();
+        exact += usize::from(is_exact);
+        token += correct as f64 / valid.len().max(1) as f64;
+        steps += sol.steps;
+        match sol.reason {
+            StopReason::Halted => report.halted += 1,
+            StopReason::Settled => {
+                report.settled += 1;
+                settled_exact += usize::from(is_exact);
+            }
+            StopReason::MaxSteps => report.max_steps += 1,
+        }
+    })?;
+    let n = report.examples.max(1) as f64;
+    report.exact_accuracy = exact as f64 / n;
+    report.token_accuracy = token / n;
+    report.mean_steps = steps as f64 / n;
+    report.settled_exact_accuracy = settled_exact as f64 / report.settled.max(1) as f64;
+    report.puzzles_per_s = report.examples as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::model::trm::{Trm, TrmConfig};
+    use rand::{Rng, SeedableRng};
+
+    fn tiny_model() -> Trm<Cpu> {
+        let mut cfg = TrmConfig::new(16, 6, 3);
+        cfg.hidden_size = 32;
+        cfg.num_heads = 2;
+        cfg.h_cycles = 1;
+        cfg.l_cycles = 1;
+        cfg.puzzle_emb_ndim = Some(0);
+        cfg.init(3, &Default::default())
+    }
+
+    fn puzzles(n: usize, seq: usize) -> Vec<Puzzle> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        (0..n).map(|index| Puzzle { index, tokens: (0..seq).map(|_| rng.random_range(1..6)).collect(), puzzle_id: 0 }).collect()
+    }
+
+    /// The prediction after `steps` steps of one puzzle alone in a batch of one.
+    fn alone(model: &Trm<Cpu>, p: &Puzzle, steps: usize) -> Vec<u32> {
+        let dev = Default::default();
+        let seq = p.tokens.len();
+        let tokens = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(p.tokens.clone(), [1, seq]), &dev);
+        let x = model.embed(tokens, model.puzzle_rows(Tensor::zeros([1], &dev)));
+        let mut latent = model.initial_latent(1);
+        let mut prediction = vec![];
+        for _ in 0..steps {
+            let (next, heads) = model.step(latent, x.clone());
+            latent = next;
+            prediction = argmax_tokens(&heads.logits.into_data().to_vec::<f32>().unwrap(), 6);
+        }
+        prediction
+    }
+
+    /// Refilled slots restart cleanly: with a fixed step budget, every puzzle of a stream longer than the batch
+    /// gets exactly the answer it gets alone, and each is answered once.
+    #[test]
+    fn streaming_answers_equal_solo_answers_and_every_puzzle_is_answered_once() {
+        let model = tiny_model();
+        let ps = puzzles(7, 16);
+        let rule = StopRule { max_steps: 3, use_q_halt: false, settle_steps: None };
+        let mut got: Vec<Solution> = vec![];
+        let stats = solve_stream(&model, ps.clone(), 3, rule, &Default::default(), |s| got.push(s)).unwrap();
+        got.sort_by_key(|s| s.index);
+        assert_eq!(got.iter().map(|s| s.index).collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+        for s in &got {
+            assert_eq!((s.steps, s.reason), (3, StopReason::MaxSteps));
+            assert_eq!(s.prediction, alone(&model, &ps[s.index], 3), "puzzle {}", s.index);
+        }
+        // 7 puzzles × 3 steps in slots of 3: three rounds of 3 batched steps.
+        assert_eq!(stats, StreamStats { batch_steps: 9, puzzle_steps: 21 });
+    }
+
+    /// A positive halting logit stops a puzzle after one step; without it, settling does (never later than
+    /// `max_steps`), and a settled answer is the one seen on the last `settle_steps + 1` steps.
+    #[test]
+    fn q_halt_and_settling_stop_puzzles_early() {
+        let mut model = tiny_model();
+        let ps = puzzles(5, 16);
+        let halting = StopRule { max_steps: 16, use_q_halt: true, settle_steps: None };
+        let q_bias = model.q_head.bias.val();
+        model.q_head.bias = burn::module::Param::from_tensor(q_bias.ones_like().mul_scalar(50.0));
+        let mut got = vec![];
+        solve_stream(&model, ps.clone(), 2, halting, &Default::default(), |s| got.push(s)).unwrap();
+        assert!(got.iter().all(|s| s.steps == 1 && s.reason == StopReason::Halted));
+        let settling = StopRule { max_steps: 40, use_q_halt: false, settle_steps: Some(2) };
+        let mut got = vec![];
+        solve_stream(&model, ps.clone(), 2, settling, &Default::default(), |s| got.push(s)).unwrap();
+        assert_eq!(got.len(), 5);
+        assert!(got.iter().any(|s| s.reason == StopReason::Settled), "a small random net settles");
+        for s in got.iter().filter(|s| s.reason == StopReason::Settled) {
+            assert!(s.steps >= 3);
+            assert_eq!(s.prediction, alone(&model, &ps[s.index], s.steps - 2), "settled = unchanged for 2 steps");
+        }
+        assert!(got.iter().all(|s| s.steps <= 40));
+    }
+
+    #[test]
+    fn a_puzzle_of_the_wrong_length_is_an_error() {
+        let model = tiny_model();
+        let bad = vec![Puzzle { index: 4, tokens: vec![1; 15], puzzle_id: 0 }];
+        let rule = StopRule { max_steps: 2, use_q_halt: false, settle_steps: None };
+        let err = solve_stream(&model, bad, 2, rule, &Default::default(), |_| {}).unwrap_err();
+        assert!(err.to_string().contains("puzzle 4: 15 tokens"), "{err}");
+    }
+}
