@@ -86,6 +86,35 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `Σ a` with 16 independent partial sums (vectorisable).
+#[inline(always)]
+pub fn sum(a: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0.0f32; LANES];
+    let main = a.len() / LANES * LANES;
+    for x in a[..main].chunks_exact(LANES) {
+        for j in 0..LANES {
+            acc[j] += x[j];
+        }
+    }
+    acc.iter().sum::<f32>() + a[main..].iter().sum::<f32>()
+}
+
+/// The largest element (−∞ for an empty slice), with 16 independent partial maxima (vectorisable; NaN
+/// inputs are not propagated, which softmax inputs never are).
+#[inline(always)]
+pub fn max(a: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let main = a.len() / LANES * LANES;
+    for x in a[..main].chunks_exact(LANES) {
+        for j in 0..LANES {
+            acc[j] = if x[j] > acc[j] { x[j] } else { acc[j] };
+        }
+    }
+    a[main..].iter().chain(&acc).fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +132,16 @@ mod tests {
         // Clamped outside [-87, 88]: still tiny / huge, never NaN, so a sigmoid saturates correctly.
         assert!(exp(-200.0) < 1e-37 && exp(200.0) > 1e38);
         assert!((sigmoid(-200.0) - 0.0).abs() < 1e-37 && sigmoid(200.0) == 1.0);
+    }
+
+    #[test]
+    fn sum_and_max_match_sequential_ones() {
+        let a: Vec<f32> = (0..133).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let seq: f64 = a.iter().map(|&x| x as f64).sum();
+        assert!((sum(&a) as f64 - seq).abs() < 1e-5);
+        assert_eq!(max(&a), a.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        assert_eq!(max(&a[..5]), a[..5].iter().copied().fold(f32::NEG_INFINITY, f32::max));
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
     }
 
     #[test]
