@@ -209,38 +209,9 @@ simd::multiversion! {
     }
 }
 
-/// `[B, S, D]` activations as the MLP's rows: the same buffer for `Channels`, a transposed copy `[B·D, S]` for
-/// `Sequence`.
-fn to_rows(x: &FlexTensor, dims: [usize; 3], axis: MixAxis) -> FlexTensor {
-    let [b, s, d] = dims;
-    match axis {
-        MixAxis::Channels => x.reshape([b * s, d].into()),
-        MixAxis::Sequence => {
-            let mut rows = pool::take(b * s * d);
-            transpose_batches(slice(x), &mut rows, s, d);
-            pool::tensor(rows, [b * d, s])
-        }
-    }
-}
-
-/// The inverse of [`to_rows`], for a buffer of MLP rows.
-fn from_rows(rows: Vec<f32>, dims: [usize; 3], axis: MixAxis) -> FlexTensor {
-    match axis {
-        MixAxis::Channels => pool::tensor(rows, dims),
-        MixAxis::Sequence => {
-            let x = transposed_from_rows(&rows, dims);
-            pool::give(rows);
-            x
-        }
-    }
-}
-
-/// `[B·D, S]` rows back to `[B, S, D]` activations (a transposed copy).
-fn transposed_from_rows(rows: &[f32], dims: [usize; 3]) -> FlexTensor {
-    let [b, s, d] = dims;
-    let mut x = pool::take(b * s * d);
-    transpose_batches(rows, &mut x, d, s);
-    pool::tensor(x, dims)
+/// `[B, S, D]` activations as the channel MLP's rows `[B·S, D]` (a view).
+fn channel_rows(x: &FlexTensor, dims: [usize; 3]) -> FlexTensor {
+    x.reshape([dims[0] * dims[1], dims[2]].into())
 }
 
 simd::multiversion! {
@@ -279,11 +250,18 @@ pub fn residual_swiglu_norm(
         return super::composed_residual_swiglu_norm::<Flex>(x, w_gate_up, w_down, axis, eps);
     };
     let dims = dims3(&x);
-    let rows = to_rows(&x, dims, axis);
+    if axis == MixAxis::Sequence {
+        let inter = SwigluNormDims::of(dims, axis, &wgu, &wd).inter;
+        let (y, gate_up, rstd) = sequence_forward(slice(&x), slice(&wgu), slice(&wd), dims, inter, eps as f32);
+        pool::give(gate_up);
+        pool::give(rstd);
+        return pool::tensor(y, dims);
+    }
+    let rows = channel_rows(&x, dims);
     let out = swiglu_norm_forward(&rows, &wgu, &wd, dims, axis, eps);
     pool::give(out.gate_up);
     pool::give(out.rstd);
-    from_rows(out.y, dims, axis)
+    pool::tensor(out.y, dims)
 }
 
 /// The same forward, keeping the MLP's input rows, the gate/up pre-activations, the output rows and the
@@ -299,13 +277,19 @@ pub fn residual_swiglu_norm_saving(
         return super::composed_residual_swiglu_norm_saving::<Flex>(x, w_gate_up, w_down, axis, eps);
     };
     let dims = dims3(&x);
-    let rows = to_rows(&x, dims, axis);
+    if axis == MixAxis::Sequence {
+        let inter = SwigluNormDims::of(dims, axis, &wgu, &wd).inter;
+        let [b, _, d] = dims;
+        let (y, gate_up, rstd) = sequence_forward(slice(&x), slice(&wgu), slice(&wd), dims, inter, eps as f32);
+        let y = pool::tensor(y, dims);
+        let gate_up = pool::tensor(gate_up, [b, 2 * inter, d]);
+        let saved = SwigluNormSaved { rows: x, gate_up, y: y.clone(), rstd: pool::tensor(rstd, [b, d]), axis, dims };
+        return (y, saved);
+    }
+    let rows = channel_rows(&x, dims);
     let ForwardBuffers { shape, gate_up, y, rstd } = swiglu_norm_forward(&rows, &wgu, &wd, dims, axis, eps);
     let y_rows = pool::tensor(y, [shape.rows, shape.width]);
-    let out = match axis {
-        MixAxis::Channels => y_rows.reshape(dims.into()),
-        MixAxis::Sequence => transposed_from_rows(slice(&y_rows), dims),
-    };
+    let out = y_rows.reshape(dims.into());
     let saved = SwigluNormSaved {
         rows,
         gate_up: pool::tensor(gate_up, [shape.rows, 2 * shape.inter]),
@@ -404,8 +388,14 @@ pub fn residual_swiglu_norm_backward(
     };
     let (axis, dims) = (*axis, *dims);
     let shape = SwigluNormDims::of(dims, axis, &wgu, &wd);
+    if axis == MixAxis::Sequence {
+        let s = dims[1];
+        let saved = [slice(&g), slice(&y), slice(&rstd)];
+        let (dx, dwgu, dwd) = sequence_backward(slice(&x), slice(&wgu), slice(&wd), saved, slice(&dy), dims, shape.inter);
+        return (pool::tensor(dx, dims), pool::tensor(dwgu, [2 * shape.inter, s]), pool::tensor(dwd, [s, shape.inter]));
+    }
     let SwigluNormDims { rows, width, inter } = shape;
-    let dy_rows = to_rows(&dy, dims, axis);
+    let dy_rows = channel_rows(&dy, dims);
     let mut dx = pool::take(rows * width);
     let block = shape.block_rows();
     let blocks = rows.div_ceil(block);
@@ -436,7 +426,7 @@ pub fn residual_swiglu_norm_backward(
         pool::give(dwd);
     }
     (
-        from_rows(dx, dims, axis),
+        pool::tensor(dx, dims),
         pool::tensor(dw_gate_up, [2 * inter, width]),
         pool::tensor(dw_down, [width, inter]),
     )
@@ -723,4 +713,133 @@ pub fn residual_rms_norm_backward(y: FlexTensor, rstd: FlexTensor, dy: FlexTenso
         .zip(slice(&rstd).par_chunks(block))
         .for_each(|((dz, (y, dy)), rstd)| rms_norm_grad_block(y, dy, rstd, dz, width));
     pool::tensor(dz, shape)
+}
+
+// The token mixer in the activations' own layout. Along the sequence axis the sub-layer is, per batch row,
+// `G_b = W_gu · x_b` (`[2I, S]·[S, D]`), `act_b = silu(G_b[:I]) · G_b[I:]`, `y_b = x_b + W_down · act_b`, then
+// RMSNorm down each column of `y_b`: left-multiplications with the weights, so the GEMMs read `[S, D]`
+// activations directly and nothing is transposed (the reference transposes to `[B, D, S]` and back).
+
+simd::multiversion! {
+    /// `act = silu(gate) · up`, elementwise.
+    fn swiglu_halves(gate: &[f32], up: &[f32], act: &mut [f32]) {
+        for ((a, &g), &u) in act.iter_mut().zip(gate).zip(up) {
+            *a = g * simd::sigmoid(g) * u;
+        }
+    }
+}
+
+simd::multiversion! {
+    /// Gradients of `silu(gate) · up` from that of the output, elementwise.
+    fn swiglu_grad_halves(gate: &[f32], up: &[f32], d_act: &[f32], d_gate: &mut [f32], d_up: &mut [f32]) {
+        for i in 0..d_act.len() {
+            let s = simd::sigmoid(gate[i]);
+            d_up[i] = d_act[i] * gate[i] * s;
+            d_gate[i] = d_act[i] * up[i] * s * (1.0 + gate[i] * (1.0 - s));
+        }
+    }
+}
+
+simd::multiversion! {
+    /// `y = rms_norm(x + y)` down each column of `[rows, cols]` matrices; each column's reciprocal RMS to `rstd`.
+    fn column_residual_rms_norm(x: &[f32], y: &mut [f32], rstd: &mut [f32], cols: usize, eps: f32) {
+        let rows = y.len() / cols;
+        rstd.iter_mut().for_each(|r| *r = 0.0);
+        for (y, x) in y.chunks_mut(cols).zip(x.chunks(cols)) {
+            for ((y, &x), ss) in y.iter_mut().zip(x).zip(rstd.iter_mut()) {
+                *y += x;
+                *ss += *y * *y;
+            }
+        }
+        rstd.iter_mut().for_each(|r| *r = 1.0 / (*r / rows as f32 + eps).sqrt());
+        for y in y.chunks_mut(cols) {
+            y.iter_mut().zip(rstd.iter()).for_each(|(y, &r)| *y *= r);
+        }
+    }
+}
+
+simd::multiversion! {
+    /// The column RMSNorm backward: `dz[:, c] = rstd[c] · (dy[:, c] − y[:, c] · mean(dy[:, c] · y[:, c]))`.
+    fn column_rms_norm_grad(y: &[f32], dy: &[f32], rstd: &[f32], dz: &mut [f32], mean: &mut [f32]) {
+        let cols = rstd.len();
+        let rows = y.len() / cols;
+        mean.iter_mut().for_each(|m| *m = 0.0);
+        for (y, dy) in y.chunks(cols).zip(dy.chunks(cols)) {
+            for ((m, &y), &dy) in mean.iter_mut().zip(y).zip(dy) {
+                *m += y * dy;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= rows as f32);
+        for ((dz, y), dy) in dz.chunks_mut(cols).zip(y.chunks(cols)).zip(dy.chunks(cols)) {
+            for i in 0..cols {
+                dz[i] = rstd[i] * (dy[i] - y[i] * mean[i]);
+            }
+        }
+    }
+}
+
+/// Forward along the sequence axis, one task per batch row: the output `[B, S, D]`, the gate/up
+/// pre-activations `[B, 2I, D]` and the per-column reciprocal RMS `[B, D]`.
+fn sequence_forward(x: &[f32], wgu: &[f32], wd: &[f32], dims: [usize; 3], inter: usize, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let [b, s, d] = dims;
+    let (mut y, mut gate_up, mut rstd) = (pool::take(b * s * d), pool::take(b * 2 * inter * d), pool::take(b * d));
+    y.par_chunks_mut(s * d)
+        .zip(x.par_chunks(s * d))
+        .zip(gate_up.par_chunks_mut(2 * inter * d).zip(rstd.par_chunks_mut(d)))
+        .for_each(|((y, x), (g, rstd))| {
+            matmul_1t(2 * inter, d, s, g, false, Mat::rows(wgu, s), Mat::rows(x, d));
+            let mut act = Scratch::new(inter * d);
+            let (gate, up) = g.split_at(inter * d);
+            swiglu_halves(gate, up, &mut act);
+            matmul_1t(s, d, inter, y, false, Mat::rows(wd, inter), Mat::rows(&act, d));
+            column_residual_rms_norm(x, y, rstd, d, eps);
+        });
+    (y, gate_up, rstd)
+}
+
+/// Backward along the sequence axis: `(dx, dW_gate_up, dW_down)`. Batch rows are split into one contiguous part
+/// per thread; each part sums its weight gradients in row order and the parts are summed in order.
+fn sequence_backward(x: &[f32], wgu: &[f32], wd: &[f32], saved: [&[f32]; 3], dy: &[f32], dims: [usize; 3], inter: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let [b, s, d] = dims;
+    let [g_all, y_all, rstd_all] = saved;
+    let mut dx = pool::take(b * s * d);
+    let parts = rayon::current_num_threads().clamp(1, b.max(1));
+    let per_part = b.div_ceil(parts);
+    let mut partial: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(per_part * s * d)
+        .enumerate()
+        .map(|(part, dx)| {
+            let (mut dwgu, mut dwd) = (pool::take(2 * inter * s), pool::take(s * inter));
+            let mut mean = vec![0.0f32; d];
+            for (i, dx) in dx.chunks_mut(s * d).enumerate() {
+                let row = part * per_part + i;
+                let span = |len: usize| row * len..(row + 1) * len;
+                let (x, g, y, dy) = (&x[span(s * d)], &g_all[span(2 * inter * d)], &y_all[span(s * d)], &dy[span(s * d)]);
+                let rstd = &rstd_all[row * d..(row + 1) * d];
+                column_rms_norm_grad(y, dy, rstd, dx, &mut mean);
+                let accumulate = i > 0;
+                let (gate, up) = g.split_at(inter * d);
+                let mut act = Scratch::new(inter * d);
+                swiglu_halves(gate, up, &mut act);
+                matmul_1t(s, inter, d, &mut dwd, accumulate, Mat::rows(dx, d), Mat::transposed(&act, d));
+                let mut d_act = act;
+                matmul_1t(inter, d, s, &mut d_act, false, Mat::transposed(wd, inter), Mat::rows(dx, d));
+                let mut dg = Scratch::new(2 * inter * d);
+                let (d_gate, d_up) = dg.split_at_mut(inter * d);
+                swiglu_grad_halves(gate, up, &d_act, d_gate, d_up);
+                drop(d_act);
+                matmul_1t(2 * inter, s, d, &mut dwgu, accumulate, Mat::rows(&dg, d), Mat::transposed(x, d));
+                matmul_1t(s, d, 2 * inter, dx, true, Mat::transposed(wgu, s), Mat::rows(&dg, d));
+            }
+            (dwgu, dwd)
+        })
+        .collect();
+    let (mut dwgu, mut dwd) = partial.remove(0);
+    for (a, b) in partial {
+        dwgu.iter_mut().zip(&a).for_each(|(s, v)| *s += v);
+        dwd.iter_mut().zip(&b).for_each(|(s, v)| *s += v);
+        pool::give(a);
+        pool::give(b);
+    }
+    (dx, dwgu, dwd)
 }

@@ -5,10 +5,14 @@
 //!   (sigmoid, two products) over the largest activations of the model, each single-threaded on Flex; fused it
 //!   is one multithreaded pass forward and one backward.
 //! - [`FusedOps::residual_swiglu_norm`]: `rms_norm(x + down(silu(x·Wg) · (x·Wu)))`, one whole sub-layer of a
-//!   post-norm TRM block (both the channel MLP and, on the transposed activations, the MLP-T token mixer). On
-//!   Flex it is two strided GEMMs and two multithreaded row passes forward, four GEMMs and three passes
-//!   backward, with no transposed copies, no autodiff graph inside, and every buffer from [`pool`]. The
-//!   backward needs only the gate/up pre-activations, the output and the per-row RMS, which the forward keeps.
+//!   post-norm TRM block: the channel MLP, and TRM-MLP's token mixer along the sequence axis. On Flex it is two
+//!   GEMMs and two vectorised passes forward, four GEMMs and three passes backward, done in cache-sized row
+//!   blocks (channels) or per batch row with the weights multiplied from the left (sequence, so the reference's
+//!   transposes disappear), with no autodiff graph inside and every buffer from [`pool`]. The backward needs
+//!   only the gate/up pre-activations, the output and the per-row RMS, which the forward keeps.
+//! - [`FusedOps::fused_attention`]: RoPE, scores, softmax and the weighted sum of values for all heads, from the
+//!   packed `qkv` projection, forward and backward, one task per batch row.
+//! - [`FusedOps::residual_rms_norm`]: `rms_norm(x + r)`, the attention sub-layer's residual and post-norm.
 //!
 //! [`set_fast_path`] switches the native kernels off, which gives the generic burn path on the same backend:
 //! the reference every fast kernel is tested against.
@@ -79,9 +83,11 @@ fn composed_unrows<B: Backend>(rows: Tensor<B, 2>, dims: [usize; 3], axis: MixAx
     }
 }
 
-/// What the backward of [`FusedOps::residual_swiglu_norm`] needs besides the weights, all as the MLP's rows
-/// (see [`MixAxis`]): the input rows `[R, W]`, the gate/up pre-activations `[R, 2I]`, the output rows `[R, W]`
-/// and the reciprocal RMS `[R]`; plus the axis and the `[B, S, D]` shape to map the input gradient back.
+/// What the backward of [`FusedOps::residual_swiglu_norm`] needs besides the weights: the input, the gate/up
+/// pre-activations, the output and the reciprocal RMS of each normalised row, plus the axis and the `[B, S, D]`
+/// shape. Their layouts belong to the backend that saved them: the composed path keeps the MLP's rows
+/// (`[R, W]`, `[R, 2I]`, `[R, W]`, `[R]`); Flex's sequence kernel keeps `[B, S, D]`, `[B, 2I, D]`, `[B, S, D]`,
+/// `[B, D]`.
 #[derive(Clone, Debug)]
 pub struct SwigluNormSaved<B: Backend> {
     pub rows: FloatTensor<B>,
