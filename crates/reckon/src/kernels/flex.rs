@@ -219,9 +219,7 @@ simd::multiversion! {
     fn swiglu_block(g: &[f32], act: &mut [f32], inter: usize) {
         for (a, g) in act.chunks_mut(inter).zip(g.chunks(2 * inter)) {
             let (gate, up) = g.split_at(inter);
-            for ((a, &g), &u) in a.iter_mut().zip(gate).zip(up) {
-                *a = g * simd::sigmoid(g) * u;
-            }
+            simd::silu_mul(gate, up, a);
         }
     }
 }
@@ -362,11 +360,7 @@ simd::multiversion! {
         for ((dg, g), da) in dg.chunks_mut(2 * inter).zip(g.chunks(2 * inter)).zip(d_act.chunks(inter)) {
             let (gate, up) = g.split_at(inter);
             let (d_gate, d_up) = dg.split_at_mut(inter);
-            for i in 0..inter {
-                let s = simd::sigmoid(gate[i]);
-                d_up[i] = da[i] * gate[i] * s;
-                d_gate[i] = da[i] * up[i] * s * (1.0 + gate[i] * (1.0 - s));
-            }
+            simd::silu_mul_grad(gate, up, da, d_gate, d_up);
         }
     }
 }
@@ -723,20 +717,14 @@ pub fn residual_rms_norm_backward(y: FlexTensor, rstd: FlexTensor, dy: FlexTenso
 simd::multiversion! {
     /// `act = silu(gate) · up`, elementwise.
     fn swiglu_halves(gate: &[f32], up: &[f32], act: &mut [f32]) {
-        for ((a, &g), &u) in act.iter_mut().zip(gate).zip(up) {
-            *a = g * simd::sigmoid(g) * u;
-        }
+        simd::silu_mul(gate, up, act);
     }
 }
 
 simd::multiversion! {
     /// Gradients of `silu(gate) · up` from that of the output, elementwise.
     fn swiglu_grad_halves(gate: &[f32], up: &[f32], d_act: &[f32], d_gate: &mut [f32], d_up: &mut [f32]) {
-        for i in 0..d_act.len() {
-            let s = simd::sigmoid(gate[i]);
-            d_up[i] = d_act[i] * gate[i] * s;
-            d_gate[i] = d_act[i] * up[i] * s * (1.0 + gate[i] * (1.0 - s));
-        }
+        simd::silu_mul_grad(gate, up, d_act, d_gate, d_up);
     }
 }
 
