@@ -208,8 +208,8 @@ pub struct BenchResult {
     pub gflops: f64,
     /// `gflops` as a percentage of [`PEAK_GFLOPS`].
     pub pct_of_peak: f64,
-    /// Peak resident set of the whole process so far (VmHWM), so with several benches in one process it is the
-    /// maximum over all of them up to this one, not this bench's own peak.
+    /// Peak resident set during this bench (VmHWM, reset when the bench starts, after the previous benches'
+    /// idle buffers were freed). It includes the binary and the process's baseline (a few tens of MB).
     pub peak_rss_mb: f64,
     /// Rayon worker threads (the CPU backend's parallelism).
     pub threads: usize,
@@ -267,15 +267,18 @@ fn median(xs: &[f64]) -> f64 {
     }
 }
 
+/// Frees idle buffers and resets the process's peak resident set to its current size (Linux `clear_refs` 5),
+/// so that the next [`peak_rss_mb`] is the peak of what runs from now on.
+fn start_memory_measurement() {
+    crate::kernels::pool::release_idle();
+    crate::backend::return_free_memory();
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// The process's peak resident set in MB (MiB, as the baseline's `ru_maxrss / 1024`), from `/proc/self/status`
 /// `VmHWM` (the same figure as `getrusage`'s `ru_maxrss`, without a libc dependency). 0 where unavailable.
 pub fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
+    vm_hwm_mb(&std::fs::read_to_string("/proc/self/status").unwrap_or_default()).unwrap_or(0.0)
 }
 
 /// A synthetic split of `POOL_BATCHES × batch` examples, one example per group, like the baseline's random data:
@@ -357,6 +360,7 @@ fn time_steps(warmup: usize, steps: usize, mut step: impl FnMut() -> Result<()>)
 /// keeps the bench honest when the trainer changes. The trainer also computes the global gradient norm (one
 /// reduction per parameter), which the baseline does not; it is a small share of a step.
 pub fn bench_train_step(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
+    start_memory_measurement();
     let cfg = bench_experiment(shape)?;
     let device = Default::default();
     let model: Trm<CpuTrain> = shape.trm_config().init(0, &device);
@@ -384,6 +388,7 @@ fn synthetic_slots(shape: &BenchShape) -> Vec<SlotData> {
 /// 16 steps and is then refilled from the next batch; each step embeds, runs the full H cycles, reads the heads
 /// back and computes the loss head and argmax on the host (the reference evaluation loop keeps the loss head).
 pub fn bench_infer_step(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
+    start_memory_measurement();
     let device = Default::default();
     let model: Trm<Cpu> = shape.trm_config().init(0, &device);
     let pool = synthetic_slots(shape);
@@ -490,18 +495,69 @@ pub fn vs_torch(
     if !torch_available() {
         return Ok(None);
     }
-    let out = Command::new("python3")
+    let child = Command::new("python3")
         .arg(script)
         .args(torch_args(shape, mode, compile, warmup, steps))
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .with_context(|| format!("running python3 {}", script.display()))?;
+    let (out, child_peak_mb) = wait_measuring_peak_rss(child)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!("{} failed ({}): {}", script.display(), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
-    last_json_line(&stdout)
-        .map(Some)
-        .with_context(|| format!("{}: no JSON summary line in its output", script.display()))
+    let mut summary = last_json_line(&stdout).with_context(|| format!("{}: no JSON summary line in its output", script.display()))?;
+    // The script's own `ru_maxrss` includes our resident set at the time of the spawn (Linux carries the
+    // parent's high-water mark across fork and exec), while the child's VmHWM, sampled until it exits, can also
+    // see its interpreter's teardown: report the smaller of the two, and keep both.
+    if let (Some(peak), Some(obj)) = (child_peak_mb, summary.as_object_mut()) {
+        let own = obj.get("peak_rss_mb").and_then(serde_json::Value::as_f64).unwrap_or(f64::INFINITY);
+        obj.insert("ru_maxrss_mb".into(), serde_json::json!(own));
+        obj.insert("vm_hwm_mb".into(), serde_json::json!((peak * 10.0).round() / 10.0));
+        obj.insert("peak_rss_mb".into(), serde_json::json!(((own.min(peak)) * 10.0).round() / 10.0));
+    }
+    Ok(Some(summary))
+}
+
+/// Waits for `child`, reading its output, while sampling its `VmHWM` (its own peak resident set, which only
+/// grows) every 20 ms; returns the output and the last sample in MB (None where /proc is unavailable).
+fn wait_measuring_peak_rss(mut child: std::process::Child) -> Result<(std::process::Output, Option<f64>)> {
+    let status_path = format!("/proc/{}/status", child.id());
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let out_thread = std::thread::spawn(move || read_all(stdout));
+    let err_thread = std::thread::spawn(move || read_all(stderr));
+    let mut peak = None;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if let Ok(text) = std::fs::read_to_string(&status_path) {
+            peak = vm_hwm_mb(&text).or(peak);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let stdout = out_thread.join().map_err(|_| anyhow::anyhow!("reading the baseline's output"))?;
+    let stderr = err_thread.join().map_err(|_| anyhow::anyhow!("reading the baseline's errors"))?;
+    Ok((std::process::Output { status, stdout, stderr }, peak))
+}
+
+fn read_all(pipe: Option<impl std::io::Read>) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    if let Some(mut p) = pipe {
+        let _ = p.read_to_end(&mut buf);
+    }
+    buf
+}
+
+/// `VmHWM` of a `/proc/*/status` text, in MB.
+fn vm_hwm_mb(status: &str) -> Option<f64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
 }
 
 /// The last line of `text` that parses as a JSON object (the baseline prints its summary last).

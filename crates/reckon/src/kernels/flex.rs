@@ -831,3 +831,28 @@ fn sequence_backward(x: &[f32], wgu: &[f32], wd: &[f32], saved: [&[f32]; 3], dy:
     }
     (dx, dwgu, dwd)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The single-threaded GEMM on the shapes of one channel-MLP row block at bench shape A, as GFLOP/s per core
+    /// (what a BLAS would have to beat). A measurement, not a check: run with
+    /// `cargo test --release -p reckon gemm_throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn gemm_throughput() {
+        for (m, n, k) in [(128, 1024, 128), (128, 128, 512), (1024, 128, 97), (256, 3072, 512)] {
+            let (a, b) = (vec![0.5f32; m * k], vec![0.25f32; k * n]);
+            let mut c = vec![0.0f32; m * n];
+            let reps = (2e10 / (2.0 * (m * n * k) as f64)).ceil() as usize;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                matmul_1t(m, n, k, &mut c, false, Mat::rows(&a, k), Mat::rows(&b, n));
+            }
+            let gflops = 2.0 * (m * n * k * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
+            println!("{m}x{n}x{k}: {gflops:.1} GFLOP/s on one core");
+            assert!(c[0] > 0.0);
+        }
+    }
+}

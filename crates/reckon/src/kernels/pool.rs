@@ -57,6 +57,12 @@ pub fn give(buf: Vec<f32>) {
     }
 }
 
+/// Frees every idle buffer (e.g. between benchmarks, so one's buffers do not count in the next one's memory).
+pub fn release_idle() {
+    let mut guard = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+    *guard = None;
+}
+
 /// A buffer taken from the pool for the duration of a scope.
 pub struct Scratch(Vec<f32>);
 
