@@ -543,7 +543,6 @@ fn wait_measuring_peak_rss(mut child: std::process::Child) -> Result<(std::proce
 }
 
 fn read_all(pipe: Option<impl std::io::Read>) -> Vec<u8> {
-    use std::io::Read;
     let mut buf = Vec::new();
     if let Some(mut p) = pipe {
         let _ = p.read_to_end(&mut buf);
