@@ -37,12 +37,6 @@ use crate::train::config::{DataConfig, EvalConfig, ExperimentConfig, ModelConfig
 use crate::train::loss::act_loss;
 use crate::train::trainer::Trainer;
 
-/// Theoretical FP32 peak of the machine the PyTorch baseline was measured on (2 cores × 2.6 GHz × 2 AVX-512 FMA
-/// ports × 16 lanes × 2 FLOP), in GFLOP/s. `pct_of_peak` is relative to this fixed figure so that results from
-/// both programs are on one scale; on another CPU it is only indicative (a CPU with 256-bit FMA units, or other
-/// clocks, has a different real peak).
-pub const PEAK_GFLOPS: f64 = 332.8;
-
 /// Puzzle-prefix positions (the reference's `puzzle_emb_len`), as in the baseline's FLOP count.
 pub const PREFIX_LEN: usize = 16;
 
@@ -206,7 +200,9 @@ pub struct BenchResult {
     pub puzzles_per_s: f64,
     pub gflop_per_step: f64,
     pub gflops: f64,
-    /// `gflops` as a percentage of [`PEAK_GFLOPS`].
+    /// This machine's measured matmul throughput ([`crate::kernels::matmul_peak_gflops`]), GFLOP/s.
+    pub peak_gflops: f64,
+    /// `gflops` as a percentage of `peak_gflops`.
     pub pct_of_peak: f64,
     /// Peak resident set during this bench (VmHWM, reset when the bench starts, after the previous benches'
     /// idle buffers were freed). It includes the binary and the process's baseline (a few tens of MB).
@@ -227,7 +223,7 @@ impl BenchResult {
         serde_json::to_string(self).expect("BenchResult serialises")
     }
 
-    fn from_times(shape: &BenchShape, mode: &str, times: &[StepTime], gflop: f64) -> Self {
+    fn from_times(shape: &BenchShape, mode: &str, times: &[StepTime], gflop: f64, peak_gflops: f64) -> Self {
         let times_s: Vec<f64> = times.iter().map(|t| t.wall_s).collect();
         let cpu: Vec<f64> = times.iter().map(|t| t.cpu_s / t.wall_s.max(1e-12)).collect();
         let faults: Vec<f64> = times.iter().map(|t| t.minor_faults).collect();
@@ -247,7 +243,8 @@ impl BenchResult {
             puzzles_per_s: per_step_rows / med.max(1e-12),
             gflop_per_step: gflop,
             gflops,
-            pct_of_peak: 100.0 * gflops / PEAK_GFLOPS,
+            peak_gflops,
+            pct_of_peak: 100.0 * gflops / peak_gflops,
             peak_rss_mb: peak_rss_mb(),
             threads: rayon::current_num_threads(),
             cpu_per_wall: median(&cpu),
@@ -367,7 +364,8 @@ pub fn bench_train_step(shape: &BenchShape, warmup: usize, steps: usize) -> Resu
     let train = Arc::new(synthetic_dataset(shape, 0));
     let mut trainer = Trainer::from_datasets(cfg, model, device, train, None)?;
     let times = time_steps(warmup, steps, || trainer.train_step().map(|_| ()))?;
-    Ok(BenchResult::from_times(shape, "train", &times, gflop_per_train_step(shape)))
+    let peak = crate::kernels::matmul_peak_gflops();
+    Ok(BenchResult::from_times(shape, "train", &times, gflop_per_train_step(shape), peak))
 }
 
 /// The baseline's pool of 4 synthetic batches as carry-ready slot data.
@@ -403,7 +401,8 @@ pub fn bench_infer_step(shape: &BenchShape, warmup: usize, steps: usize) -> Resu
         i += 1;
         infer_one(&model, &mut carry, rule, &mut rng)
     })?;
-    Ok(BenchResult::from_times(shape, "infer", &times, gflop_per_infer_step(shape)))
+    let peak = crate::kernels::matmul_peak_gflops();
+    Ok(BenchResult::from_times(shape, "infer", &times, gflop_per_infer_step(shape), peak))
 }
 
 /// One inference ACT step on an admitted carry.
@@ -574,7 +573,8 @@ fn torch_ms(result: &BenchResult, torch: &[(String, serde_json::Value)], eager: 
     torch.iter().find(|(k, _)| *k == key).and_then(|(_, v)| v.get("ms_per_step_median")?.as_f64())
 }
 
-/// The comparison table as text: reckon's rows, then the PyTorch baseline's rows when there are any. `cpu` is
+/// The comparison table as text: reckon's rows, then the PyTorch baseline's rows when there are any, then the
+/// measured matmul peak that `% peak` refers to. `cpu` is
 /// process CPU seconds per wall second (below `threads`: the cores were shared); `faults` minor page faults per
 /// step. `vs eager` and `vs compile` are torch's step time over ours: above 1 means reckon is faster.
 pub fn format_table(results: &[BenchResult], torch: &[(String, serde_json::Value)]) -> String {
@@ -593,6 +593,7 @@ pub fn format_table(results: &[BenchResult], torch: &[(String, serde_json::Value
             r.peak_rss_mb, r.cpu_per_wall, r.minor_faults_per_step, ratio(r, true), ratio(r, false)
         ));
     }
+    let peak = results.first().map_or(f64::NAN, |r| r.peak_gflops);
     for (key, v) in torch {
         let f = |name: &str| v.get(name).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
         let mut parts = key.split('/');
@@ -601,10 +602,11 @@ pub fn format_table(results: &[BenchResult], torch: &[(String, serde_json::Value
         let gflops = f("gflops");
         s.push_str(&format!(
             "{:<20} {:<5} {:>9.1} {:>9} {:>9} {:>9.2} {:>7.1} {:>6.1}% {:>7.0} {:>5} {:>7} {:>8} {:>10}\n",
-            label, mode, f("ms_per_step_median"), "-", "-", f("puzzles_per_s"), gflops, 100.0 * gflops / PEAK_GFLOPS,
+            label, mode, f("ms_per_step_median"), "-", "-", f("puzzles_per_s"), gflops, 100.0 * gflops / peak,
             f("peak_rss_mb"), "-", "-", "", ""
         ));
     }
+    s.push_str(&format!("% peak: of this machine's measured matmul throughput, {peak:.1} GFLOP/s (f32, all threads)\n"));
     s
 }
 
@@ -676,7 +678,8 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         let s = named_shape("A").unwrap();
         let t = |wall_s| StepTime { wall_s, cpu_s: 2.0 * wall_s, minor_faults: 7.0 };
-        let r = BenchResult::from_times(&s, "infer", &[t(1.0), t(2.0), t(3.0)], 205.1);
+        let r = BenchResult::from_times(&s, "infer", &[t(1.0), t(2.0), t(3.0)], 205.1, 205.1);
+        assert!((r.pct_of_peak - 50.0).abs() < 1e-9);
         assert!((r.cpu_per_wall - 2.0).abs() < 1e-12);
         assert_eq!(r.minor_faults_per_step, 7.0);
         assert!((r.puzzles_per_s - 2.0).abs() < 1e-12, "64 / (16 · 2 s)");

@@ -832,6 +832,30 @@ fn sequence_backward(x: &[f32], wgu: &[f32], wd: &[f32], saved: [&[f32]; 3], dy:
     (dx, dwgu, dwd)
 }
 
+/// This machine's matrix-multiplication throughput in GFLOP/s: the best of a few large square f32 GEMMs
+/// (1536³, preallocated output) on all of rayon's threads, through the same `gemm` crate the kernels use.
+pub fn matmul_peak_gflops() -> f64 {
+    const N: usize = 1536;
+    let (a, b) = (vec![0.5f32; N * N], vec![0.25f32; N * N]);
+    let mut c = vec![0.0f32; N * N];
+    let threads = rayon::current_num_threads();
+    let mut best = 0.0f64;
+    for _ in 0..4 {
+        let t = std::time::Instant::now();
+        // SAFETY: all three buffers are N×N row-major; c does not alias a or b.
+        unsafe {
+            gemm(
+                N, N, N, c.as_mut_ptr(), 1, N as isize, false, a.as_ptr(), 1, N as isize, b.as_ptr(), 1, N as isize,
+                1.0, 1.0, false, false, false,
+                if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None },
+            )
+        };
+        best = best.max(2.0 * (N * N * N) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    assert!(c[0] > 0.0);
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

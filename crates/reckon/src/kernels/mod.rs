@@ -393,6 +393,13 @@ mod simd;
 /// composed burn ops: the generic path, kept for comparisons (tests, `reckon bench --generic`).
 static FAST_PATH: AtomicBool = AtomicBool::new(true);
 
+/// This machine's measured matmul throughput (GFLOP/s, all threads, f32), measured once per process (about a
+/// second) on the first call: the peak the benchmarks' `% peak` refers to.
+pub fn matmul_peak_gflops() -> f64 {
+    static PEAK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *PEAK.get_or_init(flex::matmul_peak_gflops)
+}
+
 /// Turns the native fused kernels on or off for the whole process.
 pub fn set_fast_path(enabled: bool) {
     FAST_PATH.store(enabled, Ordering::Relaxed);
