@@ -406,19 +406,13 @@ pub fn residual_swiglu_norm_backward(
         shape,
         block,
     };
-    let mut partial: Vec<(Vec<f32>, Vec<f32>)> = dx
+    let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(part_rows * width)
         .enumerate()
         .map(|(part, dx)| inputs.part(part * part_rows, dx))
         .collect();
     drop(dy_rows);
-    let (mut dw_gate_up, mut dw_down) = partial.remove(0);
-    for (dwgu, dwd) in partial {
-        dw_gate_up.iter_mut().zip(&dwgu).for_each(|(a, b)| *a += b);
-        dw_down.iter_mut().zip(&dwd).for_each(|(a, b)| *a += b);
-        pool::give(dwgu);
-        pool::give(dwd);
-    }
+    let (dw_gate_up, dw_down) = sum_parts(partial);
     (
         pool::tensor(dx, dims),
         pool::tensor(dw_gate_up, [2 * inter, width]),
@@ -793,7 +787,7 @@ fn sequence_backward(x: &[f32], wgu: &[f32], wd: &[f32], saved: [&[f32]; 3], dy:
     let mut dx = pool::take(b * s * d);
     let parts = rayon::current_num_threads().clamp(1, b.max(1));
     let per_part = b.div_ceil(parts);
-    let mut partial: Vec<(Vec<f32>, Vec<f32>)> = dx
+    let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(per_part * s * d)
         .enumerate()
         .map(|(part, dx)| {
@@ -822,14 +816,21 @@ fn sequence_backward(x: &[f32], wgu: &[f32], wd: &[f32], saved: [&[f32]; 3], dy:
             (dwgu, dwd)
         })
         .collect();
-    let (mut dwgu, mut dwd) = partial.remove(0);
-    for (a, b) in partial {
-        dwgu.iter_mut().zip(&a).for_each(|(s, v)| *s += v);
-        dwd.iter_mut().zip(&b).for_each(|(s, v)| *s += v);
-        pool::give(a);
-        pool::give(b);
-    }
+    let (dwgu, dwd) = sum_parts(partial);
     (dx, dwgu, dwd)
+}
+
+/// The per-part weight gradients `(dW_gate_up, dW_down)` summed in part order (so the result does not depend on
+/// which thread finished first).
+fn sum_parts(mut partial: Vec<(Vec<f32>, Vec<f32>)>) -> (Vec<f32>, Vec<f32>) {
+    let (mut dw_gate_up, mut dw_down) = partial.remove(0);
+    for (dwgu, dwd) in partial {
+        dw_gate_up.iter_mut().zip(&dwgu).for_each(|(a, b)| *a += b);
+        dw_down.iter_mut().zip(&dwd).for_each(|(a, b)| *a += b);
+        pool::give(dwgu);
+        pool::give(dwd);
+    }
+    (dw_gate_up, dw_down)
 }
 
 /// This machine's matrix-multiplication throughput in GFLOP/s: the best of a few large square f32 GEMMs
