@@ -2,10 +2,12 @@
 //! what the official code computed for two ACT steps (eval) and one training step (losses and gradients).
 //! Tolerance (fixture README): `max|ours − ref| ≤ 1e-4 · max|ref|` for floats, exact for integers.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod common;
 
 use burn::module::AutodiffModule;
+use common::{assert_close, assert_close_scalar, fixture, Io};
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 use reckon::act::{ActCarry, HaltRule, SlotData};
@@ -14,10 +16,6 @@ use reckon::model::trm::{PosEncoding, Trm, TrmConfig};
 use reckon::model::weights::{load_named, read_safetensors, read_weights_file};
 use reckon::model::{RecursiveModel, TrainRecursive};
 use reckon::train::loss::{act_loss, surrogate};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/parity").join(name)
-}
 
 fn config_of(dir: &Path) -> TrmConfig {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
@@ -46,35 +44,6 @@ fn config_of(dir: &Path) -> TrmConfig {
         halt_max_steps: u("halt_max_steps"),
         halt_exploration_prob: a["halt_exploration_prob"].as_f64().unwrap(),
     }
-}
-
-struct Io(BTreeMap<String, TensorData>);
-
-impl Io {
-    fn f32(&self, k: &str) -> Vec<f32> {
-        self.0.get(k).unwrap_or_else(|| panic!("fixture lacks {k}")).clone().convert::<f32>().to_vec().unwrap()
-    }
-    fn f64(&self, k: &str) -> f64 {
-        self.0[k].clone().convert::<f64>().to_vec::<f64>().unwrap()[0]
-    }
-    fn i32(&self, k: &str) -> Vec<i32> {
-        self.0[k].clone().convert::<i32>().to_vec().unwrap()
-    }
-}
-
-#[track_caller]
-fn assert_close(name: &str, ours: &[f32], reference: &[f32]) {
-    assert_eq!(ours.len(), reference.len(), "{name}: size");
-    let max_ref = reference.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let max_diff = ours.iter().zip(reference).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    let rel = max_diff / max_ref;
-    assert!(rel <= 1e-4, "{name}: max rel diff {rel:e} > 1e-4");
-}
-
-#[track_caller]
-fn assert_close_scalar(name: &str, ours: f64, reference: f64) {
-    let rel = (ours - reference).abs() / reference.abs().max(1e-30);
-    assert!(rel <= 1e-4, "{name}: {ours} vs {reference} (rel {rel:e})");
 }
 
 fn to_vec<const D: usize>(t: Tensor<Cpu, D>) -> Vec<f32> {

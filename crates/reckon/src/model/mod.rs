@@ -3,6 +3,7 @@
 //! The trainer, evaluator and solver only talk to these traits, so a new family plugs in without touching them.
 
 pub mod layers;
+pub mod rsm;
 pub mod trm;
 pub mod weights;
 

@@ -172,17 +172,28 @@ pub struct Block<B: Backend> {
     pub mlp: SwiGlu<B>,
     #[module(skip)]
     eps: f64,
+    /// The axis the MLP-T token-mixing residual is RMS-normalised over: the sequence axis in TRM (the reference
+    /// normalises the transposed tensor), the channel axis in RSM.
+    #[module(skip)]
+    token_norm: MixAxis,
 }
 
 impl<B: Backend> Block<B> {
-    fn new(rng: &mut ChaCha8Rng, cfg: &TrmConfig, device: &B::Device) -> Self {
+    pub(crate) fn new(rng: &mut ChaCha8Rng, cfg: &TrmConfig, device: &B::Device) -> Self {
         // Construction order follows the reference (token mixer, then channel MLP).
         let (self_attn, mlp_t) = if cfg.mlp_t {
             (None, Some(SwiGlu::new(rng, cfg.total_len(), cfg.expansion, device)))
         } else {
             (Some(Attention::new(rng, cfg.hidden_size, cfg.num_heads, device)), None)
         };
-        Self { self_attn, mlp_t, mlp: SwiGlu::new(rng, cfg.hidden_size, cfg.expansion, device), eps: cfg.rms_norm_eps }
+        let mlp = SwiGlu::new(rng, cfg.hidden_size, cfg.expansion, device);
+        Self { self_attn, mlp_t, mlp, eps: cfg.rms_norm_eps, token_norm: MixAxis::Sequence }
+    }
+
+    /// The same block with its token-mixing residual normalised over the channel axis (RSM's block).
+    pub(crate) fn with_token_norm_over_channels(mut self) -> Self {
+        self.token_norm = MixAxis::Channels;
+        self
     }
 
 }
@@ -191,7 +202,8 @@ impl<B: FusedOps> Block<B> {
     pub fn forward(&self, h: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
         let h = match (&self.mlp_t, &self.self_attn) {
             // Mix tokens: SwiGLU over the sequence axis, and (the reference's quirk) RMSNorm over it too.
-            (Some(mlp_t), _) => mlp_t.residual_norm(h, MixAxis::Sequence, self.eps),
+            (Some(mlp_t), _) if self.token_norm == MixAxis::Sequence => mlp_t.residual_norm(h, MixAxis::Sequence, self.eps),
+            (Some(mlp_t), _) => residual_rms_norm(h.clone(), mlp_t.forward_over_sequence(h), self.eps),
             (None, Some(attn)) => residual_rms_norm(h.clone(), attn.forward(h, rope), self.eps),
             (None, None) => unreachable!("a block always has a token mixer"),
         };

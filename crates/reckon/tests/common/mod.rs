@@ -37,3 +37,42 @@ pub fn config(dir: &Path, name: &str, text: &str, overrides: &[&str]) -> anyhow:
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     load_config(&path, &overrides)
 }
+
+/// A parity fixture set of the repository (`tests/fixtures/parity/<name>`).
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/parity").join(name)
+}
+
+/// The tensors of a fixture's `io.safetensors`.
+pub struct Io(pub std::collections::BTreeMap<String, burn::tensor::TensorData>);
+
+impl Io {
+    pub fn read(dir: &Path) -> Self {
+        Io(reckon::model::weights::read_safetensors(&dir.join("io.safetensors")).unwrap())
+    }
+    pub fn f32(&self, k: &str) -> Vec<f32> {
+        self.0.get(k).unwrap_or_else(|| panic!("fixture lacks {k}")).clone().convert::<f32>().to_vec().unwrap()
+    }
+    pub fn f64(&self, k: &str) -> f64 {
+        self.0[k].clone().convert::<f64>().to_vec::<f64>().unwrap()[0]
+    }
+    pub fn i32(&self, k: &str) -> Vec<i32> {
+        self.0[k].clone().convert::<i32>().to_vec().unwrap()
+    }
+}
+
+/// The fixtures' rule: `max|ours − ref| ≤ 1e-4 · max|ref|`.
+#[track_caller]
+pub fn assert_close(name: &str, ours: &[f32], reference: &[f32]) {
+    assert_eq!(ours.len(), reference.len(), "{name}: size");
+    let max_ref = reference.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    let max_diff = ours.iter().zip(reference).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let rel = max_diff / max_ref;
+    assert!(rel <= 1e-4, "{name}: max rel diff {rel:e} > 1e-4");
+}
+
+#[track_caller]
+pub fn assert_close_scalar(name: &str, ours: f64, reference: f64) {
+    let rel = (ours - reference).abs() / reference.abs().max(1e-30);
+    assert!(rel <= 1e-4, "{name}: {ours} vs {reference} (rel {rel:e})");
+}
