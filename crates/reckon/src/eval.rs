@@ -33,12 +33,13 @@ pub struct EvalReport {
 }
 
 /// Per-row outcome of the predictions of one step.
-struct RowScore {
-    exact: bool,
-    token_acc: f64,
+pub(crate) struct RowScore {
+    pub exact: bool,
+    pub token_acc: f64,
 }
 
-fn score_rows(preds: &[u32], labels: &[i32], rows: usize, seq: usize) -> Vec<RowScore> {
+/// Exact and token accuracy of each of `rows` predicted rows against the labels (ignored labels skipped).
+pub(crate) fn score_rows(preds: &[u32], labels: &[i32], rows: usize, seq: usize) -> Vec<RowScore> {
     (0..rows)
         .map(|r| {
             let (mut valid, mut correct) = (0usize, 0usize);

@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use reckon_data::{eval_batches, PuzzleDataset, IGNORE_LABEL};
+use reckon_data::{eval_batches, PuzzleDataset};
 use serde::Serialize;
 
-use crate::eval::argmax_tokens;
+use crate::eval::{argmax_tokens, score_rows, RowScore};
 use crate::model::RecursiveModel;
 
 /// When a puzzle stops.
@@ -113,6 +113,7 @@ pub fn solve_stream<B: Backend, M: RecursiveModel<B>>(
     let mut slots: Vec<Option<Slot>> = (0..batch).map(|_| None).collect();
     let mut puzzles = puzzles.into_iter();
     let mut stats = StreamStats::default();
+    let mut x: Option<Tensor<B, 3>> = None;
     loop {
         let mut reset = vec![false; batch];
         for (s, slot) in slots.iter_mut().enumerate().filter(|(_, slot)| slot.is_none()) {
@@ -127,10 +128,13 @@ pub fn solve_stream<B: Backend, M: RecursiveModel<B>>(
             return Ok(stats);
         }
         latent = latent.reset_rows(&init, &reset);
-        let token_tensor = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.clone(), [batch, seq]), device);
-        let id_tensor = Tensor::<B, 1, Int>::from_data(TensorData::new(ids.clone(), [batch]), device);
-        let x = model.embed(token_tensor, model.puzzle_rows(id_tensor));
-        let (next, heads) = model.step(latent, x);
+        // The input embedding changes only when a slot takes a new puzzle.
+        if reset.iter().any(|&r| r) || x.is_none() {
+            let token_tensor = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.clone(), [batch, seq]), device);
+            let id_tensor = Tensor::<B, 1, Int>::from_data(TensorData::new(ids.clone(), [batch]), device);
+            x = Some(model.embed(token_tensor, model.puzzle_rows(id_tensor)));
+        }
+        let (next, heads) = model.step(latent, x.clone().expect("embedded above"));
         latent = next;
         let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
         let predictions = argmax_tokens(&logits, dims.vocab_size);
@@ -193,11 +197,9 @@ pub fn evaluate_streaming<B: Backend, M: RecursiveModel<B>>(
     let (mut exact, mut token, mut steps, mut settled_exact) = (0usize, 0f64, 0usize, 0usize);
     report.stats = solve_stream(model, puzzles, batch, rule, device, |sol| {
         let labels = &labels[sol.index * seq..(sol.index + 1) * seq];
-        let valid: Vec<(u32, i32)> = sol.prediction.iter().copied().zip(labels.iter().copied()).filter(|&(_, l)| l != IGNORE_LABEL).collect();
-        let correct = valid.iter().filter(|&&(p, l)| p as i32 == l).count();
-        let is_exact = correct == valid.len();
+        let RowScore { exact: is_exact, token_acc } = score_rows(&sol.prediction, labels, 1, seq).remove(0);
         exact += usize::from(is_exact);
-        token += correct as f64 / valid.len().max(1) as f64;
+        token += token_acc;
         steps += sol.steps;
         match sol.reason {
             StopReason::Halted => report.halted += 1,

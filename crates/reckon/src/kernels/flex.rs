@@ -15,7 +15,7 @@ use super::{MixAxis, SwigluNormSaved};
 /// Elements per parallel task: large enough to amortise scheduling, small enough to balance 2+ cores.
 const CHUNK: usize = 16 * 1024;
 
-use super::simd::{self, sigmoid};
+use super::simd;
 
 fn f32_inputs<const N: usize>(ts: [&FlexTensor; N]) -> Option<[FlexTensor; N]> {
     if ts.iter().any(|t| t.dtype() != DType::F32) {
@@ -33,13 +33,9 @@ pub fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
         return super::composed_swiglu::<Flex>(gate, up);
     };
     let mut out = pool::take(g.layout().num_elements());
-    out.par_chunks_mut(CHUNK).zip(slice(&g).par_chunks(CHUNK).zip(slice(&u).par_chunks(CHUNK))).for_each(
-        |(o, (g, u))| {
-            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                *o = g * sigmoid(g) * u;
-            }
-        },
-    );
+    out.par_chunks_mut(CHUNK)
+        .zip(slice(&g).par_chunks(CHUNK).zip(slice(&u).par_chunks(CHUNK)))
+        .for_each(|(o, (g, u))| swiglu_halves(g, u, o));
     pool::tensor(out, g.layout().shape().clone())
 }
 
@@ -53,18 +49,9 @@ pub fn swiglu_backward(gate: FlexTensor, up: FlexTensor, grad: FlexTensor) -> (F
         .par_chunks_mut(CHUNK)
         .zip(d_up.par_chunks_mut(CHUNK))
         .zip(slice(&g).par_chunks(CHUNK).zip(slice(&u).par_chunks(CHUNK)).zip(slice(&go).par_chunks(CHUNK)))
-        .for_each(|((dg, du), ((g, u), go))| swiglu_grad(g, u, go, dg, du));
+        .for_each(|((dg, du), ((g, u), go))| swiglu_grad_halves(g, u, go, dg, du));
     let shape = g.layout().shape().clone();
     (pool::tensor(d_gate, shape.clone()), pool::tensor(d_up, shape))
-}
-
-/// `du = go · silu(g)`, `dg = go · u · σ(g) · (1 + g · (1 − σ(g)))`, elementwise.
-fn swiglu_grad(g: &[f32], u: &[f32], go: &[f32], dg: &mut [f32], du: &mut [f32]) {
-    for i in 0..dg.len() {
-        let s = sigmoid(g[i]);
-        du[i] = go[i] * g[i] * s;
-        dg[i] = go[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-    }
 }
 
 /// A matrix operand of [`matmul`]: its elements and the strides (in elements) between rows and columns.

@@ -292,3 +292,42 @@ impl<B: Backend> PuzzleEmbedding<B> {
         self.weights.val().select(0, ids)
     }
 }
+
+/// The rows of `ids` from an optional puzzle table: `[B, ndim]`, or `[B, 0]` without a table.
+pub fn table_rows<B: Backend>(table: &Option<PuzzleEmbedding<B>>, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+    match table {
+        Some(table) => table.rows(ids),
+        None => Tensor::zeros([ids.dims()[0], 0], &ids.device()),
+    }
+}
+
+/// Replaces an optional puzzle table's values (trained outside autodiff), keeping its parameter id.
+pub fn replace_table<B: Backend>(table: &mut Option<PuzzleEmbedding<B>>, values: Tensor<B, 2>) {
+    if let Some(emb) = table.as_mut() {
+        let id = emb.weights.id;
+        emb.weights = Param::initialized(id, values).set_require_grad(false);
+    }
+}
+
+/// `[prefix ; e]` for token embeddings `e` `[B, seq, D]`: the batch's table rows `[B, ndim]`, zero-padded to
+/// `prefix · D` and laid out as `prefix` positions (the reference's puzzle prefix). No-op for `prefix` 0.
+pub fn prepend_puzzle_prefix<B: Backend>(e: Tensor<B, 3>, rows: Tensor<B, 2>, prefix: usize) -> Tensor<B, 3> {
+    if prefix == 0 {
+        return e;
+    }
+    let d = e.dims()[2];
+    let [b, ndim] = rows.dims();
+    let rows = if ndim < prefix * d {
+        let zeros = Tensor::zeros([b, prefix * d - ndim], &rows.device());
+        Tensor::cat(vec![rows, zeros], 1)
+    } else {
+        rows
+    };
+    Tensor::cat(vec![rows.reshape([b, prefix, d]), e], 1)
+}
+
+/// A fixed init buffer `[D]` broadcast to `[batch, len, D]`.
+pub fn broadcast_init<B: Backend>(init: &Param<Tensor<B, 1>>, batch: usize, len: usize) -> Tensor<B, 3> {
+    let d = init.dims()[0];
+    init.val().reshape([1, 1, d]).expand([batch, len, d])
+}

@@ -19,7 +19,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{buffer_from_vec, trunc_normal, Linear, PuzzleEmbedding, Rope, TokenEmbedding};
+use super::layers::{
+    broadcast_init, buffer_from_vec, prepend_puzzle_prefix, replace_table, table_rows, trunc_normal, Linear,
+    PuzzleEmbedding, Rope, TokenEmbedding,
+};
 use super::trm::{Block, PosEncoding, ReasoningModule, TrmConfig};
 use super::{Heads, Latent, ModelDims, RecursiveModel};
 use crate::kernels::FusedOps;
@@ -187,11 +190,6 @@ impl<B: FusedOps> Rsm<B> {
         let vocab = e.dims()[0];
         z_h.narrow(1, p, seq).reshape([b * seq, d]).matmul(e.transpose()).reshape([b, seq, vocab])
     }
-
-    fn broadcast_init(&self, init: &Param<Tensor<B, 1>>, batch: usize) -> Tensor<B, 3> {
-        let d = self.cfg.hidden_size;
-        init.val().reshape([1, 1, d]).expand([batch, self.cfg.seq_len + self.cfg.prefix_len(), d])
-    }
 }
 
 impl<B: FusedOps> RecursiveModel<B> for Rsm<B> {
@@ -206,14 +204,12 @@ impl<B: FusedOps> RecursiveModel<B> for Rsm<B> {
     }
 
     fn initial_latent(&self, batch: usize) -> Latent<B> {
-        Latent { slots: vec![self.broadcast_init(&self.H_init, batch), self.broadcast_init(&self.L_init, batch)] }
+        let len = self.cfg.seq_len + self.cfg.prefix_len();
+        Latent { slots: vec![broadcast_init(&self.H_init, batch, len), broadcast_init(&self.L_init, batch, len)] }
     }
 
     fn puzzle_rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
-        match &self.puzzle_emb {
-            Some(table) => table.rows(ids),
-            None => Tensor::zeros([ids.dims()[0], 0], &ids.device()),
-        }
+        table_rows(&self.puzzle_emb, ids)
     }
 
     fn puzzle_table(&self) -> Option<Tensor<B, 2>> {
@@ -221,27 +217,14 @@ impl<B: FusedOps> RecursiveModel<B> for Rsm<B> {
     }
 
     fn set_puzzle_table(mut self, table: Tensor<B, 2>) -> Self {
-        if let Some(emb) = self.puzzle_emb.as_mut() {
-            let id = emb.weights.id;
-            emb.weights = Param::initialized(id, table).set_require_grad(false);
-        }
+        replace_table(&mut self.puzzle_emb, table);
         self
     }
 
     /// `sqrt(d) · [puzzle prefix ; token embeddings]`, as TRM.
     fn embed(&self, tokens: Tensor<B, 2, Int>, puzzle_rows: Tensor<B, 2>) -> Tensor<B, 3> {
-        let (p, d) = (self.cfg.prefix_len(), self.cfg.hidden_size);
-        let mut e = self.embed_tokens.forward(tokens);
-        if p > 0 {
-            let [b, ndim] = puzzle_rows.dims();
-            let rows = if ndim < p * d {
-                Tensor::cat(vec![puzzle_rows.clone(), Tensor::zeros([b, p * d - ndim], &puzzle_rows.device())], 1)
-            } else {
-                puzzle_rows
-            };
-            e = Tensor::cat(vec![rows.reshape([b, p, d]), e], 1);
-        }
-        e.mul_scalar((d as f64).sqrt())
+        let e = prepend_puzzle_prefix(self.embed_tokens.forward(tokens), puzzle_rows, self.cfg.prefix_len());
+        e.mul_scalar((self.cfg.hidden_size as f64).sqrt())
     }
 
     /// A whole forward at the configured depth from `latent` (RSM callers pass the init latent).

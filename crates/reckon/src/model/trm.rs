@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    buffer_from_vec, trunc_normal, Attention, Linear, PuzzleEmbedding, QHead, Rope, SwiGlu,
+    broadcast_init, buffer_from_vec, prepend_puzzle_prefix, replace_table, table_rows, trunc_normal, Attention, Linear, PuzzleEmbedding, QHead, Rope, SwiGlu,
     TokenEmbedding,
 };
 use super::{Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
@@ -277,11 +277,6 @@ impl<B: FusedOps> Trm<B> {
             q_continue: Some(q.narrow(1, 1, 1).reshape([b])),
         }
     }
-
-    fn broadcast_init(&self, init: &Param<Tensor<B, 1>>, batch: usize) -> Tensor<B, 3> {
-        let d = self.cfg.hidden_size;
-        init.val().reshape([1, 1, d]).expand([batch, self.cfg.total_len(), d])
-    }
 }
 
 impl<B: FusedOps> RecursiveModel<B> for Trm<B> {
@@ -296,14 +291,12 @@ impl<B: FusedOps> RecursiveModel<B> for Trm<B> {
     }
 
     fn initial_latent(&self, batch: usize) -> Latent<B> {
-        Latent { slots: vec![self.broadcast_init(&self.H_init, batch), self.broadcast_init(&self.L_init, batch)] }
+        let len = self.cfg.total_len();
+        Latent { slots: vec![broadcast_init(&self.H_init, batch, len), broadcast_init(&self.L_init, batch, len)] }
     }
 
     fn puzzle_rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
-        match &self.puzzle_emb {
-            Some(table) => table.rows(ids),
-            None => Tensor::zeros([ids.dims()[0], 0], &ids.device()),
-        }
+        table_rows(&self.puzzle_emb, ids)
     }
 
     fn puzzle_table(&self) -> Option<Tensor<B, 2>> {
@@ -311,26 +304,13 @@ impl<B: FusedOps> RecursiveModel<B> for Trm<B> {
     }
 
     fn set_puzzle_table(mut self, table: Tensor<B, 2>) -> Self {
-        if let Some(emb) = self.puzzle_emb.as_mut() {
-            let id = emb.weights.id;
-            emb.weights = Param::initialized(id, table).set_require_grad(false);
-        }
+        replace_table(&mut self.puzzle_emb, table);
         self
     }
 
     fn embed(&self, tokens: Tensor<B, 2, Int>, puzzle_rows: Tensor<B, 2>) -> Tensor<B, 3> {
-        let (p, d) = (self.cfg.prefix_len(), self.cfg.hidden_size);
-        let mut e = self.embed_tokens.forward(tokens);
-        if p > 0 {
-            let [b, ndim] = puzzle_rows.dims();
-            let rows = if ndim < p * d {
-                let zeros = Tensor::zeros([b, p * d - ndim], &puzzle_rows.device());
-                Tensor::cat(vec![puzzle_rows, zeros], 1)
-            } else {
-                puzzle_rows
-            };
-            e = Tensor::cat(vec![rows.reshape([b, p, d]), e], 1);
-        }
+        let d = self.cfg.hidden_size;
+        let mut e = prepend_puzzle_prefix(self.embed_tokens.forward(tokens), puzzle_rows, self.cfg.prefix_len());
         if let Some(pos) = &self.embed_pos {
             // The reference's literal, which is 1/√2 rounded to 9 digits.
             #[allow(clippy::approx_constant)]
