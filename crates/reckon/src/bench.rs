@@ -31,8 +31,10 @@ use crate::act::{ActCarry, HaltRule, SlotData};
 use crate::backend::{Cpu, CpuTrain};
 use crate::eval::batch_tensors;
 use crate::model::layers::swiglu_width;
-use crate::model::trm::{PosEncoding, Trm, TrmConfig};
-use crate::model::RecursiveModel;
+use crate::model::rsm::RsmConfig;
+use crate::model::trm::{PosEncoding, TrmConfig};
+use crate::model::{RecursiveModel, TrainRecursive};
+use burn_store::ModuleSnapshot;
 use crate::train::config::{DataConfig, EvalConfig, ExperimentConfig, ModelConfig, TrainConfig};
 use crate::train::loss::act_loss;
 use crate::train::trainer::Trainer;
@@ -53,6 +55,8 @@ pub const DEFAULT_TORCH_SCRIPT: &str = "../shared/bench/torch_trm_step.py";
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BenchShape {
     pub name: String,
+    /// RSM (one forward of H outer steps from the init state, last step trained) instead of TRM.
+    pub rsm: bool,
     /// TRM-MLP (token-mixing SwiGLU, no positions) when true; attention with RoPE otherwise.
     pub mlp_t: bool,
     pub hidden: usize,
@@ -70,6 +74,7 @@ pub struct BenchShape {
 /// A shape without its name, so the table of shapes can be `const` (Sudoku sequence and vocabulary implied).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Preset {
+    pub rsm: bool,
     pub mlp_t: bool,
     pub hidden: usize,
     pub heads: usize,
@@ -85,21 +90,26 @@ const SUDOKU_SEQ: usize = 81;
 const SUDOKU_VOCAB: usize = 11;
 
 /// The quickstart model of `configs/quickstart.toml` (a test checks they agree).
-pub const QUICKSTART: Preset = Preset { mlp_t: true, hidden: 64, heads: 4, h_cycles: 2, l_cycles: 2, layers: 2, batch: 32, prefix: 0 };
+pub const QUICKSTART: Preset = Preset { rsm: false, mlp_t: true, hidden: 64, heads: 4, h_cycles: 2, l_cycles: 2, layers: 2, batch: 32, prefix: 0 };
 
 /// The named shapes. A, B and C are the baseline README's table; "paper" is B at the paper's shape with batch 64.
 const PRESETS: &[(&str, Preset)] = &[
-    ("A", Preset { mlp_t: true, hidden: 128, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 64, prefix: PREFIX_LEN }),
-    ("B", Preset { mlp_t: true, hidden: 512, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 16, prefix: PREFIX_LEN }),
-    ("C", Preset { mlp_t: false, hidden: 128, heads: 4, h_cycles: 3, l_cycles: 4, layers: 2, batch: 32, prefix: PREFIX_LEN }),
-    ("paper", Preset { mlp_t: true, hidden: 512, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 64, prefix: PREFIX_LEN }),
+    ("A", Preset { rsm: false, mlp_t: true, hidden: 128, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 64, prefix: PREFIX_LEN }),
+    ("B", Preset { rsm: false, mlp_t: true, hidden: 512, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 16, prefix: PREFIX_LEN }),
+    ("C", Preset { rsm: false, mlp_t: false, hidden: 128, heads: 4, h_cycles: 3, l_cycles: 4, layers: 2, batch: 32, prefix: PREFIX_LEN }),
+    ("paper", Preset { rsm: false, mlp_t: true, hidden: 512, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 64, prefix: PREFIX_LEN }),
     ("quickstart", QUICKSTART),
+    // RSM at the CPU-scale Sudoku config (configs/rsm-sudoku-cpu.toml), shallow and 4x deeper: training memory
+    // must not grow with H.
+    ("rsm-h4", Preset { rsm: true, mlp_t: true, hidden: 128, heads: 4, h_cycles: 4, l_cycles: 4, layers: 1, batch: 64, prefix: PREFIX_LEN }),
+    ("rsm-h16", Preset { rsm: true, mlp_t: true, hidden: 128, heads: 4, h_cycles: 16, l_cycles: 4, layers: 1, batch: 64, prefix: PREFIX_LEN }),
 ];
 
 impl Preset {
     pub fn named(self, name: &str) -> BenchShape {
         BenchShape {
             name: name.to_string(),
+            rsm: self.rsm,
             mlp_t: self.mlp_t,
             hidden: self.hidden,
             heads: self.heads,
@@ -143,6 +153,31 @@ impl BenchShape {
         c.pos_encodings = if self.mlp_t { PosEncoding::None } else { PosEncoding::Rope };
         c.halt_exploration_prob = 0.1;
         c
+    }
+
+    /// The RSM config of an RSM shape: the Sudoku recipe's block at this size, the transition step always kept
+    /// (`prob_detach_prev_h = 0`, the most a training step can hold).
+    pub fn rsm_config(&self) -> RsmConfig {
+        let mut c = RsmConfig::new(self.seq_len, self.vocab, 1);
+        c.hidden_size = self.hidden;
+        c.num_heads = self.heads;
+        c.h_cycles = self.h_cycles;
+        c.l_cycles = self.l_cycles;
+        c.l_layers = self.layers;
+        c.mlp_t = self.mlp_t;
+        c.puzzle_emb_ndim = Some(if self.prefix == 0 { 0 } else { self.hidden });
+        c.puzzle_emb_len = self.prefix.max(1);
+        c.pos_encodings = if self.mlp_t { PosEncoding::None } else { PosEncoding::Rope };
+        c.prob_detach_prev_h = 0.0;
+        c
+    }
+
+    fn model_config(&self) -> ModelConfig {
+        if self.rsm {
+            ModelConfig::Rsm(self.rsm_config())
+        } else {
+            ModelConfig::Trm(self.trm_config())
+        }
     }
 
     /// The baseline's `--variant`.
@@ -229,6 +264,8 @@ impl BenchResult {
         let faults: Vec<f64> = times.iter().map(|t| t.minor_faults).collect();
         let med = median(&times_s);
         let per_step_rows = match mode {
+            // An RSM inference step is a whole forward: every row is a solved puzzle.
+            "infer" if shape.rsm => shape.batch as f64,
             "infer" => shape.batch as f64 / ACT_STEPS as f64,
             _ => shape.batch as f64,
         };
@@ -306,9 +343,10 @@ fn bench_experiment(shape: &BenchShape) -> Result<ExperimentConfig> {
     let cfg = ExperimentConfig {
         run_dir: PathBuf::from("bench-run-unused"),
         data: DataConfig { path: PathBuf::from("bench-data-unused") },
-        model: ModelConfig::Trm(shape.trm_config()),
+        model: shape.model_config(),
         train,
         eval: EvalConfig::default(),
+        curriculum: None,
     };
     cfg.model.validate()?;
     Ok(cfg)
@@ -358,14 +396,24 @@ fn time_steps(warmup: usize, steps: usize, mut step: impl FnMut() -> Result<()>)
 /// reduction per parameter), which the baseline does not; it is a small share of a step.
 pub fn bench_train_step(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
     start_memory_measurement();
-    let cfg = bench_experiment(shape)?;
     let device = Default::default();
-    let model: Trm<CpuTrain> = shape.trm_config().init(0, &device);
-    let train = Arc::new(synthetic_dataset(shape, 0));
-    let mut trainer = Trainer::from_datasets(cfg, model, device, train, None)?;
-    let times = time_steps(warmup, steps, || trainer.train_step().map(|_| ()))?;
+    let times = match shape.model_config() {
+        ModelConfig::Trm(c) => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?,
+        ModelConfig::Rsm(c) => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?,
+    };
     let peak = crate::kernels::matmul_peak_gflops();
     Ok(BenchResult::from_times(shape, "train", &times, gflop_per_train_step(shape), peak))
+}
+
+fn time_training<M>(shape: &BenchShape, model: M, warmup: usize, steps: usize) -> Result<Vec<StepTime>>
+where
+    M: TrainRecursive<CpuTrain> + ModuleSnapshot<CpuTrain>,
+    M::InnerModule: RecursiveModel<Cpu> + ModuleSnapshot<Cpu>,
+{
+    let cfg = bench_experiment(shape)?;
+    let train = Arc::new(synthetic_dataset(shape, 0));
+    let mut trainer = Trainer::from_datasets(cfg, model, Default::default(), train, None)?;
+    time_steps(warmup, steps, || trainer.train_step().map(|_| ()))
 }
 
 /// The baseline's pool of 4 synthetic batches as carry-ready slot data.
@@ -388,25 +436,34 @@ fn synthetic_slots(shape: &BenchShape) -> Vec<SlotData> {
 pub fn bench_infer_step(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
     start_memory_measurement();
     let device = Default::default();
-    let model: Trm<Cpu> = shape.trm_config().init(0, &device);
+    let times = match shape.model_config() {
+        ModelConfig::Trm(c) => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?,
+        ModelConfig::Rsm(c) => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?,
+    };
+    let peak = crate::kernels::matmul_peak_gflops();
+    Ok(BenchResult::from_times(shape, "infer", &times, gflop_per_infer_step(shape), peak))
+}
+
+/// For RSM, one timed inference step is a whole depth-H forward (H model steps), like one TRM ACT step.
+fn time_inference<M: RecursiveModel<Cpu>>(shape: &BenchShape, model: &M, warmup: usize, steps: usize) -> Result<Vec<StepTime>> {
     let pool = synthetic_slots(shape);
     let init = model.initial_latent(shape.batch);
     let mut carry = ActCarry::new(init.clone(), shape.batch, shape.seq_len);
     // No Q halting, no exploration: the reference's eval loop always runs halt_max_steps.
-    let rule = HaltRule { max_steps: ACT_STEPS as u32, use_q_halt: false, exploration_prob: 0.0 };
+    let max_steps = if shape.rsm { 1 } else { ACT_STEPS as u32 };
+    let rule = HaltRule { max_steps, use_q_halt: false, exploration_prob: 0.0 };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut i = 0usize;
     let times = time_steps(warmup, steps, || {
         carry.admit(&init, &pool[i % POOL_BATCHES]);
         i += 1;
-        infer_one(&model, &mut carry, rule, &mut rng)
+        infer_one(model, &mut carry, rule, &mut rng)
     })?;
-    let peak = crate::kernels::matmul_peak_gflops();
-    Ok(BenchResult::from_times(shape, "infer", &times, gflop_per_infer_step(shape), peak))
+    Ok(times)
 }
 
 /// One inference ACT step on an admitted carry.
-fn infer_one(model: &Trm<Cpu>, carry: &mut ActCarry<Cpu>, rule: HaltRule, rng: &mut ChaCha8Rng) -> Result<()> {
+fn infer_one<M: RecursiveModel<Cpu>>(model: &M, carry: &mut ActCarry<Cpu>, rule: HaltRule, rng: &mut ChaCha8Rng) -> Result<()> {
     let d = &carry.data;
     let batch = reckon_data::Batch {
         inputs: d.inputs.clone(),
@@ -418,7 +475,14 @@ fn infer_one(model: &Trm<Cpu>, carry: &mut ActCarry<Cpu>, rule: HaltRule, rng: &
     };
     let (tokens, ids) = batch_tensors::<Cpu>(&batch, &Default::default());
     let x = model.embed(tokens, model.puzzle_rows(ids));
-    let (latent, heads) = model.step(carry.latent.clone(), x);
+    let mut latent = carry.latent.clone();
+    let mut heads = None;
+    // A TRM step is a whole ACT step; an RSM forward is `default_steps` = H outer steps from the init state.
+    for _ in 0..model.default_steps().unwrap_or(1) {
+        let (next, h) = model.step(latent, x.clone());
+        (latent, heads) = (next, Some(h));
+    }
+    let heads = heads.expect("at least one step");
     let dims = heads.logits.dims();
     let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let q_halt: Option<Vec<f32>> =

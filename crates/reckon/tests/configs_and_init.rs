@@ -15,7 +15,7 @@ fn load(name: &str) -> ExperimentConfig {
 }
 
 fn trm(cfg: &ExperimentConfig) -> &TrmConfig {
-    let ModelConfig::Trm(m) = &cfg.model;
+    let ModelConfig::Trm(m) = &cfg.model else { panic!("a TRM config") };
     m
 }
 

@@ -21,7 +21,7 @@ fn nan_in_the_loss_stops_the_run_naming_the_step() {
         data.display().to_string()
     );
     let cfg = common::config(tmp.path(), "c.toml", &text, &[]).unwrap();
-    let ModelConfig::Trm(m) = &cfg.model;
+    let ModelConfig::Trm(m) = &cfg.model else { panic!("a TRM config") };
     let device = Default::default();
     // A puzzle table full of NaN poisons the input embedding, so the first loss is NaN.
     let model = m.init::<CpuTrain>(0, &device);

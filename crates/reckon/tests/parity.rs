@@ -106,7 +106,7 @@ fn check_train(dir: &Path, model: &Trm<CpuTrain>, first_projection: &str) {
     let rows = Tensor::<CpuTrain, 2>::from_inner(model.puzzle_rows(pid).inner()).require_grad();
     let x = model.embed(tokens, rows.clone());
     let init = model.valid().initial_latent(b);
-    let (_, heads) = model.train_step(init, x);
+    let (_, heads) = model.train_step(init, x, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
     let logits = heads.logits.clone().inner().into_data().convert::<f32>().to_vec::<f32>().unwrap();
     let q_halt = heads.q_halt.clone().unwrap().inner().into_data().convert::<f32>().to_vec::<f32>().unwrap();
     let loss = act_loss(&logits, [b, cfg.seq_len, cfg.vocab_size], &labels, Some(&q_halt), 1.0);

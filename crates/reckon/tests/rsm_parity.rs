@@ -1,6 +1,7 @@
 //! RSM against the official code's outputs (`tests/fixtures/parity/rsm-sudoku-tiny`, from `navidivan/rsm` @
 //! 4cc0aaf): logits, final z_H/z_L and loss at three inference depths, and the loss and gradients of one training
-//! step in each gradient mode (strict one-step, and with the transition step kept), within the fixtures' 1e-4.
+//! step in each gradient mode (strict one-step, and with the transition step kept), within the fixtures' 1e-4;
+//! and the depth curriculum and LR of the released recipes, exactly.
 
 mod common;
 
@@ -12,8 +13,11 @@ use common::{assert_close, assert_close_scalar, fixture, Io};
 use reckon::backend::{Cpu, CpuTrain};
 use reckon::model::rsm::{Rsm, RsmConfig};
 use reckon::model::weights::{load_named, read_safetensors};
-use reckon::model::RecursiveModel;
+use reckon::model::{Depth, RecursiveModel};
+use reckon::train::curriculum::{CurriculumConfig, CurriculumPreset};
 use reckon::train::loss::{act_loss, surrogate};
+use reckon::train::optim::lr_at;
+use reckon::train::trainer::schedule_total_steps;
 
 fn config_of(dir: &Path) -> RsmConfig {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
@@ -37,9 +41,9 @@ fn config_of(dir: &Path) -> RsmConfig {
 /// The reference weights; its `lm_head.weight` must be the embedding (tied), which the model does not store twice.
 fn load_model(dir: &Path) -> Rsm<CpuTrain> {
     let path = dir.join("weights.safetensors");
-    let mut tensors = read_safetensors(&path).unwrap();
-    let head = tensors.remove("lm_head.weight").expect("the reference stores the tied head");
-    assert_eq!(head, tensors["embed_tokens.embedding_weight"], "lm_head is tied to the embedding");
+    let tensors = read_safetensors(&path).unwrap();
+    // The reference stores the tied head under its own key too; loading accepts it because it is the embedding.
+    assert_eq!(tensors["lm_head.weight"], tensors["embed_tokens.embedding_weight"], "lm_head is tied to the embedding");
     let cfg = config_of(dir);
     cfg.validate().unwrap();
     load_named(cfg.init::<CpuTrain>(0, &Default::default()), tensors, &path).unwrap()
@@ -64,11 +68,18 @@ fn rsm_matches_reference_at_every_recorded_depth() {
     let b = ids.len();
     let dev = Default::default();
     for (h, l) in [(2, 2), (3, 2), (4, 3)] {
-        let m = model.clone().with_depth(h, l);
+        let m = model.clone().with_depth(Depth { h, l });
         let tokens = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(inputs.clone(), [b, seq]), &dev);
         let pid = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(ids.clone(), [b]), &dev);
         let x = m.embed(tokens, m.puzzle_rows(pid));
-        let (latent, heads) = m.step(m.initial_latent(b), x);
+        // A depth-H forward is H outer steps; the last one's heads are the answer.
+        let (mut latent, mut heads) = m.step(m.initial_latent(b), x.clone());
+        for _ in 1..h {
+            (latent, heads) = m.step(latent, x.clone());
+        }
+        let (whole, whole_heads) = m.forward(x);
+        assert_eq!(to_vec(whole.slots[0].clone()), to_vec(latent.slots[0].clone()), "forward = H steps");
+        assert_eq!(to_vec(whole_heads.logits), to_vec(heads.logits.clone()));
         let key = format!("eval/H{h}_L{l}");
         let logits = to_vec(heads.logits);
         assert_close(&format!("{key}/logits"), &logits, &io.f32(&format!("{key}/logits")));
@@ -84,7 +95,7 @@ fn rsm_matches_reference_at_every_recorded_depth() {
 fn rsm_training_gradients_match_reference_in_both_modes() {
     let dir = fixture("rsm-sudoku-tiny");
     let io = Io::read(&dir);
-    let model = load_model(&dir).with_depth(3, 2);
+    let model = load_model(&dir).with_depth(Depth { h: 3, l: 2 });
     let seq = model.cfg.seq_len;
     let (inputs, labels, ids) = batch(&io);
     let b = ids.len();
@@ -106,5 +117,67 @@ fn rsm_training_gradients_match_reference_in_both_modes() {
         assert_close("mlp_t.gate_up_proj", &grad2(block.mlp_t.as_ref().unwrap().gate_up_proj.weight.val()), &g("core.layers.0.mlp_t.gate_up_proj.weight"));
         assert_close("mlp.down_proj", &grad2(block.mlp.down_proj.weight.val()), &g("core.layers.0.mlp.down_proj.weight"));
         assert_close("puzzle local_weights", &grad2(rows), &g("puzzle_emb.local_weights"));
+    }
+}
+
+/// The released Sudoku and Maze schedules, replayed by the fixture from the reference's own functions: the
+/// schedule length, the (H, L) and LR at every whole percent, every growth event, and the post-growth LR ramp.
+#[test]
+fn curriculum_matches_the_reference_tables_exactly() {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("rsm-sudoku-tiny").join("curriculum.json")).unwrap()).unwrap();
+    for (name, preset, groups) in [("sudoku", CurriculumPreset::RsmSudoku, 3_831_994usize), ("maze", CurriculumPreset::RsmMaze, 1000)] {
+        let r = &json["recipes"][name];
+        let c = &r["config_used"];
+        let f = |k: &str| c[k].as_f64().unwrap();
+        let total = schedule_total_steps(c["epochs"].as_u64().unwrap(), groups, 1.0, c["global_batch_size"].as_u64().unwrap() as usize);
+        assert_eq!(total, r["total_steps"].as_u64().unwrap(), "{name}: total steps");
+        let base = Depth { h: c["H_cycles"].as_u64().unwrap() as usize, l: c["L_cycles"].as_u64().unwrap() as usize };
+        let cur = CurriculumConfig { preset: Some(preset), ..Default::default() }.resolve(base).unwrap();
+        assert_eq!(cur.transition_lr_warmup_steps, c["transition_lr_warmup_steps"].as_u64().unwrap(), "{name}: ramp");
+        assert_eq!(cur.moment_scale, f("optimizer_reset_scale"), "{name}: moment scale");
+        let u = |v: &serde_json::Value| v.as_u64().unwrap() as usize;
+        assert_eq!(cur.depth_at(0, total), Depth { h: u(&r["initial_active"]["H"]), l: u(&r["initial_active"]["L"]) });
+        assert_eq!(cur.depth_at(total, total), Depth { h: u(&r["final_active"]["H"]), l: u(&r["final_active"]["L"]) });
+        let lr = |step: u64, base: f64| {
+            cur.lr_multiplier(step, total) * lr_at(step, base, f("lr_warmup_steps") as u64, total, f("lr_min_ratio"))
+        };
+        let t = &r["table_1pct"];
+        let rows = t["step"].as_array().unwrap().len();
+        assert_eq!(rows, 101);
+        for i in 0..rows {
+            let step = t["step"][i].as_u64().unwrap();
+            let at = format!("{name} table row {i} (step {step})");
+            assert_eq!(cur.depth_at(step, total), Depth { h: u(&t["H"][i]), l: u(&t["L"][i]) }, "{at}");
+            assert_eq!(cur.lr_multiplier(step, total), t["lr_transition_mult"][i].as_f64().unwrap(), "{at}");
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1e-300);
+            assert!(close(lr(step, f("lr")), t["lr"][i].as_f64().unwrap()), "{at}: lr {}", lr(step, f("lr")));
+            assert!(close(lr(step, f("puzzle_emb_lr")), t["lr_puzzle_emb"][i].as_f64().unwrap()), "{at}: emb lr");
+        }
+        let events = r["growth_events"].as_array().unwrap();
+        let steps: Vec<u64> = events.iter().map(|e| e["step"].as_u64().unwrap()).collect();
+        assert_eq!(cur.growth_steps(total), steps, "{name}: growth steps");
+        for e in events {
+            let s = e["step"].as_u64().unwrap();
+            let pair = |k: &str, j: usize| u(&e[k][j]);
+            assert_eq!(cur.depth_at(s - 1, total), Depth { h: pair("H", 0), l: pair("L", 0) }, "{name} before step {s}");
+            assert_eq!(cur.depth_at(s, total), Depth { h: pair("H", 1), l: pair("L", 1) }, "{name} at step {s}");
+            for (offset, mult) in e["lr_transition_mult_at_offset"].as_object().unwrap() {
+                let at = s + offset.parse::<u64>().unwrap();
+                let next = e["steps_until_next_event"].as_u64().map_or(u64::MAX, |d| s + d);
+                if at < next {
+                    assert_eq!(cur.lr_multiplier(at, total), mult.as_f64().unwrap(), "{name}: step {s} + {offset}");
+                }
+            }
+        }
+        if let Some(ramp) = r["lr_transition_ramp"].as_object() {
+            let first = steps[0];
+            for (dt, mult) in ramp["steps_since_growth"].as_array().unwrap().iter().zip(ramp["mult"].as_array().unwrap()) {
+                let dt = dt.as_u64().unwrap();
+                if first + dt < steps[1] {
+                    assert_eq!(cur.lr_multiplier(first + dt, total), mult.as_f64().unwrap(), "{name}: ramp at {dt}");
+                }
+            }
+        }
     }
 }

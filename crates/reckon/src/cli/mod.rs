@@ -1,30 +1,29 @@
 //! The `reckon` command line: build and inspect datasets, train from a config, resume, evaluate, solve one
 //! puzzle while showing how the answer settles, run the quickstart, and benchmark.
 
+mod eval;
 mod quickstart;
+
+pub use eval::{load_eval_model, print_report, EvalArgs, LoadedModel};
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
-use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use reckon_data::sudoku::{self, SudokuBuildConfig, SudokuSource};
 use reckon_data::{PuzzleDataset, Sudoku, Task};
 
+use burn_store::ModuleSnapshot;
+
 use crate::backend::{Cpu, CpuTrain};
-use crate::infer::{evaluate_streaming, StopRule};
-use crate::eval::{argmax_tokens, evaluate, EvalReport};
-use crate::model::trm::Trm;
-use crate::model::weights::{load_named, read_weights_file};
-use crate::model::RecursiveModel;
-use crate::train::checkpoint::{MODEL_CONFIG_KEY, WEIGHTS_FILE};
+use crate::eval::EvalReport;
+use crate::model::{RecursiveModel, TrainRecursive};
 use crate::train::config::{DatasetSizes, ExperimentConfig, ModelConfig};
 use crate::train::trainer::{TrainEvent, Trainer};
 
 #[derive(Parser, Debug)]
-#[command(name = "reckon", version, about = "Train, evaluate and run tiny recursive reasoning models (TRM on Sudoku today).")]
+#[command(name = "reckon", version, about = "Train, evaluate and run tiny recursive reasoning models (TRM and RSM; Sudoku today).")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -48,18 +47,7 @@ pub enum Command {
     /// Evaluate a checkpoint (a checkpoint directory or a weights file) on a dataset.
     Eval(EvalArgs),
     /// Solve one puzzle and show, step by step, how the answer settles.
-    Solve {
-        checkpoint: PathBuf,
-        /// The puzzle, 81 characters row-major, `.` or `0` for a blank.
-        #[arg(long)]
-        puzzle: String,
-        /// Supervision steps to run.
-        #[arg(long, default_value_t = 16)]
-        steps: usize,
-        /// Experiment config whose [model] describes the weights (only for files without reckon metadata).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Solve(eval::SolveArgs),
     /// Generate puzzles, train a small TRM on the CPU, and report what it learned (a few minutes).
     Quickstart(quickstart::QuickstartArgs),
     /// Benchmarks: training/inference step times and the Sudoku solver.
@@ -132,36 +120,6 @@ pub struct SudokuBuildArgs {
     pub force: bool,
 }
 
-#[derive(Args, Debug)]
-pub struct EvalArgs {
-    pub checkpoint: PathBuf,
-    /// Dataset directory (holding `test/`) or a split directory.
-    #[arg(long)]
-    pub data: PathBuf,
-    #[arg(long, default_value = "test")]
-    pub split: String,
-    #[arg(long, default_value_t = 16)]
-    pub steps: usize,
-    #[arg(long, default_value_t = 256)]
-    pub batch_size: usize,
-    #[arg(long)]
-    pub max_examples: Option<usize>,
-    /// Experiment config whose [model] describes the weights (only for files without reckon metadata).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Streaming inference with per-puzzle early exit instead of the fixed-step evaluation: each puzzle stops at
-    /// `--steps` at most, earlier when its halting logit is positive (unless `--no-q-halt`) or when its answer
-    /// has not changed for `--settle` steps; its slot then takes the next puzzle.
-    #[arg(long)]
-    pub early_exit: bool,
-    /// With --early-exit: stop a puzzle whose predicted answer is unchanged for this many steps.
-    #[arg(long, requires = "early_exit")]
-    pub settle: Option<usize>,
-    /// With --early-exit: ignore the ACT halting head.
-    #[arg(long, requires = "early_exit")]
-    pub no_q_halt: bool,
-}
-
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Time a training step and an inference step at named shapes.
@@ -199,8 +157,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Build(BuildCommand::Sudoku(args))) => build_sudoku(&args).map(|_| ()),
         Command::Data(DataCommand::Show { dir, split, index }) => show(&dir, &split, index),
         Command::Train { config, overrides, resume } => train(&config, &overrides, resume).map(|_| ()),
-        Command::Eval(args) => eval(&args),
-        Command::Solve { checkpoint, puzzle, steps, config } => solve(&checkpoint, &puzzle, steps, config.as_deref()),
+        Command::Eval(args) => eval::eval(&args),
+        Command::Solve(args) => eval::solve(&args),
         Command::Quickstart(args) => quickstart::run(&args),
         Command::Bench(cmd) => bench(cmd),
     }
@@ -317,12 +275,23 @@ pub fn train(config: &Path, overrides: &[String], resume: bool) -> Result<Option
 /// Train (or resume) the run a config describes, with progress bars; returns the last evaluation.
 pub fn train_config(cfg: ExperimentConfig, resume: bool) -> Result<Option<EvalReport>> {
     let device = Default::default();
-    let ModelConfig::Trm(model_cfg) = &cfg.model;
-    let model: Trm<CpuTrain> = model_cfg.init(cfg.train.seed, &device);
-    let mut trainer = Trainer::new(cfg, model, device, resume)?;
+    let seed = cfg.train.seed;
+    match cfg.model.clone() {
+        ModelConfig::Trm(c) => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume),
+        ModelConfig::Rsm(c) => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume),
+    }
+}
+
+fn train_model<M>(cfg: ExperimentConfig, model: M, resume: bool) -> Result<Option<EvalReport>>
+where
+    M: TrainRecursive<CpuTrain> + ModuleSnapshot<CpuTrain>,
+    M::InnerModule: RecursiveModel<Cpu> + ModuleSnapshot<Cpu>,
+{
+    let mut trainer = Trainer::new(cfg, model, Default::default(), resume)?;
     let final_step = trainer.final_step();
     println!(
-        "training {} → {} (step {} of {}; schedule {} steps)",
+        "training {} on {} → {} (step {} of {}; schedule {} steps)",
+        trainer.cfg.model.summary(),
         trainer.cfg.data.path.display(),
         trainer.cfg.run_dir.display(),
         trainer.step,
@@ -335,7 +304,10 @@ pub fn train_config(cfg: ExperimentConfig, resume: bool) -> Result<Option<EvalRe
     let report = trainer.run(|event| match event {
         TrainEvent::Step(m) => {
             pb.set_position(m.step);
-            pb.set_message(format!("loss {:.3} acc {:.1}% exact {:.1}% (halted {})", m.lm_loss, 100.0 * m.accuracy, 100.0 * m.exact_accuracy, m.count));
+            pb.set_message(format!(
+                "loss {:.3} acc {:.1}% exact {:.1}% (H{} L{}, halted {})",
+                m.lm_loss, 100.0 * m.accuracy, 100.0 * m.exact_accuracy, m.depth_h, m.depth_l, m.count
+            ));
         }
         TrainEvent::EvalStarted { examples } => {
             *eval_pb.borrow_mut() = Some(bar(examples as u64, "  eval [{bar:30}] {pos}/{len} {elapsed}"));
@@ -358,123 +330,6 @@ pub fn train_config(cfg: ExperimentConfig, resume: bool) -> Result<Option<EvalRe
     })?;
     pb.finish();
     Ok(report)
-}
-
-/// `checkpoints/latest` (the pointer file the trainer keeps) stands for the checkpoint directory it names.
-fn resolve_latest_pointer(path: &Path) -> Result<PathBuf> {
-    if path.file_name().is_some_and(|n| n == "latest") && path.is_file() {
-        let name = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-        return Ok(path.with_file_name(name.trim()));
-    }
-    Ok(path.to_path_buf())
-}
-
-/// Load evaluation weights: a checkpoint directory, a reckon safetensors file (config in its metadata), or any
-/// weights file (PyTorch checkpoint, reference safetensors) together with an experiment config.
-pub fn load_eval_model(path: &Path, config: Option<&Path>) -> Result<Trm<Cpu>> {
-    let path = resolve_latest_pointer(path)?;
-    let file = if path.is_dir() { path.join(WEIGHTS_FILE) } else { path.to_path_buf() };
-    let model_cfg = match config {
-        Some(c) => load_config(c, &[])?.model,
-        None => read_model_config(&file)?,
-    };
-    let ModelConfig::Trm(trm) = model_cfg;
-    trm.validate()?;
-    let device = Default::default();
-    let model = trm.init::<CpuTrain>(0, &device);
-    let model = load_named(model, read_weights_file(&file)?, &file)?;
-    Ok(model.valid())
-}
-
-fn read_model_config(file: &Path) -> Result<ModelConfig> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .with_context(|| format!("{}: not a safetensors file; pass --config CONFIG.toml to describe the model", file.display()))?;
-    let json = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(MODEL_CONFIG_KEY))
-        .with_context(|| format!("{}: no model config in its metadata; pass --config CONFIG.toml", file.display()))?;
-    serde_json::from_str(json).with_context(|| format!("{}: malformed model config in metadata", file.display()))
-}
-
-fn eval(args: &EvalArgs) -> Result<()> {
-    let model = load_eval_model(&args.checkpoint, args.config.as_deref())?;
-    let ds = PuzzleDataset::load(&split_dir(&args.data, &args.split))?;
-    let d = model.dims();
-    if d.seq_len != ds.meta.seq_len || d.vocab_size != ds.meta.vocab_size {
-        bail!("the dataset (seq_len {}, vocab {}) does not fit the model (seq_len {}, vocab {})", ds.meta.seq_len, ds.meta.vocab_size, d.seq_len, d.vocab_size);
-    }
-    if args.early_exit {
-        let rule = StopRule { max_steps: args.steps, use_q_halt: !args.no_q_halt, settle_steps: args.settle };
-        let r = evaluate_streaming(&model, &ds, args.batch_size, rule, args.max_examples, &Default::default())?;
-        println!(
-            "{} puzzles, early exit: exact accuracy {:.2}% (token {:.2}%) in {:.2} steps on average, {:.1} puzzles/s",
-            r.examples, 100.0 * r.exact_accuracy, 100.0 * r.token_accuracy, r.mean_steps, r.puzzles_per_s
-        );
-        println!(
-            "stopped by q_halt {}, settled {} (of which {:.1}% exact), at the step limit {}",
-            r.halted, r.settled, 100.0 * r.settled_exact_accuracy, r.max_steps
-        );
-        println!("{}", serde_json::to_string(&r)?);
-        return Ok(());
-    }
-    let total = args.max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
-    let pb = bar(total as u64, "eval [{bar:40}] {pos}/{len} {elapsed} ETA {eta}");
-    let report = evaluate(&model, &ds, args.batch_size, args.steps, args.max_examples, &Default::default(), |done, _| {
-        pb.set_position(done as u64)
-    });
-    pb.finish_and_clear();
-    print_report(&report);
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
-}
-
-pub fn print_report(r: &EvalReport) {
-    println!("{} puzzles, {} supervision steps, {:.1} puzzles/s", r.examples, r.steps, r.puzzles_per_s);
-    print!("{}", r.per_step_table());
-    println!(
-        "exact accuracy {:.2}% (token {:.2}%) after {} steps; with ACT halting {:.2}% (token {:.2}%) in {:.2} steps on average; q_halt right on {:.1}%",
-        100.0 * r.exact_accuracy, 100.0 * r.token_accuracy, r.steps, 100.0 * r.act_exact_accuracy, 100.0 * r.act_token_accuracy, r.act_mean_steps, 100.0 * r.q_halt_accuracy
-    );
-}
-
-fn solve(checkpoint: &Path, puzzle: &str, steps: usize, config: Option<&Path>) -> Result<()> {
-    let task = Sudoku;
-    let inputs = task.parse_puzzle(puzzle).context("--puzzle")?;
-    let model = load_eval_model(checkpoint, config)?;
-    let d = model.dims();
-    if d.seq_len != inputs.len() || d.vocab_size != task.spec().vocab_size {
-        bail!("this checkpoint is not a Sudoku model (seq_len {}, vocab {})", d.seq_len, d.vocab_size);
-    }
-    let device = Default::default();
-    let tokens = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(inputs.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, d.seq_len]), &device);
-    let ids = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(vec![0i32], [1]), &device);
-    let x = model.embed(tokens, model.puzzle_rows(ids));
-    let mut latent = model.initial_latent(1);
-    let mut previous: Option<Vec<u8>> = None;
-    println!("puzzle\n{}", task.render(&inputs));
-    println!("step  changed  valid  q_halt");
-    let mut answer = Vec::new();
-    for step in 1..=steps {
-        let (next, heads) = model.step(latent, x.clone());
-        latent = next;
-        let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().expect("f32");
-        let pred: Vec<u8> = argmax_tokens(&logits, d.vocab_size).into_iter().map(|t| t as u8).collect();
-        let changed = previous.as_ref().map_or(pred.len(), |p| p.iter().zip(&pred).filter(|(a, b)| a != b).count());
-        let q = heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec::<f32>().expect("f32")[0]);
-        let valid = task.verify(&inputs, &pred);
-        println!("{step:>4}  {changed:>7}  {:>5}  {}", if valid { "yes" } else { "no" }, q.map_or("-".into(), |q| format!("{q:+.2}")));
-        previous = Some(pred.clone());
-        answer = pred;
-    }
-    println!("answer\n{}", task.render(&answer));
-    match task.solve(&inputs) {
-        Some(truth) if truth == answer => println!("correct (matches the exact solver)"),
-        Some(_) => println!("wrong: the exact solver's solution differs"),
-        None => println!("the exact solver finds no solution for this puzzle"),
-    }
-    Ok(())
 }
 
 /// The PyTorch baseline at one shape and mode: eager (keyed `shape/mode/eager`) and compiled (keyed

@@ -61,7 +61,7 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
         std::fs::remove_dir_all(&run_dir).with_context(|| format!("removing the previous run {}", run_dir.display()))?;
     }
     let cfg = quickstart_config(&data, &run_dir, &args.overrides)?;
-    println!("training TRM ({}) on the CPU ...", describe(&cfg));
+    println!("training {} on the CPU ...", describe(&cfg));
     let started = std::time::Instant::now();
     let report = train_config(cfg, false)?.context("the quickstart dataset has no test split")?;
     println!("\nheld-out puzzles, after each supervision step (EMA weights):");
@@ -88,11 +88,10 @@ fn quickstart_config(data: &std::path::Path, run_dir: &std::path::Path, override
 }
 
 fn describe(cfg: &ExperimentConfig) -> String {
-    let crate::train::config::ModelConfig::Trm(m) = &cfg.model;
     format!(
-        "{}, hidden {}, H{} L{}, batch {}, up to {} steps",
-        if m.mlp_t { "MLP-T" } else { "attention" },
-        m.hidden_size, m.h_cycles, m.l_cycles, cfg.train.global_batch_size,
+        "{}, batch {}, up to {} steps",
+        cfg.model.summary(),
+        cfg.train.global_batch_size,
         cfg.train.max_steps.map_or("all".into(), |s| s.to_string())
     )
 }

@@ -10,6 +10,21 @@ pub mod weights;
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Int, Tensor};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Recursion depth: `h` outer steps (cycles) of `l` inner latent updates each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Depth {
+    pub h: usize,
+    pub l: usize,
+}
+
+impl std::fmt::Display for Depth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "H={} L={}", self.h, self.l)
+    }
+}
 
 /// The recurrent latent state of a batch: one `[B, S, D]` tensor per slot (TRM/HRM: `z_H`, `z_L`).
 #[derive(Clone, Debug)]
@@ -79,8 +94,20 @@ pub trait RecursiveModel<B: Backend>: Module<B> + Clone {
     fn puzzle_table(&self) -> Option<Tensor<B, 2>>;
     /// Replace the puzzle table's values (it is trained outside autodiff, by SignSGD).
     fn set_puzzle_table(self, table: Tensor<B, 2>) -> Self;
-    /// One full supervision step (all cycles) and the heads on its result.
+    /// One step of inference and the heads on its result. For the ACT families (TRM, HRM) a step is one
+    /// supervision step (all `H` cycles); for RSM it is one outer step, so a depth-`H` forward is `H` steps and
+    /// the answer can be decoded after each of them.
     fn step(&self, latent: Latent<B>, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>);
+    /// The configured recursion depth.
+    fn depth(&self) -> Depth;
+    /// The same weights at another depth (depth is not a weight: training curricula and test-time scaling
+    /// change it freely).
+    fn with_depth(self, depth: Depth) -> Self;
+    /// How many [`RecursiveModel::step`] calls a default inference makes: `None` for the ACT families (the
+    /// caller's supervision budget, `halt_max_steps`), `Some(H)` for families whose step is one outer step.
+    fn default_steps(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The training contract of a family: one supervision step where only the part the family's recipe
@@ -89,9 +116,12 @@ pub trait TrainRecursive<AB: AutodiffBackend>: RecursiveModel<AB> + AutodiffModu
 where
     Self::InnerModule: RecursiveModel<AB::InnerBackend>,
 {
+    /// `rng` is this optimiser step's own stream (seeded from the run seed and the step, so a resumed run draws
+    /// the same): families with a stochastic training contract (RSM's stochastic depth) draw from it.
     fn train_step(
         &self,
         latent: Latent<AB::InnerBackend>,
         x: Tensor<AB, 3>,
+        rng: &mut ChaCha8Rng,
     ) -> (Latent<AB::InnerBackend>, Heads<AB>);
 }

@@ -15,7 +15,7 @@
 use burn::module::{AutodiffModule, Module, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +24,7 @@ use super::layers::{
     PuzzleEmbedding, Rope, TokenEmbedding,
 };
 use super::trm::{Block, PosEncoding, ReasoningModule, TrmConfig};
-use super::{Heads, Latent, ModelDims, RecursiveModel};
+use super::{Depth, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
 use crate::kernels::FusedOps;
 
 /// RSM's architecture and depth. Field names follow the reference's `arch` config.
@@ -157,11 +157,16 @@ pub struct Rsm<B: Backend> {
 }
 
 impl<B: FusedOps> Rsm<B> {
-    /// The same weights run at depth `(h, l)`.
-    pub fn with_depth(mut self, h_cycles: usize, l_cycles: usize) -> Self {
-        self.cfg.h_cycles = h_cycles.max(1);
-        self.cfg.l_cycles = l_cycles.max(1);
-        self
+    /// The whole inference forward at the configured depth from the init buffers: `H` outer steps, then the
+    /// head. Equal to `H` calls of [`RecursiveModel::step`].
+    pub fn forward(&self, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>) {
+        let mut latent = self.initial_latent(x.dims()[0]);
+        for _ in 1..self.cfg.h_cycles {
+            let mut slots = latent.slots.into_iter();
+            let (z_h, z_l) = self.outer_step(slots.next().expect("z_H"), slots.next().expect("z_L"), &x);
+            latent = Latent { slots: vec![z_h, z_l] };
+        }
+        self.step(latent, x)
     }
 
     fn f(&self, h: Tensor<B, 3>, injection: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -227,15 +232,27 @@ impl<B: FusedOps> RecursiveModel<B> for Rsm<B> {
         e.mul_scalar((self.cfg.hidden_size as f64).sqrt())
     }
 
-    /// A whole forward at the configured depth from `latent` (RSM callers pass the init latent).
+    /// One outer step (`L` inner updates, then the `z_H` update) and the decoded logits: a depth-`H` forward
+    /// is `H` of these from the init latent, so callers can watch the answer after every outer step.
     fn step(&self, latent: Latent<B>, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>) {
         let mut slots = latent.slots.into_iter();
-        let (mut z_h, mut z_l) = (slots.next().expect("z_H"), slots.next().expect("z_L"));
-        for _ in 0..self.cfg.h_cycles {
-            (z_h, z_l) = self.outer_step(z_h, z_l, &x);
-        }
+        let (z_h, z_l) = self.outer_step(slots.next().expect("z_H"), slots.next().expect("z_L"), &x);
         let logits = self.logits(z_h.clone());
         (Latent { slots: vec![z_h, z_l] }, Heads { logits, q_halt: None, q_continue: None })
+    }
+
+    fn depth(&self) -> Depth {
+        Depth { h: self.cfg.h_cycles, l: self.cfg.l_cycles }
+    }
+
+    fn with_depth(mut self, depth: Depth) -> Self {
+        self.cfg.h_cycles = depth.h.max(1);
+        self.cfg.l_cycles = depth.l.max(1);
+        self
+    }
+
+    fn default_steps(&self) -> Option<usize> {
+        Some(self.cfg.h_cycles)
     }
 }
 
@@ -264,5 +281,24 @@ where
         }
         let (z_h, z_l) = self.outer_step(z_h, z_l, &x);
         (self.logits(z_h.clone()), z_h, z_l)
+    }
+}
+
+impl<AB: AutodiffBackend + FusedOps> TrainRecursive<AB> for Rsm<AB>
+where
+    AB::InnerBackend: FusedOps,
+{
+    /// A whole training forward from the init buffers (RSM keeps no carry: the incoming latent is ignored).
+    /// Stochastic depth: the transition step is kept when `u ≥ p_detach` for one `u ~ U[0, 1)` per forward, as
+    /// the reference's `torch.rand(1) < p` detaches (so the Maze recipe's `p = 90` always detaches).
+    fn train_step(
+        &self,
+        _latent: Latent<AB::InnerBackend>,
+        x: Tensor<AB, 3>,
+        rng: &mut ChaCha8Rng,
+    ) -> (Latent<AB::InnerBackend>, Heads<AB>) {
+        let keep_transition = rng.random::<f64>() >= self.cfg.prob_detach_prev_h;
+        let (logits, z_h, z_l) = self.train_forward(x, keep_transition);
+        (Latent { slots: vec![z_h.inner(), z_l.inner()] }, Heads { logits, q_halt: None, q_continue: None })
     }
 }

@@ -19,7 +19,7 @@ use super::layers::{
     broadcast_init, buffer_from_vec, prepend_puzzle_prefix, replace_table, table_rows, trunc_normal, Attention, Linear, PuzzleEmbedding, QHead, Rope, SwiGlu,
     TokenEmbedding,
 };
-use super::{Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
+use super::{Depth, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
 use crate::kernels::{residual_rms_norm, FusedOps, MixAxis};
 
 /// Positional signal: none (TRM-MLP Sudoku), rotary (TRM-Att) or learned (HRM's full-Sudoku recipe).
@@ -329,6 +329,16 @@ impl<B: FusedOps> RecursiveModel<B> for Trm<B> {
         let heads = self.heads(z_h.clone());
         (Latent { slots: vec![z_h, z_l] }, heads)
     }
+
+    fn depth(&self) -> Depth {
+        Depth { h: self.cfg.h_cycles, l: self.cfg.l_cycles }
+    }
+
+    fn with_depth(mut self, depth: Depth) -> Self {
+        self.cfg.h_cycles = depth.h.max(1);
+        self.cfg.l_cycles = depth.l.max(1);
+        self
+    }
 }
 
 impl<AB: AutodiffBackend + FusedOps> TrainRecursive<AB> for Trm<AB>
@@ -337,7 +347,12 @@ where
 {
     /// `H_cycles − 1` cycles on the graph-free copy, then one cycle with full backprop (the reference's
     /// `torch.no_grad()` split). The returned latent is detached, as the reference's new carry.
-    fn train_step(&self, latent: Latent<AB::InnerBackend>, x: Tensor<AB, 3>) -> (Latent<AB::InnerBackend>, Heads<AB>) {
+    fn train_step(
+        &self,
+        latent: Latent<AB::InnerBackend>,
+        x: Tensor<AB, 3>,
+        _rng: &mut ChaCha8Rng,
+    ) -> (Latent<AB::InnerBackend>, Heads<AB>) {
         let graph_free = self.valid();
         let x_free = x.clone().inner();
         let mut slots = latent.slots.into_iter();

@@ -115,6 +115,15 @@ pub fn canonical_key(key: &str) -> &str {
     k.strip_prefix(REFERENCE_PREFIX).unwrap_or(k)
 }
 
+/// The output head's key where a model ties it to the token embedding.
+pub const TIED_HEAD: &str = "lm_head.weight";
+/// The token embedding's key.
+pub const TIED_EMBEDDING: &str = "embed_tokens.embedding_weight";
+
+fn tensors_by_path(snapshots: &[TensorSnapshot], path: &str) -> Option<TensorData> {
+    snapshots.iter().find(|s| s.full_path() == path).and_then(|s| s.to_data().ok())
+}
+
 /// Load named tensors into `model`, strictly: every model tensor must be present with its exact shape, and
 /// every tensor of the file must be used (keys of buffers the reference rebuilds are ignored).
 /// `source` names the file in errors.
@@ -145,6 +154,16 @@ pub fn load_named<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
                 let data = data.convert::<f32>();
                 let stack = path.split('.').map(str::to_string).collect();
                 snapshots.push(TensorSnapshot::from_data(data, stack, vec![], ParamId::new()));
+            }
+        }
+    }
+    // A head tied to the embedding (RSM) that the file stores twice, as a PyTorch state_dict does: it must be
+    // the embedding itself, and then carries nothing new.
+    if !expected.iter().any(|(p, _)| p == TIED_HEAD) {
+        if let Some((orig, head)) = by_key.remove(TIED_HEAD) {
+            let embedding = tensors_by_path(&snapshots, TIED_EMBEDDING);
+            if embedding.is_some_and(|e| e.convert::<f32>() != head.convert::<f32>()) {
+                problems.push(format!("'{orig}' differs from '{TIED_EMBEDDING}', but this model ties its head to the embedding"));
             }
         }
     }

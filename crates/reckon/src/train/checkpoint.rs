@@ -27,7 +27,9 @@ use super::optim::{AdamAtan2, DenseOptimizer, DenseOptimizerRecord};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, Optimizer};
 use crate::act::{ActCarry, SlotData};
-use crate::model::weights::{load_named, named_tensors, read_safetensors, write_safetensors, REFERENCE_PREFIX};
+use crate::model::weights::{
+    load_named, named_tensors, read_safetensors, write_safetensors, REFERENCE_PREFIX, TIED_EMBEDDING, TIED_HEAD,
+};
 use crate::model::Latent;
 
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
@@ -85,6 +87,22 @@ fn weights_metadata(model: &ModelConfig, step: u64) -> HashMap<String, String> {
     ])
 }
 
+/// A module's tensors under the family's reference `state_dict` keys: TRM's sit under `inner.`, RSM's at the
+/// top level with the tied head stored again as `lm_head.weight`, as PyTorch saves it.
+fn reference_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(family: &ModelConfig, module: &M) -> Vec<(String, TensorData)> {
+    match family {
+        ModelConfig::Trm(_) => named_tensors(module, REFERENCE_PREFIX),
+        ModelConfig::Rsm(_) => {
+            let mut tensors = named_tensors(module, "");
+            if let Some((_, e)) = tensors.iter().find(|(k, _)| k == TIED_EMBEDDING) {
+                let head = e.clone();
+                tensors.push((TIED_HEAD.to_string(), head));
+            }
+            tensors
+        }
+    }
+}
+
 /// Save a checkpoint of a run at `progress.step`; returns its directory.
 #[allow(clippy::too_many_arguments)]
 pub fn save<AB, M>(
@@ -111,10 +129,10 @@ where
     let meta = weights_metadata(&cfg.model, progress.step);
     match ema {
         Some(ema) => {
-            write_safetensors(&tmp.join(WEIGHTS_FILE), &named_tensors(ema, REFERENCE_PREFIX), meta.clone())?;
-            write_safetensors(&tmp.join(TRAIN_WEIGHTS_FILE), &named_tensors(model, REFERENCE_PREFIX), meta)?;
+            write_safetensors(&tmp.join(WEIGHTS_FILE), &reference_tensors(&cfg.model, ema), meta.clone())?;
+            write_safetensors(&tmp.join(TRAIN_WEIGHTS_FILE), &reference_tensors(&cfg.model, model), meta)?;
         }
-        None => write_safetensors(&tmp.join(WEIGHTS_FILE), &named_tensors(model, REFERENCE_PREFIX), meta)?,
+        None => write_safetensors(&tmp.join(WEIGHTS_FILE), &reference_tensors(&cfg.model, model), meta)?,
     }
     save_optimizer(optimizer, &tmp.join(OPTIMIZER_FILE))?;
     save_carry(carry, &tmp.join(CARRY_FILE))?;

@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::curriculum::CurriculumConfig;
 use super::optim::OptimizerKind;
+use crate::model::rsm::RsmConfig;
 use crate::model::trm::TrmConfig;
+use crate::model::Depth;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,7 +68,8 @@ pub struct TrainConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
-    /// Supervision steps at evaluation (the reference always runs `halt_max_steps` = 16).
+    /// Supervision steps at evaluation for the ACT families (the reference always runs `halt_max_steps` = 16).
+    /// RSM evaluates at the current training depth instead.
     #[serde(default = "d::eval_steps")]
     pub steps: usize,
     #[serde(default = "d::batch")]
@@ -86,22 +90,59 @@ impl Default for EvalConfig {
 #[serde(tag = "family", rename_all = "lowercase")]
 pub enum ModelConfig {
     Trm(TrmConfig),
+    Rsm(RsmConfig),
 }
 
 impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         match self {
             ModelConfig::Trm(c) => c.validate(),
+            ModelConfig::Rsm(c) => c.validate(),
         }
     }
+    /// Supervision steps a training slot stays in the carry. RSM keeps no carry: every step takes a fresh batch.
     pub fn halt_max_steps(&self) -> usize {
         match self {
             ModelConfig::Trm(c) => c.halt_max_steps,
+            ModelConfig::Rsm(_) => 1,
         }
     }
     pub fn halt_exploration_prob(&self) -> f64 {
         match self {
             ModelConfig::Trm(c) => c.halt_exploration_prob,
+            ModelConfig::Rsm(_) => 0.0,
+        }
+    }
+    /// The configured depth (where a curriculum starts).
+    pub fn depth(&self) -> Depth {
+        match self {
+            ModelConfig::Trm(c) => Depth { h: c.h_cycles, l: c.l_cycles },
+            ModelConfig::Rsm(c) => Depth { h: c.h_cycles, l: c.l_cycles },
+        }
+    }
+    /// The same architecture at another depth.
+    pub fn with_depth(&self, depth: Depth) -> ModelConfig {
+        let mut c = self.clone();
+        match &mut c {
+            ModelConfig::Trm(m) => (m.h_cycles, m.l_cycles) = (depth.h, depth.l),
+            ModelConfig::Rsm(m) => (m.h_cycles, m.l_cycles) = (depth.h, depth.l),
+        }
+        c
+    }
+    /// One line for progress output: family, mixer, width, depth.
+    pub fn summary(&self) -> String {
+        let (mlp_t, hidden) = match self {
+            ModelConfig::Trm(c) => (c.mlp_t, c.hidden_size),
+            ModelConfig::Rsm(c) => (c.mlp_t, c.hidden_size),
+        };
+        let d = self.depth();
+        let mixer = if mlp_t { "MLP-T" } else { "attention" };
+        format!("{} {mixer}, hidden {hidden}, H{} L{}", self.family().to_uppercase(), d.h, d.l)
+    }
+    pub fn family(&self) -> &'static str {
+        match self {
+            ModelConfig::Trm(_) => "trm",
+            ModelConfig::Rsm(_) => "rsm",
         }
     }
 }
@@ -116,6 +157,9 @@ pub struct ExperimentConfig {
     pub train: TrainConfig,
     #[serde(default)]
     pub eval: EvalConfig,
+    /// Depth growth during training (RSM); absent = the model's depth throughout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curriculum: Option<CurriculumConfig>,
 }
 
 mod d {
@@ -214,6 +258,9 @@ impl ExperimentConfig {
 
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
+        if let Some(c) = &self.curriculum {
+            c.resolve(self.model.depth())?;
+        }
         let t = &self.train;
         if t.global_batch_size == 0 {
             bail!("train.global_batch_size must be > 0");
@@ -263,7 +310,7 @@ mod tests {
     fn fills_dataset_sizes_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = ExperimentConfig::load(&write(dir.path(), BASE), &[], sizes).unwrap();
-        let ModelConfig::Trm(m) = &cfg.model;
+        let ModelConfig::Trm(m) = &cfg.model else { panic!("trm") };
         assert_eq!((m.seq_len, m.vocab_size, m.hidden_size, m.h_cycles), (81, 11, 64, 3));
         assert_eq!(cfg.train.lr, 1e-4);
         assert_eq!(cfg.eval.steps, 16);
@@ -289,7 +336,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.train.lr, 3e-4);
-        let ModelConfig::Trm(m) = &cfg.model;
+        let ModelConfig::Trm(m) = &cfg.model else { panic!("trm") };
         assert!(!m.mlp_t);
         assert_eq!(cfg.run_dir, PathBuf::from("elsewhere"));
     }

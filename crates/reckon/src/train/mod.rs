@@ -1,8 +1,9 @@
-//! Training: the loss head, optimisers, LR schedule, EMA, the ACT carry trainer and checkpoints.
+//! Training: the loss head, optimisers, LR schedule, EMA, the ACT carry trainer, the depth curriculum and checkpoints.
 
 pub mod loss;
 pub mod ema;
 pub mod optim;
 pub mod config;
+pub mod curriculum;
 pub mod checkpoint;
 pub mod trainer;

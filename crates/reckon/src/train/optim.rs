@@ -105,6 +105,45 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>> DenseOptimizer<AB, M> {
         }
     }
 
+    /// Multiply every parameter's first and second moments by `scale` (the curriculum's `moment_scale` at a
+    /// growth event; the reference's `optimizer_reset_scale`). Step counts are kept.
+    pub fn scale_moments(&mut self, scale: f64) {
+        use burn::optim::record::{AdaptorRecord, AdaptorRecordV1 as V1};
+        // The adaptor stores each parameter's state under its rank; the scaling is the same at every rank.
+        macro_rules! scale_each_rank {
+            ($record:expr, $scale_state:ident) => {
+                $record
+                    .into_iter()
+                    .map(|(id, AdaptorRecord::V1(v1))| {
+                        let v1 = match v1 {
+                            V1::Rank0(s) => V1::Rank0($scale_state(s, scale)),
+                            V1::Rank1(s) => V1::Rank1($scale_state(s, scale)),
+                            V1::Rank2(s) => V1::Rank2($scale_state(s, scale)),
+                            V1::Rank3(s) => V1::Rank3($scale_state(s, scale)),
+                            V1::Rank4(s) => V1::Rank4($scale_state(s, scale)),
+                            V1::Rank5(s) => V1::Rank5($scale_state(s, scale)),
+                            V1::Rank6(s) => V1::Rank6($scale_state(s, scale)),
+                            V1::Rank7(s) => V1::Rank7($scale_state(s, scale)),
+                            V1::Rank8(s) => V1::Rank8($scale_state(s, scale)),
+                        };
+                        (id, AdaptorRecord::V1(v1))
+                    })
+                    .collect()
+            };
+        }
+        let placeholder = Self::AdamAtan2(AdamAtan2 { beta1: 0.0, beta2: 0.0, weight_decay: 0.0 }.into());
+        *self = match std::mem::replace(self, placeholder) {
+            Self::AdamAtan2(o) => {
+                let record = scale_each_rank!(o.to_record(), scale_atan2_state);
+                Self::AdamAtan2(o.load_record(record))
+            }
+            Self::AdamW(o) => {
+                let record = scale_each_rank!(o.to_record(), scale_adamw_state);
+                Self::AdamW(o.load_record(record))
+            }
+        };
+    }
+
     pub fn to_record(&self) -> DenseOptimizerRecord<AB, M> {
         match self {
             Self::AdamAtan2(o) => DenseOptimizerRecord::AdamAtan2(o.to_record()),
@@ -119,6 +158,16 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>> DenseOptimizer<AB, M> {
             _ => anyhow::bail!("the checkpoint's optimiser state is for a different train.optimizer"),
         })
     }
+}
+
+fn scale_atan2_state<B: Backend, const D: usize>(s: AdamAtan2State<B, D>, k: f64) -> AdamAtan2State<B, D> {
+    AdamAtan2State { exp_avg: s.exp_avg.mul_scalar(k), exp_avg_sq: s.exp_avg_sq.mul_scalar(k), step: s.step }
+}
+
+fn scale_adamw_state<B: Backend, const D: usize>(mut s: burn::optim::AdamWState<B, D>, k: f64) -> burn::optim::AdamWState<B, D> {
+    s.momentum.moment_1 = s.momentum.moment_1.mul_scalar(k);
+    s.momentum.moment_2 = s.momentum.moment_2.mul_scalar(k);
+    s
 }
 
 /// SignSGD with decoupled weight decay on the puzzle-table rows a batch used (reference

@@ -21,12 +21,13 @@ use serde::Serialize;
 
 use super::checkpoint::{self, TrainProgress};
 use super::config::ExperimentConfig;
+use super::curriculum::Curriculum;
 use super::ema::{clip_global_norm, ema_update};
 use super::loss::{act_loss, surrogate};
 use super::optim::{lr_at, sign_sgd_rows, DenseOptimizer};
 use crate::act::{ActCarry, HaltRule, SlotData};
 use crate::eval::{batch_tensors, evaluate, EvalReport};
-use crate::model::{RecursiveModel, TrainRecursive};
+use crate::model::{Depth, RecursiveModel, TrainRecursive};
 
 /// What one optimiser step did. Accuracies are over the slots that halted at this step (the reference's
 /// training metrics); losses are per slot.
@@ -44,6 +45,9 @@ pub struct StepMetrics {
     pub exact_accuracy: f64,
     pub q_halt_accuracy: f64,
     pub steps: f64,
+    /// The depth this step trained at (the curriculum changes it).
+    pub depth_h: usize,
+    pub depth_l: usize,
     pub elapsed_s: f64,
 }
 
@@ -75,6 +79,7 @@ where
     elapsed_before: f64,
     started: Instant,
     halt: HaltRule,
+    curriculum: Option<Curriculum>,
 }
 
 /// Mix a seed and a step into an independent stream (splitmix64 finaliser).
@@ -123,7 +128,7 @@ where
         let sampler = TrainSampler::new(train.clone(), batch, t.seed)
             .with_context(|| format!("dataset {}", cfg.data.path.display()))?;
         let steps_per_epoch = train.meta.total_groups as f64 * train.meta.mean_puzzle_examples / batch as f64;
-        let total_steps = ((t.epochs as f64 * steps_per_epoch) as u64).max(1);
+        let total_steps = schedule_total_steps(t.epochs, train.meta.total_groups, train.meta.mean_puzzle_examples, batch);
         let steps_per_eval = ((t.eval_interval as f64 * steps_per_epoch) as u64).max(1);
         let halt = HaltRule {
             max_steps: cfg.model.halt_max_steps() as u32,
@@ -131,6 +136,11 @@ where
             exploration_prob: cfg.model.halt_exploration_prob(),
         };
         let seq = train.meta.seq_len;
+        let curriculum = cfg.curriculum.as_ref().map(|c| c.resolve(cfg.model.depth())).transpose()?;
+        let model = match &curriculum {
+            Some(c) => model.with_depth(c.depth_at(0, total_steps)),
+            None => model,
+        };
         let carry = ActCarry::new(model.valid().initial_latent(batch), batch, seq);
         let optimizer = DenseOptimizer::new(t.optimizer, t.beta1, t.beta2, t.weight_decay);
         let ema = t.ema.then(|| model.valid());
@@ -149,6 +159,7 @@ where
             elapsed_before: 0.0,
             started: Instant::now(),
             halt,
+            curriculum,
         })
     }
 
@@ -176,13 +187,17 @@ where
         if carry.batch_size() != self.cfg.train.global_batch_size {
             bail!("--resume: the checkpoint's batch size is {}, the config says {}", carry.batch_size(), self.cfg.train.global_batch_size);
         }
-        self.model = model;
-        self.ema = ema;
+        let depth = self.model.depth();
+        self.model = model.with_depth(depth);
+        self.ema = ema.map(|e| e.with_depth(depth));
         self.optimizer = optimizer;
         self.carry = carry;
         self.step = progress.step;
         self.sampler.restore(&progress.sampler);
         self.elapsed_before = progress.elapsed_s;
+        if let Some(c) = &self.curriculum {
+            self.set_depth(c.depth_at(self.step, self.total_steps));
+        }
         Ok(())
     }
 
@@ -195,9 +210,30 @@ where
         self.cfg.train.max_steps.map_or(self.total_steps, |m| m.min(self.total_steps))
     }
 
+    /// Run the live and EMA weights at `depth` from now on.
+    fn set_depth(&mut self, depth: Depth) {
+        self.model = self.model.clone().with_depth(depth);
+        self.ema = self.ema.take().map(|e| e.with_depth(depth));
+    }
+
+    /// The curriculum's growth events: at a step where the target depth changes, switch to it and scale the
+    /// optimiser moments. Returns the LR multiplier of this step (the post-growth ramp).
+    fn apply_curriculum(&mut self) -> f64 {
+        let Some(c) = self.curriculum.clone() else { return 1.0 };
+        let target = c.depth_at(self.step, self.total_steps);
+        if target != self.model.depth() {
+            self.set_depth(target);
+            if c.moment_scale != 1.0 {
+                self.optimizer.scale_moments(c.moment_scale);
+            }
+        }
+        c.lr_multiplier(self.step, self.total_steps)
+    }
+
     /// One optimiser step (= one supervision step of every slot).
     pub fn train_step(&mut self) -> Result<StepMetrics> {
         self.step += 1;
+        let lr_mult = self.apply_curriculum();
         let t = self.cfg.train.clone();
         let batch = self.sampler.next_batch();
         let fresh = SlotData {
@@ -221,7 +257,9 @@ where
         // The table rows are a fresh leaf, so their gradient can drive SignSGD (reference `local_weights`).
         let rows = Tensor::<AB, 2>::from_inner(graph_free.puzzle_rows(ids.inner())).require_grad();
         let x = self.model.embed(tokens, rows.clone());
-        let (latent, heads) = self.model.train_step(self.carry.latent.clone(), x);
+        // The family's own draws (stochastic depth) get a stream separate from the carry's exploration draws.
+        let mut model_rng = ChaCha8Rng::seed_from_u64(stream_seed(stream_seed(t.seed, self.step), 1));
+        let (latent, heads) = self.model.train_step(self.carry.latent.clone(), x, &mut model_rng);
 
         let dims = heads.logits.dims();
         let logits: Vec<f32> = heads.logits.clone().inner().into_data().convert::<f32>().to_vec().expect("f32");
@@ -241,10 +279,10 @@ where
         if !grad_norm.is_finite() {
             bail!("training diverged at step {}: the gradient norm is {grad_norm}", self.step);
         }
-        let lr = lr_at(self.step, t.lr, t.lr_warmup_steps, self.total_steps, t.lr_min_ratio);
+        let lr = lr_mult * lr_at(self.step, t.lr, t.lr_warmup_steps, self.total_steps, t.lr_min_ratio);
         self.model = self.optimizer.step(lr, self.model.clone(), params);
         if let (Some(table), Some(g)) = (graph_free.puzzle_table(), row_grads) {
-            let emb_lr = lr_at(self.step, t.puzzle_emb_lr, t.lr_warmup_steps, self.total_steps, t.lr_min_ratio);
+            let emb_lr = lr_mult * lr_at(self.step, t.puzzle_emb_lr, t.lr_warmup_steps, self.total_steps, t.lr_min_ratio);
             let table = sign_sgd_rows(table, &self.carry.data.puzzle_ids, g, emb_lr, t.puzzle_emb_weight_decay);
             self.model = self.model.clone().set_puzzle_table(Tensor::from_inner(table));
         }
@@ -265,6 +303,8 @@ where
             lm_loss: loss.lm_loss / b,
             q_halt_loss: loss.q_halt_loss / b,
             grad_norm,
+            depth_h: self.model.depth().h,
+            depth_l: self.model.depth().l,
             elapsed_s: self.elapsed(),
             ..Default::default()
         };
@@ -295,7 +335,9 @@ where
         let e = &self.cfg.eval;
         let total = e.max_examples.unwrap_or(usize::MAX).min(test.num_examples());
         on_event(TrainEvent::EvalStarted { examples: total });
-        let report = evaluate(&self.eval_model(), test, e.batch_size, e.steps, e.max_examples, &self.device, |done, total| {
+        let model = self.eval_model();
+        let steps = model.default_steps().unwrap_or(e.steps);
+        let report = evaluate(&model, test, e.batch_size, steps, e.max_examples, &self.device, |done, total| {
             on_event(TrainEvent::EvalProgress { done, total })
         });
         Some(report)
@@ -310,7 +352,11 @@ where
             config: self.cfg.to_toml(),
             param_ids: Default::default(),
         };
-        checkpoint::save(&self.cfg, &progress, &self.model, self.ema.as_ref(), &self.optimizer, &self.carry)
+        // The weights' metadata describes them at the depth they were trained to (the curriculum's current one),
+        // so `eval` and `solve` run them there by default; `progress.config` keeps the run's config for resume.
+        let mut cfg = self.cfg.clone();
+        cfg.model = cfg.model.with_depth(self.model.depth());
+        checkpoint::save(&cfg, &progress, &self.model, self.ema.as_ref(), &self.optimizer, &self.carry)
     }
 
     /// Train to the final step, evaluating and checkpointing every `eval_interval` epochs and at the end.
@@ -341,6 +387,12 @@ where
         }
         Ok(last_eval)
     }
+}
+
+/// The schedule's length, as the reference's `init_train_state`:
+/// `int(epochs · total_groups · mean_puzzle_examples / global_batch_size)` (at least 1).
+pub fn schedule_total_steps(epochs: u64, total_groups: usize, mean_puzzle_examples: f64, batch: usize) -> u64 {
+    ((epochs as f64 * total_groups as f64 * mean_puzzle_examples / batch as f64) as u64).max(1)
 }
 
 /// Load `data.path/<split>`, with the error naming the directory.

@@ -1,0 +1,384 @@
+//! `reckon eval` and `reckon solve`: load evaluation weights of any family, evaluate them at any depth (or over a
+//! depth sweep, written as a heatmap PNG), with the fixed-budget metrics or with streaming early exit and the
+//! convergence signal's reliability report; solve one puzzle while showing how its answer settles.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::{Int, Tensor, TensorData};
+use clap::Args;
+use reckon_data::{PuzzleDataset, Sudoku, Task};
+
+use super::{bar, load_config, split_dir};
+use crate::backend::{Cpu, CpuTrain};
+use crate::eval::{argmax_tokens, evaluate, EvalReport};
+use crate::infer::{evaluate_streaming, relative_change, StopRule, StreamReport, Verifier};
+use crate::model::rsm::Rsm;
+use crate::model::trm::Trm;
+use crate::model::weights::{load_named, read_weights_file};
+use crate::model::{Depth, RecursiveModel};
+use crate::train::checkpoint::{MODEL_CONFIG_KEY, WEIGHTS_FILE};
+use crate::train::config::ModelConfig;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    pub checkpoint: PathBuf,
+    /// Dataset directory (holding `test/`) or a split directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Steps per puzzle: supervision steps for TRM (default 16), outer steps for RSM (default: its depth H).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Run at this depth `H,L` instead of the trained one (RSM: H outer steps of L inner updates; TRM: H cycles
+    /// of L updates per supervision step). Any size: test-time depth scaling.
+    #[arg(long, value_parser = parse_depth)]
+    pub depth: Option<Depth>,
+    /// Solve rate over a grid of depths, e.g. `--sweep H=2,4,8,32,128 L=1,4,8` (L defaults to the model's).
+    /// Prints the table and writes it as a heatmap PNG (`--plot`).
+    #[arg(long, num_args = 1..=2, value_name = "H=..|L=..", conflicts_with_all = ["depth", "early_exit"])]
+    pub sweep: Vec<String>,
+    /// Where `--sweep` writes its heatmap.
+    #[arg(long, default_value = "sweep.png")]
+    pub plot: PathBuf,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    #[arg(long)]
+    pub max_examples: Option<usize>,
+    /// Experiment config whose [model] describes the weights (only for files without reckon metadata).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Streaming inference with per-puzzle early exit instead of the fixed-step evaluation: each puzzle stops at
+    /// `--steps` at most, earlier when its halting logit is positive (unless `--no-q-halt`) or when its answer
+    /// has settled (`--settle`); its slot then takes the next puzzle. Reports coverage and precision of the
+    /// stopping signal.
+    #[arg(long)]
+    pub early_exit: bool,
+    /// With --early-exit: a puzzle is settled when its decoded answer is unchanged for this many steps.
+    #[arg(long, requires = "early_exit")]
+    pub settle: Option<usize>,
+    /// With --settle: also require `‖z_H(t) − z_H(t−1)‖ / ‖z_H(t)‖ < TOLERANCE`.
+    #[arg(long, requires = "settle")]
+    pub tolerance: Option<f64>,
+    /// With --settle: stop a settled puzzle only if its answer passes the task's verifier (Sudoku rules and
+    /// givens; no labels used); otherwise it keeps thinking.
+    #[arg(long, requires = "settle")]
+    pub verify: bool,
+    /// With --early-exit: ignore the ACT halting head.
+    #[arg(long, requires = "early_exit")]
+    pub no_q_halt: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SolveArgs {
+    pub checkpoint: PathBuf,
+    /// The puzzle, 81 characters row-major, `.` or `0` for a blank.
+    #[arg(long)]
+    pub puzzle: String,
+    /// Steps to run (TRM: supervision steps, default 16; RSM: outer steps, default its depth H).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Run at depth `H,L` (see `eval --depth`).
+    #[arg(long, value_parser = parse_depth)]
+    pub depth: Option<Depth>,
+    /// Experiment config whose [model] describes the weights (only for files without reckon metadata).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `H,L` → a depth.
+fn parse_depth(s: &str) -> Result<Depth, String> {
+    let (h, l) = s.split_once(',').ok_or_else(|| format!("{s:?}: expected H,L (e.g. 32,8)"))?;
+    let num = |x: &str| x.trim().parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(|| format!("{s:?}: {x:?} is not a positive integer"));
+    Ok(Depth { h: num(h)?, l: num(l)? })
+}
+
+/// `--sweep` values: `H=2,4,8` and optionally `L=1,4`.
+fn parse_sweep(args: &[String], model_l: usize) -> Result<(Vec<usize>, Vec<usize>)> {
+    let (mut hs, mut ls) = (None, None);
+    for a in args {
+        let (key, list) = a.split_once('=').with_context(|| format!("--sweep {a:?}: expected H=a,b,.. or L=a,b,.."))?;
+        let values: Vec<usize> = list
+            .split(',')
+            .map(|v| v.trim().parse::<usize>().ok().filter(|&v| v > 0).with_context(|| format!("--sweep {a:?}: {v:?} is not a positive integer")))
+            .collect::<Result<_>>()?;
+        match key.trim() {
+            "H" | "h" => hs = Some(values),
+            "L" | "l" => ls = Some(values),
+            other => bail!("--sweep {a:?}: unknown axis {other:?} (H or L)"),
+        }
+    }
+    let hs = hs.context("--sweep needs H=..")?;
+    Ok((hs, ls.unwrap_or(vec![model_l])))
+}
+
+/// Evaluation weights of any family.
+#[derive(Clone, Debug)]
+pub enum LoadedModel {
+    Trm(Trm<Cpu>),
+    Rsm(Rsm<Cpu>),
+}
+
+/// Run `$body` with `$m` bound to the concrete model, whichever family it is.
+macro_rules! with_model {
+    ($loaded:expr, $m:ident => $body:expr) => {
+        match $loaded {
+            LoadedModel::Trm($m) => $body,
+            LoadedModel::Rsm($m) => $body,
+        }
+    };
+}
+
+impl LoadedModel {
+    pub fn family(&self) -> &'static str {
+        match self {
+            LoadedModel::Trm(_) => "trm",
+            LoadedModel::Rsm(_) => "rsm",
+        }
+    }
+
+    pub fn depth(&self) -> Depth {
+        with_model!(self, m => m.depth())
+    }
+
+    pub fn with_depth(self, depth: Depth) -> Self {
+        match self {
+            LoadedModel::Trm(m) => LoadedModel::Trm(m.with_depth(depth)),
+            LoadedModel::Rsm(m) => LoadedModel::Rsm(m.with_depth(depth)),
+        }
+    }
+
+    /// Steps of a default inference: `explicit`, else the family's own (RSM: H), else TRM's 16.
+    fn steps(&self, explicit: Option<usize>) -> usize {
+        explicit.or_else(|| with_model!(self, m => m.default_steps())).unwrap_or(16)
+    }
+
+    /// Whether a step is one outer step (so a depth sweep over H is one run per L, read off step by step).
+    fn steps_are_outer_steps(&self) -> bool {
+        with_model!(self, m => m.default_steps().is_some())
+    }
+}
+
+/// `checkpoints/latest` (the pointer file the trainer keeps) stands for the checkpoint directory it names.
+fn resolve_latest_pointer(path: &Path) -> Result<PathBuf> {
+    if path.file_name().is_some_and(|n| n == "latest") && path.is_file() {
+        let name = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        return Ok(path.with_file_name(name.trim()));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// Load evaluation weights: a checkpoint directory, a reckon safetensors file (config in its metadata), or any
+/// weights file (PyTorch checkpoint, reference safetensors) together with an experiment config.
+pub fn load_eval_model(path: &Path, config: Option<&Path>) -> Result<LoadedModel> {
+    let path = resolve_latest_pointer(path)?;
+    let file = if path.is_dir() { path.join(WEIGHTS_FILE) } else { path.to_path_buf() };
+    let model_cfg = match config {
+        Some(c) => load_config(c, &[])?.model,
+        None => read_model_config(&file)?,
+    };
+    model_cfg.validate().with_context(|| format!("{}: model config", file.display()))?;
+    let device = Default::default();
+    let tensors = read_weights_file(&file)?;
+    Ok(match model_cfg {
+        ModelConfig::Trm(c) => LoadedModel::Trm(load_named(c.init::<CpuTrain>(0, &device), tensors, &file)?.valid()),
+        ModelConfig::Rsm(c) => LoadedModel::Rsm(load_named(c.init::<CpuTrain>(0, &device), tensors, &file)?.valid()),
+    })
+}
+
+fn read_model_config(file: &Path) -> Result<ModelConfig> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("{}: not a safetensors file; pass --config CONFIG.toml to describe the model", file.display()))?;
+    let json = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(MODEL_CONFIG_KEY))
+        .with_context(|| format!("{}: no model config in its metadata; pass --config CONFIG.toml", file.display()))?;
+    serde_json::from_str(json).with_context(|| format!("{}: malformed model config in metadata", file.display()))
+}
+
+/// The task's verifier for a dataset, where one exists (Sudoku today).
+fn verifier_for(ds: &PuzzleDataset) -> Option<impl Fn(&[i32], &[u32]) -> bool + Sync> {
+    let spec = Sudoku.spec();
+    (ds.meta.seq_len == spec.seq_len && ds.meta.vocab_size == spec.vocab_size).then_some(|puzzle: &[i32], answer: &[u32]| {
+        let p: Vec<u8> = puzzle.iter().map(|&t| t as u8).collect();
+        let a: Vec<u8> = answer.iter().map(|&t| t as u8).collect();
+        Sudoku.verify(&p, &a)
+    })
+}
+
+pub(super) fn eval(args: &EvalArgs) -> Result<()> {
+    let mut model = load_eval_model(&args.checkpoint, args.config.as_deref())?;
+    let ds = PuzzleDataset::load(&split_dir(&args.data, &args.split))?;
+    let d = with_model!(&model, m => m.dims());
+    if d.seq_len != ds.meta.seq_len || d.vocab_size != ds.meta.vocab_size {
+        bail!("the dataset (seq_len {}, vocab {}) does not fit the model (seq_len {}, vocab {})", ds.meta.seq_len, ds.meta.vocab_size, d.seq_len, d.vocab_size);
+    }
+    if !args.sweep.is_empty() {
+        return sweep(model, &ds, args);
+    }
+    if let Some(depth) = args.depth {
+        model = model.with_depth(depth);
+    }
+    let steps = model.steps(args.steps);
+    println!("{} at {} , {steps} steps per puzzle", model.family().to_uppercase(), model.depth());
+    if args.early_exit {
+        let rule = StopRule { max_steps: steps, use_q_halt: !args.no_q_halt, settle_steps: args.settle, settle_tolerance: args.tolerance };
+        let verifier = if args.verify { verifier_for(&ds) } else { None };
+        if args.verify && verifier.is_none() {
+            bail!("--verify: this dataset's task has no verifier (Sudoku datasets do)");
+        }
+        let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
+        let r = with_model!(&model, m => evaluate_streaming(m, &ds, args.batch_size, rule, verify, args.max_examples, &Default::default()))?;
+        print_stream_report(&r);
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let total = args.max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
+    let pb = bar(total as u64, "eval [{bar:40}] {pos}/{len} {elapsed} ETA {eta}");
+    let report = with_model!(&model, m => evaluate(m, &ds, args.batch_size, steps, args.max_examples, &Default::default(), |done, _| {
+        pb.set_position(done as u64)
+    }));
+    pb.finish_and_clear();
+    print_report(&report);
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+pub fn print_stream_report(r: &StreamReport) {
+    println!(
+        "{} puzzles, early exit: exact accuracy {:.2}% (token {:.2}%) in {:.2} steps on average, {:.1} puzzles/s",
+        r.examples, 100.0 * r.exact_accuracy, 100.0 * r.token_accuracy, r.mean_steps, r.puzzles_per_s
+    );
+    println!("stopped by q_halt {}, settled {}, at the step limit {}", r.halted, r.settled, r.max_steps);
+    println!(
+        "signal{}: coverage {:.1}% answered, precision {:.2}% (unfiltered {:.2}%), abstained {} with {:.2}% exact",
+        if r.verified { " (settled + verified)" } else { "" },
+        100.0 * r.coverage, 100.0 * r.precision, 100.0 * r.exact_accuracy, r.max_steps, 100.0 * r.abstained_accuracy
+    );
+    let q = &r.steps_to_solve;
+    println!("steps to solve (correct answers, step the answer first appeared): median {}, p90 {}, p99 {}, max {} (n = {})", q.p50, q.p90, q.p99, q.max, q.count);
+    let hist: Vec<String> = r.steps_to_solve_histogram.iter().map(|(start, n)| format!("[{start},{}): {n}", start * 2)).collect();
+    println!("  histogram {}", hist.join("  "));
+}
+
+/// The solve rate at each (H, L) of the grid. RSM: one run per L to the largest H, read off after every outer
+/// step; TRM: one run per pair.
+fn sweep(model: LoadedModel, ds: &PuzzleDataset, args: &EvalArgs) -> Result<()> {
+    let (hs, ls) = parse_sweep(&args.sweep, model.depth().l)?;
+    let max_h = *hs.iter().max().expect("non-empty");
+    let mut table = vec![vec![0.0; ls.len()]; hs.len()];
+    let device = Default::default();
+    let runs = if model.steps_are_outer_steps() { ls.len() } else { ls.len() * hs.len() };
+    let pb = bar(runs as u64, "sweep [{bar:30}] {pos}/{len} runs {elapsed} ETA {eta} {msg}");
+    for (j, &l) in ls.iter().enumerate() {
+        if model.steps_are_outer_steps() {
+            pb.set_message(format!("L={l}, H up to {max_h}"));
+            let m = model.clone().with_depth(Depth { h: max_h, l });
+            let r = with_model!(&m, m => evaluate(m, ds, args.batch_size, max_h, args.max_examples, &device, |_, _| {}));
+            for (i, &h) in hs.iter().enumerate() {
+                table[i][j] = r.exact_per_step[h - 1];
+            }
+            pb.inc(1);
+        } else {
+            for (i, &h) in hs.iter().enumerate() {
+                pb.set_message(format!("H={h} L={l}"));
+                let steps = model.steps(args.steps);
+                let m = model.clone().with_depth(Depth { h, l });
+                let r = with_model!(&m, m => evaluate(m, ds, args.batch_size, steps, args.max_examples, &device, |_, _| {}));
+                table[i][j] = r.exact_accuracy;
+                pb.inc(1);
+            }
+        }
+    }
+    pb.finish_and_clear();
+    let examples = args.max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
+    println!("exact solve rate (%) on {examples} puzzles, {} trained at {}", model.family().to_uppercase(), model.depth());
+    print!("{}", sweep_table(&hs, &ls, &table));
+    let title = format!("{} solve rate (%), {examples} puzzles, trained at {}", model.family().to_uppercase(), model.depth());
+    crate::plot::heatmap(&args.plot, &title, "H (outer steps)", "L (inner updates)", &hs, &ls, &table)?;
+    println!("heatmap: {}", args.plot.display());
+    println!("{}", serde_json::json!({"H": hs, "L": ls, "exact": table, "examples": examples}));
+    Ok(())
+}
+
+/// A Markdown table: rows H, columns L, solve rate in percent.
+pub fn sweep_table(hs: &[usize], ls: &[usize], table: &[Vec<f64>]) -> String {
+    let mut s = format!("| H \\ L |{}\n", ls.iter().map(|l| format!(" {l} |")).collect::<String>());
+    s.push_str(&format!("|---|{}\n", "---|".repeat(ls.len())));
+    for (h, row) in hs.iter().zip(table) {
+        s.push_str(&format!("| {h} |{}\n", row.iter().map(|v| format!(" {:.1} |", 100.0 * v)).collect::<String>()));
+    }
+    s
+}
+
+pub fn print_report(r: &EvalReport) {
+    println!("{} puzzles, {} steps, {:.1} puzzles/s", r.examples, r.steps, r.puzzles_per_s);
+    print!("{}", r.per_step_table());
+    println!(
+        "exact accuracy {:.2}% (token {:.2}%) after {} steps; with ACT halting {:.2}% (token {:.2}%) in {:.2} steps on average; q_halt right on {:.1}%",
+        100.0 * r.exact_accuracy, 100.0 * r.token_accuracy, r.steps, 100.0 * r.act_exact_accuracy, 100.0 * r.act_token_accuracy, r.act_mean_steps, 100.0 * r.q_halt_accuracy
+    );
+}
+
+pub(super) fn solve(args: &SolveArgs) -> Result<()> {
+    let mut model = load_eval_model(&args.checkpoint, args.config.as_deref())?;
+    if let Some(depth) = args.depth {
+        model = model.with_depth(depth);
+    }
+    let steps = model.steps(args.steps);
+    with_model!(&model, m => solve_with(m, &args.puzzle, steps))
+}
+
+/// Run one puzzle step by step, printing after each step how many cells changed, whether the answer is a valid
+/// solution, how far the latent moved and the halting logit.
+fn solve_with<M: RecursiveModel<Cpu>>(model: &M, puzzle: &str, steps: usize) -> Result<()> {
+    let task = Sudoku;
+    let inputs = task.parse_puzzle(puzzle).context("--puzzle")?;
+    let d = model.dims();
+    if d.seq_len != inputs.len() || d.vocab_size != task.spec().vocab_size {
+        bail!("this checkpoint is not a Sudoku model (seq_len {}, vocab {})", d.seq_len, d.vocab_size);
+    }
+    let device = Default::default();
+    let tokens = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(inputs.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, d.seq_len]), &device);
+    let ids = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(vec![0i32], [1]), &device);
+    let x = model.embed(tokens, model.puzzle_rows(ids));
+    let mut latent = model.initial_latent(1);
+    let mut previous: Option<Vec<u8>> = None;
+    println!("puzzle\n{}", task.render(&inputs));
+    println!("depth {}, {steps} steps", model.depth());
+    println!("step  changed  valid  |Δz_H|/|z_H|  q_halt");
+    let mut answer = Vec::new();
+    let mut unchanged_since = 1;
+    for step in 1..=steps {
+        let old = latent.slots[0].clone();
+        let (next, heads) = model.step(latent, x.clone());
+        let moved = relative_change(old, next.slots[0].clone())[0];
+        latent = next;
+        let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().expect("f32");
+        let pred: Vec<u8> = argmax_tokens(&logits, d.vocab_size).into_iter().map(|t| t as u8).collect();
+        let changed = previous.as_ref().map_or(pred.len(), |p| p.iter().zip(&pred).filter(|(a, b)| a != b).count());
+        if changed > 0 {
+            unchanged_since = step;
+        }
+        let q = heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec::<f32>().expect("f32")[0]);
+        let valid = task.verify(&inputs, &pred);
+        println!(
+            "{step:>4}  {changed:>7}  {:>5}  {moved:>12.2e}  {}",
+            if valid { "yes" } else { "no" },
+            q.map_or("-".into(), |q| format!("{q:+.2}"))
+        );
+        previous = Some(pred.clone());
+        answer = pred;
+    }
+    println!("answer (unchanged since step {unchanged_since})\n{}", task.render(&answer));
+    match task.solve(&inputs) {
+        Some(truth) if truth == answer => println!("correct (matches the exact solver)"),
+        Some(_) => println!("wrong: the exact solver's solution differs"),
+        None => println!("the exact solver finds no solution for this puzzle"),
+    }
+    Ok(())
+}
