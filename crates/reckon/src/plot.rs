@@ -39,8 +39,8 @@ fn colour(v: f64) -> RGBColor {
     RGBColor(mix(0), mix(1), mix(2))
 }
 
-/// A heatmap of `values[row][col]` (fractions in [0, 1], printed as percentages in the cells), rows labelled by
-/// `row_labels` top to bottom and columns by `col_labels`.
+/// A heatmap of `values[row][col]` (fractions in [0, 1], printed as percentages in the cells; colours scaled
+/// from 0 to the largest value), rows labelled by `row_labels` top to bottom and columns by `col_labels`.
 pub fn heatmap(
     path: &Path,
     title: &str,
@@ -53,13 +53,16 @@ pub fn heatmap(
     ensure!(!row_labels.is_empty() && !col_labels.is_empty(), "heatmap: no cells");
     ensure!(values.len() == row_labels.len() && values.iter().all(|r| r.len() == col_labels.len()), "heatmap: table shape");
     register_embedded_font();
-    let (cell_w, cell_h, left, top, right, bottom) = (90i32, 44i32, 110i32, 70i32, 30i32, 60i32);
-    let width = (left + right + cell_w * col_labels.len() as i32) as u32;
+    let (cell_w, cell_h, left, top, right, bottom) = (90i32, 44i32, 110i32, 70i32, 30i32, 30i32);
+    // Monospace at 16 px is about 10 px per character.
+    let width = ((left + right + cell_w * col_labels.len() as i32) as u32).max(title.chars().count() as u32 * 10 + 20);
     let height = (top + bottom + cell_h * row_labels.len() as i32) as u32;
     let name = path.file_name().and_then(|n| n.to_str()).context("heatmap: the path has no file name")?;
     let tmp = path.with_file_name(format!(".{name}.tmp-{}.png", std::process::id()));
     {
         let root = BitMapBackend::new(&tmp, (width.max(420), height)).into_drawing_area();
+        // Colours span 0 to the best cell, so small solve rates stay distinguishable; cells print the values.
+        let best = values.iter().flatten().copied().filter(|v| v.is_finite()).fold(0.0f64, f64::max).max(1e-9);
         let draw = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("drawing {}: {e:?}", path.display());
         root.fill(&WHITE).map_err(draw)?;
         let text = |size: f64| (FAMILY, size).into_font().color(&BLACK);
@@ -74,8 +77,9 @@ pub fn heatmap(
             root.draw_text(&h.to_string(), &text(14.0), (left - 50, y + cell_h / 2 - 7)).map_err(draw)?;
             for (j, &v) in row.iter().enumerate() {
                 let x = left + j as i32 * cell_w;
-                root.draw(&Rectangle::new([(x, y), (x + cell_w - 2, y + cell_h - 2)], colour(v).filled())).map_err(draw)?;
-                let ink = if v > 0.6 { BLACK } else { WHITE };
+                let shade = v / best;
+                root.draw(&Rectangle::new([(x, y), (x + cell_w - 2, y + cell_h - 2)], colour(shade).filled())).map_err(draw)?;
+                let ink = if shade > 0.6 { BLACK } else { WHITE };
                 let label = format!("{:.1}", 100.0 * v);
                 root.draw_text(&label, &(FAMILY, 14.0).into_font().color(&ink), (x + cell_w / 2 - 18, y + cell_h / 2 - 7)).map_err(draw)?;
             }
@@ -105,10 +109,10 @@ mod tests {
         heatmap(&path, "t", "H", "L", &[2, 4, 8], &[1, 4], &[vec![0.0, 0.1], vec![0.5, 0.6], vec![0.9, 1.0]]).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");
-        // Width and height in the IHDR chunk: 110 + 30 + 2·90 = 320 → at least 420; 70 + 60 + 3·44 = 262.
+        // Width and height in the IHDR chunk: 110 + 30 + 2·90 = 320 → at least 420; 70 + 30 + 3·44 = 232.
         let w = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
         let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
-        assert_eq!((w, h), (420, 262));
+        assert_eq!((w, h), (420, 232));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
         let err = heatmap(&path, "t", "H", "L", &[2], &[1, 4], &[vec![0.0]]).unwrap_err();
         assert!(err.to_string().contains("shape"), "{err}");

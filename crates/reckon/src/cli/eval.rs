@@ -224,7 +224,7 @@ pub(super) fn eval(args: &EvalArgs) -> Result<()> {
         model = model.with_depth(depth);
     }
     let steps = model.steps(args.steps);
-    println!("{} at {} , {steps} steps per puzzle", model.family().to_uppercase(), model.depth());
+    println!("{} at {}, {steps} steps per puzzle", model.family().to_uppercase(), model.depth());
     if args.early_exit {
         let rule = StopRule { max_steps: steps, use_q_halt: !args.no_q_halt, settle_steps: args.settle, settle_tolerance: args.tolerance };
         let verifier = if args.verify { verifier_for(&ds) } else { None };
@@ -298,7 +298,7 @@ fn sweep(model: LoadedModel, ds: &PuzzleDataset, args: &EvalArgs) -> Result<()> 
     let examples = args.max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
     println!("exact solve rate (%) on {examples} puzzles, {} trained at {}", model.family().to_uppercase(), model.depth());
     print!("{}", sweep_table(&hs, &ls, &table));
-    let title = format!("{} solve rate (%), {examples} puzzles, trained at {}", model.family().to_uppercase(), model.depth());
+    let title = format!("{} exact solve rate (%) on {examples} puzzles; trained at {}", model.family().to_uppercase(), model.depth());
     crate::plot::heatmap(&args.plot, &title, "H (outer steps)", "L (inner updates)", &hs, &ls, &table)?;
     println!("heatmap: {}", args.plot.display());
     println!("{}", serde_json::json!({"H": hs, "L": ls, "exact": table, "examples": examples}));

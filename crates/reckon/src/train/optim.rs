@@ -237,6 +237,43 @@ mod tests {
         assert_eq!(state.unwrap().step, 1);
     }
 
+    /// After a step, scaling the moments by 0.5 halves both moment tensors of every parameter and keeps the
+    /// step count; the next update then differs from the unscaled one only through the moments.
+    #[test]
+    fn moment_scaling_halves_both_moments_and_keeps_the_step_count() {
+        use crate::backend::CpuTrain;
+        use crate::model::layers::Linear;
+        use burn::optim::record::{AdaptorRecord, AdaptorRecordV1};
+        use rand::SeedableRng;
+        let dev = Default::default();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let layer: Linear<CpuTrain> = Linear::new(&mut rng, 3, 2, &dev);
+        let x = Tensor::<CpuTrain, 2>::from_floats([[1.0, -2.0, 0.5]], &dev);
+        let grads = GradientsParams::from_grads(layer.forward(x).powi_scalar(2).sum().backward(), &layer);
+        let mut opt: DenseOptimizer<CpuTrain, Linear<CpuTrain>> = DenseOptimizer::new(OptimizerKind::AdamAtan2, 0.9, 0.95, 0.0);
+        let _ = opt.step(1e-3, layer, grads);
+        let moments = |opt: &DenseOptimizer<CpuTrain, Linear<CpuTrain>>| -> Vec<(Vec<f32>, Vec<f32>, usize)> {
+            let DenseOptimizerRecord::AdamAtan2(record) = opt.to_record() else { panic!("atan2") };
+            record
+                .into_values()
+                .map(|r| {
+                    let AdaptorRecord::V1(AdaptorRecordV1::Rank2(s)) = r else { panic!("a rank-2 weight") };
+                    (s.exp_avg.into_data().to_vec().unwrap(), s.exp_avg_sq.into_data().to_vec().unwrap(), s.step)
+                })
+                .collect()
+        };
+        let before = moments(&opt);
+        opt.scale_moments(0.5);
+        let after = moments(&opt);
+        assert_eq!(before.len(), 1);
+        let (m0, v0, s0) = &before[0];
+        let (m1, v1, s1) = &after[0];
+        assert!(m0.iter().any(|&m| m != 0.0));
+        assert_eq!(s0, s1);
+        assert!(m0.iter().zip(m1).all(|(a, b)| (a * 0.5 - b).abs() <= 1e-9 * a.abs().max(1e-30)));
+        assert!(v0.iter().zip(v1).all(|(a, b)| (a * 0.5 - b).abs() <= 1e-9 * a.abs().max(1e-30)));
+    }
+
     #[test]
     fn sign_sgd_sums_duplicate_ids_and_leaves_other_rows_alone() {
         let dev = Default::default();

@@ -43,7 +43,8 @@ pub struct StepMetrics {
     pub count: usize,
     pub accuracy: f64,
     pub exact_accuracy: f64,
-    pub q_halt_accuracy: f64,
+    /// Share of halted slots whose halting decision was right; `None` for families without a Q head.
+    pub q_halt_accuracy: Option<f64>,
     pub steps: f64,
     /// The depth this step trained at (the curriculum changes it).
     pub depth_h: usize,
@@ -312,14 +313,16 @@ where
             m.count += 1;
             m.accuracy += loss.correct_tokens[slot] as f64 / loss.valid[slot] as f64;
             m.exact_accuracy += f64::from(u8::from(loss.row_correct[slot]));
-            let says_halt = q_halt.is_some_and(|q| q[slot] >= 0.0);
-            m.q_halt_accuracy += f64::from(u8::from(says_halt == loss.row_correct[slot]));
+            if let Some(q) = q_halt {
+                let says_halt = q[slot] >= 0.0;
+                *m.q_halt_accuracy.get_or_insert(0.0) += f64::from(u8::from(says_halt == loss.row_correct[slot]));
+            }
             m.steps += self.carry.steps[slot] as f64;
         }
         let n = (m.count as f64).max(1.0);
         m.accuracy /= n;
         m.exact_accuracy /= n;
-        m.q_halt_accuracy /= n;
+        m.q_halt_accuracy = m.q_halt_accuracy.map(|a| a / n);
         m.steps /= n;
         m
     }
