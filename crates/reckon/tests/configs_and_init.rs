@@ -37,6 +37,39 @@ fn paper_configs_have_the_recipe_and_the_spec_parameter_counts() {
     assert_eq!(trm(&att).init::<Cpu>(0, &device).num_trainable_params(), 6_828_034);
 }
 
+/// The released RSM recipes (spec table 1.4) and their parameter counts (spec 1.1: about 2.51M and 6.8M), and
+/// the CPU-scale RSM config.
+#[test]
+fn rsm_configs_have_the_released_recipes() {
+    use reckon::model::rsm::RsmConfig;
+    use reckon::model::Depth;
+    use reckon::train::curriculum::CurriculumPreset;
+    let rsm = |cfg: &ExperimentConfig| -> RsmConfig {
+        let ModelConfig::Rsm(m) = &cfg.model else { panic!("an RSM config") };
+        m.clone()
+    };
+    let (sudoku, maze) = (load("rsm-sudoku.toml"), load("rsm-maze.toml"));
+    let (s, m) = (rsm(&sudoku), rsm(&maze));
+    assert_eq!((s.hidden_size, s.l_layers, s.mlp_t, s.pos_encodings, s.prob_detach_prev_h), (512, 1, true, PosEncoding::None, 0.99));
+    assert_eq!((m.hidden_size, m.l_layers, m.mlp_t, m.pos_encodings, m.prob_detach_prev_h), (512, 2, false, PosEncoding::Rope, 1.0));
+    assert_eq!((m.seq_len, m.vocab_size), (900, 6));
+    for (cfg, preset, batch, epochs, wd) in [(&sudoku, CurriculumPreset::RsmSudoku, 512, 2, 0.1), (&maze, CurriculumPreset::RsmMaze, 128, 500, 1.0)] {
+        let t = &cfg.train;
+        assert_eq!((t.global_batch_size, t.epochs, t.lr, t.puzzle_emb_lr, t.weight_decay, t.puzzle_emb_weight_decay), (batch, epochs, 1e-3, 1e-4, wd, 1.0));
+        assert_eq!((t.beta1, t.beta2, t.lr_min_ratio, t.lr_warmup_steps, t.grad_clip_norm), (0.8, 0.9, 0.02, 2000, Some(1.0)));
+        assert!(t.ema && t.ema_rate == 0.999);
+        assert_eq!(cfg.curriculum.as_ref().unwrap().preset, Some(preset));
+        assert_eq!(cfg.model.depth(), Depth { h: 2, l: 2 });
+    }
+    let device = Default::default();
+    let params = |c: &RsmConfig| c.init::<Cpu>(0, &device).num_trainable_params();
+    assert_eq!(params(&s), 2_513_920, "spec: about 2.51M");
+    let maze_params = params(&m);
+    assert!((6_700_000..6_900_000).contains(&maze_params), "spec: about 6.8M, got {maze_params}");
+    let cpu = load("rsm-sudoku-cpu.toml");
+    assert!(cpu.curriculum.is_some() && rsm(&cpu).prob_detach_prev_h == 0.99);
+}
+
 #[test]
 fn quickstart_config_parses() {
     let q = load("quickstart.toml");

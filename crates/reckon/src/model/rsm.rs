@@ -157,6 +157,17 @@ pub struct Rsm<B: Backend> {
 }
 
 impl<B: FusedOps> Rsm<B> {
+    /// Trained parameters, as the paper counts them: the embedding (= the tied head) once; the init buffers and
+    /// the sparse puzzle table excluded.
+    pub fn num_trainable_params(&self) -> usize {
+        use burn_store::ModuleSnapshot;
+        self.collect(None, None, false)
+            .into_iter()
+            .filter(|s| !matches!(s.full_path().as_str(), "H_init" | "L_init" | "puzzle_emb.weights"))
+            .map(|s| s.shape.num_elements())
+            .sum()
+    }
+
     /// The whole inference forward at the configured depth from the init buffers: `H` outer steps, then the
     /// head. Equal to `H` calls of [`RecursiveModel::step`].
     pub fn forward(&self, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>) {
