@@ -23,6 +23,9 @@ pub struct EvalReport {
     /// `[k]` = after step k+1.
     pub exact_per_step: Vec<f64>,
     pub token_per_step: Vec<f64>,
+    /// Whether the model has a halting head (the `act_*` and `q_halt_accuracy` figures mean nothing without).
+    #[serde(default)]
+    pub has_halting_head: bool,
     /// With ACT halting at inference (q_halt > 0 stops a puzzle).
     pub act_exact_accuracy: f64,
     pub act_token_accuracy: f64,
@@ -84,6 +87,7 @@ pub fn evaluate<B: Backend, M: RecursiveModel<B>>(
     let mut exact_per_step = vec![0usize; steps];
     let mut token_per_step = vec![0f64; steps];
     let (mut act_exact, mut act_token, mut act_steps, mut q_right, mut seen) = (0usize, 0f64, 0usize, 0usize, 0usize);
+    let mut has_halting_head = false;
     for batch in eval_batches(ds, batch_size) {
         if seen >= total {
             break;
@@ -100,6 +104,7 @@ pub fn evaluate<B: Backend, M: RecursiveModel<B>>(
             let preds = argmax_tokens(&logits, dims.vocab_size);
             let scores = score_rows(&preds, &batch.labels, rows, batch.seq_len);
             let q_halt: Option<Vec<f32>> = heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec().expect("f32"));
+            has_halting_head |= q_halt.is_some();
             for (r, s) in scores.iter().enumerate() {
                 exact_per_step[step] += usize::from(s.exact);
                 token_per_step[step] += s.token_acc;
@@ -124,6 +129,7 @@ pub fn evaluate<B: Backend, M: RecursiveModel<B>>(
         token_accuracy: token_per_step.last().copied().unwrap_or(0.0) / n,
         exact_per_step: exact_per_step.iter().map(|&c| c as f64 / n).collect(),
         token_per_step: token_per_step.iter().map(|&c| c / n).collect(),
+        has_halting_head,
         act_exact_accuracy: act_exact as f64 / n,
         act_token_accuracy: act_token / n,
         act_mean_steps: act_steps as f64 / n,

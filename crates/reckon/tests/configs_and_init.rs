@@ -68,6 +68,7 @@ fn rsm_configs_have_the_released_recipes() {
     assert!((6_700_000..6_900_000).contains(&maze_params), "spec: about 6.8M, got {maze_params}");
     let cpu = load("rsm-sudoku-cpu.toml");
     assert!(cpu.curriculum.is_some() && rsm(&cpu).prob_detach_prev_h == 0.99);
+    assert_eq!(params(&rsm(&cpu)), 112_064, "the README quotes it");
 }
 
 #[test]

@@ -318,10 +318,14 @@ pub fn sweep_table(hs: &[usize], ls: &[usize], table: &[Vec<f64>]) -> String {
 pub fn print_report(r: &EvalReport) {
     println!("{} puzzles, {} steps, {:.1} puzzles/s", r.examples, r.steps, r.puzzles_per_s);
     print!("{}", r.per_step_table());
-    println!(
-        "exact accuracy {:.2}% (token {:.2}%) after {} steps; with ACT halting {:.2}% (token {:.2}%) in {:.2} steps on average; q_halt right on {:.1}%",
-        100.0 * r.exact_accuracy, 100.0 * r.token_accuracy, r.steps, 100.0 * r.act_exact_accuracy, 100.0 * r.act_token_accuracy, r.act_mean_steps, 100.0 * r.q_halt_accuracy
-    );
+    print!("exact accuracy {:.2}% (token {:.2}%) after {} steps", 100.0 * r.exact_accuracy, 100.0 * r.token_accuracy, r.steps);
+    if r.has_halting_head {
+        print!(
+            "; with ACT halting {:.2}% (token {:.2}%) in {:.2} steps on average; q_halt right on {:.1}%",
+            100.0 * r.act_exact_accuracy, 100.0 * r.act_token_accuracy, r.act_mean_steps, 100.0 * r.q_halt_accuracy
+        );
+    }
+    println!();
 }
 
 pub(super) fn solve(args: &SolveArgs) -> Result<()> {

@@ -321,9 +321,14 @@ where
             if let Some(p) = eval_pb.borrow_mut().take() {
                 p.finish_and_clear();
             }
+            let act = if report.has_halting_head {
+                format!("; with ACT halting {:.1}% in {:.1} steps", 100.0 * report.act_exact_accuracy, report.act_mean_steps)
+            } else {
+                String::new()
+            };
             pb.println(format!(
-                "step {step}: test exact {:.1}%, token {:.1}% after {} steps; with ACT halting {:.1}% in {:.1} steps",
-                100.0 * report.exact_accuracy, 100.0 * report.token_accuracy, report.steps, 100.0 * report.act_exact_accuracy, report.act_mean_steps
+                "step {step}: test exact {:.1}%, token {:.1}% after {} steps{act}",
+                100.0 * report.exact_accuracy, 100.0 * report.token_accuracy, report.steps
             ));
         }
         TrainEvent::Checkpoint { dir, .. } => pb.println(format!("checkpoint {}", dir.display())),
