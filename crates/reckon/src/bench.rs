@@ -400,6 +400,7 @@ pub fn bench_train_step(shape: &BenchShape, warmup: usize, steps: usize) -> Resu
     let times = match shape.model_config() {
         ModelConfig::Trm(c) => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?,
         ModelConfig::Rsm(c) => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?,
+        ModelConfig::Hrm(c) => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?,
     };
     let peak = crate::kernels::matmul_peak_gflops();
     Ok(BenchResult::from_times(shape, "train", &times, gflop_per_train_step(shape), peak))
@@ -439,6 +440,7 @@ pub fn bench_infer_step(shape: &BenchShape, warmup: usize, steps: usize) -> Resu
     let times = match shape.model_config() {
         ModelConfig::Trm(c) => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?,
         ModelConfig::Rsm(c) => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?,
+        ModelConfig::Hrm(c) => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?,
     };
     let peak = crate::kernels::matmul_peak_gflops();
     Ok(BenchResult::from_times(shape, "infer", &times, gflop_per_infer_step(shape), peak))
@@ -451,7 +453,7 @@ fn time_inference<M: RecursiveModel<Cpu>>(shape: &BenchShape, model: &M, warmup:
     let mut carry = ActCarry::new(init.clone(), shape.batch, shape.seq_len);
     // No Q halting, no exploration: the reference's eval loop always runs halt_max_steps.
     let max_steps = if shape.rsm { 1 } else { ACT_STEPS as u32 };
-    let rule = HaltRule { max_steps, use_q_halt: false, exploration_prob: 0.0 };
+    let rule = HaltRule { max_steps, use_q_halt: false, exploration_prob: 0.0, versus_continue: false };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut i = 0usize;
     let times = time_steps(warmup, steps, || {
@@ -490,7 +492,7 @@ fn infer_one<M: RecursiveModel<Cpu>>(model: &M, carry: &mut ActCarry<Cpu>, rule:
     // The loss head includes the argmax (preds), as the baseline's inference step computes it.
     let loss = act_loss(&logits, dims, &batch.labels, q_halt.as_deref(), 1.0);
     std::hint::black_box(&loss);
-    carry.advance(latent, q_halt.as_deref(), rule, rng);
+    carry.advance(latent, q_halt.as_deref(), None, rule, rng);
     Ok(())
 }
 

@@ -67,7 +67,7 @@ fn check_eval(dir: &Path, model: &Trm<Cpu>) {
     let fresh = SlotData { inputs: inputs.clone(), labels: labels.clone(), puzzle_ids: ids.clone(), seq_len: cfg.seq_len };
     let init = model.initial_latent(b);
     let mut carry = ActCarry::<Cpu>::new(init.clone(), b, cfg.seq_len);
-    let rule = HaltRule { max_steps: cfg.halt_max_steps as u32, use_q_halt: false, exploration_prob: 0.0 };
+    let rule = HaltRule { max_steps: cfg.halt_max_steps as u32, use_q_halt: false, exploration_prob: 0.0, versus_continue: false };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     for step in 1..=2 {
         carry.admit(&init, &fresh);
@@ -86,7 +86,7 @@ fn check_eval(dir: &Path, model: &Trm<Cpu>) {
         let loss = act_loss(&logits, [b, cfg.seq_len, cfg.vocab_size], &carry.data.labels, Some(&q_halt), 1.0);
         assert_close_scalar(&format!("{p}/lm_loss"), loss.lm_loss, io.f64(&format!("{p}/lm_loss")));
         assert_close_scalar(&format!("{p}/total_loss"), loss.total, io.f64(&format!("{p}/total_loss")));
-        carry.advance(latent, Some(&q_halt), rule, &mut rng);
+        carry.advance(latent, Some(&q_halt), None, rule, &mut rng);
         let steps: Vec<i32> = carry.steps.iter().map(|&s| s as i32).collect();
         assert_eq!(steps, io.i32(&format!("{p}/steps")), "{p}/steps");
         let halted: Vec<i32> = carry.halted.iter().map(|&h| h as i32).collect();

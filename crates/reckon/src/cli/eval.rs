@@ -14,6 +14,7 @@ use super::{bar, load_config, split_dir};
 use crate::backend::{Cpu, CpuTrain};
 use crate::eval::{argmax_tokens, evaluate, EvalReport};
 use crate::infer::{evaluate_streaming, relative_change, StopRule, StreamReport, Verifier};
+use crate::model::hrm::Hrm;
 use crate::model::rsm::Rsm;
 use crate::model::trm::Trm;
 use crate::model::weights::{load_named, read_weights_file};
@@ -119,6 +120,7 @@ fn parse_sweep(args: &[String], model_l: usize) -> Result<(Vec<usize>, Vec<usize
 pub enum LoadedModel {
     Trm(Trm<Cpu>),
     Rsm(Rsm<Cpu>),
+    Hrm(Hrm<Cpu>),
 }
 
 /// Run `$body` with `$m` bound to the concrete model, whichever family it is.
@@ -127,6 +129,7 @@ macro_rules! with_model {
         match $loaded {
             LoadedModel::Trm($m) => $body,
             LoadedModel::Rsm($m) => $body,
+            LoadedModel::Hrm($m) => $body,
         }
     };
 }
@@ -136,6 +139,7 @@ impl LoadedModel {
         match self {
             LoadedModel::Trm(_) => "trm",
             LoadedModel::Rsm(_) => "rsm",
+            LoadedModel::Hrm(_) => "hrm",
         }
     }
 
@@ -147,6 +151,7 @@ impl LoadedModel {
         match self {
             LoadedModel::Trm(m) => LoadedModel::Trm(m.with_depth(depth)),
             LoadedModel::Rsm(m) => LoadedModel::Rsm(m.with_depth(depth)),
+            LoadedModel::Hrm(m) => LoadedModel::Hrm(m.with_depth(depth)),
         }
     }
 
@@ -185,6 +190,7 @@ pub fn load_eval_model(path: &Path, config: Option<&Path>) -> Result<LoadedModel
     Ok(match model_cfg {
         ModelConfig::Trm(c) => LoadedModel::Trm(load_named(c.init::<CpuTrain>(0, &device), tensors, &file)?.valid()),
         ModelConfig::Rsm(c) => LoadedModel::Rsm(load_named(c.init::<CpuTrain>(0, &device), tensors, &file)?.valid()),
+        ModelConfig::Hrm(c) => LoadedModel::Hrm(load_named(c.init::<CpuTrain>(0, &device), tensors, &file)?.valid()),
     })
 }
 

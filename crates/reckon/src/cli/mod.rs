@@ -5,6 +5,7 @@ mod eval;
 mod quickstart;
 
 pub use eval::{load_eval_model, print_report, EvalArgs, LoadedModel};
+pub use quickstart::QUICKSTART_TOML;
 
 use std::path::{Path, PathBuf};
 
@@ -279,6 +280,7 @@ pub fn train_config(cfg: ExperimentConfig, resume: bool) -> Result<Option<EvalRe
     match cfg.model.clone() {
         ModelConfig::Trm(c) => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume),
         ModelConfig::Rsm(c) => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume),
+        ModelConfig::Hrm(c) => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume),
     }
 }
 

@@ -2,6 +2,7 @@
 //! no graph) and [`TrainRecursive`] (training: which part of a supervision step carries gradient).
 //! The trainer, evaluator and solver only talk to these traits, so a new family plugs in without touching them.
 
+pub mod hrm;
 pub mod layers;
 pub mod rsm;
 pub mod trm;

@@ -267,15 +267,20 @@ impl<B: FusedOps> Trm<B> {
 
     /// `lm_head` on z_H without the prefix; `q_head` on z_H's first position.
     pub fn heads(&self, z_h: Tensor<B, 3>) -> Heads<B> {
-        let [b, _, d] = z_h.dims();
-        let p = self.cfg.prefix_len();
-        let logits = self.lm_head.forward(z_h.clone().narrow(1, p, self.cfg.seq_len));
-        let q = self.q_head.forward(z_h.narrow(1, 0, 1).reshape([b, d]));
-        Heads {
-            logits,
-            q_halt: Some(q.clone().narrow(1, 0, 1).reshape([b])),
-            q_continue: Some(q.narrow(1, 1, 1).reshape([b])),
-        }
+        act_heads(&self.lm_head, &self.q_head, z_h, self.cfg.prefix_len(), self.cfg.seq_len)
+    }
+}
+
+/// The ACT families' heads (TRM, HRM): `lm_head` on z_H without its `prefix` positions, and the Q head on
+/// position 0 split into `(q_halt, q_continue)`.
+pub(crate) fn act_heads<B: Backend>(lm_head: &Linear<B>, q_head: &QHead<B>, z_h: Tensor<B, 3>, prefix: usize, seq: usize) -> Heads<B> {
+    let [b, _, d] = z_h.dims();
+    let logits = lm_head.forward(z_h.clone().narrow(1, prefix, seq));
+    let q = q_head.forward(z_h.narrow(1, 0, 1).reshape([b, d]));
+    Heads {
+        logits,
+        q_halt: Some(q.clone().narrow(1, 0, 1).reshape([b])),
+        q_continue: Some(q.narrow(1, 1, 1).reshape([b])),
     }
 }
 

@@ -87,11 +87,11 @@ fn weights_metadata(model: &ModelConfig, step: u64) -> HashMap<String, String> {
     ])
 }
 
-/// A module's tensors under the family's reference `state_dict` keys: TRM's sit under `inner.`, RSM's at the
+/// A module's tensors under the family's reference `state_dict` keys: TRM's and HRM's sit under `inner.`, RSM's at the
 /// top level with the tied head stored again as `lm_head.weight`, as PyTorch saves it.
 fn reference_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(family: &ModelConfig, module: &M) -> Vec<(String, TensorData)> {
     match family {
-        ModelConfig::Trm(_) => named_tensors(module, REFERENCE_PREFIX),
+        ModelConfig::Trm(_) | ModelConfig::Hrm(_) => named_tensors(module, REFERENCE_PREFIX),
         ModelConfig::Rsm(_) => {
             let mut tensors = named_tensors(module, "");
             if let Some((_, e)) = tensors.iter().find(|(k, _)| k == TIED_EMBEDDING) {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::curriculum::CurriculumConfig;
 use super::optim::OptimizerKind;
+use crate::model::hrm::HrmConfig;
 use crate::model::rsm::RsmConfig;
 use crate::model::trm::TrmConfig;
 use crate::model::Depth;
@@ -91,6 +92,7 @@ impl Default for EvalConfig {
 pub enum ModelConfig {
     Trm(TrmConfig),
     Rsm(RsmConfig),
+    Hrm(HrmConfig),
 }
 
 impl ModelConfig {
@@ -98,6 +100,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Trm(c) => c.validate(),
             ModelConfig::Rsm(c) => c.validate(),
+            ModelConfig::Hrm(c) => c.validate(),
         }
     }
     /// Supervision steps a training slot stays in the carry. RSM keeps no carry: every step takes a fresh batch.
@@ -105,12 +108,22 @@ impl ModelConfig {
         match self {
             ModelConfig::Trm(c) => c.halt_max_steps,
             ModelConfig::Rsm(_) => 1,
+            ModelConfig::Hrm(c) => c.halt_max_steps,
         }
     }
     pub fn halt_exploration_prob(&self) -> f64 {
         match self {
             ModelConfig::Trm(c) => c.halt_exploration_prob,
             ModelConfig::Rsm(_) => 0.0,
+            ModelConfig::Hrm(c) => c.halt_exploration_prob,
+        }
+    }
+    /// HRM's Q-learning: halting by `q_halt > q_continue`, and a `q_continue` target recomputed every this many
+    /// steps. `None` for the other families.
+    pub fn q_learning(&self) -> Option<u64> {
+        match self {
+            ModelConfig::Hrm(c) => Some(c.q_target_every),
+            _ => None,
         }
     }
     /// The configured depth (where a curriculum starts).
@@ -118,6 +131,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Trm(c) => Depth { h: c.h_cycles, l: c.l_cycles },
             ModelConfig::Rsm(c) => Depth { h: c.h_cycles, l: c.l_cycles },
+            ModelConfig::Hrm(c) => Depth { h: c.h_cycles, l: c.l_cycles },
         }
     }
     /// The same architecture at another depth.
@@ -126,6 +140,7 @@ impl ModelConfig {
         match &mut c {
             ModelConfig::Trm(m) => (m.h_cycles, m.l_cycles) = (depth.h, depth.l),
             ModelConfig::Rsm(m) => (m.h_cycles, m.l_cycles) = (depth.h, depth.l),
+            ModelConfig::Hrm(m) => (m.h_cycles, m.l_cycles) = (depth.h, depth.l),
         }
         c
     }
@@ -134,6 +149,7 @@ impl ModelConfig {
         let (mlp_t, hidden) = match self {
             ModelConfig::Trm(c) => (c.mlp_t, c.hidden_size),
             ModelConfig::Rsm(c) => (c.mlp_t, c.hidden_size),
+            ModelConfig::Hrm(c) => (false, c.hidden_size),
         };
         let d = self.depth();
         let mixer = if mlp_t { "MLP-T" } else { "attention" };
@@ -143,6 +159,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Trm(_) => "trm",
             ModelConfig::Rsm(_) => "rsm",
+            ModelConfig::Hrm(_) => "hrm",
         }
     }
 }

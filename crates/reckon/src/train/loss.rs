@@ -37,12 +37,16 @@ pub struct StepLoss {
     pub lm_loss: f64,
     /// BCE(q_halt, row fully correct), summed over rows.
     pub q_halt_loss: f64,
-    /// `lm_loss + 0.5 · q_halt_loss` (what is differentiated, before scaling by 1/global batch).
+    /// HRM's BCE(q_continue, target), summed over rows (0 for the other families).
+    pub q_continue_loss: f64,
+    /// `lm_loss + 0.5 · (q_halt_loss + q_continue_loss)` (what is differentiated, before scaling by 1/global batch).
     pub total: f64,
     /// dL/dlogits, already multiplied by the step's gradient scale, `[B·seq·vocab]`.
     pub d_logits: Vec<f32>,
     /// dL/dq_halt, scaled likewise, `[B]`.
     pub d_q_halt: Vec<f32>,
+    /// dL/dq_continue, scaled likewise, `[B]` (empty without a continue loss).
+    pub d_q_continue: Vec<f32>,
     /// Per row: argmax prediction `[seq]`.
     pub preds: Vec<Vec<u32>>,
     /// Per row: valid tokens, correct valid tokens, all valid tokens correct.
@@ -108,6 +112,34 @@ pub fn act_loss(logits: &[f32], dims: [usize; 3], labels: &[i32], q_halt: Option
     out
 }
 
+/// HRM's Q-learning term: `BCE-with-logits(q_continue, target)` summed over rows, added to `loss` with weight
+/// 0.5 (reference `ACTLossHead`, `q_continue_loss`); `target` is the bootstrapped `σ(…)` of the next step's Q.
+pub fn add_q_continue_loss(loss: &mut StepLoss, q_continue: &[f32], target: &[f32], grad_scale: f64) {
+    assert_eq!(q_continue.len(), target.len(), "q_continue and its target");
+    loss.d_q_continue = q_continue
+        .iter()
+        .zip(target)
+        .map(|(&x, &t)| {
+            let (x, t) = (x as f64, t as f64);
+            loss.q_continue_loss += bce_with_logits(x, t);
+            (0.5 * (sigmoid(x) - t) * grad_scale) as f32
+        })
+        .collect();
+    loss.total = loss.lm_loss + 0.5 * (loss.q_halt_loss + loss.q_continue_loss);
+}
+
+/// The Q-learning target of HRM (reference `HierarchicalReasoningModel_ACTV1.forward`): from the Q logits of one
+/// more graph-free step on the new carry, `σ(q_halt_next)` for a slot at its last step, else
+/// `σ(max(q_halt_next, q_continue_next))`.
+pub fn q_continue_target(next_halt: &[f32], next_continue: &[f32], is_last_step: &[bool]) -> Vec<f32> {
+    next_halt
+        .iter()
+        .zip(next_continue)
+        .zip(is_last_step)
+        .map(|((&h, &c), &last)| sigmoid(if last { h } else { h.max(c) } as f64) as f32)
+        .collect()
+}
+
 /// First index of the maximum (torch's `argmax` tie-break).
 pub fn argmax_first(x: &[f32]) -> usize {
     let mut best = 0;
@@ -131,6 +163,16 @@ pub fn surrogate<B: Backend>(logits: Tensor<B, 3>, q_halt: Option<Tensor<B, 1>>,
         total = total + (q * gq).sum();
     }
     total
+}
+
+/// The surrogate term of HRM's continue loss: `Σ q_continue · stop_grad(dL/dq_continue)` (0 without one).
+pub fn surrogate_continue<B: Backend>(q_continue: Tensor<B, 1>, loss: &StepLoss) -> Tensor<B, 1> {
+    let n = q_continue.dims()[0];
+    if loss.d_q_continue.is_empty() {
+        return q_continue.mul_scalar(0.0).sum();
+    }
+    let g = Tensor::<B, 1>::from_data(TensorData::new(loss.d_q_continue.clone(), [n]), &q_continue.device());
+    (q_continue * g).sum()
 }
 
 #[cfg(test)]

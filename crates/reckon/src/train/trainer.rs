@@ -23,11 +23,11 @@ use super::checkpoint::{self, TrainProgress};
 use super::config::ExperimentConfig;
 use super::curriculum::Curriculum;
 use super::ema::{clip_global_norm, ema_update};
-use super::loss::{act_loss, surrogate};
+use super::loss::{act_loss, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue};
 use super::optim::{lr_at, sign_sgd_rows, DenseOptimizer};
 use crate::act::{ActCarry, HaltRule, SlotData};
 use crate::eval::{batch_tensors, evaluate, EvalReport};
-use crate::model::{Depth, RecursiveModel, TrainRecursive};
+use crate::model::{Depth, Latent, RecursiveModel, TrainRecursive};
 
 /// What one optimiser step did. Accuracies are over the slots that halted at this step (the reference's
 /// training metrics); losses are per slot.
@@ -38,6 +38,7 @@ pub struct StepMetrics {
     pub lr: f64,
     pub lm_loss: f64,
     pub q_halt_loss: f64,
+    pub q_continue_loss: f64,
     pub grad_norm: f64,
     /// Slots that halted at this step.
     pub count: usize,
@@ -135,6 +136,7 @@ where
             max_steps: cfg.model.halt_max_steps() as u32,
             use_q_halt: true,
             exploration_prob: cfg.model.halt_exploration_prob(),
+            versus_continue: cfg.model.q_learning().is_some(),
         };
         let seq = train.meta.seq_len;
         let curriculum = cfg.curriculum.as_ref().map(|c| c.resolve(cfg.model.depth())).transpose()?;
@@ -260,20 +262,34 @@ where
         let x = self.model.embed(tokens, rows.clone());
         // The family's own draws (stochastic depth) get a stream separate from the carry's exploration draws.
         let mut model_rng = ChaCha8Rng::seed_from_u64(stream_seed(stream_seed(t.seed, self.step), 1));
+        let x_free = x.clone().inner();
         let (latent, heads) = self.model.train_step(self.carry.latent.clone(), x, &mut model_rng);
 
         let dims = heads.logits.dims();
         let logits: Vec<f32> = heads.logits.clone().inner().into_data().convert::<f32>().to_vec().expect("f32");
         let q_halt: Option<Vec<f32>> =
             heads.q_halt.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32"));
-        let loss = act_loss(&logits, dims, &self.carry.data.labels, q_halt.as_deref(), 1.0 / t.global_batch_size as f64);
+        let q_continue: Option<Vec<f32>> =
+            heads.q_continue.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32"));
+        let grad_scale = 1.0 / t.global_batch_size as f64;
+        let mut loss = act_loss(&logits, dims, &self.carry.data.labels, q_halt.as_deref(), grad_scale);
+        if let (Some(every), Some(q_c)) = (self.cfg.model.q_learning(), &q_continue) {
+            if (self.step - 1).is_multiple_of(every) {
+                let target = self.q_continue_target(&graph_free, &latent, x_free);
+                add_q_continue_loss(&mut loss, q_c, &target, grad_scale);
+            }
+        }
         if !loss.total.is_finite() {
             bail!(
                 "training diverged at step {}: loss is {} (lm_loss {}, q_halt_loss {}). Lower train.lr, or set train.grad_clip_norm.",
                 self.step, loss.total, loss.lm_loss, loss.q_halt_loss
             );
         }
-        let grads = surrogate(heads.logits, heads.q_halt, &loss).backward();
+        let mut objective = surrogate(heads.logits, heads.q_halt, &loss);
+        if let (Some(q_c), false) = (heads.q_continue, loss.d_q_continue.is_empty()) {
+            objective = objective + surrogate_continue(q_c, &loss);
+        }
+        let grads = objective.backward();
         let row_grads = rows.grad(&grads);
         let mut params = GradientsParams::from_grads(grads, &self.model);
         let grad_norm = clip_global_norm::<AB, M>(&self.model, &mut params, t.grad_clip_norm);
@@ -291,8 +307,20 @@ where
             self.ema = Some(ema_update::<AB, M>(ema, &self.model, t.ema_rate));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(t.seed, self.step));
-        self.carry.advance(latent, q_halt.as_deref(), self.halt, &mut rng);
+        self.carry.advance(latent, q_halt.as_deref(), q_continue.as_deref(), self.halt, &mut rng);
         Ok(self.step_metrics(&loss, q_halt.as_deref(), lr, grad_norm))
+    }
+
+    /// HRM's bootstrapped target for `q_continue`: the Q logits of one more graph-free step from the new latent
+    /// on the same data, with the weights before this step's update (reference: no replay buffer, no target
+    /// network).
+    fn q_continue_target(&self, graph_free: &M::InnerModule, latent: &Latent<AB::InnerBackend>, x: Tensor<AB::InnerBackend, 3>) -> Vec<f32> {
+        let (_, next) = graph_free.step(latent.clone(), x);
+        let read = |q: Option<Tensor<AB::InnerBackend, 1>>| -> Vec<f32> {
+            q.expect("a Q-learning family has both Q logits").into_data().convert::<f32>().to_vec().expect("f32")
+        };
+        let is_last: Vec<bool> = self.carry.steps.iter().map(|&s| s + 1 >= self.halt.max_steps).collect();
+        q_continue_target(&read(next.q_halt), &read(next.q_continue), &is_last)
     }
 
     fn step_metrics(&self, loss: &super::loss::StepLoss, q_halt: Option<&[f32]>, lr: f64, grad_norm: f64) -> StepMetrics {
@@ -303,6 +331,7 @@ where
             lr,
             lm_loss: loss.lm_loss / b,
             q_halt_loss: loss.q_halt_loss / b,
+            q_continue_loss: loss.q_continue_loss / b,
             grad_norm,
             depth_h: self.model.depth().h,
             depth_l: self.model.depth().l,
