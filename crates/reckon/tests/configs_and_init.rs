@@ -71,6 +71,27 @@ fn rsm_configs_have_the_released_recipes() {
     assert_eq!(params(&rsm(&cpu)), 112_064, "the README quotes it");
 }
 
+/// HRM's published recipes (spec 1.3, 2.3) and the parameter count of the paper's model (27,275,266 for vocab
+/// 11, as logged in HRM issue #12).
+#[test]
+fn hrm_configs_have_the_published_recipe_and_parameter_count() {
+    use reckon::model::hrm::HrmConfig;
+    let hrm = |cfg: &ExperimentConfig| -> HrmConfig {
+        let ModelConfig::Hrm(m) = &cfg.model else { panic!("an HRM config") };
+        m.clone()
+    };
+    for name in ["hrm-sudoku.toml", "hrm-maze.toml"] {
+        let cfg = load(name);
+        let (m, t) = (hrm(&cfg), &cfg.train);
+        assert_eq!((m.hidden_size, m.h_cycles, m.l_cycles, m.h_layers, m.l_layers, m.halt_max_steps), (512, 2, 2, 4, 4, 16), "{name}");
+        assert_eq!((m.pos_encodings, m.prefix_len(), m.halt_exploration_prob), (PosEncoding::Rope, 1, 0.1), "{name}");
+        assert_eq!((t.global_batch_size, t.lr, t.weight_decay, t.epochs, t.eval_interval, t.ema), (768, 1e-4, 1.0, 20_000, 2_000, false), "{name}");
+    }
+    let sudoku = hrm(&load("hrm-sudoku.toml"));
+    assert_eq!(sudoku.init::<Cpu>(0, &Default::default()).num_trainable_params(), 27_275_266);
+    assert!(load("hrm-sudoku-cpu.toml").model.q_learning().is_some());
+}
+
 #[test]
 fn quickstart_config_parses() {
     let q = load("quickstart.toml");

@@ -2,6 +2,7 @@
 //! puzzle while showing how the answer settles, run the quickstart, and benchmark.
 
 mod eval;
+mod import;
 mod quickstart;
 
 pub use eval::{load_eval_model, print_report, EvalArgs, LoadedModel};
@@ -49,6 +50,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Solve one puzzle and show, step by step, how the answer settles.
     Solve(eval::SolveArgs),
+    /// Import an official PyTorch checkpoint (`torch.save` state_dict; no pickle code is executed) as a reckon
+    /// checkpoint directory.
+    ImportTorch(import::ImportArgs),
     /// Generate puzzles, train a small TRM on the CPU, and report what it learned (a few minutes).
     Quickstart(quickstart::QuickstartArgs),
     /// Benchmarks: training/inference step times and the Sudoku solver.
@@ -160,6 +164,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train { config, overrides, resume } => train(&config, &overrides, resume).map(|_| ()),
         Command::Eval(args) => eval::eval(&args),
         Command::Solve(args) => eval::solve(&args),
+        Command::ImportTorch(args) => import::import_torch(&args),
         Command::Quickstart(args) => quickstart::run(&args),
         Command::Bench(cmd) => bench(cmd),
     }

@@ -103,6 +103,23 @@ fn reference_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(family: &Mode
     }
 }
 
+/// Write `module`'s weights as a self-contained evaluation checkpoint directory `dir` (just `weights.safetensors`,
+/// with the model config in its metadata), atomically: a temp sibling renamed into place.
+pub fn write_eval_checkpoint<B: Backend, M: Module<B> + ModuleSnapshot<B>>(dir: &Path, model_cfg: &ModelConfig, module: &M) -> Result<()> {
+    let name = dir.file_name().and_then(|n| n.to_str()).with_context(|| format!("{}: not a directory name", dir.display()))?;
+    let tmp = dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    write_safetensors(&tmp.join(WEIGHTS_FILE), &reference_tensors(model_cfg, module), weights_metadata(model_cfg, 0))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("replacing {}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, dir).with_context(|| format!("writing {}", dir.display()))?;
+    Ok(())
+}
+
 /// Save a checkpoint of a run at `progress.step`; returns its directory.
 #[allow(clippy::too_many_arguments)]
 pub fn save<AB, M>(
