@@ -170,12 +170,7 @@ pub struct Hrm<B: Backend> {
 impl<B: FusedOps> Hrm<B> {
     /// Trained parameters, as the paper counts them (init buffers and the sparse puzzle table excluded).
     pub fn num_trainable_params(&self) -> usize {
-        use burn_store::ModuleSnapshot;
-        self.collect(None, None, false)
-            .into_iter()
-            .filter(|s| !matches!(s.full_path().as_str(), "H_init" | "L_init" | "puzzle_emb.weights"))
-            .map(|s| s.shape.num_elements())
-            .sum()
+        super::layers::trainable_params(self)
     }
 
     fn low(&self, z_l: Tensor<B, 3>, z_h: &Tensor<B, 3>, x: &Tensor<B, 3>) -> Tensor<B, 3> {

@@ -160,12 +160,7 @@ impl<B: FusedOps> Rsm<B> {
     /// Trained parameters, as the paper counts them: the embedding (= the tied head) once; the init buffers and
     /// the sparse puzzle table excluded.
     pub fn num_trainable_params(&self) -> usize {
-        use burn_store::ModuleSnapshot;
-        self.collect(None, None, false)
-            .into_iter()
-            .filter(|s| !matches!(s.full_path().as_str(), "H_init" | "L_init" | "puzzle_emb.weights"))
-            .map(|s| s.shape.num_elements())
-            .sum()
+        super::layers::trainable_params(self)
     }
 
     /// The whole inference forward at the configured depth from the init buffers: `H` outer steps, then the

@@ -244,12 +244,7 @@ impl<B: FusedOps> Trm<B> {
     /// Trained parameters, as the paper counts them: embeddings and heads included; the init buffers and the
     /// sparse puzzle table excluded.
     pub fn num_trainable_params(&self) -> usize {
-        use burn_store::ModuleSnapshot;
-        self.collect(None, None, false)
-            .into_iter()
-            .filter(|s| !matches!(s.full_path().as_str(), "H_init" | "L_init" | "puzzle_emb.weights"))
-            .map(|s| s.shape.num_elements())
-            .sum()
+        super::layers::trainable_params(self)
     }
 
     fn net(&self, h: Tensor<B, 3>, injection: Tensor<B, 3>) -> Tensor<B, 3> {

@@ -222,15 +222,16 @@ where
     /// The curriculum's growth events: at a step where the target depth changes, switch to it and scale the
     /// optimiser moments. Returns the LR multiplier of this step (the post-growth ramp).
     fn apply_curriculum(&mut self) -> f64 {
-        let Some(c) = self.curriculum.clone() else { return 1.0 };
-        let target = c.depth_at(self.step, self.total_steps);
+        let Some(c) = &self.curriculum else { return 1.0 };
+        let (target, scale) = (c.depth_at(self.step, self.total_steps), c.moment_scale);
+        let lr_mult = c.lr_multiplier(self.step, self.total_steps);
         if target != self.model.depth() {
             self.set_depth(target);
-            if c.moment_scale != 1.0 {
-                self.optimizer.scale_moments(c.moment_scale);
+            if scale != 1.0 {
+                self.optimizer.scale_moments(scale);
             }
         }
-        c.lr_multiplier(self.step, self.total_steps)
+        lr_mult
     }
 
     /// One optimiser step (= one supervision step of every slot).
@@ -269,8 +270,11 @@ where
         let logits: Vec<f32> = heads.logits.clone().inner().into_data().convert::<f32>().to_vec().expect("f32");
         let q_halt: Option<Vec<f32>> =
             heads.q_halt.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32"));
-        let q_continue: Option<Vec<f32>> =
-            heads.q_continue.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32"));
+        // Only Q-learning (HRM) uses q_continue: the others' is not read back.
+        let q_continue: Option<Vec<f32>> = match self.cfg.model.q_learning() {
+            Some(_) => heads.q_continue.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32")),
+            None => None,
+        };
         let grad_scale = 1.0 / t.global_batch_size as f64;
         let mut loss = act_loss(&logits, dims, &self.carry.data.labels, q_halt.as_deref(), grad_scale);
         if let (Some(every), Some(q_c)) = (self.cfg.model.q_learning(), &q_continue) {
