@@ -4,6 +4,8 @@
 //! - [`task`]: the [`Task`] trait (tokenise, render, augment, solve, verify one example);
 //! - [`sudoku`]: the Sudoku task, an exact solver, a generator, canonical forms, CSV/list readers
 //!   and the dataset builder that reproduces the official HRM/TRM on-disk layout;
+//! - [`maze`]: the Maze task (Maze-Hard): BFS with the reference tie-break, a path verifier,
+//!   dihedral transforms, CSV I/O, the generator, set statistics and the dataset builder;
 //! - [`dataset`]: the official on-disk format (`dataset.json` + `all__*.npy`), read and written;
 //! - [`sampler`]: training and evaluation batching, as in the reference `puzzle_dataset.py`.
 //!
@@ -11,12 +13,14 @@
 
 pub mod dataset;
 pub mod fsutil;
+pub mod maze;
 pub mod sampler;
 pub mod seeding;
 pub mod sudoku;
 pub mod task;
 
 pub use dataset::{DatasetMeta, PuzzleDataset, PuzzleDatasetBuilder};
+pub use maze::{Dihedral, Maze, MazeBuildConfig, MazeGenConfig, MazeSource, PathError};
 pub use sampler::{eval_batches, Batch, SamplerCursor, TrainSampler, IGNORE_LABEL};
 pub use sudoku::{Grid, Sudoku, SudokuTransform};
-pub use task::{Task, TaskSpec};
+pub use task::{AnyTask, Task, TaskSpec};

@@ -15,6 +15,7 @@ pub mod tags {
     pub const TEST_LIMIT: u64 = 0x746c6d;
     pub const GROUP_ORDER: u64 = 0x67726f;
     pub const BATCH: u64 = 0x626174;
+    pub const MAZE: u64 = 0x6d617a;
 }
 
 fn splitmix64(mut z: u64) -> u64 {

@@ -89,7 +89,31 @@ fn hrm_configs_have_the_published_recipe_and_parameter_count() {
     }
     let sudoku = hrm(&load("hrm-sudoku.toml"));
     assert_eq!(sudoku.init::<Cpu>(0, &Default::default()).num_trainable_params(), 27_275_266);
-    assert!(load("hrm-sudoku-cpu.toml").model.q_learning().is_some());
+    assert!(load("hrm-att-sudoku-cpu.toml").model.q_learning().is_some());
+}
+
+/// HRM's `mlp_t` option (the TRM authors' hrm.py): both modules' blocks mix tokens with a SwiGLU over the
+/// sequence axis (width 81 for Sudoku without a prefix) and have no attention; rotary positions are refused.
+#[test]
+fn hrm_mlp_t_uses_the_sequence_mixer_in_both_modules() {
+    use reckon::model::hrm::HrmConfig;
+    use reckon::model::layers::swiglu_width;
+    let cfg = load("hrm-mlp-sudoku-cpu.toml");
+    let ModelConfig::Hrm(m) = &cfg.model else { panic!("an HRM config") };
+    assert!(m.mlp_t && m.pos_encodings == PosEncoding::None && m.q_target_every == 4);
+    let tensors = named_tensors(&m.init::<Cpu>(0, &Default::default()), "inner.");
+    for module in ["H_level", "L_level"] {
+        let key = format!("inner.{module}.layers.1.mlp_t.gate_up_proj.weight");
+        let (_, w) = tensors.iter().find(|(n, _)| *n == key).unwrap_or_else(|| panic!("{key}"));
+        assert_eq!(w.shape.to_vec(), vec![2 * swiglu_width(81, 4.0), 81], "{key}");
+    }
+    assert!(tensors.iter().all(|(n, _)| !n.contains("self_attn")), "no attention weights with mlp_t");
+    let mut rope = m.clone();
+    rope.pos_encodings = PosEncoding::Rope;
+    assert!(format!("{:#}", rope.validate().unwrap_err()).contains("rope has no effect with mlp_t"));
+    let mut att = HrmConfig::new(81, 11, 1);
+    att.pos_encodings = PosEncoding::None;
+    assert!(att.validate().is_err(), "attention without positions is refused");
 }
 
 #[test]

@@ -27,7 +27,7 @@ use crate::task::{Task, TaskSpec};
 use anyhow::Context;
 
 /// The Sudoku task (9×9, tokens as described in the module docs).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sudoku;
 
 impl Sudoku {

@@ -82,9 +82,7 @@ fn inferred_model_keys(arch: &str, shapes: &BTreeMap<String, Vec<usize>>, file: 
         }
     }
     let mlp_t = shapes.get(&format!("{core}.layers.0.mlp_t.gate_up_proj.weight"));
-    if arch != "hrm" {
-        t.insert("mlp_t".into(), toml::Value::Boolean(mlp_t.is_some()));
-    }
+    t.insert("mlp_t".into(), toml::Value::Boolean(mlp_t.is_some()));
     let pos = match (shapes.get("embed_pos.embedding_weight"), mlp_t) {
         (Some(_), _) => "learned",
         (None, Some(_)) => "none",

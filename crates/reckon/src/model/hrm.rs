@@ -2,7 +2,8 @@
 //!
 //! Two separate modules at two speeds: a low-level `L_level` that updates `z_L ← L(z_L, z_H + x)` `L_cycles`
 //! times per high-level update `z_H ← H(z_H, z_L)`, for `H_cycles` high-level updates per ACT step. Each module
-//! is a stack of post-norm attention blocks (RoPE, or learned positions) with input injection by addition.
+//! is a stack of post-norm attention blocks (RoPE, or learned positions) with input injection by addition
+//! (or, with `mlp_t`, the TRM-MLP block: the TRM authors' `hrm.py` option).
 //! Only the last L update and the last H update of a step carry a graph (the "1-step gradient"); everything
 //! before them runs without one. The heads are TRM's: `lm_head(z_H)` without the puzzle prefix, and a Q head on
 //! position 0 giving `(q_halt, q_continue)` (weight 0, bias −5), trained by Q-learning (see the trainer).
@@ -52,6 +53,10 @@ pub struct HrmConfig {
     pub puzzle_emb_ndim: Option<usize>,
     #[serde(default = "d::pos")]
     pub pos_encodings: PosEncoding,
+    /// Token mixer: attention (false, the HRM paper) or a SwiGLU across the sequence axis (true), the
+    /// `mlp_t` option of the TRM authors' `hrm.py` (same block as TRM-MLP; then positions are `none`).
+    #[serde(default)]
+    pub mlp_t: bool,
     #[serde(default = "d::eps")]
     pub rms_norm_eps: f64,
     #[serde(default = "d::theta")]
@@ -104,7 +109,7 @@ impl HrmConfig {
         t.pos_encodings = self.pos_encodings;
         t.rms_norm_eps = self.rms_norm_eps;
         t.rope_theta = self.rope_theta;
-        t.mlp_t = false;
+        t.mlp_t = self.mlp_t;
         t.halt_max_steps = self.halt_max_steps;
         t.halt_exploration_prob = self.halt_exploration_prob;
         t
@@ -117,7 +122,12 @@ impl HrmConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.as_trm().validate()?;
         anyhow::ensure!(self.h_layers >= 1, "model.h_layers must be >= 1");
-        anyhow::ensure!(self.pos_encodings != PosEncoding::None, "model.pos_encodings: HRM has rope or learned");
+        if self.mlp_t {
+            // The sequence-axis mixer has no use for rotary positions; refusing them avoids a silent no-op.
+            anyhow::ensure!(self.pos_encodings != PosEncoding::Rope, "model.pos_encodings: rope has no effect with mlp_t = true; use \"none\" or \"learned\"");
+        } else {
+            anyhow::ensure!(self.pos_encodings != PosEncoding::None, "model.pos_encodings: HRM attention needs rope or learned");
+        }
         anyhow::ensure!(self.q_target_every >= 1, "model.q_target_every must be >= 1");
         Ok(())
     }

@@ -149,7 +149,7 @@ impl ModelConfig {
         let (mlp_t, hidden) = match self {
             ModelConfig::Trm(c) => (c.mlp_t, c.hidden_size),
             ModelConfig::Rsm(c) => (c.mlp_t, c.hidden_size),
-            ModelConfig::Hrm(c) => (false, c.hidden_size),
+            ModelConfig::Hrm(c) => (c.mlp_t, c.hidden_size),
         };
         let d = self.depth();
         let mixer = if mlp_t { "MLP-T" } else { "attention" };
