@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use reckon_data::{eval_batches, Batch, PuzzleDataset, IGNORE_LABEL};
+use reckon_data::{eval_batches, AnyTask, Batch, DatasetMeta, PuzzleDataset, IGNORE_LABEL};
 use serde::{Deserialize, Serialize};
 
+use crate::infer::Verifier;
 use crate::model::RecursiveModel;
 
 /// Metrics of one evaluation.
@@ -33,6 +34,10 @@ pub struct EvalReport {
     /// Share of puzzles whose halting decision was right (halted ⇔ correct at that step).
     pub q_halt_accuracy: f64,
     pub puzzles_per_s: f64,
+    /// Share of answers the task's verifier accepts after each step (any valid answer counts, e.g. any
+    /// shortest maze path, where exact match wants the reference's); empty when evaluated without one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub valid_per_step: Vec<f64>,
 }
 
 /// Per-row outcome of the predictions of one step.
@@ -79,6 +84,21 @@ pub fn evaluate<B: Backend, M: RecursiveModel<B>>(
     steps: usize,
     max_examples: Option<usize>,
     device: &B::Device,
+    progress: impl FnMut(usize, usize),
+) -> EvalReport {
+    evaluate_verified(model, ds, batch_size, steps, max_examples, None, device, progress)
+}
+
+/// [`evaluate`], also counting after each step the answers that `verify` accepts (`valid_per_step`).
+#[allow(clippy::too_many_arguments)] // evaluate's arguments plus the verifier; a struct would only rename them
+pub fn evaluate_verified<B: Backend, M: RecursiveModel<B>>(
+    model: &M,
+    ds: &PuzzleDataset,
+    batch_size: usize,
+    steps: usize,
+    max_examples: Option<usize>,
+    verify: Option<Verifier>,
+    device: &B::Device,
     mut progress: impl FnMut(usize, usize),
 ) -> EvalReport {
     let dims = model.dims();
@@ -86,6 +106,7 @@ pub fn evaluate<B: Backend, M: RecursiveModel<B>>(
     let started = Instant::now();
     let mut exact_per_step = vec![0usize; steps];
     let mut token_per_step = vec![0f64; steps];
+    let mut valid_per_step = vec![0usize; if verify.is_some() { steps } else { 0 }];
     let (mut act_exact, mut act_token, mut act_steps, mut q_right, mut seen) = (0usize, 0f64, 0usize, 0usize, 0usize);
     let mut has_halting_head = false;
     for batch in eval_batches(ds, batch_size) {
@@ -103,6 +124,10 @@ pub fn evaluate<B: Backend, M: RecursiveModel<B>>(
             let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
             let preds = argmax_tokens(&logits, dims.vocab_size);
             let scores = score_rows(&preds, &batch.labels, rows, batch.seq_len);
+            if let Some(verify) = verify {
+                let seq = batch.seq_len;
+                valid_per_step[step] += (0..rows).filter(|&r| verify(&batch.inputs[r * seq..(r + 1) * seq], &preds[r * seq..(r + 1) * seq])).count();
+            }
             let q_halt: Option<Vec<f32>> = heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec().expect("f32"));
             has_halting_head |= q_halt.is_some();
             for (r, s) in scores.iter().enumerate() {
@@ -135,16 +160,38 @@ pub fn evaluate<B: Backend, M: RecursiveModel<B>>(
         act_mean_steps: act_steps as f64 / n,
         q_halt_accuracy: q_right as f64 / n,
         puzzles_per_s: seen as f64 / started.elapsed().as_secs_f64().max(1e-9),
+        valid_per_step: valid_per_step.iter().map(|&c| c as f64 / n).collect(),
     }
+}
+
+/// The verifier of the task a dataset's shape names (Sudoku, mazes; see [`AnyTask::detect`]), on the token types
+/// evaluation works with.
+pub fn task_verifier(meta: &DatasetMeta) -> Option<impl Fn(&[i32], &[u32]) -> bool + Sync> {
+    let task = AnyTask::detect(meta.seq_len, meta.vocab_size)?;
+    Some(move |puzzle: &[i32], answer: &[u32]| {
+        let p: Vec<u8> = puzzle.iter().map(|&t| t as u8).collect();
+        let a: Vec<u8> = answer.iter().map(|&t| t as u8).collect();
+        task.verify(&p, &a)
+    })
 }
 
 impl EvalReport {
     /// A short table: accuracy after each step.
     pub fn per_step_table(&self) -> String {
-        let mut s = String::from("step  exact   token\n");
+        let with_valid = !self.valid_per_step.is_empty();
+        let mut s = String::from(if with_valid { "step  exact   token   valid\n" } else { "step  exact   token\n" });
         for (k, (e, t)) in self.exact_per_step.iter().zip(&self.token_per_step).enumerate() {
-            s.push_str(&format!("{:>4}  {:>5.1}%  {:>5.1}%\n", k + 1, 100.0 * e, 100.0 * t));
+            s.push_str(&format!("{:>4}  {:>5.1}%  {:>5.1}%", k + 1, 100.0 * e, 100.0 * t));
+            if let Some(v) = self.valid_per_step.get(k) {
+                s.push_str(&format!("  {:>5.1}%", 100.0 * v));
+            }
+            s.push('\n');
         }
         s
+    }
+
+    /// Share of verified answers after the last step, when evaluated with a verifier.
+    pub fn valid_accuracy(&self) -> Option<f64> {
+        self.valid_per_step.last().copied()
     }
 }

@@ -1,4 +1,4 @@
-//! PNG plots (plotters, bitmap backend): the depth-sweep heatmap. Text uses DejaVu Sans Mono, embedded in the
+//! PNG plots (plotters, bitmap backend): the depth-sweep heatmap and maze pictures. Text uses DejaVu Sans Mono, embedded in the
 //! binary (`assets/fonts`, Bitstream Vera licence) so plots have labels on machines without system fonts.
 //! Files are written under a temporary name and renamed, so a plot is never half written.
 
@@ -90,6 +90,51 @@ pub fn heatmap(
     Ok(())
 }
 
+/// Colour of a maze token (`# SGo` → 1..5): walls dark, open cells white, the path orange, S green, G red; PAD
+/// and unknown tokens grey.
+fn maze_colour(token: u8) -> RGBColor {
+    match token {
+        1 => RGBColor(40, 40, 48),
+        2 => RGBColor(250, 250, 250),
+        3 => RGBColor(30, 160, 70),
+        4 => RGBColor(210, 40, 40),
+        5 => RGBColor(245, 150, 30),
+        _ => RGBColor(150, 150, 150),
+    }
+}
+
+/// Pixels per maze cell.
+pub const MAZE_CELL_PX: u32 = 16;
+
+/// A picture of one maze (`tokens`, row-major `height`×`width`, the maze task's tokens) under a title line:
+/// walls, open cells, S, G and, where the tokens carry one, the path. Written atomically.
+pub fn maze_png(path: &Path, title: &str, width: usize, height: usize, tokens: &[u8]) -> Result<()> {
+    ensure!(width > 0 && tokens.len() == width * height, "maze picture: {} tokens for a {width}x{height} maze", tokens.len());
+    register_embedded_font();
+    let (top, margin) = (28u32, 8u32);
+    let grid_w = width as u32 * MAZE_CELL_PX;
+    let size = ((grid_w + 2 * margin).max(title.chars().count() as u32 * 8 + 2 * margin), top + height as u32 * MAZE_CELL_PX + margin);
+    let name = path.file_name().and_then(|n| n.to_str()).context("maze picture: the path has no file name")?;
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}.png", std::process::id()));
+    {
+        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        let draw = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("drawing {}: {e:?}", path.display());
+        root.fill(&WHITE).map_err(draw)?;
+        root.draw_text(title, &(FAMILY, 13.0).into_font().color(&BLACK), (margin as i32, 8)).map_err(draw)?;
+        let c = MAZE_CELL_PX as i32;
+        for (i, &t) in tokens.iter().enumerate() {
+            let (x, y) = (margin as i32 + (i % width) as i32 * c, top as i32 + (i / width) as i32 * c);
+            root.draw(&Rectangle::new([(x, y), (x + c - 1, y + c - 1)], maze_colour(t).filled())).map_err(draw)?;
+        }
+        // A thin frame: outside the grid counts as wall.
+        let frame = [(margin as i32 - 1, top as i32 - 1), (margin as i32 + width as i32 * c, top as i32 + height as i32 * c)];
+        root.draw(&Rectangle::new(frame, BLACK.stroke_width(1))).map_err(draw)?;
+        root.present().map_err(draw)?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +161,20 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
         let err = heatmap(&path, "t", "H", "L", &[2], &[1, 4], &[vec![0.0]]).unwrap_err();
         assert!(err.to_string().contains("shape"), "{err}");
+    }
+
+    #[test]
+    fn maze_png_paints_one_square_per_cell() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("maze.png");
+        let tokens = [3, 5, 2, 1, 5, 1, 2, 5, 4];
+        maze_png(&path, "m", 3, 3, &tokens).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        let h = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+        assert_eq!(h, 28 + 3 * MAZE_CELL_PX + 8);
+        assert_ne!(maze_colour(5), maze_colour(2), "the path stands out from open cells");
+        let err = maze_png(&path, "m", 3, 3, &tokens[..8]).unwrap_err();
+        assert!(err.to_string().contains("8 tokens for a 3x3 maze"), "{err}");
     }
 }

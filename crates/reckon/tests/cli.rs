@@ -95,3 +95,39 @@ fn build_show_train_resume_eval_solve() {
     fails_cleanly(reckon(&["data", "show", "data", "--index", "999"], dir), "out of range");
     fails_cleanly(reckon(&["eval", "c.toml", "--data", "data"], dir), "c.toml");
 }
+
+/// Mazes end to end: generate a small set (statistics printed), show one as text and PNG, train a few steps,
+/// evaluate (exact and valid-path rates), solve one from the dataset with a picture; a malformed official CSV
+/// row is refused with its file and line.
+#[test]
+fn maze_build_show_train_eval_solve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let built = ok(reckon(&["data", "build", "maze", "--out", "mz", "--generate", "24", "--test", "8", "--size", "8"], dir));
+    assert!(built.contains("24 train mazes") && built.contains("8 test mazes"), "{built}");
+    assert!(built.contains("shortest path") && built.contains("walls"), "statistics are printed: {built}");
+    let shown = ok(reckon(&["data", "show", "mz", "--split", "test", "--index", "1", "--png", "m.png"], dir));
+    assert!(shown.contains("seq_len 64, vocab 6") && shown.matches('o').count() >= 20, "{shown}");
+    assert_eq!(&std::fs::read(dir.join("m.png")).unwrap()[1..4], b"PNG");
+
+    let config = CONFIG.replace("path = \"data\"", "path = \"mz\"").replace("max_examples = 16", "max_examples = 8");
+    std::fs::write(dir.join("c.toml"), config).unwrap();
+    ok(reckon(&["train", "c.toml"], dir));
+    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"valid_per_step\""), "the trainer's evaluation checks paths: {metrics}");
+    let eval = ok(reckon(&["eval", "run/checkpoints/step_3", "--data", "mz", "--steps", "2"], dir));
+    assert!(eval.contains("8 puzzles, 2 steps") && eval.contains("valid answers (the task's verifier)"), "{eval}");
+    let solved = ok(reckon(&["solve", "run/checkpoints/step_3", "--from", "mz", "--index", "2", "--steps", "2", "--png", "s.png"], dir));
+    assert!(solved.contains("step  changed  valid") && solved.contains('S') && solved.contains('G'), "{solved}");
+    assert_eq!(&std::fs::read(dir.join("s.png")).unwrap()[1..4], b"PNG");
+
+    // A Sudoku puzzle is not this checkpoint's task; a short official row names its line.
+    fails_cleanly(reckon(&["solve", "run/checkpoints/step_3", "--puzzle", &".".repeat(81)], dir), "64");
+    let csv = std::fs::read_to_string(dir.join("mz/train.csv")).unwrap();
+    let mut lines: Vec<String> = csv.lines().map(String::from).collect();
+    let (q, rest) = lines[2].split_once(',').unwrap().1.split_once(',').unwrap();
+    lines[2] = format!("x,{},{rest}", &q[1..]);
+    std::fs::write(dir.join("bad.csv"), lines.join("\n")).unwrap();
+    let args = ["data", "build", "maze", "--out", "bad", "--csv-train", "bad.csv", "--csv-test", "mz/test.csv"];
+    fails_cleanly(reckon(&args, dir), "bad.csv:3");
+}

@@ -8,11 +8,12 @@ use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
-use reckon_data::{PuzzleDataset, Sudoku, Task};
+use reckon_data::{AnyTask, PuzzleDataset};
 
-use super::{bar, load_config, split_dir};
+use super::data::split_dir;
+use super::{bar, load_config};
 use crate::backend::{Cpu, CpuTrain};
-use crate::eval::{argmax_tokens, evaluate, EvalReport};
+use crate::eval::{argmax_tokens, evaluate, evaluate_verified, task_verifier, EvalReport};
 use crate::infer::{evaluate_streaming, relative_change, StopRule, StreamReport, Verifier};
 use crate::model::hrm::Hrm;
 use crate::model::rsm::Rsm;
@@ -75,9 +76,23 @@ pub struct EvalArgs {
 #[derive(Args, Debug)]
 pub struct SolveArgs {
     pub checkpoint: PathBuf,
-    /// The puzzle, 81 characters row-major, `.` or `0` for a blank.
+    /// The puzzle as text: Sudoku 81 characters row-major (`.` or `0` blank); a maze its n×n cells of `# SG`,
+    /// row-major, rows optionally on separate lines.
+    #[arg(long, required_unless_present_any = ["puzzle_file", "from"])]
+    pub puzzle: Option<String>,
+    /// Read the puzzle text from this file (the easy way to give a maze).
+    #[arg(long, conflicts_with = "puzzle")]
+    pub puzzle_file: Option<PathBuf>,
+    /// Take the puzzle from this dataset (with `--index`, `--split`).
+    #[arg(long, conflicts_with_all = ["puzzle", "puzzle_file"])]
+    pub from: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub index: usize,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Mazes: also draw the final answer (walls, S, G, the predicted path) into this PNG.
     #[arg(long)]
-    pub puzzle: String,
+    pub png: Option<PathBuf>,
     /// Steps to run (TRM: supervision steps, default 16; RSM: outer steps, default its depth H).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -206,16 +221,6 @@ fn read_model_config(file: &Path) -> Result<ModelConfig> {
     serde_json::from_str(json).with_context(|| format!("{}: malformed model config in metadata", file.display()))
 }
 
-/// The task's verifier for a dataset, where one exists (Sudoku today).
-fn verifier_for(ds: &PuzzleDataset) -> Option<impl Fn(&[i32], &[u32]) -> bool + Sync> {
-    let spec = Sudoku.spec();
-    (ds.meta.seq_len == spec.seq_len && ds.meta.vocab_size == spec.vocab_size).then_some(|puzzle: &[i32], answer: &[u32]| {
-        let p: Vec<u8> = puzzle.iter().map(|&t| t as u8).collect();
-        let a: Vec<u8> = answer.iter().map(|&t| t as u8).collect();
-        Sudoku.verify(&p, &a)
-    })
-}
-
 pub(super) fn eval(args: &EvalArgs) -> Result<()> {
     let mut model = load_eval_model(&args.checkpoint, args.config.as_deref())?;
     let ds = PuzzleDataset::load(&split_dir(&args.data, &args.split))?;
@@ -233,9 +238,9 @@ pub(super) fn eval(args: &EvalArgs) -> Result<()> {
     println!("{} at {}, {steps} steps per puzzle", model.family().to_uppercase(), model.depth());
     if args.early_exit {
         let rule = StopRule { max_steps: steps, use_q_halt: !args.no_q_halt, settle_steps: args.settle, settle_tolerance: args.tolerance };
-        let verifier = if args.verify { verifier_for(&ds) } else { None };
+        let verifier = if args.verify { task_verifier(&ds.meta) } else { None };
         if args.verify && verifier.is_none() {
-            bail!("--verify: this dataset's task has no verifier (Sudoku datasets do)");
+            bail!("--verify: this dataset's task has no verifier (Sudoku and maze datasets do)");
         }
         let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
         let r = with_model!(&model, m => evaluate_streaming(m, &ds, args.batch_size, rule, verify, args.max_examples, &Default::default()))?;
@@ -245,7 +250,9 @@ pub(super) fn eval(args: &EvalArgs) -> Result<()> {
     }
     let total = args.max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
     let pb = bar(total as u64, "eval [{bar:40}] {pos}/{len} {elapsed} ETA {eta}");
-    let report = with_model!(&model, m => evaluate(m, &ds, args.batch_size, steps, args.max_examples, &Default::default(), |done, _| {
+    let verifier = task_verifier(&ds.meta);
+    let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
+    let report = with_model!(&model, m => evaluate_verified(m, &ds, args.batch_size, steps, args.max_examples, verify, &Default::default(), |done, _| {
         pb.set_position(done as u64)
     }));
     pb.finish_and_clear();
@@ -325,6 +332,9 @@ pub fn print_report(r: &EvalReport) {
     println!("{} puzzles, {} steps, {:.1} puzzles/s", r.examples, r.steps, r.puzzles_per_s);
     print!("{}", r.per_step_table());
     print!("exact accuracy {:.2}% (token {:.2}%) after {} steps", 100.0 * r.exact_accuracy, 100.0 * r.token_accuracy, r.steps);
+    if let Some(valid) = r.valid_accuracy() {
+        print!("; valid answers (the task's verifier) {:.2}%", 100.0 * valid);
+    }
     if r.has_halting_head {
         print!(
             "; with ACT halting {:.2}% (token {:.2}%) in {:.2} steps on average; q_halt right on {:.1}%",
@@ -340,25 +350,52 @@ pub(super) fn solve(args: &SolveArgs) -> Result<()> {
         model = model.with_depth(depth);
     }
     let steps = model.steps(args.steps);
-    with_model!(&model, m => solve_with(m, &args.puzzle, steps))
+    let d = with_model!(&model, m => m.dims());
+    let task = AnyTask::for_shape(d.seq_len, d.vocab_size).context("the checkpoint's model")?;
+    let inputs = solve_input(args, task)?;
+    let answer = with_model!(&model, m => solve_with(m, task, &inputs, steps))?;
+    if let Some(png) = &args.png {
+        let AnyTask::Maze(maze) = task else { bail!("--png draws mazes; this checkpoint solves {}", task.spec().name) };
+        crate::plot::maze_png(png, &format!("{} after {steps} steps", model.family().to_uppercase()), maze.width, maze.height, &answer)?;
+        println!("picture: {}", png.display());
+    }
+    Ok(())
 }
 
-/// Run one puzzle step by step, printing after each step how many cells changed, whether the answer is a valid
-/// solution, how far the latent moved and the halting logit.
-fn solve_with<M: RecursiveModel<Cpu>>(model: &M, puzzle: &str, steps: usize) -> Result<()> {
-    let task = Sudoku;
-    let inputs = task.parse_puzzle(puzzle).context("--puzzle")?;
-    let d = model.dims();
-    if d.seq_len != inputs.len() || d.vocab_size != task.spec().vocab_size {
-        bail!("this checkpoint is not a Sudoku model (seq_len {}, vocab {})", d.seq_len, d.vocab_size);
+/// The puzzle's input tokens from `--puzzle`, `--puzzle-file` or `--from DATA --index i`.
+fn solve_input(args: &SolveArgs, task: AnyTask) -> Result<Vec<u8>> {
+    if let Some(dir) = &args.from {
+        let ds = PuzzleDataset::load(&split_dir(dir, &args.split))?;
+        if AnyTask::detect(ds.meta.seq_len, ds.meta.vocab_size) != Some(task) {
+            bail!("{}: its puzzles (seq_len {}, vocab {}) are not this checkpoint's task ({})", dir.display(), ds.meta.seq_len, ds.meta.vocab_size, task.spec().name);
+        }
+        if args.index >= ds.num_examples() {
+            bail!("--index {} is out of range: {} has {} examples", args.index, dir.display(), ds.num_examples());
+        }
+        return Ok(ds.example(args.index).0.to_vec());
     }
+    let (text, what) = match (&args.puzzle, &args.puzzle_file) {
+        (Some(text), _) => (text.clone(), "--puzzle".to_string()),
+        (None, Some(file)) => (
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?.trim_end_matches(['\n', '\r']).to_string(),
+            file.display().to_string(),
+        ),
+        (None, None) => bail!("give --puzzle, --puzzle-file or --from"),
+    };
+    task.parse_puzzle(&text).with_context(|| what)
+}
+
+/// Run one puzzle step by step, printing after each step how many cells changed, whether the answer is valid
+/// (the task's verifier), how far the latent moved and the halting logit; returns the final answer.
+fn solve_with<M: RecursiveModel<Cpu>>(model: &M, task: AnyTask, inputs: &[u8], steps: usize) -> Result<Vec<u8>> {
+    let d = model.dims();
     let device = Default::default();
     let tokens = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(inputs.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, d.seq_len]), &device);
     let ids = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(vec![0i32], [1]), &device);
     let x = model.embed(tokens, model.puzzle_rows(ids));
     let mut latent = model.initial_latent(1);
     let mut previous: Option<Vec<u8>> = None;
-    println!("puzzle\n{}", task.render(&inputs));
+    println!("puzzle\n{}", task.render(inputs));
     println!("depth {}, {steps} steps", model.depth());
     println!("step  changed  valid  |Δz_H|/|z_H|  q_halt");
     let mut answer = Vec::new();
@@ -375,7 +412,7 @@ fn solve_with<M: RecursiveModel<Cpu>>(model: &M, puzzle: &str, steps: usize) -> 
             unchanged_since = step;
         }
         let q = heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec::<f32>().expect("f32")[0]);
-        let valid = task.verify(&inputs, &pred);
+        let valid = task.verify(inputs, &pred);
         println!(
             "{step:>4}  {changed:>7}  {:>5}  {moved:>12.2e}  {}",
             if valid { "yes" } else { "no" },
@@ -385,10 +422,22 @@ fn solve_with<M: RecursiveModel<Cpu>>(model: &M, puzzle: &str, steps: usize) -> 
         answer = pred;
     }
     println!("answer (unchanged since step {unchanged_since})\n{}", task.render(&answer));
-    match task.solve(&inputs) {
+    match task.solve(inputs) {
         Some(truth) if truth == answer => println!("correct (matches the exact solver)"),
-        Some(_) => println!("wrong: the exact solver's solution differs"),
+        Some(_) if task.verify(inputs, &answer) => println!("correct: a valid answer, not the reference's (any shortest path counts)"),
+        Some(_) => println!("wrong: {}", why_wrong(task, inputs, &answer)),
         None => println!("the exact solver finds no solution for this puzzle"),
     }
-    Ok(())
+    Ok(answer)
+}
+
+/// Why a wrong answer is wrong, in the task's words.
+fn why_wrong(task: AnyTask, inputs: &[u8], answer: &[u8]) -> String {
+    match task {
+        AnyTask::Maze(maze) => match maze.check_path(inputs, answer) {
+            Err(e) => e.to_string(),
+            Ok(_) => "a valid path".into(),
+        },
+        AnyTask::Sudoku(_) => "the exact solver's solution differs".into(),
+    }
 }

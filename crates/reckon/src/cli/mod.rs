@@ -1,20 +1,20 @@
 //! The `reckon` command line: build and inspect datasets, train from a config, resume, evaluate, solve one
 //! puzzle while showing how the answer settles, run the quickstart, and benchmark.
 
+mod data;
 mod eval;
 mod import;
 mod quickstart;
 
+pub use data::{build_maze, build_sudoku, BuildCommand, DataCommand, MazeBuildArgs, SudokuBuildArgs};
 pub use eval::{load_eval_model, print_report, EvalArgs, LoadedModel};
 pub use quickstart::QUICKSTART_TOML;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use reckon_data::sudoku::{self, SudokuBuildConfig, SudokuSource};
-use reckon_data::{PuzzleDataset, Sudoku, Task};
 
 use burn_store::ModuleSnapshot;
 
@@ -61,71 +61,6 @@ pub enum Command {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum DataCommand {
-    /// Build a dataset in the official layout (`train/` and `test/`).
-    #[command(subcommand)]
-    Build(BuildCommand),
-    /// Print a dataset's metadata and render one example as a grid.
-    Show {
-        dir: PathBuf,
-        #[arg(long, default_value = "train")]
-        split: String,
-        #[arg(long, default_value_t = 0)]
-        index: usize,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum BuildCommand {
-    /// Sudoku: from the official CSVs, or from puzzle lists and/or generated puzzles (deduplicated by canonical
-    /// form, split by canonical class so no test puzzle is a symmetry of a train puzzle).
-    Sudoku(SudokuBuildArgs),
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct SudokuBuildArgs {
-    /// Output directory.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Official `train.csv` (Sudoku-Extreme); needs `--csv-test` too.
-    #[arg(long, requires = "csv_test")]
-    pub csv_train: Option<PathBuf>,
-    #[arg(long, requires = "csv_train")]
-    pub csv_test: Option<PathBuf>,
-    /// tdoku-style puzzle lists (one 81-char puzzle a line, `#` comments); repeatable.
-    #[arg(long = "list")]
-    pub lists: Vec<PathBuf>,
-    /// Generate this many random puzzles with a unique solution.
-    #[arg(long, default_value_t = 0)]
-    pub generate: usize,
-    /// Fewest clues a generated puzzle keeps (fewer = harder; 17 is the minimum possible).
-    #[arg(long, default_value_t = 24)]
-    pub clues_min: usize,
-    #[arg(long, default_value_t = 32)]
-    pub clues_max: usize,
-    /// Keep this many training puzzles (random, seeded).
-    #[arg(long)]
-    pub subsample: Option<usize>,
-    /// Augmented variants per training puzzle (the reference uses 1000).
-    #[arg(long, default_value_t = 0)]
-    pub num_aug: usize,
-    /// Share of canonical classes held out for the test split (pool sources).
-    #[arg(long, default_value_t = 0.1)]
-    pub test_fraction: f64,
-    /// Keep at most this many test puzzles.
-    #[arg(long)]
-    pub test_limit: Option<usize>,
-    /// Keep puzzles whose rating (backtracks) is at least this.
-    #[arg(long)]
-    pub min_difficulty: Option<u32>,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Replace an existing output directory.
-    #[arg(long)]
-    pub force: bool,
-}
-
-#[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Time a training step and an inference step at named shapes.
     Train {
@@ -159,8 +94,7 @@ pub enum BenchCommand {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Data(DataCommand::Build(BuildCommand::Sudoku(args))) => build_sudoku(&args).map(|_| ()),
-        Command::Data(DataCommand::Show { dir, split, index }) => show(&dir, &split, index),
+        Command::Data(cmd) => data::run(cmd),
         Command::Train { config, overrides, resume } => train(&config, &overrides, resume).map(|_| ()),
         Command::Eval(args) => eval::eval(&args),
         Command::Solve(args) => eval::solve(&args),
@@ -174,90 +108,6 @@ fn bar(len: u64, template: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(ProgressStyle::with_template(template).expect("template").progress_chars("=> "));
     pb
-}
-
-pub fn build_sudoku(args: &SudokuBuildArgs) -> Result<sudoku::BuildReport> {
-    let source = match (&args.csv_train, &args.csv_test) {
-        (Some(train), Some(test)) => {
-            if !args.lists.is_empty() || args.generate > 0 {
-                bail!("--csv-train/--csv-test cannot be combined with --list or --generate");
-            }
-            SudokuSource::OfficialCsv { train: train.clone(), test: test.clone() }
-        }
-        _ => {
-            if args.lists.is_empty() && args.generate == 0 {
-                bail!("nothing to build from: give --csv-train/--csv-test, --list FILE, or --generate N");
-            }
-            SudokuSource::Pool {
-                lists: args.lists.clone(),
-                generate: args.generate,
-                clues_min: args.clues_min,
-                clues_max: args.clues_max,
-            }
-        }
-    };
-    let cfg = SudokuBuildConfig {
-        source,
-        subsample: args.subsample,
-        num_aug: args.num_aug,
-        test_fraction: args.test_fraction,
-        test_limit: args.test_limit,
-        min_difficulty: args.min_difficulty,
-        seed: args.seed,
-        force: args.force,
-    };
-    let pb = bar(1, "{msg:>24} [{bar:40}] {pos}/{len} ({elapsed})");
-    let progress = |stage: &str, done: u64, total: u64| {
-        pb.set_message(stage.to_string());
-        pb.set_length(total.max(1));
-        pb.set_position(done);
-    };
-    let report = sudoku::build(&cfg, &args.out, &progress)?;
-    pb.finish_and_clear();
-    println!(
-        "built {}: {} train puzzles ({} examples with augmentation), {} test puzzles; {} duplicates dropped, {} rejected",
-        args.out.display(),
-        report.train_puzzles,
-        report.train_examples,
-        report.test_examples,
-        report.duplicates_dropped,
-        report.rejected
-    );
-    Ok(report)
-}
-
-/// A dataset root holds `train/`/`test/`; accept a split directory too.
-fn split_dir(dir: &Path, split: &str) -> PathBuf {
-    if dir.join("dataset.json").exists() {
-        dir.to_path_buf()
-    } else {
-        dir.join(split)
-    }
-}
-
-fn show(dir: &Path, split: &str, index: usize) -> Result<()> {
-    let ds = PuzzleDataset::load(&split_dir(dir, split))?;
-    let m = &ds.meta;
-    println!(
-        "{}: {} examples, {} puzzles, {} groups; seq_len {}, vocab {}, {} puzzle ids",
-        split_dir(dir, split).display(),
-        ds.num_examples(),
-        ds.num_puzzles(),
-        ds.num_groups(),
-        m.seq_len,
-        m.vocab_size,
-        m.num_puzzle_identifiers
-    );
-    if index >= ds.num_examples() {
-        bail!("--index {index} is out of range: the split has {} examples", ds.num_examples());
-    }
-    let (inputs, labels) = ds.example(index);
-    let task = Sudoku;
-    if m.seq_len != task.spec().seq_len {
-        bail!("only Sudoku datasets (seq_len 81) can be rendered for now");
-    }
-    println!("example {index}: puzzle\n{}\nsolution\n{}", task.render(inputs), task.render(labels));
-    Ok(())
 }
 
 pub(crate) fn dataset_sizes(data: &Path) -> Result<DatasetSizes> {

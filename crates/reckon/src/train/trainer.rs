@@ -26,7 +26,8 @@ use super::ema::{clip_global_norm, ema_update};
 use super::loss::{act_loss, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue};
 use super::optim::{lr_at, sign_sgd_rows, DenseOptimizer};
 use crate::act::{ActCarry, HaltRule, SlotData};
-use crate::eval::{batch_tensors, evaluate, EvalReport};
+use crate::eval::{batch_tensors, evaluate_verified, task_verifier, EvalReport};
+use crate::infer::Verifier;
 use crate::model::{Depth, Latent, RecursiveModel, TrainRecursive};
 
 /// What one optimiser step did. Accuracies are over the slots that halted at this step (the reference's
@@ -373,7 +374,9 @@ where
         on_event(TrainEvent::EvalStarted { examples: total });
         let model = self.eval_model();
         let steps = model.default_steps().unwrap_or(e.steps);
-        let report = evaluate(&model, test, e.batch_size, steps, e.max_examples, &self.device, |done, total| {
+        let verifier = task_verifier(&test.meta);
+        let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
+        let report = evaluate_verified(&model, test, e.batch_size, steps, e.max_examples, verify, &self.device, |done, total| {
             on_event(TrainEvent::EvalProgress { done, total })
         });
         Some(report)
