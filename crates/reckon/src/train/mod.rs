@@ -1,6 +1,7 @@
 //! Training: the loss head, optimisers, LR schedule, EMA, the ACT carry trainer, the depth curriculum and checkpoints.
 
 pub mod loss;
+pub mod cmm_loss;
 pub mod ema;
 pub mod optim;
 pub mod config;
