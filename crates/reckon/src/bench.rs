@@ -401,6 +401,7 @@ pub fn bench_train_step(shape: &BenchShape, warmup: usize, steps: usize) -> Resu
         ModelConfig::Trm(c) => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?,
         ModelConfig::Rsm(c) => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?,
         ModelConfig::Hrm(c) => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?,
+        ModelConfig::Cmm(c) => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?,
     };
     let peak = crate::kernels::matmul_peak_gflops();
     Ok(BenchResult::from_times(shape, "train", &times, gflop_per_train_step(shape), peak))
@@ -441,6 +442,7 @@ pub fn bench_infer_step(shape: &BenchShape, warmup: usize, steps: usize) -> Resu
         ModelConfig::Trm(c) => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?,
         ModelConfig::Rsm(c) => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?,
         ModelConfig::Hrm(c) => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?,
+        ModelConfig::Cmm(c) => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?,
     };
     let peak = crate::kernels::matmul_peak_gflops();
     Ok(BenchResult::from_times(shape, "infer", &times, gflop_per_infer_step(shape), peak))

@@ -177,3 +177,57 @@ fn quickstart_model_size_is_the_one_the_readme_quotes() {
     let q = load("quickstart.toml");
     assert_eq!(trm(&q).init::<Cpu>(0, &Default::default()).num_trainable_params(), 224_258);
 }
+
+fn cmm(cfg: &ExperimentConfig) -> &reckon::model::cmm::CmmConfig {
+    let ModelConfig::Cmm(m) = &cfg.model else { panic!("a CMM config") };
+    m
+}
+
+/// The CMM configs: the 5M model is TRM-MLP's shape and recipe with CMM's terms at the spec's weights; the tiny
+/// one is the paper's 0.26M "En128, identical layers, NSDE" model.
+#[test]
+fn cmm_configs_have_the_spec_shapes_and_parameter_counts() {
+    use reckon::model::cmm::{Activation, CmmInit, NoiseKind};
+    use reckon::train::cmm_loss::{CeKind, CmmLossWeights};
+    let big = load("cmm-sudoku.toml");
+    let tiny = load("cmm-tiny-sudoku.toml");
+    let cpu = load("cmm-sudoku-cpu.toml");
+    let trm_mlp = load("trm-mlp-sudoku.toml");
+    assert_eq!(big.train, trm_mlp.train, "the TRM-MLP Sudoku recipe");
+    for c in [cmm(&big), cmm(&tiny), cmm(&cpu)] {
+        assert_eq!((c.init, c.activation, c.ce), (CmmInit::Input, Activation::Tanh, CeKind::StableMax1));
+        assert_eq!(c.losses, CmmLossWeights::default(), "Eq 44's weights");
+        assert!(c.mlp_t);
+    }
+    let (b, t) = (cmm(&big), cmm(&tiny));
+    assert_eq!((b.hidden_size, b.h_cycles, b.l_cycles, b.l_layers, b.identical_layers, b.noise), (512, 3, 6, 2, false, NoiseKind::None));
+    assert_eq!((t.hidden_size, t.l_layers, t.identical_layers, t.noise, t.noise_sigma), (128, 2, true, NoiseKind::Additive, 0.01));
+    let device = Default::default();
+    // The 5M model has TRM-MLP's parameters exactly (same modules; the CMM terms add none).
+    assert_eq!(b.init::<Cpu>(0, &device).num_trainable_params(), 5_028_866);
+    // 0.26M: one shared block of hidden 128 with no puzzle prefix (seq 81): the channel SwiGLU
+    // 128 → 2·512 → 128 (196,608), the sequence SwiGLU 81 → 2·256 → 81 (62,208), the token embedding and the
+    // LM head 11 × 128 each (2,816), the Q head 2 × 128 + 2 (258): 261,890.
+    assert_eq!(t.init::<Cpu>(0, &device).num_trainable_params(), 261_890);
+    assert!(cpu.train.max_steps.is_some());
+}
+
+/// The paper's Maze-Hard recipe (spec 2.3: H3 L4, batch 768, lr 1e-4, wd 1.0, 50k epochs, EMA) and the spec's
+/// parameter count for TRM-Att at vocabulary 6 (6,822,914); the CPU maze config uses attention with RoPE.
+#[test]
+fn maze_configs_have_the_paper_recipe_and_parameter_count() {
+    let load_maze = |name: &str| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs").join(name);
+        ExperimentConfig::load(&path, &[], |_| Ok(DatasetSizes { seq_len: 900, vocab_size: 6, num_puzzle_identifiers: 1 }))
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"))
+    };
+    let cfg = load_maze("trm-att-maze.toml");
+    let (m, t) = (trm(&cfg), &cfg.train);
+    assert_eq!((m.hidden_size, m.h_cycles, m.l_cycles, m.l_layers, m.halt_max_steps), (512, 3, 4, 2, 16));
+    assert!(!m.mlp_t && m.pos_encodings == PosEncoding::Rope);
+    assert_eq!((t.global_batch_size, t.lr, t.weight_decay, t.epochs, t.eval_interval), (768, 1e-4, 1.0, 50_000, 5_000));
+    assert!(t.ema && t.ema_rate == 0.999);
+    assert_eq!(m.init::<Cpu>(0, &Default::default()).num_trainable_params(), 6_822_914);
+    let cpu = load_maze("trm-att-maze-cpu.toml");
+    assert!(!trm(&cpu).mlp_t && trm(&cpu).pos_encodings == PosEncoding::Rope);
+}

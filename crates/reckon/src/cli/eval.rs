@@ -15,6 +15,7 @@ use super::{bar, load_config};
 use crate::backend::{Cpu, CpuTrain};
 use crate::eval::{argmax_tokens, evaluate, evaluate_verified, task_verifier, EvalReport};
 use crate::infer::{evaluate_streaming, relative_change, StopRule, StreamReport, Verifier};
+use crate::model::cmm::Cmm;
 use crate::model::hrm::Hrm;
 use crate::model::rsm::Rsm;
 use crate::model::trm::Trm;
@@ -136,6 +137,7 @@ pub enum LoadedModel {
     Trm(Trm<Cpu>),
     Rsm(Rsm<Cpu>),
     Hrm(Hrm<Cpu>),
+    Cmm(Cmm<Cpu>),
 }
 
 /// Run `$body` with `$m` bound to the concrete model, whichever family it is.
@@ -145,6 +147,7 @@ macro_rules! with_model {
             LoadedModel::Trm($m) => $body,
             LoadedModel::Rsm($m) => $body,
             LoadedModel::Hrm($m) => $body,
+            LoadedModel::Cmm($m) => $body,
         }
     };
 }
@@ -155,6 +158,7 @@ impl LoadedModel {
             LoadedModel::Trm(_) => "trm",
             LoadedModel::Rsm(_) => "rsm",
             LoadedModel::Hrm(_) => "hrm",
+            LoadedModel::Cmm(_) => "cmm",
         }
     }
 
@@ -167,6 +171,7 @@ impl LoadedModel {
             LoadedModel::Trm(m) => LoadedModel::Trm(m.with_depth(depth)),
             LoadedModel::Rsm(m) => LoadedModel::Rsm(m.with_depth(depth)),
             LoadedModel::Hrm(m) => LoadedModel::Hrm(m.with_depth(depth)),
+            LoadedModel::Cmm(m) => LoadedModel::Cmm(m.with_depth(depth)),
         }
     }
 
@@ -206,6 +211,7 @@ pub fn load_eval_model(path: &Path, config: Option<&Path>) -> Result<LoadedModel
         ModelConfig::Trm(c) => LoadedModel::Trm(load_named(c.init::<CpuTrain>(0, &device), tensors, &file)?.valid()),
         ModelConfig::Rsm(c) => LoadedModel::Rsm(load_named(c.init::<CpuTrain>(0, &device), tensors, &file)?.valid()),
         ModelConfig::Hrm(c) => LoadedModel::Hrm(load_named(c.init::<CpuTrain>(0, &device), tensors, &file)?.valid()),
+        ModelConfig::Cmm(c) => LoadedModel::Cmm(load_named(c.init::<CpuTrain>(0, &device), tensors, &file)?.valid()),
     })
 }
 

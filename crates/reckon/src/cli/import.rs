@@ -132,6 +132,7 @@ pub(super) fn import_torch(args: &ImportArgs) -> Result<()> {
     match &model_cfg {
         ModelConfig::Trm(c) => write_eval_checkpoint(&args.out, &model_cfg, &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?)?,
         ModelConfig::Hrm(c) => write_eval_checkpoint(&args.out, &model_cfg, &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?)?,
+        ModelConfig::Cmm(c) => write_eval_checkpoint(&args.out, &model_cfg, &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?)?,
         ModelConfig::Rsm(c) => write_eval_checkpoint(&args.out, &model_cfg, &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?)?,
     }
     println!("imported {} ({}) into {}", args.file.display(), model_cfg.summary(), args.out.display());

@@ -136,6 +136,7 @@ pub fn train_config(cfg: ExperimentConfig, resume: bool) -> Result<Option<EvalRe
         ModelConfig::Trm(c) => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume),
         ModelConfig::Rsm(c) => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume),
         ModelConfig::Hrm(c) => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume),
+        ModelConfig::Cmm(c) => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume),
     }
 }
 

@@ -2,6 +2,7 @@
 //! no graph) and [`TrainRecursive`] (training: which part of a supervision step carries gradient).
 //! The trainer, evaluator and solver only talk to these traits, so a new family plugs in without touching them.
 
+pub mod cmm;
 pub mod hrm;
 pub mod layers;
 pub mod rsm;
@@ -69,6 +70,11 @@ pub struct Heads<B: Backend> {
     pub q_halt: Option<Tensor<B, 1>>,
     /// `[B]` continue logit (HRM's Q-learning target; TRM computes it but does not use it).
     pub q_continue: Option<Tensor<B, 1>>,
+    /// Weighted auxiliary losses of the family's training contract (CMM's equilibrium, Routh–Hurwitz and
+    /// repulsion terms), each `[1]`, a batch mean already multiplied by its weight; empty at inference and for
+    /// TRM/RSM/HRM. The trainer adds their sum to the objective it backpropagates (the LM/BCE part there is a
+    /// batch mean too: per-row losses scaled by 1/global_batch) and logs each as `aux_<name>`.
+    pub aux: Vec<(&'static str, Tensor<B, 1>)>,
 }
 
 /// Sizes every family shares.

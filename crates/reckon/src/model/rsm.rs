@@ -244,7 +244,7 @@ impl<B: FusedOps> RecursiveModel<B> for Rsm<B> {
         let mut slots = latent.slots.into_iter();
         let (z_h, z_l) = self.outer_step(slots.next().expect("z_H"), slots.next().expect("z_L"), &x);
         let logits = self.logits(z_h.clone());
-        (Latent { slots: vec![z_h, z_l] }, Heads { logits, q_halt: None, q_continue: None })
+        (Latent { slots: vec![z_h, z_l] }, Heads { logits, q_halt: None, q_continue: None, aux: Vec::new() })
     }
 
     fn depth(&self) -> Depth {
@@ -305,6 +305,6 @@ where
     ) -> (Latent<AB::InnerBackend>, Heads<AB>) {
         let keep_transition = rng.random::<f64>() >= self.cfg.prob_detach_prev_h;
         let (logits, z_h, z_l) = self.train_forward(x, keep_transition);
-        (Latent { slots: vec![z_h.inner(), z_l.inner()] }, Heads { logits, q_halt: None, q_continue: None })
+        (Latent { slots: vec![z_h.inner(), z_l.inner()] }, Heads { logits, q_halt: None, q_continue: None, aux: Vec::new() })
     }
 }

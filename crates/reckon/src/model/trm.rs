@@ -200,14 +200,25 @@ impl<B: Backend> Block<B> {
 
 impl<B: FusedOps> Block<B> {
     pub fn forward(&self, h: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
-        let h = match (&self.mlp_t, &self.self_attn) {
+        let h = self.mix_tokens(h, rope);
+        self.mlp.residual_norm(h, MixAxis::Channels, self.eps)
+    }
+
+    /// The first sub-layer alone (token mixing with its residual and post-norm); [`Block::forward`] then applies
+    /// the channel SwiGLU. CMM reuses it with another channel-MLP activation.
+    pub(crate) fn mix_tokens(&self, h: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
+        match (&self.mlp_t, &self.self_attn) {
             // Mix tokens: SwiGLU over the sequence axis, and (the reference's quirk) RMSNorm over it too.
             (Some(mlp_t), _) if self.token_norm == MixAxis::Sequence => mlp_t.residual_norm(h, MixAxis::Sequence, self.eps),
             (Some(mlp_t), _) => residual_rms_norm(h.clone(), mlp_t.forward_over_sequence(h), self.eps),
             (None, Some(attn)) => residual_rms_norm(h.clone(), attn.forward(h, rope), self.eps),
             (None, None) => unreachable!("a block always has a token mixer"),
-        };
-        self.mlp.residual_norm(h, MixAxis::Channels, self.eps)
+        }
+    }
+
+    /// The RMSNorm epsilon of the block's post-norms.
+    pub(crate) fn eps(&self) -> f64 {
+        self.eps
     }
 }
 
@@ -266,6 +277,26 @@ impl<B: FusedOps> Trm<B> {
     }
 }
 
+/// TRM's input embedding `[B, P + seq, D]`: token embedding with the puzzle prefix, plus learned positions
+/// (scaled by 1/√2) when the model has them, all scaled by √D. Shared with CMM.
+pub(crate) fn trm_embed<B: Backend>(
+    embed_tokens: &TokenEmbedding<B>,
+    embed_pos: Option<&TokenEmbedding<B>>,
+    tokens: Tensor<B, 2, Int>,
+    puzzle_rows: Tensor<B, 2>,
+    cfg: &TrmConfig,
+) -> Tensor<B, 3> {
+    let d = cfg.hidden_size;
+    let mut e = prepend_puzzle_prefix(embed_tokens.forward(tokens), puzzle_rows, cfg.prefix_len());
+    if let Some(pos) = embed_pos {
+        // The reference's literal, which is 1/√2 rounded to 9 digits.
+        #[allow(clippy::approx_constant)]
+        let scale = 0.707106781;
+        e = (e + pos.embedding_weight.val().unsqueeze_dim(0)).mul_scalar(scale);
+    }
+    e.mul_scalar((d as f64).sqrt())
+}
+
 /// The ACT families' heads (TRM, HRM): `lm_head` on z_H without its `prefix` positions, and the Q head on
 /// position 0 split into `(q_halt, q_continue)`.
 pub(crate) fn act_heads<B: Backend>(lm_head: &Linear<B>, q_head: &QHead<B>, z_h: Tensor<B, 3>, prefix: usize, seq: usize) -> Heads<B> {
@@ -276,6 +307,7 @@ pub(crate) fn act_heads<B: Backend>(lm_head: &Linear<B>, q_head: &QHead<B>, z_h:
         logits,
         q_halt: Some(q.clone().narrow(1, 0, 1).reshape([b])),
         q_continue: Some(q.narrow(1, 1, 1).reshape([b])),
+        aux: Vec::new(),
     }
 }
 
@@ -309,15 +341,7 @@ impl<B: FusedOps> RecursiveModel<B> for Trm<B> {
     }
 
     fn embed(&self, tokens: Tensor<B, 2, Int>, puzzle_rows: Tensor<B, 2>) -> Tensor<B, 3> {
-        let d = self.cfg.hidden_size;
-        let mut e = prepend_puzzle_prefix(self.embed_tokens.forward(tokens), puzzle_rows, self.cfg.prefix_len());
-        if let Some(pos) = &self.embed_pos {
-            // The reference's literal, which is 1/√2 rounded to 9 digits.
-            #[allow(clippy::approx_constant)]
-            let scale = 0.707106781;
-            e = (e + pos.embedding_weight.val().unsqueeze_dim(0)).mul_scalar(scale);
-        }
-        e.mul_scalar((d as f64).sqrt())
+        trm_embed(&self.embed_tokens, self.embed_pos.as_ref(), tokens, puzzle_rows, &self.cfg)
     }
 
     fn step(&self, latent: Latent<B>, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>) {

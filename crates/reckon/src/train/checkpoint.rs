@@ -51,6 +51,9 @@ pub struct TrainProgress {
     pub config: String,
     /// Parameter name → the ParamId the optimiser record uses.
     pub param_ids: BTreeMap<String, u64>,
+    /// CMM's AlgGradNorm state (weights, reference losses, update count), when the run adapts its loss weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg_grad_norm: Option<super::cmm_loss::AlgGradNorm>,
 }
 
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
@@ -91,7 +94,7 @@ fn weights_metadata(model: &ModelConfig, step: u64) -> HashMap<String, String> {
 /// top level with the tied head stored again as `lm_head.weight`, as PyTorch saves it.
 fn reference_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(family: &ModelConfig, module: &M) -> Vec<(String, TensorData)> {
     match family {
-        ModelConfig::Trm(_) | ModelConfig::Hrm(_) => named_tensors(module, REFERENCE_PREFIX),
+        ModelConfig::Trm(_) | ModelConfig::Hrm(_) | ModelConfig::Cmm(_) => named_tensors(module, REFERENCE_PREFIX),
         ModelConfig::Rsm(_) => {
             let mut tensors = named_tensors(module, "");
             if let Some((_, e)) = tensors.iter().find(|(k, _)| k == TIED_EMBEDDING) {

@@ -265,7 +265,7 @@ pub struct CeLoss {
 /// `−log p_y` of one token and its gradient w.r.t. the logits (written into `grad`), in f64.
 /// StableMax: `p_i = s(x_i)/Σs`, `∂/∂x_i = s'(x_i)/Σs − [i = y]·s'(x_y)/s_y` (as in [`super::loss`]).
 /// Softmax: `p = softmax(x)`, `∂/∂x_i = p_i − [i = y]`.
-fn token_loss(kind: CeKind, x: &[f64], y: usize, s: &mut [f64], grad: &mut [f64]) -> f64 {
+pub(crate) fn token_loss(kind: CeKind, x: &[f64], y: usize, s: &mut [f64], grad: &mut [f64]) -> f64 {
     match kind.stablemax_order() {
         Some(order) => {
             let mut sum = 0.0;
@@ -494,6 +494,32 @@ pub struct CmmLossWeights {
     /// The finite-difference step ε of the trace estimate.
     #[serde(default = "d::fd_eps")]
     pub fd_eps: f64,
+    /// `"fixed"` (the weights above) or `"alg_grad_norm"`: [`AlgGradNorm`] multipliers on top of them, one per
+    /// active term (LM, BCE and the auxiliary terms), updated every `agn_every` steps from per-term gradient norms.
+    #[serde(default)]
+    pub weighting: Weighting,
+    /// AlgGradNorm's α (the reimplementations: 1.5 or 1.0).
+    #[serde(default = "d::agn_alpha")]
+    pub agn_alpha: f64,
+    /// AlgGradNorm's EMA ρ (0.95 or 0.9).
+    #[serde(default = "d::agn_rho")]
+    pub agn_rho: f64,
+    /// AlgGradNorm's reset period of the reference losses, in updates (1000 or 2500).
+    #[serde(default = "d::agn_reset")]
+    pub agn_reset_period: u64,
+    /// Update the AlgGradNorm weights every this many optimiser steps (each update costs one extra forward and
+    /// backward per active term).
+    #[serde(default = "d::agn_every")]
+    pub agn_every: u64,
+}
+
+/// How the CMM loss terms are weighted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Weighting {
+    #[default]
+    Fixed,
+    AlgGradNorm,
 }
 
 impl Default for CmmLossWeights {
@@ -509,6 +535,11 @@ impl Default for CmmLossWeights {
             rep_z: d::rep(),
             hutchinson_probes: d::probes(),
             fd_eps: d::fd_eps(),
+            weighting: Weighting::Fixed,
+            agn_alpha: d::agn_alpha(),
+            agn_rho: d::agn_rho(),
+            agn_reset_period: d::agn_reset(),
+            agn_every: d::agn_every(),
         }
     }
 }
@@ -531,6 +562,10 @@ impl CmmLossWeights {
         if self.needs_trace() {
             ensure!(self.hutchinson_probes >= 1, "hutchinson_probes must be >= 1 when a Routh-Hurwitz weight is on");
             ensure!(self.fd_eps.is_finite() && self.fd_eps > 0.0, "fd_eps must be > 0, got {}", self.fd_eps);
+        }
+        if self.weighting == Weighting::AlgGradNorm {
+            AlgGradNorm::new(1, self.agn_alpha, self.agn_rho, self.agn_reset_period)?;
+            ensure!(self.agn_every >= 1, "agn_every must be >= 1");
         }
         Ok(())
     }
@@ -562,6 +597,18 @@ mod d {
     }
     pub fn fd_eps() -> f64 {
         1e-2
+    }
+    pub fn agn_alpha() -> f64 {
+        1.5
+    }
+    pub fn agn_rho() -> f64 {
+        0.95
+    }
+    pub fn agn_reset() -> u64 {
+        1000
+    }
+    pub fn agn_every() -> u64 {
+        1
     }
 }
 

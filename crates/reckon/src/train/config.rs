@@ -9,7 +9,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::curriculum::CurriculumConfig;
-use super::optim::OptimizerKind;
+use super::optim::{LrSchedule, OptimizerKind};
+use super::cmm_loss::CeKind;
+use crate::model::cmm::CmmConfig;
 use crate::model::hrm::HrmConfig;
 use crate::model::rsm::RsmConfig;
 use crate::model::trm::TrmConfig;
@@ -51,6 +53,17 @@ pub struct TrainConfig {
     pub beta2: f64,
     #[serde(default = "d::optimizer")]
     pub optimizer: OptimizerKind,
+    /// AdamW's ε (`optimizer = "adamw"`; AdamATan2 has no ε). torch's 1e-8 by default; CMM reports 1e-14.
+    #[serde(default = "d::adam_eps")]
+    pub adam_eps: f64,
+    /// The LR after warm-up: `"cosine"` (default, down to `lr_min_ratio`) or `"exponential"` (by
+    /// `lr_decay_rate` per 1000 steps).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// The exponential schedule's factor per 1000 optimiser steps after warm-up, in (0, 1]; required by
+    /// `lr_schedule = "exponential"`, unused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_decay_rate: Option<f64>,
     #[serde(default = "d::lr")]
     pub puzzle_emb_lr: f64,
     #[serde(default = "d::wd")]
@@ -93,6 +106,7 @@ pub enum ModelConfig {
     Trm(TrmConfig),
     Rsm(RsmConfig),
     Hrm(HrmConfig),
+    Cmm(CmmConfig),
 }
 
 impl ModelConfig {
@@ -101,6 +115,7 @@ impl ModelConfig {
             ModelConfig::Trm(c) => c.validate(),
             ModelConfig::Rsm(c) => c.validate(),
             ModelConfig::Hrm(c) => c.validate(),
+            ModelConfig::Cmm(c) => c.validate(),
         }
     }
     /// Supervision steps a training slot stays in the carry. RSM keeps no carry: every step takes a fresh batch.
@@ -109,6 +124,7 @@ impl ModelConfig {
             ModelConfig::Trm(c) => c.halt_max_steps,
             ModelConfig::Rsm(_) => 1,
             ModelConfig::Hrm(c) => c.halt_max_steps,
+            ModelConfig::Cmm(c) => c.halt_max_steps,
         }
     }
     pub fn halt_exploration_prob(&self) -> f64 {
@@ -116,6 +132,7 @@ impl ModelConfig {
             ModelConfig::Trm(c) => c.halt_exploration_prob,
             ModelConfig::Rsm(_) => 0.0,
             ModelConfig::Hrm(c) => c.halt_exploration_prob,
+            ModelConfig::Cmm(c) => c.halt_exploration_prob,
         }
     }
     /// HRM's Q-learning: halting by `q_halt > q_continue`, and a `q_continue` target recomputed every this many
@@ -132,6 +149,7 @@ impl ModelConfig {
             ModelConfig::Trm(c) => Depth { h: c.h_cycles, l: c.l_cycles },
             ModelConfig::Rsm(c) => Depth { h: c.h_cycles, l: c.l_cycles },
             ModelConfig::Hrm(c) => Depth { h: c.h_cycles, l: c.l_cycles },
+            ModelConfig::Cmm(c) => Depth { h: c.h_cycles, l: c.l_cycles },
         }
     }
     /// The same architecture at another depth.
@@ -141,6 +159,7 @@ impl ModelConfig {
             ModelConfig::Trm(m) => (m.h_cycles, m.l_cycles) = (depth.h, depth.l),
             ModelConfig::Rsm(m) => (m.h_cycles, m.l_cycles) = (depth.h, depth.l),
             ModelConfig::Hrm(m) => (m.h_cycles, m.l_cycles) = (depth.h, depth.l),
+            ModelConfig::Cmm(m) => (m.h_cycles, m.l_cycles) = (depth.h, depth.l),
         }
         c
     }
@@ -150,16 +169,39 @@ impl ModelConfig {
             ModelConfig::Trm(c) => (c.mlp_t, c.hidden_size),
             ModelConfig::Rsm(c) => (c.mlp_t, c.hidden_size),
             ModelConfig::Hrm(c) => (c.mlp_t, c.hidden_size),
+            ModelConfig::Cmm(c) => (c.mlp_t, c.hidden_size),
         };
         let d = self.depth();
         let mixer = if mlp_t { "MLP-T" } else { "attention" };
         format!("{} {mixer}, hidden {hidden}, H{} L{}", self.family().to_uppercase(), d.h, d.l)
+    }
+    /// The LM cross-entropy of the family's loss head: CMM's `ce`, stablemax (order 1) for the others.
+    pub fn ce_kind(&self) -> CeKind {
+        match self {
+            ModelConfig::Cmm(c) => c.ce,
+            _ => CeKind::StableMax1,
+        }
+    }
+    /// The weights `(λ_LM, λ_BCE)` of the loss head: CMM's `losses.lm` / `losses.bce`, (1, 0.5) for the others.
+    pub fn head_weights(&self) -> (f64, f64) {
+        match self {
+            ModelConfig::Cmm(c) => (c.losses.lm, c.losses.bce),
+            _ => (1.0, 0.5),
+        }
+    }
+    /// CMM's loss weights when they are adapted by AlgGradNorm (`model.losses.weighting = "alg_grad_norm"`).
+    pub fn alg_grad_norm(&self) -> Option<&super::cmm_loss::CmmLossWeights> {
+        match self {
+            ModelConfig::Cmm(c) if c.losses.weighting == super::cmm_loss::Weighting::AlgGradNorm => Some(&c.losses),
+            _ => None,
+        }
     }
     pub fn family(&self) -> &'static str {
         match self {
             ModelConfig::Trm(_) => "trm",
             ModelConfig::Rsm(_) => "rsm",
             ModelConfig::Hrm(_) => "hrm",
+            ModelConfig::Cmm(_) => "cmm",
         }
     }
 }
@@ -189,6 +231,7 @@ mod d {
     pub fn beta1() -> f64 { 0.9 }
     pub fn beta2() -> f64 { 0.95 }
     pub fn optimizer() -> OptimizerKind { OptimizerKind::AdamAtan2 }
+    pub fn adam_eps() -> f64 { 1e-8 }
     pub fn yes() -> bool { true }
     pub fn ema_rate() -> f64 { 0.999 }
     pub fn eval_steps() -> usize { 16 }
@@ -285,6 +328,12 @@ impl ExperimentConfig {
         if t.epochs == 0 || t.eval_interval == 0 {
             bail!("train.epochs and train.eval_interval must be > 0");
         }
+        if !(t.adam_eps.is_finite() && t.adam_eps > 0.0) {
+            bail!("train.adam_eps must be > 0");
+        }
+        if t.lr_schedule == LrSchedule::Exponential && !t.lr_decay_rate.is_some_and(|r| r > 0.0 && r <= 1.0) {
+            bail!("train.lr_schedule = \"exponential\" needs train.lr_decay_rate in (0, 1] (the factor per 1000 steps)");
+        }
         if !(0.0..1.0).contains(&t.ema_rate) {
             bail!("train.ema_rate must be in [0, 1)");
         }
@@ -356,6 +405,30 @@ mod tests {
         let ModelConfig::Trm(m) = &cfg.model else { panic!("trm") };
         assert!(!m.mlp_t);
         assert_eq!(cfg.run_dir, PathBuf::from("elsewhere"));
+    }
+
+    #[test]
+    fn cmm_options_reach_the_trainer_and_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), BASE);
+        let cfg = ExperimentConfig::load(&p, &[], sizes).unwrap();
+        assert_eq!((cfg.model.ce_kind(), cfg.model.head_weights()), (CeKind::StableMax1, (1.0, 0.5)));
+        assert_eq!((cfg.train.adam_eps, cfg.train.lr_schedule), (1e-8, LrSchedule::Cosine));
+        let cmm = ["model.family=\"cmm\"".to_string(), "model.ce=\"softmax\"".into(), "model.losses.bce=0.25".into()];
+        let cfg = ExperimentConfig::load(&p, &cmm, sizes).unwrap();
+        assert_eq!((cfg.model.family(), cfg.model.ce_kind(), cfg.model.head_weights()), ("cmm", CeKind::Softmax, (1.0, 0.25)));
+        assert!(cfg.model.alg_grad_norm().is_none());
+        let agn = [cmm.as_slice(), &["model.losses.weighting=\"alg_grad_norm\"".into()]].concat();
+        assert!(ExperimentConfig::load(&p, &agn, sizes).unwrap().model.alg_grad_norm().is_some());
+        for bad in ["model.losses.rep_x=-1.0", "model.noise_sigma=-0.1", "model.losses.eqx=1.0", "model.activation=\"relu\""] {
+            let o = [cmm.as_slice(), &[bad.to_string()]].concat();
+            assert!(ExperimentConfig::load(&p, &o, sizes).is_err(), "{bad}");
+        }
+        let exp = ["train.lr_schedule=\"exponential\"".to_string()];
+        assert!(ExperimentConfig::load(&p, &exp, sizes).is_err(), "exponential needs a decay rate");
+        let exp = [exp[0].clone(), "train.lr_decay_rate=0.9".into(), "train.adam_eps=1e-14".into()];
+        let cfg = ExperimentConfig::load(&p, &exp, sizes).unwrap();
+        assert_eq!((cfg.train.lr_schedule, cfg.train.lr_decay_rate, cfg.train.adam_eps), (LrSchedule::Exponential, Some(0.9), 1e-14));
     }
 
     #[test]

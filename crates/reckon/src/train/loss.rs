@@ -9,6 +9,8 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
+use super::cmm_loss::{token_loss, CeKind};
+
 /// Label value that marks a token excluded from the loss (the loader maps PAD labels to it).
 pub const IGNORE_LABEL: i32 = -100;
 
@@ -59,6 +61,12 @@ pub struct StepLoss {
 /// `logits` is `[b, seq, vocab]` row-major; `labels` is `[b, seq]` with [`IGNORE_LABEL`] for excluded tokens;
 /// `grad_scale` multiplies the returned gradients (the trainer passes `1 / global_batch`).
 pub fn act_loss(logits: &[f32], dims: [usize; 3], labels: &[i32], q_halt: Option<&[f32]>, grad_scale: f64) -> StepLoss {
+    act_loss_ce(CeKind::StableMax1, logits, dims, labels, q_halt, grad_scale)
+}
+
+/// [`act_loss`] with the LM cross-entropy of `ce` (CMM's option): `StableMax1` is the reference loss computed
+/// exactly as before; the other kinds use [`super::cmm_loss`]'s per-token loss with the same conventions.
+pub fn act_loss_ce(ce: CeKind, logits: &[f32], dims: [usize; 3], labels: &[i32], q_halt: Option<&[f32]>, grad_scale: f64) -> StepLoss {
     let [b, seq, vocab] = dims;
     assert_eq!(logits.len(), b * seq * vocab, "logits size");
     assert_eq!(labels.len(), b * seq, "labels size");
@@ -80,6 +88,17 @@ pub fn act_loss(logits: &[f32], dims: [usize; 3], labels: &[i32], q_halt: Option
             }
             let y = label as usize;
             correct += usize::from(pred == y);
+            let scale = grad_scale / divisor;
+            if ce != CeKind::StableMax1 {
+                assert!(y < vocab, "label {label} outside 0..{vocab}");
+                let xf: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+                let mut g = vec![0.0f64; vocab];
+                row_loss += token_loss(ce, &xf, y, &mut s, &mut g);
+                for (d, gi) in out.d_logits[base..base + vocab].iter_mut().zip(g) {
+                    *d = (gi * scale) as f32;
+                }
+                continue;
+            }
             let mut sum = 0.0;
             for (i, &xi) in x.iter().enumerate() {
                 s[i] = stable_s(xi as f64);
@@ -87,7 +106,6 @@ pub fn act_loss(logits: &[f32], dims: [usize; 3], labels: &[i32], q_halt: Option
             }
             row_loss += -(s[y] / sum).ln();
             // d(-log(s_y / Σs))/dx_i = s'(x_i)/Σs − [i = y]·s'(x_y)/s_y, then the per-row mean.
-            let scale = grad_scale / divisor;
             for (i, &xi) in x.iter().enumerate() {
                 let mut g = stable_s_grad(xi as f64) / sum;
                 if i == y {
@@ -110,6 +128,20 @@ pub fn act_loss(logits: &[f32], dims: [usize; 3], labels: &[i32], q_halt: Option
     }
     out.total = out.lm_loss + 0.5 * out.q_halt_loss;
     out
+}
+
+impl StepLoss {
+    /// Weight the loss head's terms as `λ_LM · LM + λ_BCE · BCE` (CMM's `losses.lm` / `losses.bce`) instead of
+    /// the reference `LM + 0.5 · BCE`: scales the gradients and `total`; the logged `lm_loss`/`q_halt_loss` stay
+    /// unweighted. A no-op at (1, 0.5). Call before [`add_q_continue_loss`] (HRM only, which keeps 0.5).
+    pub fn reweight(&mut self, lm: f64, bce: f64) {
+        if (lm, bce) == (1.0, 0.5) {
+            return;
+        }
+        self.d_logits.iter_mut().for_each(|g| *g = (*g as f64 * lm) as f32);
+        self.d_q_halt.iter_mut().for_each(|g| *g = (*g as f64 * bce / 0.5) as f32);
+        self.total = lm * self.lm_loss + bce * self.q_halt_loss;
+    }
 }
 
 /// HRM's Q-learning term: `BCE-with-logits(q_continue, target)` summed over rows, added to `loss` with weight
@@ -204,6 +236,36 @@ mod tests {
         // q_halt gradient is 0.5 · (σ(x) − target); row 0 is not all-correct here.
         assert!(!base.row_correct[0]);
         assert!((base.d_q_halt[0] as f64 - 0.5 * sigmoid(0.3)).abs() < 1e-6);
+    }
+
+    /// Every CE kind of `act_loss_ce` is `cmm_loss::cross_entropy`'s (stablemax1 through the reference code path,
+    /// so up to f32 rounding of the gradient), and `reweight` scales the head's gradients and total.
+    #[test]
+    fn ce_kinds_match_the_cmm_cross_entropy_and_reweight_scales() {
+        use crate::train::cmm_loss::cross_entropy;
+        let dims = [2, 3, 4];
+        let logits: Vec<f32> = (0..24).map(|i| ((i * 5 % 13) as f32 - 6.0) * 0.41).collect();
+        let labels = vec![1, 3, IGNORE_LABEL, 0, 2, 2];
+        let q = vec![0.3f32, -1.2];
+        for kind in [CeKind::Softmax, CeKind::StableMax1, CeKind::StableMax3, CeKind::StableMax5] {
+            let ours = act_loss_ce(kind, &logits, dims, &labels, Some(&q), 0.5);
+            let reference = cross_entropy(kind, &logits, dims, &labels, 0.5);
+            assert!((ours.lm_loss - reference.loss).abs() < 1e-12, "{kind:?}");
+            for (a, b) in ours.d_logits.iter().zip(&reference.d_logits) {
+                assert!((a - b).abs() <= 1e-7, "{kind:?}: {a} vs {b}");
+            }
+            assert_eq!(ours.d_q_halt, act_loss(&logits, dims, &labels, Some(&q), 0.5).d_q_halt);
+        }
+        assert_ne!(act_loss_ce(CeKind::Softmax, &logits, dims, &labels, None, 1.0).lm_loss, act_loss(&logits, dims, &labels, None, 1.0).lm_loss);
+        let base = act_loss(&logits, dims, &labels, Some(&q), 1.0);
+        let mut same = base.clone();
+        same.reweight(1.0, 0.5);
+        assert_eq!((same.d_logits.clone(), same.d_q_halt.clone(), same.total), (base.d_logits.clone(), base.d_q_halt.clone(), base.total));
+        let mut w = base.clone();
+        w.reweight(2.0, 1.0);
+        assert!(w.d_logits.iter().zip(&base.d_logits).all(|(a, b)| *a == 2.0 * b));
+        assert!(w.d_q_halt.iter().zip(&base.d_q_halt).all(|(a, b)| *a == 2.0 * b));
+        assert!((w.total - (2.0 * base.lm_loss + base.q_halt_loss)).abs() < 1e-12);
     }
 
     #[test]

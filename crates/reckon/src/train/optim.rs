@@ -2,11 +2,12 @@
 //!
 //! - [`AdamAtan2`]: the `adam-atan2` CUDA kernel's update, as a burn [`SimpleOptimizer`] (burn's adaptor does the
 //!   per-parameter state plumbing): decoupled weight decay, then `p -= lr · atan2(m̂, √v̂)`, no ε, no scale.
-//! - AdamW (burn's, with torch's ε = 1e-8) as an option.
+//! - AdamW (burn's, with torch's ε = 1e-8 unless `train.adam_eps` says otherwise) as an option.
 //! - [`sign_sgd_rows`]: the sparse puzzle table's SignSGD with decoupled weight decay, applied to the rows a batch
 //!   touched after a per-id sum of their gradients.
 //! - [`lr_at`]: linear warm-up from 0, then cosine to `lr_min_ratio · base` (reference
-//!   `cosine_schedule_with_warmup_lr_lambda`).
+//!   `cosine_schedule_with_warmup_lr_lambda`); or ([`LrSchedule::Exponential`], [`lr_exponential`]) warm-up, then
+//!   `base · lr_decay_rate^((step − warmup)/1000)` (CMM).
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -85,13 +86,18 @@ pub enum DenseOptimizerRecord<AB: AutodiffBackend, M: AutodiffModule<AB>> {
 
 impl<AB: AutodiffBackend, M: AutodiffModule<AB>> DenseOptimizer<AB, M> {
     pub fn new(kind: OptimizerKind, beta1: f64, beta2: f64, weight_decay: f64) -> Self {
+        Self::new_with_eps(kind, beta1, beta2, weight_decay, 1e-8)
+    }
+
+    /// [`DenseOptimizer::new`] with AdamW's ε (`train.adam_eps`; AdamATan2 has none and ignores it).
+    pub fn new_with_eps(kind: OptimizerKind, beta1: f64, beta2: f64, weight_decay: f64, eps: f64) -> Self {
         match kind {
             OptimizerKind::AdamAtan2 => Self::AdamAtan2(AdamAtan2 { beta1, beta2, weight_decay }.into()),
             OptimizerKind::Adamw => Self::AdamW(
                 AdamWConfig::new()
                     .with_beta_1(beta1 as f32)
                     .with_beta_2(beta2 as f32)
-                    .with_epsilon(1e-8)
+                    .with_epsilon(eps as f32)
                     .with_weight_decay(weight_decay as f32)
                     .init(),
             ),
@@ -196,6 +202,34 @@ pub fn sign_sgd_rows<B: Backend>(
     table.select_assign(0, uniq_t, new - old, IndexingUpdateOp::Add)
 }
 
+/// The LR schedule after the linear warm-up (`train.lr_schedule`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// Cosine from the base LR to `lr_min_ratio · base` at the end of the schedule ([`lr_at`]; the reference).
+    #[default]
+    Cosine,
+    /// `base · lr_decay_rate^((step − warmup) / 1000)`: `train.lr_decay_rate` is the factor per 1000 optimiser
+    /// steps after warm-up, applied continuously (CMM's exponential decay); `lr_min_ratio` is not used.
+    Exponential,
+}
+
+/// The learning rate of `base_lr` at `step` under the run's schedule (`train.lr_schedule`).
+pub fn scheduled_lr(t: &super::config::TrainConfig, base_lr: f64, step: u64, total_steps: u64) -> f64 {
+    match t.lr_schedule {
+        LrSchedule::Cosine => lr_at(step, base_lr, t.lr_warmup_steps, total_steps, t.lr_min_ratio),
+        LrSchedule::Exponential => lr_exponential(step, base_lr, t.lr_warmup_steps, t.lr_decay_rate.unwrap_or(1.0)),
+    }
+}
+
+/// Linear warm-up from 0, then `base · rate^((step − warmup)/1000)`.
+pub fn lr_exponential(step: u64, base_lr: f64, warmup_steps: u64, rate_per_1000: f64) -> f64 {
+    if step < warmup_steps {
+        return base_lr * step as f64 / warmup_steps.max(1) as f64;
+    }
+    base_lr * rate_per_1000.powf((step - warmup_steps) as f64 / 1000.0)
+}
+
 /// The learning rate at optimiser step `step` (1-based, as the reference increments before computing it).
 pub fn lr_at(step: u64, base_lr: f64, warmup_steps: u64, total_steps: u64, min_ratio: f64) -> f64 {
     if step < warmup_steps {
@@ -209,6 +243,16 @@ pub fn lr_at(step: u64, base_lr: f64, warmup_steps: u64, total_steps: u64, min_r
 mod tests {
     use super::*;
     use crate::backend::Cpu;
+
+    #[test]
+    fn exponential_schedule_decays_by_the_rate_per_1000_steps() {
+        assert_eq!(lr_exponential(0, 1e-4, 100, 0.5), 0.0);
+        assert!((lr_exponential(50, 1e-4, 100, 0.5) - 5e-5).abs() < 1e-15);
+        assert!((lr_exponential(100, 1e-4, 100, 0.5) - 1e-4).abs() < 1e-15);
+        assert!((lr_exponential(1100, 1e-4, 100, 0.5) - 5e-5).abs() < 1e-15);
+        assert!((lr_exponential(2100, 1e-4, 100, 0.5) - 2.5e-5).abs() < 1e-15);
+        assert!((lr_exponential(600, 1.0, 100, 0.25) - 0.5).abs() < 1e-12);
+    }
 
     #[test]
     fn schedule_warms_up_linearly_then_follows_cosine_to_the_floor() {

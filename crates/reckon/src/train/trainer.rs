@@ -2,6 +2,9 @@
 //! one optimiser step per supervision (ACT) step, the carry persisting across batches, halted slots refilled
 //! from the next batch. Loss = stablemax CE (f64) + 0.5·BCE(q_halt, all-correct), divided by the global batch;
 //! AdamATan2 (or AdamW) on the weights, SignSGD on the touched puzzle-table rows, warm-up + cosine LR, EMA.
+//! A family may add weighted auxiliary terms ([`crate::model::Heads::aux`], batch means, CMM's losses), which are
+//! added to the objective as they are and logged one by one; CMM also picks the CE kind, the LM/BCE weights and
+//! optionally AlgGradNorm multipliers. `train.lr_schedule = "exponential"` replaces the cosine.
 //! Seeded and deterministic on CPU: the data stream, the exploration draws and the init are pure functions of
 //! the seed and the step, and the carry is checkpointed, so `--resume` continues bit-identically.
 
@@ -22,9 +25,10 @@ use serde::Serialize;
 use super::checkpoint::{self, TrainProgress};
 use super::config::ExperimentConfig;
 use super::curriculum::Curriculum;
+use super::cmm_loss::AlgGradNorm;
 use super::ema::{clip_global_norm, ema_update};
-use super::loss::{act_loss, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue};
-use super::optim::{lr_at, sign_sgd_rows, DenseOptimizer};
+use super::loss::{act_loss_ce, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue, StepLoss};
+use super::optim::{scheduled_lr, sign_sgd_rows, DenseOptimizer};
 use crate::act::{ActCarry, HaltRule, SlotData};
 use crate::eval::{batch_tensors, evaluate_verified, task_verifier, EvalReport};
 use crate::infer::Verifier;
@@ -52,6 +56,12 @@ pub struct StepMetrics {
     pub depth_h: usize,
     pub depth_l: usize,
     pub elapsed_s: f64,
+    /// The family's weighted auxiliary losses ([`crate::model::Heads::aux`], CMM's terms), one key each, logged
+    /// flat as `aux_<name>` (e.g. `aux_eq_x`, `aux_rh_stable`); each is a batch mean times its configured weight
+    /// (before any AlgGradNorm multiplier), on the same scale as `lm_loss`. With AlgGradNorm, also `agn_<term>`:
+    /// the multiplier each term (`lm`, `bce`, the aux terms) carried at this step. Empty for TRM/RSM/HRM.
+    #[serde(flatten)]
+    pub aux: std::collections::BTreeMap<String, f64>,
 }
 
 /// Progress reported to the caller (progress bars, logs).
@@ -83,6 +93,9 @@ where
     started: Instant,
     halt: HaltRule,
     curriculum: Option<Curriculum>,
+    /// CMM's AlgGradNorm loss-weight multipliers (`model.losses.weighting = "alg_grad_norm"`), created at the
+    /// first step (when the active terms are known) and checkpointed.
+    agn: Option<AlgGradNorm>,
 }
 
 /// Mix a seed and a step into an independent stream (splitmix64 finaliser).
@@ -146,7 +159,7 @@ where
             None => model,
         };
         let carry = ActCarry::new(model.valid().initial_latent(batch), batch, seq);
-        let optimizer = DenseOptimizer::new(t.optimizer, t.beta1, t.beta2, t.weight_decay);
+        let optimizer = DenseOptimizer::new_with_eps(t.optimizer, t.beta1, t.beta2, t.weight_decay, t.adam_eps);
         let ema = t.ema.then(|| model.valid());
         Ok(Self {
             cfg,
@@ -164,6 +177,7 @@ where
             started: Instant::now(),
             halt,
             curriculum,
+            agn: None,
         })
     }
 
@@ -184,7 +198,13 @@ where
         let template = self.model.clone();
         let optimizer = std::mem::replace(
             &mut self.optimizer,
-            DenseOptimizer::new(self.cfg.train.optimizer, self.cfg.train.beta1, self.cfg.train.beta2, self.cfg.train.weight_decay),
+            DenseOptimizer::new_with_eps(
+                self.cfg.train.optimizer,
+                self.cfg.train.beta1,
+                self.cfg.train.beta2,
+                self.cfg.train.weight_decay,
+                self.cfg.train.adam_eps,
+            ),
         );
         let (model, ema, optimizer, carry) =
             checkpoint::restore(&dir, &progress, template, self.cfg.train.ema, optimizer, &self.device)?;
@@ -199,6 +219,7 @@ where
         self.step = progress.step;
         self.sampler.restore(&progress.sampler);
         self.elapsed_before = progress.elapsed_s;
+        self.agn = progress.alg_grad_norm.clone();
         if let Some(c) = &self.curriculum {
             self.set_depth(c.depth_at(self.step, self.total_steps));
         }
@@ -277,20 +298,36 @@ where
             None => None,
         };
         let grad_scale = 1.0 / t.global_batch_size as f64;
-        let mut loss = act_loss(&logits, dims, &self.carry.data.labels, q_halt.as_deref(), grad_scale);
+        let mut loss = act_loss_ce(self.cfg.model.ce_kind(), &logits, dims, &self.carry.data.labels, q_halt.as_deref(), grad_scale);
+        let (w_lm, w_bce) = self.cfg.model.head_weights();
+        loss.reweight(w_lm, w_bce);
         if let (Some(every), Some(q_c)) = (self.cfg.model.q_learning(), &q_continue) {
             if (self.step - 1).is_multiple_of(every) {
                 let target = self.q_continue_target(&graph_free, &latent, x_free);
                 add_q_continue_loss(&mut loss, q_c, &target, grad_scale);
             }
         }
-        if !loss.total.is_finite() {
+        // The auxiliary terms are batch means already (weighted); the surrogate above carries the per-row losses
+        // scaled by 1/global_batch, i.e. their batch mean too, so the two add on the same scale.
+        let mut aux_values: std::collections::BTreeMap<String, f64> = heads
+            .aux
+            .iter()
+            .map(|(name, t)| (format!("aux_{name}"), t.clone().inner().into_data().convert::<f64>().to_vec::<f64>().expect("f64")[0]))
+            .collect();
+        if !loss.total.is_finite() || aux_values.values().any(|v| !v.is_finite()) {
             bail!(
-                "training diverged at step {}: loss is {} (lm_loss {}, q_halt_loss {}). Lower train.lr, or set train.grad_clip_norm.",
-                self.step, loss.total, loss.lm_loss, loss.q_halt_loss
+                "training diverged at step {}: loss is {} (lm_loss {}, q_halt_loss {}, aux {:?}). Lower train.lr, or set train.grad_clip_norm.",
+                self.step, loss.total, loss.lm_loss, loss.q_halt_loss, aux_values
             );
         }
+        let mut aux_terms = heads.aux;
+        if self.cfg.model.alg_grad_norm().is_some() {
+            self.alg_grad_norm(&slots, &mut loss, &mut aux_terms, &mut aux_values);
+        }
         let mut objective = surrogate(heads.logits, heads.q_halt, &loss);
+        for (_, term) in aux_terms {
+            objective = objective + term;
+        }
         if let (Some(q_c), false) = (heads.q_continue, loss.d_q_continue.is_empty()) {
             objective = objective + surrogate_continue(q_c, &loss);
         }
@@ -301,10 +338,10 @@ where
         if !grad_norm.is_finite() {
             bail!("training diverged at step {}: the gradient norm is {grad_norm}", self.step);
         }
-        let lr = lr_mult * lr_at(self.step, t.lr, t.lr_warmup_steps, self.total_steps, t.lr_min_ratio);
+        let lr = lr_mult * scheduled_lr(&t, t.lr, self.step, self.total_steps);
         self.model = self.optimizer.step(lr, self.model.clone(), params);
         if let (Some(table), Some(g)) = (graph_free.puzzle_table(), row_grads) {
-            let emb_lr = lr_mult * lr_at(self.step, t.puzzle_emb_lr, t.lr_warmup_steps, self.total_steps, t.lr_min_ratio);
+            let emb_lr = lr_mult * scheduled_lr(&t, t.puzzle_emb_lr, self.step, self.total_steps);
             let table = sign_sgd_rows(table, &self.carry.data.puzzle_ids, g, emb_lr, t.puzzle_emb_weight_decay);
             self.model = self.model.clone().set_puzzle_table(Tensor::from_inner(table));
         }
@@ -313,7 +350,76 @@ where
         }
         let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(t.seed, self.step));
         self.carry.advance(latent, q_halt.as_deref(), q_continue.as_deref(), self.halt, &mut rng);
-        Ok(self.step_metrics(&loss, q_halt.as_deref(), lr, grad_norm))
+        let mut metrics = self.step_metrics(&loss, q_halt.as_deref(), lr, grad_norm);
+        metrics.aux = aux_values;
+        Ok(metrics)
+    }
+
+    /// CMM's AlgGradNorm: one multiplier per active term (`lm`, `bce`, then the auxiliary terms in order), on top
+    /// of the configured weights. Every `agn_every` steps the multipliers are updated from this step's weighted
+    /// term values and per-term gradient norms `‖∇_w(m_n λ_n L_n)‖` over the dense weights (one extra forward and
+    /// backward per term, same inputs and draws, weights before the update); the multipliers in force before the
+    /// update scale this step's terms. Logs each multiplier as `agn_<term>`.
+    fn alg_grad_norm(
+        &mut self,
+        slots: &reckon_data::Batch,
+        loss: &mut StepLoss,
+        aux: &mut [(&'static str, Tensor<AB, 1>)],
+        log: &mut std::collections::BTreeMap<String, f64>,
+    ) {
+        let w = self.cfg.model.alg_grad_norm().expect("AlgGradNorm is on").clone();
+        let (w_lm, w_bce) = self.cfg.model.head_weights();
+        let b = self.cfg.train.global_batch_size as f64;
+        let mut terms: Vec<(&'static str, f64)> = Vec::new();
+        if w_lm > 0.0 {
+            terms.push(("lm", w_lm * loss.lm_loss / b));
+        }
+        if w_bce > 0.0 && !loss.d_q_halt.is_empty() {
+            terms.push(("bce", w_bce * loss.q_halt_loss / b));
+        }
+        terms.extend(aux.iter().map(|(name, _)| (*name, log[&format!("aux_{name}")])));
+        let agn = self
+            .agn
+            .get_or_insert_with(|| AlgGradNorm::new(terms.len(), w.agn_alpha, w.agn_rho, w.agn_reset_period).expect("validated"));
+        assert_eq!(agn.weights.len(), terms.len(), "AlgGradNorm: the active loss terms changed");
+        let m = agn.weights.clone();
+        if (self.step - 1).is_multiple_of(w.agn_every) {
+            let norms: Vec<f64> = terms.iter().zip(&m).map(|((name, _), &k)| self.term_grad_norm(name, k, slots, loss)).collect();
+            let values: Vec<f64> = terms.iter().map(|(_, v)| *v).collect();
+            self.agn.as_mut().expect("created above").update(&values, &norms);
+        }
+        for ((name, _), &k) in terms.iter().zip(&m) {
+            log.insert(format!("agn_{name}"), k);
+            match *name {
+                "lm" => loss.d_logits.iter_mut().for_each(|g| *g = (*g as f64 * k) as f32),
+                "bce" => loss.d_q_halt.iter_mut().for_each(|g| *g = (*g as f64 * k) as f32),
+                aux_name => {
+                    let term = aux.iter_mut().find(|(n, _)| *n == aux_name).expect("an aux term");
+                    term.1 = term.1.clone().mul_scalar(k);
+                }
+            }
+        }
+    }
+
+    /// `‖∇_w(scale · term)‖` over the dense weights, from a fresh forward of this step (same carry, inputs and
+    /// draws); `lm` and `bce` inject `loss`'s host gradients as the step's surrogate does.
+    fn term_grad_norm(&self, term: &str, scale: f64, slots: &reckon_data::Batch, loss: &StepLoss) -> f64 {
+        let (tokens, ids) = batch_tensors::<AB>(slots, &self.device);
+        let rows = Tensor::<AB, 2>::from_inner(self.model.valid().puzzle_rows(ids.inner()));
+        let x = self.model.embed(tokens, rows);
+        let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(stream_seed(self.cfg.train.seed, self.step), 1));
+        let (_, heads) = self.model.train_step(self.carry.latent.clone(), x, &mut rng);
+        let objective = match term {
+            "lm" => surrogate(heads.logits, None, loss),
+            "bce" => {
+                let q = heads.q_halt.expect("a Q head");
+                let g = Tensor::<AB, 1>::from_data(burn::tensor::TensorData::new(loss.d_q_halt.clone(), [q.dims()[0]]), &self.device);
+                (q * g).sum()
+            }
+            name => heads.aux.into_iter().find(|(n, _)| *n == name).expect("an aux term").1,
+        };
+        let mut params = GradientsParams::from_grads(objective.mul_scalar(scale).backward(), &self.model);
+        clip_global_norm::<AB, M>(&self.model, &mut params, None)
     }
 
     /// HRM's bootstrapped target for `q_continue`: the Q logits of one more graph-free step from the new latent
@@ -390,6 +496,7 @@ where
             elapsed_s: self.elapsed(),
             config: self.cfg.to_toml(),
             param_ids: Default::default(),
+            alg_grad_norm: self.agn.clone(),
         };
         // The weights' metadata describes them at the depth they were trained to (the curriculum's current one),
         // so `eval` and `solve` run them there by default; `progress.config` keeps the run's config for resume.

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod parity;
+
 use std::path::{Path, PathBuf};
 
 use reckon::cli::{build_sudoku, load_config, SudokuBuildArgs};

@@ -1,0 +1,716 @@
+//! CMM, the Contraction Mapping Model (Es'kin & Smorkalov, arXiv:2603.22871; `shared/spec/rsm-cmm.md` §2).
+//!
+//! The TRM loop with one shared map `F` (= TRM's `L_level`, `l_layers` post-norm blocks) read as a contraction:
+//! per cycle `l_cycles` updates `ẑ_L ← F(ẑ_H + ẑ_L + x̃)`, then `ẑ_H ← F(ẑ_H + ẑ_L)` — TRM's
+//! `net(z, injection) = blocks(z + injection)`, reusing TRM's [`Block`] and [`ReasoningModule`] and TRM's field
+//! names, so a CMM checkpoint has the reference TRM keys. What CMM adds:
+//!
+//! - `init = "input"` (default, §4.4 of the paper): a fresh row starts from `ẑ_H = x̃`, `ẑ_L = 0`; `"buffers"`:
+//!   TRM's fixed `H_init`/`L_init`. The input start needs `x̃`, which [`RecursiveModel::initial_latent`] does not
+//!   see, so the latent carries a third slot, a `[B, 1, 1]` "fresh" flag (1 after a reset, 0 after a step): the
+//!   next step sets `ẑ_H ← x̃` on the flagged rows (exactly, by masking), `ẑ_L` is already 0 there;
+//! - `activation = "tanh"` (default) replaces SiLU on the SwiGLU gate of the channel MLP (`tanh(gate)·up`); the
+//!   fused CPU kernel hard-codes SiLU, so tanh runs composed ops (matmuls, tanh, the fused residual RMSNorm);
+//! - `identical_layers`: one block applied `l_layers` times (the checkpoint then has `L_level.layers.0` only);
+//! - NSDE noise (training only, [`TrainRecursive::train_step`], never [`RecursiveModel::step`]): after every L
+//!   and H update `z + σξ` (`additive`) or `z(1 + σξ)` (`multiplicative`), `ξ ~ N(0, I)` drawn on the host from
+//!   the step's rng, so a resumed run draws the same;
+//! - the auxiliary losses of §2.2 ([`crate::train::cmm_loss`]), weighted by `[model.losses]`, returned in
+//!   [`Heads::aux`] by the training step (a term with weight 0 is not computed);
+//! - the LM cross-entropy kind `ce` (`stablemax1` default, `stablemax3`, `stablemax5`, `softmax`), which the
+//!   trainer passes to its loss head.
+//!
+//! The training step is TRM's: `H_cycles − 1` cycles without a graph, one with full backprop; Q-head halting,
+//! deep supervision with detached carries and EMA are the trainer's, as for TRM.
+
+#![allow(non_snake_case)] // field names are the reference TRM keys (L_level, H_init, L_init)
+
+use burn::module::{AutodiffModule, Module, Param};
+use burn::tensor::activation::tanh;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::layers::{broadcast_init, replace_table, table_rows, Linear, PuzzleEmbedding, QHead, Rope, SwiGlu, TokenEmbedding};
+use super::trm::{act_heads, trm_embed, Block, PosEncoding, ReasoningModule, TrmConfig};
+use super::{Depth, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
+use crate::kernels::{residual_rms_norm, FusedOps};
+use crate::train::cmm_loss::{self, CeKind, CmmLossWeights};
+
+/// Where a fresh row's latent starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CmmInit {
+    /// `ẑ_H = x̃`, `ẑ_L = 0` (the paper's §4.4).
+    Input,
+    /// TRM's fixed `H_init` / `L_init` buffers.
+    Buffers,
+}
+
+/// The gate activation of the channel MLP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// SwiGLU, `silu(gate)·up` (TRM; the fused kernel).
+    Silu,
+    /// `tanh(gate)·up` (CMM's bounded activation, §3.6).
+    Tanh,
+}
+
+/// NSDE noise added after every latent update in training.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoiseKind {
+    None,
+    /// `z + σξ`.
+    Additive,
+    /// `z(1 + σξ)`.
+    Multiplicative,
+}
+
+/// CMM architecture and training contract. The TRM fields mean what they mean in [`TrmConfig`] (same defaults:
+/// the TRM-MLP Sudoku shape); the CMM fields default to the spec (`init = "input"`, `activation = "tanh"`,
+/// `ce = "stablemax1"`, `[model.losses]` at Eq 44's weights), with noise off and distinct layers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CmmConfig {
+    pub seq_len: usize,
+    pub vocab_size: usize,
+    pub num_puzzle_identifiers: usize,
+    #[serde(default = "d::hidden")]
+    pub hidden_size: usize,
+    #[serde(default = "d::heads")]
+    pub num_heads: usize,
+    #[serde(default = "d::expansion")]
+    pub expansion: f64,
+    #[serde(default = "d::h_cycles")]
+    pub h_cycles: usize,
+    #[serde(default = "d::l_cycles")]
+    pub l_cycles: usize,
+    /// Sub-layers (blocks) of F.
+    #[serde(default = "d::l_layers")]
+    pub l_layers: usize,
+    #[serde(default)]
+    pub puzzle_emb_ndim: Option<usize>,
+    #[serde(default = "d::puzzle_emb_len")]
+    pub puzzle_emb_len: usize,
+    #[serde(default = "d::pos")]
+    pub pos_encodings: PosEncoding,
+    #[serde(default = "d::eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "d::theta")]
+    pub rope_theta: f64,
+    #[serde(default = "d::yes")]
+    pub mlp_t: bool,
+    #[serde(default = "d::halt_max_steps")]
+    pub halt_max_steps: usize,
+    #[serde(default = "d::exploration")]
+    pub halt_exploration_prob: f64,
+    #[serde(default = "d::init")]
+    pub init: CmmInit,
+    #[serde(default = "d::activation")]
+    pub activation: Activation,
+    /// The `l_layers` sub-layers share one block's weights.
+    #[serde(default)]
+    pub identical_layers: bool,
+    #[serde(default = "d::noise")]
+    pub noise: NoiseKind,
+    #[serde(default = "d::sigma")]
+    pub noise_sigma: f64,
+    /// The LM cross-entropy.
+    #[serde(default)]
+    pub ce: CeKind,
+    /// `[model.losses]`: the loss weights (a weight of 0 switches its term off) and the trace estimator.
+    #[serde(default)]
+    pub losses: CmmLossWeights,
+}
+
+mod d {
+    use super::{Activation, CmmInit, NoiseKind, PosEncoding};
+    pub fn hidden() -> usize { 512 }
+    pub fn heads() -> usize { 8 }
+    pub fn expansion() -> f64 { 4.0 }
+    pub fn h_cycles() -> usize { 3 }
+    pub fn l_cycles() -> usize { 6 }
+    pub fn l_layers() -> usize { 2 }
+    pub fn puzzle_emb_len() -> usize { 16 }
+    pub fn pos() -> PosEncoding { PosEncoding::None }
+    pub fn eps() -> f64 { 1e-5 }
+    pub fn theta() -> f64 { 10000.0 }
+    pub fn yes() -> bool { true }
+    pub fn halt_max_steps() -> usize { 16 }
+    pub fn exploration() -> f64 { 0.1 }
+    pub fn init() -> CmmInit { CmmInit::Input }
+    pub fn activation() -> Activation { Activation::Tanh }
+    pub fn noise() -> NoiseKind { NoiseKind::None }
+    pub fn sigma() -> f64 { 0.01 }
+}
+
+impl CmmConfig {
+    /// A config for `seq_len`/`vocab_size` with every other field at its default.
+    pub fn new(seq_len: usize, vocab_size: usize, num_puzzle_identifiers: usize) -> Self {
+        toml::from_str(&format!(
+            "seq_len = {seq_len}\nvocab_size = {vocab_size}\nnum_puzzle_identifiers = {num_puzzle_identifiers}"
+        ))
+        .expect("defaults parse")
+    }
+
+    /// The CMM that computes exactly what TRM `t` computes: TRM's shape, `init = "buffers"`, SiLU, distinct
+    /// layers, no noise, stablemax1, and every auxiliary term off (λ_LM = 1, λ_BCE = 0.5 as TRM).
+    pub fn trm_equivalent(t: &TrmConfig) -> Self {
+        let mut c = Self::new(t.seq_len, t.vocab_size, t.num_puzzle_identifiers);
+        (c.hidden_size, c.num_heads, c.expansion) = (t.hidden_size, t.num_heads, t.expansion);
+        (c.h_cycles, c.l_cycles, c.l_layers) = (t.h_cycles, t.l_cycles, t.l_layers);
+        (c.puzzle_emb_ndim, c.puzzle_emb_len, c.pos_encodings) = (t.puzzle_emb_ndim, t.puzzle_emb_len, t.pos_encodings);
+        (c.rms_norm_eps, c.rope_theta, c.mlp_t) = (t.rms_norm_eps, t.rope_theta, t.mlp_t);
+        (c.halt_max_steps, c.halt_exploration_prob) = (t.halt_max_steps, t.halt_exploration_prob);
+        (c.init, c.activation, c.identical_layers, c.noise, c.ce) =
+            (CmmInit::Buffers, Activation::Silu, false, NoiseKind::None, CeKind::StableMax1);
+        let w = &mut c.losses;
+        (w.eq_x, w.eq_z, w.rh_stable, w.rh_unstable, w.rep_x, w.rep_z) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        c
+    }
+
+    /// The architecture as a TRM config (blocks, prefix, embedding and heads are TRM's).
+    pub fn as_trm(&self) -> TrmConfig {
+        TrmConfig {
+            seq_len: self.seq_len,
+            vocab_size: self.vocab_size,
+            num_puzzle_identifiers: self.num_puzzle_identifiers,
+            hidden_size: self.hidden_size,
+            num_heads: self.num_heads,
+            expansion: self.expansion,
+            h_cycles: self.h_cycles,
+            l_cycles: self.l_cycles,
+            l_layers: self.l_layers,
+            puzzle_emb_ndim: self.puzzle_emb_ndim,
+            puzzle_emb_len: self.puzzle_emb_len,
+            pos_encodings: self.pos_encodings,
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta: self.rope_theta,
+            mlp_t: self.mlp_t,
+            halt_max_steps: self.halt_max_steps,
+            halt_exploration_prob: self.halt_exploration_prob,
+        }
+    }
+
+    pub fn prefix_len(&self) -> usize {
+        self.as_trm().prefix_len()
+    }
+
+    pub fn total_len(&self) -> usize {
+        self.as_trm().total_len()
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.as_trm().validate()?;
+        anyhow::ensure!(
+            self.noise_sigma.is_finite() && self.noise_sigma >= 0.0,
+            "model.noise_sigma must be finite and >= 0, got {}",
+            self.noise_sigma
+        );
+        self.losses.validate().map_err(|e| anyhow::anyhow!("model.losses: {e:#}"))
+    }
+
+    /// Fresh weights: exactly TRM's init for the same seed (TRM's construction order), with a single block when
+    /// `identical_layers` is set.
+    pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Cmm<B> {
+        let mut t = self.as_trm();
+        if self.identical_layers {
+            t.l_layers = 1;
+        }
+        let trm = t.init::<B>(seed, device);
+        Cmm {
+            embed_tokens: trm.embed_tokens,
+            embed_pos: trm.embed_pos,
+            lm_head: trm.lm_head,
+            q_head: trm.q_head,
+            puzzle_emb: trm.puzzle_emb,
+            rotary_emb: trm.rotary_emb,
+            L_level: trm.L_level,
+            H_init: trm.H_init,
+            L_init: trm.L_init,
+            cfg: self.clone(),
+        }
+    }
+}
+
+/// The CMM network: TRM's modules under TRM's names (checkpoint keys are the reference TRM's).
+#[derive(Module, Debug)]
+pub struct Cmm<B: Backend> {
+    pub embed_tokens: TokenEmbedding<B>,
+    pub embed_pos: Option<TokenEmbedding<B>>,
+    pub lm_head: Linear<B>,
+    pub q_head: QHead<B>,
+    pub puzzle_emb: Option<PuzzleEmbedding<B>>,
+    pub rotary_emb: Option<Rope<B>>,
+    /// F: `l_layers` blocks, or one block applied `l_layers` times (`identical_layers`).
+    pub L_level: ReasoningModule<B>,
+    pub H_init: Param<Tensor<B, 1>>,
+    pub L_init: Param<Tensor<B, 1>>,
+    #[module(skip)]
+    pub cfg: CmmConfig,
+}
+
+/// `n` standard normal samples drawn from `rng`: one `u64` seeds a ChaCha8 stream per 64K-sample chunk (its
+/// chunk index is the stream id), filled in parallel by Box–Muller; a pure function of `rng`'s state.
+pub fn gaussian(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    const CHUNK: usize = 1 << 16;
+    let seed = rng.next_u64();
+    let mut out = vec![0.0f32; n];
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, chunk)| {
+        let mut r = ChaCha8Rng::seed_from_u64(seed);
+        r.set_stream(i as u64);
+        for pair in chunk.chunks_mut(2) {
+            let bits = r.next_u64();
+            // u1 in (0, 1], u2 in [0, 1), 32 bits each.
+            let u1 = ((bits >> 32) as f64 + 1.0) / 4_294_967_296.0;
+            let u2 = (bits & 0xFFFF_FFFF) as f64 / 4_294_967_296.0;
+            let radius = (-2.0 * u1.ln()).sqrt();
+            let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
+            pair[0] = (radius * c) as f32;
+            if let Some(second) = pair.get_mut(1) {
+                *second = (radius * s) as f32;
+            }
+        }
+    });
+    out
+}
+
+impl<B: FusedOps> Cmm<B> {
+    /// The same weights under an edited config (test helper; the edit must keep the shapes).
+    #[cfg(test)]
+    fn with_cfg(mut self, edit: impl FnOnce(&mut CmmConfig)) -> Self {
+        edit(&mut self.cfg);
+        self
+    }
+
+    /// Trained parameters: embeddings and heads included; the init buffers and the puzzle table excluded.
+    pub fn num_trainable_params(&self) -> usize {
+        super::layers::trainable_params(self)
+    }
+
+    /// One sub-layer pair (block) with the configured channel-MLP activation.
+    fn block(&self, block: &Block<B>, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        let rope = self.rotary_emb.as_ref();
+        match self.cfg.activation {
+            Activation::Silu => block.forward(h, rope),
+            Activation::Tanh => {
+                let h = block.mix_tokens(h, rope);
+                let r = tanh_glu(&block.mlp, h.clone());
+                residual_rms_norm(h, r, block.eps())
+            }
+        }
+    }
+
+    /// F: the blocks applied in turn (block 0 `l_layers` times with `identical_layers`).
+    pub fn f(&self, u: Tensor<B, 3>) -> Tensor<B, 3> {
+        let layers = &self.L_level.layers;
+        (0..self.cfg.l_layers).fold(u, |h, i| self.block(&layers[if self.cfg.identical_layers { 0 } else { i }], h))
+    }
+
+    /// TRM's `net(h, injection) = F(h + injection)`.
+    pub fn net(&self, h: Tensor<B, 3>, injection: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.f(h + injection)
+    }
+
+    /// One cycle: `l_cycles` updates `ẑ_L ← F(ẑ_L + (ẑ_H + x̃))`, then `ẑ_H ← F(ẑ_H + ẑ_L)`, with `noise` applied
+    /// after each update (the identity at inference).
+    pub fn cycle(
+        &self,
+        z_h: Tensor<B, 3>,
+        mut z_l: Tensor<B, 3>,
+        x: &Tensor<B, 3>,
+        noise: &mut impl FnMut(Tensor<B, 3>) -> Tensor<B, 3>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        for _ in 0..self.cfg.l_cycles {
+            z_l = noise(self.net(z_l, z_h.clone() + x.clone()));
+        }
+        let z_h = noise(self.net(z_h, z_l.clone()));
+        (z_h, z_l)
+    }
+
+    /// The NSDE perturbation of one update (training only).
+    pub fn perturb(&self, z: Tensor<B, 3>, rng: &mut ChaCha8Rng) -> Tensor<B, 3> {
+        let sigma = self.cfg.noise_sigma;
+        if self.cfg.noise == NoiseKind::None || sigma == 0.0 {
+            return z;
+        }
+        let dims = z.dims();
+        let xi = Tensor::<B, 3>::from_data(TensorData::new(gaussian(rng, dims.iter().product()), dims), &z.device());
+        match self.cfg.noise {
+            NoiseKind::Additive => z + xi.mul_scalar(sigma),
+            NoiseKind::Multiplicative => z.clone() + z * xi.mul_scalar(sigma),
+            NoiseKind::None => unreachable!(),
+        }
+    }
+
+    /// `(ẑ_H, ẑ_L)` from a carried latent: with `init = "input"`, rows flagged fresh start at `ẑ_H = x̃`.
+    fn start<BB: Backend>(&self, latent: Latent<BB>, x: &Tensor<BB, 3>) -> (Tensor<BB, 3>, Tensor<BB, 3>) {
+        let mut slots = latent.slots.into_iter();
+        let (z_h, z_l) = (slots.next().expect("z_H"), slots.next().expect("z_L"));
+        match (self.cfg.init, slots.next()) {
+            (CmmInit::Input, Some(fresh)) => {
+                let mask = fresh.greater_elem(0.5).expand(z_h.dims());
+                (z_h.mask_where(mask, x.clone()), z_l)
+            }
+            _ => (z_h, z_l),
+        }
+    }
+
+    /// The latent after a step: `[ẑ_H, ẑ_L]`, plus the cleared fresh flag with `init = "input"`.
+    fn finish<BB: Backend>(&self, z_h: Tensor<BB, 3>, z_l: Tensor<BB, 3>) -> Latent<BB> {
+        let mut slots = vec![z_h, z_l];
+        if self.cfg.init == CmmInit::Input {
+            let b = slots[0].dims()[0];
+            slots.push(Tensor::zeros([b, 1, 1], &slots[0].device()));
+        }
+        Latent { slots }
+    }
+
+    pub fn heads(&self, z_h: Tensor<B, 3>) -> Heads<B> {
+        act_heads(&self.lm_head, &self.q_head, z_h, self.cfg.prefix_len(), self.cfg.seq_len)
+    }
+
+    /// The weighted auxiliary losses of §2.2 at the end of a training step (`x` the input embedding, `(z_h, z_l)`
+    /// the final state with its graph). Terms with weight 0 are skipped. Conventions:
+    /// - `eq_z`: `mean‖ẑ_H − F(ẑ_H + ẑ_L)‖²` with F's input detached (gradient reaches ẑ_H and F's weights);
+    /// - `eq_x`: `mean‖x̃ − F(x̃)‖²`, F's input detached (gradient reaches the embedding and F's weights);
+    /// - `rh_stable`: [`cmm_loss::rh_stable`] of `tr J/K` of `z ↦ F(z + ẑ_L)` at `ẑ_H` (both detached: only F's
+    ///   weights are trained), finite-difference Hutchinson reusing `F(ẑ_H + ẑ_L)`;
+    /// - `rh_unstable`: [`cmm_loss::rh_unstable`] of `tr J/K` of F at `x̃` (detached);
+    /// - `rep_x`, `rep_z`: [`cmm_loss::repulsion`] of `x̃` and of `ẑ_H`.
+    ///
+    /// Every term is a batch mean (repulsion: the mean over distinct pairs), multiplied by its weight.
+    pub fn aux_losses(&self, x: &Tensor<B, 3>, z_h: &Tensor<B, 3>, z_l: &Tensor<B, 3>, rng: &mut ChaCha8Rng) -> Vec<(&'static str, Tensor<B, 1>)> {
+        let w = &self.cfg.losses;
+        let (probes, eps) = (w.hutchinson_probes, w.fd_eps);
+        let mut out = Vec::new();
+        if w.eq_z > 0.0 || w.rh_stable > 0.0 {
+            let (h0, l0) = (z_h.clone().detach(), z_l.clone().detach());
+            let f_z = self.net(h0.clone(), l0.clone());
+            if w.eq_z > 0.0 {
+                out.push(("eq_z", cmm_loss::equilibrium(z_h.clone(), f_z.clone()).mul_scalar(w.eq_z)));
+            }
+            if w.rh_stable > 0.0 {
+                let t = cmm_loss::hutchinson_trace_over_k_at(|z| self.net(z, l0.clone()), h0, f_z, probes, eps, rng);
+                out.push(("rh_stable", cmm_loss::rh_stable(t).mul_scalar(w.rh_stable)));
+            }
+        }
+        if w.eq_x > 0.0 || w.rh_unstable > 0.0 {
+            let x0 = x.clone().detach();
+            let f_x = self.f(x0.clone());
+            if w.eq_x > 0.0 {
+                out.push(("eq_x", cmm_loss::equilibrium(x.clone(), f_x.clone()).mul_scalar(w.eq_x)));
+            }
+            if w.rh_unstable > 0.0 {
+                let t = cmm_loss::hutchinson_trace_over_k_at(|z| self.f(z), x0, f_x, probes, eps, rng);
+                out.push(("rh_unstable", cmm_loss::rh_unstable(t).mul_scalar(w.rh_unstable)));
+            }
+        }
+        if w.rep_x > 0.0 {
+            out.push(("rep_x", cmm_loss::repulsion(x.clone()).mul_scalar(w.rep_x)));
+        }
+        if w.rep_z > 0.0 {
+            out.push(("rep_z", cmm_loss::repulsion(z_h.clone()).mul_scalar(w.rep_z)));
+        }
+        out
+    }
+}
+
+/// `down(tanh(gate) · up)` over the channel axis of `x` `[B, S, n]` (the fused `gate_up_proj` split as in
+/// [`SwiGlu::forward`]).
+fn tanh_glu<B: Backend>(mlp: &SwiGlu<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, s, n] = x.dims();
+    let w = mlp.gate_up_proj.weight.val();
+    let inter = w.dims()[0] / 2;
+    let x = x.reshape([b * s, n]);
+    let gate = x.clone().matmul(w.clone().narrow(0, 0, inter).transpose());
+    let up = x.matmul(w.narrow(0, inter, inter).transpose());
+    (tanh(gate) * up).matmul(mlp.down_proj.weight.val().transpose()).reshape([b, s, n])
+}
+
+impl<B: FusedOps> RecursiveModel<B> for Cmm<B> {
+    fn dims(&self) -> ModelDims {
+        ModelDims {
+            vocab_size: self.cfg.vocab_size,
+            seq_len: self.cfg.seq_len,
+            hidden: self.cfg.hidden_size,
+            prefix_len: self.cfg.prefix_len(),
+            num_puzzle_ids: self.cfg.num_puzzle_identifiers,
+        }
+    }
+
+    fn initial_latent(&self, batch: usize) -> Latent<B> {
+        let (len, d) = (self.cfg.total_len(), self.cfg.hidden_size);
+        match self.cfg.init {
+            CmmInit::Buffers => {
+                Latent { slots: vec![broadcast_init(&self.H_init, batch, len), broadcast_init(&self.L_init, batch, len)] }
+            }
+            CmmInit::Input => {
+                let device = self.H_init.device();
+                Latent {
+                    slots: vec![
+                        Tensor::zeros([batch, len, d], &device),
+                        Tensor::zeros([batch, len, d], &device),
+                        Tensor::ones([batch, 1, 1], &device),
+                    ],
+                }
+            }
+        }
+    }
+
+    fn puzzle_rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        table_rows(&self.puzzle_emb, ids)
+    }
+
+    fn puzzle_table(&self) -> Option<Tensor<B, 2>> {
+        self.puzzle_emb.as_ref().map(|t| t.weights.val())
+    }
+
+    fn set_puzzle_table(mut self, table: Tensor<B, 2>) -> Self {
+        replace_table(&mut self.puzzle_emb, table);
+        self
+    }
+
+    fn embed(&self, tokens: Tensor<B, 2, Int>, puzzle_rows: Tensor<B, 2>) -> Tensor<B, 3> {
+        trm_embed(&self.embed_tokens, self.embed_pos.as_ref(), tokens, puzzle_rows, &self.cfg.as_trm())
+    }
+
+    fn step(&self, latent: Latent<B>, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>) {
+        let (mut z_h, mut z_l) = self.start(latent, &x);
+        for _ in 0..self.cfg.h_cycles {
+            (z_h, z_l) = self.cycle(z_h, z_l, &x, &mut |z| z);
+        }
+        let heads = self.heads(z_h.clone());
+        (self.finish(z_h, z_l), heads)
+    }
+
+    fn depth(&self) -> Depth {
+        Depth { h: self.cfg.h_cycles, l: self.cfg.l_cycles }
+    }
+
+    fn with_depth(mut self, depth: Depth) -> Self {
+        self.cfg.h_cycles = depth.h.max(1);
+        self.cfg.l_cycles = depth.l.max(1);
+        self
+    }
+}
+
+impl<AB: AutodiffBackend + FusedOps> TrainRecursive<AB> for Cmm<AB>
+where
+    AB::InnerBackend: FusedOps,
+{
+    /// TRM's split (`H_cycles − 1` graph-free cycles, then one with full backprop), with NSDE noise after every
+    /// update and the auxiliary losses in [`Heads::aux`]. Draws from `rng`: the noise of each update in order,
+    /// then the Hutchinson probes.
+    fn train_step(
+        &self,
+        latent: Latent<AB::InnerBackend>,
+        x: Tensor<AB, 3>,
+        rng: &mut ChaCha8Rng,
+    ) -> (Latent<AB::InnerBackend>, Heads<AB>) {
+        let graph_free = self.valid();
+        let x_free = x.clone().inner();
+        let (z_h, z_l) = if self.cfg.h_cycles > 1 {
+            let (mut z_h, mut z_l) = graph_free.start(latent, &x_free);
+            for _ in 1..self.cfg.h_cycles {
+                (z_h, z_l) = graph_free.cycle(z_h, z_l, &x_free, &mut |z| graph_free.perturb(z, rng));
+            }
+            (Tensor::from_inner(z_h), Tensor::from_inner(z_l))
+        } else {
+            // A single cycle: the input start is part of the graph.
+            let slots = latent.slots.into_iter().map(Tensor::from_inner).collect();
+            self.start(Latent { slots }, &x)
+        };
+        let (z_h, z_l) = self.cycle(z_h, z_l, &x, &mut |z| self.perturb(z, rng));
+        let mut heads = self.heads(z_h.clone());
+        heads.aux = self.aux_losses(&x, &z_h, &z_l, rng);
+        (self.finish(z_h.inner(), z_l.inner()), heads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Cpu, CpuTrain};
+
+    /// A tiny CMM: hidden 16, 4 tokens, vocab 5, MLP-T, no puzzle table, H2 L2, every term off unless set.
+    fn tiny(edit: impl FnOnce(&mut CmmConfig)) -> CmmConfig {
+        let mut c = CmmConfig::trm_equivalent(&{
+            let mut t = TrmConfig::new(4, 5, 1);
+            (t.hidden_size, t.expansion, t.h_cycles, t.l_cycles, t.puzzle_emb_ndim) = (16, 2.0, 2, 2, Some(0));
+            t
+        });
+        edit(&mut c);
+        c.validate().unwrap();
+        c
+    }
+
+    fn tokens<B: Backend>(b: usize) -> Tensor<B, 2, Int> {
+        let v: Vec<i32> = (0..b * 4).map(|i| (i * 7 % 5) as i32).collect();
+        Tensor::from_data(TensorData::new(v, [b, 4]), &Default::default())
+    }
+
+    fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec().unwrap()
+    }
+
+    /// One inference step of a fresh batch of 3: the logits.
+    fn infer(m: &Cmm<Cpu>) -> Vec<f32> {
+        let x = m.embed(tokens(3), m.puzzle_rows(Tensor::zeros([3], &Default::default())));
+        values(m.step(m.initial_latent(3), x).1.logits)
+    }
+
+    /// One training step of a fresh batch of 3 with the rng seeded `seed`: the heads and the latent.
+    fn train(m: &Cmm<CpuTrain>, seed: u64) -> (Heads<CpuTrain>, Latent<Cpu>) {
+        let x = m.embed(tokens(3), m.puzzle_rows(Tensor::zeros([3], &Default::default())));
+        let (latent, heads) = m.train_step(m.valid().initial_latent(3), x, &mut ChaCha8Rng::seed_from_u64(seed));
+        (heads, latent)
+    }
+
+    #[test]
+    fn identical_layers_share_one_block() {
+        let distinct = tiny(|c| c.activation = Activation::Tanh).init::<Cpu>(0, &Default::default());
+        let shared_cfg = tiny(|c| (c.activation, c.identical_layers) = (Activation::Tanh, true));
+        let shared = shared_cfg.init::<Cpu>(0, &Default::default());
+        assert_eq!(shared.L_level.layers.len(), 1);
+        let block = super::super::layers::trainable_params(&shared.L_level);
+        assert_eq!(distinct.num_trainable_params() - shared.num_trainable_params(), block, "one block fewer");
+        // The shared model computes what a two-block model with both blocks equal to its block computes...
+        let mut twin = distinct.clone();
+        twin.L_level = ReasoningModule { layers: vec![shared.L_level.layers[0].clone(), shared.L_level.layers[0].clone()] };
+        (twin.embed_tokens, twin.lm_head, twin.q_head) = (shared.embed_tokens.clone(), shared.lm_head.clone(), shared.q_head.clone());
+        (twin.H_init, twin.L_init) = (shared.H_init.clone(), shared.L_init.clone());
+        assert_eq!(infer(&shared), infer(&twin));
+        // ... and applies it l_layers times (one application is a different function).
+        let once = shared.clone().with_cfg(|c| c.l_layers = 1);
+        assert_ne!(infer(&shared), infer(&once));
+    }
+
+    #[test]
+    fn noise_is_training_only_and_reproducible() {
+        let quiet = tiny(|_| ()).init::<CpuTrain>(0, &Default::default());
+        for kind in [NoiseKind::Additive, NoiseKind::Multiplicative] {
+            let noisy = quiet.clone().with_cfg(|c| (c.noise, c.noise_sigma) = (kind, 0.01));
+            // Inference never adds noise.
+            assert_eq!(infer(&noisy.valid()), infer(&quiet.valid()));
+            // Training does, reproducibly for a seed.
+            let (a, la) = train(&noisy, 7);
+            let (b, lb) = train(&noisy, 7);
+            let (c, _) = train(&noisy, 8);
+            let (q, _) = train(&quiet, 7);
+            let (a, b, c, q) = (values(a.logits.inner()), values(b.logits.inner()), values(c.logits.inner()), values(q.logits.inner()));
+            assert_eq!(a, b, "{kind:?}: same seed, same draws");
+            assert_eq!(values(la.slots[0].clone()), values(lb.slots[0].clone()));
+            assert_ne!(a, c, "{kind:?}: another seed draws other noise");
+            assert_ne!(a, q, "{kind:?}: noise changes the training step");
+            let diff = a.iter().zip(&q).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(diff < 0.5, "{kind:?}: σ = 0.01 perturbs a little, got {diff}");
+        }
+        // Without noise the training step computes what inference computes.
+        let (q, _) = train(&quiet, 7);
+        let (t, i) = (values(q.logits.inner()), infer(&quiet.valid()));
+        assert!(t.iter().zip(&i).all(|(a, b)| (a - b).abs() <= 1e-5), "train step = inference step without noise");
+    }
+
+    #[test]
+    fn gaussian_is_seeded_and_standard() {
+        let draw = |seed| gaussian(&mut ChaCha8Rng::seed_from_u64(seed), 200_001);
+        let (a, b) = (draw(1), draw(1));
+        assert_eq!(a, b);
+        assert_ne!(a, draw(2));
+        let n = a.len() as f64;
+        let mean = a.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = a.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.02, "mean {mean}, var {var}");
+    }
+
+    #[test]
+    fn each_aux_term_is_in_the_heads_iff_its_weight_is_positive() {
+        let names = ["eq_z", "rh_stable", "eq_x", "rh_unstable", "rep_x", "rep_z"];
+        let set = |c: &mut CmmConfig, name: &str, v: f64| {
+            let w = &mut c.losses;
+            *match name {
+                "eq_z" => &mut w.eq_z,
+                "rh_stable" => &mut w.rh_stable,
+                "eq_x" => &mut w.eq_x,
+                "rh_unstable" => &mut w.rh_unstable,
+                "rep_x" => &mut w.rep_x,
+                _ => &mut w.rep_z,
+            } = v;
+        };
+        let base = tiny(|_| ()).init::<CpuTrain>(0, &Default::default());
+        assert!(train(&base, 0).0.aux.is_empty());
+        for name in names {
+            let m = base.clone().with_cfg(|c| set(c, name, 2.0));
+            let (heads, _) = train(&m, 0);
+            let got: Vec<&str> = heads.aux.iter().map(|(n, _)| *n).collect();
+            assert_eq!(got, vec![name]);
+            // The weight multiplies the term.
+            let v2 = values(heads.aux[0].1.clone().inner())[0];
+            let v1 = values(train(&base.clone().with_cfg(|c| set(c, name, 1.0)), 0).0.aux[0].1.clone().inner())[0];
+            assert!(v2.is_finite() && (v2 - 2.0 * v1).abs() <= 1e-5 * v2.abs().max(1e-6), "{name}: {v2} vs 2·{v1}");
+        }
+        // All on (spec defaults): every term, finite, and each reaches F's weights.
+        let all = base.clone().with_cfg(|c| c.losses = CmmLossWeights::default());
+        let (heads, _) = train(&all, 0);
+        let got: Vec<&str> = heads.aux.iter().map(|(n, _)| *n).collect();
+        assert_eq!(got, names.to_vec());
+        for (i, (name, _)) in heads.aux.iter().enumerate() {
+            // A fresh graph per term (one backward consumes the graph the terms share).
+            let term = train(&all, 0).0.aux.swap_remove(i).1;
+            let v = values(term.clone().inner())[0];
+            assert!(v.is_finite() && v >= 0.0, "{name}: {v}");
+            let grads = term.backward();
+            let w = &all.L_level.layers[0].mlp.gate_up_proj.weight;
+            let g = w.val().grad(&grads).map(values).unwrap_or_default();
+            let norm: f32 = g.iter().map(|x| x * x).sum();
+            // Every term but the input's repulsion depends on F (rh_* only when its ReLU is active).
+            let expected = match *name {
+                "rep_x" => false,
+                "rh_stable" | "rh_unstable" => v > 0.0,
+                _ => true,
+            };
+            assert_eq!(norm > 0.0, expected, "{name} = {v}: gradient on F's channel MLP {norm}");
+        }
+    }
+
+    #[test]
+    fn tanh_changes_the_function() {
+        let silu = tiny(|_| ()).init::<Cpu>(0, &Default::default());
+        let tanh = silu.clone().with_cfg(|c| c.activation = Activation::Tanh);
+        let (a, b) = (infer(&silu), infer(&tanh));
+        assert!(a.iter().all(|v| v.is_finite()) && b.iter().all(|v| v.is_finite()));
+        assert_ne!(a, b);
+    }
+
+    /// `init = "input"`: a fresh row starts at `ẑ_H = x̃`, `ẑ_L = 0`; the fresh flag is cleared by a step and set
+    /// again by a reset; a running row keeps its state.
+    #[test]
+    fn input_init_starts_at_the_embedding() {
+        let m = tiny(|c| (c.init, c.activation) = (CmmInit::Input, Activation::Tanh)).init::<Cpu>(0, &Default::default());
+        let x = m.embed(tokens(3), m.puzzle_rows(Tensor::zeros([3], &Default::default())));
+        let init = m.initial_latent(3);
+        assert_eq!(init.slots.len(), 3);
+        let (latent, heads) = m.step(init.clone(), x.clone());
+        let (mut z_h, mut z_l) = (x.clone(), x.zeros_like());
+        for _ in 0..m.cfg.h_cycles {
+            (z_h, z_l) = m.cycle(z_h, z_l, &x, &mut |z| z);
+        }
+        assert_eq!(values(heads.logits), values(m.heads(z_h.clone()).logits));
+        assert_eq!(values(latent.slots[0].clone()), values(z_h));
+        assert_eq!(values(latent.slots[2].clone()), vec![0.0; 3]);
+        // Row 1 resets: it starts again from x̃, the others continue.
+        let reset = latent.clone().reset_rows(&init, &[false, true, false]);
+        assert_eq!(values(reset.slots[2].clone()), vec![0.0, 1.0, 0.0]);
+        let (next, _) = m.step(reset, x.clone());
+        let (fresh, _) = m.step(init, x);
+        let row = |t: &Tensor<Cpu, 3>, r: usize| values(t.clone().narrow(0, r, 1));
+        assert_eq!(row(&next.slots[0], 1), row(&fresh.slots[0], 1));
+        assert_ne!(row(&next.slots[0], 0), row(&fresh.slots[0], 0));
+    }
+}
