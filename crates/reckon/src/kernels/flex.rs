@@ -10,7 +10,7 @@ use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use super::pool::{self, Scratch};
-use super::{MixAxis, SwigluNormSaved};
+use super::{Gate, MixAxis, SwigluNormSaved};
 
 /// Elements per parallel task: large enough to amortise scheduling, small enough to balance 2+ cores.
 const CHUNK: usize = 16 * 1024;
@@ -35,7 +35,7 @@ pub fn swiglu(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
     let mut out = pool::take(g.layout().num_elements());
     out.par_chunks_mut(CHUNK)
         .zip(slice(&g).par_chunks(CHUNK).zip(slice(&u).par_chunks(CHUNK)))
-        .for_each(|(o, (g, u))| swiglu_halves(g, u, o));
+        .for_each(|(o, (g, u))| swiglu_halves(Gate::Silu, g, u, o));
     pool::tensor(out, g.layout().shape().clone())
 }
 
@@ -49,7 +49,7 @@ pub fn swiglu_backward(gate: FlexTensor, up: FlexTensor, grad: FlexTensor) -> (F
         .par_chunks_mut(CHUNK)
         .zip(d_up.par_chunks_mut(CHUNK))
         .zip(slice(&g).par_chunks(CHUNK).zip(slice(&u).par_chunks(CHUNK)).zip(slice(&go).par_chunks(CHUNK)))
-        .for_each(|((dg, du), ((g, u), go))| swiglu_grad_halves(g, u, go, dg, du));
+        .for_each(|((dg, du), ((g, u), go))| swiglu_grad_halves(Gate::Silu, g, u, go, dg, du));
     let shape = g.layout().shape().clone();
     (pool::tensor(d_gate, shape.clone()), pool::tensor(d_up, shape))
 }
@@ -202,11 +202,11 @@ fn channel_rows(x: &FlexTensor, dims: [usize; 3]) -> FlexTensor {
 }
 
 simd::multiversion! {
-    /// `act[r] = silu(g[r, :I]) · g[r, I:]` for a block of rows.
-    fn swiglu_block(g: &[f32], act: &mut [f32], inter: usize) {
+    /// `act[r] = gate(g[r, :I]) · g[r, I:]` for a block of rows.
+    fn swiglu_block(kind: Gate, g: &[f32], act: &mut [f32], inter: usize) {
         for (a, g) in act.chunks_mut(inter).zip(g.chunks(2 * inter)) {
             let (gate, up) = g.split_at(inter);
-            simd::silu_mul(gate, up, a);
+            simd::glu_mul(kind, gate, up, a);
         }
     }
 }
@@ -223,27 +223,28 @@ simd::multiversion! {
     }
 }
 
-/// `y = rms_norm(x + swiglu_mlp(x))` over `axis`, keeping nothing: scratch buffers go straight back to the pool.
+/// `y = rms_norm(x + glu_mlp(x))` over `axis`, keeping nothing: scratch buffers go straight back to the pool.
 pub fn residual_swiglu_norm(
     x: FlexTensor,
     w_gate_up: FlexTensor,
     w_down: FlexTensor,
     axis: MixAxis,
+    gate: Gate,
     eps: f64,
 ) -> FlexTensor {
     let Some([x, wgu, wd]) = f32_inputs([&x, &w_gate_up, &w_down]) else {
-        return super::composed_residual_swiglu_norm::<Flex>(x, w_gate_up, w_down, axis, eps);
+        return super::composed_residual_swiglu_norm::<Flex>(x, w_gate_up, w_down, axis, gate, eps);
     };
     let dims = dims3(&x);
     if axis == MixAxis::Sequence {
         let inter = SwigluNormDims::of(dims, axis, &wgu, &wd).inter;
-        let (y, gate_up, rstd) = sequence_forward(slice(&x), slice(&wgu), slice(&wd), dims, inter, eps as f32);
+        let (y, gate_up, rstd) = sequence_forward(slice(&x), slice(&wgu), slice(&wd), dims, inter, gate, eps as f32);
         pool::give(gate_up);
         pool::give(rstd);
         return pool::tensor(y, dims);
     }
     let rows = channel_rows(&x, dims);
-    let out = swiglu_norm_forward(&rows, &wgu, &wd, dims, axis, eps);
+    let out = swiglu_norm_forward(&rows, &wgu, &wd, dims, axis, gate, eps);
     pool::give(out.gate_up);
     pool::give(out.rstd);
     pool::tensor(out.y, dims)
@@ -256,23 +257,24 @@ pub fn residual_swiglu_norm_saving(
     w_gate_up: FlexTensor,
     w_down: FlexTensor,
     axis: MixAxis,
+    gate: Gate,
     eps: f64,
 ) -> (FlexTensor, SwigluNormSaved<Flex>) {
     let Some([x, wgu, wd]) = f32_inputs([&x, &w_gate_up, &w_down]) else {
-        return super::composed_residual_swiglu_norm_saving::<Flex>(x, w_gate_up, w_down, axis, eps);
+        return super::composed_residual_swiglu_norm_saving::<Flex>(x, w_gate_up, w_down, axis, gate, eps);
     };
     let dims = dims3(&x);
     if axis == MixAxis::Sequence {
         let inter = SwigluNormDims::of(dims, axis, &wgu, &wd).inter;
         let [b, _, d] = dims;
-        let (y, gate_up, rstd) = sequence_forward(slice(&x), slice(&wgu), slice(&wd), dims, inter, eps as f32);
+        let (y, gate_up, rstd) = sequence_forward(slice(&x), slice(&wgu), slice(&wd), dims, inter, gate, eps as f32);
         let y = pool::tensor(y, dims);
-        let gate_up = pool::tensor(gate_up, [b, 2 * inter, d]);
-        let saved = SwigluNormSaved { rows: x, gate_up, y: y.clone(), rstd: pool::tensor(rstd, [b, d]), axis, dims };
+        let (gate_up, rstd) = (pool::tensor(gate_up, [b, 2 * inter, d]), pool::tensor(rstd, [b, d]));
+        let saved = SwigluNormSaved { rows: x, gate_up, y: y.clone(), rstd, axis, gate, dims };
         return (y, saved);
     }
     let rows = channel_rows(&x, dims);
-    let ForwardBuffers { shape, gate_up, y, rstd } = swiglu_norm_forward(&rows, &wgu, &wd, dims, axis, eps);
+    let ForwardBuffers { shape, gate_up, y, rstd } = swiglu_norm_forward(&rows, &wgu, &wd, dims, axis, gate, eps);
     let y_rows = pool::tensor(y, [shape.rows, shape.width]);
     let out = y_rows.reshape(dims.into());
     let saved = SwigluNormSaved {
@@ -281,6 +283,7 @@ pub fn residual_swiglu_norm_saving(
         y: y_rows,
         rstd: pool::tensor(rstd, [shape.rows]),
         axis,
+        gate,
         dims,
     };
     (out, saved)
@@ -299,6 +302,7 @@ fn swiglu_norm_forward(
     wd: &FlexTensor,
     dims: [usize; 3],
     axis: MixAxis,
+    gate: Gate,
     eps: f64,
 ) -> ForwardBuffers {
     let shape = SwigluNormDims::of(dims, axis, wgu, wd);
@@ -322,7 +326,7 @@ fn swiglu_norm_forward(
             let m = rstd.len();
             matmul_1t(m, 2 * inter, width, g, false, Mat::rows(x, width), Mat::rows(wgu_t, 2 * inter));
             let mut act = Scratch::new(m * inter);
-            swiglu_block(g, &mut act, inter);
+            swiglu_block(gate, g, &mut act, inter);
             matmul_1t(m, width, inter, y, false, Mat::rows(&act, inter), Mat::rows(wd_t, width));
             residual_rms_norm_block(x, y, rstd, width, eps as f32);
         });
@@ -343,11 +347,11 @@ simd::multiversion! {
 
 simd::multiversion! {
     /// The gradient of the gate/up pre-activations from that of the SwiGLU output, for a block of rows.
-    fn swiglu_grad_block(g: &[f32], d_act: &[f32], dg: &mut [f32], inter: usize) {
+    fn swiglu_grad_block(kind: Gate, g: &[f32], d_act: &[f32], dg: &mut [f32], inter: usize) {
         for ((dg, g), da) in dg.chunks_mut(2 * inter).zip(g.chunks(2 * inter)).zip(d_act.chunks(inter)) {
             let (gate, up) = g.split_at(inter);
             let (d_gate, d_up) = dg.split_at_mut(inter);
-            simd::silu_mul_grad(gate, up, da, d_gate, d_up);
+            simd::glu_mul_grad(kind, gate, up, da, d_gate, d_up);
         }
     }
 }
@@ -363,16 +367,17 @@ pub fn residual_swiglu_norm_backward(
     saved: SwigluNormSaved<Flex>,
     dy: FlexTensor,
 ) -> (FlexTensor, FlexTensor, FlexTensor) {
-    let SwigluNormSaved { rows, gate_up, y, rstd, axis, dims } = &saved;
+    let SwigluNormSaved { rows, gate_up, y, rstd, axis, gate, dims } = &saved;
     let Some([x, wgu, wd, g, y, rstd, dy]) = f32_inputs([rows, &w_gate_up, &w_down, gate_up, y, rstd, &dy]) else {
         return super::composed_residual_swiglu_norm_backward::<Flex>(w_gate_up, w_down, saved, dy);
     };
-    let (axis, dims) = (*axis, *dims);
+    let (axis, gate, dims) = (*axis, *gate, *dims);
     let shape = SwigluNormDims::of(dims, axis, &wgu, &wd);
     if axis == MixAxis::Sequence {
         let s = dims[1];
         let saved = [slice(&g), slice(&y), slice(&rstd)];
-        let (dx, dwgu, dwd) = sequence_backward(slice(&x), slice(&wgu), slice(&wd), saved, slice(&dy), dims, shape.inter);
+        let (dx, dwgu, dwd) =
+            sequence_backward(slice(&x), slice(&wgu), slice(&wd), saved, slice(&dy), dims, shape.inter, gate);
         return (pool::tensor(dx, dims), pool::tensor(dwgu, [2 * shape.inter, s]), pool::tensor(dwd, [s, shape.inter]));
     }
     let SwigluNormDims { rows, width, inter } = shape;
@@ -391,6 +396,7 @@ pub fn residual_swiglu_norm_backward(
         dy: slice(&dy_rows),
         rstd: slice(&rstd),
         shape,
+        gate,
         block,
     };
     let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
@@ -422,6 +428,7 @@ struct BackwardInputs<'a> {
     dy: &'a [f32],
     rstd: &'a [f32],
     shape: SwigluNormDims,
+    gate: Gate,
     block: usize,
 }
 
@@ -442,12 +449,12 @@ impl BackwardInputs<'_> {
             rms_norm_grad_block(y, dy, rstd, dx, width);
             let accumulate = i > 0;
             let mut act = Scratch::new(m * inter);
-            swiglu_block(g, &mut act, inter);
+            swiglu_block(self.gate, g, &mut act, inter);
             matmul_1t(width, inter, m, &mut dw_down, accumulate, Mat::transposed(dx, width), Mat::rows(&act, inter));
             let mut d_act = act; // reuse the buffer: act is no longer needed
             matmul_1t(m, inter, width, &mut d_act, false, Mat::rows(dx, width), Mat::rows(self.wd, inter));
             let mut dg = Scratch::new(m * 2 * inter);
-            swiglu_grad_block(g, &d_act, &mut dg, inter);
+            swiglu_grad_block(self.gate, g, &d_act, &mut dg, inter);
             let dg_mat = Mat::rows(&dg, 2 * inter);
             matmul_1t(2 * inter, width, m, &mut dw_gate_up, accumulate, Mat::transposed(&dg, 2 * inter), Mat::rows(x, width));
             matmul_1t(m, width, 2 * inter, dx, true, dg_mat, Mat::rows(self.wgu, width));
@@ -691,21 +698,21 @@ pub fn residual_rms_norm_backward(y: FlexTensor, rstd: FlexTensor, dy: FlexTenso
 }
 
 // The token mixer in the activations' own layout. Along the sequence axis the sub-layer is, per batch row,
-// `G_b = W_gu · x_b` (`[2I, S]·[S, D]`), `act_b = silu(G_b[:I]) · G_b[I:]`, `y_b = x_b + W_down · act_b`, then
+// `G_b = W_gu · x_b` (`[2I, S]·[S, D]`), `act_b = gate(G_b[:I]) · G_b[I:]`, `y_b = x_b + W_down · act_b`, then
 // RMSNorm down each column of `y_b`: left-multiplications with the weights, so the GEMMs read `[S, D]`
 // activations directly and nothing is transposed (the reference transposes to `[B, D, S]` and back).
 
 simd::multiversion! {
-    /// `act = silu(gate) · up`, elementwise.
-    fn swiglu_halves(gate: &[f32], up: &[f32], act: &mut [f32]) {
-        simd::silu_mul(gate, up, act);
+    /// `act = kind(gate) · up`, elementwise.
+    fn swiglu_halves(kind: Gate, gate: &[f32], up: &[f32], act: &mut [f32]) {
+        simd::glu_mul(kind, gate, up, act);
     }
 }
 
 simd::multiversion! {
-    /// Gradients of `silu(gate) · up` from that of the output, elementwise.
-    fn swiglu_grad_halves(gate: &[f32], up: &[f32], d_act: &[f32], d_gate: &mut [f32], d_up: &mut [f32]) {
-        simd::silu_mul_grad(gate, up, d_act, d_gate, d_up);
+    /// Gradients of `kind(gate) · up` from that of the output, elementwise.
+    fn swiglu_grad_halves(kind: Gate, gate: &[f32], up: &[f32], d_act: &[f32], d_gate: &mut [f32], d_up: &mut [f32]) {
+        simd::glu_mul_grad(kind, gate, up, d_act, d_gate, d_up);
     }
 }
 
@@ -749,7 +756,7 @@ simd::multiversion! {
 
 /// Forward along the sequence axis, one task per batch row: the output `[B, S, D]`, the gate/up
 /// pre-activations `[B, 2I, D]` and the per-column reciprocal RMS `[B, D]`.
-fn sequence_forward(x: &[f32], wgu: &[f32], wd: &[f32], dims: [usize; 3], inter: usize, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn sequence_forward(x: &[f32], wgu: &[f32], wd: &[f32], dims: [usize; 3], inter: usize, kind: Gate, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [b, s, d] = dims;
     let (mut y, mut gate_up, mut rstd) = (pool::take(b * s * d), pool::take(b * 2 * inter * d), pool::take(b * d));
     y.par_chunks_mut(s * d)
@@ -759,7 +766,7 @@ fn sequence_forward(x: &[f32], wgu: &[f32], wd: &[f32], dims: [usize; 3], inter:
             matmul_1t(2 * inter, d, s, g, false, Mat::rows(wgu, s), Mat::rows(x, d));
             let mut act = Scratch::new(inter * d);
             let (gate, up) = g.split_at(inter * d);
-            swiglu_halves(gate, up, &mut act);
+            swiglu_halves(kind, gate, up, &mut act);
             matmul_1t(s, d, inter, y, false, Mat::rows(wd, inter), Mat::rows(&act, d));
             column_residual_rms_norm(x, y, rstd, d, eps);
         });
@@ -768,7 +775,8 @@ fn sequence_forward(x: &[f32], wgu: &[f32], wd: &[f32], dims: [usize; 3], inter:
 
 /// Backward along the sequence axis: `(dx, dW_gate_up, dW_down)`. Batch rows are split into one contiguous part
 /// per thread; each part sums its weight gradients in row order and the parts are summed in order.
-fn sequence_backward(x: &[f32], wgu: &[f32], wd: &[f32], saved: [&[f32]; 3], dy: &[f32], dims: [usize; 3], inter: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+#[allow(clippy::too_many_arguments)]
+fn sequence_backward(x: &[f32], wgu: &[f32], wd: &[f32], saved: [&[f32]; 3], dy: &[f32], dims: [usize; 3], inter: usize, kind: Gate) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [b, s, d] = dims;
     let [g_all, y_all, rstd_all] = saved;
     let mut dx = pool::take(b * s * d);
@@ -789,13 +797,13 @@ fn sequence_backward(x: &[f32], wgu: &[f32], wd: &[f32], saved: [&[f32]; 3], dy:
                 let accumulate = i > 0;
                 let (gate, up) = g.split_at(inter * d);
                 let mut act = Scratch::new(inter * d);
-                swiglu_halves(gate, up, &mut act);
+                swiglu_halves(kind, gate, up, &mut act);
                 matmul_1t(s, inter, d, &mut dwd, accumulate, Mat::rows(dx, d), Mat::transposed(&act, d));
                 let mut d_act = act;
                 matmul_1t(inter, d, s, &mut d_act, false, Mat::transposed(wd, inter), Mat::rows(dx, d));
                 let mut dg = Scratch::new(2 * inter * d);
                 let (d_gate, d_up) = dg.split_at_mut(inter * d);
-                swiglu_grad_halves(gate, up, &d_act, d_gate, d_up);
+                swiglu_grad_halves(kind, gate, up, &d_act, d_gate, d_up);
                 drop(d_act);
                 matmul_1t(2 * inter, s, d, &mut dwgu, accumulate, Mat::rows(&dg, d), Mat::transposed(x, d));
                 matmul_1t(s, d, 2 * inter, dx, true, Mat::transposed(wgu, s), Mat::rows(&dg, d));

@@ -5,7 +5,8 @@
 //!   (sigmoid, two products) over the largest activations of the model, each single-threaded on Flex; fused it
 //!   is one multithreaded pass forward and one backward.
 //! - [`FusedOps::residual_swiglu_norm`]: `rms_norm(x + down(silu(x·Wg) · (x·Wu)))`, one whole sub-layer of a
-//!   post-norm TRM block: the channel MLP, and TRM-MLP's token mixer along the sequence axis. On Flex it is two
+//!   post-norm TRM block: the channel MLP, and TRM-MLP's token mixer along the sequence axis. The gate is SiLU
+//!   (SwiGLU) or tanh ([`Gate`]; CMM's bounded activation), the same kernel either way. On Flex it is two
 //!   GEMMs and two vectorised passes forward, four GEMMs and three passes backward, done in cache-sized row
 //!   blocks (channels) or per batch row with the weights multiplied from the left (sequence, so the reference's
 //!   transposes disappear), with no autodiff graph inside and every buffer from [`pool`]. The backward needs
@@ -25,7 +26,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::Autodiff;
-use burn::tensor::activation::{sigmoid, silu};
+use burn::tensor::activation::{sigmoid, silu, tanh};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
@@ -56,6 +57,37 @@ pub fn composed_swiglu_backward<B: Backend>(
     (unwrap(d_gate), unwrap(d_up))
 }
 
+/// The gate nonlinearity of a gated linear unit `gate(x·W_g) · (x·W_u)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Gate {
+    /// `silu`: SwiGLU, as TRM, HRM and RSM use.
+    #[default]
+    Silu,
+    /// `tanh`: CMM's bounded activation.
+    Tanh,
+}
+
+/// `gate(g) · u` from tensors: SiLU through the backend's fused [`FusedOps::swiglu`], tanh composed.
+fn glu<B: FusedOps, const D: usize>(kind: Gate, g: Tensor<B, D>, u: Tensor<B, D>) -> Tensor<B, D> {
+    match kind {
+        Gate::Silu => swiglu(g, u),
+        Gate::Tanh => tanh(g) * u,
+    }
+}
+
+/// Gradients `(d_gate, d_up)` of `gate(g) · u` on rank-1 primitives.
+fn glu_backward<B: FusedOps>(kind: Gate, g: FloatTensor<B>, u: FloatTensor<B>, go: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    match kind {
+        Gate::Silu => B::swiglu_backward(g, u, go),
+        Gate::Tanh => {
+            let (t, u, go) = (tanh(wrap::<B, 1>(g)), wrap::<B, 1>(u), wrap::<B, 1>(go));
+            let d_up = go.clone() * t.clone();
+            let d_gate = go * u * (t.clone() * t).neg().add_scalar(1.0);
+            (unwrap(d_gate), unwrap(d_up))
+        }
+    }
+}
+
 /// Which axis of `[B, S, D]` activations a residual SwiGLU sub-layer mixes, and normalises over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MixAxis {
@@ -84,8 +116,8 @@ fn composed_unrows<B: Backend>(rows: Tensor<B, 2>, dims: [usize; 3], axis: MixAx
 }
 
 /// What the backward of [`FusedOps::residual_swiglu_norm`] needs besides the weights: the input, the gate/up
-/// pre-activations, the output and the reciprocal RMS of each normalised row, plus the axis and the `[B, S, D]`
-/// shape. Their layouts belong to the backend that saved them: the composed path keeps the MLP's rows
+/// pre-activations, the output and the reciprocal RMS of each normalised row, plus the axis, the gate and the
+/// `[B, S, D]` shape. Their layouts belong to the backend that saved them: the composed path keeps the MLP's rows
 /// (`[R, W]`, `[R, 2I]`, `[R, W]`, `[R]`); Flex's sequence kernel keeps `[B, S, D]`, `[B, 2I, D]`, `[B, S, D]`,
 /// `[B, D]`.
 #[derive(Clone, Debug)]
@@ -95,6 +127,7 @@ pub struct SwigluNormSaved<B: Backend> {
     pub y: FloatTensor<B>,
     pub rstd: FloatTensor<B>,
     pub axis: MixAxis,
+    pub gate: Gate,
     pub dims: [usize; 3],
 }
 
@@ -104,6 +137,7 @@ pub fn composed_residual_swiglu_norm<B: FusedOps>(
     w_gate_up: FloatTensor<B>,
     w_down: FloatTensor<B>,
     axis: MixAxis,
+    kind: Gate,
     eps: f64,
 ) -> FloatTensor<B> {
     let x = wrap::<B, 3>(x);
@@ -113,7 +147,7 @@ pub fn composed_residual_swiglu_norm<B: FusedOps>(
     let inter = w_gate_up.dims()[0] / 2;
     let gate = rows.clone().matmul(w_gate_up.clone().narrow(0, 0, inter).transpose());
     let up = rows.clone().matmul(w_gate_up.narrow(0, inter, inter).transpose());
-    let mixed = swiglu(gate, up).matmul(wrap::<B, 2>(w_down).transpose());
+    let mixed = glu(kind, gate, up).matmul(wrap::<B, 2>(w_down).transpose());
     unwrap(composed_unrows(crate::model::layers::rms_norm(rows + mixed, eps), dims, axis))
 }
 
@@ -123,6 +157,7 @@ pub fn composed_residual_swiglu_norm_saving<B: FusedOps>(
     w_gate_up: FloatTensor<B>,
     w_down: FloatTensor<B>,
     axis: MixAxis,
+    kind: Gate,
     eps: f64,
 ) -> (FloatTensor<B>, SwigluNormSaved<B>) {
     let x = wrap::<B, 3>(x);
@@ -131,14 +166,14 @@ pub fn composed_residual_swiglu_norm_saving<B: FusedOps>(
     let w_gate_up = wrap::<B, 2>(w_gate_up);
     let inter = w_gate_up.dims()[0] / 2;
     let g = rows.clone().matmul(w_gate_up.transpose());
-    let act = swiglu(g.clone().narrow(1, 0, inter), g.clone().narrow(1, inter, inter));
+    let act = glu(kind, g.clone().narrow(1, 0, inter), g.clone().narrow(1, inter, inter));
     let z = rows.clone() + act.matmul(wrap::<B, 2>(w_down).transpose());
     let rstd = z.clone().powi_scalar(2).mean_dim(1).add_scalar(eps).sqrt().recip(); // [R, 1]
     let y = z * rstd.clone();
     let n = rstd.dims()[0];
     let out = unwrap(composed_unrows(y.clone(), dims, axis));
-    let saved =
-        SwigluNormSaved { rows: unwrap(rows), gate_up: unwrap(g), y: unwrap(y), rstd: unwrap(rstd.reshape([n])), axis, dims };
+    let (rows, gate_up, y, rstd) = (unwrap(rows), unwrap(g), unwrap(y), unwrap(rstd.reshape([n])));
+    let saved = SwigluNormSaved { rows, gate_up, y, rstd, axis, gate: kind, dims };
     (out, saved)
 }
 
@@ -158,12 +193,12 @@ pub fn composed_residual_swiglu_norm_backward<B: FusedOps>(
     let mean = (dy.clone() * y.clone()).sum_dim(1).div_scalar(width as f64);
     let dz = (dy - y * mean) * rstd;
     let (gate, up) = (g.clone().narrow(1, 0, inter), g.narrow(1, inter, inter));
-    let act = swiglu(gate.clone(), up.clone());
+    let act = glu(saved.gate, gate.clone(), up.clone());
     let dw_down = dz.clone().transpose().matmul(act);
     let d_act = dz.clone().matmul(w_down);
     let n = rows * inter;
-    let (d_gate, d_up) =
-        B::swiglu_backward(unwrap(gate.reshape([n])), unwrap(up.reshape([n])), unwrap(d_act.reshape([n])));
+    let flat = |t: Tensor<B, 2>| unwrap(t.reshape([n]));
+    let (d_gate, d_up) = glu_backward::<B>(saved.gate, flat(gate), flat(up), flat(d_act));
     let d_gate = wrap::<B, 1>(d_gate).reshape([rows, inter]);
     let dg = Tensor::cat(vec![d_gate, wrap::<B, 1>(d_up).reshape([rows, inter])], 1);
     let dw_gate_up = dg.clone().transpose().matmul(x);
@@ -289,16 +324,17 @@ pub trait FusedOps: Backend {
     }
 
     /// A residual SwiGLU sub-layer and its post-norm on `x` `[B, S, D]`, mixing along `axis`: with `r` a row
-    /// of `x` along that axis, `r ← rms_norm(r + (silu(r·W_gᵀ) · r·W_uᵀ)·W_downᵀ)`. `w_gate_up` is `[2I, W]`
-    /// (gate rows first) and `w_down` `[W, I]`, `W` the axis length.
+    /// of `x` along that axis, `r ← rms_norm(r + (gate(r·W_gᵀ) · r·W_uᵀ)·W_downᵀ)`, `gate` SiLU or tanh.
+    /// `w_gate_up` is `[2I, W]` (gate rows first) and `w_down` `[W, I]`, `W` the axis length.
     fn residual_swiglu_norm(
         x: FloatTensor<Self>,
         w_gate_up: FloatTensor<Self>,
         w_down: FloatTensor<Self>,
         axis: MixAxis,
+        gate: Gate,
         eps: f64,
     ) -> FloatTensor<Self> {
-        composed_residual_swiglu_norm::<Self>(x, w_gate_up, w_down, axis, eps)
+        composed_residual_swiglu_norm::<Self>(x, w_gate_up, w_down, axis, gate, eps)
     }
 
     /// The same forward, also returning what the backward needs.
@@ -307,9 +343,10 @@ pub trait FusedOps: Backend {
         w_gate_up: FloatTensor<Self>,
         w_down: FloatTensor<Self>,
         axis: MixAxis,
+        gate: Gate,
         eps: f64,
     ) -> (FloatTensor<Self>, SwigluNormSaved<Self>) {
-        composed_residual_swiglu_norm_saving::<Self>(x, w_gate_up, w_down, axis, eps)
+        composed_residual_swiglu_norm_saving::<Self>(x, w_gate_up, w_down, axis, gate, eps)
     }
 
     /// `(dx, dW_gate_up, dW_down)` from the output's gradient `dy` `[B, S, D]`.
@@ -370,9 +407,10 @@ pub fn residual_swiglu_norm<B: FusedOps>(
     w_gate_up: Tensor<B, 2>,
     w_down: Tensor<B, 2>,
     axis: MixAxis,
+    gate: Gate,
     eps: f64,
 ) -> Tensor<B, 3> {
-    wrap(B::residual_swiglu_norm(unwrap(x), unwrap(w_gate_up), unwrap(w_down), axis, eps))
+    wrap(B::residual_swiglu_norm(unwrap(x), unwrap(w_gate_up), unwrap(w_down), axis, gate, eps))
 }
 
 /// [`FusedOps::fused_attention`] on tensors; `rope` is `(cos, sin)`, each `[positions, head_dim]`.
@@ -437,12 +475,13 @@ impl FusedOps for burn::backend::Flex {
         w_gate_up: FloatTensor<Self>,
         w_down: FloatTensor<Self>,
         axis: MixAxis,
+        gate: Gate,
         eps: f64,
     ) -> FloatTensor<Self> {
         if !fast_path() {
-            return composed_residual_swiglu_norm::<Self>(x, w_gate_up, w_down, axis, eps);
+            return composed_residual_swiglu_norm::<Self>(x, w_gate_up, w_down, axis, gate, eps);
         }
-        flex::residual_swiglu_norm(x, w_gate_up, w_down, axis, eps)
+        flex::residual_swiglu_norm(x, w_gate_up, w_down, axis, gate, eps)
     }
 
     fn residual_swiglu_norm_saving(
@@ -450,9 +489,10 @@ impl FusedOps for burn::backend::Flex {
         w_gate_up: FloatTensor<Self>,
         w_down: FloatTensor<Self>,
         axis: MixAxis,
+        gate: Gate,
         eps: f64,
     ) -> (FloatTensor<Self>, SwigluNormSaved<Self>) {
-        flex::residual_swiglu_norm_saving(x, w_gate_up, w_down, axis, eps)
+        flex::residual_swiglu_norm_saving(x, w_gate_up, w_down, axis, gate, eps)
     }
 
     fn residual_swiglu_norm_backward(
@@ -650,20 +690,21 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         w_gate_up: FloatTensor<Self>,
         w_down: FloatTensor<Self>,
         axis: MixAxis,
+        gate: Gate,
         eps: f64,
     ) -> FloatTensor<Self> {
         if !B::native_swiglu_norm() {
-            return composed_residual_swiglu_norm::<Self>(x, w_gate_up, w_down, axis, eps);
+            return composed_residual_swiglu_norm::<Self>(x, w_gate_up, w_down, axis, gate, eps);
         }
         let parents = [x.node.clone(), w_gate_up.node.clone(), w_down.node.clone()];
         match SwigluNormBackward.prepare::<C>(parents).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (wgu, wd) = (w_gate_up.primitive, w_down.primitive);
-                let (y, saved) = B::residual_swiglu_norm_saving(x.primitive, wgu.clone(), wd.clone(), axis, eps);
+                let (y, saved) = B::residual_swiglu_norm_saving(x.primitive, wgu.clone(), wd.clone(), axis, gate, eps);
                 prep.finish(SwigluNormState { w_gate_up: wgu, w_down: wd, saved }, y)
             }
             OpsKind::UnTracked(prep) => {
-                prep.finish(B::residual_swiglu_norm(x.primitive, w_gate_up.primitive, w_down.primitive, axis, eps))
+                prep.finish(B::residual_swiglu_norm(x.primitive, w_gate_up.primitive, w_down.primitive, axis, gate, eps))
             }
         }
     }
@@ -745,13 +786,14 @@ mod tests {
     }
 
     /// The fused residual SwiGLU sub-layer (Flex kernel, one autodiff node) against the generic burn path
-    /// (the composed ops under autodiff), along both axes: output and the gradients of input and both weights.
-    /// Odd widths exercise the vector tails; enough rows to be split across threads.
+    /// (the composed ops under autodiff), along both axes and with both gates: output and the gradients of input
+    /// and both weights. Odd widths exercise the vector tails; enough rows to be split across threads.
     #[test]
     fn fused_swiglu_norm_matches_the_generic_path_forward_and_backward() {
         let dev = Default::default();
         let (b, s, d, inter) = (8, 97, 72, 40);
-        for axis in [MixAxis::Channels, MixAxis::Sequence] {
+        let cases = [MixAxis::Channels, MixAxis::Sequence].into_iter().flat_map(|a| [(a, Gate::Silu), (a, Gate::Tanh)]);
+        for (axis, gate) in cases {
             let width = if axis == MixAxis::Channels { d } else { s };
             let x0 = TensorData::new(random(b * s * d, 11), [b, s, d]);
             let wgu0 = TensorData::new(random(2 * inter * width, 12).iter().map(|v| v * 0.05).collect(), [2 * inter, width]);
@@ -762,10 +804,10 @@ mod tests {
                 let wgu = Tensor::<CpuTrain, 2>::from_data(wgu0.clone(), &dev).require_grad();
                 let wd = Tensor::<CpuTrain, 2>::from_data(wd0.clone(), &dev).require_grad();
                 let y = if fused {
-                    residual_swiglu_norm(x.clone(), wgu.clone(), wd.clone(), axis, 1e-5)
+                    residual_swiglu_norm(x.clone(), wgu.clone(), wd.clone(), axis, gate, 1e-5)
                 } else {
                     let (xp, wp, dp) = (unwrap(x.clone()), unwrap(wgu.clone()), unwrap(wd.clone()));
-                    wrap::<CpuTrain, 3>(composed_residual_swiglu_norm::<CpuTrain>(xp, wp, dp, axis, 1e-5))
+                    wrap::<CpuTrain, 3>(composed_residual_swiglu_norm::<CpuTrain>(xp, wp, dp, axis, gate, 1e-5))
                 };
                 let out: Vec<f32> = y.clone().into_data().to_vec().unwrap();
                 let grads = (y * probe.clone()).sum().backward();
@@ -776,7 +818,7 @@ mod tests {
             let (fast, generic) = (run(true), run(false));
             for (name, f, g) in [("y", &fast.0, &generic.0), ("dx", &fast.1, &generic.1), ("dW_gate_up", &fast.2, &generic.2), ("dW_down", &fast.3, &generic.3)] {
                 let err = max_rel(f, g);
-                assert!(err <= 1e-5, "{axis:?} {name}: relative error {err:e}");
+                assert!(err <= 1e-5, "{axis:?} {gate:?} {name}: relative error {err:e}");
             }
         }
     }
@@ -787,22 +829,23 @@ mod tests {
     fn composed_swiglu_norm_backward_matches_autodiff() {
         let dev = Default::default();
         let (b, s, d, inter) = (2, 9, 12, 8);
-        for axis in [MixAxis::Channels, MixAxis::Sequence] {
+        let cases = [MixAxis::Channels, MixAxis::Sequence].into_iter().flat_map(|a| [(a, Gate::Silu), (a, Gate::Tanh)]);
+        for (axis, gate) in cases {
             let width = if axis == MixAxis::Channels { d } else { s };
             let x = Tensor::<CpuTrain, 3>::from_data(TensorData::new(random(b * s * d, 21), [b, s, d]), &dev).require_grad();
             let wgu = Tensor::<CpuTrain, 2>::from_data(TensorData::new(random(2 * inter * width, 22), [2 * inter, width]), &dev).require_grad();
             let wd = Tensor::<CpuTrain, 2>::from_data(TensorData::new(random(width * inter, 23), [width, inter]), &dev).require_grad();
             let probe = Tensor::<CpuTrain, 3>::random([b, s, d], Distribution::Normal(0.0, 1.0), &dev);
-            let y = composed_residual_swiglu_norm::<CpuTrain>(unwrap(x.clone()), unwrap(wgu.clone()), unwrap(wd.clone()), axis, 1e-5);
+            let y = composed_residual_swiglu_norm::<CpuTrain>(unwrap(x.clone()), unwrap(wgu.clone()), unwrap(wd.clone()), axis, gate, 1e-5);
             let grads = (wrap::<CpuTrain, 3>(y) * probe.clone()).sum().backward();
-            let (_, saved) = composed_residual_swiglu_norm_saving::<Cpu>(unwrap(x.clone().inner()), unwrap(wgu.clone().inner()), unwrap(wd.clone().inner()), axis, 1e-5);
+            let (_, saved) = composed_residual_swiglu_norm_saving::<Cpu>(unwrap(x.clone().inner()), unwrap(wgu.clone().inner()), unwrap(wd.clone().inner()), axis, gate, 1e-5);
             let (dx, dwgu, dwd) = composed_residual_swiglu_norm_backward::<Cpu>(unwrap(wgu.clone().inner()), unwrap(wd.clone().inner()), saved, unwrap(probe.inner()));
             let v = |t: FloatTensor<Cpu>| wrap::<Cpu, 1>(t).into_data().to_vec::<f32>().unwrap();
             let g3 = |t: Tensor<CpuTrain, 3>| t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
             let g2 = |t: Tensor<CpuTrain, 2>| t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
-            assert!(max_rel(&v(dx), &g3(x)) <= 1e-5, "{axis:?} dx");
-            assert!(max_rel(&v(dwgu), &g2(wgu)) <= 1e-5, "{axis:?} dW_gate_up");
-            assert!(max_rel(&v(dwd), &g2(wd)) <= 1e-5, "{axis:?} dW_down");
+            assert!(max_rel(&v(dx), &g3(x)) <= 1e-5, "{axis:?} {gate:?} dx");
+            assert!(max_rel(&v(dwgu), &g2(wgu)) <= 1e-5, "{axis:?} {gate:?} dW_gate_up");
+            assert!(max_rel(&v(dwd), &g2(wd)) <= 1e-5, "{axis:?} {gate:?} dW_down");
         }
     }
 

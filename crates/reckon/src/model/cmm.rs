@@ -9,8 +9,8 @@
 //!   TRM's fixed `H_init`/`L_init`. The input start needs `x̃`, which [`RecursiveModel::initial_latent`] does not
 //!   see, so the latent carries a third slot, a `[B, 1, 1]` "fresh" flag (1 after a reset, 0 after a step): the
 //!   next step sets `ẑ_H ← x̃` on the flagged rows (exactly, by masking), `ẑ_L` is already 0 there;
-//! - `activation = "tanh"` (default) replaces SiLU on the SwiGLU gate of the channel MLP (`tanh(gate)·up`); the
-//!   fused CPU kernel hard-codes SiLU, so tanh runs composed ops (matmuls, tanh, the fused residual RMSNorm);
+//! - `activation = "tanh"` (default) replaces SiLU on the SwiGLU gate of the channel MLP (`tanh(gate)·up`),
+//!   through the same fused sub-layer kernel ([`Gate::Tanh`]);
 //! - `identical_layers`: one block applied `l_layers` times (the checkpoint then has `L_level.layers.0` only);
 //! - NSDE noise (training only, [`TrainRecursive::train_step`], never [`RecursiveModel::step`]): after every L
 //!   and H update `z + σξ` (`additive`) or `z(1 + σξ)` (`multiplicative`), `ξ ~ N(0, I)` drawn on the host from
@@ -26,7 +26,6 @@
 #![allow(non_snake_case)] // field names are the reference TRM keys (L_level, H_init, L_init)
 
 use burn::module::{AutodiffModule, Module, Param};
-use burn::tensor::activation::tanh;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::{RngCore, SeedableRng};
@@ -34,10 +33,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{broadcast_init, replace_table, table_rows, Linear, PuzzleEmbedding, QHead, Rope, SwiGlu, TokenEmbedding};
+use super::layers::{broadcast_init, replace_table, table_rows, Linear, PuzzleEmbedding, QHead, Rope, TokenEmbedding};
 use super::trm::{act_heads, trm_embed, Block, PosEncoding, ReasoningModule, TrmConfig};
 use super::{Depth, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
-use crate::kernels::{residual_rms_norm, FusedOps};
+use crate::kernels::{FusedOps, Gate};
 use crate::train::cmm_loss::{self, CeKind, CmmLossWeights};
 
 /// Where a fresh row's latent starts.
@@ -295,15 +294,11 @@ impl<B: FusedOps> Cmm<B> {
 
     /// One sub-layer pair (block) with the configured channel-MLP activation.
     fn block(&self, block: &Block<B>, h: Tensor<B, 3>) -> Tensor<B, 3> {
-        let rope = self.rotary_emb.as_ref();
-        match self.cfg.activation {
-            Activation::Silu => block.forward(h, rope),
-            Activation::Tanh => {
-                let h = block.mix_tokens(h, rope);
-                let r = tanh_glu(&block.mlp, h.clone());
-                residual_rms_norm(h, r, block.eps())
-            }
-        }
+        let gate = match self.cfg.activation {
+            Activation::Silu => Gate::Silu,
+            Activation::Tanh => Gate::Tanh,
+        };
+        block.forward_gated(h, self.rotary_emb.as_ref(), gate)
     }
 
     /// F: the blocks applied in turn (block 0 `l_layers` times with `identical_layers`).
@@ -419,18 +414,6 @@ impl<B: FusedOps> Cmm<B> {
         }
         out
     }
-}
-
-/// `down(tanh(gate) · up)` over the channel axis of `x` `[B, S, n]` (the fused `gate_up_proj` split as in
-/// [`SwiGlu::forward`]).
-fn tanh_glu<B: Backend>(mlp: &SwiGlu<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let [b, s, n] = x.dims();
-    let w = mlp.gate_up_proj.weight.val();
-    let inter = w.dims()[0] / 2;
-    let x = x.reshape([b * s, n]);
-    let gate = x.clone().matmul(w.clone().narrow(0, 0, inter).transpose());
-    let up = x.matmul(w.narrow(0, inter, inter).transpose());
-    (tanh(gate) * up).matmul(mlp.down_proj.weight.val().transpose()).reshape([b, s, n])
 }
 
 impl<B: FusedOps> RecursiveModel<B> for Cmm<B> {

@@ -9,7 +9,7 @@
 
 use burn::module::{Module, Param};
 
-use crate::kernels::{attention, residual_swiglu_norm, swiglu, FusedOps, MixAxis};
+use crate::kernels::{attention, residual_swiglu_norm, swiglu, FusedOps, Gate, MixAxis};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
@@ -170,9 +170,9 @@ impl<B: FusedOps> SwiGlu<B> {
 
     /// `rms_norm(x + self.forward(x))` over the channel axis of `x` `[B, S, n]` (`Channels`), or TRM-MLP's
     /// token-mixing sub-layer `h + self.forward_over_sequence(h)` RMS-normalised over the sequence axis
-    /// (`Sequence`): a residual sub-layer with its post-norm, as one fused op.
-    pub fn residual_norm(&self, x: Tensor<B, 3>, axis: MixAxis, eps: f64) -> Tensor<B, 3> {
-        residual_swiglu_norm(x, self.gate_up_proj.weight.val(), self.down_proj.weight.val(), axis, eps)
+    /// (`Sequence`): a residual sub-layer with its post-norm, as one fused op. `gate` swaps SiLU for tanh.
+    pub fn residual_norm(&self, x: Tensor<B, 3>, axis: MixAxis, gate: Gate, eps: f64) -> Tensor<B, 3> {
+        residual_swiglu_norm(x, self.gate_up_proj.weight.val(), self.down_proj.weight.val(), axis, gate, eps)
     }
 
     /// The gate and up halves of the fused `gate_up_proj` weight (gate first, as the reference's `chunk`).

@@ -20,7 +20,7 @@ use super::layers::{
     TokenEmbedding,
 };
 use super::{Depth, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
-use crate::kernels::{residual_rms_norm, FusedOps, MixAxis};
+use crate::kernels::{residual_rms_norm, FusedOps, Gate, MixAxis};
 
 /// Positional signal: none (TRM-MLP Sudoku), rotary (TRM-Att) or learned (HRM's full-Sudoku recipe).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,25 +200,25 @@ impl<B: Backend> Block<B> {
 
 impl<B: FusedOps> Block<B> {
     pub fn forward(&self, h: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
-        let h = self.mix_tokens(h, rope);
-        self.mlp.residual_norm(h, MixAxis::Channels, self.eps)
+        self.forward_gated(h, rope, Gate::Silu)
     }
 
-    /// The first sub-layer alone (token mixing with its residual and post-norm); [`Block::forward`] then applies
-    /// the channel SwiGLU. CMM reuses it with another channel-MLP activation.
-    pub(crate) fn mix_tokens(&self, h: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
+    /// The block with `gate` on the channel MLP's GLU (SiLU is TRM's SwiGLU; CMM's tanh option swaps it; the
+    /// token mixer keeps SiLU).
+    pub fn forward_gated(&self, h: Tensor<B, 3>, rope: Option<&Rope<B>>, gate: Gate) -> Tensor<B, 3> {
+        let h = self.mix_tokens(h, rope);
+        self.mlp.residual_norm(h, MixAxis::Channels, gate, self.eps)
+    }
+
+    /// The first sub-layer alone: token mixing with its residual and post-norm.
+    fn mix_tokens(&self, h: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
         match (&self.mlp_t, &self.self_attn) {
             // Mix tokens: SwiGLU over the sequence axis, and (the reference's quirk) RMSNorm over it too.
-            (Some(mlp_t), _) if self.token_norm == MixAxis::Sequence => mlp_t.residual_norm(h, MixAxis::Sequence, self.eps),
+            (Some(mlp_t), _) if self.token_norm == MixAxis::Sequence => mlp_t.residual_norm(h, MixAxis::Sequence, Gate::Silu, self.eps),
             (Some(mlp_t), _) => residual_rms_norm(h.clone(), mlp_t.forward_over_sequence(h), self.eps),
             (None, Some(attn)) => residual_rms_norm(h.clone(), attn.forward(h, rope), self.eps),
             (None, None) => unreachable!("a block always has a token mixer"),
         }
-    }
-
-    /// The RMSNorm epsilon of the block's post-norms.
-    pub(crate) fn eps(&self) -> f64 {
-        self.eps
     }
 }
 
