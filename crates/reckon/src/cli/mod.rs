@@ -1,6 +1,7 @@
 //! The `reckon` command line: build and inspect datasets, train from a config, resume, evaluate, solve one
 //! puzzle while showing how the answer settles, run the quickstart, and benchmark.
 
+mod ablate;
 mod data;
 mod eval;
 mod import;
@@ -25,7 +26,7 @@ use crate::train::config::{DatasetSizes, ExperimentConfig, ModelConfig};
 use crate::train::trainer::{TrainEvent, Trainer};
 
 #[derive(Parser, Debug)]
-#[command(name = "reckon", version, about = "Train, evaluate and run tiny recursive reasoning models (TRM and RSM; Sudoku today).")]
+#[command(name = "reckon", version, about = "Train, evaluate and run tiny recursive reasoning models (TRM, HRM, RSM, CMM) on Sudoku and mazes.")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -42,9 +43,14 @@ pub enum Command {
         /// Override a config value, e.g. `--set train.lr=3e-4` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
-        /// Continue the newest checkpoint of the run directory.
+        /// Continue the newest checkpoint of the run directory (with `--ablate`: of every run of the grid).
         #[arg(long)]
         resume: bool,
+        /// Train one run per combination of values, e.g. `--ablate model.activation=tanh,silu` (repeatable; the
+        /// grid is the cartesian product), each under `<run_dir>/ablate/`, and print one table of the results
+        /// (also written to `<run_dir>/ablation.md` and `.csv`).
+        #[arg(long = "ablate", value_name = "KEY=V1,V2,...")]
+        ablate: Vec<String>,
     },
     /// Evaluate a checkpoint (a checkpoint directory or a weights file) on a dataset.
     Eval(EvalArgs),
@@ -95,7 +101,8 @@ pub enum BenchCommand {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Data(cmd) => data::run(cmd),
-        Command::Train { config, overrides, resume } => train(&config, &overrides, resume).map(|_| ()),
+        Command::Train { config, overrides, resume, ablate } if !ablate.is_empty() => ablate::run(&config, &overrides, &ablate, resume),
+        Command::Train { config, overrides, resume, .. } => train(&config, &overrides, resume).map(|_| ()),
         Command::Eval(args) => eval::eval(&args),
         Command::Solve(args) => eval::solve(&args),
         Command::ImportTorch(args) => import::import_torch(&args),

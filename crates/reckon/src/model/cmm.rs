@@ -391,7 +391,9 @@ impl<B: FusedOps> Cmm<B> {
                 out.push(("eq_z", cmm_loss::equilibrium(z_h.clone(), f_z.clone()).mul_scalar(w.eq_z)));
             }
             if w.rh_stable > 0.0 {
-                let t = cmm_loss::hutchinson_trace_over_k_at(|z| self.net(z, l0.clone()), h0, f_z, probes, eps, rng);
+                let dims = h0.dims();
+                let trace = cmm_loss::hutchinson_trace_at(|z| self.net(z, l0.clone()), h0, f_z, probes, eps, rng);
+                let t = cmm_loss::per_dimension(trace, dims);
                 out.push(("rh_stable", cmm_loss::rh_stable(t).mul_scalar(w.rh_stable)));
             }
         }
@@ -402,7 +404,8 @@ impl<B: FusedOps> Cmm<B> {
                 out.push(("eq_x", cmm_loss::equilibrium(x.clone(), f_x.clone()).mul_scalar(w.eq_x)));
             }
             if w.rh_unstable > 0.0 {
-                let t = cmm_loss::hutchinson_trace_over_k_at(|z| self.f(z), x0, f_x, probes, eps, rng);
+                let dims = x0.dims();
+                let t = cmm_loss::per_dimension(cmm_loss::hutchinson_trace_at(|z| self.f(z), x0, f_x, probes, eps, rng), dims);
                 out.push(("rh_unstable", cmm_loss::rh_unstable(t).mul_scalar(w.rh_unstable)));
             }
         }

@@ -3,9 +3,9 @@
 //!
 //! - [`repulsion`]: hyperspherical repulsion over the batch Gram matrix (Eq 34), a plain burn graph;
 //! - [`equilibrium`]: the fixed-point residual `‖z − F(z)‖²` as an MSE (Eq 30), a plain burn graph;
-//! - [`hutchinson_trace`] (and `_at` / `_over_k` variants): a finite-difference Hutchinson estimate of `tr ∂F/∂z`
-//!   per sample, with host-drawn, reproducible Rademacher probes ([`rademacher`]); and the two Routh–Hurwitz
-//!   penalties on `tr J / K`, [`rh_stable`] and [`rh_unstable`] (Eqs 31–32);
+//! - [`hutchinson_trace`] (and [`hutchinson_trace_at`], given F(z)): a finite-difference Hutchinson estimate of
+//!   `tr ∂F/∂z` per sample, with host-drawn, reproducible Rademacher probes ([`rademacher`]); and the two
+//!   Routh–Hurwitz penalties on `tr J / K` ([`per_dimension`]), [`rh_stable`] and [`rh_unstable`] (Eqs 31–32);
 //! - StableMax-n (n = 1, 3, 5; Eqs 35–40): the scalar map [`stablemax_s`] and its derivative
 //!   [`stablemax_s_grad`], and a host-side f64 cross-entropy with closed-form gradient ([`cross_entropy`], any
 //!   [`CeKind`]) with the same conventions as [`super::loss`] (per-sequence mean over valid tokens, summed over
@@ -136,30 +136,10 @@ where
     total.expect("probes >= 1").div_scalar(eps * probes as f64)
 }
 
-/// `tr J / K` per sample (`K = S·D`, the mean diagonal entry of J), shape `[B]`: what the Routh–Hurwitz penalties
-/// take. See [`hutchinson_trace`].
-pub fn hutchinson_trace_over_k<B: Backend, F>(f: F, z: Tensor<B, 3>, probes: usize, eps: f64, rng: &mut ChaCha8Rng) -> Tensor<B, 1>
-where
-    F: Fn(Tensor<B, 3>) -> Tensor<B, 3>,
-{
-    let [_, s, d] = z.dims();
-    hutchinson_trace(f, z, probes, eps, rng).div_scalar((s * d) as f64)
-}
-
-/// [`hutchinson_trace_over_k`] with `F(z)` supplied by the caller (see [`hutchinson_trace_at`]).
-pub fn hutchinson_trace_over_k_at<B: Backend, F>(
-    f: F,
-    z: Tensor<B, 3>,
-    f_z: Tensor<B, 3>,
-    probes: usize,
-    eps: f64,
-    rng: &mut ChaCha8Rng,
-) -> Tensor<B, 1>
-where
-    F: Fn(Tensor<B, 3>) -> Tensor<B, 3>,
-{
-    let [_, s, d] = z.dims();
-    hutchinson_trace_at(f, z, f_z, probes, eps, rng).div_scalar((s * d) as f64)
+/// `tr J / K` per sample from a trace estimate `[B]` for states of shape `dims` `[B, S, D]` (`K = S·D`: the mean
+/// diagonal entry of J): what the Routh–Hurwitz penalties take.
+pub fn per_dimension<B: Backend>(trace: Tensor<B, 1>, dims: [usize; 3]) -> Tensor<B, 1> {
+    trace.div_scalar((dims[1] * dims[2]) as f64)
 }
 
 /// Routh–Hurwitz penalty at the stable equilibrium `ẑ_H` (Eq 31): `mean_b ReLU(t_b − 1)²` with `t = tr J / K`
@@ -792,7 +772,7 @@ mod tests {
         }
         // tr J / K.
         let mut rng = ChaCha8Rng::seed_from_u64(42);
-        let per_dim = vec_of(hutchinson_trace_over_k(linear_f, z.clone(), 4000, 1e-2, &mut rng));
+        let per_dim = vec_of(per_dimension(hutchinson_trace(linear_f, z.clone(), 4000, 1e-2, &mut rng), [b, s, d]));
         for (p, e) in per_dim.iter().zip(&est) {
             assert!(close(*p as f64, *e as f64 / (s * d) as f64, 1e-6));
         }
@@ -829,7 +809,7 @@ mod tests {
             let w = t1::<CpuTrain>(vec![w0]).require_grad();
             let f = |x: Tensor<CpuTrain, 3>| x * w.clone().reshape([1, 1, 1]);
             let mut rng = ChaCha8Rng::seed_from_u64(1);
-            let t = hutchinson_trace_over_k(f, z.clone(), 1, 1e-2, &mut rng);
+            let t = per_dimension(hutchinson_trace(f, z.clone(), 1, 1e-2, &mut rng), [b, s, d]);
             let loss = if stable { rh_stable(t) } else { rh_unstable(t) };
             assert!(close(scalar(loss.clone()), 0.25, 1e-4));
             let g = vec_of(w.grad(&loss.backward()).unwrap())[0] as f64;

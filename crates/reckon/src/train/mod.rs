@@ -1,4 +1,4 @@
-//! Training: the loss head, optimisers, LR schedule, EMA, the ACT carry trainer, the depth curriculum and checkpoints.
+//! Training: the loss head, optimisers, LR schedule, EMA, the ACT carry trainer, the depth curriculum, checkpoints and ablation grids.
 
 pub mod loss;
 pub mod cmm_loss;
@@ -8,3 +8,4 @@ pub mod config;
 pub mod curriculum;
 pub mod checkpoint;
 pub mod trainer;
+pub mod ablate;
