@@ -70,10 +70,6 @@ fn train_lines(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn tensors_of(ckpt: &Path, file: &str) -> Vec<(String, Vec<u8>)> {
-    read_safetensors(&ckpt.join(file)).unwrap().into_iter().map(|(k, v)| (k, v.as_bytes().to_vec())).collect()
-}
-
 fn reckon(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_reckon")).args(args).current_dir(cwd).output().expect("reckon runs")
 }
@@ -89,13 +85,7 @@ fn ok(o: Output) -> String {
 fn cmm_trains_with_every_term_logs_them_resumes_exactly_and_evaluates() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::sudoku_dataset(tmp.path(), 60, (50, 60), 0, 4);
-    let data_set = format!("data.path={:?}", data.display().to_string());
-    let run = |name: &str, max_steps: u64, resume: bool| {
-        let run_dir = format!("run_dir={:?}", tmp.path().join(name).display().to_string());
-        let steps = format!("train.max_steps={max_steps}");
-        let cfg = common::config(tmp.path(), "c.toml", CONFIG, &[&data_set, &run_dir, &steps]).unwrap();
-        reckon::cli::train_config(cfg, resume).unwrap();
-    };
+    let run = |name: &str, max_steps: u64, resume: bool| common::train_to(tmp.path(), CONFIG, &data, name, max_steps, resume, &[]);
     run("straight", 4, false);
     run("stopped", 2, false);
     run("stopped", 4, true);
@@ -115,14 +105,7 @@ fn cmm_trains_with_every_term_logs_them_resumes_exactly_and_evaluates() {
 
     let a = tmp.path().join("straight/checkpoints/step_4");
     let b = tmp.path().join("stopped/checkpoints/step_4");
-    for file in ["weights.safetensors", "train_weights.safetensors"] {
-        let (ta, tb) = (tensors_of(&a, file), tensors_of(&b, file));
-        assert!(!ta.is_empty());
-        for ((ka, va), (kb, vb)) in ta.iter().zip(&tb) {
-            assert_eq!(ka, kb);
-            assert!(va == vb, "{file}: {ka} differs after resume");
-        }
-    }
+    common::assert_resumed_checkpoint_identical(&a, &b, &["weights.safetensors", "train_weights.safetensors"]);
     // The reference TRM keys; identical layers store one block.
     let weights = read_safetensors(&a.join("weights.safetensors")).unwrap();
     assert!(weights.contains_key("inner.L_level.layers.0.mlp.gate_up_proj.weight"), "{:?}", weights.keys());
@@ -143,14 +126,8 @@ fn cmm_trains_with_every_term_logs_them_resumes_exactly_and_evaluates() {
 fn alg_grad_norm_adapts_the_weights_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::sudoku_dataset(tmp.path(), 60, (50, 60), 0, 6);
-    let data_set = format!("data.path={:?}", data.display().to_string());
-    let run = |name: &str, max_steps: u64, resume: bool| {
-        let run_dir = format!("run_dir={:?}", tmp.path().join(name).display().to_string());
-        let steps = format!("train.max_steps={max_steps}");
-        let overrides = [&data_set, &run_dir, &steps, "model.losses.weighting=\"alg_grad_norm\"", "model.losses.agn_every=2", "model.noise=\"multiplicative\""];
-        let cfg = common::config(tmp.path(), "c.toml", CONFIG, &overrides).unwrap();
-        reckon::cli::train_config(cfg, resume).unwrap();
-    };
+    let extra = ["model.losses.weighting=\"alg_grad_norm\"", "model.losses.agn_every=2", "model.noise=\"multiplicative\""];
+    let run = |name: &str, max_steps: u64, resume: bool| common::train_to(tmp.path(), CONFIG, &data, name, max_steps, resume, &extra);
     run("straight", 4, false);
     run("stopped", 3, false);
     run("stopped", 4, true);

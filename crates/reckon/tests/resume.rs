@@ -5,7 +5,6 @@ mod common;
 
 use std::path::Path;
 
-use reckon::model::weights::read_safetensors;
 
 const CONFIG: &str = r#"
 run_dir = "unset"
@@ -39,39 +38,22 @@ batch_size = 8
 max_examples = 8
 "#;
 
-fn tensors_of(ckpt: &Path, file: &str) -> Vec<(String, Vec<u8>)> {
-    read_safetensors(&ckpt.join(file)).unwrap().into_iter().map(|(k, v)| (k, v.as_bytes().to_vec())).collect()
-}
-
 #[test]
 fn resumed_run_is_bit_identical_to_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::sudoku_dataset(tmp.path(), 120, (50, 60), 1, 5);
-    let data_set = format!("data.path={:?}", data.display().to_string());
-    let run = |name: &str, max_steps: u64, resume: bool| {
-        let run_dir = format!("run_dir={:?}", tmp.path().join(name).display().to_string());
-        let steps = format!("train.max_steps={max_steps}");
-        let cfg = common::config(tmp.path(), "c.toml", CONFIG, &[&data_set, &run_dir, &steps]).unwrap();
-        reckon::cli::train_config(cfg, resume).unwrap();
-    };
+    let run = |name: &str, max_steps: u64, resume: bool| common::train_to(tmp.path(), CONFIG, &data, name, max_steps, resume, &[]);
     run("straight", 7, false);
     run("stopped", 3, false);
     run("stopped", 7, true);
     let a = tmp.path().join("straight/checkpoints/step_7");
     let b = tmp.path().join("stopped/checkpoints/step_7");
-    for file in ["weights.safetensors", "train_weights.safetensors", "carry.safetensors"] {
-        let (ta, tb) = (tensors_of(&a, file), tensors_of(&b, file));
-        assert!(!ta.is_empty());
-        for ((ka, va), (kb, vb)) in ta.iter().zip(&tb) {
-            assert_eq!(ka, kb);
-            assert!(va == vb, "{file}: {ka} differs after resume");
-        }
-    }
+    common::assert_resumed_checkpoint_identical(&a, &b, &["weights.safetensors", "train_weights.safetensors", "carry.safetensors"]);
     // The run really moved: step-7 weights differ from step-3 weights.
-    let early = tensors_of(&tmp.path().join("stopped/checkpoints/step_3"), "train_weights.safetensors");
-    assert!(early.iter().zip(&tensors_of(&b, "train_weights.safetensors")).any(|(x, y)| x.1 != y.1));
+    let early = common::tensors_of(&tmp.path().join("stopped/checkpoints/step_3"), "train_weights.safetensors");
+    assert!(early.iter().zip(&common::tensors_of(&b, "train_weights.safetensors")).any(|(x, y)| x.1 != y.1));
     // The puzzle table (trained by SignSGD) moved too.
-    let table = |d: &Path| tensors_of(d, "train_weights.safetensors").into_iter().find(|(k, _)| k == "inner.puzzle_emb.weights").unwrap().1;
+    let table = |d: &Path| common::tensors_of(d, "train_weights.safetensors").into_iter().find(|(k, _)| k == "inner.puzzle_emb.weights").unwrap().1;
     assert_ne!(table(&tmp.path().join("stopped/checkpoints/step_3")), table(&b));
 }
 

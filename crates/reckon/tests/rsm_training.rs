@@ -48,10 +48,6 @@ batch_size = 8
 max_examples = 8
 "#;
 
-fn tensors_of(ckpt: &Path, file: &str) -> Vec<(String, Vec<u8>)> {
-    read_safetensors(&ckpt.join(file)).unwrap().into_iter().map(|(k, v)| (k, v.as_bytes().to_vec())).collect()
-}
-
 /// `(step, depth)` of every training line of a run's metrics log.
 fn logged_depths(run: &Path) -> Vec<(u64, Depth)> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
@@ -72,13 +68,7 @@ fn curriculum_grows_depth_on_schedule_and_a_resumed_run_is_bit_identical() {
     let tmp = tempfile::tempdir().unwrap();
     // 120 puzzles, 108 for training: 13 steps of 8 in the one-epoch schedule.
     let data = common::sudoku_dataset(tmp.path(), 120, (50, 60), 0, 5);
-    let data_set = format!("data.path={:?}", data.display().to_string());
-    let run = |name: &str, max_steps: u64, resume: bool| {
-        let run_dir = format!("run_dir={:?}", tmp.path().join(name).display().to_string());
-        let steps = format!("train.max_steps={max_steps}");
-        let cfg = common::config(tmp.path(), "c.toml", CONFIG, &[&data_set, &run_dir, &steps]).unwrap();
-        reckon::cli::train_config(cfg, resume).unwrap();
-    };
+    let run = |name: &str, max_steps: u64, resume: bool| common::train_to(tmp.path(), CONFIG, &data, name, max_steps, resume, &[]);
     run("straight", 12, false);
     run("stopped", 3, false);
     run("stopped", 12, true);
@@ -94,14 +84,7 @@ fn curriculum_grows_depth_on_schedule_and_a_resumed_run_is_bit_identical() {
 
     let a = tmp.path().join("straight/checkpoints/step_12");
     let b = tmp.path().join("stopped/checkpoints/step_12");
-    for file in ["weights.safetensors", "train_weights.safetensors"] {
-        let (ta, tb) = (tensors_of(&a, file), tensors_of(&b, file));
-        assert!(!ta.is_empty());
-        for ((ka, va), (kb, vb)) in ta.iter().zip(&tb) {
-            assert_eq!(ka, kb);
-            assert!(va == vb, "{file}: {ka} differs after resume");
-        }
-    }
+    common::assert_resumed_checkpoint_identical(&a, &b, &["weights.safetensors", "train_weights.safetensors"]);
     // Reference RSM keys (no `inner.` prefix), the tied head stored as the embedding, the trained depth in the
     // metadata.
     let weights = read_safetensors(&a.join("weights.safetensors")).unwrap();

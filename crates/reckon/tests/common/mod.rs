@@ -40,6 +40,34 @@ pub fn config(dir: &Path, name: &str, text: &str, overrides: &[&str]) -> anyhow:
     load_config(&path, &overrides)
 }
 
+/// Train the run `dir/name` on `data` with the config `text` to `max_steps`, continuing its newest checkpoint with
+/// `resume`; `extra` overrides come after the data path, run directory and step count.
+pub fn train_to(dir: &Path, text: &str, data: &Path, name: &str, max_steps: u64, resume: bool, extra: &[&str]) {
+    let data_set = format!("data.path={:?}", data.display().to_string());
+    let run_dir = format!("run_dir={:?}", dir.join(name).display().to_string());
+    let steps = format!("train.max_steps={max_steps}");
+    let overrides: Vec<&str> = [data_set.as_str(), &run_dir, &steps].into_iter().chain(extra.iter().copied()).collect();
+    let cfg = config(dir, "c.toml", text, &overrides).unwrap();
+    reckon::cli::train_config(cfg, resume).unwrap();
+}
+
+/// The tensors of the safetensors file `ckpt/file`, by name, as raw bytes.
+pub fn tensors_of(ckpt: &Path, file: &str) -> Vec<(String, Vec<u8>)> {
+    reckon::model::weights::read_safetensors(&ckpt.join(file)).unwrap().into_iter().map(|(k, v)| (k, v.as_bytes().to_vec())).collect()
+}
+
+/// Checkpoints `a` (uninterrupted) and `b` (resumed) hold the same tensors, bit for bit, in each of `files`.
+pub fn assert_resumed_checkpoint_identical(a: &Path, b: &Path, files: &[&str]) {
+    for file in files {
+        let (ta, tb) = (tensors_of(a, file), tensors_of(b, file));
+        assert!(!ta.is_empty());
+        for ((ka, va), (kb, vb)) in ta.iter().zip(&tb) {
+            assert_eq!(ka, kb);
+            assert!(va == vb, "{file}: {ka} differs after resume");
+        }
+    }
+}
+
 /// A parity fixture set of the repository (`tests/fixtures/parity/<name>`).
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/parity").join(name)
