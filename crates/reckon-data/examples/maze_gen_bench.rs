@@ -13,11 +13,7 @@ use std::time::Instant;
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize, default: usize| -> anyhow::Result<usize> {
-        Ok(args
-            .get(i)
-            .map(|a| a.parse())
-            .transpose()?
-            .unwrap_or(default))
+        Ok(args.get(i).map(|a| a.parse()).transpose()?.unwrap_or(default))
     };
     let (w, h) = (num(0, 30)?, num(1, 30)?);
     let mut cfg = MazeGenConfig::new(w, h, num(2, 1000)?, num(3, 1000)?);
@@ -54,18 +50,9 @@ fn main() -> anyhow::Result<()> {
     far.sort_unstable();
     if !far.is_empty() {
         let q = |p: f64| far[((far.len() - 1) as f64 * p) as usize];
-        println!(
-            "far cells k of accepted starts: median {}, p90 {}, p99 {}, max {}",
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            q(1.0)
-        );
+        println!("far cells k of accepted starts: median {}, p90 {}, p99 {}, max {}", q(0.5), q(0.9), q(0.99), q(1.0));
     }
     let maze = cfg.maze();
-    println!(
-        "{}",
-        MazeStats::from_questions(&maze, all.iter().map(|m| &m.question[..]))
-    );
+    println!("{}", MazeStats::from_questions(&maze, all.iter().map(|m| &m.question[..])));
     Ok(())
 }

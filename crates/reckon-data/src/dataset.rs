@@ -54,10 +54,7 @@ fn array_path(dir: &Path, field: &str) -> PathBuf {
 
 /// Reads an integer `.npy` of any integer dtype, converting each value with `convert`
 /// (None = out of range, reported with the value and its flat index).
-fn read_int_npy<T>(
-    path: &Path,
-    convert: impl Fn(i128) -> Option<T>,
-) -> Result<(Vec<usize>, Vec<T>)> {
+fn read_int_npy<T>(path: &Path, convert: impl Fn(i128) -> Option<T>) -> Result<(Vec<usize>, Vec<T>)> {
     macro_rules! try_dtype {
         ($($ty:ty),*) => {$(
             match read_npy::<_, ArrayD<$ty>>(path) {
@@ -81,52 +78,30 @@ fn read_int_npy<T>(
         bail!("{} is missing", path.display());
     }
     try_dtype!(u8, i32, i64, i8, i16, u16, u32, u64);
-    bail!(
-        "{}: unsupported dtype, expected an integer array",
-        path.display()
-    )
+    bail!("{}: unsupported dtype, expected an integer array", path.display())
 }
 
 fn expect_shape(path: &Path, shape: &[usize], expected: &[usize]) -> Result<()> {
-    ensure!(
-        shape == expected,
-        "{}: shape {shape:?}, expected {expected:?}",
-        path.display()
-    );
+    ensure!(shape == expected, "{}: shape {shape:?}, expected {expected:?}", path.display());
     Ok(())
 }
 
 /// Checks CSR offsets: start at 0, never decrease (strictly increase if `non_empty`), end at `total`.
 fn check_offsets(name: &str, offsets: &[i32], total: usize, non_empty: bool) -> Result<()> {
-    ensure!(
-        offsets.first() == Some(&0),
-        "{name}: must start with 0, found {:?}",
-        offsets.first()
-    );
+    ensure!(offsets.first() == Some(&0), "{name}: must start with 0, found {:?}", offsets.first());
     for (k, pair) in offsets.windows(2).enumerate() {
-        let bad = if non_empty {
-            pair[1] <= pair[0]
-        } else {
-            pair[1] < pair[0]
-        };
+        let bad = if non_empty { pair[1] <= pair[0] } else { pair[1] < pair[0] };
         ensure!(
             !bad,
             "{name}: offsets must {} ({} at index {k} then {} at index {})",
-            if non_empty {
-                "strictly increase"
-            } else {
-                "not decrease"
-            },
+            if non_empty { "strictly increase" } else { "not decrease" },
             pair[0],
             pair[1],
             k + 1
         );
     }
     let last = *offsets.last().unwrap_or(&0) as usize;
-    ensure!(
-        last == total,
-        "{name}: last offset is {last}, expected {total}"
-    );
+    ensure!(last == total, "{name}: last offset is {last}, expected {total}");
     Ok(())
 }
 
@@ -166,42 +141,22 @@ impl PuzzleDataset {
         expect_shape(&labels_path, &shape, &[num_examples, seq_len])?;
         let ids_path = array_path(split_dir, "puzzle_identifiers");
         let (shape, puzzle_identifiers) = read_int_npy(&ids_path, to_i32)?;
-        ensure!(
-            shape.len() == 1,
-            "{}: shape {shape:?}, expected 1-D",
-            ids_path.display()
-        );
+        ensure!(shape.len() == 1, "{}: shape {shape:?}, expected 1-D", ids_path.display());
         let pidx_path = array_path(split_dir, "puzzle_indices");
         let (shape, puzzle_indices) = read_int_npy(&pidx_path, to_i32)?;
         expect_shape(&pidx_path, &shape, &[puzzle_identifiers.len() + 1])?;
         let gidx_path = array_path(split_dir, "group_indices");
         let (shape, group_indices) = read_int_npy(&gidx_path, to_i32)?;
-        ensure!(
-            shape.len() == 1,
-            "{}: shape {shape:?}, expected 1-D",
-            gidx_path.display()
-        );
-        let dataset = PuzzleDataset {
-            meta,
-            inputs,
-            labels,
-            puzzle_identifiers,
-            puzzle_indices,
-            group_indices,
-        };
-        dataset
-            .validate()
-            .with_context(|| format!("invalid dataset in {}", split_dir.display()))?;
+        ensure!(shape.len() == 1, "{}: shape {shape:?}, expected 1-D", gidx_path.display());
+        let dataset = PuzzleDataset { meta, inputs, labels, puzzle_identifiers, puzzle_indices, group_indices };
+        dataset.validate().with_context(|| format!("invalid dataset in {}", split_dir.display()))?;
         Ok(dataset)
     }
 
     fn load_meta(split_dir: &Path) -> Result<DatasetMeta> {
         let path = split_dir.join("dataset.json");
         if !split_dir.is_dir() {
-            bail!(
-                "{} is not a directory (expected a dataset split such as <out>/train)",
-                split_dir.display()
-            );
+            bail!("{} is not a directory (expected a dataset split such as <out>/train)", split_dir.display());
         }
         if !path.exists() {
             bail!(
@@ -210,21 +165,15 @@ impl PuzzleDataset {
                 split_dir.display()
             );
         }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid dataset metadata", path.display()))
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{}: invalid dataset metadata", path.display()))
     }
 
     /// Checks that metadata, array lengths and offsets agree (the invariants the sampler relies on).
     pub fn validate(&self) -> Result<()> {
         let m = &self.meta;
         ensure!(m.seq_len > 0, "seq_len is 0");
-        ensure!(
-            (1..=256).contains(&m.vocab_size),
-            "vocab_size {} does not fit uint8 tokens",
-            m.vocab_size
-        );
+        ensure!((1..=256).contains(&m.vocab_size), "vocab_size {} does not fit uint8 tokens", m.vocab_size);
         ensure!(
             self.inputs.len().is_multiple_of(m.seq_len),
             "inputs length {} is not a multiple of seq_len {}",
@@ -237,16 +186,8 @@ impl PuzzleDataset {
             self.labels.len(),
             self.inputs.len()
         );
-        if let Some(bad) = self
-            .inputs
-            .iter()
-            .chain(&self.labels)
-            .find(|&&t| t as usize >= m.vocab_size)
-        {
-            bail!(
-                "token {bad} is outside the vocabulary (vocab_size {})",
-                m.vocab_size
-            );
+        if let Some(bad) = self.inputs.iter().chain(&self.labels).find(|&&t| t as usize >= m.vocab_size) {
+            bail!("token {bad} is outside the vocabulary (vocab_size {})", m.vocab_size);
         }
         ensure!(
             self.puzzle_indices.len() == self.puzzle_identifiers.len() + 1,
@@ -254,27 +195,11 @@ impl PuzzleDataset {
             self.puzzle_indices.len(),
             self.puzzle_identifiers.len() + 1
         );
-        check_offsets(
-            "puzzle_indices",
-            &self.puzzle_indices,
-            self.num_examples(),
-            false,
-        )?;
-        check_offsets(
-            "group_indices",
-            &self.group_indices,
-            self.num_puzzles(),
-            true,
-        )?;
-        if let Some(bad) = self
-            .puzzle_identifiers
-            .iter()
-            .find(|&&id| id < 0 || id as usize >= m.num_puzzle_identifiers)
+        check_offsets("puzzle_indices", &self.puzzle_indices, self.num_examples(), false)?;
+        check_offsets("group_indices", &self.group_indices, self.num_puzzles(), true)?;
+        if let Some(bad) = self.puzzle_identifiers.iter().find(|&&id| id < 0 || id as usize >= m.num_puzzle_identifiers)
         {
-            bail!(
-                "puzzle identifier {bad} is outside 0..{}",
-                m.num_puzzle_identifiers
-            );
+            bail!("puzzle identifier {bad} is outside 0..{}", m.num_puzzle_identifiers);
         }
         ensure!(
             m.total_groups == self.num_groups(),
@@ -290,31 +215,14 @@ impl PuzzleDataset {
     /// Writes `dataset.json` and the five arrays into `split_dir` (created if needed); each file
     /// is written atomically.
     pub fn save(&self, split_dir: &Path) -> Result<()> {
-        self.validate()
-            .context("refusing to save an inconsistent dataset")?;
-        std::fs::create_dir_all(split_dir)
-            .with_context(|| format!("cannot create {}", split_dir.display()))?;
+        self.validate().context("refusing to save an inconsistent dataset")?;
+        std::fs::create_dir_all(split_dir).with_context(|| format!("cannot create {}", split_dir.display()))?;
         let shape = (self.num_examples(), self.meta.seq_len);
-        save_npy(
-            &array_path(split_dir, "inputs"),
-            &ArrayView2::from_shape(shape, &self.inputs)?,
-        )?;
-        save_npy(
-            &array_path(split_dir, "labels"),
-            &ArrayView2::from_shape(shape, &self.labels)?,
-        )?;
-        save_npy(
-            &array_path(split_dir, "puzzle_identifiers"),
-            &ArrayView1::from(&self.puzzle_identifiers),
-        )?;
-        save_npy(
-            &array_path(split_dir, "puzzle_indices"),
-            &ArrayView1::from(&self.puzzle_indices),
-        )?;
-        save_npy(
-            &array_path(split_dir, "group_indices"),
-            &ArrayView1::from(&self.group_indices),
-        )?;
+        save_npy(&array_path(split_dir, "inputs"), &ArrayView2::from_shape(shape, &self.inputs)?)?;
+        save_npy(&array_path(split_dir, "labels"), &ArrayView2::from_shape(shape, &self.labels)?)?;
+        save_npy(&array_path(split_dir, "puzzle_identifiers"), &ArrayView1::from(&self.puzzle_identifiers))?;
+        save_npy(&array_path(split_dir, "puzzle_indices"), &ArrayView1::from(&self.puzzle_indices))?;
+        save_npy(&array_path(split_dir, "group_indices"), &ArrayView1::from(&self.group_indices))?;
         let json = serde_json::to_string_pretty(&self.meta)?;
         crate::fsutil::write_bytes_atomic(&split_dir.join("dataset.json"), json.as_bytes())
     }
@@ -349,9 +257,7 @@ impl PuzzleDataset {
 }
 
 fn save_npy<T: ndarray_npy::WriteNpyExt>(path: &Path, array: &T) -> Result<()> {
-    write_atomic(path, |tmp| {
-        write_npy(tmp, array).with_context(|| format!("cannot write {}", tmp.display()))
-    })
+    write_atomic(path, |tmp| write_npy(tmp, array).with_context(|| format!("cannot write {}", tmp.display())))
 }
 
 /// Accumulates groups of puzzles of examples into a [`PuzzleDataset`].
@@ -378,11 +284,7 @@ impl PuzzleDatasetBuilder {
     }
 
     /// Adds a puzzle (to the open group) made of `examples` (inputs, labels), each `seq_len` long.
-    pub fn push_puzzle<'a>(
-        &mut self,
-        identifier: i32,
-        examples: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-    ) {
+    pub fn push_puzzle<'a>(&mut self, identifier: i32, examples: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
         for (inputs, labels) in examples {
             assert!(
                 inputs.len() == self.seq_len && labels.len() == self.seq_len,
@@ -393,8 +295,7 @@ impl PuzzleDatasetBuilder {
             self.labels.extend_from_slice(labels);
         }
         self.puzzle_identifiers.push(identifier);
-        self.puzzle_indices
-            .push((self.inputs.len() / self.seq_len) as i32);
+        self.puzzle_indices.push((self.inputs.len() / self.seq_len) as i32);
     }
 
     /// Closes the open group (no-op if it has no puzzles).
@@ -418,11 +319,7 @@ impl PuzzleDatasetBuilder {
             seq_len: spec.seq_len,
             num_puzzle_identifiers,
             total_groups: self.group_indices.len() - 1,
-            mean_puzzle_examples: if num_puzzles == 0 {
-                0.0
-            } else {
-                num_examples as f64 / num_puzzles as f64
-            },
+            mean_puzzle_examples: if num_puzzles == 0 { 0.0 } else { num_examples as f64 / num_puzzles as f64 },
             sets: vec![SET.to_string()],
             total_puzzles: Some(num_puzzles),
         };

@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// A sibling path `<path><suffix>-<pid>` in the same directory (so that rename is atomic).
 pub(crate) fn temp_sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!("{suffix}-{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -20,8 +17,7 @@ pub(crate) fn temp_sibling(path: &Path, suffix: &str) -> PathBuf {
 pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = temp_sibling(path, ".tmp");
     let result = write(&tmp).and_then(|()| {
-        fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+        fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
     });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -32,11 +28,8 @@ pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>)
 /// Writes bytes atomically.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |tmp| {
-        let mut file =
-            fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .with_context(|| format!("cannot write {}", tmp.display()))
+        let mut file = fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| format!("cannot write {}", tmp.display()))
     })
 }
 
@@ -50,25 +43,16 @@ fn is_non_empty_dir(path: &Path) -> Result<bool> {
 
 /// Builds a directory atomically: `fill` populates a temp sibling, which then replaces `dir`.
 /// An existing non-empty `dir` is an error unless `force` is set (then it is replaced).
-pub(crate) fn build_dir_atomic(
-    dir: &Path,
-    force: bool,
-    fill: impl FnOnce(&Path) -> Result<()>,
-) -> Result<()> {
+pub(crate) fn build_dir_atomic(dir: &Path, force: bool, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     if !force && is_non_empty_dir(dir)? {
-        anyhow::bail!(
-            "{} already exists and is not empty; remove it or pass force to overwrite",
-            dir.display()
-        );
+        anyhow::bail!("{} already exists and is not empty; remove it or pass force to overwrite", dir.display());
     }
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create directory {}", parent.display()))?;
+        fs::create_dir_all(parent).with_context(|| format!("cannot create directory {}", parent.display()))?;
     }
     let tmp = temp_sibling(dir, ".tmp");
     if tmp.exists() {
-        fs::remove_dir_all(&tmp)
-            .with_context(|| format!("cannot remove stale {}", tmp.display()))?;
+        fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove stale {}", tmp.display()))?;
     }
     fs::create_dir(&tmp).with_context(|| format!("cannot create directory {}", tmp.display()))?;
     if let Err(e) = fill(&tmp) {
@@ -83,11 +67,9 @@ fn replace_dir(from: &Path, to: &Path) -> Result<()> {
     let old = temp_sibling(to, ".old");
     let had_old = to.exists();
     if had_old {
-        fs::rename(to, &old)
-            .with_context(|| format!("cannot move {} aside to {}", to.display(), old.display()))?;
+        fs::rename(to, &old).with_context(|| format!("cannot move {} aside to {}", to.display(), old.display()))?;
     }
-    fs::rename(from, to)
-        .with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))?;
+    fs::rename(from, to).with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))?;
     if had_old {
         fs::remove_dir_all(&old).with_context(|| format!("cannot remove {}", old.display()))?;
     }

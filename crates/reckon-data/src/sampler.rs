@@ -79,9 +79,7 @@ impl<'a> BatchWriter<'a> {
                 t
             }
         }));
-        self.batch
-            .puzzle_identifiers
-            .push(self.ds.puzzle_identifiers[puzzle]);
+        self.batch.puzzle_identifiers.push(self.ds.puzzle_identifiers[puzzle]);
         self.batch.real_rows += 1;
     }
 
@@ -89,17 +87,9 @@ impl<'a> BatchWriter<'a> {
     fn pad(mut self) -> Batch {
         let missing = self.batch.batch_size - self.rows();
         let seq_len = self.batch.seq_len;
-        self.batch.inputs.extend(std::iter::repeat_n(
-            self.ds.meta.pad_id as i32,
-            missing * seq_len,
-        ));
-        self.batch
-            .labels
-            .extend(std::iter::repeat_n(IGNORE_LABEL, missing * seq_len));
-        self.batch.puzzle_identifiers.extend(std::iter::repeat_n(
-            self.ds.meta.blank_identifier_id as i32,
-            missing,
-        ));
+        self.batch.inputs.extend(std::iter::repeat_n(self.ds.meta.pad_id as i32, missing * seq_len));
+        self.batch.labels.extend(std::iter::repeat_n(IGNORE_LABEL, missing * seq_len));
+        self.batch.puzzle_identifiers.extend(std::iter::repeat_n(self.ds.meta.blank_identifier_id as i32, missing));
         self.batch
     }
 }
@@ -120,12 +110,7 @@ impl TrainSampler {
     pub fn new(ds: Arc<PuzzleDataset>, batch_size: usize, seed: u64) -> Result<Self> {
         ensure!(batch_size > 0, "batch_size must be positive");
         let guaranteed: usize = (0..ds.num_groups())
-            .map(|g| {
-                ds.group_puzzles(g)
-                    .map(|p| ds.puzzle_examples(p).len())
-                    .min()
-                    .unwrap_or(0)
-            })
+            .map(|g| ds.group_puzzles(g).map(|p| ds.puzzle_examples(p).len()).min().unwrap_or(0))
             .sum();
         ensure!(
             guaranteed >= batch_size,
@@ -133,19 +118,9 @@ impl TrainSampler {
             ds.num_groups(),
             ds.num_examples()
         );
-        let cursor = SamplerCursor {
-            epoch: 0,
-            batch_in_epoch: 0,
-            group_pos: 0,
-        };
+        let cursor = SamplerCursor { epoch: 0, batch_in_epoch: 0, group_pos: 0 };
         let group_order = group_order(&ds, seed, 0);
-        Ok(TrainSampler {
-            ds,
-            batch_size,
-            seed,
-            cursor,
-            group_order,
-        })
+        Ok(TrainSampler { ds, batch_size, seed, cursor, group_order })
     }
 
     /// The next full batch, rolling over to the next epoch when the current one runs out.
@@ -181,11 +156,7 @@ impl TrainSampler {
     }
 
     fn start_epoch(&mut self, epoch: u64) {
-        self.cursor = SamplerCursor {
-            epoch,
-            batch_in_epoch: 0,
-            group_pos: 0,
-        };
+        self.cursor = SamplerCursor { epoch, batch_in_epoch: 0, group_pos: 0 };
         self.group_order = group_order(&self.ds, self.seed, epoch);
     }
 
@@ -215,10 +186,7 @@ impl TrainSampler {
             .map(|g| {
                 let puzzles = ds.group_puzzles(g);
                 let n = puzzles.len() as f64;
-                puzzles
-                    .map(|p| ds.puzzle_examples(p).len() as f64)
-                    .sum::<f64>()
-                    / n
+                puzzles.map(|p| ds.puzzle_examples(p).len() as f64).sum::<f64>() / n
             })
             .sum();
         expected / self.batch_size as f64

@@ -3,21 +3,16 @@
 use rand::SeedableRng;
 use reckon_data::dataset::PuzzleDataset;
 use reckon_data::sudoku::{
-    canonical, grid_from_tokens, grid_to_string, is_valid_completion, read_csv, read_list,
-    solve_unique, write_csv, BuildReport, CsvRow, Grid, SudokuBuildConfig, SudokuSource,
-    SudokuTransform,
+    canonical, grid_from_tokens, grid_to_string, is_valid_completion, read_csv, read_list, solve_unique, write_csv,
+    BuildReport, CsvRow, Grid, SudokuBuildConfig, SudokuSource, SudokuTransform,
 };
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-const SEVENTEEN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/sudoku/puzzles2_17_clue_head300.txt"
-);
-const HARDEST: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/sudoku/puzzles5_forum_hardest_1905_11+_head300.txt"
-);
+const SEVENTEEN: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/sudoku/puzzles2_17_clue_head300.txt");
+const HARDEST: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/sudoku/puzzles5_forum_hardest_1905_11+_head300.txt");
 
 fn quiet(_: &str, _: u64, _: u64) {}
 
@@ -25,14 +20,9 @@ fn quiet(_: &str, _: u64, _: u64) {}
 /// (many solutions, so rejected).
 fn extra_list(dir: &Path) -> PathBuf {
     let original = read_list(Path::new(SEVENTEEN)).unwrap()[0];
-    let copy =
-        SudokuTransform::random(&mut rand_chacha::ChaCha8Rng::seed_from_u64(1)).apply(&original);
+    let copy = SudokuTransform::random(&mut rand_chacha::ChaCha8Rng::seed_from_u64(1)).apply(&original);
     let path = dir.join("extra.txt");
-    std::fs::write(
-        &path,
-        format!("{}\n", grid_to_string(&copy)),
-    )
-    .unwrap();
+    std::fs::write(&path, format!("{}\n", grid_to_string(&copy))).unwrap();
     path
 }
 
@@ -88,20 +78,10 @@ fn pool_build_is_consistent() {
     let train = PuzzleDataset::load(&out.join("train")).unwrap();
     let test = PuzzleDataset::load(&out.join("test")).unwrap();
     assert_eq!(train.num_groups(), 50);
-    assert_eq!(
-        train.group_indices,
-        (0..=50).map(|g| g * 4).collect::<Vec<i32>>()
-    );
+    assert_eq!(train.group_indices, (0..=50).map(|g| g * 4).collect::<Vec<i32>>());
     assert_eq!(train.puzzle_indices, (0..=200).collect::<Vec<i32>>());
     assert!(train.puzzle_identifiers.iter().all(|&id| id == 0));
-    assert_eq!(
-        (
-            train.meta.vocab_size,
-            train.meta.seq_len,
-            train.meta.ignore_label_id
-        ),
-        (11, 81, Some(0))
-    );
+    assert_eq!((train.meta.vocab_size, train.meta.seq_len, train.meta.ignore_label_id), (11, 81, Some(0)));
     assert_eq!(test.num_examples(), report.test_examples);
     assert_eq!(test.num_groups(), test.num_examples());
 
@@ -127,44 +107,22 @@ fn pool_build_is_consistent() {
         train_csv.iter().map(|r| r.question).collect::<Vec<_>>(),
         train_q.iter().step_by(4).copied().collect::<Vec<_>>()
     );
-    assert!(train_csv
-        .iter()
-        .any(|r| r.source == "puzzles2_17_clue_head300"));
-    assert_eq!(
-        read_csv(&out.join("test.csv")).unwrap().len(),
-        report.test_examples
-    );
-    assert_eq!(
-        std::fs::read_to_string(out.join("identifiers.json")).unwrap(),
-        r#"["<blank>"]"#
-    );
+    assert!(train_csv.iter().any(|r| r.source == "puzzles2_17_clue_head300"));
+    assert_eq!(read_csv(&out.join("test.csv")).unwrap().len(), report.test_examples);
+    assert_eq!(std::fs::read_to_string(out.join("identifiers.json")).unwrap(), r#"["<blank>"]"#);
 
     // Deterministic for a seed, and the output directory is protected.
     let again = tmp.path().join("again");
     let report2 = reckon_data::sudoku::build(&cfg, &again, &quiet).unwrap();
     assert_eq!(report2, report);
     assert_eq!(PuzzleDataset::load(&again.join("train")).unwrap(), train);
-    let err = format!(
-        "{:#}",
-        reckon_data::sudoku::build(&cfg, &out, &quiet).unwrap_err()
-    );
+    let err = format!("{:#}", reckon_data::sudoku::build(&cfg, &out, &quiet).unwrap_err());
     assert!(err.contains("already exists and is not empty"), "{err}");
-    let forced = SudokuBuildConfig {
-        force: true,
-        seed: 18,
-        ..cfg
-    };
+    let forced = SudokuBuildConfig { force: true, seed: 18, ..cfg };
     reckon_data::sudoku::build(&forced, &out, &quiet).unwrap();
     assert_ne!(PuzzleDataset::load(&out.join("train")).unwrap(), train);
-    let siblings: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(
-        siblings.len(),
-        3,
-        "no temp directories left behind: {siblings:?}"
-    );
+    let siblings: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(siblings.len(), 3, "no temp directories left behind: {siblings:?}");
 }
 
 fn csv_rows(path: &str, source: &str, count: usize) -> Vec<CsvRow> {
@@ -174,12 +132,7 @@ fn csv_rows(path: &str, source: &str, count: usize) -> Vec<CsvRow> {
         .take(count)
         .map(|question| {
             let (answer, backtracks) = solve_unique(&question).unwrap();
-            CsvRow {
-                source: source.into(),
-                question,
-                answer,
-                rating: backtracks as u32,
-            }
+            CsvRow { source: source.into(), question, answer, rating: backtracks as u32 }
         })
         .collect()
 }
@@ -194,15 +147,9 @@ fn official_csv_build_subsamples_augments_and_filters() {
     write_csv(&test_csv, &rows[30..]).unwrap();
     let min = 1;
     let eligible = rows[..30].iter().filter(|r| r.rating >= min).count();
-    assert!(
-        (6..30).contains(&eligible),
-        "the filter should drop some rows but leave 6: {eligible}"
-    );
+    assert!((6..30).contains(&eligible), "the filter should drop some rows but leave 6: {eligible}");
     let cfg = SudokuBuildConfig {
-        source: SudokuSource::OfficialCsv {
-            train: train_csv,
-            test: test_csv,
-        },
+        source: SudokuSource::OfficialCsv { train: train_csv, test: test_csv },
         subsample: Some(6),
         num_aug: 2,
         test_fraction: 0.1,
@@ -226,29 +173,17 @@ fn official_csv_build_subsamples_augments_and_filters() {
     );
     let train = PuzzleDataset::load(&out.join("train")).unwrap();
     let originals = read_csv(&out.join("train.csv")).unwrap();
-    assert!(originals
-        .iter()
-        .all(|r| r.rating >= min && rows[..30].contains(r)));
+    assert!(originals.iter().all(|r| r.rating >= min && rows[..30].contains(r)));
     // Variant 0 of each group is the original, untouched.
     for (g, row) in originals.iter().enumerate() {
         let first = train.group_indices[g] as usize;
-        assert_eq!(
-            grid_from_tokens(train.example(first).0).unwrap(),
-            row.question
-        );
-        assert_eq!(
-            grid_from_tokens(train.example(first).1).unwrap(),
-            row.answer
-        );
+        assert_eq!(grid_from_tokens(train.example(first).0).unwrap(), row.question);
+        assert_eq!(grid_from_tokens(train.example(first).1).unwrap(), row.answer);
     }
     let test = PuzzleDataset::load(&out.join("test")).unwrap();
     assert_eq!(
         grids(&test, false),
-        rows[30..]
-            .iter()
-            .filter(|r| r.rating >= min)
-            .map(|r| r.question)
-            .collect::<Vec<_>>()
+        rows[30..].iter().filter(|r| r.rating >= min).map(|r| r.question).collect::<Vec<_>>()
     );
 }
 
@@ -258,21 +193,10 @@ fn bad_inputs_give_clear_errors_and_no_output() {
     let bad = tmp.path().join("bad.txt");
     std::fs::write(&bad, format!("{}\n{}\n", ".".repeat(81), ".".repeat(80))).unwrap();
     let mut cfg = pool_config(tmp.path());
-    cfg.source = SudokuSource::Pool {
-        lists: vec![bad],
-        generate: 0,
-        clues_min: 20,
-        clues_max: 30,
-    };
+    cfg.source = SudokuSource::Pool { lists: vec![bad], generate: 0, clues_min: 20, clues_max: 30 };
     let out = tmp.path().join("out");
-    let err = format!(
-        "{:#}",
-        reckon_data::sudoku::build(&cfg, &out, &quiet).unwrap_err()
-    );
-    assert!(
-        err.contains("bad.txt:2: puzzle has 80 cells, expected 81"),
-        "{err}"
-    );
+    let err = format!("{:#}", reckon_data::sudoku::build(&cfg, &out, &quiet).unwrap_err());
+    assert!(err.contains("bad.txt:2: puzzle has 80 cells, expected 81"), "{err}");
     assert!(!out.exists());
     cfg.test_fraction = 1.5;
     assert!(reckon_data::sudoku::build(&cfg, &out, &quiet).is_err());

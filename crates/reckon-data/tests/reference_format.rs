@@ -44,7 +44,13 @@ fn our_writer_stores_numpys_payloads() {
     let ours = tempfile::tempdir().unwrap();
     let ds = PuzzleDataset::load(&fixture().join("train")).unwrap();
     ds.save(ours.path()).unwrap();
-    for name in ["all__inputs.npy", "all__labels.npy", "all__group_indices.npy", "all__puzzle_indices.npy", "all__puzzle_identifiers.npy"] {
+    for name in [
+        "all__inputs.npy",
+        "all__labels.npy",
+        "all__group_indices.npy",
+        "all__puzzle_indices.npy",
+        "all__puzzle_identifiers.npy",
+    ] {
         let theirs = std::fs::read(fixture().join("train").join(name)).unwrap();
         let mine = std::fs::read(ours.path().join(name)).unwrap();
         assert_eq!(payload(&mine), payload(&theirs), "{name}: data differs from numpy's");

@@ -6,13 +6,7 @@ use reckon_data::task::TaskSpec;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-const TOY: TaskSpec = TaskSpec {
-    name: "toy",
-    vocab_size: 200,
-    seq_len: 2,
-    pad_id: 0,
-    ignore_label_id: 0,
-};
+const TOY: TaskSpec = TaskSpec { name: "toy", vocab_size: 200, seq_len: 2, pad_id: 0, ignore_label_id: 0 };
 
 /// `groups` groups of `variants` one-example puzzles. Example input = [group + 1, variant + 1];
 /// labels = [0, group + 1], so the first label is always ignored.
@@ -42,21 +36,12 @@ fn each_epoch_uses_every_group_once_with_one_variant() {
         for _ in 0..3 {
             let batch = sampler.next_batch();
             assert_eq!(sampler.epoch(), epoch);
-            assert_eq!(
-                (batch.batch_size, batch.seq_len, batch.real_rows),
-                (3, 2, 3)
-            );
+            assert_eq!((batch.batch_size, batch.seq_len, batch.real_rows), (3, 2, 3));
             for (group, variant) in rows(&batch) {
-                assert!(
-                    seen_groups.insert(group),
-                    "group {group} twice in epoch {epoch}"
-                );
+                assert!(seen_groups.insert(group), "group {group} twice in epoch {epoch}");
                 assert!((1..=4).contains(&variant));
             }
-            assert!(batch
-                .labels
-                .chunks(2)
-                .all(|l| l[0] == IGNORE_LABEL && l[1] > 0));
+            assert!(batch.labels.chunks(2).all(|l| l[0] == IGNORE_LABEL && l[1] > 0));
         }
         // 10 groups, batch 3: the 10th group's short batch is dropped.
         assert_eq!(seen_groups.len(), 9);
@@ -120,10 +105,7 @@ fn restore_reproduces_the_uninterrupted_stream() {
 #[test]
 fn rejects_datasets_that_cannot_fill_a_batch() {
     // 5 groups of 1000 variants are 5000 examples, but an epoch draws only 5.
-    let err = TrainSampler::new(grouped(5, 1000), 6, 0)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = TrainSampler::new(grouped(5, 1000), 6, 0).err().unwrap().to_string();
     assert!(err.contains("at most 5 examples per epoch"), "{err}");
     assert!(TrainSampler::new(grouped(5, 2), 5, 0).is_ok());
     assert!(TrainSampler::new(grouped(5, 2), 0, 0).is_err());
@@ -136,10 +118,7 @@ fn eval_batches_cover_everything_in_order_and_pad() {
     assert_eq!(batches.len(), 2);
     assert_eq!(batches[0].real_rows, 4);
     assert_eq!(batches[1].real_rows, 2);
-    let real: Vec<(i32, i32)> = batches
-        .iter()
-        .flat_map(|b| rows(b).into_iter().take(b.real_rows))
-        .collect();
+    let real: Vec<(i32, i32)> = batches.iter().flat_map(|b| rows(b).into_iter().take(b.real_rows)).collect();
     assert_eq!(real, vec![(1, 1), (1, 2), (2, 1), (2, 2), (3, 1), (3, 2)]);
     let last = &batches[1];
     assert_eq!(last.inputs.len(), 8);

@@ -4,20 +4,15 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use reckon_data::sudoku::{
-    canonical, is_conflict_free, is_valid_completion, read_list, solve_unique, solver_bench, Grid,
-    SudokuTransform,
+    canonical, is_conflict_free, is_valid_completion, read_list, solve_unique, solver_bench, Grid, SudokuTransform,
 };
 use std::path::Path;
 use std::time::Instant;
 
-const SEVENTEEN: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/sudoku/puzzles2_17_clue_head300.txt"
-);
-const HARDEST: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/sudoku/puzzles5_forum_hardest_1905_11+_head300.txt"
-);
+const SEVENTEEN: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/sudoku/puzzles2_17_clue_head300.txt");
+const HARDEST: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/sudoku/puzzles5_forum_hardest_1905_11+_head300.txt");
 
 fn fixtures() -> Vec<Grid> {
     let mut puzzles = read_list(Path::new(SEVENTEEN)).unwrap();
@@ -96,10 +91,7 @@ fn solver_solves_full_tdoku_lists() {
         eprintln!("{} not found; skipping", dir.display());
         return;
     }
-    for name in [
-        "puzzles2_17_clue.txt",
-        "puzzles5_forum_hardest_1905_11+.txt",
-    ] {
+    for name in ["puzzles2_17_clue.txt", "puzzles5_forum_hardest_1905_11+.txt"] {
         let puzzles = read_list(&dir.join(name)).unwrap();
         let start = Instant::now();
         assert_all_unique_and_valid(&puzzles);

@@ -13,12 +13,10 @@ use crate::model::Latent;
 pub struct HaltRule {
     /// Halt at this many steps regardless (`halt_max_steps`).
     pub max_steps: u32,
-    /// Also halt when `q_halt > 0` (training in the reference; opt-in at inference).
+    /// Also halt when the family's Q head says so ([`crate::model::HaltingRule`]; training in the reference).
     pub use_q_halt: bool,
     /// With this probability a slot must run at least U{2..max_steps} steps (training only).
     pub exploration_prob: f64,
-    /// HRM's rule: halt when `q_halt > q_continue` (instead of TRM's `q_halt > 0`).
-    pub versus_continue: bool,
 }
 
 /// The examples currently held by the slots, on the host: `[B, seq]` inputs and labels, `[B]` puzzle ids.
@@ -46,7 +44,12 @@ impl<B: Backend> ActCarry<B> {
             latent: init,
             steps: vec![0; batch],
             halted: vec![true; batch],
-            data: SlotData { inputs: vec![0; batch * seq_len], labels: vec![0; batch * seq_len], puzzle_ids: vec![0; batch], seq_len },
+            data: SlotData {
+                inputs: vec![0; batch * seq_len],
+                labels: vec![0; batch * seq_len],
+                puzzle_ids: vec![0; batch],
+                seq_len,
+            },
         }
     }
 
@@ -70,19 +73,16 @@ impl<B: Backend> ActCarry<B> {
         reset
     }
 
-    /// Book-keeping after a step: `steps += 1`, then halt by the rule. `q_halt` is the step's `[B]` halting logit.
-    pub fn advance(&mut self, latent: Latent<B>, q_halt: Option<&[f32]>, q_continue: Option<&[f32]>, rule: HaltRule, rng: &mut impl Rng) {
+    /// Book-keeping after a step: `steps += 1`, then halt by the rule. `wants_halt` is the family's halting
+    /// decision for each of the `[B]` slots ([`crate::model::HaltingRule::decide_rows`]), `None` without a Q head.
+    pub fn advance(&mut self, latent: Latent<B>, wants_halt: Option<&[bool]>, rule: HaltRule, rng: &mut impl Rng) {
         self.latent = latent;
         for slot in 0..self.steps.len() {
             self.steps[slot] += 1;
             let steps = self.steps[slot];
             let mut halted = steps >= rule.max_steps;
             if rule.use_q_halt && rule.max_steps > 1 {
-                match (q_halt, q_continue) {
-                    (Some(h), Some(c)) if rule.versus_continue => halted |= h[slot] > c[slot],
-                    (Some(h), _) => halted |= h[slot] > 0.0,
-                    _ => {}
-                }
+                halted |= wants_halt.is_some_and(|w| w[slot]);
             }
             if rule.exploration_prob > 0.0 && rule.max_steps > 1 {
                 // Drawn for every slot every step, as the reference's rand_like/randint_like.
@@ -109,26 +109,38 @@ mod tests {
     }
 
     fn data(batch: usize, tag: i32) -> SlotData {
-        SlotData { inputs: vec![tag; batch * 2], labels: vec![tag; batch * 2], puzzle_ids: vec![tag; batch], seq_len: 2 }
+        SlotData {
+            inputs: vec![tag; batch * 2],
+            labels: vec![tag; batch * 2],
+            puzzle_ids: vec![tag; batch],
+            seq_len: 2,
+        }
     }
 
     #[test]
     fn slots_halt_at_max_steps_and_restart_from_init_with_fresh_rows() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        let rule = HaltRule { max_steps: 3, use_q_halt: true, exploration_prob: 0.0, versus_continue: false };
+        let rule = HaltRule { max_steps: 3, use_q_halt: true, exploration_prob: 0.0 };
         let mut carry = ActCarry::new(latent(0.0, 2), 2, 2);
         let init = latent(0.0, 2);
         assert_eq!(carry.admit(&init, &data(2, 7)), vec![true, true]);
         assert_eq!(carry.data.inputs, vec![7; 4]);
         // Slot 1 wants to halt after step 1 (q_halt > 0); slot 0 runs to max_steps.
-        carry.advance(latent(1.0, 2), Some(&[-1.0, 0.5]), None, rule, &mut rng);
+        carry.advance(latent(1.0, 2), Some(&[false, true]), rule, &mut rng);
         assert_eq!((carry.steps.clone(), carry.halted.clone()), (vec![1, 1], vec![false, true]));
         assert_eq!(carry.admit(&init, &data(2, 9)), vec![false, true]);
-        assert_eq!(carry.data.puzzle_ids, vec![7, 9], "the running slot keeps its row; the fresh row for it is dropped");
+        assert_eq!(
+            carry.data.puzzle_ids,
+            vec![7, 9],
+            "the running slot keeps its row; the fresh row for it is dropped"
+        );
         let z: Vec<f32> = carry.latent.slots[0].to_data().to_vec().unwrap();
-        assert!(z[..6].iter().all(|&v| v == 1.0) && z[6..].iter().all(|&v| v == 0.0), "only the halted slot is reset: {z:?}");
+        assert!(
+            z[..6].iter().all(|&v| v == 1.0) && z[6..].iter().all(|&v| v == 0.0),
+            "only the halted slot is reset: {z:?}"
+        );
         for _ in 0..2 {
-            carry.advance(latent(1.0, 2), Some(&[-1.0, -1.0]), None, rule, &mut rng);
+            carry.advance(latent(1.0, 2), Some(&[false, false]), rule, &mut rng);
         }
         assert_eq!((carry.steps.clone(), carry.halted.clone()), (vec![3, 2], vec![true, false]));
     }
@@ -136,13 +148,13 @@ mod tests {
     #[test]
     fn exploration_postpones_halting_but_never_past_max_steps() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let rule = HaltRule { max_steps: 16, use_q_halt: true, exploration_prob: 1.0, versus_continue: false };
+        let rule = HaltRule { max_steps: 16, use_q_halt: true, exploration_prob: 1.0 };
         let mut carry = ActCarry::new(latent(0.0, 64), 64, 2);
         carry.admit(&latent(0.0, 64), &data(64, 1));
-        carry.advance(latent(0.0, 64), Some(&[1.0; 64]), None, rule, &mut rng);
+        carry.advance(latent(0.0, 64), Some(&[true; 64]), rule, &mut rng);
         assert!(carry.halted.iter().all(|h| !h), "with p = 1 every slot must run at least 2 steps");
         for _ in 1..16 {
-            carry.advance(latent(0.0, 64), Some(&[1.0; 64]), None, rule, &mut rng);
+            carry.advance(latent(0.0, 64), Some(&[true; 64]), rule, &mut rng);
         }
         assert!(carry.halted.iter().all(|&h| h));
     }

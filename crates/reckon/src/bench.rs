@@ -34,10 +34,10 @@ use crate::model::layers::swiglu_width;
 use crate::model::rsm::RsmConfig;
 use crate::model::trm::{PosEncoding, TrmConfig};
 use crate::model::{RecursiveModel, TrainRecursive};
-use burn_store::ModuleSnapshot;
 use crate::train::config::{DataConfig, EvalConfig, ExperimentConfig, ModelConfig, TrainConfig};
 use crate::train::loss::act_loss;
 use crate::train::trainer::Trainer;
+use burn_store::ModuleSnapshot;
 
 /// Puzzle-prefix positions (the reference's `puzzle_emb_len`), as in the baseline's FLOP count.
 pub const PREFIX_LEN: usize = 16;
@@ -90,19 +90,98 @@ const SUDOKU_SEQ: usize = 81;
 const SUDOKU_VOCAB: usize = 11;
 
 /// The quickstart model of `configs/quickstart.toml` (a test checks they agree).
-pub const QUICKSTART: Preset = Preset { rsm: false, mlp_t: true, hidden: 64, heads: 4, h_cycles: 2, l_cycles: 2, layers: 2, batch: 32, prefix: 0 };
+pub const QUICKSTART: Preset =
+    Preset { rsm: false, mlp_t: true, hidden: 64, heads: 4, h_cycles: 2, l_cycles: 2, layers: 2, batch: 32, prefix: 0 };
 
 /// The named shapes. A, B and C are the baseline README's table; "paper" is B at the paper's shape with batch 64.
 const PRESETS: &[(&str, Preset)] = &[
-    ("A", Preset { rsm: false, mlp_t: true, hidden: 128, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 64, prefix: PREFIX_LEN }),
-    ("B", Preset { rsm: false, mlp_t: true, hidden: 512, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 16, prefix: PREFIX_LEN }),
-    ("C", Preset { rsm: false, mlp_t: false, hidden: 128, heads: 4, h_cycles: 3, l_cycles: 4, layers: 2, batch: 32, prefix: PREFIX_LEN }),
-    ("paper", Preset { rsm: false, mlp_t: true, hidden: 512, heads: 8, h_cycles: 3, l_cycles: 6, layers: 2, batch: 64, prefix: PREFIX_LEN }),
+    (
+        "A",
+        Preset {
+            rsm: false,
+            mlp_t: true,
+            hidden: 128,
+            heads: 8,
+            h_cycles: 3,
+            l_cycles: 6,
+            layers: 2,
+            batch: 64,
+            prefix: PREFIX_LEN,
+        },
+    ),
+    (
+        "B",
+        Preset {
+            rsm: false,
+            mlp_t: true,
+            hidden: 512,
+            heads: 8,
+            h_cycles: 3,
+            l_cycles: 6,
+            layers: 2,
+            batch: 16,
+            prefix: PREFIX_LEN,
+        },
+    ),
+    (
+        "C",
+        Preset {
+            rsm: false,
+            mlp_t: false,
+            hidden: 128,
+            heads: 4,
+            h_cycles: 3,
+            l_cycles: 4,
+            layers: 2,
+            batch: 32,
+            prefix: PREFIX_LEN,
+        },
+    ),
+    (
+        "paper",
+        Preset {
+            rsm: false,
+            mlp_t: true,
+            hidden: 512,
+            heads: 8,
+            h_cycles: 3,
+            l_cycles: 6,
+            layers: 2,
+            batch: 64,
+            prefix: PREFIX_LEN,
+        },
+    ),
     ("quickstart", QUICKSTART),
     // RSM at the CPU-scale Sudoku config (configs/rsm-sudoku-cpu.toml), shallow and 4x deeper: training memory
     // must not grow with H.
-    ("rsm-h4", Preset { rsm: true, mlp_t: true, hidden: 128, heads: 4, h_cycles: 4, l_cycles: 4, layers: 1, batch: 64, prefix: PREFIX_LEN }),
-    ("rsm-h16", Preset { rsm: true, mlp_t: true, hidden: 128, heads: 4, h_cycles: 16, l_cycles: 4, layers: 1, batch: 64, prefix: PREFIX_LEN }),
+    (
+        "rsm-h4",
+        Preset {
+            rsm: true,
+            mlp_t: true,
+            hidden: 128,
+            heads: 4,
+            h_cycles: 4,
+            l_cycles: 4,
+            layers: 1,
+            batch: 64,
+            prefix: PREFIX_LEN,
+        },
+    ),
+    (
+        "rsm-h16",
+        Preset {
+            rsm: true,
+            mlp_t: true,
+            hidden: 128,
+            heads: 4,
+            h_cycles: 16,
+            l_cycles: 4,
+            layers: 1,
+            batch: 64,
+            prefix: PREFIX_LEN,
+        },
+    ),
 ];
 
 impl Preset {
@@ -182,7 +261,11 @@ impl BenchShape {
 
     /// The baseline's `--variant`.
     pub fn variant(&self) -> &'static str {
-        if self.mlp_t { "mlp" } else { "att" }
+        if self.mlp_t {
+            "mlp"
+        } else {
+            "att"
+        }
     }
 }
 
@@ -328,18 +411,17 @@ fn synthetic_dataset(shape: &BenchShape, seed: u64) -> PuzzleDataset {
         builder.push_puzzle(0, [(&inputs[..], &labels[..])]);
         builder.end_group();
     }
-    let spec = TaskSpec { name: "synthetic", vocab_size: shape.vocab, seq_len: shape.seq_len, pad_id: 0, ignore_label_id: 0 };
+    let spec =
+        TaskSpec { name: "synthetic", vocab_size: shape.vocab, seq_len: shape.seq_len, pad_id: 0, ignore_label_id: 0 };
     builder.finish(&spec, 1)
 }
 
 /// The experiment config of the bench run: the shape's model, the Sudoku recipe's optimiser settings (defaults),
 /// EMA on, no clipping. Nothing is read from or written to `run_dir`/`data.path`.
 fn bench_experiment(shape: &BenchShape) -> Result<ExperimentConfig> {
-    let train: TrainConfig = toml::from_str(&format!(
-        "global_batch_size = {}\nepochs = 1000000\neval_interval = 1000000",
-        shape.batch
-    ))
-    .context("bench train config")?;
+    let train: TrainConfig =
+        toml::from_str(&format!("global_batch_size = {}\nepochs = 1000000\neval_interval = 1000000", shape.batch))
+            .context("bench train config")?;
     let cfg = ExperimentConfig {
         run_dir: PathBuf::from("bench-run-unused"),
         data: DataConfig { path: PathBuf::from("bench-data-unused") },
@@ -449,13 +531,18 @@ pub fn bench_infer_step(shape: &BenchShape, warmup: usize, steps: usize) -> Resu
 }
 
 /// For RSM, one timed inference step is a whole depth-H forward (H model steps), like one TRM ACT step.
-fn time_inference<M: RecursiveModel<Cpu>>(shape: &BenchShape, model: &M, warmup: usize, steps: usize) -> Result<Vec<StepTime>> {
+fn time_inference<M: RecursiveModel<Cpu>>(
+    shape: &BenchShape,
+    model: &M,
+    warmup: usize,
+    steps: usize,
+) -> Result<Vec<StepTime>> {
     let pool = synthetic_slots(shape);
     let init = model.initial_latent(shape.batch);
     let mut carry = ActCarry::new(init.clone(), shape.batch, shape.seq_len);
     // No Q halting, no exploration: the reference's eval loop always runs halt_max_steps.
     let max_steps = if shape.rsm { 1 } else { ACT_STEPS as u32 };
-    let rule = HaltRule { max_steps, use_q_halt: false, exploration_prob: 0.0, versus_continue: false };
+    let rule = HaltRule { max_steps, use_q_halt: false, exploration_prob: 0.0 };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut i = 0usize;
     let times = time_steps(warmup, steps, || {
@@ -467,7 +554,12 @@ fn time_inference<M: RecursiveModel<Cpu>>(shape: &BenchShape, model: &M, warmup:
 }
 
 /// One inference ACT step on an admitted carry.
-fn infer_one<M: RecursiveModel<Cpu>>(model: &M, carry: &mut ActCarry<Cpu>, rule: HaltRule, rng: &mut ChaCha8Rng) -> Result<()> {
+fn infer_one<M: RecursiveModel<Cpu>>(
+    model: &M,
+    carry: &mut ActCarry<Cpu>,
+    rule: HaltRule,
+    rng: &mut ChaCha8Rng,
+) -> Result<()> {
     let d = &carry.data;
     let batch = reckon_data::Batch {
         inputs: d.inputs.clone(),
@@ -489,12 +581,12 @@ fn infer_one<M: RecursiveModel<Cpu>>(model: &M, carry: &mut ActCarry<Cpu>, rule:
     let heads = heads.expect("at least one step");
     let dims = heads.logits.dims();
     let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let q_halt: Option<Vec<f32>> =
-        heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec().expect("f32 q_halt"));
+    let q_halt: Option<Vec<f32>> = heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec().expect("f32 q_halt"));
     // The loss head includes the argmax (preds), as the baseline's inference step computes it.
     let loss = act_loss(&logits, dims, &batch.labels, q_halt.as_deref(), 1.0);
     std::hint::black_box(&loss);
-    carry.advance(latent, q_halt.as_deref(), None, rule, rng);
+    let wants_halt = model.halting_rule().decide_rows(q_halt.as_deref(), None);
+    carry.advance(latent, wants_halt.as_deref(), rule, rng);
     Ok(())
 }
 
@@ -513,10 +605,7 @@ pub fn bench_solver(paths: &[PathBuf]) -> Result<Vec<(String, SolverBenchReport)
 
 /// Whether `python3` can import torch (quietly; any failure means no).
 pub fn torch_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import torch"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("python3").args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success())
 }
 
 /// The baseline script's arguments for `shape`. `--threads` follows this process's thread count so both
@@ -574,7 +663,8 @@ pub fn vs_torch(
     if !out.status.success() {
         bail!("{} failed ({}): {}", script.display(), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
-    let mut summary = last_json_line(&stdout).with_context(|| format!("{}: no JSON summary line in its output", script.display()))?;
+    let mut summary =
+        last_json_line(&stdout).with_context(|| format!("{}: no JSON summary line in its output", script.display()))?;
     // The script's own `ru_maxrss` includes our resident set at the time of the spawn (Linux carries the
     // parent's high-water mark across fork and exec), while the child's VmHWM, sampled until it exits, can also
     // see its interpreter's teardown: report the smaller of the two, and keep both.
@@ -648,7 +738,18 @@ fn torch_ms(result: &BenchResult, torch: &[(String, serde_json::Value)], eager: 
 pub fn format_table(results: &[BenchResult], torch: &[(String, serde_json::Value)]) -> String {
     let mut s = format!(
         "{:<20} {:<5} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>5} {:>7} {:>8} {:>10}\n",
-        "shape", "mode", "ms/step", "min", "max", "puzzles/s", "GFLOP/s", "% peak", "RSS MB", "cpu", "faults", "vs eager",
+        "shape",
+        "mode",
+        "ms/step",
+        "min",
+        "max",
+        "puzzles/s",
+        "GFLOP/s",
+        "% peak",
+        "RSS MB",
+        "cpu",
+        "faults",
+        "vs eager",
         "vs compile"
     );
     let ratio = |r: &BenchResult, eager| {
@@ -657,8 +758,19 @@ pub fn format_table(results: &[BenchResult], torch: &[(String, serde_json::Value
     for r in results {
         s.push_str(&format!(
             "{:<20} {:<5} {:>9.1} {:>9.1} {:>9.1} {:>9.2} {:>7.1} {:>6.1}% {:>7.0} {:>5.2} {:>7.0} {:>8} {:>10}\n",
-            r.shape, r.mode, r.ms_per_step_median, r.ms_min, r.ms_max, r.puzzles_per_s, r.gflops, r.pct_of_peak,
-            r.peak_rss_mb, r.cpu_per_wall, r.minor_faults_per_step, ratio(r, true), ratio(r, false)
+            r.shape,
+            r.mode,
+            r.ms_per_step_median,
+            r.ms_min,
+            r.ms_max,
+            r.puzzles_per_s,
+            r.gflops,
+            r.pct_of_peak,
+            r.peak_rss_mb,
+            r.cpu_per_wall,
+            r.minor_faults_per_step,
+            ratio(r, true),
+            ratio(r, false)
         ));
     }
     let peak = results.first().map_or(f64::NAN, |r| r.peak_gflops);
@@ -670,11 +782,24 @@ pub fn format_table(results: &[BenchResult], torch: &[(String, serde_json::Value
         let gflops = f("gflops");
         s.push_str(&format!(
             "{:<20} {:<5} {:>9.1} {:>9} {:>9} {:>9.2} {:>7.1} {:>6.1}% {:>7.0} {:>5} {:>7} {:>8} {:>10}\n",
-            label, mode, f("ms_per_step_median"), "-", "-", f("puzzles_per_s"), gflops, 100.0 * gflops / peak,
-            f("peak_rss_mb"), "-", "-", "", ""
+            label,
+            mode,
+            f("ms_per_step_median"),
+            "-",
+            "-",
+            f("puzzles_per_s"),
+            gflops,
+            100.0 * gflops / peak,
+            f("peak_rss_mb"),
+            "-",
+            "-",
+            "",
+            ""
         ));
     }
-    s.push_str(&format!("% peak: of this machine's measured matmul throughput, {peak:.1} GFLOP/s (f32, all threads)\n"));
+    s.push_str(&format!(
+        "% peak: of this machine's measured matmul throughput, {peak:.1} GFLOP/s (f32, all threads)\n"
+    ));
     s
 }
 
@@ -733,7 +858,10 @@ mod tests {
     #[test]
     fn torch_flags_and_json_line() {
         let args = torch_args(&named_shape("C").unwrap(), "infer", true, 2, 6).join(" ");
-        assert!(args.contains("--variant att --hidden 128 --heads 4 --H 3 --L 4 --layers 2 --batch 32 --seq 81"), "{args}");
+        assert!(
+            args.contains("--variant att --hidden 128 --heads 4 --H 3 --L 4 --layers 2 --batch 32 --seq 81"),
+            "{args}"
+        );
         assert!(args.ends_with("--compile"));
         let out = "step 0\n{not json\n{\"mode\": \"infer\", \"ms_per_step_median\": 12.5}\n";
         assert_eq!(last_json_line(out).unwrap()["ms_per_step_median"], 12.5);

@@ -1,7 +1,8 @@
 //! Evaluation: exact accuracy (every valid token right) and token accuracy after a fixed number of supervision
 //! steps, as the reference reports them (it never halts at eval), the same metrics after *each* step (the
 //! curve), and the accuracy when ACT halting is honoured at inference: a puzzle's answer is the prediction of the
-//! first step whose `q_halt > 0` (or the last step).
+//! first step at which the family's halting rule fires ([`crate::model::HaltingRule`]: TRM `q_halt > 0`, HRM
+//! `q_halt > q_continue`), or of the last step.
 
 use std::time::Instant;
 
@@ -27,7 +28,7 @@ pub struct EvalReport {
     /// Whether the model has a halting head (the `act_*` and `q_halt_accuracy` figures mean nothing without).
     #[serde(default)]
     pub has_halting_head: bool,
-    /// With ACT halting at inference (q_halt > 0 stops a puzzle).
+    /// With ACT halting at inference (the family's halting rule stops a puzzle).
     pub act_exact_accuracy: f64,
     pub act_token_accuracy: f64,
     pub act_mean_steps: f64,
@@ -109,6 +110,7 @@ pub fn evaluate_verified<B: Backend, M: RecursiveModel<B>>(
     let mut valid_per_step = vec![0usize; if verify.is_some() { steps } else { 0 }];
     let (mut act_exact, mut act_token, mut act_steps, mut q_right, mut seen) = (0usize, 0f64, 0usize, 0usize, 0usize);
     let mut has_halting_head = false;
+    let halting = model.halting_rule();
     for batch in eval_batches(ds, batch_size) {
         if seen >= total {
             break;
@@ -121,19 +123,21 @@ pub fn evaluate_verified<B: Backend, M: RecursiveModel<B>>(
         for step in 0..steps {
             let (next, heads) = model.step(latent, x.clone());
             latent = next;
+            let wants_halt = halting.decide(&heads);
             let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
             let preds = argmax_tokens(&logits, dims.vocab_size);
             let scores = score_rows(&preds, &batch.labels, rows, batch.seq_len);
             if let Some(verify) = verify {
                 let seq = batch.seq_len;
-                valid_per_step[step] += (0..rows).filter(|&r| verify(&batch.inputs[r * seq..(r + 1) * seq], &preds[r * seq..(r + 1) * seq])).count();
+                valid_per_step[step] += (0..rows)
+                    .filter(|&r| verify(&batch.inputs[r * seq..(r + 1) * seq], &preds[r * seq..(r + 1) * seq]))
+                    .count();
             }
-            let q_halt: Option<Vec<f32>> = heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec().expect("f32"));
-            has_halting_head |= q_halt.is_some();
+            has_halting_head |= wants_halt.is_some();
             for (r, s) in scores.iter().enumerate() {
                 exact_per_step[step] += usize::from(s.exact);
                 token_per_step[step] += s.token_acc;
-                let wants_halt = q_halt.as_ref().is_some_and(|q| q[r] > 0.0);
+                let wants_halt = wants_halt.as_ref().is_some_and(|w| w[r]);
                 if halted_at[r].is_none() && (wants_halt || step + 1 == steps) {
                     halted_at[r] = Some(step + 1);
                     act_exact += usize::from(s.exact);
@@ -193,5 +197,79 @@ impl EvalReport {
     /// Share of verified answers after the last step, when evaluated with a verifier.
     pub fn valid_accuracy(&self) -> Option<f64> {
         self.valid_per_step.last().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::infer::{solve_stream, Puzzle, StopReason, StopRule};
+    use crate::model::hrm::HrmConfig;
+    use crate::model::layers::QHead;
+    use crate::model::trm::TrmConfig;
+    use burn::module::Param;
+    use reckon_data::{PuzzleDatasetBuilder, TaskSpec};
+
+    const SEQ: usize = 6;
+    const SPEC: TaskSpec = TaskSpec { name: "toy", vocab_size: 5, seq_len: SEQ, pad_id: 0, ignore_label_id: 0 };
+
+    /// Four toy puzzles (tokens 1..4; the labels are irrelevant to halting).
+    fn toy_set() -> PuzzleDataset {
+        let mut b = PuzzleDatasetBuilder::new(SEQ);
+        for i in 0..4u8 {
+            let x: Vec<u8> = (0..SEQ as u8).map(|t| 1 + (t + i) % 4).collect();
+            b.push_puzzle(0, [(x.as_slice(), x.as_slice())]);
+            b.end_group();
+        }
+        b.finish(&SPEC, 1)
+    }
+
+    /// A hand-made Q head: the logits are its bias, `(q_halt, q_continue)`, whatever the state.
+    fn constant_q(head: &mut QHead<Cpu>, q_halt: f32, q_continue: f32) {
+        head.weight = Param::from_tensor(head.weight.val().zeros_like());
+        head.bias =
+            Param::from_tensor(Tensor::from_data(TensorData::new(vec![q_halt, q_continue], [2]), &Default::default()));
+    }
+
+    fn hrm(q_halt: f32, q_continue: f32) -> crate::model::hrm::Hrm<Cpu> {
+        let mut c = HrmConfig::new(SEQ, 5, 1);
+        (c.hidden_size, c.num_heads, c.h_cycles, c.l_cycles, c.puzzle_emb_ndim) = (16, 2, 1, 1, Some(0));
+        let mut m = c.init::<Cpu>(0, &Default::default());
+        constant_q(&mut m.q_head, q_halt, q_continue);
+        m
+    }
+
+    fn trm(q_halt: f32, q_continue: f32) -> crate::model::trm::Trm<Cpu> {
+        let mut c = TrmConfig::new(SEQ, 5, 1);
+        (c.hidden_size, c.num_heads, c.h_cycles, c.l_cycles, c.puzzle_emb_ndim) = (16, 2, 1, 1, Some(0));
+        let mut m = c.init::<Cpu>(0, &Default::default());
+        constant_q(&mut m.q_head, q_halt, q_continue);
+        m
+    }
+
+    /// Mean steps with ACT halting (evaluation) and the steps of each puzzle under streaming inference.
+    fn halting_steps<M: RecursiveModel<Cpu>>(m: &M) -> (f64, Vec<usize>) {
+        let report = evaluate(m, &toy_set(), 4, 5, None, &Default::default(), |_, _| {});
+        let puzzles = (0..3).map(|index| Puzzle { index, tokens: vec![1; SEQ], puzzle_id: 0 });
+        let rule = StopRule { use_q_halt: true, ..StopRule::fixed(5) };
+        let mut steps = vec![];
+        solve_stream(m, puzzles, 2, rule, None, &Default::default(), |s| {
+            assert_eq!(s.reason == StopReason::Halted, s.steps < 5);
+            steps.push(s.steps)
+        })
+        .unwrap();
+        (report.act_mean_steps, steps)
+    }
+
+    /// HRM halts when `q_halt > q_continue`, not when `q_halt > 0`; TRM when `q_halt > 0`, whatever `q_continue`.
+    #[test]
+    fn each_family_halts_by_its_own_rule_in_evaluation_and_inference() {
+        // q_halt > 0 but below q_continue: HRM runs the budget, TRM stops at once.
+        assert_eq!(halting_steps(&hrm(1.0, 2.0)), (5.0, vec![5, 5, 5]));
+        assert_eq!(halting_steps(&trm(1.0, 2.0)), (1.0, vec![1, 1, 1]));
+        // q_halt < 0 but above q_continue: HRM stops at once, TRM runs the budget.
+        assert_eq!(halting_steps(&hrm(-1.0, -2.0)), (1.0, vec![1, 1, 1]));
+        assert_eq!(halting_steps(&trm(-1.0, -2.0)), (5.0, vec![5, 5, 5]));
     }
 }

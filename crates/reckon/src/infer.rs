@@ -2,7 +2,7 @@
 //!
 //! A fixed batch of slots runs on the inner (no-autodiff) backend, so no graph is ever built and the fused
 //! kernels reuse their pooled buffers step after step. Each slot works on one puzzle until its [`StopRule`]
-//! fires, because the model's ACT head says halt (`q_halt > 0`), because its answer has *settled* (the same
+//! fires, because the model's ACT head says halt (its family's [`crate::model::HaltingRule`]), because its answer has *settled* (the same
 //! predicted tokens for `settle_steps` consecutive steps: convergence as a reliability signal), or because it
 //! reached `max_steps`. A stopped slot is handed the next puzzle at once and restarts from the initial latent,
 //! exactly as the training carry refills halted slots, so the batch stays full while there is work and easy
@@ -23,7 +23,8 @@ use crate::model::RecursiveModel;
 pub struct StopRule {
     /// Stop after this many supervision steps in any case.
     pub max_steps: usize,
-    /// Stop when the model's halting logit `q_halt` is positive.
+    /// Stop when the model's halting head says halt (by the family's rule: TRM `q_halt > 0`, HRM
+    /// `q_halt > q_continue`).
     pub use_q_halt: bool,
     /// Stop when the predicted answer has not changed for this many consecutive steps.
     pub settle_steps: Option<usize>,
@@ -92,7 +93,7 @@ impl Slot {
     fn record(
         &mut self,
         prediction: &[u32],
-        q_halt: Option<f32>,
+        wants_halt: bool,
         residual: Option<f32>,
         rule: &StopRule,
         verify: Option<Verifier>,
@@ -109,7 +110,7 @@ impl Slot {
             None => true,
         };
         let settled = rule.settle_steps.is_some_and(|k| self.unchanged >= k) && still;
-        if rule.use_q_halt && q_halt.is_some_and(|q| q > 0.0) {
+        if rule.use_q_halt && wants_halt {
             Some(StopReason::Halted)
         } else if settled && verify.is_none_or(|v| v(&self.tokens, prediction)) {
             Some(StopReason::Settled)
@@ -165,7 +166,12 @@ pub fn solve_stream<B: Backend, M: RecursiveModel<B>>(
         let mut reset = vec![false; batch];
         for (s, slot) in slots.iter_mut().enumerate().filter(|(_, slot)| slot.is_none()) {
             let Some(p) = puzzles.next() else { break };
-            anyhow::ensure!(p.tokens.len() == seq, "puzzle {}: {} tokens, the model takes {seq}", p.index, p.tokens.len());
+            anyhow::ensure!(
+                p.tokens.len() == seq,
+                "puzzle {}: {} tokens, the model takes {seq}",
+                p.index,
+                p.tokens.len()
+            );
             tokens[s * seq..(s + 1) * seq].copy_from_slice(&p.tokens);
             ids[s] = p.puzzle_id;
             *slot = Some(Slot { index: p.index, tokens: p.tokens, steps: 0, last_prediction: vec![], unchanged: 0 });
@@ -185,18 +191,26 @@ pub fn solve_stream<B: Backend, M: RecursiveModel<B>>(
         let (next, heads) = model.step(latent, x.clone().expect("embedded above"));
         let residuals = before.map(|old| relative_change(old, next.slots[0].clone()));
         latent = next;
+        let wants_halt = if rule.use_q_halt { model.halting_rule().decide(&heads) } else { None };
         let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
         let predictions = argmax_tokens(&logits, dims.vocab_size);
-        let q_halt: Option<Vec<f32>> = heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec().expect("f32"));
         stats.batch_steps += 1;
         for (s, slot_entry) in slots.iter_mut().enumerate() {
             let Some(slot) = slot_entry else { continue };
             stats.puzzle_steps += 1;
             let prediction = &predictions[s * seq..(s + 1) * seq];
             let residual = residuals.as_ref().map(|r| r[s]);
-            if let Some(reason) = slot.record(prediction, q_halt.as_ref().map(|q| q[s]), residual, &rule, verify) {
+            if let Some(reason) =
+                slot.record(prediction, wants_halt.as_ref().is_some_and(|w| w[s]), residual, &rule, verify)
+            {
                 let answer_since = slot.steps - slot.unchanged;
-                on_solution(Solution { index: slot.index, prediction: prediction.to_vec(), steps: slot.steps, answer_since, reason });
+                on_solution(Solution {
+                    index: slot.index,
+                    prediction: prediction.to_vec(),
+                    steps: slot.steps,
+                    answer_since,
+                    reason,
+                });
                 *slot_entry = None;
             }
         }
@@ -248,7 +262,13 @@ impl Quantiles {
     pub fn of(mut values: Vec<usize>) -> Self {
         values.sort_unstable();
         let at = |q: f64| values.get(((values.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
-        Quantiles { count: values.len(), p50: at(0.5), p90: at(0.9), p99: at(0.99), max: values.last().copied().unwrap_or(0) }
+        Quantiles {
+            count: values.len(),
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: values.last().copied().unwrap_or(0),
+        }
     }
 }
 
@@ -287,7 +307,8 @@ pub fn evaluate_streaming<B: Backend, M: RecursiveModel<B>>(
         }
     }
     let started = Instant::now();
-    let mut report = StreamReport { examples: puzzles.len(), rule: Some(rule), verified: verify.is_some(), ..Default::default() };
+    let mut report =
+        StreamReport { examples: puzzles.len(), rule: Some(rule), verified: verify.is_some(), ..Default::default() };
     let (mut exact, mut token, mut steps) = (0usize, 0f64, 0usize);
     let (mut answered, mut answered_exact, mut abstained_exact, mut settled_exact) = (0usize, 0usize, 0usize, 0usize);
     let mut solve_steps = Vec::new();
@@ -349,7 +370,9 @@ mod tests {
 
     fn puzzles(n: usize, seq: usize) -> Vec<Puzzle> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-        (0..n).map(|index| Puzzle { index, tokens: (0..seq).map(|_| rng.random_range(1..6)).collect(), puzzle_id: 0 }).collect()
+        (0..n)
+            .map(|index| Puzzle { index, tokens: (0..seq).map(|_| rng.random_range(1..6)).collect(), puzzle_id: 0 })
+            .collect()
     }
 
     /// The prediction after `steps` steps of one puzzle alone in a batch of one.

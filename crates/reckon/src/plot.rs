@@ -51,7 +51,10 @@ pub fn heatmap(
     values: &[Vec<f64>],
 ) -> Result<()> {
     ensure!(!row_labels.is_empty() && !col_labels.is_empty(), "heatmap: no cells");
-    ensure!(values.len() == row_labels.len() && values.iter().all(|r| r.len() == col_labels.len()), "heatmap: table shape");
+    ensure!(
+        values.len() == row_labels.len() && values.iter().all(|r| r.len() == col_labels.len()),
+        "heatmap: table shape"
+    );
     register_embedded_font();
     let (cell_w, cell_h, left, top, right, bottom) = (90i32, 44i32, 110i32, 70i32, 30i32, 30i32);
     // Monospace at 16 px is about 10 px per character.
@@ -70,7 +73,8 @@ pub fn heatmap(
         root.draw_text(col_axis, &text(14.0), (left, top - 40)).map_err(draw)?;
         root.draw_text(row_axis, &text(14.0), (6, top - 22)).map_err(draw)?;
         for (j, l) in col_labels.iter().enumerate() {
-            root.draw_text(&l.to_string(), &text(14.0), (left + j as i32 * cell_w + cell_w / 2 - 8, top - 20)).map_err(draw)?;
+            root.draw_text(&l.to_string(), &text(14.0), (left + j as i32 * cell_w + cell_w / 2 - 8, top - 20))
+                .map_err(draw)?;
         }
         for (i, (h, row)) in row_labels.iter().zip(values).enumerate() {
             let y = top + i as i32 * cell_h;
@@ -78,10 +82,16 @@ pub fn heatmap(
             for (j, &v) in row.iter().enumerate() {
                 let x = left + j as i32 * cell_w;
                 let shade = v / best;
-                root.draw(&Rectangle::new([(x, y), (x + cell_w - 2, y + cell_h - 2)], colour(shade).filled())).map_err(draw)?;
+                root.draw(&Rectangle::new([(x, y), (x + cell_w - 2, y + cell_h - 2)], colour(shade).filled()))
+                    .map_err(draw)?;
                 let ink = if shade > 0.6 { BLACK } else { WHITE };
                 let label = format!("{:.1}", 100.0 * v);
-                root.draw_text(&label, &(FAMILY, 14.0).into_font().color(&ink), (x + cell_w / 2 - 18, y + cell_h / 2 - 7)).map_err(draw)?;
+                root.draw_text(
+                    &label,
+                    &(FAMILY, 14.0).into_font().color(&ink),
+                    (x + cell_w / 2 - 18, y + cell_h / 2 - 7),
+                )
+                .map_err(draw)?;
             }
         }
         root.present().map_err(draw)?;
@@ -109,11 +119,18 @@ pub const MAZE_CELL_PX: u32 = 16;
 /// A picture of one maze (`tokens`, row-major `height`×`width`, the maze task's tokens) under a title line:
 /// walls, open cells, S, G and, where the tokens carry one, the path. Written atomically.
 pub fn maze_png(path: &Path, title: &str, width: usize, height: usize, tokens: &[u8]) -> Result<()> {
-    ensure!(width > 0 && tokens.len() == width * height, "maze picture: {} tokens for a {width}x{height} maze", tokens.len());
+    ensure!(
+        width > 0 && tokens.len() == width * height,
+        "maze picture: {} tokens for a {width}x{height} maze",
+        tokens.len()
+    );
     register_embedded_font();
     let (top, margin) = (28u32, 8u32);
     let grid_w = width as u32 * MAZE_CELL_PX;
-    let size = ((grid_w + 2 * margin).max(title.chars().count() as u32 * 8 + 2 * margin), top + height as u32 * MAZE_CELL_PX + margin);
+    let size = (
+        (grid_w + 2 * margin).max(title.chars().count() as u32 * 8 + 2 * margin),
+        top + height as u32 * MAZE_CELL_PX + margin,
+    );
     let name = path.file_name().and_then(|n| n.to_str()).context("maze picture: the path has no file name")?;
     let tmp = path.with_file_name(format!(".{name}.tmp-{}.png", std::process::id()));
     {
@@ -127,7 +144,8 @@ pub fn maze_png(path: &Path, title: &str, width: usize, height: usize, tokens: &
             root.draw(&Rectangle::new([(x, y), (x + c - 1, y + c - 1)], maze_colour(t).filled())).map_err(draw)?;
         }
         // A thin frame: outside the grid counts as wall.
-        let frame = [(margin as i32 - 1, top as i32 - 1), (margin as i32 + width as i32 * c, top as i32 + height as i32 * c)];
+        let frame =
+            [(margin as i32 - 1, top as i32 - 1), (margin as i32 + width as i32 * c, top as i32 + height as i32 * c)];
         root.draw(&Rectangle::new(frame, BLACK.stroke_width(1))).map_err(draw)?;
         root.present().map_err(draw)?;
     }

@@ -100,9 +100,15 @@ fn checkpoint_of_another_shape_names_the_tensor() {
     let cfg_path = tmp.path().join("small.toml");
     std::fs::write(&cfg_path, text).unwrap();
     // The fixture's weights are a hidden-64 TRM-MLP; the config describes hidden 32.
-    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/parity/trm-mlp-sudoku-tiny/weights.safetensors");
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/parity/trm-mlp-sudoku-tiny/weights.safetensors");
     let err = format!("{:#}", load_eval_model(&weights, Some(&cfg_path)).unwrap_err());
-    assert!(err.contains("weights.safetensors") && err.contains("inner.embed_tokens.embedding_weight") && err.contains("[11, 64]"), "{err}");
+    assert!(
+        err.contains("weights.safetensors")
+            && err.contains("inner.embed_tokens.embedding_weight")
+            && err.contains("[11, 64]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -114,7 +120,14 @@ fn empty_dataset_dir_names_the_path() {
     assert!(err.contains(&empty.join("train").display().to_string()), "{err}");
     // Training on it fails the same way, naming the dataset.json it looked for.
     let cfg = tmp.path().join("c.toml");
-    std::fs::write(&cfg, format!("run_dir = \"r\"\n[data]\npath = {:?}\n[model]\n[train]\nepochs = 1\neval_interval = 1\n", empty.display().to_string())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "run_dir = \"r\"\n[data]\npath = {:?}\n[model]\n[train]\nepochs = 1\neval_interval = 1\n",
+            empty.display().to_string()
+        ),
+    )
+    .unwrap();
     let err = format!("{:#}", load_config(&cfg, &[]).unwrap_err());
     assert!(err.contains("dataset.json") && err.contains("empty"), "{err}");
 }

@@ -59,7 +59,24 @@ max_examples = 16
 fn build_show_train_resume_eval_solve() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let built = ok(reckon(&["data", "build", "sudoku", "--out", "data", "--generate", "80", "--clues-min", "50", "--clues-max", "60", "--num-aug", "1"], dir));
+    let built = ok(reckon(
+        &[
+            "data",
+            "build",
+            "sudoku",
+            "--out",
+            "data",
+            "--generate",
+            "80",
+            "--clues-min",
+            "50",
+            "--clues-max",
+            "60",
+            "--num-aug",
+            "1",
+        ],
+        dir,
+    ));
     assert!(built.contains("72 train puzzles (144 examples"), "{built}");
     let shown = ok(reckon(&["data", "show", "data", "--split", "test", "--index", "2"], dir));
     assert!(shown.contains("8 examples") && shown.contains("------+-------+------"), "{shown}");
@@ -74,18 +91,47 @@ fn build_show_train_resume_eval_solve() {
     assert_eq!(metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")).count(), 5);
     assert_eq!(metrics.lines().filter(|l| l.contains("\"kind\":\"eval\"")).count(), 2);
 
-    let eval = ok(reckon(&["eval", "run/checkpoints/step_5", "--data", "data", "--steps", "3", "--batch-size", "4"], dir));
-    assert!(eval.contains("8 puzzles, 3 steps") && eval.contains("exact accuracy") && eval.contains("with ACT halting"), "{eval}");
+    let eval =
+        ok(reckon(&["eval", "run/checkpoints/step_5", "--data", "data", "--steps", "3", "--batch-size", "4"], dir));
+    assert!(
+        eval.contains("8 puzzles, 3 steps") && eval.contains("exact accuracy") && eval.contains("with ACT halting"),
+        "{eval}"
+    );
     // Streaming inference with early exit, through the `latest` pointer; settling at 1 unchanged step means no
     // puzzle runs past the step it first repeats its answer.
-    let args = ["eval", "run/checkpoints/latest", "--data", "data", "--steps", "6", "--batch-size", "3", "--early-exit", "--no-q-halt", "--settle", "1"];
+    let args = [
+        "eval",
+        "run/checkpoints/latest",
+        "--data",
+        "data",
+        "--steps",
+        "6",
+        "--batch-size",
+        "3",
+        "--early-exit",
+        "--no-q-halt",
+        "--settle",
+        "1",
+    ];
     let streamed = ok(reckon(&args, dir));
     assert!(streamed.contains("8 puzzles, early exit") && streamed.contains("stopped by q_halt 0"), "{streamed}");
 
-    let puzzle = std::fs::read_to_string(dir.join("data/test.csv")).unwrap().lines().nth(1).unwrap().split(',').nth(1).unwrap().to_string();
+    let puzzle = std::fs::read_to_string(dir.join("data/test.csv"))
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .to_string();
     let solved = ok(reckon(&["solve", "run/checkpoints/step_5", "--puzzle", &puzzle, "--steps", "3"], dir));
-    assert!(solved.contains("step  changed  valid") && solved.contains("q_halt") && solved.contains("answer"), "{solved}");
-    let step_lines = solved.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && l.contains("  ")).count();
+    assert!(
+        solved.contains("step  changed  valid") && solved.contains("q_halt") && solved.contains("answer"),
+        "{solved}"
+    );
+    let step_lines =
+        solved.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && l.contains("  ")).count();
     assert_eq!(step_lines, 3, "{solved}");
 
     // Bad invocations.
@@ -103,7 +149,8 @@ fn build_show_train_resume_eval_solve() {
 fn maze_build_show_train_eval_solve() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let built = ok(reckon(&["data", "build", "maze", "--out", "mz", "--generate", "24", "--test", "8", "--size", "8"], dir));
+    let built =
+        ok(reckon(&["data", "build", "maze", "--out", "mz", "--generate", "24", "--test", "8", "--size", "8"], dir));
     assert!(built.contains("24 train mazes") && built.contains("8 test mazes"), "{built}");
     assert!(built.contains("shortest path") && built.contains("walls"), "statistics are printed: {built}");
     let shown = ok(reckon(&["data", "show", "mz", "--split", "test", "--index", "1", "--png", "m.png"], dir));
@@ -117,7 +164,10 @@ fn maze_build_show_train_eval_solve() {
     assert!(metrics.contains("\"valid_per_step\""), "the trainer's evaluation checks paths: {metrics}");
     let eval = ok(reckon(&["eval", "run/checkpoints/step_3", "--data", "mz", "--steps", "2"], dir));
     assert!(eval.contains("8 puzzles, 2 steps") && eval.contains("valid answers (the task's verifier)"), "{eval}");
-    let solved = ok(reckon(&["solve", "run/checkpoints/step_3", "--from", "mz", "--index", "2", "--steps", "2", "--png", "s.png"], dir));
+    let solved = ok(reckon(
+        &["solve", "run/checkpoints/step_3", "--from", "mz", "--index", "2", "--steps", "2", "--png", "s.png"],
+        dir,
+    ));
     assert!(solved.contains("step  changed  valid") && solved.contains('S') && solved.contains('G'), "{solved}");
     assert_eq!(&std::fs::read(dir.join("s.png")).unwrap()[1..4], b"PNG");
 
@@ -139,20 +189,52 @@ fn maze_build_show_train_eval_solve() {
 fn ablation_grid_trains_every_setting_and_prints_one_table() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    ok(reckon(&["data", "build", "sudoku", "--out", "data", "--generate", "40", "--clues-min", "50", "--clues-max", "60", "--num-aug", "0"], dir));
+    ok(reckon(
+        &[
+            "data",
+            "build",
+            "sudoku",
+            "--out",
+            "data",
+            "--generate",
+            "40",
+            "--clues-min",
+            "50",
+            "--clues-max",
+            "60",
+            "--num-aug",
+            "0",
+        ],
+        dir,
+    ));
     std::fs::write(dir.join("c.toml"), CONFIG.replace("max_steps = 3", "max_steps = 2")).unwrap();
 
     // A bad value anywhere in the grid fails first, naming the setting; nothing has been trained.
-    let typo = reckon(&["train", "c.toml", "--ablate", "model.h_cycles=1,2", "--ablate", "model.pos_encodings=rope,sinus"], dir);
+    let typo = reckon(
+        &["train", "c.toml", "--ablate", "model.h_cycles=1,2", "--ablate", "model.pos_encodings=rope,sinus"],
+        dir,
+    );
     fails_cleanly(typo, "model.pos_encodings=sinus");
     assert!(!dir.join("run").exists());
 
-    let args = ["train", "c.toml", "--ablate", "model.h_cycles=1,2", "--ablate", "train.lr=1e-3,1e-4", "--set", "eval.steps=1"];
+    let args = [
+        "train",
+        "c.toml",
+        "--ablate",
+        "model.h_cycles=1,2",
+        "--ablate",
+        "train.lr=1e-3,1e-4",
+        "--set",
+        "eval.steps=1",
+    ];
     let out = ok(reckon(&args, dir));
     assert!(out.contains("ablation: 4 runs"), "{out}");
     let table: Vec<&str> = out.lines().filter(|l| l.starts_with("| ")).collect();
     assert_eq!(table.len(), 2 + 4, "{out}");
-    assert!(table[0].contains("model.h_cycles") && table[0].contains("train.lr") && table[0].contains("exact %"), "{out}");
+    assert!(
+        table[0].contains("model.h_cycles") && table[0].contains("train.lr") && table[0].contains("exact %"),
+        "{out}"
+    );
     let cells = |l: &str| l.split('|').map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect::<Vec<_>>();
     let rows: Vec<Vec<String>> = table[2..].iter().map(|l| cells(l)).collect();
     let settings: Vec<(&str, &str)> = rows.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect();
@@ -171,5 +253,9 @@ fn ablation_grid_trains_every_setting_and_prints_one_table() {
     fails_cleanly(reckon(&args, dir), "--resume");
     let again = ok(reckon(&[&args[..], &["--resume"]].concat(), dir));
     assert_eq!(again.lines().filter(|l| l.starts_with("| ")).count(), 6, "{again}");
-    assert_eq!(std::fs::read_to_string(dir.join("run/ablation.csv")).unwrap(), csv, "finished runs are reported, not retrained");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("run/ablation.csv")).unwrap(),
+        csv,
+        "finished runs are reported, not retrained"
+    );
 }

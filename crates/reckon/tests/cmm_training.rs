@@ -85,7 +85,9 @@ fn ok(o: Output) -> String {
 fn cmm_trains_with_every_term_logs_them_resumes_exactly_and_evaluates() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::sudoku_dataset(tmp.path(), 60, (50, 60), 0, 4);
-    let run = |name: &str, max_steps: u64, resume: bool| common::train_to(tmp.path(), CONFIG, &data, name, max_steps, resume, &[]);
+    let run = |name: &str, max_steps: u64, resume: bool| {
+        common::train_to(tmp.path(), CONFIG, &data, name, max_steps, resume, &[])
+    };
     run("straight", 4, false);
     run("stopped", 2, false);
     run("stopped", 4, true);
@@ -126,14 +128,18 @@ fn cmm_trains_with_every_term_logs_them_resumes_exactly_and_evaluates() {
 fn alg_grad_norm_adapts_the_weights_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::sudoku_dataset(tmp.path(), 60, (50, 60), 0, 6);
-    let extra = ["model.losses.weighting=\"alg_grad_norm\"", "model.losses.agn_every=2", "model.noise=\"multiplicative\""];
-    let run = |name: &str, max_steps: u64, resume: bool| common::train_to(tmp.path(), CONFIG, &data, name, max_steps, resume, &extra);
+    let extra =
+        ["model.losses.weighting=\"alg_grad_norm\"", "model.losses.agn_every=2", "model.noise=\"multiplicative\""];
+    let run = |name: &str, max_steps: u64, resume: bool| {
+        common::train_to(tmp.path(), CONFIG, &data, name, max_steps, resume, &extra)
+    };
     run("straight", 4, false);
     run("stopped", 3, false);
     run("stopped", 4, true);
     let lines = train_lines(&tmp.path().join("straight"));
     let terms = ["lm", "bce", "eq_z", "rh_stable", "eq_x", "rh_unstable", "rep_x", "rep_z"];
-    let weights: Vec<Vec<f64>> = lines.iter().map(|m| terms.iter().map(|t| m[format!("agn_{t}")].as_f64().unwrap()).collect()).collect();
+    let weights: Vec<Vec<f64>> =
+        lines.iter().map(|m| terms.iter().map(|t| m[format!("agn_{t}")].as_f64().unwrap()).collect()).collect();
     assert!(weights[0].iter().all(|&w| w == 1.0), "{:?}", weights[0]);
     for w in &weights {
         assert!((w.iter().sum::<f64>() - terms.len() as f64).abs() < 1e-9, "{w:?}");

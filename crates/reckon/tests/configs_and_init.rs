@@ -26,7 +26,10 @@ fn paper_configs_have_the_recipe_and_the_spec_parameter_counts() {
     for cfg in [&mlp, &att] {
         let (m, t) = (trm(cfg), &cfg.train);
         assert_eq!((m.hidden_size, m.h_cycles, m.l_cycles, m.l_layers, m.halt_max_steps), (512, 3, 6, 2, 16));
-        assert_eq!((t.global_batch_size, t.lr, t.weight_decay, t.epochs, t.eval_interval), (768, 1e-4, 1.0, 50_000, 5_000));
+        assert_eq!(
+            (t.global_batch_size, t.lr, t.weight_decay, t.epochs, t.eval_interval),
+            (768, 1e-4, 1.0, 50_000, 5_000)
+        );
         assert!(t.ema && t.ema_rate == 0.999 && t.lr_warmup_steps == 2000 && t.lr_min_ratio == 1.0);
         assert_eq!((t.beta1, t.beta2), (0.9, 0.95));
     }
@@ -50,13 +53,27 @@ fn rsm_configs_have_the_released_recipes() {
     };
     let (sudoku, maze) = (load("rsm-sudoku.toml"), load("rsm-maze.toml"));
     let (s, m) = (rsm(&sudoku), rsm(&maze));
-    assert_eq!((s.hidden_size, s.l_layers, s.mlp_t, s.pos_encodings, s.prob_detach_prev_h), (512, 1, true, PosEncoding::None, 0.99));
-    assert_eq!((m.hidden_size, m.l_layers, m.mlp_t, m.pos_encodings, m.prob_detach_prev_h), (512, 2, false, PosEncoding::Rope, 1.0));
+    assert_eq!(
+        (s.hidden_size, s.l_layers, s.mlp_t, s.pos_encodings, s.prob_detach_prev_h),
+        (512, 1, true, PosEncoding::None, 0.99)
+    );
+    assert_eq!(
+        (m.hidden_size, m.l_layers, m.mlp_t, m.pos_encodings, m.prob_detach_prev_h),
+        (512, 2, false, PosEncoding::Rope, 1.0)
+    );
     assert_eq!((m.seq_len, m.vocab_size), (900, 6));
-    for (cfg, preset, batch, epochs, wd) in [(&sudoku, CurriculumPreset::RsmSudoku, 512, 2, 0.1), (&maze, CurriculumPreset::RsmMaze, 128, 500, 1.0)] {
+    for (cfg, preset, batch, epochs, wd) in
+        [(&sudoku, CurriculumPreset::RsmSudoku, 512, 2, 0.1), (&maze, CurriculumPreset::RsmMaze, 128, 500, 1.0)]
+    {
         let t = &cfg.train;
-        assert_eq!((t.global_batch_size, t.epochs, t.lr, t.puzzle_emb_lr, t.weight_decay, t.puzzle_emb_weight_decay), (batch, epochs, 1e-3, 1e-4, wd, 1.0));
-        assert_eq!((t.beta1, t.beta2, t.lr_min_ratio, t.lr_warmup_steps, t.grad_clip_norm), (0.8, 0.9, 0.02, 2000, Some(1.0)));
+        assert_eq!(
+            (t.global_batch_size, t.epochs, t.lr, t.puzzle_emb_lr, t.weight_decay, t.puzzle_emb_weight_decay),
+            (batch, epochs, 1e-3, 1e-4, wd, 1.0)
+        );
+        assert_eq!(
+            (t.beta1, t.beta2, t.lr_min_ratio, t.lr_warmup_steps, t.grad_clip_norm),
+            (0.8, 0.9, 0.02, 2000, Some(1.0))
+        );
         assert!(t.ema && t.ema_rate == 0.999);
         assert_eq!(cfg.curriculum.as_ref().unwrap().preset, Some(preset));
         assert_eq!(cfg.model.depth(), Depth { h: 2, l: 2 });
@@ -83,9 +100,17 @@ fn hrm_configs_have_the_published_recipe_and_parameter_count() {
     for name in ["hrm-sudoku.toml", "hrm-maze.toml"] {
         let cfg = load(name);
         let (m, t) = (hrm(&cfg), &cfg.train);
-        assert_eq!((m.hidden_size, m.h_cycles, m.l_cycles, m.h_layers, m.l_layers, m.halt_max_steps), (512, 2, 2, 4, 4, 16), "{name}");
+        assert_eq!(
+            (m.hidden_size, m.h_cycles, m.l_cycles, m.h_layers, m.l_layers, m.halt_max_steps),
+            (512, 2, 2, 4, 4, 16),
+            "{name}"
+        );
         assert_eq!((m.pos_encodings, m.prefix_len(), m.halt_exploration_prob), (PosEncoding::Rope, 1, 0.1), "{name}");
-        assert_eq!((t.global_batch_size, t.lr, t.weight_decay, t.epochs, t.eval_interval, t.ema), (768, 1e-4, 1.0, 20_000, 2_000, false), "{name}");
+        assert_eq!(
+            (t.global_batch_size, t.lr, t.weight_decay, t.epochs, t.eval_interval, t.ema),
+            (768, 1e-4, 1.0, 20_000, 2_000, false),
+            "{name}"
+        );
     }
     let sudoku = hrm(&load("hrm-sudoku.toml"));
     assert_eq!(sudoku.init::<Cpu>(0, &Default::default()).num_trainable_params(), 27_275_266);
@@ -128,7 +153,9 @@ fn fresh_model_follows_the_reference_init_rules() {
     assert_eq!(cfg.rms_norm_eps, 1e-5);
     let model = cfg.init::<Cpu>(7, &Default::default());
     let tensors = named_tensors(&model, "inner.");
-    let get = |k: &str| -> Vec<f32> { tensors.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1.to_vec().unwrap() };
+    let get = |k: &str| -> Vec<f32> {
+        tensors.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("{k}")).1.to_vec().unwrap()
+    };
     // Q head: weight 0, bias -5.
     assert!(get("inner.q_head.weight").iter().all(|&w| w == 0.0));
     assert_eq!(get("inner.q_head.bias"), vec![-5.0, -5.0]);
@@ -200,8 +227,14 @@ fn cmm_configs_have_the_spec_shapes_and_parameter_counts() {
         assert!(c.mlp_t);
     }
     let (b, t) = (cmm(&big), cmm(&tiny));
-    assert_eq!((b.hidden_size, b.h_cycles, b.l_cycles, b.l_layers, b.identical_layers, b.noise), (512, 3, 6, 2, false, NoiseKind::None));
-    assert_eq!((t.hidden_size, t.l_layers, t.identical_layers, t.noise, t.noise_sigma), (128, 2, true, NoiseKind::Additive, 0.01));
+    assert_eq!(
+        (b.hidden_size, b.h_cycles, b.l_cycles, b.l_layers, b.identical_layers, b.noise),
+        (512, 3, 6, 2, false, NoiseKind::None)
+    );
+    assert_eq!(
+        (t.hidden_size, t.l_layers, t.identical_layers, t.noise, t.noise_sigma),
+        (128, 2, true, NoiseKind::Additive, 0.01)
+    );
     let device = Default::default();
     // The 5M model has TRM-MLP's parameters exactly (same modules; the CMM terms add none).
     assert_eq!(b.init::<Cpu>(0, &device).num_trainable_params(), 5_028_866);
@@ -218,8 +251,10 @@ fn cmm_configs_have_the_spec_shapes_and_parameter_counts() {
 fn maze_configs_have_the_paper_recipe_and_parameter_count() {
     let load_maze = |name: &str| {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs").join(name);
-        ExperimentConfig::load(&path, &[], |_| Ok(DatasetSizes { seq_len: 900, vocab_size: 6, num_puzzle_identifiers: 1 }))
-            .unwrap_or_else(|e| panic!("{name}: {e:#}"))
+        ExperimentConfig::load(&path, &[], |_| {
+            Ok(DatasetSizes { seq_len: 900, vocab_size: 6, num_puzzle_identifiers: 1 })
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"))
     };
     let cfg = load_maze("trm-att-maze.toml");
     let (m, t) = (trm(&cfg), &cfg.train);

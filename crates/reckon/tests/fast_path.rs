@@ -37,7 +37,8 @@ fn train_step(model: &Trm<CpuTrain>, fast: bool, seed: u64) -> (Vec<f32>, Vec<f3
     let tokens = Tensor::<CpuTrain, 2, Int>::from_data(TensorData::new(tokens, [b, cfg.seq_len]), &device);
     let ids = Tensor::<CpuTrain, 1, Int>::zeros([b], &device);
     let x = model.embed(tokens, model.puzzle_rows(ids));
-    let (_, heads) = model.train_step(model.valid().initial_latent(b), x, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    let (_, heads) =
+        model.train_step(model.valid().initial_latent(b), x, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
     let logits = heads.logits.clone().inner().into_data().to_vec::<f32>().unwrap();
     let q_halt = heads.q_halt.clone().unwrap().inner().into_data().to_vec::<f32>().unwrap();
     let loss = act_loss(&logits, [b, cfg.seq_len, cfg.vocab_size], &labels, Some(&q_halt), 1.0);

@@ -21,7 +21,8 @@ use reckon::model::{RecursiveModel, TrainRecursive};
 use reckon::train::loss::{act_loss, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue};
 
 fn config_of(dir: &Path) -> HrmConfig {
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let a = &json["arch"];
     let u = |k: &str| a[k].as_u64().unwrap() as usize;
     let mut c = HrmConfig::new(u("seq_len"), u("vocab_size"), u("num_puzzle_identifiers"));
@@ -70,11 +71,12 @@ fn hrm_eval_steps_match_reference() {
     let init = model.initial_latent(b);
     let mut carry = ActCarry::<Cpu>::new(init.clone(), b, cfg.seq_len);
     // Evaluation never halts by Q: only the step limit.
-    let rule = HaltRule { max_steps: cfg.halt_max_steps as u32, use_q_halt: false, exploration_prob: 0.0, versus_continue: true };
+    let rule = HaltRule { max_steps: cfg.halt_max_steps as u32, use_q_halt: false, exploration_prob: 0.0 };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     for step in 1..=2 {
         carry.admit(&init, &fresh);
-        let tokens = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(carry.data.inputs.clone(), [b, cfg.seq_len]), &device);
+        let tokens =
+            Tensor::<Cpu, 2, Int>::from_data(TensorData::new(carry.data.inputs.clone(), [b, cfg.seq_len]), &device);
         let pid = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(carry.data.puzzle_ids.clone(), [b]), &device);
         let x = model.embed(tokens, model.puzzle_rows(pid));
         let (latent, heads) = model.step(carry.latent.clone(), x);
@@ -88,8 +90,13 @@ fn hrm_eval_steps_match_reference() {
         assert_close(&format!("{p}/z_L"), &to_vec(latent.slots[1].clone()), &io.f32(&format!("{p}/z_L")));
         let loss = act_loss(&logits, [b, cfg.seq_len, cfg.vocab_size], &carry.data.labels, Some(&q_halt), 1.0);
         assert_close_scalar(&format!("{p}/lm_loss"), loss.lm_loss, io.f64(&format!("{p}/lm_loss")));
-        assert_close_scalar(&format!("{p}/q_halt_loss"), loss.q_halt_loss, io.f32(&format!("{p}/q_halt_loss"))[0] as f64);
-        carry.advance(latent, Some(&q_halt), Some(&q_continue), rule, &mut rng);
+        assert_close_scalar(
+            &format!("{p}/q_halt_loss"),
+            loss.q_halt_loss,
+            io.f32(&format!("{p}/q_halt_loss"))[0] as f64,
+        );
+        let wants_halt = model.halting_rule().decide_rows(Some(&q_halt), Some(&q_continue));
+        carry.advance(latent, wants_halt.as_deref(), rule, &mut rng);
         let steps: Vec<i32> = carry.steps.iter().map(|&s| s as i32).collect();
         assert_eq!(steps, io.i32(&format!("{p}/steps")), "{p}/steps");
         let halted: Vec<i32> = carry.halted.iter().map(|&h| h as i32).collect();
@@ -111,16 +118,26 @@ fn hrm_training_step_matches_reference() {
     let rows = Tensor::<CpuTrain, 2>::from_inner(model.puzzle_rows(pid).inner()).require_grad();
     let x = model.embed(tokens, rows.clone());
     let graph_free = model.valid();
-    let (latent, heads) = model.train_step(graph_free.initial_latent(b), x.clone(), &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    let (latent, heads) =
+        model.train_step(graph_free.initial_latent(b), x.clone(), &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
     let read = |t: Tensor<CpuTrain, 1>| -> Vec<f32> { t.inner().into_data().convert::<f32>().to_vec().unwrap() };
     let logits: Vec<f32> = heads.logits.clone().inner().into_data().convert::<f32>().to_vec().unwrap();
     let (q_halt, q_continue) = (read(heads.q_halt.clone().unwrap()), read(heads.q_continue.clone().unwrap()));
 
     // Training-mode halting after step 1 (exploration 0): q_halt > q_continue, or the step limit.
     let mut carry = ActCarry::<Cpu>::new(graph_free.initial_latent(b), b, cfg.seq_len);
-    let rule = HaltRule { max_steps: cfg.halt_max_steps as u32, use_q_halt: true, exploration_prob: 0.0, versus_continue: true };
-    carry.admit(&graph_free.initial_latent(b), &SlotData { inputs: vec![0; b * cfg.seq_len], labels: labels.clone(), puzzle_ids: vec![0; b], seq_len: cfg.seq_len });
-    carry.advance(latent.clone(), Some(&q_halt), Some(&q_continue), rule, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    let rule = HaltRule { max_steps: cfg.halt_max_steps as u32, use_q_halt: true, exploration_prob: 0.0 };
+    carry.admit(
+        &graph_free.initial_latent(b),
+        &SlotData {
+            inputs: vec![0; b * cfg.seq_len],
+            labels: labels.clone(),
+            puzzle_ids: vec![0; b],
+            seq_len: cfg.seq_len,
+        },
+    );
+    let wants_halt = graph_free.halting_rule().decide_rows(Some(&q_halt), Some(&q_continue));
+    carry.advance(latent.clone(), wants_halt.as_deref(), rule, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
     let halted: Vec<i32> = carry.halted.iter().map(|&h| h as i32).collect();
     assert_eq!(halted, io.i32("train/step1/halted"));
 
@@ -133,7 +150,11 @@ fn hrm_training_step_matches_reference() {
     add_q_continue_loss(&mut loss, &q_continue, &target, 1.0);
     assert_close_scalar("train/step1/lm_loss", loss.lm_loss, io.f64("train/step1/lm_loss"));
     assert_close_scalar("train/step1/q_halt_loss", loss.q_halt_loss, io.f32("train/step1/q_halt_loss")[0] as f64);
-    assert_close_scalar("train/step1/q_continue_loss", loss.q_continue_loss, io.f32("train/step1/q_continue_loss")[0] as f64);
+    assert_close_scalar(
+        "train/step1/q_continue_loss",
+        loss.q_continue_loss,
+        io.f32("train/step1/q_continue_loss")[0] as f64,
+    );
     assert_close_scalar("train/step1/total_loss", loss.total, io.f64("train/step1/total_loss"));
 
     let objective = surrogate(heads.logits, heads.q_halt, &loss) + surrogate_continue(heads.q_continue.unwrap(), &loss);
@@ -142,7 +163,11 @@ fn hrm_training_step_matches_reference() {
     let g = |k: &str| io.f32(&format!("train/grad/{k}"));
     assert_close("H_level qkv", &grad(&qkv(&model.H_level)), &g("inner.H_level.layers.0.self_attn.qkv_proj.weight"));
     assert_close("L_level qkv", &grad(&qkv(&model.L_level)), &g("inner.L_level.layers.0.self_attn.qkv_proj.weight"));
-    assert_close("embed_tokens", &grad(&model.embed_tokens.embedding_weight), &g("inner.embed_tokens.embedding_weight"));
+    assert_close(
+        "embed_tokens",
+        &grad(&model.embed_tokens.embedding_weight),
+        &g("inner.embed_tokens.embedding_weight"),
+    );
     assert_close("q_head.weight", &grad(&model.q_head.weight), &g("inner.q_head.weight"));
     assert_close("q_head.bias", &to_vec(model.q_head.bias.val().grad(&grads).unwrap()), &g("inner.q_head.bias"));
     assert_close("puzzle local_weights", &to_vec(rows.grad(&grads).unwrap()), &g("inner.puzzle_emb.local_weights"));

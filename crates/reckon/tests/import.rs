@@ -56,9 +56,15 @@ fn torch_checkpoints_import_exactly_and_bad_files_are_refused() {
     std::fs::write(tmp.path().join("truncated.pt"), &bytes[..bytes.len() / 2]).unwrap();
     fails_with(reckon(&["import-torch", "truncated.pt", "--arch", "trm", "--out", "t"], tmp.path()), "truncated.pt");
     std::fs::write(tmp.path().join("notes.pt"), "not a checkpoint").unwrap();
-    fails_with(reckon(&["import-torch", "notes.pt", "--arch", "trm", "--out", "t"], tmp.path()), "not a readable PyTorch checkpoint");
+    fails_with(
+        reckon(&["import-torch", "notes.pt", "--arch", "trm", "--out", "t"], tmp.path()),
+        "not a readable PyTorch checkpoint",
+    );
     let pt = pt.to_str().unwrap();
-    fails_with(reckon(&["import-torch", pt, "--arch", "trm", "--out", "t", "--set", "model.hidden_size=32"], tmp.path()), "shape");
+    fails_with(
+        reckon(&["import-torch", pt, "--arch", "trm", "--out", "t", "--set", "model.hidden_size=32"], tmp.path()),
+        "shape",
+    );
     fails_with(reckon(&["import-torch", pt, "--arch", "hrm", "--out", "t"], tmp.path()), "not a hrm checkpoint");
     assert!(!tmp.path().join("t").exists(), "a failed import writes nothing");
 }

@@ -62,11 +62,16 @@ fn small_rsm_learns_easy_sudoku_and_solves_more_at_4x_its_training_depth() {
         tmp.path(),
         "learn.toml",
         &cfg_text,
-        &[&format!("data.path={:?}", data.display().to_string()), &format!("run_dir={:?}", run_dir.display().to_string())],
+        &[
+            &format!("data.path={:?}", data.display().to_string()),
+            &format!("run_dir={:?}", run_dir.display().to_string()),
+        ],
     )
     .unwrap();
     reckon::cli::train_config(cfg, false).unwrap();
-    let LoadedModel::Rsm(model) = load_eval_model(&run_dir.join("checkpoints/latest"), None).unwrap() else { panic!("rsm") };
+    let LoadedModel::Rsm(model) = load_eval_model(&run_dir.join("checkpoints/latest"), None).unwrap() else {
+        panic!("rsm")
+    };
     let trained = model.depth();
     assert_eq!(trained, Depth { h: 3, l: 2 }, "the checkpoint runs at the depth the curriculum reached");
     let test = PuzzleDataset::load(&data.join("test")).unwrap();

@@ -20,7 +20,8 @@ use reckon::train::optim::lr_at;
 use reckon::train::trainer::schedule_total_steps;
 
 fn config_of(dir: &Path) -> RsmConfig {
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let a = &json["arch"];
     let u = |k: &str| a[k].as_u64().unwrap() as usize;
     let mut cfg = RsmConfig::new(u("seq_len"), u("vocab_size"), u("num_puzzle_identifiers"));
@@ -113,9 +114,21 @@ fn rsm_training_gradients_match_reference_in_both_modes() {
         let grad2 = |t: Tensor<CpuTrain, 2>| to_vec(t.grad(&grads).expect("gradient"));
         let g = |k: &str| io.f32(&format!("train/{mode}/grad/{k}"));
         let block = &model.core.layers[0];
-        assert_close("embed_tokens (tied head)", &grad2(model.embed_tokens.embedding_weight.val()), &g("embed_tokens.embedding_weight"));
-        assert_close("mlp_t.gate_up_proj", &grad2(block.mlp_t.as_ref().unwrap().gate_up_proj.weight.val()), &g("core.layers.0.mlp_t.gate_up_proj.weight"));
-        assert_close("mlp.down_proj", &grad2(block.mlp.down_proj.weight.val()), &g("core.layers.0.mlp.down_proj.weight"));
+        assert_close(
+            "embed_tokens (tied head)",
+            &grad2(model.embed_tokens.embedding_weight.val()),
+            &g("embed_tokens.embedding_weight"),
+        );
+        assert_close(
+            "mlp_t.gate_up_proj",
+            &grad2(block.mlp_t.as_ref().unwrap().gate_up_proj.weight.val()),
+            &g("core.layers.0.mlp_t.gate_up_proj.weight"),
+        );
+        assert_close(
+            "mlp.down_proj",
+            &grad2(block.mlp.down_proj.weight.val()),
+            &g("core.layers.0.mlp.down_proj.weight"),
+        );
         assert_close("puzzle local_weights", &grad2(rows), &g("puzzle_emb.local_weights"));
     }
 }
@@ -125,12 +138,20 @@ fn rsm_training_gradients_match_reference_in_both_modes() {
 #[test]
 fn curriculum_matches_the_reference_tables_exactly() {
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("rsm-sudoku-tiny").join("curriculum.json")).unwrap()).unwrap();
-    for (name, preset, groups) in [("sudoku", CurriculumPreset::RsmSudoku, 3_831_994usize), ("maze", CurriculumPreset::RsmMaze, 1000)] {
+        serde_json::from_str(&std::fs::read_to_string(fixture("rsm-sudoku-tiny").join("curriculum.json")).unwrap())
+            .unwrap();
+    for (name, preset, groups) in
+        [("sudoku", CurriculumPreset::RsmSudoku, 3_831_994usize), ("maze", CurriculumPreset::RsmMaze, 1000)]
+    {
         let r = &json["recipes"][name];
         let c = &r["config_used"];
         let f = |k: &str| c[k].as_f64().unwrap();
-        let total = schedule_total_steps(c["epochs"].as_u64().unwrap(), groups, 1.0, c["global_batch_size"].as_u64().unwrap() as usize);
+        let total = schedule_total_steps(
+            c["epochs"].as_u64().unwrap(),
+            groups,
+            1.0,
+            c["global_batch_size"].as_u64().unwrap() as usize,
+        );
         assert_eq!(total, r["total_steps"].as_u64().unwrap(), "{name}: total steps");
         let base = Depth { h: c["H_cycles"].as_u64().unwrap() as usize, l: c["L_cycles"].as_u64().unwrap() as usize };
         let cur = CurriculumConfig { preset: Some(preset), ..Default::default() }.resolve(base).unwrap();
@@ -160,7 +181,11 @@ fn curriculum_matches_the_reference_tables_exactly() {
         for e in events {
             let s = e["step"].as_u64().unwrap();
             let pair = |k: &str, j: usize| u(&e[k][j]);
-            assert_eq!(cur.depth_at(s - 1, total), Depth { h: pair("H", 0), l: pair("L", 0) }, "{name} before step {s}");
+            assert_eq!(
+                cur.depth_at(s - 1, total),
+                Depth { h: pair("H", 0), l: pair("L", 0) },
+                "{name} before step {s}"
+            );
             assert_eq!(cur.depth_at(s, total), Depth { h: pair("H", 1), l: pair("L", 1) }, "{name} at step {s}");
             for (offset, mult) in e["lr_transition_mult_at_offset"].as_object().unwrap() {
                 let at = s + offset.parse::<u64>().unwrap();
@@ -172,7 +197,9 @@ fn curriculum_matches_the_reference_tables_exactly() {
         }
         if let Some(ramp) = r["lr_transition_ramp"].as_object() {
             let first = steps[0];
-            for (dt, mult) in ramp["steps_since_growth"].as_array().unwrap().iter().zip(ramp["mult"].as_array().unwrap()) {
+            for (dt, mult) in
+                ramp["steps_since_growth"].as_array().unwrap().iter().zip(ramp["mult"].as_array().unwrap())
+            {
                 let dt = dt.as_u64().unwrap();
                 if first + dt < steps[1] {
                     assert_eq!(cur.lr_multiplier(first + dt, total), mult.as_f64().unwrap(), "{name}: ramp at {dt}");

@@ -68,13 +68,16 @@ fn curriculum_grows_depth_on_schedule_and_a_resumed_run_is_bit_identical() {
     let tmp = tempfile::tempdir().unwrap();
     // 120 puzzles, 108 for training: 13 steps of 8 in the one-epoch schedule.
     let data = common::sudoku_dataset(tmp.path(), 120, (50, 60), 0, 5);
-    let run = |name: &str, max_steps: u64, resume: bool| common::train_to(tmp.path(), CONFIG, &data, name, max_steps, resume, &[]);
+    let run = |name: &str, max_steps: u64, resume: bool| {
+        common::train_to(tmp.path(), CONFIG, &data, name, max_steps, resume, &[])
+    };
     run("straight", 12, false);
     run("stopped", 3, false);
     run("stopped", 12, true);
 
     // H + 1 at 30% (step 4 of 13), L + 1 at 55% (step 8), L + 2 at 80% (step 11).
-    let expected = |s: u64| Depth { h: if s >= 4 { 3 } else { 2 }, l: 1 + usize::from(s >= 8) + if s >= 11 { 2 } else { 0 } };
+    let expected =
+        |s: u64| Depth { h: if s >= 4 { 3 } else { 2 }, l: 1 + usize::from(s >= 8) + if s >= 11 { 2 } else { 0 } };
     let straight = logged_depths(&tmp.path().join("straight"));
     assert_eq!(straight.len(), 12);
     for (step, depth) in &straight {
@@ -93,7 +96,10 @@ fn curriculum_grows_depth_on_schedule_and_a_resumed_run_is_bit_identical() {
     let bytes = std::fs::read(a.join("weights.safetensors")).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let model: serde_json::Value = serde_json::from_str(&meta.metadata().as_ref().unwrap()[MODEL_CONFIG_KEY]).unwrap();
-    assert_eq!((model["family"].as_str(), model["h_cycles"].as_u64(), model["l_cycles"].as_u64()), (Some("rsm"), Some(3), Some(4)));
+    assert_eq!(
+        (model["family"].as_str(), model["h_cycles"].as_u64(), model["l_cycles"].as_u64()),
+        (Some("rsm"), Some(3), Some(4))
+    );
 }
 
 fn reckon(args: &[&str], cwd: &Path) -> Output {
@@ -116,7 +122,11 @@ fn eval_at_any_depth_sweep_heatmap_signal_report_and_solve() {
         tmp.path(),
         "c.toml",
         CONFIG,
-        &[&format!("data.path={:?}", data.display().to_string()), &format!("run_dir={:?}", run_dir.display().to_string()), "train.max_steps=2"],
+        &[
+            &format!("data.path={:?}", data.display().to_string()),
+            &format!("run_dir={:?}", run_dir.display().to_string()),
+            "train.max_steps=2",
+        ],
     )
     .unwrap();
     reckon::cli::train_config(cfg, false).unwrap();
@@ -128,7 +138,19 @@ fn eval_at_any_depth_sweep_heatmap_signal_report_and_solve() {
 
     let plot = tmp.path().join("sweep.png");
     let out = ok(reckon(
-        &["eval", ckpt, "--data", data, "--sweep", "H=1,3,6", "L=1,2", "--plot", plot.to_str().unwrap(), "--max-examples", "6"],
+        &[
+            "eval",
+            ckpt,
+            "--data",
+            data,
+            "--sweep",
+            "H=1,3,6",
+            "L=1,2",
+            "--plot",
+            plot.to_str().unwrap(),
+            "--max-examples",
+            "6",
+        ],
         tmp.path(),
     ));
     assert!(out.contains("| H \\ L | 1 | 2 |") && out.contains("| 6 |"), "{out}");
@@ -140,7 +162,20 @@ fn eval_at_any_depth_sweep_heatmap_signal_report_and_solve() {
     assert_eq!(sweep["exact"][1][1], report["exact_accuracy"], "{out}\n{plain}");
 
     let out = ok(reckon(
-        &["eval", ckpt, "--data", data, "--early-exit", "--settle", "2", "--verify", "--steps", "8", "--max-examples", "6"],
+        &[
+            "eval",
+            ckpt,
+            "--data",
+            data,
+            "--early-exit",
+            "--settle",
+            "2",
+            "--verify",
+            "--steps",
+            "8",
+            "--max-examples",
+            "6",
+        ],
         tmp.path(),
     ));
     assert!(out.contains("signal (settled + verified): coverage") && out.contains("steps to solve"), "{out}");
@@ -154,6 +189,11 @@ fn eval_at_any_depth_sweep_heatmap_signal_report_and_solve() {
     let puzzle = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79";
     let out = ok(reckon(&["solve", ckpt, "--puzzle", puzzle, "--depth", "4,2"], tmp.path()));
     assert!(out.contains("depth H=4 L=2, 4 steps") && out.contains("|Δz_H|/|z_H|"), "{out}");
-    let table: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("step  changed")).skip(1).take_while(|l| !l.starts_with("answer")).collect();
+    let table: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("step  changed"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("answer"))
+        .collect();
     assert_eq!(table.len(), 4, "one line per outer step:\n{out}");
 }

@@ -21,10 +21,7 @@ pub struct BfsTree {
 
 impl BfsTree {
     pub fn distance(&self, cell: usize) -> Option<usize> {
-        self.dist
-            .get(cell)
-            .filter(|&&d| d != UNREACHED)
-            .map(|&d| d as usize)
+        self.dist.get(cell).filter(|&&d| d != UNREACHED).map(|&d| d as usize)
     }
 
     /// Cells from the start to `goal`, both included, following parents back from `goal`.
@@ -85,21 +82,11 @@ impl Maze {
     /// BFS from `start` over every cell that is not a wall (nor PAD or an unknown token).
     pub fn bfs(&self, tokens: &[u8], start: usize) -> BfsTree {
         let n = self.cells();
-        assert_eq!(
-            tokens.len(),
-            n,
-            "a {}x{} maze has {n} cells",
-            self.width,
-            self.height
-        );
+        assert_eq!(tokens.len(), n, "a {}x{} maze has {n} cells", self.width, self.height);
         let (mut dist, mut parent, mut queue) = (vec![0; n], vec![0; n], Vec::with_capacity(n));
         let passable = |i: usize| (OPEN..=PATH).contains(&tokens[i]);
         bfs_into(self, passable, start, &mut dist, &mut parent, &mut queue);
-        BfsTree {
-            start,
-            dist,
-            parent,
-        }
+        BfsTree { start, dist, parent }
     }
 
     /// Shortest S→G distance in moves of a question (`Err` if it is not a question, `Ok(None)`
@@ -114,13 +101,8 @@ impl Maze {
     pub fn solution(&self, question: &[u8]) -> Result<MazeSolution, String> {
         let (start, goal) = self.endpoints(question)?;
         let tree = self.bfs(question, start);
-        let path = tree
-            .path_to(goal)
-            .ok_or_else(|| "the goal is unreachable from the start".to_string())?;
-        Ok(MazeSolution {
-            answer: answer_from_path(question, &path),
-            distance: path.len() - 1,
-        })
+        let path = tree.path_to(goal).ok_or_else(|| "the goal is unreachable from the start".to_string())?;
+        Ok(MazeSolution { answer: answer_from_path(question, &path), distance: path.len() - 1 })
     }
 }
 
@@ -141,9 +123,7 @@ mod tests {
     #[test]
     fn distances_count_moves_and_walls_block() {
         let m = Maze::new(3, 3);
-        let q = m
-            .parse_question("S# \n ##\n  G".replace('\n', "").as_str())
-            .unwrap();
+        let q = m.parse_question("S# \n ##\n  G".replace('\n', "").as_str()).unwrap();
         let tree = m.bfs(&q, 0);
         assert_eq!(tree.distance(8), Some(4));
         assert_eq!(tree.distance(2), None, "the top-right cell is walled off");

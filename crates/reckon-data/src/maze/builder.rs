@@ -121,12 +121,7 @@ pub fn build(cfg: &MazeBuildConfig, out_dir: &Path, progress: Progress) -> Resul
                     })
                     .collect()
             };
-            (
-                gen.maze(),
-                rows(out.train),
-                rows(out.test),
-                Some(out.summary),
-            )
+            (gen.maze(), rows(out.train), rows(out.test), Some(out.summary))
         }
     };
     check_aug(cfg.aug, maze.width, maze.height)?;
@@ -182,18 +177,12 @@ fn sample_rows(rows: Vec<MazeCsvRow>, limit: Option<usize>, seed: u64) -> Vec<Ma
     let mut keep = rand::seq::index::sample(&mut rng, rows.len(), limit).into_vec();
     keep.sort_unstable();
     let mut rows: Vec<Option<MazeCsvRow>> = rows.into_iter().map(Some).collect();
-    keep.into_iter()
-        .map(|i| rows[i].take().expect("indices are distinct"))
-        .collect()
+    keep.into_iter().map(|i| rows[i].take().expect("indices are distinct")).collect()
 }
 
 /// One group per row: the maze alone, or its 8 dihedral variants (each a one-example puzzle).
 fn to_dataset(maze: &Maze, rows: &[MazeCsvRow], aug: bool) -> PuzzleDataset {
-    let transforms: &[Dihedral] = if aug {
-        &Dihedral::ALL
-    } else {
-        &[Dihedral::IDENTITY]
-    };
+    let transforms: &[Dihedral] = if aug { &Dihedral::ALL } else { &[Dihedral::IDENTITY] };
     let mut builder = PuzzleDatasetBuilder::new(maze.cells());
     for row in rows {
         for &t in transforms {

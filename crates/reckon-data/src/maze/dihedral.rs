@@ -24,19 +24,10 @@ pub struct Dihedral(u8);
 impl Dihedral {
     pub const IDENTITY: Dihedral = Dihedral(0);
     /// All 8, in reference order (the order the builder writes augmented variants in).
-    pub const ALL: [Dihedral; 8] = [
-        Dihedral(0),
-        Dihedral(1),
-        Dihedral(2),
-        Dihedral(3),
-        Dihedral(4),
-        Dihedral(5),
-        Dihedral(6),
-        Dihedral(7),
-    ];
+    pub const ALL: [Dihedral; 8] =
+        [Dihedral(0), Dihedral(1), Dihedral(2), Dihedral(3), Dihedral(4), Dihedral(5), Dihedral(6), Dihedral(7)];
     /// The transforms that keep a non-square grid's shape.
-    pub const SHAPE_PRESERVING: [Dihedral; 4] =
-        [Dihedral(0), Dihedral(2), Dihedral(4), Dihedral(5)];
+    pub const SHAPE_PRESERVING: [Dihedral; 4] = [Dihedral(0), Dihedral(2), Dihedral(4), Dihedral(5)];
 
     /// The transform with reference id `tid` (None unless `tid < 8`).
     pub fn new(tid: u8) -> Option<Dihedral> {

@@ -103,12 +103,7 @@ impl MazeGenConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        ensure!(
-            self.width > 0 && self.height > 0,
-            "maze size {}x{} is empty",
-            self.width,
-            self.height
-        );
+        ensure!(self.width > 0 && self.height > 0, "maze size {}x{} is empty", self.width, self.height);
         let n = self.width * self.height;
         let (lo, hi) = self.walls;
         ensure!(
@@ -116,11 +111,7 @@ impl MazeGenConfig {
             "wall range {lo}..={hi} is invalid for {n} cells (need min <= max <= cells - 2)"
         );
         ensure!(self.min_distance >= 1, "min_distance must be at least 1");
-        ensure!(
-            self.min_distance < n,
-            "min_distance {} cannot be reached on {n} cells",
-            self.min_distance
-        );
+        ensure!(self.min_distance < n, "min_distance {} cannot be reached on {n} cells", self.min_distance);
         ensure!(self.boost >= 1.0, "boost {} must be at least 1", self.boost);
         Ok(())
     }
@@ -191,13 +182,7 @@ pub fn generate_attempt(cfg: &MazeGenConfig, seed: u64, index: u64) -> Option<Ge
 /// are the reached cells in visiting order and `queue[far..reached]` those at distance >= `min`
 /// (`far == reached` if none). Branch-free in the neighbour loop, since random walls make those
 /// branches unpredictable; this is the generator's hot loop.
-fn padded_bfs(
-    stride: usize,
-    blocked: &mut [u8],
-    start: usize,
-    queue: &mut [u32],
-    min: usize,
-) -> (usize, usize) {
+fn padded_bfs(stride: usize, blocked: &mut [u8], start: usize, queue: &mut [u32], min: usize) -> (usize, usize) {
     blocked[start] = 1;
     queue[0] = start as u32;
     let (mut head, mut tail, mut level, mut far) = (0, 1, 0, None);
@@ -240,13 +225,7 @@ fn attempt(cfg: &MazeGenConfig, seed: u64, index: u64, s: &mut Scratch) -> Optio
     for &cell in &s.order[walls..] {
         s.blocked[padded(cell as usize)] = 0;
     }
-    let (far, reached) = padded_bfs(
-        stride,
-        &mut s.blocked,
-        padded(start),
-        &mut s.queue,
-        cfg.min_distance,
-    );
+    let (far, reached) = padded_bfs(stride, &mut s.blocked, padded(start), &mut s.queue, cfg.min_distance);
     let k = reached - far;
     if k == 0 {
         return None;
@@ -264,10 +243,7 @@ fn attempt(cfg: &MazeGenConfig, seed: u64, index: u64, s: &mut Scratch) -> Optio
     question[start] = START;
     question[goal] = GOAL;
     // Accepted attempts are rare: the public BFS gives the answer, so it is the reference's.
-    let solution = cfg
-        .maze()
-        .solution(&question)
-        .expect("far cells are reachable");
+    let solution = cfg.maze().solution(&question).expect("far cells are reachable");
     debug_assert!(solution.distance >= cfg.min_distance);
     Some(GeneratedMaze {
         answer: solution.answer,
@@ -290,11 +266,7 @@ fn layout_key(question: &[u8]) -> Vec<u64> {
 }
 
 /// Generates `cfg.train + cfg.test` mazes on distinct layouts (see the module docs).
-pub fn generate(
-    cfg: &MazeGenConfig,
-    seed: u64,
-    progress: &dyn Fn(&str, u64, u64),
-) -> Result<MazeGenOutput> {
+pub fn generate(cfg: &MazeGenConfig, seed: u64, progress: &dyn Fn(&str, u64, u64)) -> Result<MazeGenOutput> {
     cfg.validate()?;
     let needed = cfg.train + cfg.test;
     let mut accepted: Vec<GeneratedMaze> = Vec::with_capacity(needed);
@@ -314,10 +286,8 @@ pub fn generate(
             cfg.min_distance
         );
         let end = (next + CHUNK).min(cfg.max_attempts);
-        let found: Vec<Option<GeneratedMaze>> = (next..end)
-            .into_par_iter()
-            .map_init(|| Scratch::new(cfg), |s, i| attempt(cfg, seed, i, s))
-            .collect();
+        let found: Vec<Option<GeneratedMaze>> =
+            (next..end).into_par_iter().map_init(|| Scratch::new(cfg), |s, i| attempt(cfg, seed, i, s)).collect();
         for maze in found.into_iter().flatten() {
             if accepted.len() == needed {
                 break;
@@ -334,11 +304,7 @@ pub fn generate(
         progress("generate", accepted.len() as u64, needed as u64);
     }
     let test = accepted.split_off(cfg.train);
-    Ok(MazeGenOutput {
-        train: accepted,
-        test,
-        summary,
-    })
+    Ok(MazeGenOutput { train: accepted, test, summary })
 }
 
 #[cfg(test)]

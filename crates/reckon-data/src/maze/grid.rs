@@ -48,17 +48,11 @@ impl Default for Maze {
 
 impl Maze {
     /// The Maze-Hard shape, 30×30.
-    pub const HARD: Maze = Maze {
-        width: 30,
-        height: 30,
-    };
+    pub const HARD: Maze = Maze { width: 30, height: 30 };
 
     /// Panics on an empty shape (a caller bug: no maze has zero cells).
     pub fn new(width: usize, height: usize) -> Maze {
-        assert!(
-            width > 0 && height > 0,
-            "a maze needs at least one cell, got {width}x{height}"
-        );
+        assert!(width > 0 && height > 0, "a maze needs at least one cell, got {width}x{height}");
         Maze { width, height }
     }
 
@@ -73,11 +67,7 @@ impl Maze {
 
     /// `"cell 17 (row 1, column 18)"`, 1-based row and column, for error messages.
     pub fn describe_cell(&self, i: usize) -> String {
-        format!(
-            "cell {i} (row {}, column {})",
-            i / self.width + 1,
-            i % self.width + 1
-        )
+        format!("cell {i} (row {}, column {})", i / self.width + 1, i % self.width + 1)
     }
 
     /// Neighbours of cell `i` in the reference BFS order: down (+w), left (-1), right (+1),
@@ -86,12 +76,7 @@ impl Maze {
     pub fn neighbours(&self, i: usize) -> [Option<usize>; 4] {
         let (w, h) = (self.width, self.height);
         let (r, c) = (i / w, i % w);
-        [
-            (r + 1 < h).then(|| i + w),
-            (c > 0).then(|| i - 1),
-            (c + 1 < w).then(|| i + 1),
-            (r > 0).then(|| i - w),
-        ]
+        [(r + 1 < h).then(|| i + w), (c > 0).then(|| i - 1), (c + 1 < w).then(|| i + 1), (r > 0).then(|| i - w)]
     }
 
     /// Parses `width * height` characters of [`CHARSET`] into tokens; nothing is stripped (a space
@@ -99,22 +84,13 @@ impl Maze {
     pub fn parse_cells(&self, text: &str) -> Result<Vec<u8>, String> {
         let len = text.chars().count();
         if len != self.cells() {
-            return Err(format!(
-                "has {len} cells, expected {} ({}x{})",
-                self.cells(),
-                self.width,
-                self.height
-            ));
+            return Err(format!("has {len} cells, expected {} ({}x{})", self.cells(), self.width, self.height));
         }
         text.chars()
             .enumerate()
             .map(|(i, c)| {
-                char_to_token(c).ok_or_else(|| {
-                    format!(
-                        "{} is {c:?}, expected one of {CHARSET:?}",
-                        self.describe_cell(i)
-                    )
-                })
+                char_to_token(c)
+                    .ok_or_else(|| format!("{} is {c:?}, expected one of {CHARSET:?}", self.describe_cell(i)))
             })
             .collect()
     }
@@ -168,23 +144,14 @@ impl Maze {
     }
 
     fn unique_cell(&self, tokens: &[u8], token: u8, name: &str) -> Result<usize, String> {
-        let found: Vec<usize> = tokens
-            .iter()
-            .enumerate()
-            .filter(|&(_, &t)| t == token)
-            .map(|(i, _)| i)
-            .collect();
+        let found: Vec<usize> = tokens.iter().enumerate().filter(|&(_, &t)| t == token).map(|(i, _)| i).collect();
         match found[..] {
             [one] => Ok(one),
             [] => Err(format!("has no {name}, expected exactly 1")),
             _ => Err(format!(
                 "has {} cells {name} ({}), expected exactly 1",
                 found.len(),
-                found
-                    .iter()
-                    .map(|&i| self.describe_cell(i))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                found.iter().map(|&i| self.describe_cell(i)).collect::<Vec<_>>().join(", ")
             )),
         }
     }
@@ -203,11 +170,7 @@ impl Maze {
                 out.push('\n');
             }
             for c in 0..self.width {
-                out.push(
-                    tokens
-                        .get(r * self.width + c)
-                        .map_or('?', |&t| token_to_char(t)),
-                );
+                out.push(tokens.get(r * self.width + c).map_or('?', |&t| token_to_char(t)));
             }
         }
         out
@@ -241,22 +204,13 @@ mod tests {
     fn question_errors_name_the_problem() {
         let m = Maze::new(3, 2);
         assert_eq!(m.parse_question("S #  G").unwrap(), [3, 2, 1, 2, 2, 4]);
-        assert!(m
-            .parse_question("S # G")
-            .unwrap_err()
-            .contains("has 5 cells, expected 6 (3x2)"));
+        assert!(m.parse_question("S # G").unwrap_err().contains("has 5 cells, expected 6 (3x2)"));
         let err = m.parse_question("S #x G").unwrap_err();
         assert!(err.contains("cell 3 (row 2, column 1) is 'x'"), "{err}");
         let err = m.parse_question("S #SG ").unwrap_err();
         assert!(err.contains("has 2 cells start 'S'"), "{err}");
-        assert!(m
-            .parse_question("S #   ")
-            .unwrap_err()
-            .contains("no goal 'G'"));
-        assert!(m
-            .parse_question("So#  G")
-            .unwrap_err()
-            .contains("a question holds only"));
+        assert!(m.parse_question("S #   ").unwrap_err().contains("no goal 'G'"));
+        assert!(m.parse_question("So#  G").unwrap_err().contains("a question holds only"));
     }
 
     #[test]
@@ -265,10 +219,7 @@ mod tests {
         let q = m.parse_question("S #  G").unwrap();
         assert_eq!(m.parse_answer(&q, "So#  G").unwrap()[1], PATH);
         let err = m.parse_answer(&q, "S o  G").unwrap_err();
-        assert!(
-            err.contains("cell 2 (row 1, column 3) is 'o' but the question has '#'"),
-            "{err}"
-        );
+        assert!(err.contains("cell 2 (row 1, column 3) is 'o' but the question has '#'"), "{err}");
         assert!(m.parse_answer(&q, "S #S G").is_err());
     }
 

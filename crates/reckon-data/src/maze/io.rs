@@ -27,63 +27,35 @@ pub struct MazeCsvRow {
 
 /// Removes one pair of surrounding double quotes.
 fn unquote(field: &str) -> &str {
-    field
-        .strip_prefix('"')
-        .and_then(|f| f.strip_suffix('"'))
-        .unwrap_or(field)
+    field.strip_prefix('"').and_then(|f| f.strip_suffix('"')).unwrap_or(field)
 }
 
 fn split_fields(line: &str) -> Result<[&str; 4], String> {
     let fields: Vec<&str> = line.split(',').map(unquote).collect();
-    fields[..].try_into().map_err(|_| {
-        format!(
-            "expected 4 comma-separated fields ({CSV_HEADER}), found {}",
-            fields.len()
-        )
-    })
+    fields[..]
+        .try_into()
+        .map_err(|_| format!("expected 4 comma-separated fields ({CSV_HEADER}), found {}", fields.len()))
 }
 
 /// Parses one data row for mazes of shape `maze`.
 pub fn parse_csv_row(maze: &Maze, line: &str) -> Result<MazeCsvRow, String> {
     let [source, question, answer, rating] = split_fields(line)?;
-    let question = maze
-        .parse_question(question)
-        .map_err(|e| format!("question {e}"))?;
-    let answer = maze
-        .parse_answer(&question, answer)
-        .map_err(|e| format!("answer {e}"))?;
-    maze.check_path(&question, &answer)
-        .map_err(|e| format!("answer is not a valid shortest path: {e}"))?;
-    Ok(MazeCsvRow {
-        source: source.to_string(),
-        question,
-        answer,
-        rating: rating.to_string(),
-    })
+    let question = maze.parse_question(question).map_err(|e| format!("question {e}"))?;
+    let answer = maze.parse_answer(&question, answer).map_err(|e| format!("answer {e}"))?;
+    maze.check_path(&question, &answer).map_err(|e| format!("answer is not a valid shortest path: {e}"))?;
+    Ok(MazeCsvRow { source: source.to_string(), question, answer, rating: rating.to_string() })
 }
 
 /// Non-blank lines after the header, with 1-based line numbers; the header is checked.
 fn data_lines<'a>(path: &Path, text: &'a str) -> Result<Vec<(usize, &'a str)>> {
-    let mut lines = text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .enumerate()
-        .map(|(i, l)| (i + 1, l));
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).enumerate().map(|(i, l)| (i + 1, l));
     if text.trim().is_empty() {
-        anyhow::bail!(
-            "{}: empty file, expected the header {CSV_HEADER:?}",
-            path.display()
-        );
+        anyhow::bail!("{}: empty file, expected the header {CSV_HEADER:?}", path.display());
     }
-    let header = lines
-        .next()
-        .map_or("", |(_, h)| h.trim_start_matches('\u{feff}').trim());
+    let header = lines.next().map_or("", |(_, h)| h.trim_start_matches('\u{feff}').trim());
     let names: Vec<&str> = header.split(',').map(|f| unquote(f.trim())).collect();
     if names.join(",") != CSV_HEADER {
-        anyhow::bail!(
-            "{}:1: header is {header:?}, expected {CSV_HEADER:?}",
-            path.display()
-        );
+        anyhow::bail!("{}:1: header is {header:?}, expected {CSV_HEADER:?}", path.display());
     }
     Ok(lines.filter(|(_, l)| !l.trim().is_empty()).collect())
 }
@@ -96,8 +68,7 @@ fn parse_lines(path: &Path, maze: &Maze, lines: &[(usize, &str)]) -> Result<Vec<
     lines
         .iter()
         .map(|&(number, line)| {
-            parse_csv_row(maze, line)
-                .map_err(|message| anyhow::anyhow!("{}:{number}: {message}", path.display()))
+            parse_csv_row(maze, line).map_err(|message| anyhow::anyhow!("{}:{number}: {message}", path.display()))
         })
         .collect()
 }
@@ -116,10 +87,8 @@ pub fn read_csv_square(path: &Path) -> Result<(Maze, Vec<MazeCsvRow>)> {
     let maze = match lines.first() {
         None => Maze::HARD,
         Some(&(number, line)) => {
-            let cells = split_fields(line)
-                .map_err(|m| anyhow::anyhow!("{}:{number}: {m}", path.display()))?[1]
-                .chars()
-                .count();
+            let cells =
+                split_fields(line).map_err(|m| anyhow::anyhow!("{}:{number}: {m}", path.display()))?[1].chars().count();
             let side = (cells as f64).sqrt().round() as usize;
             if side == 0 || side * side != cells {
                 anyhow::bail!(
@@ -147,9 +116,8 @@ pub fn write_csv(path: &Path, maze: &Maze, rows: &[MazeCsvRow]) -> Result<()> {
                 );
             }
         }
-        maze.endpoints(&row.question).map_err(|e| {
-            anyhow::anyhow!("cannot write {}: row {k} question {e}", path.display())
-        })?;
+        maze.endpoints(&row.question)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: row {k} question {e}", path.display()))?;
         anyhow::ensure!(
             row.answer.len() == maze.cells(),
             "cannot write {}: row {k} answer has {} cells, expected {}",

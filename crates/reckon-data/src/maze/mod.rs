@@ -20,12 +20,10 @@ pub use bfs::{BfsTree, MazeSolution, UNREACHED};
 pub use builder::{build, MazeBuildConfig, MazeBuildReport, MazeSource, GENERATOR_TAG};
 pub use dihedral::{Dihedral, DIHEDRAL_INVERSE};
 pub use generator::{
-    default_min_distance, default_wall_range, generate, generate_attempt, GeneratedMaze,
-    MazeGenConfig, MazeGenOutput, MazeGenSummary, DEFAULT_BOOST, HARD_MIN_DISTANCE,
+    default_min_distance, default_wall_range, generate, generate_attempt, GeneratedMaze, MazeGenConfig, MazeGenOutput,
+    MazeGenSummary, DEFAULT_BOOST, HARD_MIN_DISTANCE,
 };
-pub use grid::{
-    char_to_token, token_to_char, Maze, CHARSET, GOAL, OPEN, PAD, PATH, START, VOCAB_SIZE, WALL,
-};
+pub use grid::{char_to_token, token_to_char, Maze, CHARSET, GOAL, OPEN, PAD, PATH, START, VOCAB_SIZE, WALL};
 pub use io::{parse_csv_row, read_csv, read_csv_square, write_csv, MazeCsvRow, CSV_HEADER};
 pub use stats::{HistogramBin, MazeStats, Summary};
 pub use verify::{MazeMetrics, PathError, PathScore};
@@ -37,21 +35,14 @@ impl Task for Maze {
     type Transform = Dihedral;
 
     fn spec(&self) -> TaskSpec {
-        TaskSpec {
-            name: "maze",
-            vocab_size: VOCAB_SIZE,
-            seq_len: self.cells(),
-            pad_id: PAD,
-            ignore_label_id: PAD,
-        }
+        TaskSpec { name: "maze", vocab_size: VOCAB_SIZE, seq_len: self.cells(), pad_id: PAD, ignore_label_id: PAD }
     }
 
     /// Accepts the `width * height` characters of a question, optionally spread over lines. Only
     /// newlines and carriage returns are dropped: a space is an open cell.
     fn parse_puzzle(&self, text: &str) -> anyhow::Result<Vec<u8>> {
         let compact: String = text.chars().filter(|&c| c != '\n' && c != '\r').collect();
-        self.parse_question(&compact)
-            .map_err(|e| anyhow::anyhow!("maze question {e}"))
+        self.parse_question(&compact).map_err(|e| anyhow::anyhow!("maze question {e}"))
     }
 
     /// A grid of the charset, PAD as '_' and out-of-vocabulary tokens as '?'.
@@ -117,10 +108,7 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         for _ in 0..20 {
             let t = task.random_transform(&mut rng);
-            assert!(
-                !t.swaps_axes(),
-                "a 5x4 maze only gets shape-preserving transforms"
-            );
+            assert!(!t.swaps_axes(), "a 5x4 maze only gets shape-preserving transforms");
             let (ti, ts) = (task.apply(&t, &inputs), task.apply(&t, &solution));
             assert!(task.verify(&ti, &ts));
             assert_eq!(task.invert(&t, &ti), inputs);
@@ -131,10 +119,7 @@ mod tests {
     fn parse_puzzle_errors_are_specific() {
         let task = Maze::new(5, 4);
         let err = format!("{:#}", task.parse_puzzle(&ROWS.concat()[1..]).unwrap_err());
-        assert!(
-            err.contains("maze question has 19 cells, expected 20 (5x4)"),
-            "{err}"
-        );
+        assert!(err.contains("maze question has 19 cells, expected 20 (5x4)"), "{err}");
         // Trailing spaces are cells: trimming them would be a different (shorter) maze.
         let trimmed: Vec<&str> = ROWS.iter().map(|r| r.trim_end()).collect();
         let err = format!("{:#}", task.parse_puzzle(&trimmed.join("\n")).unwrap_err());

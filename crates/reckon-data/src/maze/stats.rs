@@ -64,30 +64,19 @@ fn bin_width(min: usize, max: usize) -> usize {
 }
 
 impl MazeStats {
-    pub fn from_questions<'a>(
-        maze: &Maze,
-        questions: impl IntoIterator<Item = &'a [u8]>,
-    ) -> MazeStats {
+    pub fn from_questions<'a>(maze: &Maze, questions: impl IntoIterator<Item = &'a [u8]>) -> MazeStats {
         let (mut densities, mut distances, mut count) = (Vec::new(), Vec::new(), 0);
         for question in questions {
             count += 1;
-            densities
-                .push(question.iter().filter(|&&t| t == WALL).count() as f64 / maze.cells() as f64);
+            densities.push(question.iter().filter(|&&t| t == WALL).count() as f64 / maze.cells() as f64);
             if let Ok(Some(d)) = maze.shortest_distance(question) {
                 distances.push(d);
             }
         }
-        let (lo, hi) = (
-            distances.iter().copied().min().unwrap_or(0),
-            distances.iter().copied().max().unwrap_or(0),
-        );
+        let (lo, hi) = (distances.iter().copied().min().unwrap_or(0), distances.iter().copied().max().unwrap_or(0));
         let width = bin_width(lo, hi);
-        let mut histogram: Vec<HistogramBin> = (lo / width..=hi / width)
-            .map(|b| HistogramBin {
-                lo: b * width,
-                count: 0,
-            })
-            .collect();
+        let mut histogram: Vec<HistogramBin> =
+            (lo / width..=hi / width).map(|b| HistogramBin { lo: b * width, count: 0 }).collect();
         for &d in &distances {
             histogram[d / width - lo / width].count += 1;
         }
@@ -127,13 +116,7 @@ impl fmt::Display for MazeStats {
         if self.unsolvable > 0 {
             write!(f, "; {} unsolvable", self.unsolvable)?;
         }
-        let fullest = self
-            .histogram
-            .iter()
-            .map(|b| b.count)
-            .max()
-            .unwrap_or(0)
-            .max(1);
+        let fullest = self.histogram.iter().map(|b| b.count).max().unwrap_or(0).max(1);
         for bin in &self.histogram {
             let range = format!("{}-{}", bin.lo, bin.lo + self.bin_width - 1);
             let bar = "#".repeat((bin.count * 40).div_ceil(fullest));
@@ -163,15 +146,9 @@ mod tests {
         assert_eq!((stats.count, stats.unsolvable, stats.bin_width), (2, 0, 1));
         assert_eq!((stats.distance.min, stats.distance.max), (1.0, 3.0));
         assert!((stats.wall_density.mean - 1.0 / 12.0).abs() < 1e-12);
-        assert_eq!(
-            stats.histogram.iter().map(|b| b.count).collect::<Vec<_>>(),
-            [1, 0, 1]
-        );
+        assert_eq!(stats.histogram.iter().map(|b| b.count).collect::<Vec<_>>(), [1, 0, 1]);
         let text = stats.to_string();
-        assert!(
-            text.starts_with("2 mazes 3x2: walls 8.3% mean (0.0%-16.7%), shortest path 1-3"),
-            "{text}"
-        );
+        assert!(text.starts_with("2 mazes 3x2: walls 8.3% mean (0.0%-16.7%), shortest path 1-3"), "{text}");
         assert!(text.contains("\n  d       1-1 |      1 ####"), "{text}");
     }
 }

@@ -14,25 +14,13 @@ use thiserror::Error;
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum PathError {
     #[error("{what} has {found} tokens, expected {expected}")]
-    Length {
-        what: &'static str,
-        found: usize,
-        expected: usize,
-    },
+    Length { what: &'static str, found: usize, expected: usize },
     #[error("the input is not a maze question: {0}")]
     InvalidQuestion(String),
     #[error("cell {cell} is {found:?} but the question has {expected:?}")]
-    ChangedCell {
-        cell: usize,
-        expected: char,
-        found: char,
-    },
+    ChangedCell { cell: usize, expected: char, found: char },
     #[error("the {which} at cell {cell} has {neighbours} path neighbours, expected 1")]
-    Endpoint {
-        which: &'static str,
-        cell: usize,
-        neighbours: usize,
-    },
+    Endpoint { which: &'static str, cell: usize, neighbours: usize },
     #[error("path cell {cell} has {neighbours} path neighbours: the path is broken there")]
     DeadEnd { cell: usize, neighbours: usize },
     #[error("path cell {cell} has {neighbours} path neighbours: the path branches there")]
@@ -99,21 +87,14 @@ impl Maze {
         let n = self.cells();
         for (what, tokens) in [("the input", inputs), ("the prediction", prediction)] {
             if tokens.len() != n {
-                return Err(PathError::Length {
-                    what,
-                    found: tokens.len(),
-                    expected: n,
-                });
+                return Err(PathError::Length { what, found: tokens.len(), expected: n });
             }
         }
         let (start, goal) = self.endpoints(inputs).map_err(PathError::InvalidQuestion)?;
         self.check_unchanged(inputs, prediction)?;
         self.check_degrees(prediction)?;
         let length = self.walk(prediction, start, goal)?;
-        let shortest = self
-            .bfs(inputs, start)
-            .distance(goal)
-            .expect("a path through open cells proves G reachable");
+        let shortest = self.bfs(inputs, start).distance(goal).expect("a path through open cells proves G reachable");
         if length != shortest {
             return Err(PathError::NotShortest { length, shortest });
         }
@@ -123,28 +104,16 @@ impl Maze {
     /// Walls, S and G are kept; open cells stay open or become path.
     fn check_unchanged(&self, inputs: &[u8], prediction: &[u8]) -> Result<(), PathError> {
         for (cell, (&q, &p)) in inputs.iter().zip(prediction).enumerate() {
-            let allowed = if q == OPEN {
-                p == OPEN || p == PATH
-            } else {
-                p == q
-            };
+            let allowed = if q == OPEN { p == OPEN || p == PATH } else { p == q };
             if !allowed {
-                return Err(PathError::ChangedCell {
-                    cell,
-                    expected: token_to_char(q),
-                    found: token_to_char(p),
-                });
+                return Err(PathError::ChangedCell { cell, expected: token_to_char(q), found: token_to_char(p) });
             }
         }
         Ok(())
     }
 
     fn path_neighbours(&self, tokens: &[u8], cell: usize) -> usize {
-        self.neighbours(cell)
-            .into_iter()
-            .flatten()
-            .filter(|&j| is_on_path(tokens[j]))
-            .count()
+        self.neighbours(cell).into_iter().flatten().filter(|&j| is_on_path(tokens[j])).count()
     }
 
     /// S and G have one path neighbour and every `o` two: the S component is then a simple path
@@ -158,11 +127,7 @@ impl Maze {
             match t {
                 START | GOAL if neighbours != 1 => {
                     let which = if t == START { "start" } else { "goal" };
-                    return Err(PathError::Endpoint {
-                        which,
-                        cell,
-                        neighbours,
-                    });
+                    return Err(PathError::Endpoint { which, cell, neighbours });
                 }
                 PATH if neighbours < 2 => return Err(PathError::DeadEnd { cell, neighbours }),
                 PATH if neighbours > 2 => return Err(PathError::Branch { cell, neighbours }),
@@ -194,10 +159,7 @@ impl Maze {
 
     /// Exact match against `labels`, and validity/optimality against `inputs`.
     pub fn score(&self, inputs: &[u8], labels: &[u8], prediction: &[u8]) -> PathScore {
-        PathScore {
-            exact: labels == prediction,
-            valid_optimal: self.check_path(inputs, prediction).is_ok(),
-        }
+        PathScore { exact: labels == prediction, valid_optimal: self.check_path(inputs, prediction).is_ok() }
     }
 }
 
@@ -215,40 +177,16 @@ mod tests {
         let q = grid(&m, &["S   ", " ## ", "   G"]);
         let a = m.solution(&q).unwrap().answer;
         assert_eq!(m.check_path(&q, &a), Ok(5));
-        assert_eq!(
-            m.check_path(&q, &q),
-            Err(PathError::Endpoint {
-                which: "start",
-                cell: 0,
-                neighbours: 0
-            })
-        );
-        assert!(matches!(
-            m.check_path(&q, &a[1..]),
-            Err(PathError::Length {
-                what: "the prediction",
-                found: 11,
-                ..
-            })
-        ));
+        assert_eq!(m.check_path(&q, &q), Err(PathError::Endpoint { which: "start", cell: 0, neighbours: 0 }));
+        assert!(matches!(m.check_path(&q, &a[1..]), Err(PathError::Length { what: "the prediction", found: 11, .. })));
         let mut bad = a.clone();
         bad[5] = PATH;
-        assert_eq!(
-            m.check_path(&q, &bad),
-            Err(PathError::ChangedCell {
-                cell: 5,
-                expected: '#',
-                found: 'o'
-            })
-        );
+        assert_eq!(m.check_path(&q, &bad), Err(PathError::ChangedCell { cell: 5, expected: '#', found: 'o' }));
         let score = m.score(&q, &a, &a);
         assert!(score.exact && score.valid_optimal);
         let mut metrics = MazeMetrics::default();
         metrics.add(score);
         metrics.add(m.score(&q, &a, &q));
-        assert_eq!(
-            metrics.to_string(),
-            "exact 1/2 (50.00%), valid optimal 1/2 (50.00%)"
-        );
+        assert_eq!(metrics.to_string(), "exact 1/2 (50.00%), valid optimal 1/2 (50.00%)");
     }
 }

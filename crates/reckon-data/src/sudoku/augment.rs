@@ -58,12 +58,7 @@ impl SudokuTransform {
         let transpose = rng.random_bool(0.5);
         let row_perm = random_line_perm(rng);
         let col_perm = random_line_perm(rng);
-        SudokuTransform {
-            digit_map,
-            transpose,
-            row_perm,
-            col_perm,
-        }
+        SudokuTransform { digit_map, transpose, row_perm, col_perm }
     }
 
     /// Source cell (row-major index) read by destination cell `i`.
@@ -81,9 +76,7 @@ impl SudokuTransform {
     /// tokens). Panics unless `cells` has 81 entries (a caller bug, not a data error).
     pub fn permute_cells<T: Copy>(&self, cells: &[T], relabel: impl Fn(T) -> T) -> Vec<T> {
         assert_eq!(cells.len(), 81, "a Sudoku has 81 cells");
-        (0..81)
-            .map(|i| relabel(cells[self.source_cell(i)]))
-            .collect()
+        (0..81).map(|i| relabel(cells[self.source_cell(i)])).collect()
     }
 
     /// The transformed grid.
@@ -99,17 +92,8 @@ impl SudokuTransform {
     pub fn inverse(&self) -> SudokuTransform {
         // src_t[R[i]][C[j]] = d^-1(new[i][j]); for a transpose the roles of rows and columns swap.
         let (row_inv, col_inv) = (invert_perm(&self.row_perm), invert_perm(&self.col_perm));
-        let (row_perm, col_perm) = if self.transpose {
-            (col_inv, row_inv)
-        } else {
-            (row_inv, col_inv)
-        };
-        SudokuTransform {
-            digit_map: invert_perm(&self.digit_map),
-            transpose: self.transpose,
-            row_perm,
-            col_perm,
-        }
+        let (row_perm, col_perm) = if self.transpose { (col_inv, row_inv) } else { (row_inv, col_inv) };
+        SudokuTransform { digit_map: invert_perm(&self.digit_map), transpose: self.transpose, row_perm, col_perm }
     }
 
     /// Token-level digit map: PAD (0) and blank (1) stay, digit token v+1 -> digit_map[v]+1.
@@ -130,19 +114,14 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
-    const PUZZLE: &str =
-        "5...27..9..41......1..5.3...92.6.8...5......66..7..29.8...7...2.......8...9..36..";
-    const SOLUTION: &str =
-        "583427169974136528216859374792364851351298746648715293865971432137642985429583617";
+    const PUZZLE: &str = "5...27..9..41......1..5.3...92.6.8...5......66..7..29.8...7...2.......8...9..36..";
+    const SOLUTION: &str = "583427169974136528216859374792364851351298746648715293865971432137642985429583617";
 
     #[test]
     fn identity_maps_grid_to_itself() {
         let p = parse_grid(PUZZLE).unwrap();
         assert_eq!(SudokuTransform::IDENTITY.apply(&p), p);
-        assert_eq!(
-            SudokuTransform::IDENTITY.inverse(),
-            SudokuTransform::IDENTITY
-        );
+        assert_eq!(SudokuTransform::IDENTITY.inverse(), SudokuTransform::IDENTITY);
     }
 
     #[test]
@@ -178,10 +157,7 @@ mod tests {
             assert_eq!(t.inverse().apply(&tp), p);
             assert_eq!(t.apply(&t.inverse().apply(&s)), s);
         }
-        assert!(
-            (100..200).contains(&transposed),
-            "transpose should be a fair coin: {transposed}"
-        );
+        assert!((100..200).contains(&transposed), "transpose should be a fair coin: {transposed}");
         let t = SudokuTransform::random(&mut rng);
         assert_eq!(solve_unique(&t.apply(&p)).unwrap().0, t.apply(&s));
     }
@@ -189,10 +165,7 @@ mod tests {
     #[test]
     fn transpose_flag_reads_columns() {
         let p = parse_grid(PUZZLE).unwrap();
-        let t = SudokuTransform {
-            transpose: true,
-            ..SudokuTransform::IDENTITY
-        };
+        let t = SudokuTransform { transpose: true, ..SudokuTransform::IDENTITY };
         let tp = t.apply(&p);
         for r in 0..9 {
             for c in 0..9 {

@@ -29,12 +29,7 @@ pub enum SudokuSource {
     OfficialCsv { train: PathBuf, test: PathBuf },
     /// tdoku-style lists plus `generate` random puzzles with clue counts uniform in
     /// `clues_min..=clues_max`; solved, deduplicated and split by canonical class.
-    Pool {
-        lists: Vec<PathBuf>,
-        generate: usize,
-        clues_min: usize,
-        clues_max: usize,
-    },
+    Pool { lists: Vec<PathBuf>, generate: usize, clues_min: usize, clues_max: usize },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -84,11 +79,7 @@ fn par_map<T: Sync, U: Send>(
     let mut out = Vec::with_capacity(items.len());
     for (c, chunk) in items.chunks(CHUNK).enumerate() {
         let start = c * CHUNK;
-        let mapped: Vec<U> = chunk
-            .par_iter()
-            .enumerate()
-            .map(|(k, item)| f(start + k, item))
-            .collect();
+        let mapped: Vec<U> = chunk.par_iter().enumerate().map(|(k, item)| f(start + k, item)).collect();
         out.extend(mapped);
         progress(stage, out.len() as u64, total);
     }
@@ -97,31 +88,13 @@ fn par_map<T: Sync, U: Send>(
 
 /// Builds the dataset into `out_dir` (atomically: a temp sibling renamed at the end).
 pub fn build(cfg: &SudokuBuildConfig, out_dir: &Path, progress: Progress) -> Result<BuildReport> {
-    ensure!(
-        (0.0..=1.0).contains(&cfg.test_fraction),
-        "test_fraction {} must be within [0, 1]",
-        cfg.test_fraction
-    );
+    ensure!((0.0..=1.0).contains(&cfg.test_fraction), "test_fraction {} must be within [0, 1]", cfg.test_fraction);
     let mut report = BuildReport::default();
     let (train, test) = match &cfg.source {
         SudokuSource::OfficialCsv { train, test } => read_official(cfg, train, test, progress)?,
-        SudokuSource::Pool {
-            lists,
-            generate,
-            clues_min,
-            clues_max,
-        } => {
-            ensure!(
-                clues_min <= clues_max && *clues_max <= 81,
-                "clue range {clues_min}..={clues_max} is invalid"
-            );
-            let pool = collect_pool(
-                lists,
-                *generate,
-                *clues_min..=*clues_max,
-                cfg.seed,
-                progress,
-            )?;
+        SudokuSource::Pool { lists, generate, clues_min, clues_max } => {
+            ensure!(clues_min <= clues_max && *clues_max <= 81, "clue range {clues_min}..={clues_max} is invalid");
+            let pool = collect_pool(lists, *generate, *clues_min..=*clues_max, cfg.seed, progress)?;
             split_pool(cfg, pool, &mut report, progress)?
         }
     };
@@ -168,9 +141,7 @@ fn read_official(
 
 /// Source name of a list file: its stem (`puzzles2_17_clue.txt` -> `puzzles2_17_clue`).
 fn list_source(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().replace([',', '\n'], "_"))
-        .unwrap_or_default()
+    path.file_stem().map(|s| s.to_string_lossy().replace([',', '\n'], "_")).unwrap_or_default()
 }
 
 /// Puzzles from the lists, then generated ones, each with its source name.
@@ -190,14 +161,9 @@ fn collect_pool(
     }
     progress("read", lists.len() as u64, lists.len() as u64);
     let indices: Vec<usize> = (0..generate).collect();
-    let generated = par_map(&indices, "generate", progress, |_, &i| {
-        generate_indexed(seed, i, &clues).puzzle
-    });
+    let generated = par_map(&indices, "generate", progress, |_, &i| generate_indexed(seed, i, &clues).puzzle);
     pool.extend(generated.into_iter().map(|g| ("generated".to_string(), g, None)));
-    ensure!(
-        !pool.is_empty(),
-        "the puzzle pool is empty: give lists or a number of puzzles to generate"
-    );
+    ensure!(!pool.is_empty(), "the puzzle pool is empty: give lists or a number of puzzles to generate");
     Ok(pool)
 }
 
@@ -214,7 +180,9 @@ fn split_pool(
     progress: Progress,
 ) -> Result<(Vec<CsvRow>, Vec<CsvRow>)> {
     let outcomes = par_map(&pool, "solve", progress, |_, (_, question, _)| solve_unique(question));
-    if let Some(((_, _, Some(origin)), Err(e))) = pool.iter().zip(&outcomes).find(|((_, _, o), r)| o.is_some() && r.is_err()) {
+    if let Some(((_, _, Some(origin)), Err(e))) =
+        pool.iter().zip(&outcomes).find(|((_, _, o), r)| o.is_some() && r.is_err())
+    {
         anyhow::bail!("{origin}: {e}");
     }
     let solved: Vec<Option<CsvRow>> = pool
@@ -231,17 +199,11 @@ fn split_pool(
         .collect();
     report.rejected = solved.iter().filter(|r| r.is_none()).count();
     let rows = keep_difficulty(solved.into_iter().flatten().collect(), cfg.min_difficulty);
-    let classes = par_map(&rows, "canonical", progress, |_, row| {
-        canonical(&row.question)
-    });
+    let classes = par_map(&rows, "canonical", progress, |_, row| canonical(&row.question));
     let before = rows.len();
     let mut seen = HashSet::with_capacity(before);
-    let unique: Vec<CsvRow> = rows
-        .into_iter()
-        .zip(classes)
-        .filter(|(_, class)| seen.insert(*class))
-        .map(|(row, _)| row)
-        .collect();
+    let unique: Vec<CsvRow> =
+        rows.into_iter().zip(classes).filter(|(_, class)| seen.insert(*class)).map(|(row, _)| row).collect();
     report.duplicates_dropped = before - unique.len();
     Ok(split_by_class(unique, cfg))
 }
@@ -252,9 +214,7 @@ fn split_by_class(rows: Vec<CsvRow>, cfg: &SudokuBuildConfig) -> (Vec<CsvRow>, V
     let n = rows.len();
     let num_test = ((n as f64) * cfg.test_fraction).round() as usize;
     let mut rng = derived_rng(cfg.seed, &[tags::SPLIT]);
-    let test_ids: HashSet<usize> = rand::seq::index::sample(&mut rng, n, num_test.min(n))
-        .into_iter()
-        .collect();
+    let test_ids: HashSet<usize> = rand::seq::index::sample(&mut rng, n, num_test.min(n)).into_iter().collect();
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for (i, mut row) in rows.into_iter().enumerate() {
         let t = SudokuTransform::random(&mut derived_rng(cfg.seed, &[tags::PERMUTE, i as u64]));
@@ -274,13 +234,10 @@ fn sample_rows(rows: Vec<CsvRow>, limit: Option<usize>, seed: u64, tag: u64) -> 
     let Some(limit) = limit.filter(|&l| l < rows.len()) else {
         return rows;
     };
-    let mut keep =
-        rand::seq::index::sample(&mut derived_rng(seed, &[tag]), rows.len(), limit).into_vec();
+    let mut keep = rand::seq::index::sample(&mut derived_rng(seed, &[tag]), rows.len(), limit).into_vec();
     keep.sort_unstable();
     let mut rows: Vec<Option<CsvRow>> = rows.into_iter().map(Some).collect();
-    keep.into_iter()
-        .map(|i| rows[i].take().expect("indices are distinct"))
-        .collect()
+    keep.into_iter().map(|i| rows[i].take().expect("indices are distinct")).collect()
 }
 
 /// The original and `num_aug` random variants of puzzle `index` (its own seeded stream).
@@ -298,9 +255,7 @@ fn variants(row: &CsvRow, num_aug: usize, seed: u64, index: usize) -> Vec<(Grid,
 /// One group per row: the original puzzle and its variants, each a one-example puzzle.
 fn to_dataset(rows: &[CsvRow], num_aug: usize, seed: u64, progress: Progress) -> PuzzleDataset {
     let stage = if num_aug > 0 { "augment" } else { "tokenize" };
-    let groups = par_map(rows, stage, progress, |i, row| {
-        variants(row, num_aug, seed, i)
-    });
+    let groups = par_map(rows, stage, progress, |i, row| variants(row, num_aug, seed, i));
     let mut builder = PuzzleDatasetBuilder::new(Sudoku::SPEC.seq_len);
     for group in &groups {
         for (question, answer) in group {

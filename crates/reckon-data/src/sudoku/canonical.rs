@@ -23,14 +23,7 @@ use std::sync::OnceLock;
 pub(crate) fn line_perms() -> &'static [[u8; 9]] {
     static PERMS: OnceLock<Vec<[u8; 9]>> = OnceLock::new();
     PERMS.get_or_init(|| {
-        const P3: [[u8; 3]; 6] = [
-            [0, 1, 2],
-            [0, 2, 1],
-            [1, 0, 2],
-            [1, 2, 0],
-            [2, 0, 1],
-            [2, 1, 0],
-        ];
+        const P3: [[u8; 3]; 6] = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
         let mut perms = Vec::with_capacity(1296);
         for bands in P3 {
             for a in P3 {
@@ -75,13 +68,7 @@ enum RowOrder {
 /// Relabels the source row under the candidate's column permutation, comparing with `best`
 /// as it goes and stopping as soon as the row is known to lose.
 #[inline]
-fn relabel_row(
-    source_row: &[u8],
-    cols: &[u8; 9],
-    cand: &mut Candidate,
-    best: &[u8; 9],
-    out: &mut [u8; 9],
-) -> RowOrder {
+fn relabel_row(source_row: &[u8], cols: &[u8; 9], cand: &mut Candidate, best: &[u8; 9], out: &mut [u8; 9]) -> RowOrder {
     let mut order = Ordering::Equal;
     for j in 0..9 {
         let v = source_row[cols[j] as usize] as usize;
@@ -117,21 +104,12 @@ struct Step {
 
 impl Step {
     fn new() -> Step {
-        Step {
-            best: [u8::MAX; 9],
-            survivors: Vec::new(),
-        }
+        Step { best: [u8::MAX; 9], survivors: Vec::new() }
     }
 
     /// Tries `source_row` as result row `k` of `cand`.
     #[inline]
-    fn offer(
-        &mut self,
-        sources: &[Grid; 2],
-        cand: &Candidate,
-        k: usize,
-        source_row: u8,
-    ) -> RowOrder {
+    fn offer(&mut self, sources: &[Grid; 2], cand: &Candidate, k: usize, source_row: u8) -> RowOrder {
         let grid = &sources[cand.transpose as usize];
         let row = &grid[source_row as usize * 9..source_row as usize * 9 + 9];
         let cols = &line_perms()[cand.col_perm as usize];
@@ -154,11 +132,7 @@ impl Step {
 /// Source rows that may become result row `k` after `rows[..k]` were chosen.
 fn next_row_options(rows: &[u8; 9], k: usize) -> impl Iterator<Item = u8> + '_ {
     let used = move |r: u8| rows[..k].contains(&r);
-    let current_band = if k.is_multiple_of(3) {
-        None
-    } else {
-        Some(rows[k - 1] / 3)
-    };
+    let current_band = if k.is_multiple_of(3) { None } else { Some(rows[k - 1] / 3) };
     (0..9u8).filter(move |&r| match current_band {
         Some(band) => r / 3 == band && !used(r),
         None => !rows[..k].iter().any(|&u| u / 3 == r / 3),
@@ -181,13 +155,8 @@ fn search(grid: &Grid) -> (Grid, Candidate) {
         for r0 in 0..9u8 {
             let mut col_perm = 0;
             while col_perm < line_perms().len() {
-                let cand = Candidate {
-                    transpose,
-                    rows: [0; 9],
-                    col_perm: col_perm as u16,
-                    labels: [0; 10],
-                    next_label: 1,
-                };
+                let cand =
+                    Candidate { transpose, rows: [0; 9], col_perm: col_perm as u16, labels: [0; 10], next_label: 1 };
                 col_perm = match step.offer(&sources, &cand, 0, r0) {
                     // `line_perms` nests (stack order, stack 1, stack 2, stack 3 orders): blocks
                     // of 36 share result columns 0..3 and blocks of 6 share columns 0..6, so a
@@ -247,10 +216,8 @@ mod tests {
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
-    const PUZZLE: &str =
-        "5...27..9..41......1..5.3...92.6.8...5......66..7..29.8...7...2.......8...9..36..";
-    const SOLUTION: &str =
-        "583427169974136528216859374792364851351298746648715293865971432137642985429583617";
+    const PUZZLE: &str = "5...27..9..41......1..5.3...92.6.8...5......66..7..29.8...7...2.......8...9..36..";
+    const SOLUTION: &str = "583427169974136528216859374792364851351298746648715293865971432137642985429583617";
 
     /// Relabels digits by first appearance (the digit part of the canonical form).
     fn relabel(grid: &Grid) -> Grid {
@@ -331,11 +298,7 @@ mod tests {
         let puzzle = parse_grid(PUZZLE).unwrap();
         let c = canonical(&puzzle);
         assert_eq!(canonical(&c), c);
-        assert_eq!(
-            c,
-            relabel(&c),
-            "canonical digits appear in order 1, 2, 3..."
-        );
+        assert_eq!(c, relabel(&c), "canonical digits appear in order 1, 2, 3...");
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         for _ in 0..50 {
             let t = SudokuTransform::random(&mut rng);

@@ -48,24 +48,13 @@ pub fn generate<R: Rng>(rng: &mut R, target_clues: usize) -> GeneratedPuzzle {
         }
     }
     debug_assert_eq!(clues, count_clues(&puzzle));
-    GeneratedPuzzle {
-        puzzle,
-        solution,
-        clues,
-    }
+    GeneratedPuzzle { puzzle, solution, clues }
 }
 
 /// `count` puzzles in parallel, each with a target clue count uniform in `clues`. Puzzle `i`
 /// uses its own generator seeded from `(seed, i)`, so the result depends only on the arguments.
-pub fn generate_many(
-    count: usize,
-    clues: RangeInclusive<usize>,
-    seed: u64,
-) -> Vec<GeneratedPuzzle> {
-    (0..count)
-        .into_par_iter()
-        .map(|i| generate_indexed(seed, i, &clues))
-        .collect()
+pub fn generate_many(count: usize, clues: RangeInclusive<usize>, seed: u64) -> Vec<GeneratedPuzzle> {
+    (0..count).into_par_iter().map(|i| generate_indexed(seed, i, &clues)).collect()
 }
 
 /// Puzzle `index` of [`generate_many`] with the same `seed` and `clues`.
@@ -97,10 +86,7 @@ mod tests {
                 for i in (0..81).filter(|&i| g.puzzle[i] != 0) {
                     let mut fewer = g.puzzle;
                     fewer[i] = 0;
-                    assert!(
-                        solve(&fewer, 2).solutions.len() > 1,
-                        "clue {i} was removable"
-                    );
+                    assert!(solve(&fewer, 2).solutions.len() > 1, "clue {i} was removable");
                 }
             }
         }
@@ -114,10 +100,6 @@ mod tests {
         assert_eq!(a, generate_many(6, 30..=35, 77));
         assert_ne!(a, generate_many(6, 30..=35, 78));
         assert!(a.iter().all(|g| (30..=35).contains(&g.clues)));
-        assert_eq!(
-            generate_many(3, 30..=35, 77),
-            a[..3].to_vec(),
-            "puzzle i depends only on (seed, i)"
-        );
+        assert_eq!(generate_many(3, 30..=35, 77), a[..3].to_vec(), "puzzle i depends only on (seed, i)");
     }
 }

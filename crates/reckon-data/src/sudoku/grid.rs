@@ -43,9 +43,7 @@ pub fn parse_grid(text: &str) -> Result<Grid, GridError> {
 
 /// 81 characters, '.' for blank.
 pub fn grid_to_string(grid: &Grid) -> String {
-    grid.iter()
-        .map(|&v| if v == 0 { '.' } else { (b'0' + v) as char })
-        .collect()
+    grid.iter().map(|&v| if v == 0 { '.' } else { (b'0' + v) as char }).collect()
 }
 
 /// Cell values -> tokens (value + 1).
@@ -126,11 +124,7 @@ pub fn is_conflict_free(grid: &Grid) -> bool {
 pub fn completion_error(puzzle: &Grid, candidate: &Grid) -> Option<String> {
     for i in 0..81 {
         if candidate[i] == 0 || candidate[i] > 9 {
-            return Some(format!(
-                "cell {i} (row {}, column {}) is not a digit 1-9",
-                i / 9 + 1,
-                i % 9 + 1
-            ));
+            return Some(format!("cell {i} (row {}, column {}) is not a digit 1-9", i / 9 + 1, i % 9 + 1));
         }
         if puzzle[i] != 0 && puzzle[i] != candidate[i] {
             return Some(format!(
@@ -171,33 +165,22 @@ pub(crate) fn render_cells(cell: impl Fn(usize) -> char) -> String {
 
 /// Multi-line rendering of a grid ('.' blank).
 pub fn render_grid(grid: &Grid) -> String {
-    render_cells(|i| {
-        if grid[i] == 0 {
-            '.'
-        } else {
-            (b'0' + grid[i]) as char
-        }
-    })
+    render_cells(|i| if grid[i] == 0 { '.' } else { (b'0' + grid[i]) as char })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const PUZZLE: &str =
-        "5...27..9..41......1..5.3...92.6.8...5......66..7..29.8...7...2.......8...9..36..";
-    const SOLUTION: &str =
-        "583427169974136528216859374792364851351298746648715293865971432137642985429583617";
+    const PUZZLE: &str = "5...27..9..41......1..5.3...92.6.8...5......66..7..29.8...7...2.......8...9..36..";
+    const SOLUTION: &str = "583427169974136528216859374792364851351298746648715293865971432137642985429583617";
 
     #[test]
     fn parse_round_trips_and_accepts_zero_blank() {
         let g = parse_grid(PUZZLE).unwrap();
         assert_eq!(grid_to_string(&g), PUZZLE);
         assert_eq!(parse_grid(&PUZZLE.replace('.', "0")).unwrap(), g);
-        assert_eq!(
-            count_clues(&g),
-            PUZZLE.chars().filter(|&c| c != '.').count()
-        );
+        assert_eq!(count_clues(&g), PUZZLE.chars().filter(|&c| c != '.').count());
     }
 
     #[test]
@@ -205,13 +188,7 @@ mod tests {
         assert_eq!(parse_grid(&PUZZLE[..80]), Err(GridError::Length(80)));
         let bad = format!("{}a{}", &PUZZLE[..10], &PUZZLE[11..]);
         let err = parse_grid(&bad).unwrap_err();
-        assert_eq!(
-            err,
-            GridError::BadChar {
-                position: 10,
-                found: 'a'
-            }
-        );
+        assert_eq!(err, GridError::BadChar { position: 10, found: 'a' });
         assert!(err.to_string().contains("row 2, column 2"), "{err}");
     }
 
@@ -224,13 +201,7 @@ mod tests {
         assert_eq!(grid_from_tokens(&t).unwrap(), g);
         let mut bad = t.clone();
         bad[3] = PAD_TOKEN;
-        assert_eq!(
-            grid_from_tokens(&bad),
-            Err(GridError::BadToken {
-                position: 3,
-                found: 0
-            })
-        );
+        assert_eq!(grid_from_tokens(&bad), Err(GridError::BadToken { position: 3, found: 0 }));
     }
 
     #[test]
@@ -250,9 +221,7 @@ mod tests {
         });
         assert!(find_conflict(&relabelled).is_none());
         assert!(!is_valid_completion(&p, &relabelled));
-        assert!(completion_error(&p, &relabelled)
-            .unwrap()
-            .contains("puzzle gives 5"));
+        assert!(completion_error(&p, &relabelled).unwrap().contains("puzzle gives 5"));
         // Blank cells are not a completion.
         assert!(!is_valid_completion(&p, &p));
     }

@@ -17,8 +17,8 @@ pub use builder::{build, BuildReport, SudokuBuildConfig, SudokuSource};
 pub use canonical::{canonical, canonical_transform};
 pub use generator::{generate, generate_many, random_solution_grid, GeneratedPuzzle};
 pub use grid::{
-    completion_error, count_clues, find_conflict, grid_from_tokens, grid_to_string, grid_to_tokens,
-    is_conflict_free, is_valid_completion, parse_grid, render_grid, Grid, GridError,
+    completion_error, count_clues, find_conflict, grid_from_tokens, grid_to_string, grid_to_tokens, is_conflict_free,
+    is_valid_completion, parse_grid, render_grid, Grid, GridError,
 };
 pub use io::{read_csv, read_list, read_list_numbered, write_csv, CsvRow};
 pub use solver::{solve, solve_unique, solver_bench, SolveError, SolveResult, SolverBenchReport};
@@ -31,13 +31,7 @@ use anyhow::Context;
 pub struct Sudoku;
 
 impl Sudoku {
-    pub const SPEC: TaskSpec = TaskSpec {
-        name: "sudoku",
-        vocab_size: 11,
-        seq_len: 81,
-        pad_id: 0,
-        ignore_label_id: 0,
-    };
+    pub const SPEC: TaskSpec = TaskSpec { name: "sudoku", vocab_size: 11, seq_len: 81, pad_id: 0, ignore_label_id: 0 };
 }
 
 impl Task for Sudoku {
@@ -79,10 +73,7 @@ impl Task for Sudoku {
 
     fn solve(&self, inputs: &[u8]) -> Option<Vec<u8>> {
         let grid = grid_from_tokens(inputs).ok()?;
-        solver::solve(&grid, 1)
-            .solutions
-            .first()
-            .map(grid_to_tokens)
+        solver::solve(&grid, 1).solutions.first().map(grid_to_tokens)
     }
 
     fn verify(&self, inputs: &[u8], prediction: &[u8]) -> bool {
@@ -98,15 +89,12 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    const Q: &str =
-        "5...27..9..41......1..5.3...92.6.8...5......66..7..29.8...7...2.......8...9..36..";
+    const Q: &str = "5...27..9..41......1..5.3...92.6.8...5......66..7..29.8...7...2.......8...9..36..";
 
     #[test]
     fn task_round_trip_through_tokens() {
         let task = Sudoku;
-        let inputs = task
-            .parse_puzzle(&format!("{}\n{}", &Q[..40], &Q[40..]))
-            .unwrap();
+        let inputs = task.parse_puzzle(&format!("{}\n{}", &Q[..40], &Q[40..])).unwrap();
         assert_eq!(inputs.len(), task.spec().seq_len);
         let solution = task.solve(&inputs).unwrap();
         assert!(task.verify(&inputs, &solution));
@@ -124,10 +112,7 @@ mod tests {
     fn parse_puzzle_errors_are_specific() {
         let err = format!("{:#}", Sudoku.parse_puzzle(&Q[..79]).unwrap_err());
         assert!(err.contains("has 79 cells, expected 81"), "{err}");
-        let err = format!(
-            "{:#}",
-            Sudoku.parse_puzzle(&Q.replacen('5', "x", 1)).unwrap_err()
-        );
+        let err = format!("{:#}", Sudoku.parse_puzzle(&Q.replacen('5', "x", 1)).unwrap_err());
         assert!(err.contains("cell 0") && err.contains("'x'"), "{err}");
     }
 
@@ -138,9 +123,6 @@ mod tests {
         solution[5] = 0;
         assert!(!Sudoku.verify(&inputs, &solution));
         assert!(!Sudoku.verify(&inputs, &solution[..80]));
-        assert!(
-            Sudoku.solve(&[0u8; 81]).is_none(),
-            "PAD tokens are not a puzzle"
-        );
+        assert!(Sudoku.solve(&[0u8; 81]).is_none(), "PAD tokens are not a puzzle");
     }
 }

@@ -67,12 +67,7 @@ enum Propagated {
 impl State {
     /// None if two givens conflict.
     fn from_grid(grid: &Grid) -> Option<State> {
-        let mut s = State {
-            cells: [0; 81],
-            rows: [0; 9],
-            cols: [0; 9],
-            boxes: [0; 9],
-        };
+        let mut s = State { cells: [0; 81], rows: [0; 9], cols: [0; 9], boxes: [0; 9] };
         for (i, &v) in grid.iter().enumerate() {
             if v == 0 {
                 continue;
@@ -226,21 +221,13 @@ impl Search<'_> {
 }
 
 fn solve_with(grid: &Grid, limit: usize, rng: Option<&mut dyn RngCore>) -> SolveResult {
-    let mut search = Search {
-        limit,
-        solutions: Vec::new(),
-        backtracks: 0,
-        rng,
-    };
+    let mut search = Search { limit, solutions: Vec::new(), backtracks: 0, rng };
     if limit > 0 {
         if let Some(state) = State::from_grid(grid) {
             search.run(state);
         }
     }
-    SolveResult {
-        solutions: search.solutions,
-        backtracks: search.backtracks,
-    }
+    SolveResult { solutions: search.solutions, backtracks: search.backtracks }
 }
 
 /// Finds up to `limit` solutions of `grid` (conflicting givens give none). `limit = 2` is the
@@ -290,11 +277,7 @@ pub fn solver_bench(puzzles: &[Grid]) -> SolverBenchReport {
     };
     SolverBenchReport {
         median_us,
-        mean_us: if count == 0 {
-            0.0
-        } else {
-            times.iter().sum::<f64>() / count as f64
-        },
+        mean_us: if count == 0 { 0.0 } else { times.iter().sum::<f64>() / count as f64 },
         max_us: times.last().copied().unwrap_or(0.0),
         count,
     }
@@ -306,10 +289,8 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    const PUZZLE: &str =
-        "5...27..9..41......1..5.3...92.6.8...5......66..7..29.8...7...2.......8...9..36..";
-    const SOLUTION: &str =
-        "583427169974136528216859374792364851351298746648715293865971432137642985429583617";
+    const PUZZLE: &str = "5...27..9..41......1..5.3...92.6.8...5......66..7..29.8...7...2.......8...9..36..";
+    const SOLUTION: &str = "583427169974136528216859374792364851351298746648715293865971432137642985429583617";
 
     #[test]
     fn solves_known_puzzle() {
@@ -334,10 +315,7 @@ mod tests {
         assert!(lost);
         let result = solve(&grid, 5);
         assert!(result.solutions.len() >= 2);
-        assert!(result
-            .solutions
-            .iter()
-            .all(|s| is_valid_completion(&grid, s)));
+        assert!(result.solutions.iter().all(|s| is_valid_completion(&grid, s)));
         assert!(result.solutions.contains(&solution));
     }
 
@@ -352,9 +330,7 @@ mod tests {
         let mut conflict = [0u8; 81];
         conflict[0] = 4;
         conflict[1] = 4;
-        assert!(
-            matches!(solve_unique(&conflict), Err(SolveError::Invalid(m)) if m.contains("row 1"))
-        );
+        assert!(matches!(solve_unique(&conflict), Err(SolveError::Invalid(m)) if m.contains("row 1")));
         assert!(solve(&conflict, 1).solutions.is_empty());
         // No two givens conflict, but cell 0 has no candidate left.
         let mut dead = [0u8; 81];

@@ -19,7 +19,8 @@ pub fn run(config: &Path, overrides: &[String], specs: &[String], resume: bool) 
         .into_iter()
         .map(|setting| {
             let all: Vec<String> = overrides.iter().cloned().chain(ablate::overrides(&setting)).collect();
-            let mut cfg = load_config(config, &all).with_context(|| format!("ablation setting {}", ablate::run_name(&setting)))?;
+            let mut cfg = load_config(config, &all)
+                .with_context(|| format!("ablation setting {}", ablate::run_name(&setting)))?;
             cfg.run_dir = ablate::run_dir(&base.run_dir, &setting);
             Ok((setting, cfg))
         })

@@ -83,7 +83,6 @@ pub struct SudokuBuildArgs {
     pub force: bool,
 }
 
-
 #[derive(Args, Debug, Clone)]
 pub struct MazeBuildArgs {
     /// Output directory.

@@ -108,7 +108,13 @@ pub struct SolveArgs {
 /// `H,L` → a depth.
 fn parse_depth(s: &str) -> Result<Depth, String> {
     let (h, l) = s.split_once(',').ok_or_else(|| format!("{s:?}: expected H,L (e.g. 32,8)"))?;
-    let num = |x: &str| x.trim().parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(|| format!("{s:?}: {x:?} is not a positive integer"));
+    let num = |x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| format!("{s:?}: {x:?} is not a positive integer"))
+    };
     Ok(Depth { h: num(h)?, l: num(l)? })
 }
 
@@ -119,7 +125,13 @@ fn parse_sweep(args: &[String], model_l: usize) -> Result<(Vec<usize>, Vec<usize
         let (key, list) = a.split_once('=').with_context(|| format!("--sweep {a:?}: expected H=a,b,.. or L=a,b,.."))?;
         let values: Vec<usize> = list
             .split(',')
-            .map(|v| v.trim().parse::<usize>().ok().filter(|&v| v > 0).with_context(|| format!("--sweep {a:?}: {v:?} is not a positive integer")))
+            .map(|v| {
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&v| v > 0)
+                    .with_context(|| format!("--sweep {a:?}: {v:?} is not a positive integer"))
+            })
             .collect::<Result<_>>()?;
         match key.trim() {
             "H" | "h" => hs = Some(values),
@@ -217,13 +229,13 @@ pub fn load_eval_model(path: &Path, config: Option<&Path>) -> Result<LoadedModel
 
 fn read_model_config(file: &Path) -> Result<ModelConfig> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .with_context(|| format!("{}: not a safetensors file; pass --config CONFIG.toml to describe the model", file.display()))?;
-    let json = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(MODEL_CONFIG_KEY))
-        .with_context(|| format!("{}: no model config in its metadata; pass --config CONFIG.toml", file.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).with_context(|| {
+        format!("{}: not a safetensors file; pass --config CONFIG.toml to describe the model", file.display())
+    })?;
+    let json =
+        meta.metadata().as_ref().and_then(|m| m.get(MODEL_CONFIG_KEY)).with_context(|| {
+            format!("{}: no model config in its metadata; pass --config CONFIG.toml", file.display())
+        })?;
     serde_json::from_str(json).with_context(|| format!("{}: malformed model config in metadata", file.display()))
 }
 
@@ -232,7 +244,13 @@ pub(super) fn eval(args: &EvalArgs) -> Result<()> {
     let ds = PuzzleDataset::load(&split_dir(&args.data, &args.split))?;
     let d = with_model!(&model, m => m.dims());
     if d.seq_len != ds.meta.seq_len || d.vocab_size != ds.meta.vocab_size {
-        bail!("the dataset (seq_len {}, vocab {}) does not fit the model (seq_len {}, vocab {})", ds.meta.seq_len, ds.meta.vocab_size, d.seq_len, d.vocab_size);
+        bail!(
+            "the dataset (seq_len {}, vocab {}) does not fit the model (seq_len {}, vocab {})",
+            ds.meta.seq_len,
+            ds.meta.vocab_size,
+            d.seq_len,
+            d.vocab_size
+        );
     }
     if !args.sweep.is_empty() {
         return sweep(model, &ds, args);
@@ -243,7 +261,12 @@ pub(super) fn eval(args: &EvalArgs) -> Result<()> {
     let steps = model.steps(args.steps);
     println!("{} at {}, {steps} steps per puzzle", model.family().to_uppercase(), model.depth());
     if args.early_exit {
-        let rule = StopRule { max_steps: steps, use_q_halt: !args.no_q_halt, settle_steps: args.settle, settle_tolerance: args.tolerance };
+        let rule = StopRule {
+            max_steps: steps,
+            use_q_halt: !args.no_q_halt,
+            settle_steps: args.settle,
+            settle_tolerance: args.tolerance,
+        };
         let verifier = if args.verify { task_verifier(&ds.meta) } else { None };
         if args.verify && verifier.is_none() {
             bail!("--verify: this dataset's task has no verifier (Sudoku and maze datasets do)");
@@ -270,17 +293,29 @@ pub(super) fn eval(args: &EvalArgs) -> Result<()> {
 pub fn print_stream_report(r: &StreamReport) {
     println!(
         "{} puzzles, early exit: exact accuracy {:.2}% (token {:.2}%) in {:.2} steps on average, {:.1} puzzles/s",
-        r.examples, 100.0 * r.exact_accuracy, 100.0 * r.token_accuracy, r.mean_steps, r.puzzles_per_s
+        r.examples,
+        100.0 * r.exact_accuracy,
+        100.0 * r.token_accuracy,
+        r.mean_steps,
+        r.puzzles_per_s
     );
     println!("stopped by q_halt {}, settled {}, at the step limit {}", r.halted, r.settled, r.max_steps);
     println!(
         "signal{}: coverage {:.1}% answered, precision {:.2}% (unfiltered {:.2}%), abstained {} with {:.2}% exact",
         if r.verified { " (settled + verified)" } else { "" },
-        100.0 * r.coverage, 100.0 * r.precision, 100.0 * r.exact_accuracy, r.max_steps, 100.0 * r.abstained_accuracy
+        100.0 * r.coverage,
+        100.0 * r.precision,
+        100.0 * r.exact_accuracy,
+        r.max_steps,
+        100.0 * r.abstained_accuracy
     );
     let q = &r.steps_to_solve;
-    println!("steps to solve (correct answers, step the answer first appeared): median {}, p90 {}, p99 {}, max {} (n = {})", q.p50, q.p90, q.p99, q.max, q.count);
-    let hist: Vec<String> = r.steps_to_solve_histogram.iter().map(|(start, n)| format!("[{start},{}): {n}", start * 2)).collect();
+    println!(
+        "steps to solve (correct answers, step the answer first appeared): median {}, p90 {}, p99 {}, max {} (n = {})",
+        q.p50, q.p90, q.p99, q.max, q.count
+    );
+    let hist: Vec<String> =
+        r.steps_to_solve_histogram.iter().map(|(start, n)| format!("[{start},{}): {n}", start * 2)).collect();
     println!("  histogram {}", hist.join("  "));
 }
 
@@ -297,7 +332,8 @@ fn sweep(model: LoadedModel, ds: &PuzzleDataset, args: &EvalArgs) -> Result<()> 
         if model.steps_are_outer_steps() {
             pb.set_message(format!("L={l}, H up to {max_h}"));
             let m = model.clone().with_depth(Depth { h: max_h, l });
-            let r = with_model!(&m, m => evaluate(m, ds, args.batch_size, max_h, args.max_examples, &device, |_, _| {}));
+            let r =
+                with_model!(&m, m => evaluate(m, ds, args.batch_size, max_h, args.max_examples, &device, |_, _| {}));
             for (i, &h) in hs.iter().enumerate() {
                 table[i][j] = r.exact_per_step[h - 1];
             }
@@ -315,9 +351,17 @@ fn sweep(model: LoadedModel, ds: &PuzzleDataset, args: &EvalArgs) -> Result<()> 
     }
     pb.finish_and_clear();
     let examples = args.max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
-    println!("exact solve rate (%) on {examples} puzzles, {} trained at {}", model.family().to_uppercase(), model.depth());
+    println!(
+        "exact solve rate (%) on {examples} puzzles, {} trained at {}",
+        model.family().to_uppercase(),
+        model.depth()
+    );
     print!("{}", sweep_table(&hs, &ls, &table));
-    let title = format!("{} exact solve rate (%) on {examples} puzzles; trained at {}", model.family().to_uppercase(), model.depth());
+    let title = format!(
+        "{} exact solve rate (%) on {examples} puzzles; trained at {}",
+        model.family().to_uppercase(),
+        model.depth()
+    );
     crate::plot::heatmap(&args.plot, &title, "H (outer steps)", "L (inner updates)", &hs, &ls, &table)?;
     println!("heatmap: {}", args.plot.display());
     println!("{}", serde_json::json!({"H": hs, "L": ls, "exact": table, "examples": examples}));
@@ -337,14 +381,22 @@ pub fn sweep_table(hs: &[usize], ls: &[usize], table: &[Vec<f64>]) -> String {
 pub fn print_report(r: &EvalReport) {
     println!("{} puzzles, {} steps, {:.1} puzzles/s", r.examples, r.steps, r.puzzles_per_s);
     print!("{}", r.per_step_table());
-    print!("exact accuracy {:.2}% (token {:.2}%) after {} steps", 100.0 * r.exact_accuracy, 100.0 * r.token_accuracy, r.steps);
+    print!(
+        "exact accuracy {:.2}% (token {:.2}%) after {} steps",
+        100.0 * r.exact_accuracy,
+        100.0 * r.token_accuracy,
+        r.steps
+    );
     if let Some(valid) = r.valid_accuracy() {
         print!("; valid answers (the task's verifier) {:.2}%", 100.0 * valid);
     }
     if r.has_halting_head {
         print!(
             "; with ACT halting {:.2}% (token {:.2}%) in {:.2} steps on average; q_halt right on {:.1}%",
-            100.0 * r.act_exact_accuracy, 100.0 * r.act_token_accuracy, r.act_mean_steps, 100.0 * r.q_halt_accuracy
+            100.0 * r.act_exact_accuracy,
+            100.0 * r.act_token_accuracy,
+            r.act_mean_steps,
+            100.0 * r.q_halt_accuracy
         );
     }
     println!();
@@ -362,7 +414,13 @@ pub(super) fn solve(args: &SolveArgs) -> Result<()> {
     let answer = with_model!(&model, m => solve_with(m, task, &inputs, steps))?;
     if let Some(png) = &args.png {
         let AnyTask::Maze(maze) = task else { bail!("--png draws mazes; this checkpoint solves {}", task.spec().name) };
-        crate::plot::maze_png(png, &format!("{} after {steps} steps", model.family().to_uppercase()), maze.width, maze.height, &answer)?;
+        crate::plot::maze_png(
+            png,
+            &format!("{} after {steps} steps", model.family().to_uppercase()),
+            maze.width,
+            maze.height,
+            &answer,
+        )?;
         println!("picture: {}", png.display());
     }
     Ok(())
@@ -373,7 +431,13 @@ fn solve_input(args: &SolveArgs, task: AnyTask) -> Result<Vec<u8>> {
     if let Some(dir) = &args.from {
         let ds = PuzzleDataset::load(&split_dir(dir, &args.split))?;
         if AnyTask::detect(ds.meta.seq_len, ds.meta.vocab_size) != Some(task) {
-            bail!("{}: its puzzles (seq_len {}, vocab {}) are not this checkpoint's task ({})", dir.display(), ds.meta.seq_len, ds.meta.vocab_size, task.spec().name);
+            bail!(
+                "{}: its puzzles (seq_len {}, vocab {}) are not this checkpoint's task ({})",
+                dir.display(),
+                ds.meta.seq_len,
+                ds.meta.vocab_size,
+                task.spec().name
+            );
         }
         if args.index >= ds.num_examples() {
             bail!("--index {} is out of range: {} has {} examples", args.index, dir.display(), ds.num_examples());
@@ -383,7 +447,10 @@ fn solve_input(args: &SolveArgs, task: AnyTask) -> Result<Vec<u8>> {
     let (text, what) = match (&args.puzzle, &args.puzzle_file) {
         (Some(text), _) => (text.clone(), "--puzzle".to_string()),
         (None, Some(file)) => (
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?.trim_end_matches(['\n', '\r']).to_string(),
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
             file.display().to_string(),
         ),
         (None, None) => bail!("give --puzzle, --puzzle-file or --from"),
@@ -396,7 +463,10 @@ fn solve_input(args: &SolveArgs, task: AnyTask) -> Result<Vec<u8>> {
 fn solve_with<M: RecursiveModel<Cpu>>(model: &M, task: AnyTask, inputs: &[u8], steps: usize) -> Result<Vec<u8>> {
     let d = model.dims();
     let device = Default::default();
-    let tokens = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(inputs.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, d.seq_len]), &device);
+    let tokens = Tensor::<Cpu, 2, Int>::from_data(
+        TensorData::new(inputs.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, d.seq_len]),
+        &device,
+    );
     let ids = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(vec![0i32], [1]), &device);
     let x = model.embed(tokens, model.puzzle_rows(ids));
     let mut latent = model.initial_latent(1);
@@ -430,7 +500,9 @@ fn solve_with<M: RecursiveModel<Cpu>>(model: &M, task: AnyTask, inputs: &[u8], s
     println!("answer (unchanged since step {unchanged_since})\n{}", task.render(&answer));
     match task.solve(inputs) {
         Some(truth) if truth == answer => println!("correct (matches the exact solver)"),
-        Some(_) if task.verify(inputs, &answer) => println!("correct: a valid answer, not the reference's (any shortest path counts)"),
+        Some(_) if task.verify(inputs, &answer) => {
+            println!("correct: a valid answer, not the reference's (any shortest path counts)")
+        }
         Some(_) => println!("wrong: {}", why_wrong(task, inputs, &answer)),
         None => println!("the exact solver finds no solution for this puzzle"),
     }

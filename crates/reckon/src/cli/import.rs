@@ -63,7 +63,8 @@ fn inferred_model_keys(arch: &str, shapes: &BTreeMap<String, Vec<usize>>, file: 
     t.insert("vocab_size".into(), int(vocab));
     t.insert("hidden_size".into(), int(hidden));
     let core = if arch == "rsm" { "core" } else { "L_level" };
-    let modules: &[(&str, &str)] = if arch == "hrm" { &[("l_layers", "L_level"), ("h_layers", "H_level")] } else { &[("l_layers", core)] };
+    let modules: &[(&str, &str)] =
+        if arch == "hrm" { &[("l_layers", "L_level"), ("h_layers", "H_level")] } else { &[("l_layers", core)] };
     for (key, module) in modules {
         let n = layer_count(shapes, module);
         if n == 0 {
@@ -126,14 +127,31 @@ pub(super) fn import_torch(args: &ImportArgs) -> Result<()> {
     if !model.as_table().is_some_and(|m| m.contains_key("seq_len")) {
         bail!("{}: the shapes do not fix the sequence length (RoPE); pass --set model.seq_len=N", args.file.display());
     }
-    let model_cfg: ModelConfig = model.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("--set/--config: {}", e.message()))?;
+    let model_cfg: ModelConfig =
+        model.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("--set/--config: {}", e.message()))?;
     model_cfg.validate()?;
     let device = Default::default();
     match &model_cfg {
-        ModelConfig::Trm(c) => write_eval_checkpoint(&args.out, &model_cfg, &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?)?,
-        ModelConfig::Hrm(c) => write_eval_checkpoint(&args.out, &model_cfg, &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?)?,
-        ModelConfig::Cmm(c) => write_eval_checkpoint(&args.out, &model_cfg, &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?)?,
-        ModelConfig::Rsm(c) => write_eval_checkpoint(&args.out, &model_cfg, &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?)?,
+        ModelConfig::Trm(c) => write_eval_checkpoint(
+            &args.out,
+            &model_cfg,
+            &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?,
+        )?,
+        ModelConfig::Hrm(c) => write_eval_checkpoint(
+            &args.out,
+            &model_cfg,
+            &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?,
+        )?,
+        ModelConfig::Cmm(c) => write_eval_checkpoint(
+            &args.out,
+            &model_cfg,
+            &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?,
+        )?,
+        ModelConfig::Rsm(c) => write_eval_checkpoint(
+            &args.out,
+            &model_cfg,
+            &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?,
+        )?,
     }
     println!("imported {} ({}) into {}", args.file.display(), model_cfg.summary(), args.out.display());
     Ok(())

@@ -26,7 +26,11 @@ use crate::train::config::{DatasetSizes, ExperimentConfig, ModelConfig};
 use crate::train::trainer::{TrainEvent, Trainer};
 
 #[derive(Parser, Debug)]
-#[command(name = "reckon", version, about = "Train, evaluate and run tiny recursive reasoning models (TRM, HRM, RSM, CMM) on Sudoku and mazes.")]
+#[command(
+    name = "reckon",
+    version,
+    about = "Train, evaluate and run tiny recursive reasoning models (TRM, HRM, RSM, CMM) on Sudoku and mazes."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -101,7 +105,9 @@ pub enum BenchCommand {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Data(cmd) => data::run(cmd),
-        Command::Train { config, overrides, resume, ablate } if !ablate.is_empty() => ablate::run(&config, &overrides, &ablate, resume),
+        Command::Train { config, overrides, resume, ablate } if !ablate.is_empty() => {
+            ablate::run(&config, &overrides, &ablate, resume)
+        }
         Command::Train { config, overrides, resume, .. } => train(&config, &overrides, resume).map(|_| ()),
         Command::Eval(args) => eval::eval(&args),
         Command::Solve(args) => eval::solve(&args),
@@ -119,11 +125,16 @@ fn bar(len: u64, template: &str) -> ProgressBar {
 
 pub(crate) fn dataset_sizes(data: &Path) -> Result<DatasetSizes> {
     let meta_path = data.join("train").join("dataset.json");
-    let text = std::fs::read_to_string(&meta_path)
-        .with_context(|| format!("reading {} (is [data] path a dataset built by `reckon data build`?)", meta_path.display()))?;
+    let text = std::fs::read_to_string(&meta_path).with_context(|| {
+        format!("reading {} (is [data] path a dataset built by `reckon data build`?)", meta_path.display())
+    })?;
     let meta: reckon_data::DatasetMeta =
         serde_json::from_str(&text).with_context(|| format!("{}: malformed dataset.json", meta_path.display()))?;
-    Ok(DatasetSizes { seq_len: meta.seq_len, vocab_size: meta.vocab_size, num_puzzle_identifiers: meta.num_puzzle_identifiers })
+    Ok(DatasetSizes {
+        seq_len: meta.seq_len,
+        vocab_size: meta.vocab_size,
+        num_puzzle_identifiers: meta.num_puzzle_identifiers,
+    })
 }
 
 pub fn load_config(path: &Path, overrides: &[String]) -> Result<ExperimentConfig> {
@@ -171,7 +182,12 @@ where
             pb.set_position(m.step);
             pb.set_message(format!(
                 "loss {:.3} acc {:.1}% exact {:.1}% (H{} L{}, halted {})",
-                m.lm_loss, 100.0 * m.accuracy, 100.0 * m.exact_accuracy, m.depth_h, m.depth_l, m.count
+                m.lm_loss,
+                100.0 * m.accuracy,
+                100.0 * m.exact_accuracy,
+                m.depth_h,
+                m.depth_l,
+                m.count
             ));
         }
         TrainEvent::EvalStarted { examples } => {
@@ -187,13 +203,19 @@ where
                 p.finish_and_clear();
             }
             let act = if report.has_halting_head {
-                format!("; with ACT halting {:.1}% in {:.1} steps", 100.0 * report.act_exact_accuracy, report.act_mean_steps)
+                format!(
+                    "; with ACT halting {:.1}% in {:.1} steps",
+                    100.0 * report.act_exact_accuracy,
+                    report.act_mean_steps
+                )
             } else {
                 String::new()
             };
             pb.println(format!(
                 "step {step}: test exact {:.1}%, token {:.1}% after {} steps{act}",
-                100.0 * report.exact_accuracy, 100.0 * report.token_accuracy, report.steps
+                100.0 * report.exact_accuracy,
+                100.0 * report.token_accuracy,
+                report.steps
             ));
         }
         TrainEvent::Checkpoint { dir, .. } => pb.println(format!("checkpoint {}", dir.display())),
@@ -204,7 +226,13 @@ where
 
 /// The PyTorch baseline at one shape and mode: eager (keyed `shape/mode/eager`) and compiled (keyed
 /// `shape/mode`, which the table compares against).
-fn run_torch(script: &Path, shape: &crate::bench::BenchShape, mode: &str, warmup: usize, steps: usize) -> Result<Vec<(String, serde_json::Value)>> {
+fn run_torch(
+    script: &Path,
+    shape: &crate::bench::BenchShape,
+    mode: &str,
+    warmup: usize,
+    steps: usize,
+) -> Result<Vec<(String, serde_json::Value)>> {
     let mut out = Vec::new();
     for compile in [false, true] {
         eprintln!("torch {} {mode}{} ...", shape.name, if compile { " (compiled)" } else { "" });
@@ -252,7 +280,10 @@ fn bench(cmd: BenchCommand) -> Result<()> {
         }
         BenchCommand::Solver { lists } => {
             for (name, r) in crate::bench::bench_solver(&lists)? {
-                println!("{name}: {} puzzles, median {:.1} µs, mean {:.1} µs, max {:.1} µs per puzzle", r.count, r.median_us, r.mean_us, r.max_us);
+                println!(
+                    "{name}: {} puzzles, median {:.1} µs, mean {:.1} µs, max {:.1} µs per puzzle",
+                    r.count, r.median_us, r.mean_us, r.max_us
+                );
             }
             Ok(())
         }

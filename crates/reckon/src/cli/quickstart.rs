@@ -38,7 +38,10 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
     if data.join("train").join("dataset.json").exists() {
         println!("using the puzzles already in {}", data.display());
     } else {
-        println!("generating {} Sudoku puzzles ({}-{} clues) with the built-in generator ...", args.puzzles, args.clues_min, args.clues_max);
+        println!(
+            "generating {} Sudoku puzzles ({}-{} clues) with the built-in generator ...",
+            args.puzzles, args.clues_min, args.clues_max
+        );
         build_sudoku(&SudokuBuildArgs {
             out: data.clone(),
             csv_train: None,
@@ -58,7 +61,8 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
     }
     let run_dir = args.dir.join("run");
     if run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir).with_context(|| format!("removing the previous run {}", run_dir.display()))?;
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("removing the previous run {}", run_dir.display()))?;
     }
     let cfg = quickstart_config(&data, &run_dir, &args.overrides)?;
     println!("training {} on the CPU ...", describe(&cfg));
@@ -69,18 +73,30 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
     let first = report.exact_per_step.first().copied().unwrap_or(0.0);
     println!(
         "\nrecursion at work: {:.1}% of held-out puzzles solved exactly after 1 step, {:.1}% after {} steps ({:.0} s in all).",
-        100.0 * first, 100.0 * report.exact_accuracy, report.steps, started.elapsed().as_secs_f64()
+        100.0 * first,
+        100.0 * report.exact_accuracy,
+        report.steps,
+        started.elapsed().as_secs_f64()
     );
     if let Some(ckpt) = crate::train::checkpoint::latest(&run_dir)? {
-        let example = reckon_data::sudoku::read_csv(&data.join("test.csv")).ok().and_then(|rows| rows.into_iter().next());
+        let example =
+            reckon_data::sudoku::read_csv(&data.join("test.csv")).ok().and_then(|rows| rows.into_iter().next());
         let puzzle = example.map_or("<81 chars>".to_string(), |r| reckon_data::sudoku::grid_to_string(&r.question));
-        println!("checkpoint: {}
-watch it think: reckon solve {} --puzzle {puzzle}", ckpt.display(), ckpt.display());
+        println!(
+            "checkpoint: {}
+watch it think: reckon solve {} --puzzle {puzzle}",
+            ckpt.display(),
+            ckpt.display()
+        );
     }
     Ok(())
 }
 
-fn quickstart_config(data: &std::path::Path, run_dir: &std::path::Path, overrides: &[String]) -> Result<ExperimentConfig> {
+fn quickstart_config(
+    data: &std::path::Path,
+    run_dir: &std::path::Path,
+    overrides: &[String],
+) -> Result<ExperimentConfig> {
     let mut root: toml::Table = toml::from_str(QUICKSTART_TOML).context("configs/quickstart.toml")?;
     apply_override(&mut root, &format!("run_dir={:?}", run_dir.display().to_string()))?;
     apply_override(&mut root, &format!("data.path={:?}", data.display().to_string()))?;

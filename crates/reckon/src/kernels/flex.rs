@@ -133,7 +133,11 @@ impl SwigluNormDims {
         let (gs, ds) = (w_gate_up.layout().shape(), w_down.layout().shape());
         let inter = gs[0] / 2;
         assert!(
-            gs.num_dims() == 2 && gs[1] == width && gs[0] == 2 * inter && ds.num_dims() == 2 && ds[0] == width
+            gs.num_dims() == 2
+                && gs[1] == width
+                && gs[0] == 2 * inter
+                && ds.num_dims() == 2
+                && ds[0] == width
                 && ds[1] == inter,
             "residual_swiglu_norm: weights {gs:?}, {ds:?} do not fit width {width}"
         );
@@ -161,7 +165,9 @@ fn dims3(x: &FlexTensor) -> [usize; 3] {
 
 /// `dst[b] = src[b]ᵀ` for each of the `[rows, cols]` matrices packed in `src`; tiled, one batch per task.
 fn transpose_batches(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
-    dst.par_chunks_mut(rows * cols).zip(src.par_chunks(rows * cols)).for_each(|(dst, src)| transpose_tiled(src, dst, rows, cols));
+    dst.par_chunks_mut(rows * cols)
+        .zip(src.par_chunks(rows * cols))
+        .for_each(|(dst, src)| transpose_tiled(src, dst, rows, cols));
 }
 
 simd::multiversion! {
@@ -399,18 +405,11 @@ pub fn residual_swiglu_norm_backward(
         gate,
         block,
     };
-    let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
-        .par_chunks_mut(part_rows * width)
-        .enumerate()
-        .map(|(part, dx)| inputs.part(part * part_rows, dx))
-        .collect();
+    let partial: Vec<(Vec<f32>, Vec<f32>)> =
+        dx.par_chunks_mut(part_rows * width).enumerate().map(|(part, dx)| inputs.part(part * part_rows, dx)).collect();
     drop(dy_rows);
     let (dw_gate_up, dw_down) = sum_parts(partial);
-    (
-        pool::tensor(dx, dims),
-        pool::tensor(dw_gate_up, [2 * inter, width]),
-        pool::tensor(dw_down, [width, inter]),
-    )
+    (pool::tensor(dx, dims), pool::tensor(dw_gate_up, [2 * inter, width]), pool::tensor(dw_down, [width, inter]))
 }
 
 /// The rows `rows` of a row-major matrix with rows of `width` elements.
@@ -456,7 +455,15 @@ impl BackwardInputs<'_> {
             let mut dg = Scratch::new(m * 2 * inter);
             swiglu_grad_block(self.gate, g, &d_act, &mut dg, inter);
             let dg_mat = Mat::rows(&dg, 2 * inter);
-            matmul_1t(2 * inter, width, m, &mut dw_gate_up, accumulate, Mat::transposed(&dg, 2 * inter), Mat::rows(x, width));
+            matmul_1t(
+                2 * inter,
+                width,
+                m,
+                &mut dw_gate_up,
+                accumulate,
+                Mat::transposed(&dg, 2 * inter),
+                Mat::rows(x, width),
+            );
             matmul_1t(m, width, 2 * inter, dx, true, dg_mat, Mat::rows(self.wgu, width));
         }
         (dw_gate_up, dw_down)
@@ -565,7 +572,10 @@ simd::multiversion! {
 fn rope_tables<'a>(rope: Option<&'a (FlexTensor, FlexTensor)>, dims: AttentionDims) -> Option<RopeTables<'a>> {
     rope.map(|(cos, sin)| {
         let t = RopeTables { cos: slice(cos), sin: slice(sin) };
-        assert!(t.cos.len() >= dims.seq * dims.head_dim && t.sin.len() == t.cos.len(), "attention: RoPE tables too short");
+        assert!(
+            t.cos.len() >= dims.seq * dims.head_dim && t.sin.len() == t.cos.len(),
+            "attention: RoPE tables too short"
+        );
         t
     })
 }
@@ -591,7 +601,8 @@ pub fn attention(
         .zip(slice(&qkv).par_chunks(seq * 3 * hidden))
         .zip(probs.par_chunks_mut(heads * seq * seq))
         .for_each(|((out_b, qkv_b), probs_b)| {
-            let (mut q, mut k, mut v, mut o) = (vec![0.0; seq * hd], vec![0.0; seq * hd], vec![0.0; seq * hd], vec![0.0; seq * hd]);
+            let (mut q, mut k, mut v, mut o) =
+                (vec![0.0; seq * hd], vec![0.0; seq * hd], vec![0.0; seq * hd], vec![0.0; seq * hd]);
             for (h, p) in probs_b.chunks_mut(seq * seq).enumerate() {
                 gather_head(qkv_b, 0, h, dims, tables, &mut q);
                 gather_head(qkv_b, 1, h, dims, tables, &mut k);
@@ -756,7 +767,15 @@ simd::multiversion! {
 
 /// Forward along the sequence axis, one task per batch row: the output `[B, S, D]`, the gate/up
 /// pre-activations `[B, 2I, D]` and the per-column reciprocal RMS `[B, D]`.
-fn sequence_forward(x: &[f32], wgu: &[f32], wd: &[f32], dims: [usize; 3], inter: usize, kind: Gate, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn sequence_forward(
+    x: &[f32],
+    wgu: &[f32],
+    wd: &[f32],
+    dims: [usize; 3],
+    inter: usize,
+    kind: Gate,
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [b, s, d] = dims;
     let (mut y, mut gate_up, mut rstd) = (pool::take(b * s * d), pool::take(b * 2 * inter * d), pool::take(b * d));
     y.par_chunks_mut(s * d)
@@ -776,7 +795,16 @@ fn sequence_forward(x: &[f32], wgu: &[f32], wd: &[f32], dims: [usize; 3], inter:
 /// Backward along the sequence axis: `(dx, dW_gate_up, dW_down)`. Batch rows are split into one contiguous part
 /// per thread; each part sums its weight gradients in row order and the parts are summed in order.
 #[allow(clippy::too_many_arguments)]
-fn sequence_backward(x: &[f32], wgu: &[f32], wd: &[f32], saved: [&[f32]; 3], dy: &[f32], dims: [usize; 3], inter: usize, kind: Gate) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn sequence_backward(
+    x: &[f32],
+    wgu: &[f32],
+    wd: &[f32],
+    saved: [&[f32]; 3],
+    dy: &[f32],
+    dims: [usize; 3],
+    inter: usize,
+    kind: Gate,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [b, s, d] = dims;
     let [g_all, y_all, rstd_all] = saved;
     let mut dx = pool::take(b * s * d);
@@ -791,7 +819,8 @@ fn sequence_backward(x: &[f32], wgu: &[f32], wd: &[f32], saved: [&[f32]; 3], dy:
             for (i, dx) in dx.chunks_mut(s * d).enumerate() {
                 let row = part * per_part + i;
                 let span = |len: usize| row * len..(row + 1) * len;
-                let (x, g, y, dy) = (&x[span(s * d)], &g_all[span(2 * inter * d)], &y_all[span(s * d)], &dy[span(s * d)]);
+                let (x, g, y, dy) =
+                    (&x[span(s * d)], &g_all[span(2 * inter * d)], &y_all[span(s * d)], &dy[span(s * d)]);
                 let rstd = &rstd_all[row * d..(row + 1) * d];
                 column_rms_norm_grad(y, dy, rstd, dx, &mut mean);
                 let accumulate = i > 0;
@@ -841,8 +870,24 @@ pub fn matmul_peak_gflops() -> f64 {
         // SAFETY: all three buffers are N×N row-major; c does not alias a or b.
         unsafe {
             gemm(
-                N, N, N, c.as_mut_ptr(), 1, N as isize, false, a.as_ptr(), 1, N as isize, b.as_ptr(), 1, N as isize,
-                1.0, 1.0, false, false, false,
+                N,
+                N,
+                N,
+                c.as_mut_ptr(),
+                1,
+                N as isize,
+                false,
+                a.as_ptr(),
+                1,
+                N as isize,
+                b.as_ptr(),
+                1,
+                N as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
                 if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None },
             )
         };

@@ -17,8 +17,10 @@
 //!   the step's rng, so a resumed run draws the same;
 //! - the auxiliary losses of §2.2 ([`crate::train::cmm_loss`]), weighted by `[model.losses]`, returned in
 //!   [`Heads::aux`] by the training step (a term with weight 0 is not computed);
-//! - the LM cross-entropy kind `ce` (`stablemax1` default, `stablemax3`, `stablemax5`, `softmax`), which the
-//!   trainer passes to its loss head.
+//! - the LM cross-entropy kind `ce` (`stablemax3` default, the paper's; `stablemax1`, `stablemax5`, `softmax`),
+//!   which the trainer passes to its loss head;
+//! - `q_head = "flat"` (default): the halting head reads the whole state, `θᵀ vec(ẑ_H)` over the sequence
+//!   positions (Eq 8), where TRM's (`"first"`) reads position 0 only.
 //!
 //! The training step is TRM's: `H_cycles − 1` cycles without a graph, one with full backprop; Q-head halting,
 //! deep supervision with detached carries and EMA are the trainer's, as for TRM.
@@ -35,9 +37,9 @@ use serde::{Deserialize, Serialize};
 
 use super::layers::{broadcast_init, replace_table, table_rows, Linear, PuzzleEmbedding, QHead, Rope, TokenEmbedding};
 use super::trm::{act_heads, trm_embed, Block, PosEncoding, ReasoningModule, TrmConfig};
-use super::{Depth, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
+use super::{Depth, HaltingRule, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
 use crate::kernels::{FusedOps, Gate};
-use crate::train::cmm_loss::{self, CeKind, CmmLossWeights};
+use crate::train::cmm_loss::{self, CeKind, CmmLossWeights, RepPositions};
 
 /// Where a fresh row's latent starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +61,16 @@ pub enum Activation {
     Tanh,
 }
 
+/// What the Q (halting) head reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QHeadInput {
+    /// The flattened state over the sequence positions, `vec(ẑ_H[P..P+S])` of length `S·D` (Eq 8).
+    Flat,
+    /// Position 0 of the state, `ẑ_H[0]` of length `D` (TRM's head).
+    First,
+}
+
 /// NSDE noise added after every latent update in training.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,7 +84,8 @@ pub enum NoiseKind {
 
 /// CMM architecture and training contract. The TRM fields mean what they mean in [`TrmConfig`] (same defaults:
 /// the TRM-MLP Sudoku shape); the CMM fields default to the spec (`init = "input"`, `activation = "tanh"`,
-/// `ce = "stablemax1"`, `[model.losses]` at Eq 44's weights), with noise off and distinct layers.
+/// `ce = "stablemax3"`, `q_head = "flat"`, `[model.losses]` at Eq 44's weights), with noise off and distinct
+/// layers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CmmConfig {
@@ -119,33 +132,76 @@ pub struct CmmConfig {
     pub noise: NoiseKind,
     #[serde(default = "d::sigma")]
     pub noise_sigma: f64,
-    /// The LM cross-entropy.
-    #[serde(default)]
+    /// The LM cross-entropy (StableMax3 in the paper's recipe).
+    #[serde(default = "d::ce")]
     pub ce: CeKind,
+    /// What the halting head reads: `"flat"` (the whole state, Eq 8) or `"first"` (position 0, as TRM).
+    #[serde(default = "d::q_head")]
+    pub q_head: QHeadInput,
     /// `[model.losses]`: the loss weights (a weight of 0 switches its term off) and the trace estimator.
     #[serde(default)]
     pub losses: CmmLossWeights,
 }
 
 mod d {
-    use super::{Activation, CmmInit, NoiseKind, PosEncoding};
-    pub fn hidden() -> usize { 512 }
-    pub fn heads() -> usize { 8 }
-    pub fn expansion() -> f64 { 4.0 }
-    pub fn h_cycles() -> usize { 3 }
-    pub fn l_cycles() -> usize { 6 }
-    pub fn l_layers() -> usize { 2 }
-    pub fn puzzle_emb_len() -> usize { 16 }
-    pub fn pos() -> PosEncoding { PosEncoding::None }
-    pub fn eps() -> f64 { 1e-5 }
-    pub fn theta() -> f64 { 10000.0 }
-    pub fn yes() -> bool { true }
-    pub fn halt_max_steps() -> usize { 16 }
-    pub fn exploration() -> f64 { 0.1 }
-    pub fn init() -> CmmInit { CmmInit::Input }
-    pub fn activation() -> Activation { Activation::Tanh }
-    pub fn noise() -> NoiseKind { NoiseKind::None }
-    pub fn sigma() -> f64 { 0.01 }
+    use super::{Activation, CeKind, CmmInit, NoiseKind, PosEncoding, QHeadInput};
+    pub fn hidden() -> usize {
+        512
+    }
+    pub fn heads() -> usize {
+        8
+    }
+    pub fn expansion() -> f64 {
+        4.0
+    }
+    pub fn h_cycles() -> usize {
+        3
+    }
+    pub fn l_cycles() -> usize {
+        6
+    }
+    pub fn l_layers() -> usize {
+        2
+    }
+    pub fn puzzle_emb_len() -> usize {
+        16
+    }
+    pub fn pos() -> PosEncoding {
+        PosEncoding::None
+    }
+    pub fn eps() -> f64 {
+        1e-5
+    }
+    pub fn theta() -> f64 {
+        10000.0
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn halt_max_steps() -> usize {
+        16
+    }
+    pub fn exploration() -> f64 {
+        0.1
+    }
+    pub fn init() -> CmmInit {
+        CmmInit::Input
+    }
+    pub fn activation() -> Activation {
+        Activation::Tanh
+    }
+    pub fn noise() -> NoiseKind {
+        NoiseKind::None
+    }
+    pub fn sigma() -> f64 {
+        0.01
+    }
+    pub fn ce() -> CeKind {
+        CeKind::StableMax3
+    }
+    pub fn q_head() -> QHeadInput {
+        QHeadInput::Flat
+    }
 }
 
 impl CmmConfig {
@@ -158,7 +214,8 @@ impl CmmConfig {
     }
 
     /// The CMM that computes exactly what TRM `t` computes: TRM's shape, `init = "buffers"`, SiLU, distinct
-    /// layers, no noise, stablemax1, and every auxiliary term off (λ_LM = 1, λ_BCE = 0.5 as TRM).
+    /// layers, no noise, stablemax1, TRM's position-0 Q head, and every auxiliary term off (λ_LM = 1, λ_BCE = 0.5
+    /// as TRM).
     pub fn trm_equivalent(t: &TrmConfig) -> Self {
         let mut c = Self::new(t.seq_len, t.vocab_size, t.num_puzzle_identifiers);
         (c.hidden_size, c.num_heads, c.expansion) = (t.hidden_size, t.num_heads, t.expansion);
@@ -166,8 +223,8 @@ impl CmmConfig {
         (c.puzzle_emb_ndim, c.puzzle_emb_len, c.pos_encodings) = (t.puzzle_emb_ndim, t.puzzle_emb_len, t.pos_encodings);
         (c.rms_norm_eps, c.rope_theta, c.mlp_t) = (t.rms_norm_eps, t.rope_theta, t.mlp_t);
         (c.halt_max_steps, c.halt_exploration_prob) = (t.halt_max_steps, t.halt_exploration_prob);
-        (c.init, c.activation, c.identical_layers, c.noise, c.ce) =
-            (CmmInit::Buffers, Activation::Silu, false, NoiseKind::None, CeKind::StableMax1);
+        (c.init, c.activation, c.identical_layers, c.noise, c.ce, c.q_head) =
+            (CmmInit::Buffers, Activation::Silu, false, NoiseKind::None, CeKind::StableMax1, QHeadInput::First);
         let w = &mut c.losses;
         (w.eq_x, w.eq_z, w.rh_stable, w.rh_unstable, w.rep_x, w.rep_z) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         c
@@ -215,7 +272,8 @@ impl CmmConfig {
     }
 
     /// Fresh weights: exactly TRM's init for the same seed (TRM's construction order), with a single block when
-    /// `identical_layers` is set.
+    /// `identical_layers` is set and, with `q_head = "flat"`, a `[2, S·D]` Q head at TRM's Q init (weight 0,
+    /// bias −5; it draws nothing, so the other weights are TRM's either way).
     pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Cmm<B> {
         let mut t = self.as_trm();
         if self.identical_layers {
@@ -226,7 +284,10 @@ impl CmmConfig {
             embed_tokens: trm.embed_tokens,
             embed_pos: trm.embed_pos,
             lm_head: trm.lm_head,
-            q_head: trm.q_head,
+            q_head: match self.q_head {
+                QHeadInput::First => trm.q_head,
+                QHeadInput::Flat => QHead::new(self.seq_len * self.hidden_size, device),
+            },
             puzzle_emb: trm.puzzle_emb,
             rotary_emb: trm.rotary_emb,
             L_level: trm.L_level,
@@ -243,6 +304,7 @@ pub struct Cmm<B: Backend> {
     pub embed_tokens: TokenEmbedding<B>,
     pub embed_pos: Option<TokenEmbedding<B>>,
     pub lm_head: Linear<B>,
+    /// `[2, D]` (`q_head = "first"`) or `[2, S·D]` (`"flat"`).
     pub q_head: QHead<B>,
     pub puzzle_emb: Option<PuzzleEmbedding<B>>,
     pub rotary_emb: Option<Rope<B>>,
@@ -366,8 +428,35 @@ impl<B: FusedOps> Cmm<B> {
         Latent { slots }
     }
 
+    /// The LM head on the sequence positions and the Q head on what `q_head` names.
     pub fn heads(&self, z_h: Tensor<B, 3>) -> Heads<B> {
-        act_heads(&self.lm_head, &self.q_head, z_h, self.cfg.prefix_len(), self.cfg.seq_len)
+        match self.cfg.q_head {
+            QHeadInput::First => act_heads(&self.lm_head, &self.q_head, z_h, self.cfg.prefix_len(), self.cfg.seq_len),
+            QHeadInput::Flat => {
+                let [b, _, d] = z_h.dims();
+                let state = self.sequence_part(z_h);
+                let q = self.q_head.forward(state.clone().reshape([b, self.cfg.seq_len * d]));
+                Heads {
+                    logits: self.lm_head.forward(state),
+                    q_halt: Some(q.clone().narrow(1, 0, 1).reshape([b])),
+                    q_continue: Some(q.narrow(1, 1, 1).reshape([b])),
+                    aux: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// The puzzle's own positions of a `[B, P + S, D]` state (the puzzle-embedding prefix dropped).
+    pub fn sequence_part<BB: Backend>(&self, z: Tensor<BB, 3>) -> Tensor<BB, 3> {
+        z.narrow(1, self.cfg.prefix_len(), self.cfg.seq_len)
+    }
+
+    /// The positions the repulsion terms compare (`losses.rep_positions`).
+    fn repulsion_positions(&self, z: Tensor<B, 3>) -> Tensor<B, 3> {
+        match self.cfg.losses.rep_positions {
+            RepPositions::Sequence => self.sequence_part(z),
+            RepPositions::All => z,
+        }
     }
 
     /// The weighted auxiliary losses of §2.2 at the end of a training step (`x` the input embedding, `(z_h, z_l)`
@@ -377,10 +466,18 @@ impl<B: FusedOps> Cmm<B> {
     /// - `rh_stable`: [`cmm_loss::rh_stable`] of `tr J/K` of `z ↦ F(z + ẑ_L)` at `ẑ_H` (both detached: only F's
     ///   weights are trained), finite-difference Hutchinson reusing `F(ẑ_H + ẑ_L)`;
     /// - `rh_unstable`: [`cmm_loss::rh_unstable`] of `tr J/K` of F at `x̃` (detached);
-    /// - `rep_x`, `rep_z`: [`cmm_loss::repulsion`] of `x̃` and of `ẑ_H`.
+    /// - `rep_x`, `rep_z`: [`cmm_loss::repulsion`] of `x̃` and of `ẑ_H`, over the positions `rep_positions` names
+    ///   (the sequence by default).
     ///
-    /// Every term is a batch mean (repulsion: the mean over distinct pairs), multiplied by its weight.
-    pub fn aux_losses(&self, x: &Tensor<B, 3>, z_h: &Tensor<B, 3>, z_l: &Tensor<B, 3>, rng: &mut ChaCha8Rng) -> Vec<(&'static str, Tensor<B, 1>)> {
+    /// Every term is a batch mean (repulsion: the mean over distinct pairs), multiplied by its weight (by 1 under
+    /// `weighting = "alg_grad_norm_literal"`, where AlgGradNorm's weights replace Eq 44's).
+    pub fn aux_losses(
+        &self,
+        x: &Tensor<B, 3>,
+        z_h: &Tensor<B, 3>,
+        z_l: &Tensor<B, 3>,
+        rng: &mut ChaCha8Rng,
+    ) -> Vec<(&'static str, Tensor<B, 1>)> {
         let w = &self.cfg.losses;
         let (probes, eps) = (w.hutchinson_probes, w.fd_eps);
         let mut out = Vec::new();
@@ -388,32 +485,41 @@ impl<B: FusedOps> Cmm<B> {
             let (h0, l0) = (z_h.clone().detach(), z_l.clone().detach());
             let f_z = self.net(h0.clone(), l0.clone());
             if w.eq_z > 0.0 {
-                out.push(("eq_z", cmm_loss::equilibrium(z_h.clone(), f_z.clone()).mul_scalar(w.eq_z)));
+                out.push(("eq_z", cmm_loss::equilibrium(z_h.clone(), f_z.clone()).mul_scalar(w.applied(w.eq_z))));
             }
             if w.rh_stable > 0.0 {
                 let dims = h0.dims();
                 let trace = cmm_loss::hutchinson_trace_at(|z| self.net(z, l0.clone()), h0, f_z, probes, eps, rng);
                 let t = cmm_loss::per_dimension(trace, dims);
-                out.push(("rh_stable", cmm_loss::rh_stable(t).mul_scalar(w.rh_stable)));
+                out.push(("rh_stable", cmm_loss::rh_stable(t).mul_scalar(w.applied(w.rh_stable))));
             }
         }
         if w.eq_x > 0.0 || w.rh_unstable > 0.0 {
             let x0 = x.clone().detach();
             let f_x = self.f(x0.clone());
             if w.eq_x > 0.0 {
-                out.push(("eq_x", cmm_loss::equilibrium(x.clone(), f_x.clone()).mul_scalar(w.eq_x)));
+                out.push(("eq_x", cmm_loss::equilibrium(x.clone(), f_x.clone()).mul_scalar(w.applied(w.eq_x))));
             }
             if w.rh_unstable > 0.0 {
                 let dims = x0.dims();
-                let t = cmm_loss::per_dimension(cmm_loss::hutchinson_trace_at(|z| self.f(z), x0, f_x, probes, eps, rng), dims);
-                out.push(("rh_unstable", cmm_loss::rh_unstable(t).mul_scalar(w.rh_unstable)));
+                let t = cmm_loss::per_dimension(
+                    cmm_loss::hutchinson_trace_at(|z| self.f(z), x0, f_x, probes, eps, rng),
+                    dims,
+                );
+                out.push(("rh_unstable", cmm_loss::rh_unstable(t).mul_scalar(w.applied(w.rh_unstable))));
             }
         }
         if w.rep_x > 0.0 {
-            out.push(("rep_x", cmm_loss::repulsion(x.clone()).mul_scalar(w.rep_x)));
+            out.push((
+                "rep_x",
+                cmm_loss::repulsion(self.repulsion_positions(x.clone())).mul_scalar(w.applied(w.rep_x)),
+            ));
         }
         if w.rep_z > 0.0 {
-            out.push(("rep_z", cmm_loss::repulsion(z_h.clone()).mul_scalar(w.rep_z)));
+            out.push((
+                "rep_z",
+                cmm_loss::repulsion(self.repulsion_positions(z_h.clone())).mul_scalar(w.applied(w.rep_z)),
+            ));
         }
         out
     }
@@ -433,9 +539,9 @@ impl<B: FusedOps> RecursiveModel<B> for Cmm<B> {
     fn initial_latent(&self, batch: usize) -> Latent<B> {
         let (len, d) = (self.cfg.total_len(), self.cfg.hidden_size);
         match self.cfg.init {
-            CmmInit::Buffers => {
-                Latent { slots: vec![broadcast_init(&self.H_init, batch, len), broadcast_init(&self.L_init, batch, len)] }
-            }
+            CmmInit::Buffers => Latent {
+                slots: vec![broadcast_init(&self.H_init, batch, len), broadcast_init(&self.L_init, batch, len)],
+            },
             CmmInit::Input => {
                 let device = self.H_init.device();
                 Latent {
@@ -473,6 +579,11 @@ impl<B: FusedOps> RecursiveModel<B> for Cmm<B> {
         }
         let heads = self.heads(z_h.clone());
         (self.finish(z_h, z_l), heads)
+    }
+
+    /// TRM's rule: the Q head is a sigmoid read as P(halt) (Eq 8), halting when it exceeds 1/2.
+    fn halting_rule(&self) -> HaltingRule {
+        HaltingRule::QHaltPositive
     }
 
     fn depth(&self) -> Depth {
@@ -523,6 +634,7 @@ where
 mod tests {
     use super::*;
     use crate::backend::{Cpu, CpuTrain};
+    use burn::module::Param;
 
     /// A tiny CMM: hidden 16, 4 tokens, vocab 5, MLP-T, no puzzle table, H2 L2, every term off unless set.
     fn tiny(edit: impl FnOnce(&mut CmmConfig)) -> CmmConfig {
@@ -568,8 +680,10 @@ mod tests {
         assert_eq!(distinct.num_trainable_params() - shared.num_trainable_params(), block, "one block fewer");
         // The shared model computes what a two-block model with both blocks equal to its block computes...
         let mut twin = distinct.clone();
-        twin.L_level = ReasoningModule { layers: vec![shared.L_level.layers[0].clone(), shared.L_level.layers[0].clone()] };
-        (twin.embed_tokens, twin.lm_head, twin.q_head) = (shared.embed_tokens.clone(), shared.lm_head.clone(), shared.q_head.clone());
+        twin.L_level =
+            ReasoningModule { layers: vec![shared.L_level.layers[0].clone(), shared.L_level.layers[0].clone()] };
+        (twin.embed_tokens, twin.lm_head, twin.q_head) =
+            (shared.embed_tokens.clone(), shared.lm_head.clone(), shared.q_head.clone());
         (twin.H_init, twin.L_init) = (shared.H_init.clone(), shared.L_init.clone());
         assert_eq!(infer(&shared), infer(&twin));
         // ... and applies it l_layers times (one application is a different function).
@@ -589,7 +703,12 @@ mod tests {
             let (b, lb) = train(&noisy, 7);
             let (c, _) = train(&noisy, 8);
             let (q, _) = train(&quiet, 7);
-            let (a, b, c, q) = (values(a.logits.inner()), values(b.logits.inner()), values(c.logits.inner()), values(q.logits.inner()));
+            let (a, b, c, q) = (
+                values(a.logits.inner()),
+                values(b.logits.inner()),
+                values(c.logits.inner()),
+                values(q.logits.inner()),
+            );
             assert_eq!(a, b, "{kind:?}: same seed, same draws");
             assert_eq!(values(la.slots[0].clone()), values(lb.slots[0].clone()));
             assert_ne!(a, c, "{kind:?}: another seed draws other noise");
@@ -678,7 +797,8 @@ mod tests {
     /// again by a reset; a running row keeps its state.
     #[test]
     fn input_init_starts_at_the_embedding() {
-        let m = tiny(|c| (c.init, c.activation) = (CmmInit::Input, Activation::Tanh)).init::<Cpu>(0, &Default::default());
+        let m =
+            tiny(|c| (c.init, c.activation) = (CmmInit::Input, Activation::Tanh)).init::<Cpu>(0, &Default::default());
         let x = m.embed(tokens(3), m.puzzle_rows(Tensor::zeros([3], &Default::default())));
         let init = m.initial_latent(3);
         assert_eq!(init.slots.len(), 3);
@@ -698,5 +818,122 @@ mod tests {
         let row = |t: &Tensor<Cpu, 3>, r: usize| values(t.clone().narrow(0, r, 1));
         assert_eq!(row(&next.slots[0], 1), row(&fresh.slots[0], 1));
         assert_ne!(row(&next.slots[0], 0), row(&fresh.slots[0], 0));
+    }
+
+    /// With a 2-row puzzle prefix: 2 + 4 positions.
+    fn with_prefix(c: &mut CmmConfig) {
+        (c.puzzle_emb_ndim, c.puzzle_emb_len) = (Some(16), 2);
+    }
+
+    fn seeded(n: usize, seed: u64) -> Vec<f32> {
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    /// The paper's recipe is the default; the TRM-equivalent setting keeps TRM's CE and head.
+    #[test]
+    fn defaults_are_the_papers_recipe() {
+        let c = CmmConfig::new(81, 11, 1);
+        assert_eq!(
+            (c.ce, c.q_head, c.losses.rep_positions),
+            (CeKind::StableMax3, QHeadInput::Flat, RepPositions::Sequence)
+        );
+        let t = CmmConfig::trm_equivalent(&TrmConfig::new(81, 11, 1));
+        assert_eq!((t.ce, t.q_head), (CeKind::StableMax1, QHeadInput::First));
+    }
+
+    /// `q_head = "flat"`: `q = W · vec(ẑ_H[P..P+S]) + b`, computed by hand against the head's output; the prefix
+    /// rows do not enter it.
+    #[test]
+    fn flat_q_head_is_a_dot_product_with_the_flattened_state() {
+        let mut m = tiny(|c| {
+            with_prefix(c);
+            c.q_head = QHeadInput::Flat;
+        })
+        .init::<Cpu>(0, &Default::default());
+        let (b, p, s, d) = (3, 2, 4, 16);
+        assert_eq!(m.q_head.weight.val().dims(), [2, s * d]);
+        let (w, bias) = (seeded(2 * s * d, 1), vec![0.25f32, -0.5]);
+        m.q_head.weight =
+            Param::from_tensor(Tensor::from_data(TensorData::new(w.clone(), [2, s * d]), &Default::default()));
+        m.q_head.bias = Param::from_tensor(Tensor::from_data(TensorData::new(bias.clone(), [2]), &Default::default()));
+        let z = seeded(b * (p + s) * d, 2);
+        let heads = m.heads(Tensor::from_data(TensorData::new(z.clone(), [b, p + s, d]), &Default::default()));
+        let (q_halt, q_continue) = (values(heads.q_halt.unwrap()), values(heads.q_continue.unwrap()));
+        for row in 0..b {
+            let state = &z[(row * (p + s) + p) * d..(row + 1) * (p + s) * d];
+            let dot = |k: usize| {
+                bias[k] as f64
+                    + state.iter().zip(&w[k * s * d..(k + 1) * s * d]).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>()
+            };
+            assert!((q_halt[row] as f64 - dot(0)).abs() < 1e-5, "row {row}: {} vs {}", q_halt[row], dot(0));
+            assert!((q_continue[row] as f64 - dot(1)).abs() < 1e-5, "row {row}: {} vs {}", q_continue[row], dot(1));
+        }
+        // "first" reads position 0 only: a [2, D] head.
+        let first = tiny(|c| {
+            with_prefix(c);
+            c.q_head = QHeadInput::First;
+        })
+        .init::<Cpu>(0, &Default::default());
+        assert_eq!(first.q_head.weight.val().dims(), [2, d]);
+    }
+
+    /// The repulsion terms of states that differ only in their prefix rows are equal with `rep_positions =
+    /// "sequence"` (the default) and differ with `"all"`.
+    #[test]
+    fn repulsion_ignores_the_puzzle_prefix_by_default() {
+        let (b, p, s, d) = (4, 2, 4, 16);
+        let rep_terms = |positions: RepPositions, prefix_seed: u64| -> Vec<f32> {
+            let m = tiny(|c| {
+                with_prefix(c);
+                c.losses.rep_x = 1.0;
+                c.losses.rep_z = 1.0;
+                c.losses.rep_positions = positions;
+            })
+            .init::<CpuTrain>(0, &Default::default());
+            let (mut x, mut z) = (seeded(b * (p + s) * d, 3), seeded(b * (p + s) * d, 4));
+            // Overwrite the prefix rows of every sample.
+            let prefix = seeded(b * p * d * 2, prefix_seed);
+            for row in 0..b {
+                let at = row * (p + s) * d;
+                x[at..at + p * d].copy_from_slice(&prefix[row * p * d..(row + 1) * p * d]);
+                z[at..at + p * d].copy_from_slice(&prefix[(b + row) * p * d..(b + row + 1) * p * d]);
+            }
+            let t =
+                |v: Vec<f32>| Tensor::<CpuTrain, 3>::from_data(TensorData::new(v, [b, p + s, d]), &Default::default());
+            let (x, z) = (t(x), t(z));
+            let aux = m.aux_losses(&x, &z, &z.zeros_like(), &mut ChaCha8Rng::seed_from_u64(0));
+            assert_eq!(aux.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec!["rep_x", "rep_z"]);
+            aux.into_iter().map(|(_, v)| values(v.inner())[0]).collect()
+        };
+        let (a, b2) = (rep_terms(RepPositions::Sequence, 10), rep_terms(RepPositions::Sequence, 11));
+        assert_eq!(a, b2, "prefix-only differences change nothing");
+        let (a, b2) = (rep_terms(RepPositions::All, 10), rep_terms(RepPositions::All, 11));
+        assert!(a.iter().zip(&b2).all(|(x, y)| x != y), "with the prefix included they do: {a:?} {b2:?}");
+    }
+
+    /// `weighting = "alg_grad_norm_literal"`: Eq 44's weights only switch terms on; every active term enters at
+    /// weight 1 (AlgGradNorm's λ, starting at 1, then scales it), and so do the LM and BCE heads.
+    #[test]
+    fn literal_alg_grad_norm_replaces_the_fixed_weights() {
+        use crate::train::cmm_loss::Weighting;
+        let term = |weighting: Weighting, weight: f64| {
+            let m = tiny(|c| (c.losses.eq_x, c.losses.weighting) = (weight, weighting))
+                .init::<CpuTrain>(0, &Default::default());
+            values(train(&m, 0).0.aux[0].1.clone().inner())[0]
+        };
+        let unit = term(Weighting::Fixed, 1.0);
+        assert_eq!(term(Weighting::AlgGradNormLiteral, 1e3), unit);
+        assert_eq!(term(Weighting::AlgGradNormLiteral, 7.0), unit);
+        assert!(
+            (term(Weighting::AlgGradNorm, 7.0) - 7.0 * unit).abs() <= 1e-5 * unit.abs(),
+            "multipliers keep the weights"
+        );
+        let mut c = tiny(|c| c.losses.weighting = Weighting::AlgGradNormLiteral);
+        let model = crate::train::config::ModelConfig::Cmm(c.clone());
+        assert_eq!(model.head_weights(), (1.0, 1.0));
+        c.losses.bce = 0.0;
+        assert_eq!(crate::train::config::ModelConfig::Cmm(c).head_weights(), (1.0, 0.0), "0 still switches a term off");
     }
 }

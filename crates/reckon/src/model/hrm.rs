@@ -17,13 +17,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::layers::QHead;
 use super::layers::{
     broadcast_init, buffer_from_vec, prepend_puzzle_prefix, replace_table, table_rows, trunc_normal, Linear,
     PuzzleEmbedding, Rope, TokenEmbedding,
 };
-use super::layers::QHead;
 use super::trm::{act_heads, Block, PosEncoding, ReasoningModule, TrmConfig};
-use super::{Depth, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
+use super::{Depth, HaltingRule, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
 use crate::kernels::FusedOps;
 
 /// HRM's architecture. Field names follow the reference's `arch` config; defaults are the paper's Sudoku/Maze
@@ -73,17 +73,39 @@ pub struct HrmConfig {
 
 mod d {
     use super::PosEncoding;
-    pub fn hidden() -> usize { 512 }
-    pub fn heads() -> usize { 8 }
-    pub fn expansion() -> f64 { 4.0 }
-    pub fn cycles() -> usize { 2 }
-    pub fn layers() -> usize { 4 }
-    pub fn pos() -> PosEncoding { PosEncoding::Rope }
-    pub fn eps() -> f64 { 1e-5 }
-    pub fn theta() -> f64 { 10000.0 }
-    pub fn halt_max_steps() -> usize { 16 }
-    pub fn exploration() -> f64 { 0.1 }
-    pub fn one() -> u64 { 1 }
+    pub fn hidden() -> usize {
+        512
+    }
+    pub fn heads() -> usize {
+        8
+    }
+    pub fn expansion() -> f64 {
+        4.0
+    }
+    pub fn cycles() -> usize {
+        2
+    }
+    pub fn layers() -> usize {
+        4
+    }
+    pub fn pos() -> PosEncoding {
+        PosEncoding::Rope
+    }
+    pub fn eps() -> f64 {
+        1e-5
+    }
+    pub fn theta() -> f64 {
+        10000.0
+    }
+    pub fn halt_max_steps() -> usize {
+        16
+    }
+    pub fn exploration() -> f64 {
+        0.1
+    }
+    pub fn one() -> u64 {
+        1
+    }
 }
 
 impl HrmConfig {
@@ -124,9 +146,15 @@ impl HrmConfig {
         anyhow::ensure!(self.h_layers >= 1, "model.h_layers must be >= 1");
         if self.mlp_t {
             // The sequence-axis mixer has no use for rotary positions; refusing them avoids a silent no-op.
-            anyhow::ensure!(self.pos_encodings != PosEncoding::Rope, "model.pos_encodings: rope has no effect with mlp_t = true; use \"none\" or \"learned\"");
+            anyhow::ensure!(
+                self.pos_encodings != PosEncoding::Rope,
+                "model.pos_encodings: rope has no effect with mlp_t = true; use \"none\" or \"learned\""
+            );
         } else {
-            anyhow::ensure!(self.pos_encodings != PosEncoding::None, "model.pos_encodings: HRM attention needs rope or learned");
+            anyhow::ensure!(
+                self.pos_encodings != PosEncoding::None,
+                "model.pos_encodings: HRM attention needs rope or learned"
+            );
         }
         anyhow::ensure!(self.q_target_every >= 1, "model.q_target_every must be >= 1");
         Ok(())
@@ -140,7 +168,8 @@ impl HrmConfig {
         let (d, s) = (self.hidden_size, trm.total_len());
         let embed_tokens = TokenEmbedding::new(&mut rng, self.vocab_size, d, device);
         let lm_head = Linear::new(&mut rng, d, self.vocab_size, device);
-        let embed_pos = (self.pos_encodings == PosEncoding::Learned).then(|| TokenEmbedding::new(&mut rng, s, d, device));
+        let embed_pos =
+            (self.pos_encodings == PosEncoding::Learned).then(|| TokenEmbedding::new(&mut rng, s, d, device));
         let h_layers = (0..self.h_layers).map(|_| Block::new(&mut rng, &trm, device)).collect();
         let l_layers = (0..self.l_layers).map(|_| Block::new(&mut rng, &trm, device)).collect();
         Hrm {
@@ -150,7 +179,8 @@ impl HrmConfig {
             q_head: QHead::new(d, device),
             puzzle_emb: (trm.puzzle_ndim() > 0)
                 .then(|| PuzzleEmbedding::new(self.num_puzzle_identifiers, trm.puzzle_ndim(), device)),
-            rotary_emb: (self.pos_encodings == PosEncoding::Rope).then(|| Rope::new(d / self.num_heads, s, self.rope_theta, device)),
+            rotary_emb: (self.pos_encodings == PosEncoding::Rope)
+                .then(|| Rope::new(d / self.num_heads, s, self.rope_theta, device)),
             H_level: ReasoningModule { layers: h_layers },
             L_level: ReasoningModule { layers: l_layers },
             H_init: buffer_from_vec(trunc_normal(&mut rng, d, 1.0), [d], device),
@@ -265,6 +295,11 @@ impl<B: FusedOps> RecursiveModel<B> for Hrm<B> {
         let (z_h, z_l) = self.last_updates(z_h, z_l, &x);
         let heads = self.heads(z_h.clone());
         (Latent { slots: vec![z_h, z_l] }, heads)
+    }
+
+    /// HRM's Q-learning rule: halt when `q_halt > q_continue`.
+    fn halting_rule(&self) -> HaltingRule {
+        HaltingRule::QHaltOverContinue
     }
 
     fn depth(&self) -> Depth {

@@ -28,8 +28,7 @@ pub fn trunc_normal(rng: &mut impl Rng, n: usize, std: f64) -> Vec<f32> {
     let c = (2.0 * std::f64::consts::PI).powf(-0.5);
     let pdf_u = c * (-0.5 * upper * upper).exp();
     let pdf_l = c * (-0.5 * lower * lower).exp();
-    let comp_std =
-        std / (1.0 - (upper * pdf_u - lower * pdf_l) / z - ((pdf_u - pdf_l) / z).powi(2)).sqrt();
+    let comp_std = std / (1.0 - (upper * pdf_u - lower * pdf_l) / z - ((pdf_u - pdf_l) / z).powi(2)).sqrt();
     (0..n)
         .map(|_| {
             let u: f64 = rng.random_range(a..b);
@@ -132,10 +131,7 @@ pub struct SwiGlu<B: Backend> {
 impl<B: Backend> SwiGlu<B> {
     pub fn new(rng: &mut impl Rng, n: usize, expansion: f64, device: &B::Device) -> Self {
         let inter = swiglu_width(n, expansion);
-        Self {
-            gate_up_proj: Linear::new(rng, n, 2 * inter, device),
-            down_proj: Linear::new(rng, inter, n, device),
-        }
+        Self { gate_up_proj: Linear::new(rng, n, 2 * inter, device), down_proj: Linear::new(rng, inter, n, device) }
     }
 }
 
@@ -195,9 +191,8 @@ impl<B: Backend> Rope<B> {
     pub fn new(head_dim: usize, positions: usize, theta: f64, device: &B::Device) -> Self {
         // The reference computes the tables in float32; do the same so the last bits agree.
         let half = head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
-            .collect();
+        let inv_freq: Vec<f32> =
+            (0..half).map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect();
         let mut cos = Vec::with_capacity(positions * head_dim);
         let mut sin = Vec::with_capacity(positions * head_dim);
         for p in 0..positions {
@@ -262,9 +257,7 @@ pub struct TokenEmbedding<B: Backend> {
 impl<B: Backend> TokenEmbedding<B> {
     pub fn new(rng: &mut impl Rng, vocab: usize, hidden: usize, device: &B::Device) -> Self {
         let std = 1.0 / (hidden as f64).sqrt();
-        Self {
-            embedding_weight: param_from_vec(trunc_normal(rng, vocab * hidden, std), [vocab, hidden], device),
-        }
+        Self { embedding_weight: param_from_vec(trunc_normal(rng, vocab * hidden, std), [vocab, hidden], device) }
     }
 
     /// `[B, L]` token ids → `[B, L, D]`.

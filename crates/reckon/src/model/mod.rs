@@ -77,6 +77,58 @@ pub struct Heads<B: Backend> {
     pub aux: Vec<(&'static str, Tensor<B, 1>)>,
 }
 
+/// How a family's Q head decides that a puzzle is done. One definition, read by the trainer's carry, the
+/// evaluator's ACT accuracy and streaming inference, so the three cannot disagree (HRM was once evaluated by
+/// TRM's rule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HaltingRule {
+    /// No halting head: a puzzle runs its step budget (RSM).
+    Never,
+    /// TRM (`no_ACT_continue`): halt when `q_halt > 0`, i.e. σ(q_halt) > 1/2.
+    QHaltPositive,
+    /// HRM (Q-learning): halt when `q_halt > q_continue`.
+    QHaltOverContinue,
+}
+
+impl HaltingRule {
+    /// Whether a row with these Q logits halts (`q_continue` is only read by [`HaltingRule::QHaltOverContinue`];
+    /// a missing logit never halts).
+    pub fn halts(self, q_halt: Option<f32>, q_continue: Option<f32>) -> bool {
+        match (self, q_halt, q_continue) {
+            (HaltingRule::QHaltPositive, Some(h), _) => h > 0.0,
+            (HaltingRule::QHaltOverContinue, Some(h), Some(c)) => h > c,
+            _ => false,
+        }
+    }
+
+    /// The halting decision of every row of a step's heads, `None` when the family never halts or the heads
+    /// carry no halting logit.
+    pub fn decide<B: Backend>(self, heads: &Heads<B>) -> Option<Vec<bool>> {
+        let read = |q: &Option<Tensor<B, 1>>| {
+            q.clone().map(|q| q.into_data().convert::<f32>().to_vec::<f32>().expect("f32 Q logits"))
+        };
+        if self == HaltingRule::Never {
+            return None;
+        }
+        let q_continue = if self == HaltingRule::QHaltOverContinue { read(&heads.q_continue) } else { None };
+        self.decide_rows(read(&heads.q_halt).as_deref(), q_continue.as_deref())
+    }
+
+    /// [`HaltingRule::decide`] on logits already on the host (`[B]` each).
+    pub fn decide_rows(self, q_halt: Option<&[f32]>, q_continue: Option<&[f32]>) -> Option<Vec<bool>> {
+        if self == HaltingRule::Never {
+            return None;
+        }
+        let q_halt = q_halt?;
+        Some(q_halt.iter().enumerate().map(|(r, &h)| self.halts(Some(h), q_continue.map(|c| c[r]))).collect())
+    }
+
+    /// Whether the trainer must read `q_continue` back (only the Q-learning rule compares against it).
+    pub fn reads_q_continue(self) -> bool {
+        self == HaltingRule::QHaltOverContinue
+    }
+}
+
 /// Sizes every family shares.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelDims {
@@ -105,6 +157,8 @@ pub trait RecursiveModel<B: Backend>: Module<B> + Clone {
     /// supervision step (all `H` cycles); for RSM it is one outer step, so a depth-`H` forward is `H` steps and
     /// the answer can be decoded after each of them.
     fn step(&self, latent: Latent<B>, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>);
+    /// How this family's Q head decides to halt (training, evaluation and inference all ask this).
+    fn halting_rule(&self) -> HaltingRule;
     /// The configured recursion depth.
     fn depth(&self) -> Depth;
     /// The same weights at another depth (depth is not a weight: training curricula and test-time scaling

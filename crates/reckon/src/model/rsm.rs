@@ -24,7 +24,7 @@ use super::layers::{
     PuzzleEmbedding, Rope, TokenEmbedding,
 };
 use super::trm::{Block, PosEncoding, ReasoningModule, TrmConfig};
-use super::{Depth, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
+use super::{Depth, HaltingRule, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
 use crate::kernels::FusedOps;
 
 /// RSM's architecture and depth. Field names follow the reference's `arch` config.
@@ -68,17 +68,39 @@ pub struct RsmConfig {
 
 mod d {
     use super::PosEncoding;
-    pub fn hidden() -> usize { 512 }
-    pub fn heads() -> usize { 8 }
-    pub fn expansion() -> f64 { 4.0 }
-    pub fn cycles() -> usize { 2 }
-    pub fn layers() -> usize { 1 }
-    pub fn prefix() -> usize { 16 }
-    pub fn pos() -> PosEncoding { PosEncoding::None }
-    pub fn eps() -> f64 { 1e-5 }
-    pub fn theta() -> f64 { 10000.0 }
-    pub fn mlp_t() -> bool { true }
-    pub fn p_detach() -> f64 { 0.99 }
+    pub fn hidden() -> usize {
+        512
+    }
+    pub fn heads() -> usize {
+        8
+    }
+    pub fn expansion() -> f64 {
+        4.0
+    }
+    pub fn cycles() -> usize {
+        2
+    }
+    pub fn layers() -> usize {
+        1
+    }
+    pub fn prefix() -> usize {
+        16
+    }
+    pub fn pos() -> PosEncoding {
+        PosEncoding::None
+    }
+    pub fn eps() -> f64 {
+        1e-5
+    }
+    pub fn theta() -> f64 {
+        10000.0
+    }
+    pub fn mlp_t() -> bool {
+        true
+    }
+    pub fn p_detach() -> f64 {
+        0.99
+    }
 }
 
 impl RsmConfig {
@@ -125,7 +147,8 @@ impl RsmConfig {
         let (d, s) = (self.hidden_size, trm.total_len());
         // Construction order follows the reference: embedding, blocks, lm_head, init buffers.
         let embed_tokens = TokenEmbedding::new(&mut rng, self.vocab_size, d, device);
-        let layers = (0..self.l_layers).map(|_| Block::new(&mut rng, &trm, device).with_token_norm_over_channels()).collect();
+        let layers =
+            (0..self.l_layers).map(|_| Block::new(&mut rng, &trm, device).with_token_norm_over_channels()).collect();
         // The reference builds an lm_head and then ties it to the embedding: its draw only consumes randomness.
         let _untied_head = Linear::<B>::new(&mut rng, d, self.vocab_size, device);
         Rsm {
@@ -247,6 +270,11 @@ impl<B: FusedOps> RecursiveModel<B> for Rsm<B> {
         (Latent { slots: vec![z_h, z_l] }, Heads { logits, q_halt: None, q_continue: None, aux: Vec::new() })
     }
 
+    /// RSM has no halting head: a puzzle runs its depth (or stops by settling at inference).
+    fn halting_rule(&self) -> HaltingRule {
+        HaltingRule::Never
+    }
+
     fn depth(&self) -> Depth {
         Depth { h: self.cfg.h_cycles, l: self.cfg.l_cycles }
     }
@@ -269,7 +297,11 @@ where
     /// The training forward at the configured depth (`H` raised to at least 2): warm-up outer steps on the
     /// graph-free copy; with `keep_transition`, the next step's inner updates graph-free and its `z_H` update in
     /// the graph; the last step fully in the graph. Returns the logits and the final `(z_H, z_L)`.
-    pub fn train_forward(&self, x: Tensor<AB, 3>, keep_transition: bool) -> (Tensor<AB, 3>, Tensor<AB, 3>, Tensor<AB, 3>) {
+    pub fn train_forward(
+        &self,
+        x: Tensor<AB, 3>,
+        keep_transition: bool,
+    ) -> (Tensor<AB, 3>, Tensor<AB, 3>, Tensor<AB, 3>) {
         let h_cycles = self.cfg.h_cycles.max(2);
         let free = self.valid();
         let x_free = x.clone().inner();
@@ -305,6 +337,9 @@ where
     ) -> (Latent<AB::InnerBackend>, Heads<AB>) {
         let keep_transition = rng.random::<f64>() >= self.cfg.prob_detach_prev_h;
         let (logits, z_h, z_l) = self.train_forward(x, keep_transition);
-        (Latent { slots: vec![z_h.inner(), z_l.inner()] }, Heads { logits, q_halt: None, q_continue: None, aux: Vec::new() })
+        (
+            Latent { slots: vec![z_h.inner(), z_l.inner()] },
+            Heads { logits, q_halt: None, q_continue: None, aux: Vec::new() },
+        )
     }
 }

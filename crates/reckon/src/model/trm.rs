@@ -16,10 +16,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{
-    broadcast_init, buffer_from_vec, prepend_puzzle_prefix, replace_table, table_rows, trunc_normal, Attention, Linear, PuzzleEmbedding, QHead, Rope, SwiGlu,
-    TokenEmbedding,
+    broadcast_init, buffer_from_vec, prepend_puzzle_prefix, replace_table, table_rows, trunc_normal, Attention, Linear,
+    PuzzleEmbedding, QHead, Rope, SwiGlu, TokenEmbedding,
 };
-use super::{Depth, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
+use super::{Depth, HaltingRule, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
 use crate::kernels::{residual_rms_norm, FusedOps, Gate, MixAxis};
 
 /// Positional signal: none (TRM-MLP Sudoku), rotary (TRM-Att) or learned (HRM's full-Sudoku recipe).
@@ -72,19 +72,45 @@ pub struct TrmConfig {
 
 mod d {
     use super::PosEncoding;
-    pub fn hidden() -> usize { 512 }
-    pub fn heads() -> usize { 8 }
-    pub fn expansion() -> f64 { 4.0 }
-    pub fn h_cycles() -> usize { 3 }
-    pub fn l_cycles() -> usize { 6 }
-    pub fn l_layers() -> usize { 2 }
-    pub fn puzzle_emb_len() -> usize { 16 }
-    pub fn pos() -> PosEncoding { PosEncoding::None }
-    pub fn eps() -> f64 { 1e-5 }
-    pub fn theta() -> f64 { 10000.0 }
-    pub fn mlp_t() -> bool { true }
-    pub fn halt_max_steps() -> usize { 16 }
-    pub fn exploration() -> f64 { 0.1 }
+    pub fn hidden() -> usize {
+        512
+    }
+    pub fn heads() -> usize {
+        8
+    }
+    pub fn expansion() -> f64 {
+        4.0
+    }
+    pub fn h_cycles() -> usize {
+        3
+    }
+    pub fn l_cycles() -> usize {
+        6
+    }
+    pub fn l_layers() -> usize {
+        2
+    }
+    pub fn puzzle_emb_len() -> usize {
+        16
+    }
+    pub fn pos() -> PosEncoding {
+        PosEncoding::None
+    }
+    pub fn eps() -> f64 {
+        1e-5
+    }
+    pub fn theta() -> f64 {
+        10000.0
+    }
+    pub fn mlp_t() -> bool {
+        true
+    }
+    pub fn halt_max_steps() -> usize {
+        16
+    }
+    pub fn exploration() -> f64 {
+        0.1
+    }
 }
 
 impl TrmConfig {
@@ -117,21 +143,31 @@ impl TrmConfig {
     /// Checks the combinations the reference would reject or silently mis-handle.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.hidden_size > 0 && self.seq_len > 0 && self.vocab_size > 0, "model sizes must be > 0");
-        anyhow::ensure!(self.h_cycles >= 1 && self.l_cycles >= 1 && self.l_layers >= 1, "model.h_cycles, l_cycles and l_layers must be >= 1");
+        anyhow::ensure!(
+            self.h_cycles >= 1 && self.l_cycles >= 1 && self.l_layers >= 1,
+            "model.h_cycles, l_cycles and l_layers must be >= 1"
+        );
         anyhow::ensure!(
             self.puzzle_ndim() <= self.prefix_len().max(1) * self.hidden_size,
             "model.puzzle_emb_ndim ({}) does not fit in puzzle_emb_len ({}) x hidden_size ({})",
-            self.puzzle_ndim(), self.prefix_len(), self.hidden_size
+            self.puzzle_ndim(),
+            self.prefix_len(),
+            self.hidden_size
         );
         if !self.mlp_t {
             anyhow::ensure!(
-                self.hidden_size.is_multiple_of(self.num_heads) && (self.hidden_size / self.num_heads).is_multiple_of(2),
+                self.hidden_size.is_multiple_of(self.num_heads)
+                    && (self.hidden_size / self.num_heads).is_multiple_of(2),
                 "model.hidden_size ({}) must split into num_heads ({}) heads of even size",
-                self.hidden_size, self.num_heads
+                self.hidden_size,
+                self.num_heads
             );
         }
         anyhow::ensure!(self.halt_max_steps >= 1, "model.halt_max_steps must be >= 1");
-        anyhow::ensure!((0.0..=1.0).contains(&self.halt_exploration_prob), "model.halt_exploration_prob must be in [0, 1]");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.halt_exploration_prob),
+            "model.halt_exploration_prob must be in [0, 1]"
+        );
         Ok(())
     }
 
@@ -141,8 +177,8 @@ impl TrmConfig {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (d, s) = (self.hidden_size, self.total_len());
         let embed_tokens = TokenEmbedding::new(&mut rng, self.vocab_size, d, device);
-        let embed_pos = (self.pos_encodings == PosEncoding::Learned)
-            .then(|| TokenEmbedding::new(&mut rng, s, d, device));
+        let embed_pos =
+            (self.pos_encodings == PosEncoding::Learned).then(|| TokenEmbedding::new(&mut rng, s, d, device));
         let lm_head = Linear::new(&mut rng, d, self.vocab_size, device);
         let layers = (0..self.l_layers).map(|_| Block::new(&mut rng, self, device)).collect();
         let h_init = buffer_from_vec(trunc_normal(&mut rng, d, 1.0), [d], device);
@@ -195,7 +231,6 @@ impl<B: Backend> Block<B> {
         self.token_norm = MixAxis::Channels;
         self
     }
-
 }
 
 impl<B: FusedOps> Block<B> {
@@ -214,7 +249,9 @@ impl<B: FusedOps> Block<B> {
     fn mix_tokens(&self, h: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
         match (&self.mlp_t, &self.self_attn) {
             // Mix tokens: SwiGLU over the sequence axis, and (the reference's quirk) RMSNorm over it too.
-            (Some(mlp_t), _) if self.token_norm == MixAxis::Sequence => mlp_t.residual_norm(h, MixAxis::Sequence, Gate::Silu, self.eps),
+            (Some(mlp_t), _) if self.token_norm == MixAxis::Sequence => {
+                mlp_t.residual_norm(h, MixAxis::Sequence, Gate::Silu, self.eps)
+            }
             (Some(mlp_t), _) => residual_rms_norm(h.clone(), mlp_t.forward_over_sequence(h), self.eps),
             (None, Some(attn)) => residual_rms_norm(h.clone(), attn.forward(h, rope), self.eps),
             (None, None) => unreachable!("a block always has a token mixer"),
@@ -299,7 +336,13 @@ pub(crate) fn trm_embed<B: Backend>(
 
 /// The ACT families' heads (TRM, HRM): `lm_head` on z_H without its `prefix` positions, and the Q head on
 /// position 0 split into `(q_halt, q_continue)`.
-pub(crate) fn act_heads<B: Backend>(lm_head: &Linear<B>, q_head: &QHead<B>, z_h: Tensor<B, 3>, prefix: usize, seq: usize) -> Heads<B> {
+pub(crate) fn act_heads<B: Backend>(
+    lm_head: &Linear<B>,
+    q_head: &QHead<B>,
+    z_h: Tensor<B, 3>,
+    prefix: usize,
+    seq: usize,
+) -> Heads<B> {
     let [b, _, d] = z_h.dims();
     let logits = lm_head.forward(z_h.clone().narrow(1, prefix, seq));
     let q = q_head.forward(z_h.narrow(1, 0, 1).reshape([b, d]));
@@ -352,6 +395,11 @@ impl<B: FusedOps> RecursiveModel<B> for Trm<B> {
         }
         let heads = self.heads(z_h.clone());
         (Latent { slots: vec![z_h, z_l] }, heads)
+    }
+
+    /// TRM halts on `q_halt > 0` (the reference `no_ACT_continue`).
+    fn halting_rule(&self) -> HaltingRule {
+        HaltingRule::QHaltPositive
     }
 
     fn depth(&self) -> Depth {

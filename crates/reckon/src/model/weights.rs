@@ -18,7 +18,10 @@ pub const REFERENCE_PREFIX: &str = "inner.";
 const WRAPPER_PREFIXES: [&str; 2] = ["_orig_mod.", "model."];
 
 /// All weights and buffers of a module as `(reference key, f32 data)`, in module order.
-pub fn named_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(model: &M, prefix: &str) -> Vec<(String, TensorData)> {
+pub fn named_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
+    model: &M,
+    prefix: &str,
+) -> Vec<(String, TensorData)> {
     model
         .collect(None, None, false)
         .into_iter()
@@ -30,7 +33,11 @@ pub fn named_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(model: &M, pr
 }
 
 /// Write tensors as safetensors, atomically (temp file + rename).
-pub fn write_safetensors(path: &Path, tensors: &[(String, TensorData)], metadata: HashMap<String, String>) -> Result<()> {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, TensorData)],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
         .map(|(name, data)| {
@@ -64,11 +71,17 @@ pub fn read_safetensors(path: &Path) -> Result<BTreeMap<String, TensorData>> {
             safetensors::Dtype::F32 => TensorData::new(le_vec::<4, f32>(raw, f32::from_le_bytes), shape),
             safetensors::Dtype::F64 => TensorData::new(le_vec::<8, f64>(raw, f64::from_le_bytes), shape),
             safetensors::Dtype::BF16 => TensorData::new(
-                le_vec::<2, u16>(raw, u16::from_le_bytes).into_iter().map(|b| half::bf16::from_bits(b).to_f32()).collect(),
+                le_vec::<2, u16>(raw, u16::from_le_bytes)
+                    .into_iter()
+                    .map(|b| half::bf16::from_bits(b).to_f32())
+                    .collect(),
                 shape,
             ),
             safetensors::Dtype::F16 => TensorData::new(
-                le_vec::<2, u16>(raw, u16::from_le_bytes).into_iter().map(|b| half::f16::from_bits(b).to_f32()).collect(),
+                le_vec::<2, u16>(raw, u16::from_le_bytes)
+                    .into_iter()
+                    .map(|b| half::f16::from_bits(b).to_f32())
+                    .collect(),
                 shape,
             ),
             safetensors::Dtype::I32 => TensorData::new(le_vec::<4, i32>(raw, i32::from_le_bytes), shape),
@@ -136,11 +149,8 @@ pub fn load_named<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     for (k, v) in tensors {
         by_key.insert(canonical_key(&k).to_string(), (k, v));
     }
-    let expected: Vec<(String, Vec<usize>)> = model
-        .collect(None, None, false)
-        .into_iter()
-        .map(|s| (s.full_path(), s.shape.to_vec()))
-        .collect();
+    let expected: Vec<(String, Vec<usize>)> =
+        model.collect(None, None, false).into_iter().map(|s| (s.full_path(), s.shape.to_vec())).collect();
     let mut problems = Vec::new();
     let mut snapshots = Vec::new();
     for (path, shape) in &expected {
@@ -163,12 +173,16 @@ pub fn load_named<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         if let Some((orig, head)) = by_key.remove(TIED_HEAD) {
             let embedding = tensors_by_path(&snapshots, TIED_EMBEDDING);
             if embedding.is_some_and(|e| e.convert::<f32>() != head.convert::<f32>()) {
-                problems.push(format!("'{orig}' differs from '{TIED_EMBEDDING}', but this model ties its head to the embedding"));
+                problems.push(format!(
+                    "'{orig}' differs from '{TIED_EMBEDDING}', but this model ties its head to the embedding"
+                ));
             }
         }
     }
     // Non-persistent buffers of the reference that are rebuilt from the config.
-    let ignorable = |k: &str| k.contains("cos_cached") || k.contains("sin_cached") || k.contains("local_weights") || k.contains("local_ids");
+    let ignorable = |k: &str| {
+        k.contains("cos_cached") || k.contains("sin_cached") || k.contains("local_weights") || k.contains("local_ids")
+    };
     for (_, (orig, _)) in by_key.iter().filter(|(k, _)| !ignorable(k)) {
         problems.push(format!("unexpected tensor '{orig}' (not part of this model)"));
     }

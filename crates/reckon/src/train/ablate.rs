@@ -23,7 +23,8 @@ impl Axis {
     /// Parses `key=v1,v2,...`. Commas inside brackets or quotes belong to the value (`key=[1,2],[3,4]` is two
     /// values).
     pub fn parse(spec: &str) -> Result<Axis> {
-        let (key, list) = spec.split_once('=').with_context(|| format!("--ablate {spec:?}: expected key=value1,value2"))?;
+        let (key, list) =
+            spec.split_once('=').with_context(|| format!("--ablate {spec:?}: expected key=value1,value2"))?;
         let key = key.trim();
         if key.is_empty() || key.split('.').any(str::is_empty) {
             bail!("--ablate {spec:?}: empty key");
@@ -108,7 +109,9 @@ pub fn overrides(setting: &Setting) -> Vec<String> {
 /// A setting's run directory name: `key=value` pairs joined by `,`, with anything but letters, digits and
 /// `._=+-` replaced by `_` (so values such as `[1,2]` or `"a b"` make safe names).
 pub fn run_name(setting: &Setting) -> String {
-    let safe = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || "._=+-".contains(c) { c } else { '_' }).collect::<String>();
+    let safe = |s: &str| {
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || "._=+-".contains(c) { c } else { '_' }).collect::<String>()
+    };
     setting.iter().map(|(k, v)| format!("{}={}", safe(k), safe(v))).collect::<Vec<_>>().join(",")
 }
 
@@ -177,16 +180,26 @@ fn figures(row: &AblationRow) -> Vec<String> {
         ),
         None => ("-".into(), "-".into(), "-".into(), "-".into()),
     };
-    vec![exact, token, valid, act, format!("{:.3}", s.lm_loss), s.step.to_string(), format!("{:.1}", s.elapsed_s / 60.0)]
+    vec![
+        exact,
+        token,
+        valid,
+        act,
+        format!("{:.3}", s.lm_loss),
+        s.step.to_string(),
+        format!("{:.1}", s.elapsed_s / 60.0),
+    ]
 }
 
 /// The table as Markdown (aligned, so it reads as plain text too): one column per axis, then the metrics.
 pub fn markdown(grid: &Grid, rows: &[AblationRow]) -> String {
-    let header: Vec<String> = grid.axes.iter().map(|a| a.key.clone()).chain(METRICS.iter().map(|m| m.to_string())).collect();
+    let header: Vec<String> =
+        grid.axes.iter().map(|a| a.key.clone()).chain(METRICS.iter().map(|m| m.to_string())).collect();
     let body: Vec<Vec<String>> =
         rows.iter().map(|r| r.setting.iter().map(|(_, v)| v.clone()).chain(figures(r)).collect()).collect();
-    let widths: Vec<usize> =
-        (0..header.len()).map(|c| body.iter().map(|r| r[c].chars().count()).chain([header[c].chars().count()]).max().unwrap_or(1)).collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| body.iter().map(|r| r[c].chars().count()).chain([header[c].chars().count()]).max().unwrap_or(1))
+        .collect();
     let line = |cells: &[String]| {
         let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, &w)| format!("{c:<w$}")).collect();
         format!("| {} |\n", padded.join(" | "))
@@ -202,7 +215,13 @@ pub fn markdown(grid: &Grid, rows: &[AblationRow]) -> String {
 
 /// The same table as CSV (values quoted when they contain a comma or a quote).
 pub fn csv(grid: &Grid, rows: &[AblationRow]) -> String {
-    let quote = |s: &str| if s.contains([',', '"']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+    let quote = |s: &str| {
+        if s.contains([',', '"']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
     let mut out = String::new();
     let header: Vec<String> = grid.axes.iter().map(|a| quote(&a.key)).chain(METRICS.iter().map(|m| quote(m))).collect();
     writeln!(out, "{}", header.join(",")).expect("write to String");
@@ -220,7 +239,10 @@ mod tests {
     #[test]
     fn axes_split_on_top_level_commas_only() {
         let a = Axis::parse("model.losses.rep_x = 0, 1e3").unwrap();
-        assert_eq!((a.key.as_str(), a.values.clone()), ("model.losses.rep_x", vec!["0".to_string(), "1e3".to_string()]));
+        assert_eq!(
+            (a.key.as_str(), a.values.clone()),
+            ("model.losses.rep_x", vec!["0".to_string(), "1e3".to_string()])
+        );
         let b = Axis::parse("model.dims=[1,2],[3, 4],\"a,b\"").unwrap();
         assert_eq!(b.values, ["[1,2]", "[3, 4]", "\"a,b\""]);
         assert_eq!(Axis::parse("train.lr=3e-4").unwrap().values, ["3e-4"]);
@@ -228,8 +250,13 @@ mod tests {
 
     #[test]
     fn bad_axes_are_refused_with_the_key() {
-        for (spec, needle) in [("model.activation", "expected key=value"), ("=1,2", "empty key"), ("model..x=1", "empty key"),
-            ("train.lr=1e-3,,3e-4", "empty value"), ("train.lr=1,1", "listed twice")] {
+        for (spec, needle) in [
+            ("model.activation", "expected key=value"),
+            ("=1,2", "empty key"),
+            ("model..x=1", "empty key"),
+            ("train.lr=1e-3,,3e-4", "empty value"),
+            ("train.lr=1,1", "listed twice"),
+        ] {
             let err = format!("{:#}", Axis::parse(spec).unwrap_err());
             assert!(err.contains(needle), "{spec}: {err}");
         }
@@ -239,7 +266,9 @@ mod tests {
 
     #[test]
     fn the_grid_is_the_cartesian_product_first_axis_slowest() {
-        let grid = Grid::parse(&["model.activation=tanh,silu".into(), "model.noise=none,additive,multiplicative".into()]).unwrap();
+        let grid =
+            Grid::parse(&["model.activation=tanh,silu".into(), "model.noise=none,additive,multiplicative".into()])
+                .unwrap();
         let settings = grid.settings();
         assert_eq!(settings.len(), 6);
         let names: Vec<String> = settings.iter().map(run_name).collect();
@@ -254,7 +283,8 @@ mod tests {
 
     #[test]
     fn run_names_are_safe_directory_names() {
-        let setting = vec![("model.dims".to_string(), "[1, 2]".to_string()), ("model.name".to_string(), "\"a/b\"".to_string())];
+        let setting =
+            vec![("model.dims".to_string(), "[1, 2]".to_string()), ("model.name".to_string(), "\"a/b\"".to_string())];
         let name = run_name(&setting);
         assert_eq!(name, "model.dims=_1__2_,model.name=_a_b_");
         assert_eq!(run_dir(Path::new("runs/x"), &setting), Path::new("runs/x/ablate").join(name));
@@ -283,7 +313,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metrics.jsonl");
         let train = |step: u64, loss: f64| serde_json::json!({"kind": "train", "metrics": {"step": step, "elapsed_s": step as f64 * 30.0, "lm_loss": loss}});
-        let eval = |step: u64, exact: f64| serde_json::json!({"kind": "eval", "step": step, "report": report(exact, vec![])});
+        let eval =
+            |step: u64, exact: f64| serde_json::json!({"kind": "eval", "step": step, "report": report(exact, vec![])});
         let lines = [train(1, 2.0), eval(1, 0.1), train(2, 1.5), eval(2, 0.75)].map(|v| v.to_string());
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
         let s = RunSummary::from_metrics(&path).unwrap();
@@ -301,13 +332,17 @@ mod tests {
             .settings()
             .into_iter()
             .zip([Some(report(0.5, vec![0.5, 0.625])), None])
-            .map(|(setting, eval)| AblationRow { setting, summary: RunSummary { step: 100, elapsed_s: 90.0, lm_loss: 0.25, eval } })
+            .map(|(setting, eval)| AblationRow {
+                setting,
+                summary: RunSummary { step: 100, elapsed_s: 90.0, lm_loss: 0.25, eval },
+            })
             .collect();
         let md = markdown(&grid, &rows);
         let lines: Vec<&str> = md.lines().collect();
         assert_eq!(lines.len(), 4, "{md}");
         assert!(lines[0].starts_with("| model.activation | exact % | token % | valid % | ACT exact %"), "{md}");
-        let cells = |l: &str| l.split('|').map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect::<Vec<_>>();
+        let cells =
+            |l: &str| l.split('|').map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect::<Vec<_>>();
         assert_eq!(cells(lines[2]), ["tanh", "50.0", "50.0", "62.5", "12.5", "0.250", "100", "1.5"]);
         assert_eq!(cells(lines[3]), ["silu", "-", "-", "-", "-", "0.250", "100", "1.5"]);
         let widths: Vec<usize> = lines.iter().map(|l| l.chars().count()).collect();

@@ -24,13 +24,13 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{ExperimentConfig, ModelConfig};
 use super::optim::{AdamAtan2, DenseOptimizer, DenseOptimizerRecord};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, Optimizer};
 use crate::act::{ActCarry, SlotData};
 use crate::model::weights::{
     load_named, named_tensors, read_safetensors, write_safetensors, REFERENCE_PREFIX, TIED_EMBEDDING, TIED_HEAD,
 };
 use crate::model::Latent;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, Optimizer};
 
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 const TRAIN_WEIGHTS_FILE: &str = "train_weights.safetensors";
@@ -92,7 +92,10 @@ fn weights_metadata(model: &ModelConfig, step: u64) -> HashMap<String, String> {
 
 /// A module's tensors under the family's reference `state_dict` keys: TRM's and HRM's sit under `inner.`, RSM's at the
 /// top level with the tied head stored again as `lm_head.weight`, as PyTorch saves it.
-fn reference_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(family: &ModelConfig, module: &M) -> Vec<(String, TensorData)> {
+fn reference_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
+    family: &ModelConfig,
+    module: &M,
+) -> Vec<(String, TensorData)> {
     match family {
         ModelConfig::Trm(_) | ModelConfig::Hrm(_) | ModelConfig::Cmm(_) => named_tensors(module, REFERENCE_PREFIX),
         ModelConfig::Rsm(_) => {
@@ -108,8 +111,13 @@ fn reference_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(family: &Mode
 
 /// Write `module`'s weights as a self-contained evaluation checkpoint directory `dir` (just `weights.safetensors`,
 /// with the model config in its metadata), atomically: a temp sibling renamed into place.
-pub fn write_eval_checkpoint<B: Backend, M: Module<B> + ModuleSnapshot<B>>(dir: &Path, model_cfg: &ModelConfig, module: &M) -> Result<()> {
-    let name = dir.file_name().and_then(|n| n.to_str()).with_context(|| format!("{}: not a directory name", dir.display()))?;
+pub fn write_eval_checkpoint<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
+    dir: &Path,
+    model_cfg: &ModelConfig,
+    module: &M,
+) -> Result<()> {
+    let name =
+        dir.file_name().and_then(|n| n.to_str()).with_context(|| format!("{}: not a directory name", dir.display()))?;
     let tmp = dir.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
@@ -158,11 +166,15 @@ where
     save_carry(carry, &tmp.join(CARRY_FILE))?;
     let mut progress = progress.clone();
     progress.param_ids = param_ids(model);
-    reckon_data::fsutil::write_bytes_atomic(&tmp.join(STATE_FILE), serde_json::to_string_pretty(&progress)?.as_bytes())?;
+    reckon_data::fsutil::write_bytes_atomic(
+        &tmp.join(STATE_FILE),
+        serde_json::to_string_pretty(&progress)?.as_bytes(),
+    )?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir)?;
     }
-    std::fs::rename(&tmp, &final_dir).with_context(|| format!("renaming {} to {}", tmp.display(), final_dir.display()))?;
+    std::fs::rename(&tmp, &final_dir)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), final_dir.display()))?;
     reckon_data::fsutil::write_bytes_atomic(&root.join("latest"), name.as_bytes())?;
     Ok(final_dir)
 }
@@ -226,7 +238,8 @@ where
     } else {
         None
     };
-    let optimizer = load_optimizer(optimizer, &dir.join(OPTIMIZER_FILE), &progress.param_ids, &param_ids(&model), device)?;
+    let optimizer =
+        load_optimizer(optimizer, &dir.join(OPTIMIZER_FILE), &progress.param_ids, &param_ids(&model), device)?;
     let carry = load_carry(&dir.join(CARRY_FILE), device)?;
     Ok((model, ema, optimizer, carry))
 }
@@ -238,10 +251,8 @@ fn load_optimizer<AB: AutodiffBackend, M: AutodiffModule<AB>>(
     new_ids: &BTreeMap<String, u64>,
     device: &AB::Device,
 ) -> Result<DenseOptimizer<AB, M>> {
-    let remap: HashMap<u64, ParamId> = saved_ids
-        .iter()
-        .filter_map(|(name, old)| new_ids.get(name).map(|new| (*old, ParamId::from(*new))))
-        .collect();
+    let remap: HashMap<u64, ParamId> =
+        saved_ids.iter().filter_map(|(name, old)| new_ids.get(name).map(|new| (*old, ParamId::from(*new)))).collect();
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
     let err = |e| anyhow::anyhow!("reading optimiser state {}: {e:?}", path.display());
     let record = match &opt {
@@ -282,7 +293,12 @@ fn load_carry<B: Backend>(path: &Path, device: &B::Device) -> Result<ActCarry<B>
     let halted: Vec<bool> = ints(take("halted")?).into_iter().map(|h| h != 0).collect();
     let inputs_data = take("inputs")?;
     let seq_len = inputs_data.shape[1];
-    let data = SlotData { inputs: ints(inputs_data), labels: ints(take("labels")?), puzzle_ids: ints(take("puzzle_ids")?), seq_len };
+    let data = SlotData {
+        inputs: ints(inputs_data),
+        labels: ints(take("labels")?),
+        puzzle_ids: ints(take("puzzle_ids")?),
+        seq_len,
+    };
     let mut slots = Vec::new();
     while let Ok(z) = take(&format!("latent.{}", slots.len())) {
         slots.push(Tensor::<B, 3>::from_data(z, device));

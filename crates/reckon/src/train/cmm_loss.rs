@@ -97,7 +97,13 @@ pub fn rademacher(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
 /// Under an autodiff backend the estimate is differentiable w.r.t. F's parameters and `z` (no second-order
 /// autograd: only two forward graphs per probe); whether `z` is detached is the caller's choice.
 /// Panics when `probes == 0` or `eps` is not a positive finite number.
-pub fn hutchinson_trace<B: Backend, F>(f: F, z: Tensor<B, 3>, probes: usize, eps: f64, rng: &mut ChaCha8Rng) -> Tensor<B, 1>
+pub fn hutchinson_trace<B: Backend, F>(
+    f: F,
+    z: Tensor<B, 3>,
+    probes: usize,
+    eps: f64,
+    rng: &mut ChaCha8Rng,
+) -> Tensor<B, 1>
 where
     F: Fn(Tensor<B, 3>) -> Tensor<B, 3>,
 {
@@ -181,7 +187,11 @@ fn taylor_exp(order: u32, x: f64) -> f64 {
 /// the CE to 1, 3 and 5. Panics on order 0.
 pub fn stablemax_s(order: u32, x: f64) -> f64 {
     assert!(order >= 1, "stablemax order must be >= 1");
-    if x < 0.0 { 1.0 / (taylor_exp(order, -x) + STABLEMAX_GUARD) } else { taylor_exp(order, x) }
+    if x < 0.0 {
+        1.0 / (taylor_exp(order, -x) + STABLEMAX_GUARD)
+    } else {
+        taylor_exp(order, x)
+    }
 }
 
 /// `d s_n / dx`: `P_{n−1}(x)` for `x ≥ 0` (since `P_n' = P_{n−1}`) and `P_{n−1}(−x) / P_n(−x)²` for `x < 0`.
@@ -334,6 +344,13 @@ pub const ALG_GRAD_NORM_CLIP: (f64, f64) = (0.1, 10.0);
 ///
 /// Weights start at 1 and always sum to N. Pass only the active terms (a term switched off in
 /// [`CmmLossWeights`] should not be in the list, or the others are renormalised around it).
+///
+/// What `Σ = N` constrains depends on how the trainer uses these weights ([`Weighting`]):
+/// - `alg_grad_norm` (reckon's default reading): they are *multipliers* `m_n` on top of Eq 44's fixed weights, so
+///   the effective weight of term n is `m_n·λ_n` and `Σ m_n = N` — the fixed weights' scale (1e4 on rh_stable,
+///   1e3 on the repulsions) is kept and AlgGradNorm only redistributes around it;
+/// - `alg_grad_norm_literal` (Eqs 45–50 read literally): they *are* the `λ_n`, starting at 1 and replacing
+///   Eq 44's weights, so `Σ λ_n = N` bounds the effective weights themselves (no term can weigh more than N).
 /// α, ρ and the reset period are unknown in the paper; the reimplementations use 1.5/0.95/1000 and 1.0/0.9/2500.
 ///
 /// [`update`]: AlgGradNorm::update
@@ -474,10 +491,17 @@ pub struct CmmLossWeights {
     /// The finite-difference step ε of the trace estimate.
     #[serde(default = "d::fd_eps")]
     pub fd_eps: f64,
-    /// `"fixed"` (the weights above) or `"alg_grad_norm"`: [`AlgGradNorm`] multipliers on top of them, one per
-    /// active term (LM, BCE and the auxiliary terms), updated every `agn_every` steps from per-term gradient norms.
+    /// `"fixed"` (the weights above), `"alg_grad_norm"` ([`AlgGradNorm`] multipliers on top of them, one per
+    /// active term: LM, BCE and the auxiliary terms, updated every `agn_every` steps from per-term gradient norms)
+    /// or `"alg_grad_norm_literal"` (the AlgGradNorm weights replace the ones above, which then only switch terms
+    /// on (> 0) or off (0)); see [`AlgGradNorm`] for what `Σ = N` constrains in each.
     #[serde(default)]
     pub weighting: Weighting,
+    /// Which positions of a state the repulsion terms compare: `"sequence"` (default: the puzzle's own tokens, the
+    /// paper's state; the puzzle-embedding prefix rows are shared by every row with the same puzzle id) or
+    /// `"all"` (prefix included).
+    #[serde(default)]
+    pub rep_positions: RepPositions,
     /// AlgGradNorm's α (the reimplementations: 1.5 or 1.0).
     #[serde(default = "d::agn_alpha")]
     pub agn_alpha: f64,
@@ -497,9 +521,31 @@ pub struct CmmLossWeights {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Weighting {
+    /// Eq 44's fixed weights.
     #[default]
     Fixed,
+    /// AlgGradNorm multipliers (summing to N) on top of the fixed weights.
     AlgGradNorm,
+    /// AlgGradNorm weights (starting at 1, summing to N) instead of the fixed weights.
+    AlgGradNormLiteral,
+}
+
+impl Weighting {
+    /// Whether AlgGradNorm adapts the weights.
+    pub fn adaptive(self) -> bool {
+        self != Weighting::Fixed
+    }
+}
+
+/// The positions of a `[B, P + S, D]` state that [`repulsion`] compares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepPositions {
+    /// The `S` puzzle positions (the prefix dropped).
+    #[default]
+    Sequence,
+    /// All `P + S` positions.
+    All,
 }
 
 impl Default for CmmLossWeights {
@@ -516,6 +562,7 @@ impl Default for CmmLossWeights {
             hutchinson_probes: d::probes(),
             fd_eps: d::fd_eps(),
             weighting: Weighting::Fixed,
+            rep_positions: RepPositions::Sequence,
             agn_alpha: d::agn_alpha(),
             agn_rho: d::agn_rho(),
             agn_reset_period: d::agn_reset(),
@@ -543,11 +590,21 @@ impl CmmLossWeights {
             ensure!(self.hutchinson_probes >= 1, "hutchinson_probes must be >= 1 when a Routh-Hurwitz weight is on");
             ensure!(self.fd_eps.is_finite() && self.fd_eps > 0.0, "fd_eps must be > 0, got {}", self.fd_eps);
         }
-        if self.weighting == Weighting::AlgGradNorm {
+        if self.weighting.adaptive() {
             AlgGradNorm::new(1, self.agn_alpha, self.agn_rho, self.agn_reset_period)?;
             ensure!(self.agn_every >= 1, "agn_every must be >= 1");
         }
         Ok(())
+    }
+
+    /// The factor a training step multiplies an active term by: its configured weight, or 1 when
+    /// `alg_grad_norm_literal` replaces the fixed weights (AlgGradNorm's own weights then scale it).
+    pub fn applied(&self, weight: f64) -> f64 {
+        if self.weighting == Weighting::AlgGradNormLiteral && weight > 0.0 {
+            1.0
+        } else {
+            weight
+        }
     }
 
     /// Whether either Routh–Hurwitz term is on (so a trace estimate is needed).
@@ -655,7 +712,8 @@ mod tests {
         // A random batch against the formula evaluated on the host in f64.
         let (b, k) = (4, 10);
         let v = values(b * k, 7);
-        let norms: Vec<f64> = (0..b).map(|i| v[i * k..(i + 1) * k].iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt()).collect();
+        let norms: Vec<f64> =
+            (0..b).map(|i| v[i * k..(i + 1) * k].iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt()).collect();
         let mut expected = 0.0;
         for i in 0..b {
             for j in 0..b {
@@ -916,7 +974,8 @@ mod tests {
     fn stablemax1_ce_equals_the_reference_loss() {
         let dims = [3, 4, 5];
         let logits: Vec<f32> = (0..60).map(|i| ((i * 13 % 17) as f32 - 8.0) * 0.41).collect();
-        let labels = vec![1, 4, IGNORE_LABEL, 0, 2, 2, 3, IGNORE_LABEL, IGNORE_LABEL, IGNORE_LABEL, IGNORE_LABEL, IGNORE_LABEL];
+        let labels =
+            vec![1, 4, IGNORE_LABEL, 0, 2, 2, 3, IGNORE_LABEL, IGNORE_LABEL, IGNORE_LABEL, IGNORE_LABEL, IGNORE_LABEL];
         let ours = cross_entropy(CeKind::StableMax1, &logits, dims, &labels, 0.25);
         let reference = act_loss(&logits, dims, &labels, None, 0.25);
         assert!(close(ours.loss, reference.lm_loss, 1e-12), "{} vs {}", ours.loss, reference.lm_loss);
@@ -963,7 +1022,8 @@ mod tests {
                 p[i] += h;
                 m[i] -= h;
                 let (mut s2, mut g2) = ([0.0; 5], [0.0; 5]);
-                let fd = (token_loss(kind, &p, 2, &mut s2, &mut g2) - token_loss(kind, &m, 2, &mut s2, &mut g2)) / (2.0 * h);
+                let fd =
+                    (token_loss(kind, &p, 2, &mut s2, &mut g2) - token_loss(kind, &m, 2, &mut s2, &mut g2)) / (2.0 * h);
                 assert!((fd - g[i]).abs() < 1e-7, "{kind:?} logit {i}: fd {fd} vs {}", g[i]);
             }
         }
@@ -978,9 +1038,15 @@ mod tests {
                 let (mut p, mut m) = (logits.clone(), logits.clone());
                 p[i] += h;
                 m[i] -= h;
-                let fd = 0.5 * (cross_entropy(kind, &p, dims, &labels, 0.5).loss - cross_entropy(kind, &m, dims, &labels, 0.5).loss)
+                let fd = 0.5
+                    * (cross_entropy(kind, &p, dims, &labels, 0.5).loss
+                        - cross_entropy(kind, &m, dims, &labels, 0.5).loss)
                     / (p[i] as f64 - m[i] as f64);
-                assert!((fd - base.d_logits[i] as f64).abs() < 1e-4, "{kind:?} logit {i}: fd {fd} vs {}", base.d_logits[i]);
+                assert!(
+                    (fd - base.d_logits[i] as f64).abs() < 1e-4,
+                    "{kind:?} logit {i}: fd {fd} vs {}",
+                    base.d_logits[i]
+                );
             }
         }
     }

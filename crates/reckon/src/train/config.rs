@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::cmm_loss::CeKind;
 use super::curriculum::CurriculumConfig;
 use super::optim::{LrSchedule, OptimizerKind};
-use super::cmm_loss::CeKind;
 use crate::model::cmm::CmmConfig;
 use crate::model::hrm::HrmConfig;
 use crate::model::rsm::RsmConfig;
@@ -182,17 +182,18 @@ impl ModelConfig {
             _ => CeKind::StableMax1,
         }
     }
-    /// The weights `(λ_LM, λ_BCE)` of the loss head: CMM's `losses.lm` / `losses.bce`, (1, 0.5) for the others.
+    /// The weights `(λ_LM, λ_BCE)` of the loss head: CMM's `losses.lm` / `losses.bce` (1 each for an active term
+    /// when AlgGradNorm's literal weights replace them), (1, 0.5) for the others.
     pub fn head_weights(&self) -> (f64, f64) {
         match self {
-            ModelConfig::Cmm(c) => (c.losses.lm, c.losses.bce),
+            ModelConfig::Cmm(c) => (c.losses.applied(c.losses.lm), c.losses.applied(c.losses.bce)),
             _ => (1.0, 0.5),
         }
     }
     /// CMM's loss weights when they are adapted by AlgGradNorm (`model.losses.weighting = "alg_grad_norm"`).
     pub fn alg_grad_norm(&self) -> Option<&super::cmm_loss::CmmLossWeights> {
         match self {
-            ModelConfig::Cmm(c) if c.losses.weighting == super::cmm_loss::Weighting::AlgGradNorm => Some(&c.losses),
+            ModelConfig::Cmm(c) if c.losses.weighting.adaptive() => Some(&c.losses),
             _ => None,
         }
     }
@@ -223,18 +224,42 @@ pub struct ExperimentConfig {
 
 mod d {
     use super::OptimizerKind;
-    pub fn batch() -> usize { 768 }
-    pub fn lr() -> f64 { 1e-4 }
-    pub fn one() -> f64 { 1.0 }
-    pub fn warmup() -> u64 { 2000 }
-    pub fn wd() -> f64 { 1.0 }
-    pub fn beta1() -> f64 { 0.9 }
-    pub fn beta2() -> f64 { 0.95 }
-    pub fn optimizer() -> OptimizerKind { OptimizerKind::AdamAtan2 }
-    pub fn adam_eps() -> f64 { 1e-8 }
-    pub fn yes() -> bool { true }
-    pub fn ema_rate() -> f64 { 0.999 }
-    pub fn eval_steps() -> usize { 16 }
+    pub fn batch() -> usize {
+        768
+    }
+    pub fn lr() -> f64 {
+        1e-4
+    }
+    pub fn one() -> f64 {
+        1.0
+    }
+    pub fn warmup() -> u64 {
+        2000
+    }
+    pub fn wd() -> f64 {
+        1.0
+    }
+    pub fn beta1() -> f64 {
+        0.9
+    }
+    pub fn beta2() -> f64 {
+        0.95
+    }
+    pub fn optimizer() -> OptimizerKind {
+        OptimizerKind::AdamAtan2
+    }
+    pub fn adam_eps() -> f64 {
+        1e-8
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn ema_rate() -> f64 {
+        0.999
+    }
+    pub fn eval_steps() -> usize {
+        16
+    }
 }
 
 /// Sizes a dataset imposes on the model.
@@ -247,9 +272,8 @@ pub struct DatasetSizes {
 
 /// Parse `key=value` (`value` in TOML syntax, or a bare string) and set it at the dotted path.
 pub fn apply_override(root: &mut toml::Table, assignment: &str) -> Result<()> {
-    let (key, raw) = assignment
-        .split_once('=')
-        .with_context(|| format!("--set {assignment:?}: expected section.key=value"))?;
+    let (key, raw) =
+        assignment.split_once('=').with_context(|| format!("--set {assignment:?}: expected section.key=value"))?;
     let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
         Ok(mut t) => t.remove("v").expect("parsed"),
         Err(_) => toml::Value::String(raw.to_string()),
@@ -332,7 +356,9 @@ impl ExperimentConfig {
             bail!("train.adam_eps must be > 0");
         }
         if t.lr_schedule == LrSchedule::Exponential && !t.lr_decay_rate.is_some_and(|r| r > 0.0 && r <= 1.0) {
-            bail!("train.lr_schedule = \"exponential\" needs train.lr_decay_rate in (0, 1] (the factor per 1000 steps)");
+            bail!(
+                "train.lr_schedule = \"exponential\" needs train.lr_decay_rate in (0, 1] (the factor per 1000 steps)"
+            );
         }
         if !(0.0..1.0).contains(&t.ema_rate) {
             bail!("train.ema_rate must be in [0, 1)");
@@ -370,7 +396,8 @@ mod tests {
         Ok(DatasetSizes { seq_len: 81, vocab_size: 11, num_puzzle_identifiers: 1 })
     }
 
-    const BASE: &str = "run_dir = \"r\"\n[data]\npath = \"d\"\n[model]\nhidden_size = 64\n[train]\nepochs = 10\neval_interval = 5\n";
+    const BASE: &str =
+        "run_dir = \"r\"\n[data]\npath = \"d\"\n[model]\nhidden_size = 64\n[train]\nepochs = 10\neval_interval = 5\n";
 
     #[test]
     fn fills_dataset_sizes_and_defaults() {
@@ -388,7 +415,10 @@ mod tests {
         let p = write(dir.path(), &format!("{BASE}lrr = 3e-4\n"));
         let err = format!("{:#}", ExperimentConfig::load(&p, &[], sizes).unwrap_err());
         assert!(err.contains("lrr") && err.contains("c.toml"), "{err}");
-        let err = format!("{:#}", ExperimentConfig::load(&write(dir.path(), BASE), &["model.hiden_size=3".into()], sizes).unwrap_err());
+        let err = format!(
+            "{:#}",
+            ExperimentConfig::load(&write(dir.path(), BASE), &["model.hiden_size=3".into()], sizes).unwrap_err()
+        );
         assert!(err.contains("hiden_size"), "{err}");
     }
 
@@ -397,7 +427,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = ExperimentConfig::load(
             &write(dir.path(), BASE),
-            &["train.lr=3e-4".into(), "model.mlp_t=false".into(), "model.num_heads=4".into(), "run_dir=elsewhere".into()],
+            &[
+                "train.lr=3e-4".into(),
+                "model.mlp_t=false".into(),
+                "model.num_heads=4".into(),
+                "run_dir=elsewhere".into(),
+            ],
             sizes,
         )
         .unwrap();
@@ -416,11 +451,16 @@ mod tests {
         assert_eq!((cfg.train.adam_eps, cfg.train.lr_schedule), (1e-8, LrSchedule::Cosine));
         let cmm = ["model.family=\"cmm\"".to_string(), "model.ce=\"softmax\"".into(), "model.losses.bce=0.25".into()];
         let cfg = ExperimentConfig::load(&p, &cmm, sizes).unwrap();
-        assert_eq!((cfg.model.family(), cfg.model.ce_kind(), cfg.model.head_weights()), ("cmm", CeKind::Softmax, (1.0, 0.25)));
+        assert_eq!(
+            (cfg.model.family(), cfg.model.ce_kind(), cfg.model.head_weights()),
+            ("cmm", CeKind::Softmax, (1.0, 0.25))
+        );
         assert!(cfg.model.alg_grad_norm().is_none());
         let agn = [cmm.as_slice(), &["model.losses.weighting=\"alg_grad_norm\"".into()]].concat();
         assert!(ExperimentConfig::load(&p, &agn, sizes).unwrap().model.alg_grad_norm().is_some());
-        for bad in ["model.losses.rep_x=-1.0", "model.noise_sigma=-0.1", "model.losses.eqx=1.0", "model.activation=\"relu\""] {
+        for bad in
+            ["model.losses.rep_x=-1.0", "model.noise_sigma=-0.1", "model.losses.eqx=1.0", "model.activation=\"relu\""]
+        {
             let o = [cmm.as_slice(), &[bad.to_string()]].concat();
             assert!(ExperimentConfig::load(&p, &o, sizes).is_err(), "{bad}");
         }
@@ -428,7 +468,10 @@ mod tests {
         assert!(ExperimentConfig::load(&p, &exp, sizes).is_err(), "exponential needs a decay rate");
         let exp = [exp[0].clone(), "train.lr_decay_rate=0.9".into(), "train.adam_eps=1e-14".into()];
         let cfg = ExperimentConfig::load(&p, &exp, sizes).unwrap();
-        assert_eq!((cfg.train.lr_schedule, cfg.train.lr_decay_rate, cfg.train.adam_eps), (LrSchedule::Exponential, Some(0.9), 1e-14));
+        assert_eq!(
+            (cfg.train.lr_schedule, cfg.train.lr_decay_rate, cfg.train.adam_eps),
+            (LrSchedule::Exponential, Some(0.9), 1e-14)
+        );
     }
 
     #[test]

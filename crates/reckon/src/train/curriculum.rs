@@ -112,7 +112,9 @@ fn first_step_reaching(milestone: f64, total: u64) -> Option<u64> {
 impl Curriculum {
     /// The depth training uses at optimiser step `step` (1-based; step 0 is the state before training).
     pub fn depth_at(&self, step: u64, total: u64) -> Depth {
-        let grow = |sched: &[(f64, usize)]| sched.iter().filter(|(m, _)| reached(step, total, *m)).map(|(_, a)| a).sum::<usize>();
+        let grow = |sched: &[(f64, usize)]| {
+            sched.iter().filter(|(m, _)| reached(step, total, *m)).map(|(_, a)| a).sum::<usize>()
+        };
         Depth { h: self.base.h + grow(&self.h), l: self.base.l + grow(&self.l) }
     }
 
@@ -167,9 +169,10 @@ mod tests {
 
     #[test]
     fn explicit_lists_override_and_are_zipped() {
-        let c = CurriculumConfig { h_milestones: Some(vec![50.0, 10.0]), h_add: Some(vec![2, 1, 7]), ..Default::default() }
-            .resolve(Depth { h: 1, l: 3 })
-            .unwrap();
+        let c =
+            CurriculumConfig { h_milestones: Some(vec![50.0, 10.0]), h_add: Some(vec![2, 1, 7]), ..Default::default() }
+                .resolve(Depth { h: 1, l: 3 })
+                .unwrap();
         assert_eq!(c.depth_at(9, 100), Depth { h: 1, l: 3 });
         assert_eq!(c.depth_at(10, 100), Depth { h: 2, l: 3 });
         assert_eq!(c.depth_at(100, 100), Depth { h: 4, l: 3 });

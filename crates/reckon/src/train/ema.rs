@@ -41,7 +41,9 @@ impl<B: Backend> ModuleMapper<B> for EmaUpdate<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, shadow, mapper) = param.consume();
         let value = match self.current.remove::<B, D>(id) {
-            Some(cur) if self.trainable.contains(&id) => shadow.mul_scalar(self.decay) + cur.mul_scalar(1.0 - self.decay),
+            Some(cur) if self.trainable.contains(&id) => {
+                shadow.mul_scalar(self.decay) + cur.mul_scalar(1.0 - self.decay)
+            }
             Some(cur) => cur,
             None => shadow,
         };
@@ -50,7 +52,11 @@ impl<B: Backend> ModuleMapper<B> for EmaUpdate<'_> {
 }
 
 /// `shadow ← μ · shadow + (1 − μ) · param` for trained parameters; buffers copied.
-pub fn ema_update<AB: AutodiffBackend, M: AutodiffModule<AB>>(ema: M::InnerModule, model: &M, decay: f64) -> M::InnerModule {
+pub fn ema_update<AB: AutodiffBackend, M: AutodiffModule<AB>>(
+    ema: M::InnerModule,
+    model: &M,
+    decay: f64,
+) -> M::InnerModule {
     let mut snap = Snapshot::<AB> { values: GradientsParams::new(), trainable: HashSet::new(), _b: PhantomData };
     model.visit(&mut snap);
     ema.map(&mut EmaUpdate { current: &mut snap.values, trainable: &snap.trainable, decay })

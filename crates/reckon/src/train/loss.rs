@@ -16,11 +16,20 @@ pub const IGNORE_LABEL: i32 = -100;
 
 /// Stablemax's `s(x)`: `x + 1` for `x ≥ 0`, `1 / (1 − x + 1e-30)` below.
 fn stable_s(x: f64) -> f64 {
-    if x < 0.0 { 1.0 / (1.0 - x + 1e-30) } else { x + 1.0 }
+    if x < 0.0 {
+        1.0 / (1.0 - x + 1e-30)
+    } else {
+        x + 1.0
+    }
 }
 
 fn stable_s_grad(x: f64) -> f64 {
-    if x < 0.0 { let d = 1.0 - x + 1e-30; 1.0 / (d * d) } else { 1.0 }
+    if x < 0.0 {
+        let d = 1.0 - x + 1e-30;
+        1.0 / (d * d)
+    } else {
+        1.0
+    }
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -66,7 +75,14 @@ pub fn act_loss(logits: &[f32], dims: [usize; 3], labels: &[i32], q_halt: Option
 
 /// [`act_loss`] with the LM cross-entropy of `ce` (CMM's option): `StableMax1` is the reference loss computed
 /// exactly as before; the other kinds use [`super::cmm_loss`]'s per-token loss with the same conventions.
-pub fn act_loss_ce(ce: CeKind, logits: &[f32], dims: [usize; 3], labels: &[i32], q_halt: Option<&[f32]>, grad_scale: f64) -> StepLoss {
+pub fn act_loss_ce(
+    ce: CeKind,
+    logits: &[f32],
+    dims: [usize; 3],
+    labels: &[i32],
+    q_halt: Option<&[f32]>,
+    grad_scale: f64,
+) -> StepLoss {
     let [b, seq, vocab] = dims;
     assert_eq!(logits.len(), b * seq * vocab, "logits size");
     assert_eq!(labels.len(), b * seq, "labels size");
@@ -229,7 +245,11 @@ mod tests {
             let lm = act_loss(&minus, dims, &labels, Some(&q), 1.0);
             // Only the smooth lm part: the BCE target can flip when the argmax moves, so compare lm_loss.
             let numeric = (lp.lm_loss - lm.lm_loss) / (2.0 * h as f64);
-            assert!((numeric - base.d_logits[i] as f64).abs() < 1e-3, "logit {i}: numeric {numeric} vs {}", base.d_logits[i]);
+            assert!(
+                (numeric - base.d_logits[i] as f64).abs() < 1e-3,
+                "logit {i}: numeric {numeric} vs {}",
+                base.d_logits[i]
+            );
         }
         // Ignored tokens get no gradient.
         assert!(base.d_logits[8..12].iter().all(|&g| g == 0.0));
@@ -256,11 +276,17 @@ mod tests {
             }
             assert_eq!(ours.d_q_halt, act_loss(&logits, dims, &labels, Some(&q), 0.5).d_q_halt);
         }
-        assert_ne!(act_loss_ce(CeKind::Softmax, &logits, dims, &labels, None, 1.0).lm_loss, act_loss(&logits, dims, &labels, None, 1.0).lm_loss);
+        assert_ne!(
+            act_loss_ce(CeKind::Softmax, &logits, dims, &labels, None, 1.0).lm_loss,
+            act_loss(&logits, dims, &labels, None, 1.0).lm_loss
+        );
         let base = act_loss(&logits, dims, &labels, Some(&q), 1.0);
         let mut same = base.clone();
         same.reweight(1.0, 0.5);
-        assert_eq!((same.d_logits.clone(), same.d_q_halt.clone(), same.total), (base.d_logits.clone(), base.d_q_halt.clone(), base.total));
+        assert_eq!(
+            (same.d_logits.clone(), same.d_q_halt.clone(), same.total),
+            (base.d_logits.clone(), base.d_q_halt.clone(), base.total)
+        );
         let mut w = base.clone();
         w.reweight(2.0, 1.0);
         assert!(w.d_logits.iter().zip(&base.d_logits).all(|(a, b)| *a == 2.0 * b));

@@ -1,11 +1,11 @@
 //! Training: the loss head, optimisers, LR schedule, EMA, the ACT carry trainer, the depth curriculum, checkpoints and ablation grids.
 
-pub mod loss;
+pub mod ablate;
+pub mod checkpoint;
 pub mod cmm_loss;
-pub mod ema;
-pub mod optim;
 pub mod config;
 pub mod curriculum;
-pub mod checkpoint;
+pub mod ema;
+pub mod loss;
+pub mod optim;
 pub mod trainer;
-pub mod ablate;

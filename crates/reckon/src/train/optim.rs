@@ -60,7 +60,11 @@ impl<B: Backend> SimpleOptimizer<B> for AdamAtan2 {
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
-        AdamAtan2State { exp_avg: state.exp_avg.to_device(device), exp_avg_sq: state.exp_avg_sq.to_device(device), step: state.step }
+        AdamAtan2State {
+            exp_avg: state.exp_avg.to_device(device),
+            exp_avg_sq: state.exp_avg_sq.to_device(device),
+            step: state.step,
+        }
     }
 }
 
@@ -161,7 +165,9 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>> DenseOptimizer<AB, M> {
         Ok(match (self, record) {
             (Self::AdamAtan2(o), DenseOptimizerRecord::AdamAtan2(r)) => Self::AdamAtan2(o.load_record(r)),
             (Self::AdamW(o), DenseOptimizerRecord::AdamW(r)) => Self::AdamW(o.load_record(r)),
-            _ => anyhow::bail!("the checkpoint's optimiser state is for a different train.optimizer"),
+            _ => {
+                anyhow::bail!("the checkpoint's optimiser state is for a different train.optimizer")
+            }
         })
     }
 }
@@ -170,7 +176,10 @@ fn scale_atan2_state<B: Backend, const D: usize>(s: AdamAtan2State<B, D>, k: f64
     AdamAtan2State { exp_avg: s.exp_avg.mul_scalar(k), exp_avg_sq: s.exp_avg_sq.mul_scalar(k), step: s.step }
 }
 
-fn scale_adamw_state<B: Backend, const D: usize>(mut s: burn::optim::AdamWState<B, D>, k: f64) -> burn::optim::AdamWState<B, D> {
+fn scale_adamw_state<B: Backend, const D: usize>(
+    mut s: burn::optim::AdamWState<B, D>,
+    k: f64,
+) -> burn::optim::AdamWState<B, D> {
     s.momentum.moment_1 = s.momentum.moment_1.mul_scalar(k);
     s.momentum.moment_2 = s.momentum.moment_2.mul_scalar(k);
     s
@@ -294,7 +303,8 @@ mod tests {
         let layer: Linear<CpuTrain> = Linear::new(&mut rng, 3, 2, &dev);
         let x = Tensor::<CpuTrain, 2>::from_floats([[1.0, -2.0, 0.5]], &dev);
         let grads = GradientsParams::from_grads(layer.forward(x).powi_scalar(2).sum().backward(), &layer);
-        let mut opt: DenseOptimizer<CpuTrain, Linear<CpuTrain>> = DenseOptimizer::new(OptimizerKind::AdamAtan2, 0.9, 0.95, 0.0);
+        let mut opt: DenseOptimizer<CpuTrain, Linear<CpuTrain>> =
+            DenseOptimizer::new(OptimizerKind::AdamAtan2, 0.9, 0.95, 0.0);
         let _ = opt.step(1e-3, layer, grads);
         let moments = |opt: &DenseOptimizer<CpuTrain, Linear<CpuTrain>>| -> Vec<(Vec<f32>, Vec<f32>, usize)> {
             let DenseOptimizerRecord::AdamAtan2(record) = opt.to_record() else { panic!("atan2") };

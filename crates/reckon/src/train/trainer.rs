@@ -23,9 +23,9 @@ use reckon_data::{PuzzleDataset, TrainSampler};
 use serde::Serialize;
 
 use super::checkpoint::{self, TrainProgress};
+use super::cmm_loss::AlgGradNorm;
 use super::config::ExperimentConfig;
 use super::curriculum::Curriculum;
-use super::cmm_loss::AlgGradNorm;
 use super::ema::{clip_global_norm, ema_update};
 use super::loss::{act_loss_ce, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue, StepLoss};
 use super::optim::{scheduled_lr, sign_sgd_rows, DenseOptimizer};
@@ -144,13 +144,13 @@ where
         let sampler = TrainSampler::new(train.clone(), batch, t.seed)
             .with_context(|| format!("dataset {}", cfg.data.path.display()))?;
         let steps_per_epoch = train.meta.total_groups as f64 * train.meta.mean_puzzle_examples / batch as f64;
-        let total_steps = schedule_total_steps(t.epochs, train.meta.total_groups, train.meta.mean_puzzle_examples, batch);
+        let total_steps =
+            schedule_total_steps(t.epochs, train.meta.total_groups, train.meta.mean_puzzle_examples, batch);
         let steps_per_eval = ((t.eval_interval as f64 * steps_per_epoch) as u64).max(1);
         let halt = HaltRule {
             max_steps: cfg.model.halt_max_steps() as u32,
             use_q_halt: true,
             exploration_prob: cfg.model.halt_exploration_prob(),
-            versus_continue: cfg.model.q_learning().is_some(),
         };
         let seq = train.meta.seq_len;
         let curriculum = cfg.curriculum.as_ref().map(|c| c.resolve(cfg.model.depth())).transpose()?;
@@ -209,7 +209,11 @@ where
         let (model, ema, optimizer, carry) =
             checkpoint::restore(&dir, &progress, template, self.cfg.train.ema, optimizer, &self.device)?;
         if carry.batch_size() != self.cfg.train.global_batch_size {
-            bail!("--resume: the checkpoint's batch size is {}, the config says {}", carry.batch_size(), self.cfg.train.global_batch_size);
+            bail!(
+                "--resume: the checkpoint's batch size is {}, the config says {}",
+                carry.batch_size(),
+                self.cfg.train.global_batch_size
+            );
         }
         let depth = self.model.depth();
         self.model = model.with_depth(depth);
@@ -244,7 +248,9 @@ where
     /// The curriculum's growth events: at a step where the target depth changes, switch to it and scale the
     /// optimiser moments. Returns the LR multiplier of this step (the post-growth ramp).
     fn apply_curriculum(&mut self) -> f64 {
-        let Some(c) = &self.curriculum else { return 1.0 };
+        let Some(c) = &self.curriculum else {
+            return 1.0;
+        };
         let (target, scale) = (c.depth_at(self.step, self.total_steps), c.moment_scale);
         let lr_mult = c.lr_multiplier(self.step, self.total_steps);
         if target != self.model.depth() {
@@ -293,12 +299,21 @@ where
         let q_halt: Option<Vec<f32>> =
             heads.q_halt.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32"));
         // Only Q-learning (HRM) uses q_continue: the others' is not read back.
-        let q_continue: Option<Vec<f32>> = match self.cfg.model.q_learning() {
-            Some(_) => heads.q_continue.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32")),
-            None => None,
+        let halting = graph_free.halting_rule();
+        let q_continue: Option<Vec<f32>> = match halting.reads_q_continue() {
+            true => heads.q_continue.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32")),
+            false => None,
         };
+        let wants_halt = halting.decide_rows(q_halt.as_deref(), q_continue.as_deref());
         let grad_scale = 1.0 / t.global_batch_size as f64;
-        let mut loss = act_loss_ce(self.cfg.model.ce_kind(), &logits, dims, &self.carry.data.labels, q_halt.as_deref(), grad_scale);
+        let mut loss = act_loss_ce(
+            self.cfg.model.ce_kind(),
+            &logits,
+            dims,
+            &self.carry.data.labels,
+            q_halt.as_deref(),
+            grad_scale,
+        );
         let (w_lm, w_bce) = self.cfg.model.head_weights();
         loss.reweight(w_lm, w_bce);
         if let (Some(every), Some(q_c)) = (self.cfg.model.q_learning(), &q_continue) {
@@ -312,7 +327,9 @@ where
         let mut aux_values: std::collections::BTreeMap<String, f64> = heads
             .aux
             .iter()
-            .map(|(name, t)| (format!("aux_{name}"), t.clone().inner().into_data().convert::<f64>().to_vec::<f64>().expect("f64")[0]))
+            .map(|(name, t)| {
+                (format!("aux_{name}"), t.clone().inner().into_data().convert::<f64>().to_vec::<f64>().expect("f64")[0])
+            })
             .collect();
         if !loss.total.is_finite() || aux_values.values().any(|v| !v.is_finite()) {
             bail!(
@@ -349,8 +366,8 @@ where
             self.ema = Some(ema_update::<AB, M>(ema, &self.model, t.ema_rate));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(t.seed, self.step));
-        self.carry.advance(latent, q_halt.as_deref(), q_continue.as_deref(), self.halt, &mut rng);
-        let mut metrics = self.step_metrics(&loss, q_halt.as_deref(), lr, grad_norm);
+        self.carry.advance(latent, wants_halt.as_deref(), self.halt, &mut rng);
+        let mut metrics = self.step_metrics(&loss, wants_halt.as_deref(), lr, grad_norm);
         metrics.aux = aux_values;
         Ok(metrics)
     }
@@ -378,13 +395,14 @@ where
             terms.push(("bce", w_bce * loss.q_halt_loss / b));
         }
         terms.extend(aux.iter().map(|(name, _)| (*name, log[&format!("aux_{name}")])));
-        let agn = self
-            .agn
-            .get_or_insert_with(|| AlgGradNorm::new(terms.len(), w.agn_alpha, w.agn_rho, w.agn_reset_period).expect("validated"));
+        let agn = self.agn.get_or_insert_with(|| {
+            AlgGradNorm::new(terms.len(), w.agn_alpha, w.agn_rho, w.agn_reset_period).expect("validated")
+        });
         assert_eq!(agn.weights.len(), terms.len(), "AlgGradNorm: the active loss terms changed");
         let m = agn.weights.clone();
         if (self.step - 1).is_multiple_of(w.agn_every) {
-            let norms: Vec<f64> = terms.iter().zip(&m).map(|((name, _), &k)| self.term_grad_norm(name, k, slots, loss)).collect();
+            let norms: Vec<f64> =
+                terms.iter().zip(&m).map(|((name, _), &k)| self.term_grad_norm(name, k, slots, loss)).collect();
             let values: Vec<f64> = terms.iter().map(|(_, v)| *v).collect();
             self.agn.as_mut().expect("created above").update(&values, &norms);
         }
@@ -413,7 +431,10 @@ where
             "lm" => surrogate(heads.logits, None, loss),
             "bce" => {
                 let q = heads.q_halt.expect("a Q head");
-                let g = Tensor::<AB, 1>::from_data(burn::tensor::TensorData::new(loss.d_q_halt.clone(), [q.dims()[0]]), &self.device);
+                let g = Tensor::<AB, 1>::from_data(
+                    burn::tensor::TensorData::new(loss.d_q_halt.clone(), [q.dims()[0]]),
+                    &self.device,
+                );
                 (q * g).sum()
             }
             name => heads.aux.into_iter().find(|(n, _)| *n == name).expect("an aux term").1,
@@ -425,7 +446,12 @@ where
     /// HRM's bootstrapped target for `q_continue`: the Q logits of one more graph-free step from the new latent
     /// on the same data, with the weights before this step's update (reference: no replay buffer, no target
     /// network).
-    fn q_continue_target(&self, graph_free: &M::InnerModule, latent: &Latent<AB::InnerBackend>, x: Tensor<AB::InnerBackend, 3>) -> Vec<f32> {
+    fn q_continue_target(
+        &self,
+        graph_free: &M::InnerModule,
+        latent: &Latent<AB::InnerBackend>,
+        x: Tensor<AB::InnerBackend, 3>,
+    ) -> Vec<f32> {
         let (_, next) = graph_free.step(latent.clone(), x);
         let read = |q: Option<Tensor<AB::InnerBackend, 1>>| -> Vec<f32> {
             q.expect("a Q-learning family has both Q logits").into_data().convert::<f32>().to_vec().expect("f32")
@@ -434,7 +460,13 @@ where
         q_continue_target(&read(next.q_halt), &read(next.q_continue), &is_last)
     }
 
-    fn step_metrics(&self, loss: &super::loss::StepLoss, q_halt: Option<&[f32]>, lr: f64, grad_norm: f64) -> StepMetrics {
+    fn step_metrics(
+        &self,
+        loss: &super::loss::StepLoss,
+        wants_halt: Option<&[bool]>,
+        lr: f64,
+        grad_norm: f64,
+    ) -> StepMetrics {
         let b = self.cfg.train.global_batch_size as f64;
         let mut m = StepMetrics {
             step: self.step,
@@ -453,8 +485,8 @@ where
             m.count += 1;
             m.accuracy += loss.correct_tokens[slot] as f64 / loss.valid[slot] as f64;
             m.exact_accuracy += f64::from(u8::from(loss.row_correct[slot]));
-            if let Some(q) = q_halt {
-                let says_halt = q[slot] >= 0.0;
+            if let Some(w) = wants_halt {
+                let says_halt = w[slot];
                 *m.q_halt_accuracy.get_or_insert(0.0) += f64::from(u8::from(says_halt == loss.row_correct[slot]));
             }
             m.steps += self.carry.steps[slot] as f64;
@@ -482,9 +514,16 @@ where
         let steps = model.default_steps().unwrap_or(e.steps);
         let verifier = task_verifier(&test.meta);
         let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
-        let report = evaluate_verified(&model, test, e.batch_size, steps, e.max_examples, verify, &self.device, |done, total| {
-            on_event(TrainEvent::EvalProgress { done, total })
-        });
+        let report = evaluate_verified(
+            &model,
+            test,
+            e.batch_size,
+            steps,
+            e.max_examples,
+            verify,
+            &self.device,
+            |done, total| on_event(TrainEvent::EvalProgress { done, total }),
+        );
         Some(report)
     }
 
@@ -508,7 +547,8 @@ where
     /// Train to the final step, evaluating and checkpointing every `eval_interval` epochs and at the end.
     /// Metrics go to `run_dir/metrics.jsonl`. Returns the last evaluation.
     pub fn run(&mut self, mut on_event: impl FnMut(TrainEvent)) -> Result<Option<EvalReport>> {
-        std::fs::create_dir_all(&self.cfg.run_dir).with_context(|| format!("creating {}", self.cfg.run_dir.display()))?;
+        std::fs::create_dir_all(&self.cfg.run_dir)
+            .with_context(|| format!("creating {}", self.cfg.run_dir.display()))?;
         reckon_data::fsutil::write_bytes_atomic(&self.cfg.run_dir.join("config.toml"), self.cfg.to_toml().as_bytes())?;
         let mut log = MetricsLog::open(&self.cfg.run_dir.join("metrics.jsonl"))?;
         let mut last_eval = None;
@@ -518,7 +558,8 @@ where
             log.write(&serde_json::json!({"kind": "train", "metrics": &m}))?;
             on_event(TrainEvent::Step(&m));
             let at_eval = self.step.is_multiple_of(self.steps_per_eval) || self.step == final_step;
-            let at_ckpt = self.cfg.train.checkpoint_every > 0 && self.step.is_multiple_of(self.cfg.train.checkpoint_every);
+            let at_ckpt =
+                self.cfg.train.checkpoint_every > 0 && self.step.is_multiple_of(self.cfg.train.checkpoint_every);
             if at_eval {
                 if let Some(report) = self.evaluate(&mut on_event) {
                     log.write(&serde_json::json!({"kind": "eval", "step": self.step, "report": &report}))?;
@@ -547,13 +588,23 @@ pub fn load_split(cfg: &ExperimentConfig, split: &str) -> Result<PuzzleDataset> 
     PuzzleDataset::load(&dir).with_context(|| format!("loading the {split} split of {}", cfg.data.path.display()))
 }
 
-fn check_dataset_fits<AB: AutodiffBackend, M: RecursiveModel<AB>>(cfg: &ExperimentConfig, model: &M, ds: &PuzzleDataset) -> Result<()> {
+fn check_dataset_fits<AB: AutodiffBackend, M: RecursiveModel<AB>>(
+    cfg: &ExperimentConfig,
+    model: &M,
+    ds: &PuzzleDataset,
+) -> Result<()> {
     let d = model.dims();
     let m = &ds.meta;
     if d.seq_len != m.seq_len || d.vocab_size != m.vocab_size || d.num_puzzle_ids < m.num_puzzle_identifiers {
         bail!(
             "{}: the dataset (seq_len {}, vocab {}, {} puzzle ids) does not fit the model (seq_len {}, vocab {}, {} ids)",
-            cfg.data.path.display(), m.seq_len, m.vocab_size, m.num_puzzle_identifiers, d.seq_len, d.vocab_size, d.num_puzzle_ids
+            cfg.data.path.display(),
+            m.seq_len,
+            m.vocab_size,
+            m.num_puzzle_identifiers,
+            d.seq_len,
+            d.vocab_size,
+            d.num_puzzle_ids
         );
     }
     Ok(())

@@ -53,7 +53,11 @@ pub fn train_to(dir: &Path, text: &str, data: &Path, name: &str, max_steps: u64,
 
 /// The tensors of the safetensors file `ckpt/file`, by name, as raw bytes.
 pub fn tensors_of(ckpt: &Path, file: &str) -> Vec<(String, Vec<u8>)> {
-    reckon::model::weights::read_safetensors(&ckpt.join(file)).unwrap().into_iter().map(|(k, v)| (k, v.as_bytes().to_vec())).collect()
+    reckon::model::weights::read_safetensors(&ckpt.join(file))
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.as_bytes().to_vec()))
+        .collect()
 }
 
 /// Checkpoints `a` (uninterrupted) and `b` (resumed) hold the same tensors, bit for bit, in each of `files`.

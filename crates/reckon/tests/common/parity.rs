@@ -23,7 +23,8 @@ pub type Grads = <CpuTrain as AutodiffBackend>::Gradients;
 
 /// The fixture's `config.json` arch as a TRM config.
 pub fn config_of(dir: &Path) -> TrmConfig {
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let a = &json["arch"];
     let u = |k: &str| a[k].as_u64().unwrap() as usize;
     TrmConfig {
@@ -72,11 +73,12 @@ pub fn check_eval<M: RecursiveModel<Cpu>>(dir: &Path, model: &M, halt_max_steps:
     let fresh = SlotData { inputs: inputs.clone(), labels: labels.clone(), puzzle_ids: ids.clone(), seq_len };
     let init = model.initial_latent(b);
     let mut carry = ActCarry::<Cpu>::new(init.clone(), b, seq_len);
-    let rule = HaltRule { max_steps: halt_max_steps as u32, use_q_halt: false, exploration_prob: 0.0, versus_continue: false };
+    let rule = HaltRule { max_steps: halt_max_steps as u32, use_q_halt: false, exploration_prob: 0.0 };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     for step in 1..=2 {
         carry.admit(&init, &fresh);
-        let tokens = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(carry.data.inputs.clone(), [b, seq_len]), &device);
+        let tokens =
+            Tensor::<Cpu, 2, Int>::from_data(TensorData::new(carry.data.inputs.clone(), [b, seq_len]), &device);
         let pid = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(carry.data.puzzle_ids.clone(), [b]), &device);
         let x = model.embed(tokens, model.puzzle_rows(pid));
         let (latent, heads) = model.step(carry.latent.clone(), x);
@@ -86,13 +88,18 @@ pub fn check_eval<M: RecursiveModel<Cpu>>(dir: &Path, model: &M, halt_max_steps:
         let p = format!("eval/step{step}");
         assert_close(&format!("{p}/logits"), &logits, &io.f32(&format!("{p}/logits")));
         assert_close(&format!("{p}/q_halt_logits"), &q_halt, &io.f32(&format!("{p}/q_halt_logits")));
-        assert_close(&format!("{p}/q_continue_logits"), &to_vec(heads.q_continue.unwrap()), &io.f32(&format!("{p}/q_continue_logits")));
+        assert_close(
+            &format!("{p}/q_continue_logits"),
+            &to_vec(heads.q_continue.unwrap()),
+            &io.f32(&format!("{p}/q_continue_logits")),
+        );
         assert_close(&format!("{p}/z_H"), &to_vec(latent.slots[0].clone()), &io.f32(&format!("{p}/z_H")));
         assert_close(&format!("{p}/z_L"), &to_vec(latent.slots[1].clone()), &io.f32(&format!("{p}/z_L")));
         let loss = act_loss(&logits, [b, seq_len, vocab], &carry.data.labels, Some(&q_halt), 1.0);
         assert_close_scalar(&format!("{p}/lm_loss"), loss.lm_loss, io.f64(&format!("{p}/lm_loss")));
         assert_close_scalar(&format!("{p}/total_loss"), loss.total, io.f64(&format!("{p}/total_loss")));
-        carry.advance(latent, Some(&q_halt), None, rule, &mut rng);
+        let wants_halt = model.halting_rule().decide_rows(Some(&q_halt), None);
+        carry.advance(latent, wants_halt.as_deref(), rule, &mut rng);
         let steps: Vec<i32> = carry.steps.iter().map(|&s| s as i32).collect();
         assert_eq!(steps, io.i32(&format!("{p}/steps")), "{p}/steps");
         let halted: Vec<i32> = carry.halted.iter().map(|&h| h as i32).collect();
@@ -119,7 +126,10 @@ macro_rules! impl_trm_params {
                     _ => unreachable!(),
                 };
                 vec![
-                    ("train/grad/inner.embed_tokens.embedding_weight".into(), grad(&self.embed_tokens.embedding_weight)),
+                    (
+                        "train/grad/inner.embed_tokens.embedding_weight".into(),
+                        grad(&self.embed_tokens.embedding_weight),
+                    ),
                     ("train/grad/inner.q_head.weight".into(), grad(&self.q_head.weight)),
                     ("train/grad/inner.q_head.bias".into(), to_vec(self.q_head.bias.val().grad(grads).expect("grad"))),
                     (format!("train/grad/{first_projection}"), grad(proj)),
@@ -161,7 +171,11 @@ where
     let halted: Vec<i32> = q_halt.iter().map(|&q| (q > 0.0) as i32).collect();
     assert_eq!(halted, io.i32("train/step1/halted"));
     let grads = surrogate(heads.logits, heads.q_halt, &loss).backward();
-    assert_close("grad puzzle local_weights", &to_vec(rows.grad(&grads).unwrap()), &io.f32("train/grad/inner.puzzle_emb.local_weights"));
+    assert_close(
+        "grad puzzle local_weights",
+        &to_vec(rows.grad(&grads).unwrap()),
+        &io.f32("train/grad/inner.puzzle_emb.local_weights"),
+    );
     for (key, grad) in model.param_grads(&grads, first_projection) {
         assert_close(&key, &grad, &io.f32(&key));
     }
