@@ -485,7 +485,7 @@ impl AttentionDims {
         assert!(three_d % 3 == 0 && (three_d / 3) % heads == 0, "attention: qkv width {three_d}, {heads} heads");
         let hidden = three_d / 3;
         let head_dim = hidden / heads;
-        assert!(head_dim % 2 == 0, "attention: head dim {head_dim} must be even for RoPE");
+        assert!(head_dim.is_multiple_of(2), "attention: head dim {head_dim} must be even for RoPE");
         Self { batch, seq, hidden, head_dim }
     }
 }

@@ -18,7 +18,6 @@
 //! [`set_fast_path`] switches the native kernels off, which gives the generic burn path on the same backend:
 //! the reference every fast kernel is tested against.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -463,9 +462,10 @@ mod flex;
 pub mod pool;
 mod simd;
 
-/// Whether backends with native fused kernels use them (on by default). Off, every fused op runs as its
-/// composed burn ops: the generic path, kept for comparisons (tests, `reckon bench --generic`).
-static FAST_PATH: AtomicBool = AtomicBool::new(true);
+thread_local! {
+    /// Whether backends with native fused kernels use them on this thread (on by default); see [`with_fast_path`].
+    static FAST_PATH: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
 
 /// This machine's measured matmul throughput (GFLOP/s, all threads, f32), measured once per process (about a
 /// second) on the first call: the peak the benchmarks' `% peak` refers to.
@@ -474,13 +474,25 @@ pub fn matmul_peak_gflops() -> f64 {
     *PEAK.get_or_init(flex::matmul_peak_gflops)
 }
 
-/// Turns the native fused kernels on or off for the whole process.
-pub fn set_fast_path(enabled: bool) {
-    FAST_PATH.store(enabled, Ordering::Relaxed);
+/// Runs `f` with the native fused kernels on (`true`, the default) or off on the calling thread: off, every
+/// fused op runs as its composed burn ops, the generic path kept for comparisons (tests, `reckon bench
+/// --generic`). The choice is scoped and per thread, so a comparison cannot change what concurrent work (another
+/// test in the same process) computes. The kernels are chosen where an op is recorded and where autodiff runs its
+/// backward, both on the calling thread; the Flex kernels' own worker threads never read it.
+pub fn with_fast_path<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FAST_PATH.with(|flag| flag.set(self.0));
+        }
+    }
+    let _restore = Restore(FAST_PATH.with(|flag| flag.replace(enabled)));
+    f()
 }
 
+/// Whether the native fused kernels are on for the calling thread.
 pub fn fast_path() -> bool {
-    FAST_PATH.load(Ordering::Relaxed)
+    FAST_PATH.with(|flag| flag.get())
 }
 
 impl FusedOps for burn::backend::Flex {
@@ -953,6 +965,22 @@ mod tests {
             assert!(max_rel(&v(dwgu), &g2(wgu)) <= 1e-5, "{axis:?} {gate:?} dW_gate_up");
             assert!(max_rel(&v(dwd), &g2(wd)) <= 1e-5, "{axis:?} {gate:?} dW_down");
         }
+    }
+
+    /// The generic-path choice is scoped and per thread: restored after the closure (even on panic), invisible
+    /// to other threads.
+    #[test]
+    fn fast_path_choice_is_scoped_to_the_calling_thread() {
+        assert!(fast_path());
+        with_fast_path(false, || {
+            assert!(!fast_path());
+            assert!(std::thread::spawn(fast_path).join().unwrap(), "another thread keeps the fast path");
+            with_fast_path(true, || assert!(fast_path()));
+            assert!(!fast_path(), "an inner scope restores the outer choice");
+        });
+        assert!(fast_path());
+        let _ = std::panic::catch_unwind(|| with_fast_path(false, || panic!("inside")));
+        assert!(fast_path(), "restored after a panic");
     }
 
     /// The composed tanh-gate gradient (backends without a kernel) against f64 deep into saturation, relative to

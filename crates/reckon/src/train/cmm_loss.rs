@@ -351,6 +351,7 @@ pub const ALG_GRAD_NORM_CLIP: (f64, f64) = (0.1, 10.0);
 ///   1e3 on the repulsions) is kept and AlgGradNorm only redistributes around it;
 /// - `alg_grad_norm_literal` (Eqs 45–50 read literally): they *are* the `λ_n`, starting at 1 and replacing
 ///   Eq 44's weights, so `Σ λ_n = N` bounds the effective weights themselves (no term can weigh more than N).
+///
 /// α, ρ and the reset period are unknown in the paper; the reimplementations use 1.5/0.95/1000 and 1.0/0.9/2500.
 ///
 /// [`update`]: AlgGradNorm::update

@@ -3,7 +3,7 @@
 //! checkpoints carry the trained depth and the reference's keys, and `eval --depth/--sweep/--early-exit` and
 //! `solve` work on the result.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

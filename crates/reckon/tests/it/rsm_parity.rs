@@ -3,7 +3,7 @@
 //! step in each gradient mode (strict one-step, and with the transition step kept), within the fixtures' 1e-4;
 //! and the depth curriculum and LR of the released recipes, exactly.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! drawn from the per-step stream); the checkpoint has the reference TRM keys; `reckon eval` and `reckon solve`
 //! load it with no CMM-specific flags.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

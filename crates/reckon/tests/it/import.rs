@@ -3,7 +3,7 @@
 //! variants; the result evaluates; a truncated file, a file whose shapes do not match the config, and a file that
 //! is not a PyTorch checkpoint each fail with a clear error.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,6 +1,6 @@
 //! A NaN or infinity in the loss stops training with a clear message instead of silently corrupting the run.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! It learns: a short training run of the quickstart's small TRM-MLP on its generated Sudoku must solve held-out
 //! puzzles exactly, and recursion must matter (more supervision steps solve more puzzles than one).
 
-mod common;
+use crate::common;
 
 /// Training steps of the run (the quickstart's recipe stopped at 1,000 of its 1,200 steps).
 const STEPS: u64 = 1000;

@@ -2,7 +2,7 @@
 //! puzzles exactly at its training depth, and running the same weights 4x deeper at test time must solve more
 //! (RSM's depth-agnostic transition operator).
 
-mod common;
+use crate::common;
 
 use reckon::cli::{load_eval_model, LoadedModel};
 use reckon::eval::evaluate;

@@ -1,7 +1,7 @@
 //! A run stopped at step k and resumed reaches bit-identical weights, EMA and carry at step N to a run that
 //! was never interrupted.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

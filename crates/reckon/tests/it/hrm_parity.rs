@@ -4,7 +4,7 @@
 //! target, the three losses and the gradients of both modules' first projections, the embedding, the Q head
 //! and the puzzle rows, within the fixtures' 1e-4.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

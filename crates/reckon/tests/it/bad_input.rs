@@ -1,6 +1,6 @@
 //! Bad input gets one clear error naming the file, line or key — never a panic.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

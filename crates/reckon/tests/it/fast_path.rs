@@ -1,13 +1,13 @@
 //! The fast CPU path (fused Flex kernels) against the generic burn path on a whole TRM training step: logits,
 //! halting logits and the gradient of every parameter, for both block variants, on random weights and inputs.
-//! Its own test binary, because it switches the process-wide fast-path flag.
+//! The generic path runs inside `with_fast_path(false, ..)`, which only this thread sees.
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use reckon::backend::CpuTrain;
-use reckon::kernels::set_fast_path;
+use reckon::kernels::with_fast_path;
 use reckon::model::trm::{PosEncoding, Trm, TrmConfig};
 use reckon::model::{RecursiveModel, TrainRecursive};
 use reckon::train::loss::{act_loss, surrogate};
@@ -27,7 +27,10 @@ impl ModuleVisitor<CpuTrain> for GradCollector<'_> {
 }
 
 fn train_step(model: &Trm<CpuTrain>, fast: bool, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<Vec<f32>>) {
-    set_fast_path(fast);
+    with_fast_path(fast, || train_step_on_this_path(model, seed))
+}
+
+fn train_step_on_this_path(model: &Trm<CpuTrain>, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<Vec<f32>>) {
     let cfg = &model.cfg;
     let b = 3;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -45,7 +48,6 @@ fn train_step(model: &Trm<CpuTrain>, fast: bool, seed: u64) -> (Vec<f32>, Vec<f3
     let grads = surrogate(heads.logits, heads.q_halt, &loss).backward();
     let mut collector = GradCollector { grads: &grads, out: vec![] };
     model.visit(&mut collector);
-    set_fast_path(true);
     (logits, q_halt, collector.out)
 }
 

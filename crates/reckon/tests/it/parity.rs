@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-mod common;
+use crate::common;
 
 use burn::module::AutodiffModule;
 use common::fixture;

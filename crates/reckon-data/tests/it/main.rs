@@ -1,0 +1,8 @@
+//! reckon-data's integration tests as one test binary, one module per area.
+
+mod builder;
+mod dataset;
+mod maze;
+mod reference_format;
+mod sampler;
+mod sudoku_fixtures;

@@ -1,0 +1,21 @@
+//! reckon's integration tests as one test binary (burn is linked once, not once per file): each module is one
+//! area, `common` holds the shared helpers and fixture readers.
+
+mod common;
+
+mod bad_input;
+mod cli;
+mod cmm_parity;
+mod cmm_training;
+mod configs_and_init;
+mod divergence;
+mod fast_path;
+mod hrm_parity;
+mod import;
+mod learning;
+mod parity;
+mod resume;
+mod rsm_learning;
+mod rsm_memory;
+mod rsm_parity;
+mod rsm_training;
