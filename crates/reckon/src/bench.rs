@@ -253,9 +253,9 @@ impl BenchShape {
 
     fn model_config(&self) -> ModelConfig {
         if self.rsm {
-            ModelConfig::Rsm(self.rsm_config())
+            ModelConfig::from(self.rsm_config())
         } else {
-            ModelConfig::Trm(self.trm_config())
+            ModelConfig::from(self.trm_config())
         }
     }
 
@@ -479,12 +479,8 @@ fn time_steps(warmup: usize, steps: usize, mut step: impl FnMut() -> Result<()>)
 pub fn bench_train_step(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
     start_memory_measurement();
     let device = Default::default();
-    let times = match shape.model_config() {
-        ModelConfig::Trm(c) => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?,
-        ModelConfig::Rsm(c) => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?,
-        ModelConfig::Hrm(c) => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?,
-        ModelConfig::Cmm(c) => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?,
-    };
+    let times =
+        for_family!(shape.model_config(), c => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?);
     let peak = crate::kernels::matmul_peak_gflops();
     Ok(BenchResult::from_times(shape, "train", &times, gflop_per_train_step(shape), peak))
 }
@@ -520,12 +516,8 @@ fn synthetic_slots(shape: &BenchShape) -> Vec<SlotData> {
 pub fn bench_infer_step(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
     start_memory_measurement();
     let device = Default::default();
-    let times = match shape.model_config() {
-        ModelConfig::Trm(c) => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?,
-        ModelConfig::Rsm(c) => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?,
-        ModelConfig::Hrm(c) => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?,
-        ModelConfig::Cmm(c) => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?,
-    };
+    let times =
+        for_family!(shape.model_config(), c => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?);
     let peak = crate::kernels::matmul_peak_gflops();
     Ok(BenchResult::from_times(shape, "infer", &times, gflop_per_infer_step(shape), peak))
 }

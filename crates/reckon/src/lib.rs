@@ -10,6 +10,11 @@
 //!
 //! Tasks and datasets (Sudoku, the official on-disk format, the sampler) live in the `reckon-data` crate.
 
+// First, and `#[macro_use]`: the family registry's dispatch macros (`for_family!`, `for_model!`) are textually
+// scoped, so every module declared after this one sees them.
+#[macro_use]
+pub mod model;
+
 pub mod act;
 pub mod backend;
 pub mod bench;
@@ -17,6 +22,5 @@ pub mod cli;
 pub mod eval;
 pub mod infer;
 pub mod kernels;
-pub mod model;
 pub mod plot;
 pub mod train;

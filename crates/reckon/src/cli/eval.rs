@@ -5,20 +5,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
 use reckon_data::{AnyTask, PuzzleDataset};
 
 use super::data::split_dir;
 use super::{bar, load_config};
-use crate::backend::{Cpu, CpuTrain};
+use crate::backend::Cpu;
 use crate::eval::{argmax_tokens, evaluate, evaluate_verified, task_verifier, EvalReport};
 use crate::infer::{evaluate_streaming, relative_change, StopRule, StreamReport, Verifier};
-use crate::model::cmm::Cmm;
-use crate::model::hrm::Hrm;
-use crate::model::rsm::Rsm;
-use crate::model::trm::Trm;
+use crate::model::registry::AnyModel;
 use crate::model::weights::{load_named, read_weights_file};
 use crate::model::{Depth, RecursiveModel};
 use crate::train::checkpoint::{MODEL_CONFIG_KEY, WEIGHTS_FILE};
@@ -143,58 +139,34 @@ fn parse_sweep(args: &[String], model_l: usize) -> Result<(Vec<usize>, Vec<usize
     Ok((hs, ls.unwrap_or(vec![model_l])))
 }
 
-/// Evaluation weights of any family.
-#[derive(Clone, Debug)]
-pub enum LoadedModel {
-    Trm(Trm<Cpu>),
-    Rsm(Rsm<Cpu>),
-    Hrm(Hrm<Cpu>),
-    Cmm(Cmm<Cpu>),
+/// Evaluation weights of any family, on the CPU.
+pub type LoadedModel = AnyModel<Cpu>;
+
+/// What the CLI asks of a loaded model of any family.
+trait LoadedModelExt {
+    fn depth(&self) -> Depth;
+    fn with_depth(self, depth: Depth) -> Self;
+    fn steps(&self, explicit: Option<usize>) -> usize;
+    fn steps_are_outer_steps(&self) -> bool;
 }
 
-/// Run `$body` with `$m` bound to the concrete model, whichever family it is.
-macro_rules! with_model {
-    ($loaded:expr, $m:ident => $body:expr) => {
-        match $loaded {
-            LoadedModel::Trm($m) => $body,
-            LoadedModel::Rsm($m) => $body,
-            LoadedModel::Hrm($m) => $body,
-            LoadedModel::Cmm($m) => $body,
-        }
-    };
-}
-
-impl LoadedModel {
-    pub fn family(&self) -> &'static str {
-        match self {
-            LoadedModel::Trm(_) => "trm",
-            LoadedModel::Rsm(_) => "rsm",
-            LoadedModel::Hrm(_) => "hrm",
-            LoadedModel::Cmm(_) => "cmm",
-        }
+impl LoadedModelExt for LoadedModel {
+    fn depth(&self) -> Depth {
+        for_model!(self, m => m.depth())
     }
 
-    pub fn depth(&self) -> Depth {
-        with_model!(self, m => m.depth())
-    }
-
-    pub fn with_depth(self, depth: Depth) -> Self {
-        match self {
-            LoadedModel::Trm(m) => LoadedModel::Trm(m.with_depth(depth)),
-            LoadedModel::Rsm(m) => LoadedModel::Rsm(m.with_depth(depth)),
-            LoadedModel::Hrm(m) => LoadedModel::Hrm(m.with_depth(depth)),
-            LoadedModel::Cmm(m) => LoadedModel::Cmm(m.with_depth(depth)),
-        }
+    fn with_depth(self, depth: Depth) -> Self {
+        map_model!(self, m => m.with_depth(depth))
     }
 
     /// Steps of a default inference: `explicit`, else the family's own (RSM: H), else TRM's 16.
     fn steps(&self, explicit: Option<usize>) -> usize {
-        explicit.or_else(|| with_model!(self, m => m.default_steps())).unwrap_or(16)
+        explicit.or_else(|| for_model!(self, m => m.default_steps())).unwrap_or(16)
     }
 
     /// Whether a step is one outer step (so a depth sweep over H is one run per L, read off step by step).
     fn steps_are_outer_steps(&self) -> bool {
-        with_model!(self, m => m.default_steps().is_some())
+        for_model!(self, m => m.default_steps().is_some())
     }
 }
 
@@ -219,12 +191,8 @@ pub fn load_eval_model(path: &Path, config: Option<&Path>) -> Result<LoadedModel
     model_cfg.validate().with_context(|| format!("{}: model config", file.display()))?;
     let device = Default::default();
     let tensors = read_weights_file(&file)?;
-    Ok(match model_cfg {
-        ModelConfig::Trm(c) => LoadedModel::Trm(load_named(c.init::<CpuTrain>(0, &device), tensors, &file)?.valid()),
-        ModelConfig::Rsm(c) => LoadedModel::Rsm(load_named(c.init::<CpuTrain>(0, &device), tensors, &file)?.valid()),
-        ModelConfig::Hrm(c) => LoadedModel::Hrm(load_named(c.init::<CpuTrain>(0, &device), tensors, &file)?.valid()),
-        ModelConfig::Cmm(c) => LoadedModel::Cmm(load_named(c.init::<CpuTrain>(0, &device), tensors, &file)?.valid()),
-    })
+    let model = model_cfg.init::<Cpu>(0, &device);
+    Ok(map_model!(model, m => load_named(m, tensors, &file)?))
 }
 
 fn read_model_config(file: &Path) -> Result<ModelConfig> {
@@ -242,7 +210,7 @@ fn read_model_config(file: &Path) -> Result<ModelConfig> {
 pub(super) fn eval(args: &EvalArgs) -> Result<()> {
     let mut model = load_eval_model(&args.checkpoint, args.config.as_deref())?;
     let ds = PuzzleDataset::load(&split_dir(&args.data, &args.split))?;
-    let d = with_model!(&model, m => m.dims());
+    let d = for_model!(&model, m => m.dims());
     if d.seq_len != ds.meta.seq_len || d.vocab_size != ds.meta.vocab_size {
         bail!(
             "the dataset (seq_len {}, vocab {}) does not fit the model (seq_len {}, vocab {})",
@@ -272,7 +240,7 @@ pub(super) fn eval(args: &EvalArgs) -> Result<()> {
             bail!("--verify: this dataset's task has no verifier (Sudoku and maze datasets do)");
         }
         let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
-        let r = with_model!(&model, m => evaluate_streaming(m, &ds, args.batch_size, rule, verify, args.max_examples, &Default::default()))?;
+        let r = for_model!(&model, m => evaluate_streaming(m, &ds, args.batch_size, rule, verify, args.max_examples, &Default::default()))?;
         print_stream_report(&r);
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
@@ -281,7 +249,7 @@ pub(super) fn eval(args: &EvalArgs) -> Result<()> {
     let pb = bar(total as u64, "eval [{bar:40}] {pos}/{len} {elapsed} ETA {eta}");
     let verifier = task_verifier(&ds.meta);
     let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
-    let report = with_model!(&model, m => evaluate_verified(m, &ds, args.batch_size, steps, args.max_examples, verify, &Default::default(), |done, _| {
+    let report = for_model!(&model, m => evaluate_verified(m, &ds, args.batch_size, steps, args.max_examples, verify, &Default::default(), |done, _| {
         pb.set_position(done as u64)
     }));
     pb.finish_and_clear();
@@ -332,8 +300,7 @@ fn sweep(model: LoadedModel, ds: &PuzzleDataset, args: &EvalArgs) -> Result<()> 
         if model.steps_are_outer_steps() {
             pb.set_message(format!("L={l}, H up to {max_h}"));
             let m = model.clone().with_depth(Depth { h: max_h, l });
-            let r =
-                with_model!(&m, m => evaluate(m, ds, args.batch_size, max_h, args.max_examples, &device, |_, _| {}));
+            let r = for_model!(&m, m => evaluate(m, ds, args.batch_size, max_h, args.max_examples, &device, |_, _| {}));
             for (i, &h) in hs.iter().enumerate() {
                 table[i][j] = r.exact_per_step[h - 1];
             }
@@ -343,7 +310,8 @@ fn sweep(model: LoadedModel, ds: &PuzzleDataset, args: &EvalArgs) -> Result<()> 
                 pb.set_message(format!("H={h} L={l}"));
                 let steps = model.steps(args.steps);
                 let m = model.clone().with_depth(Depth { h, l });
-                let r = with_model!(&m, m => evaluate(m, ds, args.batch_size, steps, args.max_examples, &device, |_, _| {}));
+                let r =
+                    for_model!(&m, m => evaluate(m, ds, args.batch_size, steps, args.max_examples, &device, |_, _| {}));
                 table[i][j] = r.exact_accuracy;
                 pb.inc(1);
             }
@@ -408,10 +376,10 @@ pub(super) fn solve(args: &SolveArgs) -> Result<()> {
         model = model.with_depth(depth);
     }
     let steps = model.steps(args.steps);
-    let d = with_model!(&model, m => m.dims());
+    let d = for_model!(&model, m => m.dims());
     let task = AnyTask::for_shape(d.seq_len, d.vocab_size).context("the checkpoint's model")?;
     let inputs = solve_input(args, task)?;
-    let answer = with_model!(&model, m => solve_with(m, task, &inputs, steps))?;
+    let answer = for_model!(&model, m => solve_with(m, task, &inputs, steps))?;
     if let Some(png) = &args.png {
         let AnyTask::Maze(maze) = task else { bail!("--png draws mazes; this checkpoint solves {}", task.spec().name) };
         crate::plot::maze_png(

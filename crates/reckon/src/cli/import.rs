@@ -12,7 +12,7 @@ use burn::tensor::TensorData;
 use clap::Args;
 
 use super::load_config;
-use crate::backend::CpuTrain;
+use crate::backend::Cpu;
 use crate::model::layers::swiglu_width;
 use crate::model::weights::{canonical_key, load_named, read_weights_file};
 use crate::train::checkpoint::write_eval_checkpoint;
@@ -131,28 +131,10 @@ pub(super) fn import_torch(args: &ImportArgs) -> Result<()> {
         model.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("--set/--config: {}", e.message()))?;
     model_cfg.validate()?;
     let device = Default::default();
-    match &model_cfg {
-        ModelConfig::Trm(c) => write_eval_checkpoint(
-            &args.out,
-            &model_cfg,
-            &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?,
-        )?,
-        ModelConfig::Hrm(c) => write_eval_checkpoint(
-            &args.out,
-            &model_cfg,
-            &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?,
-        )?,
-        ModelConfig::Cmm(c) => write_eval_checkpoint(
-            &args.out,
-            &model_cfg,
-            &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?,
-        )?,
-        ModelConfig::Rsm(c) => write_eval_checkpoint(
-            &args.out,
-            &model_cfg,
-            &load_named(c.init::<CpuTrain>(0, &device), tensors, &args.file)?,
-        )?,
-    }
+    for_family!(&model_cfg, c => {
+        let model = load_named(c.init::<Cpu>(0, &device), tensors, &args.file)?;
+        write_eval_checkpoint(&args.out, &model_cfg, &model)?
+    });
     println!("imported {} ({}) into {}", args.file.display(), model_cfg.summary(), args.out.display());
     Ok(())
 }

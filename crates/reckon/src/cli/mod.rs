@@ -22,7 +22,7 @@ use burn_store::ModuleSnapshot;
 use crate::backend::{Cpu, CpuTrain};
 use crate::eval::EvalReport;
 use crate::model::{RecursiveModel, TrainRecursive};
-use crate::train::config::{DatasetSizes, ExperimentConfig, ModelConfig};
+use crate::train::config::{DatasetSizes, ExperimentConfig};
 use crate::train::trainer::{TrainEvent, Trainer};
 
 #[derive(Parser, Debug)]
@@ -150,12 +150,7 @@ pub fn train(config: &Path, overrides: &[String], resume: bool) -> Result<Option
 pub fn train_config(cfg: ExperimentConfig, resume: bool) -> Result<Option<EvalReport>> {
     let device = Default::default();
     let seed = cfg.train.seed;
-    match cfg.model.clone() {
-        ModelConfig::Trm(c) => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume),
-        ModelConfig::Rsm(c) => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume),
-        ModelConfig::Hrm(c) => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume),
-        ModelConfig::Cmm(c) => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume),
-    }
+    for_family!(cfg.model.clone(), c => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume))
 }
 
 fn train_model<M>(cfg: ExperimentConfig, model: M, resume: bool) -> Result<Option<EvalReport>>

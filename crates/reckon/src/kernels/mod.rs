@@ -18,7 +18,6 @@
 //! [`set_fast_path`] switches the native kernels off, which gives the generic burn path on the same backend:
 //! the reference every fast kernel is tested against.
 
-
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;

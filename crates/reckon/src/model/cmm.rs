@@ -36,8 +36,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{broadcast_init, replace_table, table_rows, Linear, PuzzleEmbedding, QHead, Rope, TokenEmbedding};
+use super::registry::FamilyConfig;
 use super::trm::{act_heads, trm_embed, Block, PosEncoding, ReasoningModule, TrmConfig};
-use super::{Depth, HaltingRule, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
+use super::{AlgGradNormSpec, Depth, HaltingRule, Heads, Latent, LossSpec, ModelDims, RecursiveModel, TrainRecursive};
 use crate::kernels::{FusedOps, Gate};
 use crate::train::cmm_loss::{self, CeKind, CmmLossWeights, RepPositions};
 
@@ -525,7 +526,59 @@ impl<B: FusedOps> Cmm<B> {
     }
 }
 
+impl FamilyConfig for CmmConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        CmmConfig::validate(self)
+    }
+
+    fn depth(&self) -> Depth {
+        Depth { h: self.h_cycles, l: self.l_cycles }
+    }
+
+    fn set_depth(&mut self, depth: Depth) {
+        (self.h_cycles, self.l_cycles) = (depth.h, depth.l);
+    }
+
+    fn halt_max_steps(&self) -> usize {
+        self.halt_max_steps
+    }
+
+    fn halt_exploration_prob(&self) -> f64 {
+        self.halt_exploration_prob
+    }
+
+    /// CMM's loss head: its CE kind and (λ_LM, λ_BCE) — 1 each for an active term when AlgGradNorm's literal
+    /// weights replace Eq 44's — and AlgGradNorm when the weights adapt.
+    fn loss_spec(&self) -> LossSpec {
+        let w = &self.losses;
+        let alg_grad_norm = w.weighting.adaptive().then_some(AlgGradNormSpec {
+            alpha: w.agn_alpha,
+            rho: w.agn_rho,
+            reset_period: w.agn_reset_period,
+            every: w.agn_every,
+        });
+        LossSpec {
+            ce: self.ce,
+            lm_weight: w.applied(w.lm),
+            bce_weight: w.applied(w.bce),
+            q_target_every: None,
+            alg_grad_norm,
+        }
+    }
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    fn mlp_t(&self) -> bool {
+        self.mlp_t
+    }
+}
+
 impl<B: FusedOps> RecursiveModel<B> for Cmm<B> {
+    fn loss_spec(&self) -> LossSpec {
+        self.cfg.loss_spec()
+    }
+
     fn dims(&self) -> ModelDims {
         ModelDims {
             vocab_size: self.cfg.vocab_size,
@@ -931,9 +984,10 @@ mod tests {
             "multipliers keep the weights"
         );
         let mut c = tiny(|c| c.losses.weighting = Weighting::AlgGradNormLiteral);
-        let model = crate::train::config::ModelConfig::Cmm(c.clone());
-        assert_eq!(model.head_weights(), (1.0, 1.0));
+        let spec = c.loss_spec();
+        assert_eq!((spec.lm_weight, spec.bce_weight), (1.0, 1.0));
+        assert!(spec.alg_grad_norm.is_some());
         c.losses.bce = 0.0;
-        assert_eq!(crate::train::config::ModelConfig::Cmm(c).head_weights(), (1.0, 0.0), "0 still switches a term off");
+        assert_eq!(c.loss_spec().bce_weight, 0.0, "0 still switches a term off");
     }
 }

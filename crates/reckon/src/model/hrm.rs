@@ -22,8 +22,9 @@ use super::layers::{
     broadcast_init, buffer_from_vec, prepend_puzzle_prefix, replace_table, table_rows, trunc_normal, Linear,
     PuzzleEmbedding, Rope, TokenEmbedding,
 };
+use super::registry::FamilyConfig;
 use super::trm::{act_heads, Block, PosEncoding, ReasoningModule, TrmConfig};
-use super::{Depth, HaltingRule, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
+use super::{Depth, HaltingRule, Heads, Latent, LossSpec, ModelDims, RecursiveModel, TrainRecursive};
 use crate::kernels::FusedOps;
 
 /// HRM's architecture. Field names follow the reference's `arch` config; defaults are the paper's Sudoku/Maze
@@ -248,7 +249,45 @@ impl<B: FusedOps> Hrm<B> {
     }
 }
 
+impl FamilyConfig for HrmConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        HrmConfig::validate(self)
+    }
+
+    fn depth(&self) -> Depth {
+        Depth { h: self.h_cycles, l: self.l_cycles }
+    }
+
+    fn set_depth(&mut self, depth: Depth) {
+        (self.h_cycles, self.l_cycles) = (depth.h, depth.l);
+    }
+
+    fn halt_max_steps(&self) -> usize {
+        self.halt_max_steps
+    }
+
+    fn halt_exploration_prob(&self) -> f64 {
+        self.halt_exploration_prob
+    }
+
+    /// HRM's loss: TRM's plus the Q-learning continue target (`lm + 0.5·(q_halt + q_continue)`).
+    fn loss_spec(&self) -> LossSpec {
+        LossSpec { q_target_every: Some(self.q_target_every), ..LossSpec::reference() }
+    }
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    fn mlp_t(&self) -> bool {
+        self.mlp_t
+    }
+}
+
 impl<B: FusedOps> RecursiveModel<B> for Hrm<B> {
+    fn loss_spec(&self) -> LossSpec {
+        self.cfg.loss_spec()
+    }
+
     fn dims(&self) -> ModelDims {
         ModelDims {
             vocab_size: self.cfg.vocab_size,

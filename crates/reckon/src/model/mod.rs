@@ -2,6 +2,10 @@
 //! no graph) and [`TrainRecursive`] (training: which part of a supervision step carries gradient).
 //! The trainer, evaluator and solver only talk to these traits, so a new family plugs in without touching them.
 
+// First, and `#[macro_use]`: the families' dispatch macros (see `registry`).
+#[macro_use]
+pub mod registry;
+
 pub mod cmm;
 pub mod hrm;
 pub mod layers;
@@ -14,6 +18,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+use crate::train::cmm_loss::CeKind;
 
 /// Recursion depth: `h` outer steps (cycles) of `l` inner latent updates each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +135,48 @@ impl HaltingRule {
     }
 }
 
+/// What a family's training objective is made of. The trainer builds its loss from this (asked of the model),
+/// never from config flags, so that a family's meaning cannot drift between training and evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LossSpec {
+    /// The LM cross-entropy's normalisation.
+    pub ce: CeKind,
+    /// λ_LM and λ_BCE (`lm + 0.5·bce` in the references).
+    pub lm_weight: f64,
+    pub bce_weight: f64,
+    /// HRM's Q-learning: a bootstrapped `q_continue` target, recomputed every this many steps.
+    pub q_target_every: Option<u64>,
+    /// CMM's AlgGradNorm: the term weights adapted from per-term gradient norms.
+    pub alg_grad_norm: Option<AlgGradNormSpec>,
+}
+
+/// AlgGradNorm's settings (see `train::cmm_loss::AlgGradNorm`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AlgGradNormSpec {
+    pub alpha: f64,
+    pub rho: f64,
+    pub reset_period: u64,
+    /// Update the weights every this many optimiser steps.
+    pub every: u64,
+}
+
+impl LossSpec {
+    /// The TRM/RSM reference: stablemax CE + 0.5·BCE(q_halt).
+    pub fn reference() -> Self {
+        LossSpec { ce: CeKind::StableMax1, lm_weight: 1.0, bce_weight: 0.5, q_target_every: None, alg_grad_norm: None }
+    }
+}
+
+/// How a family's weights are keyed in checkpoints: the reference implementation's `state_dict` keys, so that
+/// `torch.load_state_dict` takes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyLayout {
+    /// Every tensor under a prefix (TRM, HRM, CMM: `inner.`).
+    Prefixed(&'static str),
+    /// At the top level, the LM head tied to the embedding and stored again as `lm_head.weight` (RSM).
+    TiedHead,
+}
+
 /// Sizes every family shares.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelDims {
@@ -159,6 +207,12 @@ pub trait RecursiveModel<B: Backend>: Module<B> + Clone {
     fn step(&self, latent: Latent<B>, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>);
     /// How this family's Q head decides to halt (training, evaluation and inference all ask this).
     fn halting_rule(&self) -> HaltingRule;
+    /// What the family's training objective is made of.
+    fn loss_spec(&self) -> LossSpec;
+    /// How checkpoints key this family's weights.
+    fn key_layout(&self) -> KeyLayout {
+        KeyLayout::Prefixed(weights::REFERENCE_PREFIX)
+    }
     /// The configured recursion depth.
     fn depth(&self) -> Depth;
     /// The same weights at another depth (depth is not a weight: training curricula and test-time scaling

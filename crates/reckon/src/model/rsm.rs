@@ -23,8 +23,9 @@ use super::layers::{
     broadcast_init, buffer_from_vec, prepend_puzzle_prefix, replace_table, table_rows, trunc_normal, Linear,
     PuzzleEmbedding, Rope, TokenEmbedding,
 };
+use super::registry::FamilyConfig;
 use super::trm::{Block, PosEncoding, ReasoningModule, TrmConfig};
-use super::{Depth, HaltingRule, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
+use super::{Depth, HaltingRule, Heads, KeyLayout, Latent, LossSpec, ModelDims, RecursiveModel, TrainRecursive};
 use crate::kernels::FusedOps;
 
 /// RSM's architecture and depth. Field names follow the reference's `arch` config.
@@ -226,7 +227,47 @@ impl<B: FusedOps> Rsm<B> {
     }
 }
 
+impl FamilyConfig for RsmConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        RsmConfig::validate(self)
+    }
+
+    fn depth(&self) -> Depth {
+        Depth { h: self.h_cycles, l: self.l_cycles }
+    }
+
+    fn set_depth(&mut self, depth: Depth) {
+        (self.h_cycles, self.l_cycles) = (depth.h, depth.l);
+    }
+
+    /// RSM keeps no carry: every training step takes a fresh batch.
+    fn halt_max_steps(&self) -> usize {
+        1
+    }
+
+    fn halt_exploration_prob(&self) -> f64 {
+        0.0
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    fn mlp_t(&self) -> bool {
+        self.mlp_t
+    }
+}
+
 impl<B: FusedOps> RecursiveModel<B> for Rsm<B> {
+    fn loss_spec(&self) -> LossSpec {
+        self.cfg.loss_spec()
+    }
+
+    /// The reference keys: top level, the tied head stored again as `lm_head.weight`.
+    fn key_layout(&self) -> KeyLayout {
+        KeyLayout::TiedHead
+    }
+
     fn dims(&self) -> ModelDims {
         ModelDims {
             vocab_size: self.cfg.vocab_size,

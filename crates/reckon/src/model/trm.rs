@@ -19,7 +19,8 @@ use super::layers::{
     broadcast_init, buffer_from_vec, prepend_puzzle_prefix, replace_table, table_rows, trunc_normal, Attention, Linear,
     PuzzleEmbedding, QHead, Rope, SwiGlu, TokenEmbedding,
 };
-use super::{Depth, HaltingRule, Heads, Latent, ModelDims, RecursiveModel, TrainRecursive};
+use super::registry::FamilyConfig;
+use super::{Depth, HaltingRule, Heads, Latent, LossSpec, ModelDims, RecursiveModel, TrainRecursive};
 use crate::kernels::{residual_rms_norm, FusedOps, Gate, MixAxis};
 
 /// Positional signal: none (TRM-MLP Sudoku), rotary (TRM-Att) or learned (HRM's full-Sudoku recipe).
@@ -354,7 +355,41 @@ pub(crate) fn act_heads<B: Backend>(
     }
 }
 
+impl FamilyConfig for TrmConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        TrmConfig::validate(self)
+    }
+
+    fn depth(&self) -> Depth {
+        Depth { h: self.h_cycles, l: self.l_cycles }
+    }
+
+    fn set_depth(&mut self, depth: Depth) {
+        (self.h_cycles, self.l_cycles) = (depth.h, depth.l);
+    }
+
+    fn halt_max_steps(&self) -> usize {
+        self.halt_max_steps
+    }
+
+    fn halt_exploration_prob(&self) -> f64 {
+        self.halt_exploration_prob
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    fn mlp_t(&self) -> bool {
+        self.mlp_t
+    }
+}
+
 impl<B: FusedOps> RecursiveModel<B> for Trm<B> {
+    fn loss_spec(&self) -> LossSpec {
+        self.cfg.loss_spec()
+    }
+
     fn dims(&self) -> ModelDims {
         ModelDims {
             vocab_size: self.cfg.vocab_size,

@@ -26,9 +26,9 @@ use super::config::{ExperimentConfig, ModelConfig};
 use super::optim::{AdamAtan2, DenseOptimizer, DenseOptimizerRecord};
 use crate::act::{ActCarry, SlotData};
 use crate::model::weights::{
-    load_named, named_tensors, read_safetensors, write_safetensors, REFERENCE_PREFIX, TIED_EMBEDDING, TIED_HEAD,
+    load_named, named_tensors, read_safetensors, write_safetensors, TIED_EMBEDDING, TIED_HEAD,
 };
-use crate::model::Latent;
+use crate::model::{KeyLayout, Latent, RecursiveModel};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, Optimizer};
 
@@ -90,15 +90,15 @@ fn weights_metadata(model: &ModelConfig, step: u64) -> HashMap<String, String> {
     ])
 }
 
-/// A module's tensors under the family's reference `state_dict` keys: TRM's and HRM's sit under `inner.`, RSM's at the
-/// top level with the tied head stored again as `lm_head.weight`, as PyTorch saves it.
+/// A module's tensors under its family's reference `state_dict` keys ([`KeyLayout`]): TRM's, HRM's and CMM's
+/// under `inner.`, RSM's at the top level with the tied head stored again as `lm_head.weight`, as PyTorch saves it.
 fn reference_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
-    family: &ModelConfig,
+    layout: KeyLayout,
     module: &M,
 ) -> Vec<(String, TensorData)> {
-    match family {
-        ModelConfig::Trm(_) | ModelConfig::Hrm(_) | ModelConfig::Cmm(_) => named_tensors(module, REFERENCE_PREFIX),
-        ModelConfig::Rsm(_) => {
+    match layout {
+        KeyLayout::Prefixed(prefix) => named_tensors(module, prefix),
+        KeyLayout::TiedHead => {
             let mut tensors = named_tensors(module, "");
             if let Some((_, e)) = tensors.iter().find(|(k, _)| k == TIED_EMBEDDING) {
                 let head = e.clone();
@@ -111,7 +111,7 @@ fn reference_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
 
 /// Write `module`'s weights as a self-contained evaluation checkpoint directory `dir` (just `weights.safetensors`,
 /// with the model config in its metadata), atomically: a temp sibling renamed into place.
-pub fn write_eval_checkpoint<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
+pub fn write_eval_checkpoint<B: Backend, M: RecursiveModel<B> + ModuleSnapshot<B>>(
     dir: &Path,
     model_cfg: &ModelConfig,
     module: &M,
@@ -123,7 +123,11 @@ pub fn write_eval_checkpoint<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         std::fs::remove_dir_all(&tmp)?;
     }
     std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    write_safetensors(&tmp.join(WEIGHTS_FILE), &reference_tensors(model_cfg, module), weights_metadata(model_cfg, 0))?;
+    write_safetensors(
+        &tmp.join(WEIGHTS_FILE),
+        &reference_tensors(module.key_layout(), module),
+        weights_metadata(model_cfg, 0),
+    )?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("replacing {}", dir.display()))?;
     }
@@ -143,10 +147,11 @@ pub fn save<AB, M>(
 ) -> Result<PathBuf>
 where
     AB: AutodiffBackend,
-    M: AutodiffModule<AB> + ModuleSnapshot<AB>,
+    M: RecursiveModel<AB> + AutodiffModule<AB> + ModuleSnapshot<AB>,
     M::InnerModule: ModuleSnapshot<AB::InnerBackend>,
 {
     let root = checkpoints_dir(&cfg.run_dir);
+    let layout = model.key_layout();
     let name = format!("step_{}", progress.step);
     let final_dir = root.join(&name);
     let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -157,10 +162,10 @@ where
     let meta = weights_metadata(&cfg.model, progress.step);
     match ema {
         Some(ema) => {
-            write_safetensors(&tmp.join(WEIGHTS_FILE), &reference_tensors(&cfg.model, ema), meta.clone())?;
-            write_safetensors(&tmp.join(TRAIN_WEIGHTS_FILE), &reference_tensors(&cfg.model, model), meta)?;
+            write_safetensors(&tmp.join(WEIGHTS_FILE), &reference_tensors(layout, ema), meta.clone())?;
+            write_safetensors(&tmp.join(TRAIN_WEIGHTS_FILE), &reference_tensors(layout, model), meta)?;
         }
-        None => write_safetensors(&tmp.join(WEIGHTS_FILE), &reference_tensors(&cfg.model, model), meta)?,
+        None => write_safetensors(&tmp.join(WEIGHTS_FILE), &reference_tensors(layout, model), meta)?,
     }
     save_optimizer(optimizer, &tmp.join(OPTIMIZER_FILE))?;
     save_carry(carry, &tmp.join(CARRY_FILE))?;

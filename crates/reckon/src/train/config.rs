@@ -8,14 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::cmm_loss::CeKind;
 use super::curriculum::CurriculumConfig;
 use super::optim::{LrSchedule, OptimizerKind};
-use crate::model::cmm::CmmConfig;
-use crate::model::hrm::HrmConfig;
-use crate::model::rsm::RsmConfig;
-use crate::model::trm::TrmConfig;
-use crate::model::Depth;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,113 +93,8 @@ impl Default for EvalConfig {
     }
 }
 
-/// The model section: the family and its architecture.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "family", rename_all = "lowercase")]
-pub enum ModelConfig {
-    Trm(TrmConfig),
-    Rsm(RsmConfig),
-    Hrm(HrmConfig),
-    Cmm(CmmConfig),
-}
-
-impl ModelConfig {
-    pub fn validate(&self) -> Result<()> {
-        match self {
-            ModelConfig::Trm(c) => c.validate(),
-            ModelConfig::Rsm(c) => c.validate(),
-            ModelConfig::Hrm(c) => c.validate(),
-            ModelConfig::Cmm(c) => c.validate(),
-        }
-    }
-    /// Supervision steps a training slot stays in the carry. RSM keeps no carry: every step takes a fresh batch.
-    pub fn halt_max_steps(&self) -> usize {
-        match self {
-            ModelConfig::Trm(c) => c.halt_max_steps,
-            ModelConfig::Rsm(_) => 1,
-            ModelConfig::Hrm(c) => c.halt_max_steps,
-            ModelConfig::Cmm(c) => c.halt_max_steps,
-        }
-    }
-    pub fn halt_exploration_prob(&self) -> f64 {
-        match self {
-            ModelConfig::Trm(c) => c.halt_exploration_prob,
-            ModelConfig::Rsm(_) => 0.0,
-            ModelConfig::Hrm(c) => c.halt_exploration_prob,
-            ModelConfig::Cmm(c) => c.halt_exploration_prob,
-        }
-    }
-    /// HRM's Q-learning: halting by `q_halt > q_continue`, and a `q_continue` target recomputed every this many
-    /// steps. `None` for the other families.
-    pub fn q_learning(&self) -> Option<u64> {
-        match self {
-            ModelConfig::Hrm(c) => Some(c.q_target_every),
-            _ => None,
-        }
-    }
-    /// The configured depth (where a curriculum starts).
-    pub fn depth(&self) -> Depth {
-        match self {
-            ModelConfig::Trm(c) => Depth { h: c.h_cycles, l: c.l_cycles },
-            ModelConfig::Rsm(c) => Depth { h: c.h_cycles, l: c.l_cycles },
-            ModelConfig::Hrm(c) => Depth { h: c.h_cycles, l: c.l_cycles },
-            ModelConfig::Cmm(c) => Depth { h: c.h_cycles, l: c.l_cycles },
-        }
-    }
-    /// The same architecture at another depth.
-    pub fn with_depth(&self, depth: Depth) -> ModelConfig {
-        let mut c = self.clone();
-        match &mut c {
-            ModelConfig::Trm(m) => (m.h_cycles, m.l_cycles) = (depth.h, depth.l),
-            ModelConfig::Rsm(m) => (m.h_cycles, m.l_cycles) = (depth.h, depth.l),
-            ModelConfig::Hrm(m) => (m.h_cycles, m.l_cycles) = (depth.h, depth.l),
-            ModelConfig::Cmm(m) => (m.h_cycles, m.l_cycles) = (depth.h, depth.l),
-        }
-        c
-    }
-    /// One line for progress output: family, mixer, width, depth.
-    pub fn summary(&self) -> String {
-        let (mlp_t, hidden) = match self {
-            ModelConfig::Trm(c) => (c.mlp_t, c.hidden_size),
-            ModelConfig::Rsm(c) => (c.mlp_t, c.hidden_size),
-            ModelConfig::Hrm(c) => (c.mlp_t, c.hidden_size),
-            ModelConfig::Cmm(c) => (c.mlp_t, c.hidden_size),
-        };
-        let d = self.depth();
-        let mixer = if mlp_t { "MLP-T" } else { "attention" };
-        format!("{} {mixer}, hidden {hidden}, H{} L{}", self.family().to_uppercase(), d.h, d.l)
-    }
-    /// The LM cross-entropy of the family's loss head: CMM's `ce`, stablemax (order 1) for the others.
-    pub fn ce_kind(&self) -> CeKind {
-        match self {
-            ModelConfig::Cmm(c) => c.ce,
-            _ => CeKind::StableMax1,
-        }
-    }
-    /// The weights `(λ_LM, λ_BCE)` of the loss head: CMM's `losses.lm` / `losses.bce` (1 each for an active term
-    /// when AlgGradNorm's literal weights replace them), (1, 0.5) for the others.
-    pub fn head_weights(&self) -> (f64, f64) {
-        match self {
-            ModelConfig::Cmm(c) => (c.losses.applied(c.losses.lm), c.losses.applied(c.losses.bce)),
-            _ => (1.0, 0.5),
-        }
-    }
-    /// CMM's loss weights when they are adapted by AlgGradNorm (`model.losses.weighting = "alg_grad_norm"`).
-    pub fn alg_grad_norm(&self) -> Option<&super::cmm_loss::CmmLossWeights> {
-        match self {
-            ModelConfig::Cmm(c) if c.losses.weighting.adaptive() => Some(&c.losses),
-            _ => None,
-        }
-    }
-    pub fn family(&self) -> &'static str {
-        match self {
-            ModelConfig::Trm(_) => "trm",
-            ModelConfig::Rsm(_) => "rsm",
-            ModelConfig::Hrm(_) => "hrm",
-            ModelConfig::Cmm(_) => "cmm",
-        }
-    }
-}
+/// The `[model]` section lives with the models, in the family registry.
+pub use crate::model::registry::ModelConfig;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -385,6 +274,8 @@ fn resolve(config: &Path, p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::trm::TrmConfig;
+    use crate::train::cmm_loss::CeKind;
 
     fn write(dir: &Path, text: &str) -> PathBuf {
         let p = dir.join("c.toml");
@@ -403,7 +294,7 @@ mod tests {
     fn fills_dataset_sizes_and_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = ExperimentConfig::load(&write(dir.path(), BASE), &[], sizes).unwrap();
-        let ModelConfig::Trm(m) = &cfg.model else { panic!("trm") };
+        let m = cfg.model.get::<TrmConfig>().expect("trm");
         assert_eq!((m.seq_len, m.vocab_size, m.hidden_size, m.h_cycles), (81, 11, 64, 3));
         assert_eq!(cfg.train.lr, 1e-4);
         assert_eq!(cfg.eval.steps, 16);
@@ -437,7 +328,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.train.lr, 3e-4);
-        let ModelConfig::Trm(m) = &cfg.model else { panic!("trm") };
+        let m = cfg.model.get::<TrmConfig>().expect("trm");
         assert!(!m.mlp_t);
         assert_eq!(cfg.run_dir, PathBuf::from("elsewhere"));
     }
@@ -447,17 +338,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), BASE);
         let cfg = ExperimentConfig::load(&p, &[], sizes).unwrap();
-        assert_eq!((cfg.model.ce_kind(), cfg.model.head_weights()), (CeKind::StableMax1, (1.0, 0.5)));
+        let spec = cfg.model.loss_spec();
+        assert_eq!((spec.ce, spec.lm_weight, spec.bce_weight), (CeKind::StableMax1, 1.0, 0.5));
         assert_eq!((cfg.train.adam_eps, cfg.train.lr_schedule), (1e-8, LrSchedule::Cosine));
         let cmm = ["model.family=\"cmm\"".to_string(), "model.ce=\"softmax\"".into(), "model.losses.bce=0.25".into()];
         let cfg = ExperimentConfig::load(&p, &cmm, sizes).unwrap();
-        assert_eq!(
-            (cfg.model.family(), cfg.model.ce_kind(), cfg.model.head_weights()),
-            ("cmm", CeKind::Softmax, (1.0, 0.25))
-        );
-        assert!(cfg.model.alg_grad_norm().is_none());
+        let spec = cfg.model.loss_spec();
+        assert_eq!((cfg.model.family(), spec.ce, spec.lm_weight, spec.bce_weight), ("cmm", CeKind::Softmax, 1.0, 0.25));
+        assert!(spec.alg_grad_norm.is_none());
         let agn = [cmm.as_slice(), &["model.losses.weighting=\"alg_grad_norm\"".into()]].concat();
-        assert!(ExperimentConfig::load(&p, &agn, sizes).unwrap().model.alg_grad_norm().is_some());
+        assert!(ExperimentConfig::load(&p, &agn, sizes).unwrap().model.loss_spec().alg_grad_norm.is_some());
         for bad in
             ["model.losses.rep_x=-1.0", "model.noise_sigma=-0.1", "model.losses.eqx=1.0", "model.activation=\"relu\""]
         {

@@ -306,17 +306,10 @@ where
         };
         let wants_halt = halting.decide_rows(q_halt.as_deref(), q_continue.as_deref());
         let grad_scale = 1.0 / t.global_batch_size as f64;
-        let mut loss = act_loss_ce(
-            self.cfg.model.ce_kind(),
-            &logits,
-            dims,
-            &self.carry.data.labels,
-            q_halt.as_deref(),
-            grad_scale,
-        );
-        let (w_lm, w_bce) = self.cfg.model.head_weights();
-        loss.reweight(w_lm, w_bce);
-        if let (Some(every), Some(q_c)) = (self.cfg.model.q_learning(), &q_continue) {
+        let spec = graph_free.loss_spec();
+        let mut loss = act_loss_ce(spec.ce, &logits, dims, &self.carry.data.labels, q_halt.as_deref(), grad_scale);
+        loss.reweight(spec.lm_weight, spec.bce_weight);
+        if let (Some(every), Some(q_c)) = (spec.q_target_every, &q_continue) {
             if (self.step - 1).is_multiple_of(every) {
                 let target = self.q_continue_target(&graph_free, &latent, x_free);
                 add_q_continue_loss(&mut loss, q_c, &target, grad_scale);
@@ -338,7 +331,7 @@ where
             );
         }
         let mut aux_terms = heads.aux;
-        if self.cfg.model.alg_grad_norm().is_some() {
+        if spec.alg_grad_norm.is_some() {
             self.alg_grad_norm(&slots, &mut loss, &mut aux_terms, &mut aux_values);
         }
         let mut objective = surrogate(heads.logits, heads.q_halt, &loss);
@@ -384,8 +377,9 @@ where
         aux: &mut [(&'static str, Tensor<AB, 1>)],
         log: &mut std::collections::BTreeMap<String, f64>,
     ) {
-        let w = self.cfg.model.alg_grad_norm().expect("AlgGradNorm is on").clone();
-        let (w_lm, w_bce) = self.cfg.model.head_weights();
+        let spec = self.model.loss_spec();
+        let w = spec.alg_grad_norm.expect("AlgGradNorm is on");
+        let (w_lm, w_bce) = (spec.lm_weight, spec.bce_weight);
         let b = self.cfg.train.global_batch_size as f64;
         let mut terms: Vec<(&'static str, f64)> = Vec::new();
         if w_lm > 0.0 {
@@ -395,12 +389,12 @@ where
             terms.push(("bce", w_bce * loss.q_halt_loss / b));
         }
         terms.extend(aux.iter().map(|(name, _)| (*name, log[&format!("aux_{name}")])));
-        let agn = self.agn.get_or_insert_with(|| {
-            AlgGradNorm::new(terms.len(), w.agn_alpha, w.agn_rho, w.agn_reset_period).expect("validated")
-        });
+        let agn = self
+            .agn
+            .get_or_insert_with(|| AlgGradNorm::new(terms.len(), w.alpha, w.rho, w.reset_period).expect("validated"));
         assert_eq!(agn.weights.len(), terms.len(), "AlgGradNorm: the active loss terms changed");
         let m = agn.weights.clone();
-        if (self.step - 1).is_multiple_of(w.agn_every) {
+        if (self.step - 1).is_multiple_of(w.every) {
             let norms: Vec<f64> =
                 terms.iter().zip(&m).map(|((name, _), &k)| self.term_grad_norm(name, k, slots, loss)).collect();
             let values: Vec<f64> = terms.iter().map(|(_, v)| *v).collect();

@@ -4,9 +4,10 @@
 use std::path::Path;
 
 use reckon::backend::Cpu;
+use reckon::model::cmm::CmmConfig;
 use reckon::model::trm::{PosEncoding, TrmConfig};
 use reckon::model::weights::named_tensors;
-use reckon::train::config::{DatasetSizes, ExperimentConfig, ModelConfig};
+use reckon::train::config::{DatasetSizes, ExperimentConfig};
 
 fn load(name: &str) -> ExperimentConfig {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs").join(name);
@@ -15,7 +16,7 @@ fn load(name: &str) -> ExperimentConfig {
 }
 
 fn trm(cfg: &ExperimentConfig) -> &TrmConfig {
-    let ModelConfig::Trm(m) = &cfg.model else { panic!("a TRM config") };
+    let m = cfg.model.get::<TrmConfig>().expect("a TRM config");
     m
 }
 
@@ -48,7 +49,7 @@ fn rsm_configs_have_the_released_recipes() {
     use reckon::model::Depth;
     use reckon::train::curriculum::CurriculumPreset;
     let rsm = |cfg: &ExperimentConfig| -> RsmConfig {
-        let ModelConfig::Rsm(m) = &cfg.model else { panic!("an RSM config") };
+        let m = cfg.model.get::<RsmConfig>().expect("an RSM config");
         m.clone()
     };
     let (sudoku, maze) = (load("rsm-sudoku.toml"), load("rsm-maze.toml"));
@@ -94,7 +95,7 @@ fn rsm_configs_have_the_released_recipes() {
 fn hrm_configs_have_the_published_recipe_and_parameter_count() {
     use reckon::model::hrm::HrmConfig;
     let hrm = |cfg: &ExperimentConfig| -> HrmConfig {
-        let ModelConfig::Hrm(m) = &cfg.model else { panic!("an HRM config") };
+        let m = cfg.model.get::<HrmConfig>().expect("an HRM config");
         m.clone()
     };
     for name in ["hrm-sudoku.toml", "hrm-maze.toml"] {
@@ -124,7 +125,7 @@ fn hrm_mlp_t_uses_the_sequence_mixer_in_both_modules() {
     use reckon::model::hrm::HrmConfig;
     use reckon::model::layers::swiglu_width;
     let cfg = load("hrm-mlp-sudoku-cpu.toml");
-    let ModelConfig::Hrm(m) = &cfg.model else { panic!("an HRM config") };
+    let m = cfg.model.get::<HrmConfig>().expect("an HRM config");
     assert!(m.mlp_t && m.pos_encodings == PosEncoding::None && m.q_target_every == 4);
     let tensors = named_tensors(&m.init::<Cpu>(0, &Default::default()), "inner.");
     for module in ["H_level", "L_level"] {
@@ -206,7 +207,7 @@ fn quickstart_model_size_is_the_one_the_readme_quotes() {
 }
 
 fn cmm(cfg: &ExperimentConfig) -> &reckon::model::cmm::CmmConfig {
-    let ModelConfig::Cmm(m) = &cfg.model else { panic!("a CMM config") };
+    let m = cfg.model.get::<CmmConfig>().expect("a CMM config");
     m
 }
 
@@ -214,15 +215,24 @@ fn cmm(cfg: &ExperimentConfig) -> &reckon::model::cmm::CmmConfig {
 /// one is the paper's 0.26M "En128, identical layers, NSDE" model.
 #[test]
 fn cmm_configs_have_the_spec_shapes_and_parameter_counts() {
-    use reckon::model::cmm::{Activation, CmmInit, NoiseKind};
+    use reckon::model::cmm::{Activation, CmmInit, NoiseKind, QHeadInput};
     use reckon::train::cmm_loss::{CeKind, CmmLossWeights};
+    use reckon::train::optim::{LrSchedule, OptimizerKind};
     let big = load("cmm-sudoku.toml");
     let tiny = load("cmm-tiny-sudoku.toml");
     let cpu = load("cmm-sudoku-cpu.toml");
     let trm_mlp = load("trm-mlp-sudoku.toml");
-    assert_eq!(big.train, trm_mlp.train, "the TRM-MLP Sudoku recipe");
+    // The TRM-MLP Sudoku recipe, with the paper's Adam ε 1e-14 (AdamW: AdamATan2 has no ε) and an exponential
+    // LR decay.
+    let mut recipe = trm_mlp.train.clone();
+    (recipe.optimizer, recipe.adam_eps) = (OptimizerKind::Adamw, 1e-14);
+    (recipe.lr_schedule, recipe.lr_decay_rate) = (LrSchedule::Exponential, Some(0.965));
+    assert_eq!(big.train, recipe);
     for c in [cmm(&big), cmm(&tiny), cmm(&cpu)] {
-        assert_eq!((c.init, c.activation, c.ce), (CmmInit::Input, Activation::Tanh, CeKind::StableMax1));
+        assert_eq!(
+            (c.init, c.activation, c.ce, c.q_head),
+            (CmmInit::Input, Activation::Tanh, CeKind::StableMax3, QHeadInput::Flat)
+        );
         assert_eq!(c.losses, CmmLossWeights::default(), "Eq 44's weights");
         assert!(c.mlp_t);
     }
@@ -236,12 +246,16 @@ fn cmm_configs_have_the_spec_shapes_and_parameter_counts() {
         (128, 2, true, NoiseKind::Additive, 0.01)
     );
     let device = Default::default();
-    // The 5M model has TRM-MLP's parameters exactly (same modules; the CMM terms add none).
-    assert_eq!(b.init::<Cpu>(0, &device).num_trainable_params(), 5_028_866);
+    // The 5M model has TRM-MLP's parameters exactly with TRM's Q head (same modules; the CMM terms add none);
+    // the flat Eq 8 head reads the 81 × 512 state instead of position 0: 2·(81·512 − 512) more.
+    let first = |c: &CmmConfig| CmmConfig { q_head: QHeadInput::First, ..c.clone() };
+    assert_eq!(first(b).init::<Cpu>(0, &device).num_trainable_params(), 5_028_866);
+    assert_eq!(b.init::<Cpu>(0, &device).num_trainable_params(), 5_028_866 + 2 * (81 * 512 - 512));
     // 0.26M: one shared block of hidden 128 with no puzzle prefix (seq 81): the channel SwiGLU
     // 128 → 2·512 → 128 (196,608), the sequence SwiGLU 81 → 2·256 → 81 (62,208), the token embedding and the
-    // LM head 11 × 128 each (2,816), the Q head 2 × 128 + 2 (258): 261,890.
-    assert_eq!(t.init::<Cpu>(0, &device).num_trainable_params(), 261_890);
+    // LM head 11 × 128 each (2,816), TRM's Q head 2 × 128 + 2 (258): 261,890; the flat head 2 × 81·128 + 2.
+    assert_eq!(first(t).init::<Cpu>(0, &device).num_trainable_params(), 261_890);
+    assert_eq!(t.init::<Cpu>(0, &device).num_trainable_params(), 282_370);
     assert!(cpu.train.max_steps.is_some());
 }
 

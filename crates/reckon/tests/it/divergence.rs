@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use burn::tensor::Tensor;
 use reckon::backend::CpuTrain;
+use reckon::model::trm::TrmConfig;
 use reckon::model::RecursiveModel;
-use reckon::train::config::ModelConfig;
 use reckon::train::trainer::Trainer;
 use reckon_data::PuzzleDataset;
 
@@ -21,7 +21,7 @@ fn nan_in_the_loss_stops_the_run_naming_the_step() {
         data.display().to_string()
     );
     let cfg = common::config(tmp.path(), "c.toml", &text, &[]).unwrap();
-    let ModelConfig::Trm(m) = &cfg.model else { panic!("a TRM config") };
+    let m = cfg.model.get::<TrmConfig>().expect("a TRM config");
     let device = Default::default();
     // A puzzle table full of NaN poisons the input embedding, so the first loss is NaN.
     let model = m.init::<CpuTrain>(0, &device);
