@@ -1,7 +1,8 @@
 //! Tasks and datasets for reckon.
 //!
 //! This crate owns everything about puzzles that does not need a tensor library:
-//! - [`task`]: the [`Task`] trait (tokenise, render, augment, solve, verify one example);
+//! - [`task`]: the [`Task`] trait (tokenise, render, augment, solve, verify one example); [`any_task`]: the
+//!   task of a dataset or checkpoint chosen from its shape;
 //! - [`sudoku`]: the Sudoku task, an exact solver, a generator, canonical forms, CSV/list readers
 //!   and the dataset builder that reproduces the official HRM/TRM on-disk layout;
 //! - [`maze`]: the Maze task (Maze-Hard): BFS with the reference tie-break, a path verifier,
@@ -11,6 +12,7 @@
 //!
 //! Model code (the `reckon` crate) depends on this crate, never the other way round.
 
+pub mod any_task;
 pub mod dataset;
 pub mod fsutil;
 pub mod maze;
@@ -19,8 +21,9 @@ pub mod seeding;
 pub mod sudoku;
 pub mod task;
 
+pub use any_task::AnyTask;
 pub use dataset::{DatasetMeta, PuzzleDataset, PuzzleDatasetBuilder};
 pub use maze::{Dihedral, Maze, MazeBuildConfig, MazeGenConfig, MazeSource, PathError};
 pub use sampler::{eval_batches, Batch, SamplerCursor, TrainSampler, IGNORE_LABEL};
 pub use sudoku::{Grid, Sudoku, SudokuTransform};
-pub use task::{AnyTask, Task, TaskSpec};
+pub use task::{Task, TaskSpec};

@@ -34,8 +34,8 @@ use crate::model::layers::swiglu_width;
 use crate::model::rsm::RsmConfig;
 use crate::model::trm::{PosEncoding, TrmConfig};
 use crate::model::{RecursiveModel, TrainRecursive};
+use crate::objective::act_loss;
 use crate::train::config::{DataConfig, EvalConfig, ExperimentConfig, ModelConfig, TrainConfig};
-use crate::train::loss::act_loss;
 use crate::train::trainer::Trainer;
 use burn_store::ModuleSnapshot;
 

@@ -11,8 +11,10 @@ use burn::tensor::{Int, Tensor, TensorData};
 use reckon_data::{eval_batches, AnyTask, Batch, DatasetMeta, PuzzleDataset, IGNORE_LABEL};
 use serde::{Deserialize, Serialize};
 
-use crate::infer::Verifier;
 use crate::model::RecursiveModel;
+
+/// Checks a decoded answer against its puzzle (the task's rules, no labels): `(puzzle tokens, answer tokens)`.
+pub type Verifier<'a> = &'a (dyn Fn(&[i32], &[u32]) -> bool + Sync);
 
 /// Metrics of one evaluation.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -66,7 +68,7 @@ pub(crate) fn score_rows(preds: &[u32], labels: &[i32], rows: usize, seq: usize)
 
 /// Argmax over the last axis of `[B, seq, vocab]` logits (first index on ties, as torch).
 pub fn argmax_tokens(logits: &[f32], vocab: usize) -> Vec<u32> {
-    logits.chunks_exact(vocab).map(|row| crate::train::loss::argmax_first(row) as u32).collect()
+    logits.chunks_exact(vocab).map(|row| crate::objective::argmax_first(row) as u32).collect()
 }
 
 /// Tensors of a batch on a device.

@@ -15,6 +15,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use reckon_data::{eval_batches, PuzzleDataset};
 use serde::Serialize;
 
+pub use crate::eval::Verifier;
 use crate::eval::{argmax_tokens, score_rows, RowScore};
 use crate::model::RecursiveModel;
 
@@ -39,9 +40,6 @@ impl StopRule {
         Self { max_steps, use_q_halt: false, settle_steps: None, settle_tolerance: None }
     }
 }
-
-/// Checks a decoded answer against its puzzle (the task's rules, no labels): `(puzzle tokens, answer tokens)`.
-pub type Verifier<'a> = &'a (dyn Fn(&[i32], &[u32]) -> bool + Sync);
 
 /// Why a puzzle stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -22,5 +22,6 @@ pub mod cli;
 pub mod eval;
 pub mod infer;
 pub mod kernels;
+pub mod objective;
 pub mod plot;
 pub mod train;

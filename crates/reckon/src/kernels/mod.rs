@@ -154,7 +154,7 @@ pub fn composed_residual_swiglu_norm<B: FusedOps>(
     let gate = rows.clone().matmul(w_gate_up.clone().narrow(0, 0, inter).transpose());
     let up = rows.clone().matmul(w_gate_up.narrow(0, inter, inter).transpose());
     let mixed = glu(kind, gate, up).matmul(wrap::<B, 2>(w_down).transpose());
-    unwrap(composed_unrows(crate::model::layers::rms_norm(rows + mixed, eps), dims, axis))
+    unwrap(composed_unrows(rms_norm(rows + mixed, eps), dims, axis))
 }
 
 /// The forward with the saved activations, from burn's ops (the default for backends without a kernel).
@@ -294,6 +294,17 @@ pub fn composed_attention_backward<B: Backend>(saved: AttentionSaved<B>, dout: F
         dk = composed_rope_transpose(dk, cos, sin);
     }
     unwrap(Tensor::cat(vec![dq, dk, dv.swap_dims(1, 2)], 2).reshape([b, s, d3]))
+}
+
+/// Weightless RMSNorm over the last axis: `x · rsqrt(mean(x²) + eps)` (reference `rms_norm`).
+pub fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
+    rms_norm_dim(x, D - 1, eps)
+}
+
+/// Weightless RMSNorm over axis `dim`.
+pub fn rms_norm_dim<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize, eps: f64) -> Tensor<B, D> {
+    let mean_sq = x.clone().powi_scalar(2).mean_dim(dim);
+    x * mean_sq.add_scalar(eps).sqrt().recip()
 }
 
 /// `rms_norm(x + r)` over the last axis from burn's ops, with the reciprocal RMS per row.

@@ -15,7 +15,7 @@
 //! - NSDE noise (training only, [`TrainRecursive::train_step`], never [`RecursiveModel::step`]): after every L
 //!   and H update `z + σξ` (`additive`) or `z(1 + σξ)` (`multiplicative`), `ξ ~ N(0, I)` drawn on the host from
 //!   the step's rng, so a resumed run draws the same;
-//! - the auxiliary losses of §2.2 ([`crate::train::cmm_loss`]), weighted by `[model.losses]`, returned in
+//! - the auxiliary losses of §2.2 ([`super::contraction`]), weighted by `[model.losses]`, returned in
 //!   [`Heads::aux`] by the training step (a term with weight 0 is not computed);
 //! - the LM cross-entropy kind `ce` (`stablemax3` default, the paper's; `stablemax1`, `stablemax5`, `softmax`),
 //!   which the trainer passes to its loss head;
@@ -35,12 +35,13 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::contraction::{self as cmm_loss, CmmLossWeights, RepPositions};
 use super::layers::{broadcast_init, replace_table, table_rows, Linear, PuzzleEmbedding, QHead, Rope, TokenEmbedding};
 use super::registry::FamilyConfig;
 use super::trm::{act_heads, trm_embed, Block, PosEncoding, ReasoningModule, TrmConfig};
+use super::CeKind;
 use super::{AlgGradNormSpec, Depth, HaltingRule, Heads, Latent, LossSpec, ModelDims, RecursiveModel, TrainRecursive};
 use crate::kernels::{FusedOps, Gate};
-use crate::train::cmm_loss::{self, CeKind, CmmLossWeights, RepPositions};
 
 /// Where a fresh row's latent starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -970,7 +971,7 @@ mod tests {
     /// weight 1 (AlgGradNorm's λ, starting at 1, then scales it), and so do the LM and BCE heads.
     #[test]
     fn literal_alg_grad_norm_replaces_the_fixed_weights() {
-        use crate::train::cmm_loss::Weighting;
+        use crate::model::contraction::Weighting;
         let term = |weighting: Weighting, weight: f64| {
             let m = tiny(|c| (c.losses.eq_x, c.losses.weighting) = (weight, weighting))
                 .init::<CpuTrain>(0, &Default::default());

@@ -110,16 +110,7 @@ impl<B: Backend> QHead<B> {
     }
 }
 
-/// Weightless RMSNorm over the last axis: `x · rsqrt(mean(x²) + eps)` (reference `rms_norm`).
-pub fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
-    rms_norm_dim(x, D - 1, eps)
-}
-
-/// Weightless RMSNorm over axis `dim`.
-pub fn rms_norm_dim<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize, eps: f64) -> Tensor<B, D> {
-    let mean_sq = x.clone().powi_scalar(2).mean_dim(dim);
-    x * mean_sq.add_scalar(eps).sqrt().recip()
-}
+pub use crate::kernels::{rms_norm, rms_norm_dim};
 
 /// SwiGLU over the last axis: fused `gate_up_proj` (gate first, then up), `down_proj(silu(gate)·up)`.
 #[derive(Module, Debug)]

@@ -7,6 +7,7 @@
 pub mod registry;
 
 pub mod cmm;
+pub mod contraction;
 pub mod hrm;
 pub mod layers;
 pub mod rsm;
@@ -19,7 +20,7 @@ use burn::tensor::{Bool, Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::train::cmm_loss::CeKind;
+use anyhow::Result;
 
 /// Recursion depth: `h` outer steps (cycles) of `l` inner latent updates each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +136,44 @@ impl HaltingRule {
     }
 }
 
+/// Which normalisation the LM cross-entropy uses. Serialised lowercase: `"softmax"`, `"stablemax1"`,
+/// `"stablemax3"`, `"stablemax5"`. The default is `stablemax1`, the TRM/HRM/RSM reference loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CeKind {
+    /// Ordinary softmax (`s(x) = eˣ`, computed shift-invariantly with a max-shift).
+    Softmax,
+    /// The reference stablemax (`x + 1` / `1/(1 − x)`), the one `crate::objective` computes for TRM/HRM/RSM.
+    #[default]
+    StableMax1,
+    /// StableMax3: the order-3 Taylor polynomial of `eˣ`.
+    StableMax3,
+    /// StableMax5: the order-5 Taylor polynomial of `eˣ`.
+    StableMax5,
+}
+
+impl CeKind {
+    /// The StableMax of the given order; an error unless the order is 1, 3 or 5.
+    pub fn stablemax(order: u32) -> Result<Self> {
+        match order {
+            1 => Ok(Self::StableMax1),
+            3 => Ok(Self::StableMax3),
+            5 => Ok(Self::StableMax5),
+            other => anyhow::bail!("stablemax order must be 1, 3 or 5, got {other}"),
+        }
+    }
+
+    /// The Taylor order of a StableMax kind; `None` for softmax.
+    pub fn stablemax_order(self) -> Option<u32> {
+        match self {
+            Self::Softmax => None,
+            Self::StableMax1 => Some(1),
+            Self::StableMax3 => Some(3),
+            Self::StableMax5 => Some(5),
+        }
+    }
+}
+
 /// What a family's training objective is made of. The trainer builds its loss from this (asked of the model),
 /// never from config flags, so that a family's meaning cannot drift between training and evaluation.
 #[derive(Clone, Debug, PartialEq)]
@@ -150,7 +189,7 @@ pub struct LossSpec {
     pub alg_grad_norm: Option<AlgGradNormSpec>,
 }
 
-/// AlgGradNorm's settings (see `train::cmm_loss::AlgGradNorm`).
+/// AlgGradNorm's settings (see `train::alg_grad_norm::AlgGradNorm`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AlgGradNormSpec {
     pub alpha: f64,

@@ -53,7 +53,7 @@ pub struct TrainProgress {
     pub param_ids: BTreeMap<String, u64>,
     /// CMM's AlgGradNorm state (weights, reference losses, update count), when the run adapts its loss weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alg_grad_norm: Option<super::cmm_loss::AlgGradNorm>,
+    pub alg_grad_norm: Option<super::alg_grad_norm::AlgGradNorm>,
 }
 
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::curriculum::CurriculumConfig;
-use super::optim::{LrSchedule, OptimizerKind};
+use super::optim::{lr_at, lr_exponential, LrSchedule, OptimizerKind};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +71,18 @@ pub struct TrainConfig {
     pub grad_clip_norm: Option<f64>,
     #[serde(default)]
     pub seed: u64,
+}
+
+impl TrainConfig {
+    /// The learning rate of `base_lr` at `step` under the run's schedule (`lr_schedule`).
+    pub fn scheduled_lr(&self, base_lr: f64, step: u64, total_steps: u64) -> f64 {
+        match self.lr_schedule {
+            LrSchedule::Cosine => lr_at(step, base_lr, self.lr_warmup_steps, total_steps, self.lr_min_ratio),
+            LrSchedule::Exponential => {
+                lr_exponential(step, base_lr, self.lr_warmup_steps, self.lr_decay_rate.unwrap_or(1.0))
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -275,7 +287,7 @@ fn resolve(config: &Path, p: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::model::trm::TrmConfig;
-    use crate::train::cmm_loss::CeKind;
+    use crate::model::CeKind;
 
     fn write(dir: &Path, text: &str) -> PathBuf {
         let p = dir.join("c.toml");

@@ -223,14 +223,6 @@ pub enum LrSchedule {
     Exponential,
 }
 
-/// The learning rate of `base_lr` at `step` under the run's schedule (`train.lr_schedule`).
-pub fn scheduled_lr(t: &super::config::TrainConfig, base_lr: f64, step: u64, total_steps: u64) -> f64 {
-    match t.lr_schedule {
-        LrSchedule::Cosine => lr_at(step, base_lr, t.lr_warmup_steps, total_steps, t.lr_min_ratio),
-        LrSchedule::Exponential => lr_exponential(step, base_lr, t.lr_warmup_steps, t.lr_decay_rate.unwrap_or(1.0)),
-    }
-}
-
 /// Linear warm-up from 0, then `base · rate^((step − warmup)/1000)`.
 pub fn lr_exponential(step: u64, base_lr: f64, warmup_steps: u64, rate_per_1000: f64) -> f64 {
     if step < warmup_steps {

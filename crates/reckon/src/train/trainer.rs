@@ -22,17 +22,17 @@ use rand_chacha::ChaCha8Rng;
 use reckon_data::{PuzzleDataset, TrainSampler};
 use serde::Serialize;
 
+use super::alg_grad_norm::AlgGradNorm;
 use super::checkpoint::{self, TrainProgress};
-use super::cmm_loss::AlgGradNorm;
 use super::config::ExperimentConfig;
 use super::curriculum::Curriculum;
 use super::ema::{clip_global_norm, ema_update};
-use super::loss::{act_loss_ce, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue, StepLoss};
-use super::optim::{scheduled_lr, sign_sgd_rows, DenseOptimizer};
+use super::optim::{sign_sgd_rows, DenseOptimizer};
 use crate::act::{ActCarry, HaltRule, SlotData};
 use crate::eval::{batch_tensors, evaluate_verified, task_verifier, EvalReport};
 use crate::infer::Verifier;
 use crate::model::{Depth, Latent, RecursiveModel, TrainRecursive};
+use crate::objective::{act_loss_ce, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue, StepLoss};
 
 /// What one optimiser step did. Accuracies are over the slots that halted at this step (the reference's
 /// training metrics); losses are per slot.
@@ -348,10 +348,10 @@ where
         if !grad_norm.is_finite() {
             bail!("training diverged at step {}: the gradient norm is {grad_norm}", self.step);
         }
-        let lr = lr_mult * scheduled_lr(&t, t.lr, self.step, self.total_steps);
+        let lr = lr_mult * t.scheduled_lr(t.lr, self.step, self.total_steps);
         self.model = self.optimizer.step(lr, self.model.clone(), params);
         if let (Some(table), Some(g)) = (graph_free.puzzle_table(), row_grads) {
-            let emb_lr = lr_mult * scheduled_lr(&t, t.puzzle_emb_lr, self.step, self.total_steps);
+            let emb_lr = lr_mult * t.scheduled_lr(t.puzzle_emb_lr, self.step, self.total_steps);
             let table = sign_sgd_rows(table, &self.carry.data.puzzle_ids, g, emb_lr, t.puzzle_emb_weight_decay);
             self.model = self.model.clone().set_puzzle_table(Tensor::from_inner(table));
         }
@@ -454,13 +454,7 @@ where
         q_continue_target(&read(next.q_halt), &read(next.q_continue), &is_last)
     }
 
-    fn step_metrics(
-        &self,
-        loss: &super::loss::StepLoss,
-        wants_halt: Option<&[bool]>,
-        lr: f64,
-        grad_norm: f64,
-    ) -> StepMetrics {
+    fn step_metrics(&self, loss: &StepLoss, wants_halt: Option<&[bool]>, lr: f64, grad_norm: f64) -> StepMetrics {
         let b = self.cfg.train.global_batch_size as f64;
         let mut m = StepMetrics {
             step: self.step,

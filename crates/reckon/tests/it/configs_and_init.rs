@@ -216,7 +216,8 @@ fn cmm(cfg: &ExperimentConfig) -> &reckon::model::cmm::CmmConfig {
 #[test]
 fn cmm_configs_have_the_spec_shapes_and_parameter_counts() {
     use reckon::model::cmm::{Activation, CmmInit, NoiseKind, QHeadInput};
-    use reckon::train::cmm_loss::{CeKind, CmmLossWeights};
+    use reckon::model::contraction::CmmLossWeights;
+    use reckon::model::CeKind;
     use reckon::train::optim::{LrSchedule, OptimizerKind};
     let big = load("cmm-sudoku.toml");
     let tiny = load("cmm-tiny-sudoku.toml");

@@ -10,7 +10,7 @@ use reckon::backend::CpuTrain;
 use reckon::kernels::with_fast_path;
 use reckon::model::trm::{PosEncoding, Trm, TrmConfig};
 use reckon::model::{RecursiveModel, TrainRecursive};
-use reckon::train::loss::{act_loss, surrogate};
+use reckon::objective::{act_loss, surrogate};
 
 /// Collects the gradient of every float parameter, in visiting order.
 struct GradCollector<'a> {

@@ -18,7 +18,7 @@ use reckon::model::hrm::{Hrm, HrmConfig};
 use reckon::model::trm::PosEncoding;
 use reckon::model::weights::{load_named, read_weights_file};
 use reckon::model::{RecursiveModel, TrainRecursive};
-use reckon::train::loss::{act_loss, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue};
+use reckon::objective::{act_loss, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue};
 
 fn config_of(dir: &Path) -> HrmConfig {
     let json: serde_json::Value =

@@ -14,8 +14,8 @@ use reckon::backend::{Cpu, CpuTrain};
 use reckon::model::rsm::{Rsm, RsmConfig};
 use reckon::model::weights::{load_named, read_safetensors};
 use reckon::model::{Depth, RecursiveModel};
+use reckon::objective::{act_loss, surrogate};
 use reckon::train::curriculum::{CurriculumConfig, CurriculumPreset};
-use reckon::train::loss::{act_loss, surrogate};
 use reckon::train::optim::lr_at;
 use reckon::train::trainer::schedule_total_steps;
 

@@ -15,7 +15,7 @@ use reckon::model::cmm::Cmm;
 use reckon::model::trm::{PosEncoding, Trm, TrmConfig};
 use reckon::model::weights::{load_named, read_safetensors, read_weights_file};
 use reckon::model::{RecursiveModel, TrainRecursive};
-use reckon::train::loss::{act_loss, surrogate};
+use reckon::objective::{act_loss, surrogate};
 
 use super::{assert_close, assert_close_scalar, Io};
 

@@ -1,0 +1,94 @@
+//! [`AnyTask`]: the task a dataset or a checkpoint holds, known only at run time. It sits above the tasks it
+//! chooses between (the [`Task`] trait knows none of them).
+
+use crate::task::{Task, TaskSpec};
+
+/// A task chosen at run time from the shape of a dataset or a model (the CLI's `eval`, `solve` and `data show`
+/// take any dataset or checkpoint). The official on-disk format has no task field, so the shape decides:
+/// vocabulary 11 and 81 cells is Sudoku; vocabulary 6 and a square number of cells is an n×n maze.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnyTask {
+    Sudoku(crate::Sudoku),
+    Maze(crate::Maze),
+}
+
+impl AnyTask {
+    pub fn detect(seq_len: usize, vocab_size: usize) -> Option<AnyTask> {
+        let sudoku = crate::Sudoku::SPEC;
+        if seq_len == sudoku.seq_len && vocab_size == sudoku.vocab_size {
+            return Some(AnyTask::Sudoku(crate::Sudoku));
+        }
+        let side = (seq_len as f64).sqrt().round() as usize;
+        (vocab_size == crate::maze::VOCAB_SIZE && side * side == seq_len && side > 0)
+            .then(|| AnyTask::Maze(crate::Maze::new(side, side)))
+    }
+
+    /// [`AnyTask::detect`], with an error that names what was seen.
+    pub fn for_shape(seq_len: usize, vocab_size: usize) -> anyhow::Result<AnyTask> {
+        Self::detect(seq_len, vocab_size).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no known task has sequence length {seq_len} and vocabulary {vocab_size} \
+                 (Sudoku: 81 and 11; an n×n maze: n² and 6)"
+            )
+        })
+    }
+
+    pub fn spec(&self) -> TaskSpec {
+        match self {
+            AnyTask::Sudoku(t) => t.spec(),
+            AnyTask::Maze(t) => t.spec(),
+        }
+    }
+
+    pub fn parse_puzzle(&self, text: &str) -> anyhow::Result<Vec<u8>> {
+        match self {
+            AnyTask::Sudoku(t) => t.parse_puzzle(text),
+            AnyTask::Maze(t) => t.parse_puzzle(text),
+        }
+    }
+
+    pub fn render(&self, tokens: &[u8]) -> String {
+        match self {
+            AnyTask::Sudoku(t) => t.render(tokens),
+            AnyTask::Maze(t) => t.render(tokens),
+        }
+    }
+
+    pub fn solve(&self, inputs: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            AnyTask::Sudoku(t) => t.solve(inputs),
+            AnyTask::Maze(t) => t.solve(inputs),
+        }
+    }
+
+    pub fn verify(&self, inputs: &[u8], prediction: &[u8]) -> bool {
+        match self {
+            AnyTask::Sudoku(t) => t.verify(inputs, prediction),
+            AnyTask::Maze(t) => t.verify(inputs, prediction),
+        }
+    }
+
+    /// What "valid" means for this task's verifier, for reports.
+    pub fn valid_means(&self) -> &'static str {
+        match self {
+            AnyTask::Sudoku(_) => "a complete grid that keeps the givens and breaks no rule",
+            AnyTask::Maze(_) => "a simple S-to-G path through open cells as short as the shortest",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_pick_the_task() {
+        assert!(matches!(AnyTask::detect(81, 11), Some(AnyTask::Sudoku(_))));
+        assert_eq!(AnyTask::detect(900, 6), Some(AnyTask::Maze(crate::Maze::new(30, 30))));
+        assert_eq!(AnyTask::detect(144, 6), Some(AnyTask::Maze(crate::Maze::new(12, 12))));
+        assert_eq!(AnyTask::detect(140, 6), None, "not square");
+        assert_eq!(AnyTask::detect(81, 12), None);
+        let err = AnyTask::for_shape(900, 12).unwrap_err().to_string();
+        assert!(err.contains("sequence length 900 and vocabulary 12"), "{err}");
+    }
+}
