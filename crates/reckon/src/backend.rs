@@ -3,6 +3,37 @@
 //! and its storage is reachable from outside the crate, which the fused CPU kernels of the performance work need.
 //! CUDA (`--features cuda`) and LibTorch (`--features tch`) builds use the same model code.
 
+use crate::kernels::FusedOps;
+
+/// A backend reckon trains on: autodiff over a graph-free backend, both with the fused ops (their composed
+/// defaults on backends without kernels). Model, trainer, evaluator and inference are generic over it; only the
+/// binary picks one ([`DeviceChoice`]).
+pub trait TrainBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: FusedOps> + FusedOps {}
+
+impl<B: burn::tensor::backend::AutodiffBackend<InnerBackend: FusedOps> + FusedOps> TrainBackend for B {}
+
+/// Where a command runs (`--device`): `cpu` (default), or `cuda` / `cuda:N` in a build with the `cuda` feature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "cpu" => Ok(DeviceChoice::Cpu),
+            None if s == "cuda" => Ok(DeviceChoice::Cuda(0)),
+            Some(("cuda", n)) => {
+                n.parse().map(DeviceChoice::Cuda).map_err(|_| format!("{s:?}: cuda:N wants a GPU index"))
+            }
+            _ => Err(format!("{s:?}: the devices are cpu, cuda and cuda:N")),
+        }
+    }
+}
+
 /// Graph-free CPU backend used for inference and the no-grad cycles.
 pub type Cpu = burn::backend::Flex;
 /// CPU backend with autodiff, used for training.

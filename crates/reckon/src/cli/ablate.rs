@@ -5,11 +5,18 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::{load_config, train_config};
+use super::{load_config, train_config_on};
+use crate::backend::TrainBackend;
 use crate::train::ablate::{self, AblationRow, Grid, RunSummary};
 use crate::train::config::ExperimentConfig;
 
-pub fn run(config: &Path, overrides: &[String], specs: &[String], resume: bool) -> Result<()> {
+pub fn run<AB: TrainBackend>(
+    config: &Path,
+    overrides: &[String],
+    specs: &[String],
+    resume: bool,
+    device: &AB::Device,
+) -> Result<()> {
     let grid = Grid::parse(specs)?;
     let base = load_config(config, overrides)?;
     // Every setting's config is loaded and validated before anything trains: a typo in the last value fails now,
@@ -33,7 +40,7 @@ pub fn run(config: &Path, overrides: &[String], specs: &[String], resume: bool) 
         println!("\n[{}/{count}] {}", i + 1, ablate::run_name(&setting));
         let dir = cfg.run_dir.clone();
         let continue_run = prepare_run_dir(&cfg, resume)?;
-        train_config(cfg, continue_run)?;
+        train_config_on::<AB>(cfg, continue_run, device)?;
         rows.push(AblationRow { setting, summary: RunSummary::from_metrics(&dir.join("metrics.jsonl"))? });
         write_tables(&base.run_dir, &grid, &rows)?;
     }

@@ -14,6 +14,7 @@ use super::{bar, load_config};
 use crate::backend::Cpu;
 use crate::eval::{argmax_tokens, evaluate, evaluate_verified, task_verifier, EvalReport};
 use crate::infer::{evaluate_streaming, relative_change, StopRule, StreamReport, Verifier};
+use crate::kernels::FusedOps;
 use crate::model::registry::AnyModel;
 use crate::model::weights::{load_named, read_weights_file};
 use crate::model::{Depth, RecursiveModel};
@@ -139,7 +140,7 @@ fn parse_sweep(args: &[String], model_l: usize) -> Result<(Vec<usize>, Vec<usize
     Ok((hs, ls.unwrap_or(vec![model_l])))
 }
 
-/// Evaluation weights of any family, on the CPU.
+/// Evaluation weights of any family, on the CPU (what `load_eval_model` returns).
 pub type LoadedModel = AnyModel<Cpu>;
 
 /// What the CLI asks of a loaded model of any family.
@@ -150,7 +151,7 @@ trait LoadedModelExt {
     fn steps_are_outer_steps(&self) -> bool;
 }
 
-impl LoadedModelExt for LoadedModel {
+impl<B: FusedOps> LoadedModelExt for AnyModel<B> {
     fn depth(&self) -> Depth {
         for_model!(self, m => m.depth())
     }
@@ -182,6 +183,11 @@ fn resolve_latest_pointer(path: &Path) -> Result<PathBuf> {
 /// Load evaluation weights: a checkpoint directory, a reckon safetensors file (config in its metadata), or any
 /// weights file (PyTorch checkpoint, reference safetensors) together with an experiment config.
 pub fn load_eval_model(path: &Path, config: Option<&Path>) -> Result<LoadedModel> {
+    load_eval_model_on::<Cpu>(path, config, &Default::default())
+}
+
+/// [`load_eval_model`] on backend `B` and `device`.
+pub fn load_eval_model_on<B: FusedOps>(path: &Path, config: Option<&Path>, device: &B::Device) -> Result<AnyModel<B>> {
     let path = resolve_latest_pointer(path)?;
     let file = if path.is_dir() { path.join(WEIGHTS_FILE) } else { path.to_path_buf() };
     let model_cfg = match config {
@@ -189,9 +195,8 @@ pub fn load_eval_model(path: &Path, config: Option<&Path>) -> Result<LoadedModel
         None => read_model_config(&file)?,
     };
     model_cfg.validate().with_context(|| format!("{}: model config", file.display()))?;
-    let device = Default::default();
     let tensors = read_weights_file(&file)?;
-    let model = model_cfg.init::<Cpu>(0, &device);
+    let model = model_cfg.init::<B>(0, device);
     Ok(map_model!(model, m => load_named(m, tensors, &file)?))
 }
 
@@ -207,8 +212,8 @@ fn read_model_config(file: &Path) -> Result<ModelConfig> {
     serde_json::from_str(json).with_context(|| format!("{}: malformed model config in metadata", file.display()))
 }
 
-pub(super) fn eval(args: &EvalArgs) -> Result<()> {
-    let mut model = load_eval_model(&args.checkpoint, args.config.as_deref())?;
+pub(super) fn eval<B: FusedOps>(args: &EvalArgs, device: &B::Device) -> Result<()> {
+    let mut model = load_eval_model_on::<B>(&args.checkpoint, args.config.as_deref(), device)?;
     let ds = PuzzleDataset::load(&split_dir(&args.data, &args.split))?;
     let d = for_model!(&model, m => m.dims());
     if d.seq_len != ds.meta.seq_len || d.vocab_size != ds.meta.vocab_size {
@@ -221,7 +226,7 @@ pub(super) fn eval(args: &EvalArgs) -> Result<()> {
         );
     }
     if !args.sweep.is_empty() {
-        return sweep(model, &ds, args);
+        return sweep(model, &ds, args, device);
     }
     if let Some(depth) = args.depth {
         model = model.with_depth(depth);
@@ -240,7 +245,7 @@ pub(super) fn eval(args: &EvalArgs) -> Result<()> {
             bail!("--verify: this dataset's task has no verifier (Sudoku and maze datasets do)");
         }
         let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
-        let r = for_model!(&model, m => evaluate_streaming(m, &ds, args.batch_size, rule, verify, args.max_examples, &Default::default()))?;
+        let r = for_model!(&model, m => evaluate_streaming(m, &ds, args.batch_size, rule, verify, args.max_examples, device))?;
         print_stream_report(&r);
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
@@ -249,7 +254,7 @@ pub(super) fn eval(args: &EvalArgs) -> Result<()> {
     let pb = bar(total as u64, "eval [{bar:40}] {pos}/{len} {elapsed} ETA {eta}");
     let verifier = task_verifier(&ds.meta);
     let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
-    let report = for_model!(&model, m => evaluate_verified(m, &ds, args.batch_size, steps, args.max_examples, verify, &Default::default(), |done, _| {
+    let report = for_model!(&model, m => evaluate_verified(m, &ds, args.batch_size, steps, args.max_examples, verify, device, |done, _| {
         pb.set_position(done as u64)
     }));
     pb.finish_and_clear();
@@ -289,18 +294,17 @@ pub fn print_stream_report(r: &StreamReport) {
 
 /// The solve rate at each (H, L) of the grid. RSM: one run per L to the largest H, read off after every outer
 /// step; TRM: one run per pair.
-fn sweep(model: LoadedModel, ds: &PuzzleDataset, args: &EvalArgs) -> Result<()> {
+fn sweep<B: FusedOps>(model: AnyModel<B>, ds: &PuzzleDataset, args: &EvalArgs, device: &B::Device) -> Result<()> {
     let (hs, ls) = parse_sweep(&args.sweep, model.depth().l)?;
     let max_h = *hs.iter().max().expect("non-empty");
     let mut table = vec![vec![0.0; ls.len()]; hs.len()];
-    let device = Default::default();
     let runs = if model.steps_are_outer_steps() { ls.len() } else { ls.len() * hs.len() };
     let pb = bar(runs as u64, "sweep [{bar:30}] {pos}/{len} runs {elapsed} ETA {eta} {msg}");
     for (j, &l) in ls.iter().enumerate() {
         if model.steps_are_outer_steps() {
             pb.set_message(format!("L={l}, H up to {max_h}"));
             let m = model.clone().with_depth(Depth { h: max_h, l });
-            let r = for_model!(&m, m => evaluate(m, ds, args.batch_size, max_h, args.max_examples, &device, |_, _| {}));
+            let r = for_model!(&m, m => evaluate(m, ds, args.batch_size, max_h, args.max_examples, device, |_, _| {}));
             for (i, &h) in hs.iter().enumerate() {
                 table[i][j] = r.exact_per_step[h - 1];
             }
@@ -311,7 +315,7 @@ fn sweep(model: LoadedModel, ds: &PuzzleDataset, args: &EvalArgs) -> Result<()> 
                 let steps = model.steps(args.steps);
                 let m = model.clone().with_depth(Depth { h, l });
                 let r =
-                    for_model!(&m, m => evaluate(m, ds, args.batch_size, steps, args.max_examples, &device, |_, _| {}));
+                    for_model!(&m, m => evaluate(m, ds, args.batch_size, steps, args.max_examples, device, |_, _| {}));
                 table[i][j] = r.exact_accuracy;
                 pb.inc(1);
             }
@@ -370,8 +374,8 @@ pub fn print_report(r: &EvalReport) {
     println!();
 }
 
-pub(super) fn solve(args: &SolveArgs) -> Result<()> {
-    let mut model = load_eval_model(&args.checkpoint, args.config.as_deref())?;
+pub(super) fn solve<B: FusedOps>(args: &SolveArgs, device: &B::Device) -> Result<()> {
+    let mut model = load_eval_model_on::<B>(&args.checkpoint, args.config.as_deref(), device)?;
     if let Some(depth) = args.depth {
         model = model.with_depth(depth);
     }
@@ -379,7 +383,7 @@ pub(super) fn solve(args: &SolveArgs) -> Result<()> {
     let d = for_model!(&model, m => m.dims());
     let task = AnyTask::for_shape(d.seq_len, d.vocab_size).context("the checkpoint's model")?;
     let inputs = solve_input(args, task)?;
-    let answer = for_model!(&model, m => solve_with(m, task, &inputs, steps))?;
+    let answer = for_model!(&model, m => solve_with(m, task, &inputs, steps, device))?;
     if let Some(png) = &args.png {
         let AnyTask::Maze(maze) = task else { bail!("--png draws mazes; this checkpoint solves {}", task.spec().name) };
         crate::plot::maze_png(
@@ -428,14 +432,19 @@ fn solve_input(args: &SolveArgs, task: AnyTask) -> Result<Vec<u8>> {
 
 /// Run one puzzle step by step, printing after each step how many cells changed, whether the answer is valid
 /// (the task's verifier), how far the latent moved and the halting logit; returns the final answer.
-fn solve_with<M: RecursiveModel<Cpu>>(model: &M, task: AnyTask, inputs: &[u8], steps: usize) -> Result<Vec<u8>> {
+fn solve_with<B: FusedOps, M: RecursiveModel<B>>(
+    model: &M,
+    task: AnyTask,
+    inputs: &[u8],
+    steps: usize,
+    device: &B::Device,
+) -> Result<Vec<u8>> {
     let d = model.dims();
-    let device = Default::default();
-    let tokens = Tensor::<Cpu, 2, Int>::from_data(
+    let tokens = Tensor::<B, 2, Int>::from_data(
         TensorData::new(inputs.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, d.seq_len]),
-        &device,
+        device,
     );
-    let ids = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(vec![0i32], [1]), &device);
+    let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(vec![0i32], [1]), device);
     let x = model.embed(tokens, model.puzzle_rows(ids));
     let mut latent = model.initial_latent(1);
     let mut previous: Option<Vec<u8>> = None;

@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use burn_store::ModuleSnapshot;
 
-use crate::backend::{Cpu, CpuTrain};
+use crate::backend::{CpuTrain, DeviceChoice, TrainBackend};
 use crate::eval::EvalReport;
 use crate::model::{RecursiveModel, TrainRecursive};
 use crate::train::config::{DatasetSizes, ExperimentConfig};
@@ -32,6 +32,9 @@ use crate::train::trainer::{TrainEvent, Trainer};
     about = "Train, evaluate and run tiny recursive reasoning models (TRM, HRM, RSM, CMM) on Sudoku and mazes."
 )]
 pub struct Cli {
+    /// Where to train and evaluate: cpu, or cuda / cuda:N (a build with `--features cuda`).
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: DeviceChoice,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -102,18 +105,44 @@ pub enum BenchCommand {
     },
 }
 
+/// Runs a command on the device `--device` names: the one place that picks a backend.
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    match cli.device {
+        DeviceChoice::Cpu => run_on::<CpuTrain>(cli.command, Default::default()),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(index) => {
+            run_on::<crate::backend::CudaTrain>(cli.command, burn::backend::cuda::CudaDevice { index })
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceChoice::Cuda(_) => anyhow::bail!("--device cuda: this reckon was built without `--features cuda`"),
+    }
+}
+
+/// Runs a command on backend `AB` and `device`.
+pub fn run_on<AB: TrainBackend>(command: Command, device: AB::Device) -> Result<()> {
+    let on_cpu_only = |what: &str| -> Result<()> {
+        anyhow::ensure!(
+            std::any::TypeId::of::<AB>() == std::any::TypeId::of::<CpuTrain>(),
+            "{what} measures the CPU kernels: run it without --device"
+        );
+        Ok(())
+    };
+    match command {
         Command::Data(cmd) => data::run(cmd),
         Command::Train { config, overrides, resume, ablate } if !ablate.is_empty() => {
-            ablate::run(&config, &overrides, &ablate, resume)
+            ablate::run::<AB>(&config, &overrides, &ablate, resume, &device)
         }
-        Command::Train { config, overrides, resume, .. } => train(&config, &overrides, resume).map(|_| ()),
-        Command::Eval(args) => eval::eval(&args),
-        Command::Solve(args) => eval::solve(&args),
+        Command::Train { config, overrides, resume, .. } => {
+            train_config_on::<AB>(load_config(&config, &overrides)?, resume, &device).map(|_| ())
+        }
+        Command::Eval(args) => eval::eval::<AB::InnerBackend>(&args, &device),
+        Command::Solve(args) => eval::solve::<AB::InnerBackend>(&args, &device),
         Command::ImportTorch(args) => import::import_torch(&args),
-        Command::Quickstart(args) => quickstart::run(&args),
-        Command::Bench(cmd) => bench(cmd),
+        Command::Quickstart(args) => quickstart::run::<AB>(&args, &device),
+        Command::Bench(cmd) => {
+            on_cpu_only("reckon bench")?;
+            bench(cmd)
+        }
     }
 }
 
@@ -141,24 +170,32 @@ pub fn load_config(path: &Path, overrides: &[String]) -> Result<ExperimentConfig
     ExperimentConfig::load(path, overrides, dataset_sizes)
 }
 
-pub fn train(config: &Path, overrides: &[String], resume: bool) -> Result<Option<EvalReport>> {
-    let cfg = load_config(config, overrides)?;
-    train_config(cfg, resume)
-}
-
-/// Train (or resume) the run a config describes, with progress bars; returns the last evaluation.
+/// Train (or resume) the run a config describes on the CPU, with progress bars; returns the last evaluation.
 pub fn train_config(cfg: ExperimentConfig, resume: bool) -> Result<Option<EvalReport>> {
-    let device = Default::default();
-    let seed = cfg.train.seed;
-    for_family!(cfg.model.clone(), c => train_model(cfg, c.init::<CpuTrain>(seed, &device), resume))
+    train_config_on::<CpuTrain>(cfg, resume, &Default::default())
 }
 
-fn train_model<M>(cfg: ExperimentConfig, model: M, resume: bool) -> Result<Option<EvalReport>>
+/// [`train_config`] on backend `AB` and `device`.
+pub fn train_config_on<AB: TrainBackend>(
+    cfg: ExperimentConfig,
+    resume: bool,
+    device: &AB::Device,
+) -> Result<Option<EvalReport>> {
+    let seed = cfg.train.seed;
+    for_family!(cfg.model.clone(), c => train_model::<AB, _>(cfg, c.init::<AB>(seed, device), resume, device))
+}
+
+fn train_model<AB: TrainBackend, M>(
+    cfg: ExperimentConfig,
+    model: M,
+    resume: bool,
+    device: &AB::Device,
+) -> Result<Option<EvalReport>>
 where
-    M: TrainRecursive<CpuTrain> + ModuleSnapshot<CpuTrain>,
-    M::InnerModule: RecursiveModel<Cpu> + ModuleSnapshot<Cpu>,
+    M: TrainRecursive<AB> + ModuleSnapshot<AB>,
+    M::InnerModule: RecursiveModel<AB::InnerBackend> + ModuleSnapshot<AB::InnerBackend>,
 {
-    let mut trainer = Trainer::new(cfg, model, Default::default(), resume)?;
+    let mut trainer = Trainer::new(cfg, model, device.clone(), resume)?;
     let final_step = trainer.final_step();
     println!(
         "training {} on {} → {} (step {} of {}; schedule {} steps)",

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::{build_sudoku, dataset_sizes, print_report, train_config, SudokuBuildArgs};
+use super::{build_sudoku, dataset_sizes, print_report, train_config_on, SudokuBuildArgs};
+use crate::backend::TrainBackend;
 use crate::train::config::{apply_override, ExperimentConfig};
 
 /// The quickstart's training recipe, compiled in so the binary needs no files.
@@ -33,7 +34,7 @@ pub struct QuickstartArgs {
     pub seed: u64,
 }
 
-pub fn run(args: &QuickstartArgs) -> Result<()> {
+pub fn run<AB: TrainBackend>(args: &QuickstartArgs, device: &AB::Device) -> Result<()> {
     let data = args.dir.join("data");
     if data.join("train").join("dataset.json").exists() {
         println!("using the puzzles already in {}", data.display());
@@ -67,7 +68,7 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
     let cfg = quickstart_config(&data, &run_dir, &args.overrides)?;
     println!("training {} on the CPU ...", describe(&cfg));
     let started = std::time::Instant::now();
-    let report = train_config(cfg, false)?.context("the quickstart dataset has no test split")?;
+    let report = train_config_on::<AB>(cfg, false, device)?.context("the quickstart dataset has no test split")?;
     println!("\nheld-out puzzles, after each supervision step (EMA weights):");
     print_report(&report);
     let first = report.exact_per_step.first().copied().unwrap_or(0.0);
