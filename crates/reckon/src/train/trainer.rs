@@ -8,6 +8,7 @@
 //! Seeded and deterministic on CPU: the data stream, the exploration draws and the init are pure functions of
 //! the seed and the step, and the carry is checkpointed, so `--resume` continues bit-identically.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,7 +32,7 @@ use super::optim::{sign_sgd_rows, DenseOptimizer};
 use crate::act::{ActCarry, HaltRule, SlotData};
 use crate::eval::{batch_tensors, evaluate_verified, task_verifier, EvalReport};
 use crate::infer::Verifier;
-use crate::model::{Depth, Latent, RecursiveModel, TrainRecursive};
+use crate::model::{Depth, Heads, Latent, RecursiveModel, TrainRecursive};
 use crate::objective::{act_loss_ce, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue, StepLoss};
 
 /// What one optimiser step did. Accuracies are over the slots that halted at this step (the reference's
@@ -61,7 +62,7 @@ pub struct StepMetrics {
     /// (before any AlgGradNorm multiplier), on the same scale as `lm_loss`. With AlgGradNorm, also `agn_<term>`:
     /// the multiplier each term (`lm`, `bce`, the aux terms) carried at this step. Empty for TRM/RSM/HRM.
     #[serde(flatten)]
-    pub aux: std::collections::BTreeMap<String, f64>,
+    pub aux: BTreeMap<String, f64>,
 }
 
 /// Progress reported to the caller (progress bars, logs).
@@ -96,6 +97,27 @@ where
     /// CMM's AlgGradNorm loss-weight multipliers (`model.losses.weighting = "alg_grad_norm"`), created at the
     /// first step (when the active terms are known) and checkpointed.
     agn: Option<AlgGradNorm>,
+}
+
+/// The forward stage's result: the family's step on the slots, and what the later stages need of it.
+struct Forward<AB: AutodiffBackend> {
+    /// The puzzle-table rows of the slots, a leaf whose gradient drives SignSGD.
+    rows: Tensor<AB, 2>,
+    /// The input embedding without a graph (HRM's Q target runs one more step on it).
+    x_free: Tensor<AB::InnerBackend, 3>,
+    latent: Latent<AB::InnerBackend>,
+    heads: Heads<AB>,
+}
+
+/// The objective stage's result.
+struct Objective<AB: AutodiffBackend> {
+    /// The scalar whose backward is the step's gradient (host-computed head gradients + auxiliary terms).
+    scalar: Tensor<AB, 1>,
+    loss: StepLoss,
+    /// `aux_<name>` (and `agn_<term>`) values for the metrics.
+    aux_values: BTreeMap<String, f64>,
+    /// The family's halting decision per slot.
+    wants_halt: Option<Vec<bool>>,
 }
 
 /// Mix a seed and a step into an independent stream (splitmix64 finaliser).
@@ -262,11 +284,26 @@ where
         lr_mult
     }
 
-    /// One optimiser step (= one supervision step of every slot).
+    /// One optimiser step (= one supervision step of every slot), in four stages: the family's forward step on
+    /// the slots (after refilling the halted ones), the objective its loss spec defines, the parameter update,
+    /// and the carry's advance by the family's halting rule.
     pub fn train_step(&mut self) -> Result<StepMetrics> {
         self.step += 1;
         let lr_mult = self.apply_curriculum();
-        let t = self.cfg.train.clone();
+        let graph_free = self.model.valid();
+        let slots = self.admit_next_batch(&graph_free);
+        let forward = self.forward(&graph_free, &slots);
+        let objective = self.objective(&graph_free, &slots, forward.heads, &forward.latent, forward.x_free)?;
+        let (lr, grad_norm) = self.update(&graph_free, objective.scalar, forward.rows, lr_mult)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(self.cfg.train.seed, self.step));
+        self.carry.advance(forward.latent, objective.wants_halt.as_deref(), self.halt, &mut rng);
+        let mut metrics = self.step_metrics(&objective.loss, objective.wants_halt.as_deref(), lr, grad_norm);
+        metrics.aux = objective.aux_values;
+        Ok(metrics)
+    }
+
+    /// Halted slots take the next batch's rows (and restart from the initial latent); returns what the slots hold.
+    fn admit_next_batch(&mut self, graph_free: &M::InnerModule) -> reckon_data::Batch {
         let batch = self.sampler.next_batch();
         let fresh = SlotData {
             inputs: batch.inputs,
@@ -274,50 +311,65 @@ where
             puzzle_ids: batch.puzzle_identifiers,
             seq_len: batch.seq_len,
         };
-        let graph_free = self.model.valid();
-        self.carry.admit(&graph_free.initial_latent(t.global_batch_size), &fresh);
-
-        let slots = reckon_data::Batch {
+        let size = self.cfg.train.global_batch_size;
+        self.carry.admit(&graph_free.initial_latent(size), &fresh);
+        reckon_data::Batch {
             inputs: self.carry.data.inputs.clone(),
             labels: self.carry.data.labels.clone(),
             puzzle_identifiers: self.carry.data.puzzle_ids.clone(),
-            batch_size: t.global_batch_size,
+            batch_size: size,
             seq_len: batch.seq_len,
-            real_rows: t.global_batch_size,
-        };
-        let (tokens, ids) = batch_tensors::<AB>(&slots, &self.device);
-        // The table rows are a fresh leaf, so their gradient can drive SignSGD (reference `local_weights`).
+            real_rows: size,
+        }
+    }
+
+    /// The family's training step on the slots: embed (the puzzle-table rows a fresh leaf, so that their gradient
+    /// can drive SignSGD, as the reference's `local_weights`), then [`TrainRecursive::train_step`].
+    fn forward(&self, graph_free: &M::InnerModule, slots: &reckon_data::Batch) -> Forward<AB> {
+        let (tokens, ids) = batch_tensors::<AB>(slots, &self.device);
         let rows = Tensor::<AB, 2>::from_inner(graph_free.puzzle_rows(ids.inner())).require_grad();
         let x = self.model.embed(tokens, rows.clone());
-        // The family's own draws (stochastic depth) get a stream separate from the carry's exploration draws.
-        let mut model_rng = ChaCha8Rng::seed_from_u64(stream_seed(stream_seed(t.seed, self.step), 1));
+        // The family's own draws (stochastic depth, noise) get a stream separate from the carry's exploration.
+        let mut model_rng = ChaCha8Rng::seed_from_u64(stream_seed(stream_seed(self.cfg.train.seed, self.step), 1));
         let x_free = x.clone().inner();
         let (latent, heads) = self.model.train_step(self.carry.latent.clone(), x, &mut model_rng);
+        Forward { rows, x_free, latent, heads }
+    }
 
+    /// The family's objective on this step's heads ([`crate::model::LossSpec`]): the LM cross-entropy of its kind
+    /// and the halting BCE on the host, HRM's bootstrapped `q_continue` target, the family's auxiliary terms
+    /// (reweighted by AlgGradNorm when on); and the halting decisions of its rule. Fails on a non-finite loss.
+    fn objective(
+        &mut self,
+        graph_free: &M::InnerModule,
+        slots: &reckon_data::Batch,
+        heads: Heads<AB>,
+        latent: &Latent<AB::InnerBackend>,
+        x_free: Tensor<AB::InnerBackend, 3>,
+    ) -> Result<Objective<AB>> {
+        let read = |q: &Option<Tensor<AB, 1>>| -> Option<Vec<f32>> {
+            q.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32"))
+        };
         let dims = heads.logits.dims();
         let logits: Vec<f32> = heads.logits.clone().inner().into_data().convert::<f32>().to_vec().expect("f32");
-        let q_halt: Option<Vec<f32>> =
-            heads.q_halt.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32"));
-        // Only Q-learning (HRM) uses q_continue: the others' is not read back.
+        let q_halt = read(&heads.q_halt);
+        // Only Q-learning (HRM) compares against q_continue: the others' is not read back.
         let halting = graph_free.halting_rule();
-        let q_continue: Option<Vec<f32>> = match halting.reads_q_continue() {
-            true => heads.q_continue.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32")),
-            false => None,
-        };
+        let q_continue = if halting.reads_q_continue() { read(&heads.q_continue) } else { None };
         let wants_halt = halting.decide_rows(q_halt.as_deref(), q_continue.as_deref());
-        let grad_scale = 1.0 / t.global_batch_size as f64;
+        let grad_scale = 1.0 / self.cfg.train.global_batch_size as f64;
         let spec = graph_free.loss_spec();
         let mut loss = act_loss_ce(spec.ce, &logits, dims, &self.carry.data.labels, q_halt.as_deref(), grad_scale);
         loss.reweight(spec.lm_weight, spec.bce_weight);
         if let (Some(every), Some(q_c)) = (spec.q_target_every, &q_continue) {
             if (self.step - 1).is_multiple_of(every) {
-                let target = self.q_continue_target(&graph_free, &latent, x_free);
+                let target = self.q_continue_target(graph_free, latent, x_free);
                 add_q_continue_loss(&mut loss, q_c, &target, grad_scale);
             }
         }
-        // The auxiliary terms are batch means already (weighted); the surrogate above carries the per-row losses
-        // scaled by 1/global_batch, i.e. their batch mean too, so the two add on the same scale.
-        let mut aux_values: std::collections::BTreeMap<String, f64> = heads
+        // The auxiliary terms are batch means already (weighted); the surrogate carries the per-row losses scaled
+        // by 1/global_batch, i.e. their batch mean too, so the two add on the same scale.
+        let mut aux_values: BTreeMap<String, f64> = heads
             .aux
             .iter()
             .map(|(name, t)| {
@@ -332,15 +384,28 @@ where
         }
         let mut aux_terms = heads.aux;
         if spec.alg_grad_norm.is_some() {
-            self.alg_grad_norm(&slots, &mut loss, &mut aux_terms, &mut aux_values);
+            self.alg_grad_norm(slots, &mut loss, &mut aux_terms, &mut aux_values);
         }
-        let mut objective = surrogate(heads.logits, heads.q_halt, &loss);
+        let mut scalar = surrogate(heads.logits, heads.q_halt, &loss);
         for (_, term) in aux_terms {
-            objective = objective + term;
+            scalar = scalar + term;
         }
         if let (Some(q_c), false) = (heads.q_continue, loss.d_q_continue.is_empty()) {
-            objective = objective + surrogate_continue(q_c, &loss);
+            scalar = scalar + surrogate_continue(q_c, &loss);
         }
+        Ok(Objective { scalar, loss, aux_values, wants_halt })
+    }
+
+    /// Backward, global-norm clipping, the dense optimiser, SignSGD on the touched puzzle-table rows, EMA.
+    /// Returns the learning rate and the gradient norm (before clipping); fails on a non-finite norm.
+    fn update(
+        &mut self,
+        graph_free: &M::InnerModule,
+        objective: Tensor<AB, 1>,
+        rows: Tensor<AB, 2>,
+        lr_mult: f64,
+    ) -> Result<(f64, f64)> {
+        let t = &self.cfg.train;
         let grads = objective.backward();
         let row_grads = rows.grad(&grads);
         let mut params = GradientsParams::from_grads(grads, &self.model);
@@ -356,13 +421,9 @@ where
             self.model = self.model.clone().set_puzzle_table(Tensor::from_inner(table));
         }
         if let Some(ema) = self.ema.take() {
-            self.ema = Some(ema_update::<AB, M>(ema, &self.model, t.ema_rate));
+            self.ema = Some(ema_update::<AB, M>(ema, &self.model, self.cfg.train.ema_rate));
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(t.seed, self.step));
-        self.carry.advance(latent, wants_halt.as_deref(), self.halt, &mut rng);
-        let mut metrics = self.step_metrics(&loss, wants_halt.as_deref(), lr, grad_norm);
-        metrics.aux = aux_values;
-        Ok(metrics)
+        Ok((lr, grad_norm))
     }
 
     /// CMM's AlgGradNorm: one multiplier per active term (`lm`, `bce`, then the auxiliary terms in order), on top
@@ -375,7 +436,7 @@ where
         slots: &reckon_data::Batch,
         loss: &mut StepLoss,
         aux: &mut [(&'static str, Tensor<AB, 1>)],
-        log: &mut std::collections::BTreeMap<String, f64>,
+        log: &mut BTreeMap<String, f64>,
     ) {
         let spec = self.model.loss_spec();
         let w = spec.alg_grad_norm.expect("AlgGradNorm is on");
