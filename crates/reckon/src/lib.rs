@@ -20,6 +20,7 @@ pub mod backend;
 pub mod bench;
 pub mod cli;
 pub mod eval;
+pub mod experiment;
 pub mod infer;
 pub mod kernels;
 pub mod objective;

@@ -50,6 +50,28 @@ pub struct SudokuBuildConfig {
     pub force: bool,
 }
 
+impl SudokuBuildConfig {
+    /// A build from `source` with the defaults the CLI has: no subsampling or augmentation, 10% of the pool's
+    /// canonical classes held out, no test limit or difficulty filter, seed 0, an existing output refused.
+    pub fn new(source: SudokuSource) -> Self {
+        SudokuBuildConfig {
+            source,
+            subsample: None,
+            num_aug: 0,
+            test_fraction: 0.1,
+            test_limit: None,
+            min_difficulty: None,
+            seed: 0,
+            force: false,
+        }
+    }
+
+    /// `n` generated puzzles with `clues_min..=clues_max` clues each (the rest as [`SudokuBuildConfig::new`]).
+    pub fn generated(n: usize, clues_min: usize, clues_max: usize) -> Self {
+        Self::new(SudokuSource::Pool { lists: vec![], generate: n, clues_min, clues_max })
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BuildReport {
     pub train_puzzles: usize,

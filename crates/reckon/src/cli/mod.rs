@@ -17,13 +17,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use burn_store::ModuleSnapshot;
-
 use crate::backend::{CpuTrain, DeviceChoice, TrainBackend};
 use crate::eval::EvalReport;
-use crate::model::{RecursiveModel, TrainRecursive};
 use crate::train::config::{DatasetSizes, ExperimentConfig};
-use crate::train::trainer::{TrainEvent, Trainer};
+use crate::train::trainer::TrainEvent;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -175,84 +172,77 @@ pub fn train_config(cfg: ExperimentConfig, resume: bool) -> Result<Option<EvalRe
     train_config_on::<CpuTrain>(cfg, resume, &Default::default())
 }
 
-/// [`train_config`] on backend `AB` and `device`.
+/// [`train_config`] on backend `AB` and `device`: [`crate::experiment::train`] with progress bars.
 pub fn train_config_on<AB: TrainBackend>(
     cfg: ExperimentConfig,
     resume: bool,
     device: &AB::Device,
 ) -> Result<Option<EvalReport>> {
-    let seed = cfg.train.seed;
-    for_family!(cfg.model.clone(), c => train_model::<AB, _>(cfg, c.init::<AB>(seed, device), resume, device))
-}
-
-fn train_model<AB: TrainBackend, M>(
-    cfg: ExperimentConfig,
-    model: M,
-    resume: bool,
-    device: &AB::Device,
-) -> Result<Option<EvalReport>>
-where
-    M: TrainRecursive<AB> + ModuleSnapshot<AB>,
-    M::InnerModule: RecursiveModel<AB::InnerBackend> + ModuleSnapshot<AB::InnerBackend>,
-{
-    let mut trainer = Trainer::new(cfg, model, device.clone(), resume)?;
-    let final_step = trainer.final_step();
-    println!(
-        "training {} on {} → {} (step {} of {}; schedule {} steps)",
-        trainer.cfg.model.summary(),
-        trainer.cfg.data.path.display(),
-        trainer.cfg.run_dir.display(),
-        trainer.step,
-        final_step,
-        trainer.total_steps
-    );
-    let pb = bar(final_step, "{spinner} step {pos}/{len} [{bar:30}] {elapsed_precise} ETA {eta} {msg}");
-    pb.set_position(trainer.step);
+    let pb = std::cell::RefCell::new(None::<ProgressBar>);
     let eval_pb = std::cell::RefCell::new(None::<ProgressBar>);
-    let report = trainer.run(|event| match event {
-        TrainEvent::Step(m) => {
-            pb.set_position(m.step);
-            pb.set_message(format!(
-                "loss {:.3} acc {:.1}% exact {:.1}% (H{} L{}, halted {})",
-                m.lm_loss,
-                100.0 * m.accuracy,
-                100.0 * m.exact_accuracy,
-                m.depth_h,
-                m.depth_l,
-                m.count
-            ));
+    let report = crate::experiment::train::<AB>(cfg, resume, device, |event| {
+        if let TrainEvent::Started { config, step, final_step, total_steps } = event {
+            println!(
+                "training {} on {} → {} (step {step} of {final_step}; schedule {total_steps} steps)",
+                config.model.summary(),
+                config.data.path.display(),
+                config.run_dir.display(),
+            );
+            let bar = bar(final_step, "{spinner} step {pos}/{len} [{bar:30}] {elapsed_precise} ETA {eta} {msg}");
+            bar.set_position(step);
+            *pb.borrow_mut() = Some(bar);
+            return;
         }
-        TrainEvent::EvalStarted { examples } => {
-            *eval_pb.borrow_mut() = Some(bar(examples as u64, "  eval [{bar:30}] {pos}/{len} {elapsed}"));
-        }
-        TrainEvent::EvalProgress { done, .. } => {
-            if let Some(p) = eval_pb.borrow().as_ref() {
-                p.set_position(done as u64);
+        let pb = pb.borrow();
+        let pb = pb.as_ref().expect("Started comes first");
+        match event {
+            TrainEvent::Started { .. } => {}
+            TrainEvent::Step(m) => {
+                pb.set_position(m.step);
+                pb.set_message(format!(
+                    "loss {:.3} acc {:.1}% exact {:.1}% (H{} L{}, halted {})",
+                    m.lm_loss,
+                    100.0 * m.accuracy,
+                    100.0 * m.exact_accuracy,
+                    m.depth_h,
+                    m.depth_l,
+                    m.count
+                ));
             }
-        }
-        TrainEvent::Eval { step, report } => {
-            if let Some(p) = eval_pb.borrow_mut().take() {
-                p.finish_and_clear();
+            TrainEvent::EvalStarted { examples } => {
+                *eval_pb.borrow_mut() = Some(bar(examples as u64, "  eval [{bar:30}] {pos}/{len} {elapsed}"));
             }
-            let act = if report.has_halting_head {
-                format!(
-                    "; with ACT halting {:.1}% in {:.1} steps",
-                    100.0 * report.act_exact_accuracy,
-                    report.act_mean_steps
-                )
-            } else {
-                String::new()
-            };
-            pb.println(format!(
-                "step {step}: test exact {:.1}%, token {:.1}% after {} steps{act}",
-                100.0 * report.exact_accuracy,
-                100.0 * report.token_accuracy,
-                report.steps
-            ));
+            TrainEvent::EvalProgress { done, .. } => {
+                if let Some(p) = eval_pb.borrow().as_ref() {
+                    p.set_position(done as u64);
+                }
+            }
+            TrainEvent::Eval { step, report } => {
+                if let Some(p) = eval_pb.borrow_mut().take() {
+                    p.finish_and_clear();
+                }
+                let act = if report.has_halting_head {
+                    format!(
+                        "; with ACT halting {:.1}% in {:.1} steps",
+                        100.0 * report.act_exact_accuracy,
+                        report.act_mean_steps
+                    )
+                } else {
+                    String::new()
+                };
+                pb.println(format!(
+                    "step {step}: test exact {:.1}%, token {:.1}% after {} steps{act}",
+                    100.0 * report.exact_accuracy,
+                    100.0 * report.token_accuracy,
+                    report.steps
+                ));
+            }
+            TrainEvent::Checkpoint { dir, .. } => pb.println(format!("checkpoint {}", dir.display())),
         }
-        TrainEvent::Checkpoint { dir, .. } => pb.println(format!("checkpoint {}", dir.display())),
     })?;
-    pb.finish();
+    if let Some(pb) = pb.borrow().as_ref() {
+        pb.finish();
+    }
     Ok(report)
 }
 

@@ -67,11 +67,29 @@ pub struct StepMetrics {
 
 /// Progress reported to the caller (progress bars, logs).
 pub enum TrainEvent<'a> {
+    /// The run is set up (fresh or resumed at `step`) and about to train to `final_step` of a `total_steps` schedule.
+    Started {
+        config: &'a ExperimentConfig,
+        step: u64,
+        final_step: u64,
+        total_steps: u64,
+    },
     Step(&'a StepMetrics),
-    EvalStarted { examples: usize },
-    EvalProgress { done: usize, total: usize },
-    Eval { step: u64, report: &'a EvalReport },
-    Checkpoint { step: u64, dir: &'a std::path::Path },
+    EvalStarted {
+        examples: usize,
+    },
+    EvalProgress {
+        done: usize,
+        total: usize,
+    },
+    Eval {
+        step: u64,
+        report: &'a EvalReport,
+    },
+    Checkpoint {
+        step: u64,
+        dir: &'a std::path::Path,
+    },
 }
 
 /// A training run in memory.

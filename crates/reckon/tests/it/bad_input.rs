@@ -4,7 +4,8 @@ use crate::common;
 
 use std::path::Path;
 
-use reckon::cli::{build_sudoku, load_config, load_eval_model, SudokuBuildArgs};
+use reckon::cli::{load_config, load_eval_model};
+use reckon_data::sudoku::{SudokuBuildConfig, SudokuSource};
 use reckon_data::PuzzleDataset;
 
 const Q: &str = "5...27..9..41......1..5.3...92.6.8...5......66..7..29.8...7...2.......8...9..36..";
@@ -15,23 +16,8 @@ fn csv_build(dir: &Path, train_rows: &str) -> anyhow::Result<()> {
     let test = dir.join("test.csv");
     std::fs::write(&train, format!("source,question,answer,rating\n{train_rows}")).unwrap();
     std::fs::write(&test, format!("source,question,answer,rating\nt,{Q},{A},3\n")).unwrap();
-    build_sudoku(&SudokuBuildArgs {
-        out: dir.join("out"),
-        csv_train: Some(train),
-        csv_test: Some(test),
-        lists: vec![],
-        generate: 0,
-        clues_min: 24,
-        clues_max: 32,
-        subsample: None,
-        num_aug: 0,
-        test_fraction: 0.1,
-        test_limit: None,
-        min_difficulty: None,
-        seed: 0,
-        force: false,
-    })
-    .map(|_| ())
+    let cfg = SudokuBuildConfig::new(SudokuSource::OfficialCsv { train, test });
+    reckon_data::sudoku::build(&cfg, &dir.join("out"), &|_, _, _| {}).map(|_| ())
 }
 
 #[test]
@@ -56,23 +42,9 @@ fn puzzle_list_with_two_solutions_names_file_and_line() {
     let list = tmp.path().join("list.txt");
     // Q without its first clue: still consistent, but no longer unique.
     std::fs::write(&list, format!("# a list\n{Q}\n.{}\n", &Q[1..])).unwrap();
-    let err = build_sudoku(&SudokuBuildArgs {
-        out: tmp.path().join("out"),
-        csv_train: None,
-        csv_test: None,
-        lists: vec![list.clone()],
-        generate: 0,
-        clues_min: 24,
-        clues_max: 32,
-        subsample: None,
-        num_aug: 0,
-        test_fraction: 0.5,
-        test_limit: None,
-        min_difficulty: None,
-        seed: 0,
-        force: false,
-    })
-    .unwrap_err();
+    let source = SudokuSource::Pool { lists: vec![list.clone()], generate: 0, clues_min: 24, clues_max: 32 };
+    let cfg = SudokuBuildConfig { test_fraction: 0.5, ..SudokuBuildConfig::new(source) };
+    let err = reckon_data::sudoku::build(&cfg, &tmp.path().join("out"), &|_, _, _| {}).unwrap_err();
     let err = format!("{err:#}");
     assert!(err.contains("list.txt:3") && err.contains("more than one solution"), "{err}");
 }

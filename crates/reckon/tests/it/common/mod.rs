@@ -6,29 +6,16 @@ pub mod parity;
 
 use std::path::{Path, PathBuf};
 
-use reckon::cli::{build_sudoku, load_config, SudokuBuildArgs};
+use reckon::cli::load_config;
 use reckon::train::config::ExperimentConfig;
+use reckon_data::sudoku::SudokuBuildConfig;
 
 /// Generate `puzzles` Sudoku puzzles with `clues` clues each into `dir/data` (10% held out).
 pub fn sudoku_dataset(dir: &Path, puzzles: usize, clues: (usize, usize), num_aug: usize, seed: u64) -> PathBuf {
     let out = dir.join("data");
-    build_sudoku(&SudokuBuildArgs {
-        out: out.clone(),
-        csv_train: None,
-        csv_test: None,
-        lists: vec![],
-        generate: puzzles,
-        clues_min: clues.0,
-        clues_max: clues.1,
-        subsample: None,
-        num_aug,
-        test_fraction: 0.1,
-        test_limit: None,
-        min_difficulty: None,
-        seed,
-        force: true,
-    })
-    .expect("dataset builds");
+    let cfg =
+        SudokuBuildConfig { num_aug, seed, force: true, ..SudokuBuildConfig::generated(puzzles, clues.0, clues.1) };
+    reckon_data::sudoku::build(&cfg, &out, &|_, _, _| {}).expect("dataset builds");
     out
 }
 

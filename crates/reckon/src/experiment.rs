@@ -1,0 +1,45 @@
+//! A training run as one library call: an experiment config in, a trained (or resumed) run out, on any backend.
+//! The CLI and the tests both call [`train`]; the CLI draws its progress bars from the [`TrainEvent`]s it observes.
+
+use anyhow::Result;
+use burn_store::ModuleSnapshot;
+
+use crate::backend::TrainBackend;
+use crate::eval::EvalReport;
+use crate::model::{RecursiveModel, TrainRecursive};
+use crate::train::config::ExperimentConfig;
+use crate::train::trainer::{TrainEvent, Trainer};
+
+/// Trains the run `cfg` describes on backend `AB` and `device` (continuing its newest checkpoint with `resume`),
+/// reporting to `on_event`: [`TrainEvent::Started`] first, then steps, evaluations and checkpoints. Returns the
+/// last evaluation (`None` without a test split).
+pub fn train<AB: TrainBackend>(
+    cfg: ExperimentConfig,
+    resume: bool,
+    device: &AB::Device,
+    on_event: impl FnMut(TrainEvent),
+) -> Result<Option<EvalReport>> {
+    let seed = cfg.train.seed;
+    for_family!(cfg.model.clone(), c => run::<AB, _>(cfg, c.init::<AB>(seed, device), resume, device, on_event))
+}
+
+fn run<AB: TrainBackend, M>(
+    cfg: ExperimentConfig,
+    model: M,
+    resume: bool,
+    device: &AB::Device,
+    mut on_event: impl FnMut(TrainEvent),
+) -> Result<Option<EvalReport>>
+where
+    M: TrainRecursive<AB> + ModuleSnapshot<AB>,
+    M::InnerModule: RecursiveModel<AB::InnerBackend> + ModuleSnapshot<AB::InnerBackend>,
+{
+    let mut trainer = Trainer::new(cfg, model, device.clone(), resume)?;
+    on_event(TrainEvent::Started {
+        config: &trainer.cfg,
+        step: trainer.step,
+        final_step: trainer.final_step(),
+        total_steps: trainer.total_steps,
+    });
+    trainer.run(on_event)
+}
