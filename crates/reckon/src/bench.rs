@@ -253,9 +253,9 @@ impl BenchShape {
 
     fn model_config(&self) -> ModelConfig {
         if self.rsm {
-            ModelConfig::from(self.rsm_config())
+            self.rsm_config().into()
         } else {
-            ModelConfig::from(self.trm_config())
+            self.trm_config().into()
         }
     }
 

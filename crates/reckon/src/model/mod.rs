@@ -2,17 +2,22 @@
 //! no graph) and [`TrainRecursive`] (training: which part of a supervision step carries gradient).
 //! The trainer, evaluator and solver only talk to these traits, so a new family plugs in without touching them.
 
-// First, and `#[macro_use]`: the families' dispatch macros (see `registry`).
+// First, and `#[macro_use]`: `families!` (see `registry`).
 #[macro_use]
 pub mod registry;
 
-pub mod cmm;
 pub mod contraction;
-pub mod hrm;
 pub mod layers;
-pub mod rsm;
-pub mod trm;
 pub mod weights;
+
+// The registry: one line per family (its module, name, config and model). This declares the family modules and
+// generates `ModelConfig`, `AnyModel` and the dispatch macros `for_family!`, `for_model!`, `map_model!`.
+families! {$
+    Trm = "trm" => trm::{TrmConfig, Trm},
+    Rsm = "rsm" => rsm::{RsmConfig, Rsm},
+    Hrm = "hrm" => hrm::{HrmConfig, Hrm},
+    Cmm = "cmm" => cmm::{CmmConfig, Cmm},
+}
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};

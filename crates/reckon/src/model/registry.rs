@@ -1,14 +1,16 @@
 //! The family registry: the one place that lists the model families. [`families!`] turns one line per family into
 //! the `[model]` config section ([`ModelConfig`], tagged by `family = "..."`), a model of any family on any backend
 //! ([`AnyModel`]) and the two dispatch macros everything else uses ([`for_family!`] on a config, [`for_model!`] on a
-//! model), so no other file matches on the families. (The macros are textually scoped: `model` and this module
-//! are declared `#[macro_use]` and first, so the whole crate sees them.)
+//! model), so no other file matches on the families. The one invocation is in `model/mod.rs`, where each line also
+//! declares the family's module. (The generated macros are textually scoped: `model` is declared `#[macro_use]`
+//! and first in the crate, so every later module sees them.)
 //!
 //! What a family *means* is asked of it through traits, never read off a config flag: [`FamilyConfig`] (its
 //! config: depth, halting budget, loss specification) and [`super::RecursiveModel`] (its model: halting rule, loss,
 //! checkpoint keys, depth semantics). Adding a family is its file (config + model + those impls) and one line in
-//! the [`families!`] call at the bottom of this file.
+//! the [`families!`] call in `model/mod.rs`.
 
+pub use super::{AnyModel, ModelConfig};
 use super::{Depth, LossSpec};
 
 /// What the trainer, evaluator and CLI ask of a family's config section.
@@ -42,24 +44,26 @@ pub trait FamilyOf: Sized {
 /// macros can have metavariables of their own.)
 macro_rules! families {
     ($d:tt $($variant:ident = $name:literal => $module:ident :: { $config:ident, $model:ident }),+ $(,)?) => {
+        $(pub mod $module;)+
+
         /// The `[model]` section: the family (`family = "trm"`, ...) and its architecture.
         #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
         #[serde(tag = "family")]
         pub enum ModelConfig {
-            $(#[serde(rename = $name)] $variant(super::$module::$config),)+
+            $(#[serde(rename = $name)] $variant($module::$config),)+
         }
 
         /// A model of any family on backend `B` (e.g. weights loaded for evaluation).
         #[derive(Clone, Debug)]
         pub enum AnyModel<B: crate::kernels::FusedOps> {
-            $($variant(super::$module::$model<B>),)+
+            $($variant($module::$model<B>),)+
         }
 
         /// `for_family!(config, c => expr)`: `expr` with `c` bound to the family's own config, whichever it is.
         macro_rules! for_family {
             ($d cfg:expr, $d c:ident => $d body:expr) => {
                 match $d cfg {
-                    $(crate::model::registry::ModelConfig::$variant($d c) => $d body,)+
+                    $(crate::model::ModelConfig::$variant($d c) => $d body,)+
                 }
             };
         }
@@ -68,7 +72,7 @@ macro_rules! families {
         macro_rules! for_model {
             ($d any:expr, $d m:ident => $d body:expr) => {
                 match $d any {
-                    $(crate::model::registry::AnyModel::$variant($d m) => $d body,)+
+                    $(crate::model::AnyModel::$variant($d m) => $d body,)+
                 }
             };
         }
@@ -78,19 +82,19 @@ macro_rules! families {
         macro_rules! map_model {
             ($d any:expr, $d m:ident => $d body:expr) => {
                 match $d any {
-                    $(crate::model::registry::AnyModel::$variant($d m) => crate::model::registry::AnyModel::$variant($d body),)+
+                    $(crate::model::AnyModel::$variant($d m) => crate::model::AnyModel::$variant($d body),)+
                 }
             };
         }
 
         $(
-            impl From<super::$module::$config> for ModelConfig {
-                fn from(c: super::$module::$config) -> Self {
+            impl From<$module::$config> for ModelConfig {
+                fn from(c: $module::$config) -> Self {
                     ModelConfig::$variant(c)
                 }
             }
 
-            impl FamilyOf for super::$module::$config {
+            impl crate::model::registry::FamilyOf for $module::$config {
                 fn of(cfg: &ModelConfig) -> Option<&Self> {
                     match cfg {
                         ModelConfig::$variant(c) => Some(c),
@@ -111,6 +115,19 @@ macro_rules! families {
         }
 
         impl ModelConfig {
+            /// The family's own config behind the [`FamilyConfig`] questions.
+            pub fn family_config(&self) -> &dyn crate::model::registry::FamilyConfig {
+                match self {
+                    $(ModelConfig::$variant(c) => c,)+
+                }
+            }
+
+            fn family_config_mut(&mut self) -> &mut dyn crate::model::registry::FamilyConfig {
+                match self {
+                    $(ModelConfig::$variant(c) => c,)+
+                }
+            }
+
             /// The family's name as the config writes it.
             pub fn family(&self) -> &'static str {
                 match self {
@@ -128,22 +145,10 @@ macro_rules! families {
     };
 }
 
-families! {$
-    Trm = "trm" => trm::{TrmConfig, Trm},
-    Rsm = "rsm" => rsm::{RsmConfig, Rsm},
-    Hrm = "hrm" => hrm::{HrmConfig, Hrm},
-    Cmm = "cmm" => cmm::{CmmConfig, Cmm},
-}
-
 impl ModelConfig {
     /// This config as family `C`'s, if it is one (`cfg.model.get::<TrmConfig>()`).
     pub fn get<C: FamilyOf>(&self) -> Option<&C> {
         C::of(self)
-    }
-
-    /// The family's own config behind the [`FamilyConfig`] questions.
-    pub fn family_config(&self) -> &dyn FamilyConfig {
-        for_family!(self, c => c)
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -175,7 +180,7 @@ impl ModelConfig {
     /// The same architecture at another depth.
     pub fn with_depth(&self, depth: Depth) -> ModelConfig {
         let mut c = self.clone();
-        for_family!(&mut c, m => m.set_depth(depth));
+        c.family_config_mut().set_depth(depth);
         c
     }
 
