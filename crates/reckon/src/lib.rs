@@ -1,14 +1,18 @@
-//! reckon: train, evaluate and run tiny recursive reasoning models on burn.
+//! reckon: train, evaluate and run tiny recursive reasoning models on burn. Modules depend one way, bottom up
+//! (`docs/architecture.md`):
 //!
-//! - [`model`]: the model families (TRM, RSM) behind the [`model::RecursiveModel`] / [`model::TrainRecursive`] traits,
-//!   and weights by reference name (safetensors, PyTorch import).
-//! - [`train`]: losses, optimisers, schedules, the depth curriculum, EMA, the trainer and checkpoints.
-//! - [`eval`]: accuracy at a fixed number of supervision steps, with or without ACT halting, per-step curves.
+//! - [`kernels`]: fused operations as burn backend extensions, with fast CPU kernels.
+//! - [`model`]: the families (TRM, HRM, RSM, CMM), one file each and one line in the registry, behind the
+//!   [`model::RecursiveModel`] / [`model::TrainRecursive`] traits; shared blocks; weights by reference name.
+//! - [`objective`]: the loss head every family trains with (cross-entropy kinds, halting BCE, Q target).
+//! - [`act`], [`eval`]: the ACT carry; accuracy per step and with the family's halting rule.
 //! - [`infer`]: test-time reasoning: streaming early-exit inference, the convergence signal and its report.
-//! - [`plot`]: PNG plots (the depth-sweep heatmap).
-//! - [`backend`]: the backends a build provides (CPU by default; CUDA and LibTorch behind features).
+//! - [`train`]: optimisers, schedules, EMA, AlgGradNorm, the depth curriculum, the trainer, config, checkpoints.
+//! - [`experiment`]: a training run as one library call, on any backend.
+//! - [`bench`], [`cli`]: `reckon bench` and the `reckon` command; [`backend`]: the backends a build provides
+//!   (CPU by default; CUDA and LibTorch behind features); [`plot`]: PNG plots.
 //!
-//! Tasks and datasets (Sudoku, the official on-disk format, the sampler) live in the `reckon-data` crate.
+//! Tasks and datasets (Sudoku, mazes, the official on-disk format, the sampler) live in the `reckon-data` crate.
 
 // First, and `#[macro_use]`: the family registry's dispatch macros (`for_family!`, `for_model!`) are textually
 // scoped, so every module declared after this one sees them.

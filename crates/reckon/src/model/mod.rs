@@ -1,6 +1,7 @@
-//! Model families. Each family is one file implementing [`RecursiveModel`] (inference: one supervision step with
-//! no graph) and [`TrainRecursive`] (training: which part of a supervision step carries gradient).
-//! The trainer, evaluator and solver only talk to these traits, so a new family plugs in without touching them.
+//! Model families. Each family is one file implementing [`registry::FamilyConfig`] (its config section),
+//! [`RecursiveModel`] (inference: one step with no graph, and what the family means: halting rule, loss spec,
+//! checkpoint keys, depth semantics) and [`TrainRecursive`] (training: which part of a step carries gradient), plus
+//! one line in the `families!` registry below. The trainer, evaluator and solver only talk to these traits.
 
 // First, and `#[macro_use]`: `families!` (see `registry`).
 #[macro_use]

@@ -1,4 +1,6 @@
-//! Training: the loss head, optimisers, LR schedule, EMA, the ACT carry trainer, the depth curriculum, checkpoints and ablation grids.
+//! Training: optimisers and LR schedules, EMA and clipping, AlgGradNorm, the depth curriculum, the trainer (one
+//! optimiser step per supervision step, the ACT carry across batches), the experiment config, checkpoints and
+//! ablation grids. The loss head itself is [`crate::objective`].
 
 pub mod ablate;
 pub mod alg_grad_norm;
