@@ -222,16 +222,14 @@ impl<B: FusedOps> Hrm<B> {
         self.H_level.forward(z_h, z_l.clone(), self.rotary_emb.as_ref())
     }
 
-    /// The schedule of one ACT step without its final L and final H updates (the part that runs graph-free).
+    /// One ACT step without its final L and final H updates (the part that runs graph-free), as the paper's
+    /// pseudocode writes it: `N·T − 1` steps, each an L update, with an H update after every `T`-th
+    /// (`N = h_cycles` high-level cycles of `T = l_cycles` low-level steps).
     fn warm_up(&self, mut z_h: Tensor<B, 3>, mut z_l: Tensor<B, 3>, x: &Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
-        let (hc, lc) = (self.cfg.h_cycles, self.cfg.l_cycles);
-        for h in 0..hc {
-            for l in 0..lc {
-                if !(h == hc - 1 && l == lc - 1) {
-                    z_l = self.low(z_l, &z_h, x);
-                }
-            }
-            if h != hc - 1 {
+        let (n, t) = (self.cfg.h_cycles, self.cfg.l_cycles);
+        for i in 0..n * t - 1 {
+            z_l = self.low(z_l, &z_h, x);
+            if (i + 1) % t == 0 {
                 z_h = self.high(z_h, &z_l);
             }
         }
