@@ -9,8 +9,8 @@
 //! - [`infer`]: test-time reasoning: streaming early-exit inference, the convergence signal and its report.
 //! - [`train`]: optimisers, schedules, EMA, AlgGradNorm, the depth curriculum, the trainer, config, checkpoints.
 //! - [`experiment`]: a training run as one library call, on any backend.
-//! - [`bench`], [`cli`]: `reckon bench` and the `reckon` command; [`backend`]: the backends a build provides
-//!   (CPU by default; CUDA and LibTorch behind features); [`plot`]: PNG plots.
+//! - [`cli`]: the `reckon` command; [`backend`]: the backends a build provides (CPU by default; CUDA and LibTorch
+//!   behind features); [`plot`]: PNG plots. (`reckon bench`, the CPU benchmark tooling, lives in the binary.)
 //!
 //! Tasks and datasets (Sudoku, mazes, the official on-disk format, the sampler) live in the `reckon-data` crate.
 
@@ -21,7 +21,6 @@ pub mod model;
 
 pub mod act;
 pub mod backend;
-pub mod bench;
 pub mod cli;
 pub mod eval;
 pub mod experiment;

@@ -70,6 +70,9 @@ pub enum Command {
     Bench(BenchCommand),
 }
 
+/// Where the PyTorch baseline script is in the development tree.
+pub const DEFAULT_TORCH_SCRIPT: &str = "../shared/bench/torch_trm_step.py";
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Time a training step and an inference step at named shapes.
@@ -92,7 +95,7 @@ pub enum BenchCommand {
         #[arg(long)]
         vs_torch: bool,
         /// The baseline script (`shared/bench/torch_trm_step.py` of the development tree).
-        #[arg(long, default_value = crate::bench::DEFAULT_TORCH_SCRIPT)]
+        #[arg(long, default_value = DEFAULT_TORCH_SCRIPT)]
         torch_script: PathBuf,
     },
     /// Time the exact solver on puzzle lists.
@@ -102,8 +105,16 @@ pub enum BenchCommand {
     },
 }
 
-/// Runs a command on the device `--device` names: the one place that picks a backend.
-pub fn run(cli: Cli) -> Result<()> {
+/// Runs a command on the device `--device` names: the one place that picks a backend. `bench` is the binary's
+/// CPU benchmark tooling (it is not part of the library), handed in by the caller.
+pub fn run(cli: Cli, bench: impl FnOnce(BenchCommand) -> Result<()>) -> Result<()> {
+    if let Command::Bench(cmd) = cli.command {
+        anyhow::ensure!(
+            cli.device == DeviceChoice::Cpu,
+            "reckon bench measures the CPU kernels: run it without --device"
+        );
+        return bench(cmd);
+    }
     match cli.device {
         DeviceChoice::Cpu => run_on::<CpuTrain>(cli.command, Default::default()),
         #[cfg(feature = "cuda")]
@@ -115,15 +126,8 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Runs a command on backend `AB` and `device`.
+/// Runs a command (any but `bench`) on backend `AB` and `device`.
 pub fn run_on<AB: TrainBackend>(command: Command, device: AB::Device) -> Result<()> {
-    let on_cpu_only = |what: &str| -> Result<()> {
-        anyhow::ensure!(
-            std::any::TypeId::of::<AB>() == std::any::TypeId::of::<CpuTrain>(),
-            "{what} measures the CPU kernels: run it without --device"
-        );
-        Ok(())
-    };
     match command {
         Command::Data(cmd) => data::run(cmd),
         Command::Train { config, overrides, resume, ablate } if !ablate.is_empty() => {
@@ -136,10 +140,7 @@ pub fn run_on<AB: TrainBackend>(command: Command, device: AB::Device) -> Result<
         Command::Solve(args) => eval::solve::<AB::InnerBackend>(&args, &device),
         Command::ImportTorch(args) => import::import_torch(&args),
         Command::Quickstart(args) => quickstart::run::<AB>(&args, &device),
-        Command::Bench(cmd) => {
-            on_cpu_only("reckon bench")?;
-            bench(cmd)
-        }
+        Command::Bench(_) => anyhow::bail!("reckon bench is the binary's tooling: run it through `reckon bench`"),
     }
 }
 
@@ -244,70 +245,4 @@ pub fn train_config_on<AB: TrainBackend>(
         pb.finish();
     }
     Ok(report)
-}
-
-/// The PyTorch baseline at one shape and mode: eager (keyed `shape/mode/eager`) and compiled (keyed
-/// `shape/mode`, which the table compares against).
-fn run_torch(
-    script: &Path,
-    shape: &crate::bench::BenchShape,
-    mode: &str,
-    warmup: usize,
-    steps: usize,
-) -> Result<Vec<(String, serde_json::Value)>> {
-    let mut out = Vec::new();
-    for compile in [false, true] {
-        eprintln!("torch {} {mode}{} ...", shape.name, if compile { " (compiled)" } else { "" });
-        if let Some(v) = crate::bench::vs_torch(script, shape, mode, compile, warmup, steps)? {
-            let key = if compile { format!("{}/{mode}", shape.name) } else { format!("{}/{mode}/eager", shape.name) };
-            out.push((key, v));
-        }
-    }
-    Ok(out)
-}
-
-fn bench(cmd: BenchCommand) -> Result<()> {
-    match cmd {
-        BenchCommand::Train { shapes, warmup, steps, modes, json, vs_torch, torch_script } => {
-            let mut results = Vec::new();
-            let mut torch = Vec::new();
-            for name in &shapes {
-                let shape = crate::bench::named_shape(name)?;
-                for mode in modes.iter().map(String::as_str) {
-                    eprintln!("bench {name} {mode} ...");
-                    let r = if mode == "train" {
-                        crate::bench::bench_train_step(&shape, warmup, steps)?
-                    } else {
-                        crate::bench::bench_infer_step(&shape, warmup, steps)?
-                    };
-                    if let Some(path) = &json {
-                        use std::io::Write;
-                        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-                        writeln!(f, "{}", r.to_json_line())?;
-                    }
-                    results.push(r);
-                    if vs_torch {
-                        torch.extend(run_torch(&torch_script, &shape, mode, warmup, steps)?);
-                    }
-                }
-            }
-            if vs_torch && torch.is_empty() {
-                eprintln!("note: `python3 -c \"import torch\"` failed, so no PyTorch baseline was run");
-            }
-            crate::bench::print_table(&results, &torch);
-            for (key, v) in &torch {
-                println!("torch {key}: {v}");
-            }
-            Ok(())
-        }
-        BenchCommand::Solver { lists } => {
-            for (name, r) in crate::bench::bench_solver(&lists)? {
-                println!(
-                    "{name}: {} puzzles, median {:.1} µs, mean {:.1} µs, max {:.1} µs per puzzle",
-                    r.count, r.median_us, r.mean_us, r.max_us
-                );
-            }
-            Ok(())
-        }
-    }
 }

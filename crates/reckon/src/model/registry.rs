@@ -59,30 +59,33 @@ macro_rules! families {
             $($variant($module::$model<B>),)+
         }
 
+        #[macro_export]
         /// `for_family!(config, c => expr)`: `expr` with `c` bound to the family's own config, whichever it is.
         macro_rules! for_family {
             ($d cfg:expr, $d c:ident => $d body:expr) => {
                 match $d cfg {
-                    $(crate::model::ModelConfig::$variant($d c) => $d body,)+
+                    $($d crate::model::ModelConfig::$variant($d c) => $d body,)+
                 }
             };
         }
 
+        #[macro_export]
         /// `for_model!(model, m => expr)`: `expr` with `m` bound to the concrete model in an [`AnyModel`].
         macro_rules! for_model {
             ($d any:expr, $d m:ident => $d body:expr) => {
                 match $d any {
-                    $(crate::model::AnyModel::$variant($d m) => $d body,)+
+                    $($d crate::model::AnyModel::$variant($d m) => $d body,)+
                 }
             };
         }
 
+        #[macro_export]
         /// `map_model!(model, m => expr)`: like [`for_model!`], where `expr` is a model of the same family, wrapped
         /// back into an [`AnyModel`] (e.g. the same weights at another depth).
         macro_rules! map_model {
             ($d any:expr, $d m:ident => $d body:expr) => {
                 match $d any {
-                    $(crate::model::AnyModel::$variant($d m) => crate::model::AnyModel::$variant($d body),)+
+                    $($d crate::model::AnyModel::$variant($d m) => $d crate::model::AnyModel::$variant($d body),)+
                 }
             };
         }

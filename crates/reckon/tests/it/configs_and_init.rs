@@ -191,16 +191,6 @@ fn rms_norm_uses_eps_1e5_and_no_weight() {
 }
 
 #[test]
-fn quickstart_bench_shape_matches_the_quickstart_config() {
-    let q = load("quickstart.toml");
-    let (m, p) = (trm(&q), reckon::bench::QUICKSTART);
-    assert_eq!(
-        (p.mlp_t, p.hidden, p.h_cycles, p.l_cycles, p.layers, p.batch, p.prefix),
-        (m.mlp_t, m.hidden_size, m.h_cycles, m.l_cycles, m.l_layers, q.train.global_batch_size, m.prefix_len())
-    );
-}
-
-#[test]
 fn quickstart_model_size_is_the_one_the_readme_quotes() {
     let q = load("quickstart.toml");
     assert_eq!(trm(&q).init::<Cpu>(0, &Default::default()).num_trainable_params(), 224_258);

@@ -27,17 +27,18 @@ use reckon_data::task::TaskSpec;
 use reckon_data::{PuzzleDataset, PuzzleDatasetBuilder};
 use serde::Serialize;
 
-use crate::act::{ActCarry, HaltRule, SlotData};
-use crate::backend::{Cpu, CpuTrain};
-use crate::eval::batch_tensors;
-use crate::model::layers::swiglu_width;
-use crate::model::rsm::RsmConfig;
-use crate::model::trm::{PosEncoding, TrmConfig};
-use crate::model::{RecursiveModel, TrainRecursive};
-use crate::objective::act_loss;
-use crate::train::config::{DataConfig, EvalConfig, ExperimentConfig, ModelConfig, TrainConfig};
-use crate::train::trainer::Trainer;
 use burn_store::ModuleSnapshot;
+use reckon::act::{ActCarry, HaltRule, SlotData};
+use reckon::backend::{Cpu, CpuTrain};
+use reckon::cli::BenchCommand;
+use reckon::eval::batch_tensors;
+use reckon::model::layers::swiglu_width;
+use reckon::model::rsm::RsmConfig;
+use reckon::model::trm::{PosEncoding, TrmConfig};
+use reckon::model::{RecursiveModel, TrainRecursive};
+use reckon::objective::act_loss;
+use reckon::train::config::{DataConfig, EvalConfig, ExperimentConfig, ModelConfig, TrainConfig};
+use reckon::train::trainer::Trainer;
 
 /// Puzzle-prefix positions (the reference's `puzzle_emb_len`), as in the baseline's FLOP count.
 pub const PREFIX_LEN: usize = 16;
@@ -47,9 +48,6 @@ pub const ACT_STEPS: usize = 16;
 
 /// Synthetic batches the timed loops cycle through, as the baseline's `synthetic_batches(.., 4, ..)`.
 const POOL_BATCHES: usize = 4;
-
-/// Where the baseline script sits relative to the repository root.
-pub const DEFAULT_TORCH_SCRIPT: &str = "../shared/bench/torch_trm_step.py";
 
 /// One benchmark configuration: a TRM architecture plus a batch size.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -318,7 +316,7 @@ pub struct BenchResult {
     pub puzzles_per_s: f64,
     pub gflop_per_step: f64,
     pub gflops: f64,
-    /// This machine's measured matmul throughput ([`crate::kernels::matmul_peak_gflops`]), GFLOP/s.
+    /// This machine's measured matmul throughput ([`reckon::kernels::matmul_peak_gflops`]), GFLOP/s.
     pub peak_gflops: f64,
     /// `gflops` as a percentage of `peak_gflops`.
     pub pct_of_peak: f64,
@@ -387,8 +385,8 @@ fn median(xs: &[f64]) -> f64 {
 /// Frees idle buffers and resets the process's peak resident set to its current size (Linux `clear_refs` 5),
 /// so that the next [`peak_rss_mb`] is the peak of what runs from now on.
 fn start_memory_measurement() {
-    crate::kernels::pool::release_idle();
-    crate::backend::return_free_memory();
+    reckon::kernels::pool::release_idle();
+    reckon::backend::return_free_memory();
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
@@ -479,9 +477,8 @@ fn time_steps(warmup: usize, steps: usize, mut step: impl FnMut() -> Result<()>)
 pub fn bench_train_step(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
     start_memory_measurement();
     let device = Default::default();
-    let times =
-        for_family!(shape.model_config(), c => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?);
-    let peak = crate::kernels::matmul_peak_gflops();
+    let times = reckon::for_family!(shape.model_config(), c => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?);
+    let peak = reckon::kernels::matmul_peak_gflops();
     Ok(BenchResult::from_times(shape, "train", &times, gflop_per_train_step(shape), peak))
 }
 
@@ -516,9 +513,8 @@ fn synthetic_slots(shape: &BenchShape) -> Vec<SlotData> {
 pub fn bench_infer_step(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
     start_memory_measurement();
     let device = Default::default();
-    let times =
-        for_family!(shape.model_config(), c => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?);
-    let peak = crate::kernels::matmul_peak_gflops();
+    let times = reckon::for_family!(shape.model_config(), c => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?);
+    let peak = reckon::kernels::matmul_peak_gflops();
     Ok(BenchResult::from_times(shape, "infer", &times, gflop_per_infer_step(shape), peak))
 }
 
@@ -800,6 +796,77 @@ pub fn print_table(results: &[BenchResult], torch: &[(String, serde_json::Value)
     print!("{}", format_table(results, torch));
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// The `reckon bench` command
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The PyTorch baseline at one shape and mode: eager (keyed `shape/mode/eager`) and compiled (keyed
+/// `shape/mode`, which the table compares against).
+fn run_torch(
+    script: &Path,
+    shape: &BenchShape,
+    mode: &str,
+    warmup: usize,
+    steps: usize,
+) -> Result<Vec<(String, serde_json::Value)>> {
+    let mut out = Vec::new();
+    for compile in [false, true] {
+        eprintln!("torch {} {mode}{} ...", shape.name, if compile { " (compiled)" } else { "" });
+        if let Some(v) = vs_torch(script, shape, mode, compile, warmup, steps)? {
+            let key = if compile { format!("{}/{mode}", shape.name) } else { format!("{}/{mode}/eager", shape.name) };
+            out.push((key, v));
+        }
+    }
+    Ok(out)
+}
+
+/// `reckon bench`: runs the timed loops, the PyTorch baseline and the solver timing, and prints the tables.
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Train { shapes, warmup, steps, modes, json, vs_torch, torch_script } => {
+            let mut results = Vec::new();
+            let mut torch = Vec::new();
+            for name in &shapes {
+                let shape = named_shape(name)?;
+                for mode in modes.iter().map(String::as_str) {
+                    eprintln!("bench {name} {mode} ...");
+                    let r = if mode == "train" {
+                        bench_train_step(&shape, warmup, steps)?
+                    } else {
+                        bench_infer_step(&shape, warmup, steps)?
+                    };
+                    if let Some(path) = &json {
+                        use std::io::Write;
+                        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+                        writeln!(f, "{}", r.to_json_line())?;
+                    }
+                    results.push(r);
+                    if vs_torch {
+                        torch.extend(run_torch(&torch_script, &shape, mode, warmup, steps)?);
+                    }
+                }
+            }
+            if vs_torch && torch.is_empty() {
+                eprintln!("note: `python3 -c \"import torch\"` failed, so no PyTorch baseline was run");
+            }
+            print_table(&results, &torch);
+            for (key, v) in &torch {
+                println!("torch {key}: {v}");
+            }
+            Ok(())
+        }
+        BenchCommand::Solver { lists } => {
+            for (name, r) in bench_solver(&lists)? {
+                println!(
+                    "{name}: {} puzzles, median {:.1} µs, mean {:.1} µs, max {:.1} µs per puzzle",
+                    r.count, r.median_us, r.mean_us, r.max_us
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -917,5 +984,21 @@ mod tests {
             }
         }
         print_table(&results, &[]);
+    }
+
+    /// The quickstart bench shape is the quickstart config's model and batch.
+    #[test]
+    fn quickstart_bench_shape_matches_the_quickstart_config() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/quickstart.toml");
+        let sizes = |_: &std::path::Path| {
+            Ok(reckon::train::config::DatasetSizes { seq_len: 81, vocab_size: 11, num_puzzle_identifiers: 1 })
+        };
+        let q = ExperimentConfig::load(&path, &[], sizes).unwrap();
+        let m = q.model.get::<TrmConfig>().expect("a TRM config");
+        let p = QUICKSTART;
+        assert_eq!(
+            (p.mlp_t, p.hidden, p.h_cycles, p.l_cycles, p.layers, p.batch, p.prefix),
+            (m.mlp_t, m.hidden_size, m.h_cycles, m.l_cycles, m.l_layers, q.train.global_batch_size, m.prefix_len())
+        );
     }
 }
