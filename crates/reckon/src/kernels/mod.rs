@@ -15,16 +15,18 @@
 //!   packed `qkv` projection, forward and backward, one task per batch row.
 //! - [`FusedOps::residual_rms_norm`]: `rms_norm(x + r)`, the attention sub-layer's residual and post-norm.
 //!
-//! [`set_fast_path`] switches the native kernels off, which gives the generic burn path on the same backend:
-//! the reference every fast kernel is tested against.
+//! [`with_fast_path`] switches the native kernels off on one thread, which gives the generic burn path on the same
+//! backend: the reference every fast kernel is tested against.
+//!
+//! Laid out per op: `swiglu.rs`, `glu_norm.rs`, `attention.rs` and `rms_norm.rs` each hold the op's composed
+//! forward and backward, its autodiff node and its Flex CPU kernel (`flex` inside); `cpu.rs` the CPU kernels'
+//! shared helpers (row-major GEMM, transposes, shared elementwise blocks), `simd.rs` the vectorised math and the
+//! run-time choice of instruction set, `pool.rs` the buffer pool. This file is the `FusedOps` trait, the
+//! tensor-level entry points and the backends' implementations.
 
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::Autodiff;
-use burn::tensor::activation::{sigmoid, silu, tanh};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
@@ -37,24 +39,6 @@ fn unwrap<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
     t.into_primitive().tensor()
 }
 
-/// `silu(g) · u` from burn's ops (any backend, any dtype).
-pub fn composed_swiglu<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
-    unwrap(silu(wrap::<B, 1>(gate)) * wrap::<B, 1>(up))
-}
-
-/// Gradients of `silu(g) · u`: `du = go · silu(g)`, `dg = go · u · σ(g) · (1 + g · (1 − σ(g)))`.
-pub fn composed_swiglu_backward<B: Backend>(
-    gate: FloatTensor<B>,
-    up: FloatTensor<B>,
-    grad: FloatTensor<B>,
-) -> (FloatTensor<B>, FloatTensor<B>) {
-    let (g, u, go) = (wrap::<B, 1>(gate), wrap::<B, 1>(up), wrap::<B, 1>(grad));
-    let sig = sigmoid(g.clone());
-    let d_up = go.clone() * g.clone() * sig.clone();
-    let d_gate = go * u * sig.clone() * (g * (sig.neg().add_scalar(1.0))).add_scalar(1.0);
-    (unwrap(d_gate), unwrap(d_up))
-}
-
 /// The gate nonlinearity of a gated linear unit `gate(x·W_g) · (x·W_u)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Gate {
@@ -65,35 +49,6 @@ pub enum Gate {
     Tanh,
 }
 
-/// `gate(g) · u` from tensors: SiLU through the backend's fused [`FusedOps::swiglu`], tanh composed.
-fn glu<B: FusedOps, const D: usize>(kind: Gate, g: Tensor<B, D>, u: Tensor<B, D>) -> Tensor<B, D> {
-    match kind {
-        Gate::Silu => swiglu(g, u),
-        Gate::Tanh => tanh(g) * u,
-    }
-}
-
-/// Gradients `(d_gate, d_up)` of `gate(g) · u` on rank-1 primitives.
-fn glu_backward<B: FusedOps>(
-    kind: Gate,
-    g: FloatTensor<B>,
-    u: FloatTensor<B>,
-    go: FloatTensor<B>,
-) -> (FloatTensor<B>, FloatTensor<B>) {
-    match kind {
-        Gate::Silu => B::swiglu_backward(g, u, go),
-        Gate::Tanh => {
-            // sech²(g) = 4·σ(2g)·σ(−2g), accurate where `1 − tanh²(g)` cancels (a saturated gate; see
-            // `simd::tanh_mul_grad`).
-            let (g, u, go) = (wrap::<B, 1>(g), wrap::<B, 1>(u), wrap::<B, 1>(go));
-            let d_up = go.clone() * tanh(g.clone());
-            let sech2 = sigmoid(g.clone().mul_scalar(2.0)) * sigmoid(g.mul_scalar(-2.0)).mul_scalar(4.0);
-            let d_gate = go * u * sech2;
-            (unwrap(d_gate), unwrap(d_up))
-        }
-    }
-}
-
 /// Which axis of `[B, S, D]` activations a residual SwiGLU sub-layer mixes, and normalises over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MixAxis {
@@ -101,234 +56,6 @@ pub enum MixAxis {
     Channels,
     /// TRM-MLP's token mixer: over `S`, for every channel (the reference transposes, mixes, transposes back).
     Sequence,
-}
-
-/// `x` `[B, S, D]` as the matrix the sub-layer's MLP reads: `[B·S, D]` or `[B·D, S]`.
-fn composed_rows<B: Backend>(x: Tensor<B, 3>, axis: MixAxis) -> Tensor<B, 2> {
-    let [b, s, d] = x.dims();
-    match axis {
-        MixAxis::Channels => x.reshape([b * s, d]),
-        MixAxis::Sequence => x.swap_dims(1, 2).reshape([b * d, s]),
-    }
-}
-
-/// The inverse of [`composed_rows`].
-fn composed_unrows<B: Backend>(rows: Tensor<B, 2>, dims: [usize; 3], axis: MixAxis) -> Tensor<B, 3> {
-    let [b, s, d] = dims;
-    match axis {
-        MixAxis::Channels => rows.reshape(dims),
-        MixAxis::Sequence => rows.reshape([b, d, s]).swap_dims(1, 2),
-    }
-}
-
-/// What the backward of [`FusedOps::residual_swiglu_norm`] needs besides the weights: the input, the gate/up
-/// pre-activations, the output and the reciprocal RMS of each normalised row, plus the axis, the gate and the
-/// `[B, S, D]` shape. Their layouts belong to the backend that saved them: the composed path keeps the MLP's rows
-/// (`[R, W]`, `[R, 2I]`, `[R, W]`, `[R]`); Flex's sequence kernel keeps `[B, S, D]`, `[B, 2I, D]`, `[B, S, D]`,
-/// `[B, D]`.
-#[derive(Clone, Debug)]
-pub struct SwigluNormSaved<B: Backend> {
-    pub rows: FloatTensor<B>,
-    pub gate_up: FloatTensor<B>,
-    pub y: FloatTensor<B>,
-    pub rstd: FloatTensor<B>,
-    pub axis: MixAxis,
-    pub gate: Gate,
-    pub dims: [usize; 3],
-}
-
-/// The residual SwiGLU sub-layer from burn's ops: the generic path (and the reference for the fast one).
-pub fn composed_residual_swiglu_norm<B: FusedOps>(
-    x: FloatTensor<B>,
-    w_gate_up: FloatTensor<B>,
-    w_down: FloatTensor<B>,
-    axis: MixAxis,
-    kind: Gate,
-    eps: f64,
-) -> FloatTensor<B> {
-    let x = wrap::<B, 3>(x);
-    let dims = x.dims();
-    let rows = composed_rows(x, axis);
-    let w_gate_up = wrap::<B, 2>(w_gate_up);
-    let inter = w_gate_up.dims()[0] / 2;
-    let gate = rows.clone().matmul(w_gate_up.clone().narrow(0, 0, inter).transpose());
-    let up = rows.clone().matmul(w_gate_up.narrow(0, inter, inter).transpose());
-    let mixed = glu(kind, gate, up).matmul(wrap::<B, 2>(w_down).transpose());
-    unwrap(composed_unrows(rms_norm(rows + mixed, eps), dims, axis))
-}
-
-/// The forward with the saved activations, from burn's ops (the default for backends without a kernel).
-pub fn composed_residual_swiglu_norm_saving<B: FusedOps>(
-    x: FloatTensor<B>,
-    w_gate_up: FloatTensor<B>,
-    w_down: FloatTensor<B>,
-    axis: MixAxis,
-    kind: Gate,
-    eps: f64,
-) -> (FloatTensor<B>, SwigluNormSaved<B>) {
-    let x = wrap::<B, 3>(x);
-    let dims = x.dims();
-    let rows = composed_rows(x, axis);
-    let w_gate_up = wrap::<B, 2>(w_gate_up);
-    let inter = w_gate_up.dims()[0] / 2;
-    let g = rows.clone().matmul(w_gate_up.transpose());
-    let act = glu(kind, g.clone().narrow(1, 0, inter), g.clone().narrow(1, inter, inter));
-    let z = rows.clone() + act.matmul(wrap::<B, 2>(w_down).transpose());
-    let rstd = z.clone().powi_scalar(2).mean_dim(1).add_scalar(eps).sqrt().recip(); // [R, 1]
-    let y = z * rstd.clone();
-    let n = rstd.dims()[0];
-    let out = unwrap(composed_unrows(y.clone(), dims, axis));
-    let (rows, gate_up, y, rstd) = (unwrap(rows), unwrap(g), unwrap(y), unwrap(rstd.reshape([n])));
-    let saved = SwigluNormSaved { rows, gate_up, y, rstd, axis, gate: kind, dims };
-    (out, saved)
-}
-
-/// The backward from burn's ops: `(dx, dW_gate_up, dW_down)`, the same formulas as the Flex kernel.
-pub fn composed_residual_swiglu_norm_backward<B: FusedOps>(
-    w_gate_up: FloatTensor<B>,
-    w_down: FloatTensor<B>,
-    saved: SwigluNormSaved<B>,
-    dy: FloatTensor<B>,
-) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let (w_gate_up, w_down) = (wrap::<B, 2>(w_gate_up), wrap::<B, 2>(w_down));
-    let (x, g, y) = (wrap::<B, 2>(saved.rows), wrap::<B, 2>(saved.gate_up), wrap::<B, 2>(saved.y));
-    let dy = composed_rows(wrap::<B, 3>(dy), saved.axis);
-    let [rows, width] = y.dims();
-    let inter = w_down.dims()[1];
-    let rstd = wrap::<B, 1>(saved.rstd).reshape([rows, 1]);
-    let mean = (dy.clone() * y.clone()).sum_dim(1).div_scalar(width as f64);
-    let dz = (dy - y * mean) * rstd;
-    let (gate, up) = (g.clone().narrow(1, 0, inter), g.narrow(1, inter, inter));
-    let act = glu(saved.gate, gate.clone(), up.clone());
-    let dw_down = dz.clone().transpose().matmul(act);
-    let d_act = dz.clone().matmul(w_down);
-    let n = rows * inter;
-    let flat = |t: Tensor<B, 2>| unwrap(t.reshape([n]));
-    let (d_gate, d_up) = glu_backward::<B>(saved.gate, flat(gate), flat(up), flat(d_act));
-    let d_gate = wrap::<B, 1>(d_gate).reshape([rows, inter]);
-    let dg = Tensor::cat(vec![d_gate, wrap::<B, 1>(d_up).reshape([rows, inter])], 1);
-    let dw_gate_up = dg.clone().transpose().matmul(x);
-    let dx = dz + dg.matmul(w_gate_up);
-    (unwrap(composed_unrows(dx, saved.dims, saved.axis)), unwrap(dw_gate_up), unwrap(dw_down))
-}
-
-/// `x·cos + rotate_half(x)·sin` on `x` `[B, S, H, hd]` with tables `[≥S, hd]` (rotate-half RoPE).
-pub fn composed_rope<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 4> {
-    let [_, s, _, hd] = x.dims();
-    let table = |t: Tensor<B, 2>| t.narrow(0, 0, s).unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(0);
-    let (x1, x2) = (x.clone().narrow(3, 0, hd / 2), x.clone().narrow(3, hd / 2, hd / 2));
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-    x * table(cos) + rotated * table(sin)
-}
-
-/// The transpose of [`composed_rope`]: the gradient of `x` from that of the rotated tensor.
-fn composed_rope_transpose<B: Backend>(g: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 4> {
-    let [_, s, _, hd] = g.dims();
-    let table = |t: Tensor<B, 2>| t.narrow(0, 0, s).unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(0);
-    let gs = g.clone() * table(sin);
-    let (u1, u2) = (gs.clone().narrow(3, 0, hd / 2), gs.narrow(3, hd / 2, hd / 2));
-    g * table(cos) + Tensor::cat(vec![u2, u1.neg()], 3)
-}
-
-/// Rotary tables of an attention call: `(cos, sin)`, each `[positions, head_dim]`.
-pub type RopePair<B> = Option<(FloatTensor<B>, FloatTensor<B>)>;
-
-/// What the attention backward needs: the packed projections, the tables and the probabilities `[B, H, S, S]`.
-#[derive(Clone, Debug)]
-pub struct AttentionSaved<B: Backend> {
-    pub qkv: FloatTensor<B>,
-    pub rope: RopePair<B>,
-    pub heads: usize,
-    pub probs: FloatTensor<B>,
-}
-
-/// q, k (rotated) and v of packed projections, each `[B, H, S, hd]`.
-fn composed_heads<B: Backend>(qkv: Tensor<B, 3>, rope: &RopePair<B>, heads: usize) -> [Tensor<B, 4>; 3] {
-    let [b, s, d3] = qkv.dims();
-    let hd = d3 / 3 / heads;
-    let qkv = qkv.reshape([b, s, 3 * heads, hd]);
-    let (mut q, mut k) = (qkv.clone().narrow(2, 0, heads), qkv.clone().narrow(2, heads, heads));
-    let v = qkv.narrow(2, 2 * heads, heads);
-    if let Some((cos, sin)) = rope {
-        let (cos, sin) = (wrap::<B, 2>(cos.clone()), wrap::<B, 2>(sin.clone()));
-        q = composed_rope(q, cos.clone(), sin.clone());
-        k = composed_rope(k, cos, sin);
-    }
-    [q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2)]
-}
-
-/// Non-causal multi-head attention from burn's ops: the generic path, returning the output `[B, S, D]` and
-/// the probabilities `[B, H, S, S]`.
-pub fn composed_attention<B: Backend>(
-    qkv: FloatTensor<B>,
-    rope: RopePair<B>,
-    heads: usize,
-) -> (FloatTensor<B>, FloatTensor<B>) {
-    let qkv = wrap::<B, 3>(qkv);
-    let [b, s, d3] = qkv.dims();
-    let hd = d3 / 3 / heads;
-    let [q, k, v] = composed_heads(qkv, &rope, heads);
-    let probs = burn::tensor::activation::softmax(q.matmul(k.transpose()).mul_scalar(1.0 / (hd as f64).sqrt()), 3);
-    let out = probs.clone().matmul(v).swap_dims(1, 2).reshape([b, s, d3 / 3]);
-    (unwrap(out), unwrap(probs))
-}
-
-/// The attention backward from burn's ops: the gradient of the packed projections.
-pub fn composed_attention_backward<B: Backend>(saved: AttentionSaved<B>, dout: FloatTensor<B>) -> FloatTensor<B> {
-    let AttentionSaved { qkv, rope, heads, probs } = saved;
-    let qkv = wrap::<B, 3>(qkv);
-    let [b, s, d3] = qkv.dims();
-    let hd = d3 / 3 / heads;
-    let [q, k, v] = composed_heads(qkv, &rope, heads);
-    let p = wrap::<B, 4>(probs);
-    let d_o = wrap::<B, 3>(dout).reshape([b, s, heads, hd]).swap_dims(1, 2);
-    let dv = p.clone().transpose().matmul(d_o.clone());
-    let dp = d_o.matmul(v.transpose());
-    let ds = (dp.clone() - (dp * p.clone()).sum_dim(3)) * p;
-    let ds = ds.mul_scalar(1.0 / (hd as f64).sqrt());
-    let mut dq = ds.clone().matmul(k).swap_dims(1, 2);
-    let mut dk = ds.transpose().matmul(q).swap_dims(1, 2);
-    if let Some((cos, sin)) = rope {
-        let (cos, sin) = (wrap::<B, 2>(cos), wrap::<B, 2>(sin));
-        dq = composed_rope_transpose(dq, cos.clone(), sin.clone());
-        dk = composed_rope_transpose(dk, cos, sin);
-    }
-    unwrap(Tensor::cat(vec![dq, dk, dv.swap_dims(1, 2)], 2).reshape([b, s, d3]))
-}
-
-/// Weightless RMSNorm over the last axis: `x · rsqrt(mean(x²) + eps)` (reference `rms_norm`).
-pub fn rms_norm<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
-    rms_norm_dim(x, D - 1, eps)
-}
-
-/// Weightless RMSNorm over axis `dim`.
-pub fn rms_norm_dim<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize, eps: f64) -> Tensor<B, D> {
-    let mean_sq = x.clone().powi_scalar(2).mean_dim(dim);
-    x * mean_sq.add_scalar(eps).sqrt().recip()
-}
-
-/// `rms_norm(x + r)` over the last axis from burn's ops, with the reciprocal RMS per row.
-pub fn composed_residual_rms_norm<B: Backend>(
-    x: FloatTensor<B>,
-    r: FloatTensor<B>,
-    eps: f64,
-) -> (FloatTensor<B>, FloatTensor<B>) {
-    let z = wrap::<B, 3>(x) + wrap::<B, 3>(r);
-    let [b, s, _] = z.dims();
-    let rstd = z.clone().powi_scalar(2).mean_dim(2).add_scalar(eps).sqrt().recip();
-    (unwrap(z * rstd.clone()), unwrap(rstd.reshape([b * s])))
-}
-
-/// The backward of [`composed_residual_rms_norm`]: the gradient of the sum.
-pub fn composed_residual_rms_norm_backward<B: Backend>(
-    y: FloatTensor<B>,
-    rstd: FloatTensor<B>,
-    dy: FloatTensor<B>,
-) -> FloatTensor<B> {
-    let (y, dy) = (wrap::<B, 3>(y), wrap::<B, 3>(dy));
-    let [b, s, d] = y.dims();
-    let mean = (dy.clone() * y.clone()).sum_dim(2).div_scalar(d as f64);
-    unwrap((dy - y * mean) * wrap::<B, 1>(rstd).reshape([b, s, 1]))
 }
 
 /// Operations reckon fuses. Every method has a composed default, so any backend can implement the trait empty.
@@ -468,9 +195,25 @@ pub fn residual_rms_norm<B: FusedOps>(x: Tensor<B, 3>, r: Tensor<B, 3>, eps: f64
     wrap(B::residual_rms_norm(unwrap(x), unwrap(r), eps).0)
 }
 
-mod flex;
+mod attention;
+mod cpu;
+mod glu_norm;
 pub mod pool;
+mod rms_norm;
 mod simd;
+mod swiglu;
+
+use attention::AttentionBackward;
+pub use attention::{composed_attention, composed_attention_backward, composed_rope, AttentionSaved, RopePair};
+pub use glu_norm::{
+    composed_residual_swiglu_norm, composed_residual_swiglu_norm_backward, composed_residual_swiglu_norm_saving,
+    SwigluNormSaved,
+};
+use glu_norm::{SwigluNormBackward, SwigluNormState};
+use rms_norm::ResidualRmsNormBackward;
+pub use rms_norm::{composed_residual_rms_norm, composed_residual_rms_norm_backward, rms_norm, rms_norm_dim};
+use swiglu::SwigluBackward;
+pub use swiglu::{composed_swiglu, composed_swiglu_backward};
 
 thread_local! {
     /// Whether backends with native fused kernels use them on this thread (on by default); see [`with_fast_path`].
@@ -481,7 +224,7 @@ thread_local! {
 /// second) on the first call: the peak the benchmarks' `% peak` refers to.
 pub fn matmul_peak_gflops() -> f64 {
     static PEAK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *PEAK.get_or_init(flex::matmul_peak_gflops)
+    *PEAK.get_or_init(cpu::matmul_peak_gflops)
 }
 
 /// Runs `f` with the native fused kernels on (`true`, the default) or off on the calling thread: off, every
@@ -514,7 +257,7 @@ impl FusedOps for burn::backend::Flex {
         if !fast_path() {
             return composed_swiglu::<Self>(gate, up);
         }
-        flex::swiglu(gate, up)
+        swiglu::flex::swiglu(gate, up)
     }
 
     fn swiglu_backward(
@@ -525,7 +268,7 @@ impl FusedOps for burn::backend::Flex {
         if !fast_path() {
             return composed_swiglu_backward::<Self>(gate, up, grad);
         }
-        flex::swiglu_backward(gate, up, grad)
+        swiglu::flex::swiglu_backward(gate, up, grad)
     }
 
     fn residual_swiglu_norm(
@@ -539,7 +282,7 @@ impl FusedOps for burn::backend::Flex {
         if !fast_path() {
             return composed_residual_swiglu_norm::<Self>(x, w_gate_up, w_down, axis, gate, eps);
         }
-        flex::residual_swiglu_norm(x, w_gate_up, w_down, axis, gate, eps)
+        glu_norm::flex::residual_swiglu_norm(x, w_gate_up, w_down, axis, gate, eps)
     }
 
     fn residual_swiglu_norm_saving(
@@ -550,7 +293,7 @@ impl FusedOps for burn::backend::Flex {
         gate: Gate,
         eps: f64,
     ) -> (FloatTensor<Self>, SwigluNormSaved<Self>) {
-        flex::residual_swiglu_norm_saving(x, w_gate_up, w_down, axis, gate, eps)
+        glu_norm::flex::residual_swiglu_norm_saving(x, w_gate_up, w_down, axis, gate, eps)
     }
 
     fn residual_swiglu_norm_backward(
@@ -559,7 +302,7 @@ impl FusedOps for burn::backend::Flex {
         saved: SwigluNormSaved<Self>,
         dy: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        flex::residual_swiglu_norm_backward(w_gate_up, w_down, saved, dy)
+        glu_norm::flex::residual_swiglu_norm_backward(w_gate_up, w_down, saved, dy)
     }
 
     fn native_attention() -> bool {
@@ -570,7 +313,7 @@ impl FusedOps for burn::backend::Flex {
         if !fast_path() || !all_f32(&qkv, &rope) {
             return composed_attention::<Self>(qkv, rope, heads).0;
         }
-        flex::attention(qkv, rope, heads, false).0
+        attention::flex::attention(qkv, rope, heads, false).0
     }
 
     fn fused_attention_saving(
@@ -582,7 +325,7 @@ impl FusedOps for burn::backend::Flex {
             let (out, probs) = composed_attention::<Self>(qkv.clone(), rope.clone(), heads);
             return (out, AttentionSaved { qkv, rope, heads, probs });
         }
-        let (out, probs) = flex::attention(qkv.clone(), rope.clone(), heads, true);
+        let (out, probs) = attention::flex::attention(qkv.clone(), rope.clone(), heads, true);
         (out, AttentionSaved { qkv, rope, heads, probs: probs.expect("kept on request") })
     }
 
@@ -591,7 +334,7 @@ impl FusedOps for burn::backend::Flex {
             return composed_attention_backward::<Self>(saved, dout);
         }
         let AttentionSaved { qkv, rope, heads, probs } = saved;
-        flex::attention_backward(qkv, rope, heads, probs, dout)
+        attention::flex::attention_backward(qkv, rope, heads, probs, dout)
     }
 
     fn residual_rms_norm(
@@ -602,7 +345,7 @@ impl FusedOps for burn::backend::Flex {
         if !fast_path() || x.dtype() != burn::tensor::DType::F32 || r.dtype() != burn::tensor::DType::F32 {
             return composed_residual_rms_norm::<Self>(x, r, eps);
         }
-        flex::residual_rms_norm(x, r, eps)
+        rms_norm::flex::residual_rms_norm(x, r, eps)
     }
 
     fn residual_rms_norm_backward(
@@ -613,7 +356,7 @@ impl FusedOps for burn::backend::Flex {
         if dy.dtype() != burn::tensor::DType::F32 || y.dtype() != burn::tensor::DType::F32 {
             return composed_residual_rms_norm_backward::<Self>(y, rstd, dy);
         }
-        flex::residual_rms_norm_backward(y, rstd, dy)
+        rms_norm::flex::residual_rms_norm_backward(y, rstd, dy)
     }
 }
 
@@ -627,96 +370,6 @@ impl FusedOps for burn::backend::Cuda {}
 
 #[cfg(feature = "tch")]
 impl FusedOps for burn::backend::LibTorch {}
-
-/// The backward node of the fused SwiGLU: keeps both inputs, calls the inner backend's fused backward.
-#[derive(Debug)]
-struct SwigluBackward;
-
-impl<B: FusedOps> Backward<B, 2> for SwigluBackward {
-    type State = (NodeId, NodeId);
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let (gate_id, up_id) = ops.state;
-        let gate: FloatTensor<B> = checkpointer.retrieve_node_output(gate_id);
-        let up: FloatTensor<B> = checkpointer.retrieve_node_output(up_id);
-        let grad = grads.consume::<B>(&ops.node);
-        let (d_gate, d_up) = B::swiglu_backward(gate, up, grad);
-        let [gate_parent, up_parent] = ops.parents;
-        if let Some(p) = gate_parent {
-            grads.register::<B>(p.id, d_gate);
-        }
-        if let Some(p) = up_parent {
-            grads.register::<B>(p.id, d_up);
-        }
-    }
-}
-
-/// The backward node of the fused residual SwiGLU sub-layer. Its state holds the three inputs and what the
-/// forward saved (inner-backend tensors, reference-counted, so keeping them copies nothing).
-#[derive(Debug)]
-struct SwigluNormBackward;
-
-#[derive(Clone, Debug)]
-struct SwigluNormState<B: Backend> {
-    w_gate_up: FloatTensor<B>,
-    w_down: FloatTensor<B>,
-    saved: SwigluNormSaved<B>,
-}
-
-impl<B: FusedOps> Backward<B, 3> for SwigluNormBackward {
-    type State = SwigluNormState<B>;
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let SwigluNormState { w_gate_up, w_down, saved } = ops.state;
-        let dy = grads.consume::<B>(&ops.node);
-        let (dx, dw_gate_up, dw_down) = B::residual_swiglu_norm_backward(w_gate_up, w_down, saved, dy);
-        for (parent, grad) in ops.parents.into_iter().zip([dx, dw_gate_up, dw_down]) {
-            if let Some(p) = parent {
-                grads.register::<B>(p.id, grad);
-            }
-        }
-    }
-}
-
-/// The backward node of the fused attention: its state holds the packed projections, the tables and the
-/// probabilities.
-#[derive(Debug)]
-struct AttentionBackward;
-
-impl<B: FusedOps> Backward<B, 1> for AttentionBackward {
-    type State = AttentionSaved<B>;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let dout = grads.consume::<B>(&ops.node);
-        let dqkv = B::fused_attention_backward(ops.state, dout);
-        if let [Some(p)] = ops.parents {
-            grads.register::<B>(p.id, dqkv);
-        }
-    }
-}
-
-/// The backward node of the fused residual RMSNorm: keeps the output and the reciprocal RMS.
-#[derive(Debug)]
-struct ResidualRmsNormBackward;
-
-impl<B: FusedOps> Backward<B, 2> for ResidualRmsNormBackward {
-    type State = (FloatTensor<B>, FloatTensor<B>);
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let (y, rstd) = ops.state;
-        let dy = grads.consume::<B>(&ops.node);
-        let dz = B::residual_rms_norm_backward(y, rstd, dy);
-        let [px, pr] = ops.parents;
-        match (px, pr) {
-            (Some(px), Some(pr)) => {
-                grads.register::<B>(px.id, dz.clone());
-                grads.register::<B>(pr.id, dz);
-            }
-            (Some(p), None) | (None, Some(p)) => grads.register::<B>(p.id, dz),
-            (None, None) => {}
-        }
-    }
-}
 
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn native_attention() -> bool {
@@ -811,8 +464,10 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 
 #[cfg(test)]
 mod tests {
+    use super::glu_norm::glu_backward;
     use super::*;
     use crate::backend::{Cpu, CpuTrain};
+    use burn::tensor::activation::silu;
     use burn::tensor::TensorData;
 
     fn random(n: usize, seed: u64) -> Vec<f32> {

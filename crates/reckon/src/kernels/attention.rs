@@ -1,0 +1,323 @@
+//! Attention from packed `qkv` projections with optional rotate-half RoPE: composed from burn's ops (forward and
+//! backward) and its autodiff node (Flex's kernel: `flex::attention`).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops};
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::Tensor;
+
+use super::{unwrap, wrap, FusedOps};
+
+/// `x·cos + rotate_half(x)·sin` on `x` `[B, S, H, hd]` with tables `[≥S, hd]` (rotate-half RoPE).
+pub fn composed_rope<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 4> {
+    let [_, s, _, hd] = x.dims();
+    let table = |t: Tensor<B, 2>| t.narrow(0, 0, s).unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(0);
+    let (x1, x2) = (x.clone().narrow(3, 0, hd / 2), x.clone().narrow(3, hd / 2, hd / 2));
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * table(cos) + rotated * table(sin)
+}
+
+/// The transpose of [`composed_rope`]: the gradient of `x` from that of the rotated tensor.
+fn composed_rope_transpose<B: Backend>(g: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 4> {
+    let [_, s, _, hd] = g.dims();
+    let table = |t: Tensor<B, 2>| t.narrow(0, 0, s).unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(0);
+    let gs = g.clone() * table(sin);
+    let (u1, u2) = (gs.clone().narrow(3, 0, hd / 2), gs.narrow(3, hd / 2, hd / 2));
+    g * table(cos) + Tensor::cat(vec![u2, u1.neg()], 3)
+}
+
+/// Rotary tables of an attention call: `(cos, sin)`, each `[positions, head_dim]`.
+pub type RopePair<B> = Option<(FloatTensor<B>, FloatTensor<B>)>;
+
+/// What the attention backward needs: the packed projections, the tables and the probabilities `[B, H, S, S]`.
+#[derive(Clone, Debug)]
+pub struct AttentionSaved<B: Backend> {
+    pub qkv: FloatTensor<B>,
+    pub rope: RopePair<B>,
+    pub heads: usize,
+    pub probs: FloatTensor<B>,
+}
+
+/// q, k (rotated) and v of packed projections, each `[B, H, S, hd]`.
+fn composed_heads<B: Backend>(qkv: Tensor<B, 3>, rope: &RopePair<B>, heads: usize) -> [Tensor<B, 4>; 3] {
+    let [b, s, d3] = qkv.dims();
+    let hd = d3 / 3 / heads;
+    let qkv = qkv.reshape([b, s, 3 * heads, hd]);
+    let (mut q, mut k) = (qkv.clone().narrow(2, 0, heads), qkv.clone().narrow(2, heads, heads));
+    let v = qkv.narrow(2, 2 * heads, heads);
+    if let Some((cos, sin)) = rope {
+        let (cos, sin) = (wrap::<B, 2>(cos.clone()), wrap::<B, 2>(sin.clone()));
+        q = composed_rope(q, cos.clone(), sin.clone());
+        k = composed_rope(k, cos, sin);
+    }
+    [q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2)]
+}
+
+/// Non-causal multi-head attention from burn's ops: the generic path, returning the output `[B, S, D]` and
+/// the probabilities `[B, H, S, S]`.
+pub fn composed_attention<B: Backend>(
+    qkv: FloatTensor<B>,
+    rope: RopePair<B>,
+    heads: usize,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let qkv = wrap::<B, 3>(qkv);
+    let [b, s, d3] = qkv.dims();
+    let hd = d3 / 3 / heads;
+    let [q, k, v] = composed_heads(qkv, &rope, heads);
+    let probs = burn::tensor::activation::softmax(q.matmul(k.transpose()).mul_scalar(1.0 / (hd as f64).sqrt()), 3);
+    let out = probs.clone().matmul(v).swap_dims(1, 2).reshape([b, s, d3 / 3]);
+    (unwrap(out), unwrap(probs))
+}
+
+/// The attention backward from burn's ops: the gradient of the packed projections.
+pub fn composed_attention_backward<B: Backend>(saved: AttentionSaved<B>, dout: FloatTensor<B>) -> FloatTensor<B> {
+    let AttentionSaved { qkv, rope, heads, probs } = saved;
+    let qkv = wrap::<B, 3>(qkv);
+    let [b, s, d3] = qkv.dims();
+    let hd = d3 / 3 / heads;
+    let [q, k, v] = composed_heads(qkv, &rope, heads);
+    let p = wrap::<B, 4>(probs);
+    let d_o = wrap::<B, 3>(dout).reshape([b, s, heads, hd]).swap_dims(1, 2);
+    let dv = p.clone().transpose().matmul(d_o.clone());
+    let dp = d_o.matmul(v.transpose());
+    let ds = (dp.clone() - (dp * p.clone()).sum_dim(3)) * p;
+    let ds = ds.mul_scalar(1.0 / (hd as f64).sqrt());
+    let mut dq = ds.clone().matmul(k).swap_dims(1, 2);
+    let mut dk = ds.transpose().matmul(q).swap_dims(1, 2);
+    if let Some((cos, sin)) = rope {
+        let (cos, sin) = (wrap::<B, 2>(cos), wrap::<B, 2>(sin));
+        dq = composed_rope_transpose(dq, cos.clone(), sin.clone());
+        dk = composed_rope_transpose(dk, cos, sin);
+    }
+    unwrap(Tensor::cat(vec![dq, dk, dv.swap_dims(1, 2)], 2).reshape([b, s, d3]))
+}
+
+/// The backward node of the fused attention: its state holds the packed projections, the tables and the
+/// probabilities.
+#[derive(Debug)]
+pub(super) struct AttentionBackward;
+
+impl<B: FusedOps> Backward<B, 1> for AttentionBackward {
+    type State = AttentionSaved<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let dout = grads.consume::<B>(&ops.node);
+        let dqkv = B::fused_attention_backward(ops.state, dout);
+        if let [Some(p)] = ops.parents {
+            grads.register::<B>(p.id, dqkv);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The Flex (CPU) kernel
+// ---------------------------------------------------------------------------------------------------------------
+
+/// All heads of one batch row per task: RoPE, scores, softmax, values; and the backward.
+pub(super) mod flex {
+    use burn_flex::FlexTensor;
+    use rayon::prelude::*;
+
+    use crate::kernels::cpu::*;
+    use crate::kernels::pool;
+    use crate::kernels::simd;
+
+    /// `[B, S, 3D]` packed projections: the geometry of one attention call.
+    #[derive(Clone, Copy, Debug)]
+    struct AttentionDims {
+        batch: usize,
+        seq: usize,
+        hidden: usize,
+        head_dim: usize,
+    }
+
+    impl AttentionDims {
+        fn of(qkv: &FlexTensor, heads: usize) -> Self {
+            let [batch, seq, three_d] = dims3(qkv);
+            assert!(three_d % 3 == 0 && (three_d / 3) % heads == 0, "attention: qkv width {three_d}, {heads} heads");
+            let hidden = three_d / 3;
+            let head_dim = hidden / heads;
+            assert!(head_dim.is_multiple_of(2), "attention: head dim {head_dim} must be even for RoPE");
+            Self { batch, seq, hidden, head_dim }
+        }
+    }
+
+    /// Rotary tables `[positions ≥ S, head_dim]`, rotate-half convention.
+    #[derive(Clone, Copy)]
+    struct RopeTables<'a> {
+        cos: &'a [f32],
+        sin: &'a [f32],
+    }
+
+    simd::multiversion! {
+        /// Head `h` of projection `part` (0 q, 1 k, 2 v) of one batch row `[S, 3D]` into `out` `[S, hd]`, rotated
+        /// when tables are given: `out = x·cos + rotate_half(x)·sin`, `rotate_half(x) = [−x₂, x₁]`.
+        fn gather_head(qkv_b: &[f32], part: usize, h: usize, dims: AttentionDims, rope: Option<RopeTables>, out: &mut [f32]) {
+            let (d, hd) = (dims.hidden, dims.head_dim);
+            let half = hd / 2;
+            for (i, o) in out.chunks_mut(hd).enumerate() {
+                let src = &qkv_b[i * 3 * d + part * d + h * hd..][..hd];
+                match rope {
+                    Some(RopeTables { cos, sin }) => {
+                        let (cos, sin) = (&cos[i * hd..(i + 1) * hd], &sin[i * hd..(i + 1) * hd]);
+                        let (x1, x2) = src.split_at(half);
+                        let (o1, o2) = o.split_at_mut(half);
+                        for j in 0..half {
+                            o1[j] = x1[j] * cos[j] - x2[j] * sin[j];
+                            o2[j] = x2[j] * cos[half + j] + x1[j] * sin[half + j];
+                        }
+                    }
+                    None => o.copy_from_slice(src),
+                }
+            }
+        }
+    }
+
+    simd::multiversion! {
+        /// Writes the gradient `g` `[S, hd]` of a rotated head into projection `part`, head `h`, of `dqkv_b`
+        /// `[S, 3D]` (the transpose of [`gather_head`]'s rotation).
+        fn scatter_head_grad(g: &[f32], part: usize, h: usize, dims: AttentionDims, rope: Option<RopeTables>, dqkv_b: &mut [f32]) {
+            let (d, hd) = (dims.hidden, dims.head_dim);
+            let half = hd / 2;
+            for (i, g) in g.chunks(hd).enumerate() {
+                let dst = &mut dqkv_b[i * 3 * d + part * d + h * hd..][..hd];
+                match rope {
+                    Some(RopeTables { cos, sin }) => {
+                        let (cos, sin) = (&cos[i * hd..(i + 1) * hd], &sin[i * hd..(i + 1) * hd]);
+                        let (g1, g2) = g.split_at(half);
+                        let (d1, d2) = dst.split_at_mut(half);
+                        for j in 0..half {
+                            d1[j] = g1[j] * cos[j] + g2[j] * sin[half + j];
+                            d2[j] = g2[j] * cos[half + j] - g1[j] * sin[j];
+                        }
+                    }
+                    None => dst.copy_from_slice(g),
+                }
+            }
+        }
+    }
+
+    simd::multiversion! {
+        /// Row-wise `softmax(scale · s)` in place over rows of `n`.
+        fn softmax_rows(s: &mut [f32], n: usize, scale: f32) {
+            for row in s.chunks_mut(n) {
+                let max = simd::max(row) * scale;
+                row.iter_mut().for_each(|v| *v = simd::exp(*v * scale - max));
+                let inv = 1.0 / simd::sum(row);
+                row.iter_mut().for_each(|v| *v *= inv);
+            }
+        }
+    }
+
+    simd::multiversion! {
+        /// `ds = scale · p ⊙ (dp − rowsum(dp ⊙ p))` in place in `dp`, over rows of `n`: the softmax backward.
+        fn softmax_grad_rows(p: &[f32], dp: &mut [f32], n: usize, scale: f32) {
+            for (p, dp) in p.chunks(n).zip(dp.chunks_mut(n)) {
+                let dot = simd::dot(p, dp);
+                for (dp, &p) in dp.iter_mut().zip(p) {
+                    *dp = scale * p * (*dp - dot);
+                }
+            }
+        }
+    }
+
+    fn rope_tables<'a>(rope: Option<&'a (FlexTensor, FlexTensor)>, dims: AttentionDims) -> Option<RopeTables<'a>> {
+        rope.map(|(cos, sin)| {
+            let t = RopeTables { cos: slice(cos), sin: slice(sin) };
+            assert!(
+                t.cos.len() >= dims.seq * dims.head_dim && t.sin.len() == t.cos.len(),
+                "attention: RoPE tables too short"
+            );
+            t
+        })
+    }
+
+    /// Non-causal multi-head attention on packed projections `qkv` `[B, S, 3D]` (`[q heads | k heads | v heads]`),
+    /// RoPE applied to q and k when given, scale `1/√hd`: returns the heads' outputs `[B, S, D]` (before `o_proj`)
+    /// and, with `keep`, the attention probabilities `[B, H, S, S]` for the backward. One task per batch row.
+    pub fn attention(
+        qkv: FlexTensor,
+        rope: Option<(FlexTensor, FlexTensor)>,
+        heads: usize,
+        keep: bool,
+    ) -> (FlexTensor, Option<FlexTensor>) {
+        let qkv = qkv.to_contiguous();
+        let rope = rope.map(|(c, s)| (c.to_contiguous(), s.to_contiguous()));
+        let dims = AttentionDims::of(&qkv, heads);
+        let AttentionDims { batch, seq, hidden, head_dim: hd, .. } = dims;
+        let tables = rope_tables(rope.as_ref(), dims);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut out = pool::take(batch * seq * hidden);
+        let mut probs = pool::take(batch * heads * seq * seq);
+        out.par_chunks_mut(seq * hidden)
+            .zip(slice(&qkv).par_chunks(seq * 3 * hidden))
+            .zip(probs.par_chunks_mut(heads * seq * seq))
+            .for_each(|((out_b, qkv_b), probs_b)| {
+                let (mut q, mut k, mut v, mut o) =
+                    (vec![0.0; seq * hd], vec![0.0; seq * hd], vec![0.0; seq * hd], vec![0.0; seq * hd]);
+                for (h, p) in probs_b.chunks_mut(seq * seq).enumerate() {
+                    gather_head(qkv_b, 0, h, dims, tables, &mut q);
+                    gather_head(qkv_b, 1, h, dims, tables, &mut k);
+                    gather_head(qkv_b, 2, h, dims, None, &mut v);
+                    matmul_1t(seq, seq, hd, p, false, Mat::rows(&q, hd), Mat::transposed(&k, hd));
+                    softmax_rows(p, seq, scale);
+                    matmul_1t(seq, hd, seq, &mut o, false, Mat::rows(p, seq), Mat::rows(&v, hd));
+                    for (i, o) in o.chunks(hd).enumerate() {
+                        out_b[i * hidden + h * hd..][..hd].copy_from_slice(o);
+                    }
+                }
+            });
+        let out = pool::tensor(out, [batch, seq, hidden]);
+        if keep {
+            (out, Some(pool::tensor(probs, [batch, heads, seq, seq])))
+        } else {
+            pool::give(probs);
+            (out, None)
+        }
+    }
+
+    /// Backward of [`attention`]: the gradient of `qkv` from that of the output `dout` `[B, S, D]`.
+    pub fn attention_backward(
+        qkv: FlexTensor,
+        rope: Option<(FlexTensor, FlexTensor)>,
+        heads: usize,
+        probs: FlexTensor,
+        dout: FlexTensor,
+    ) -> FlexTensor {
+        let (qkv, probs, dout) = (qkv.to_contiguous(), probs.to_contiguous(), dout.to_contiguous());
+        let rope = rope.map(|(c, s)| (c.to_contiguous(), s.to_contiguous()));
+        let dims = AttentionDims::of(&qkv, heads);
+        let AttentionDims { batch, seq, hidden, head_dim: hd, .. } = dims;
+        let tables = rope_tables(rope.as_ref(), dims);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut dqkv = pool::take(batch * seq * 3 * hidden);
+        dqkv.par_chunks_mut(seq * 3 * hidden)
+            .zip(slice(&qkv).par_chunks(seq * 3 * hidden))
+            .zip(slice(&probs).par_chunks(heads * seq * seq).zip(slice(&dout).par_chunks(seq * hidden)))
+            .for_each(|((dqkv_b, qkv_b), (probs_b, dout_b))| {
+                let head = || vec![0.0f32; seq * hd];
+                let (mut q, mut k, mut v, mut d_o) = (head(), head(), head(), head());
+                let (mut dq, mut dk, mut dv) = (head(), head(), head());
+                let mut ds = vec![0.0f32; seq * seq];
+                for (h, p) in probs_b.chunks(seq * seq).enumerate() {
+                    gather_head(qkv_b, 0, h, dims, tables, &mut q);
+                    gather_head(qkv_b, 1, h, dims, tables, &mut k);
+                    gather_head(qkv_b, 2, h, dims, None, &mut v);
+                    for (i, g) in d_o.chunks_mut(hd).enumerate() {
+                        g.copy_from_slice(&dout_b[i * hidden + h * hd..][..hd]);
+                    }
+                    matmul_1t(seq, hd, seq, &mut dv, false, Mat::transposed(p, seq), Mat::rows(&d_o, hd));
+                    matmul_1t(seq, seq, hd, &mut ds, false, Mat::rows(&d_o, hd), Mat::transposed(&v, hd));
+                    softmax_grad_rows(p, &mut ds, seq, scale);
+                    matmul_1t(seq, hd, seq, &mut dq, false, Mat::rows(&ds, seq), Mat::rows(&k, hd));
+                    matmul_1t(seq, hd, seq, &mut dk, false, Mat::transposed(&ds, seq), Mat::rows(&q, hd));
+                    scatter_head_grad(&dq, 0, h, dims, tables, dqkv_b);
+                    scatter_head_grad(&dk, 1, h, dims, tables, dqkv_b);
+                    scatter_head_grad(&dv, 2, h, dims, None, dqkv_b);
+                }
+            });
+        pool::tensor(dqkv, [batch, seq, 3 * hidden])
+    }
+}
