@@ -60,8 +60,8 @@ pub fn act_loss(logits: &[f32], dims: [usize; 3], labels: &[i32], q_halt: Option
     act_loss_ce(CeKind::StableMax1, logits, dims, labels, q_halt, grad_scale)
 }
 
-/// [`act_loss`] with the LM cross-entropy of `ce` (CMM's option): `StableMax1` is the reference loss computed
-/// exactly as before; the other kinds use [`super::cmm_loss`]'s per-token loss with the same conventions.
+/// [`act_loss`] with the LM cross-entropy of `ce` (the family's [`crate::model::LossSpec`]): every kind goes through
+/// [`token_loss`], whose `StableMax1` is the reference stablemax operation for operation.
 pub fn act_loss_ce(
     ce: CeKind,
     logits: &[f32],

@@ -35,7 +35,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::contraction::{self as cmm_loss, CmmLossWeights, RepPositions};
+use super::contraction::{self, CmmLossWeights, RepPositions};
 use super::layers::{broadcast_init, replace_table, table_rows, Linear, PuzzleEmbedding, QHead, Rope, TokenEmbedding};
 use super::registry::FamilyConfig;
 use super::trm::{act_heads, trm_embed, Block, PosEncoding, ReasoningModule, TrmConfig};
@@ -465,10 +465,10 @@ impl<B: FusedOps> Cmm<B> {
     /// the final state with its graph). Terms with weight 0 are skipped. Conventions:
     /// - `eq_z`: `mean‖ẑ_H − F(ẑ_H + ẑ_L)‖²` with F's input detached (gradient reaches ẑ_H and F's weights);
     /// - `eq_x`: `mean‖x̃ − F(x̃)‖²`, F's input detached (gradient reaches the embedding and F's weights);
-    /// - `rh_stable`: [`cmm_loss::rh_stable`] of `tr J/K` of `z ↦ F(z + ẑ_L)` at `ẑ_H` (both detached: only F's
+    /// - `rh_stable`: [`contraction::rh_stable`] of `tr J/K` of `z ↦ F(z + ẑ_L)` at `ẑ_H` (both detached: only F's
     ///   weights are trained), finite-difference Hutchinson reusing `F(ẑ_H + ẑ_L)`;
-    /// - `rh_unstable`: [`cmm_loss::rh_unstable`] of `tr J/K` of F at `x̃` (detached);
-    /// - `rep_x`, `rep_z`: [`cmm_loss::repulsion`] of `x̃` and of `ẑ_H`, over the positions `rep_positions` names
+    /// - `rh_unstable`: [`contraction::rh_unstable`] of `tr J/K` of F at `x̃` (detached);
+    /// - `rep_x`, `rep_z`: [`contraction::repulsion`] of `x̃` and of `ẑ_H`, over the positions `rep_positions` names
     ///   (the sequence by default).
     ///
     /// Every term is a batch mean (repulsion: the mean over distinct pairs), multiplied by its weight (by 1 under
@@ -487,40 +487,40 @@ impl<B: FusedOps> Cmm<B> {
             let (h0, l0) = (z_h.clone().detach(), z_l.clone().detach());
             let f_z = self.net(h0.clone(), l0.clone());
             if w.eq_z > 0.0 {
-                out.push(("eq_z", cmm_loss::equilibrium(z_h.clone(), f_z.clone()).mul_scalar(w.applied(w.eq_z))));
+                out.push(("eq_z", contraction::equilibrium(z_h.clone(), f_z.clone()).mul_scalar(w.applied(w.eq_z))));
             }
             if w.rh_stable > 0.0 {
                 let dims = h0.dims();
-                let trace = cmm_loss::hutchinson_trace_at(|z| self.net(z, l0.clone()), h0, f_z, probes, eps, rng);
-                let t = cmm_loss::per_dimension(trace, dims);
-                out.push(("rh_stable", cmm_loss::rh_stable(t).mul_scalar(w.applied(w.rh_stable))));
+                let trace = contraction::hutchinson_trace_at(|z| self.net(z, l0.clone()), h0, f_z, probes, eps, rng);
+                let t = contraction::per_dimension(trace, dims);
+                out.push(("rh_stable", contraction::rh_stable(t).mul_scalar(w.applied(w.rh_stable))));
             }
         }
         if w.eq_x > 0.0 || w.rh_unstable > 0.0 {
             let x0 = x.clone().detach();
             let f_x = self.f(x0.clone());
             if w.eq_x > 0.0 {
-                out.push(("eq_x", cmm_loss::equilibrium(x.clone(), f_x.clone()).mul_scalar(w.applied(w.eq_x))));
+                out.push(("eq_x", contraction::equilibrium(x.clone(), f_x.clone()).mul_scalar(w.applied(w.eq_x))));
             }
             if w.rh_unstable > 0.0 {
                 let dims = x0.dims();
-                let t = cmm_loss::per_dimension(
-                    cmm_loss::hutchinson_trace_at(|z| self.f(z), x0, f_x, probes, eps, rng),
+                let t = contraction::per_dimension(
+                    contraction::hutchinson_trace_at(|z| self.f(z), x0, f_x, probes, eps, rng),
                     dims,
                 );
-                out.push(("rh_unstable", cmm_loss::rh_unstable(t).mul_scalar(w.applied(w.rh_unstable))));
+                out.push(("rh_unstable", contraction::rh_unstable(t).mul_scalar(w.applied(w.rh_unstable))));
             }
         }
         if w.rep_x > 0.0 {
             out.push((
                 "rep_x",
-                cmm_loss::repulsion(self.repulsion_positions(x.clone())).mul_scalar(w.applied(w.rep_x)),
+                contraction::repulsion(self.repulsion_positions(x.clone())).mul_scalar(w.applied(w.rep_x)),
             ));
         }
         if w.rep_z > 0.0 {
             out.push((
                 "rep_z",
-                cmm_loss::repulsion(self.repulsion_positions(z_h.clone())).mul_scalar(w.applied(w.rep_z)),
+                contraction::repulsion(self.repulsion_positions(z_h.clone())).mul_scalar(w.applied(w.rep_z)),
             ));
         }
         out
