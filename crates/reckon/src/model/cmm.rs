@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use super::contraction::{self, CmmLossWeights, RepPositions};
 use super::layers::{broadcast_init, replace_table, table_rows, Linear, PuzzleEmbedding, QHead, Rope, TokenEmbedding};
 use super::registry::FamilyConfig;
-use super::trm::{act_heads, trm_embed, Block, PosEncoding, ReasoningModule, TrmConfig};
+use super::trm::{act_heads, heads_with_q, trm_embed, Block, PosEncoding, ReasoningModule, TrmConfig};
 use super::CeKind;
 use super::{AlgGradNormSpec, Depth, HaltingRule, Heads, Latent, LossSpec, ModelDims, RecursiveModel, TrainRecursive};
 use crate::kernels::{FusedOps, Gate};
@@ -438,12 +438,7 @@ impl<B: FusedOps> Cmm<B> {
                 let [b, _, d] = z_h.dims();
                 let state = self.sequence_part(z_h);
                 let q = self.q_head.forward(state.clone().reshape([b, self.cfg.seq_len * d]));
-                Heads {
-                    logits: self.lm_head.forward(state),
-                    q_halt: Some(q.clone().narrow(1, 0, 1).reshape([b])),
-                    q_continue: Some(q.narrow(1, 1, 1).reshape([b])),
-                    aux: Vec::new(),
-                }
+                heads_with_q(self.lm_head.forward(state), q)
             }
         }
     }

@@ -346,7 +346,12 @@ pub(crate) fn act_heads<B: Backend>(
 ) -> Heads<B> {
     let [b, _, d] = z_h.dims();
     let logits = lm_head.forward(z_h.clone().narrow(1, prefix, seq));
-    let q = q_head.forward(z_h.narrow(1, 0, 1).reshape([b, d]));
+    heads_with_q(logits, q_head.forward(z_h.narrow(1, 0, 1).reshape([b, d])))
+}
+
+/// Heads from the LM logits and the Q head's `[B, 2]` output, split into `(q_halt, q_continue)`.
+pub(crate) fn heads_with_q<B: Backend>(logits: Tensor<B, 3>, q: Tensor<B, 2>) -> Heads<B> {
+    let b = q.dims()[0];
     Heads {
         logits,
         q_halt: Some(q.clone().narrow(1, 0, 1).reshape([b])),
