@@ -1,6 +1,7 @@
 //! The ACT carry (reference `TinyRecursiveReasoningModel_ACTV1.forward`): a fixed set of batch slots, each with
 //! its latent, step count, halted flag and the example it is working on. Halted slots take the next batch's row
-//! and restart from the init latent; rows that land in running slots are dropped, as in the reference.
+//! and restart from the family's initial state for that row's input (so the restart happens once the input is
+//! embedded, in [`ActCarry::latent_for_step`]); rows that land in running slots are dropped, as in the reference.
 //! Shared by training (carry across batches, Q halting + exploration) and evaluation/solving.
 
 use burn::tensor::backend::Backend;
@@ -31,17 +32,21 @@ pub struct SlotData {
 /// The carry of one batch of slots.
 #[derive(Clone, Debug)]
 pub struct ActCarry<B: Backend> {
-    pub latent: Latent<B>,
+    /// The slots' state after the last step (`None` before the first).
+    pub latent: Option<Latent<B>>,
     pub steps: Vec<u32>,
     pub halted: Vec<bool>,
     pub data: SlotData,
+    /// The slots admitted since the last step, whose state restarts at the next one.
+    pub restart: Vec<bool>,
 }
 
 impl<B: Backend> ActCarry<B> {
     /// Every slot halted, so the first [`ActCarry::admit`] fills them all (reference `initial_carry`).
-    pub fn new(init: Latent<B>, batch: usize, seq_len: usize) -> Self {
+    pub fn new(batch: usize, seq_len: usize) -> Self {
         Self {
-            latent: init,
+            latent: None,
+            restart: vec![false; batch],
             steps: vec![0; batch],
             halted: vec![true; batch],
             data: SlotData {
@@ -57,9 +62,9 @@ impl<B: Backend> ActCarry<B> {
         self.steps.len()
     }
 
-    /// Start halted slots on the rows of a fresh batch: latent ← init, steps ← 0, data ← that row.
-    /// Returns the slots that were reset.
-    pub fn admit(&mut self, init: &Latent<B>, fresh: &SlotData) -> Vec<bool> {
+    /// Start halted slots on the rows of a fresh batch: steps ← 0, data ← that row, and their state restarts at
+    /// the next step. Returns the slots that were reset.
+    pub fn admit(&mut self, fresh: &SlotData) -> Vec<bool> {
         let reset = self.halted.clone();
         let seq = self.data.seq_len;
         for (slot, _) in reset.iter().enumerate().filter(|(_, &r)| r) {
@@ -68,15 +73,25 @@ impl<B: Backend> ActCarry<B> {
             self.data.labels[slot * seq..(slot + 1) * seq].copy_from_slice(&fresh.labels[slot * seq..(slot + 1) * seq]);
             self.data.puzzle_ids[slot] = fresh.puzzle_ids[slot];
         }
-        let latent = std::mem::replace(&mut self.latent, init.clone());
-        self.latent = latent.reset_rows(init, &reset);
+        self.restart = reset.clone();
         reset
+    }
+
+    /// The state the next step starts from: the carried one, with the admitted slots' rows taken from `init`
+    /// (the family's initial state for the slots' embedded input, asked for only when a slot restarts).
+    pub fn latent_for_step(&self, init: impl FnOnce() -> Latent<B>) -> Latent<B> {
+        match &self.latent {
+            None => Latent { restarted: vec![true; self.batch_size()], ..init() },
+            Some(latent) if self.restart.iter().any(|&r| r) => latent.clone().reset_rows(init(), &self.restart),
+            Some(latent) => Latent { restarted: Vec::new(), ..latent.clone() },
+        }
     }
 
     /// Book-keeping after a step: `steps += 1`, then halt by the rule. `wants_halt` is the family's halting
     /// decision for each of the `[B]` slots ([`crate::model::HaltingRule::decide_rows`]), `None` without a Q head.
     pub fn advance(&mut self, latent: Latent<B>, wants_halt: Option<&[bool]>, rule: HaltRule, rng: &mut impl Rng) {
-        self.latent = latent;
+        self.latent = Some(latent);
+        self.restart.fill(false);
         for slot in 0..self.steps.len() {
             self.steps[slot] += 1;
             let steps = self.steps[slot];
@@ -105,7 +120,8 @@ mod tests {
     use rand::SeedableRng;
 
     fn latent(value: f32, batch: usize) -> Latent<Cpu> {
-        Latent { slots: vec![Tensor::<Cpu, 3>::full([batch, 2, 3], value, &Default::default())] }
+        let z = || Tensor::<Cpu, 3>::full([batch, 2, 3], value, &Default::default());
+        Latent::new(z(), z())
     }
 
     fn data(batch: usize, tag: i32) -> SlotData {
@@ -121,24 +137,29 @@ mod tests {
     fn slots_halt_at_max_steps_and_restart_from_init_with_fresh_rows() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let rule = HaltRule { max_steps: 3, use_q_halt: true, exploration_prob: 0.0 };
-        let mut carry = ActCarry::new(latent(0.0, 2), 2, 2);
-        let init = latent(0.0, 2);
-        assert_eq!(carry.admit(&init, &data(2, 7)), vec![true, true]);
+        let mut carry = ActCarry::new(2, 2);
+        let init = || latent(0.0, 2);
+        assert_eq!(carry.admit(&data(2, 7)), vec![true, true]);
         assert_eq!(carry.data.inputs, vec![7; 4]);
+        assert_eq!(carry.latent_for_step(init).restarted, vec![true, true]);
         // Slot 1 wants to halt after step 1 (q_halt > 0); slot 0 runs to max_steps.
         carry.advance(latent(1.0, 2), Some(&[false, true]), rule, &mut rng);
         assert_eq!((carry.steps.clone(), carry.halted.clone()), (vec![1, 1], vec![false, true]));
-        assert_eq!(carry.admit(&init, &data(2, 9)), vec![false, true]);
+        assert_eq!(carry.admit(&data(2, 9)), vec![false, true]);
         assert_eq!(
             carry.data.puzzle_ids,
             vec![7, 9],
             "the running slot keeps its row; the fresh row for it is dropped"
         );
-        let z: Vec<f32> = carry.latent.slots[0].to_data().to_vec().unwrap();
-        assert!(
-            z[..6].iter().all(|&v| v == 1.0) && z[6..].iter().all(|&v| v == 0.0),
-            "only the halted slot is reset: {z:?}"
-        );
+        let start = carry.latent_for_step(init);
+        assert_eq!(start.restarted, vec![false, true]);
+        for z in [start.z_h, start.z_l] {
+            let z: Vec<f32> = z.to_data().to_vec().unwrap();
+            assert!(
+                z[..6].iter().all(|&v| v == 1.0) && z[6..].iter().all(|&v| v == 0.0),
+                "only the halted slot is reset: {z:?}"
+            );
+        }
         for _ in 0..2 {
             carry.advance(latent(1.0, 2), Some(&[false, false]), rule, &mut rng);
         }
@@ -149,8 +170,8 @@ mod tests {
     fn exploration_postpones_halting_but_never_past_max_steps() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let rule = HaltRule { max_steps: 16, use_q_halt: true, exploration_prob: 1.0 };
-        let mut carry = ActCarry::new(latent(0.0, 64), 64, 2);
-        carry.admit(&latent(0.0, 64), &data(64, 1));
+        let mut carry = ActCarry::new(64, 2);
+        carry.admit(&data(64, 1));
         carry.advance(latent(0.0, 64), Some(&[true; 64]), rule, &mut rng);
         assert!(carry.halted.iter().all(|h| !h), "with p = 1 every slot must run at least 2 steps");
         for _ in 1..16 {

@@ -120,7 +120,7 @@ pub fn evaluate_verified<B: Backend, M: RecursiveModel<B>>(
         let rows = batch.real_rows.min(total - seen);
         let (tokens, ids) = batch_tensors::<B>(&batch, device);
         let x = model.embed(tokens, model.puzzle_rows(ids));
-        let mut latent = model.initial_latent(batch.batch_size);
+        let mut latent = model.initial_latent(&x);
         let mut halted_at: Vec<Option<usize>> = vec![None; rows];
         for step in 0..steps {
             let (next, heads) = model.step(latent, x.clone());
@@ -236,17 +236,19 @@ mod tests {
 
     fn hrm(q_halt: f32, q_continue: f32) -> crate::model::hrm::Hrm<Cpu> {
         let mut c = HrmConfig::new(SEQ, 5, 1);
-        (c.hidden_size, c.num_heads, c.h_cycles, c.l_cycles, c.puzzle_emb_ndim) = (16, 2, 1, 1, Some(0));
+        (c.core.hidden_size, c.core.num_heads, c.core.h_cycles, c.core.l_cycles, c.core.puzzle_emb_ndim) =
+            (16, 2, 1, 1, Some(0));
         let mut m = c.init::<Cpu>(0, &Default::default());
-        constant_q(&mut m.q_head, q_halt, q_continue);
+        constant_q(m.io.q_head.as_mut().expect("a Q head"), q_halt, q_continue);
         m
     }
 
     fn trm(q_halt: f32, q_continue: f32) -> crate::model::trm::Trm<Cpu> {
         let mut c = TrmConfig::new(SEQ, 5, 1);
-        (c.hidden_size, c.num_heads, c.h_cycles, c.l_cycles, c.puzzle_emb_ndim) = (16, 2, 1, 1, Some(0));
+        (c.core.hidden_size, c.core.num_heads, c.core.h_cycles, c.core.l_cycles, c.core.puzzle_emb_ndim) =
+            (16, 2, 1, 1, Some(0));
         let mut m = c.init::<Cpu>(0, &Default::default());
-        constant_q(&mut m.q_head, q_halt, q_continue);
+        constant_q(m.io.q_head.as_mut().expect("a Q head"), q_halt, q_continue);
         m
     }
 

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 pub use crate::eval::Verifier;
 use crate::eval::{argmax_tokens, score_rows, RowScore};
-use crate::model::RecursiveModel;
+use crate::model::{Latent, RecursiveModel};
 
 /// When a puzzle stops.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -152,8 +152,7 @@ pub fn solve_stream<B: Backend, M: RecursiveModel<B>>(
     anyhow::ensure!(batch > 0 && rule.max_steps > 0, "solve_stream needs a batch and at least one step");
     let dims = model.dims();
     let seq = dims.seq_len;
-    let init = model.initial_latent(batch);
-    let mut latent = init.clone();
+    let mut latent: Option<Latent<B>> = None;
     let mut tokens = vec![0i32; batch * seq];
     let mut ids = vec![0i32; batch];
     let mut slots: Vec<Option<Slot>> = (0..batch).map(|_| None).collect();
@@ -178,17 +177,22 @@ pub fn solve_stream<B: Backend, M: RecursiveModel<B>>(
         if slots.iter().all(Option::is_none) {
             return Ok(stats);
         }
-        latent = latent.reset_rows(&init, &reset);
-        // The input embedding changes only when a slot takes a new puzzle.
+        // The input embedding changes only when a slot takes a new puzzle; those slots restart from the family's
+        // initial state for it.
         if reset.iter().any(|&r| r) || x.is_none() {
             let token_tensor = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.clone(), [batch, seq]), device);
             let id_tensor = Tensor::<B, 1, Int>::from_data(TensorData::new(ids.clone(), [batch]), device);
             x = Some(model.embed(token_tensor, model.puzzle_rows(id_tensor)));
         }
-        let before = rule.settle_tolerance.is_some().then(|| latent.slots[0].clone());
-        let (next, heads) = model.step(latent, x.clone().expect("embedded above"));
-        let residuals = before.map(|old| relative_change(old, next.slots[0].clone()));
-        latent = next;
+        let x_now = x.clone().expect("embedded above");
+        let start = match latent.take() {
+            None => model.initial_latent(&x_now),
+            Some(carried) => carried.reset_rows(model.initial_latent(&x_now), &reset),
+        };
+        let before = rule.settle_tolerance.is_some().then(|| start.z_h.clone());
+        let (next, heads) = model.step(start, x_now);
+        let residuals = before.map(|old| relative_change(old, next.z_h.clone()));
+        latent = Some(next);
         let wants_halt = if rule.use_q_halt { model.halting_rule().decide(&heads) } else { None };
         let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
         let predictions = argmax_tokens(&logits, dims.vocab_size);
@@ -358,11 +362,11 @@ mod tests {
 
     fn tiny_model() -> Trm<Cpu> {
         let mut cfg = TrmConfig::new(16, 6, 3);
-        cfg.hidden_size = 32;
-        cfg.num_heads = 2;
-        cfg.h_cycles = 1;
-        cfg.l_cycles = 1;
-        cfg.puzzle_emb_ndim = Some(0);
+        cfg.core.hidden_size = 32;
+        cfg.core.num_heads = 2;
+        cfg.core.h_cycles = 1;
+        cfg.core.l_cycles = 1;
+        cfg.core.puzzle_emb_ndim = Some(0);
         cfg.init(3, &Default::default())
     }
 
@@ -379,7 +383,7 @@ mod tests {
         let seq = p.tokens.len();
         let tokens = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(p.tokens.clone(), [1, seq]), &dev);
         let x = model.embed(tokens, model.puzzle_rows(Tensor::zeros([1], &dev)));
-        let mut latent = model.initial_latent(1);
+        let mut latent = model.initial_latent(&x);
         let mut prediction = vec![];
         for _ in 0..steps {
             let (next, heads) = model.step(latent, x.clone());
@@ -415,8 +419,8 @@ mod tests {
         let mut model = tiny_model();
         let ps = puzzles(5, 16);
         let halting = StopRule { use_q_halt: true, ..StopRule::fixed(16) };
-        let q_bias = model.q_head.bias.val();
-        model.q_head.bias = burn::module::Param::from_tensor(q_bias.ones_like().mul_scalar(50.0));
+        let q_head = model.io.q_head.as_mut().expect("TRM has a Q head");
+        q_head.bias = burn::module::Param::from_tensor(q_head.bias.val().ones_like().mul_scalar(50.0));
         let mut got = vec![];
         solve_stream(&model, ps.clone(), 2, halting, None, &Default::default(), |s| got.push(s)).unwrap();
         assert!(got.iter().all(|s| s.steps == 1 && s.reason == StopReason::Halted));
@@ -440,8 +444,8 @@ mod tests {
             assert!((3..s.steps).all(|k| answers[k - 3..k].windows(2).any(|w| w[0] != w[1])), "puzzle {}", s.index);
         }
         // A net whose answer cannot change (zero output head: every logit 0, argmax 0) settles at step 3.
-        let zero = model.lm_head.weight.val().zeros_like();
-        model.lm_head.weight = burn::module::Param::from_tensor(zero);
+        let lm_head = model.io.lm_head.as_mut().expect("TRM has an LM head");
+        lm_head.weight = burn::module::Param::from_tensor(lm_head.weight.val().zeros_like());
         let mut got = vec![];
         solve_stream(&model, ps.clone(), 2, settling, None, &Default::default(), |s| got.push(s)).unwrap();
         assert!(got.iter().all(|s| s.steps == 3 && s.reason == StopReason::Settled), "{got:?}");

@@ -446,7 +446,7 @@ fn solve_with<B: FusedOps, M: RecursiveModel<B>>(
     );
     let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(vec![0i32], [1]), device);
     let x = model.embed(tokens, model.puzzle_rows(ids));
-    let mut latent = model.initial_latent(1);
+    let mut latent = model.initial_latent(&x);
     let mut previous: Option<Vec<u8>> = None;
     println!("puzzle\n{}", task.render(inputs));
     println!("depth {}, {steps} steps", model.depth());
@@ -454,9 +454,9 @@ fn solve_with<B: FusedOps, M: RecursiveModel<B>>(
     let mut answer = Vec::new();
     let mut unchanged_since = 1;
     for step in 1..=steps {
-        let old = latent.slots[0].clone();
+        let old = latent.z_h.clone();
         let (next, heads) = model.step(latent, x.clone());
-        let moved = relative_change(old, next.slots[0].clone())[0];
+        let moved = relative_change(old, next.z_h.clone())[0];
         latent = next;
         let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().expect("f32");
         let pred: Vec<u8> = argmax_tokens(&logits, d.vocab_size).into_iter().map(|t| t as u8).collect();

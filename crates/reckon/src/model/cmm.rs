@@ -5,10 +5,9 @@
 //! `net(z, injection) = blocks(z + injection)`, reusing TRM's [`Block`] and [`ReasoningModule`] and TRM's field
 //! names, so a CMM checkpoint has the reference TRM keys. What CMM adds:
 //!
-//! - `init = "input"` (default, §4.4 of the paper): a fresh row starts from `ẑ_H = x̃`, `ẑ_L = 0`; `"buffers"`:
-//!   TRM's fixed `H_init`/`L_init`. The input start needs `x̃`, which [`RecursiveModel::initial_latent`] does not
-//!   see, so the latent carries a third slot, a `[B, 1, 1]` "fresh" flag (1 after a reset, 0 after a step): the
-//!   next step sets `ẑ_H ← x̃` on the flagged rows (exactly, by masking), `ẑ_L` is already 0 there;
+//! - `init = "input"` (default, §4.4 of the paper): a fresh row starts from `ẑ_H = x̃`, `ẑ_L = 0`
+//!   ([`RecursiveModel::initial_latent`] sees the embedded input); `"buffers"`: TRM's fixed `H_init`/`L_init`.
+//!   With a single cycle per step, restarted rows take `x̃` inside the gradient graph;
 //! - `activation = "tanh"` (default) replaces SiLU on the SwiGLU gate of the channel MLP (`tanh(gate)·up`),
 //!   through the same fused sub-layer kernel ([`Gate::Tanh`]);
 //! - `identical_layers`: one block applied `l_layers` times (the checkpoint then has `L_level.layers.0` only);
@@ -27,20 +26,20 @@
 
 #![allow(non_snake_case)] // field names are the reference TRM keys (L_level, H_init, L_init)
 
-use burn::module::{AutodiffModule, Module, Param};
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::contraction::{self, CmmLossWeights, RepPositions};
-use super::layers::{broadcast_init, replace_table, table_rows, Linear, PuzzleEmbedding, QHead, Rope, TokenEmbedding};
+use super::base::{size_table, ActConfig, CoreConfig, CoreDefaults, FamilyTable, HeadsSpec, Io};
 use super::registry::FamilyConfig;
-use super::trm::{act_heads, heads_with_q, trm_embed, Block, PosEncoding, ReasoningModule, TrmConfig};
+use super::trm::{Block, ReasoningModule, TrmConfig};
 use super::CeKind;
-use super::{AlgGradNormSpec, Depth, HaltingRule, Heads, Latent, LossSpec, ModelDims, RecursiveModel, TrainRecursive};
+use super::{AlgGradNormSpec, HaltingRule, Heads, Latent, LossSpec, RecursiveModel, TrainRecursive};
 use crate::kernels::{FusedOps, Gate};
 
 /// Where a fresh row's latent starts.
@@ -84,45 +83,24 @@ pub enum NoiseKind {
     Multiplicative,
 }
 
-/// CMM architecture and training contract. The TRM fields mean what they mean in [`TrmConfig`] (same defaults:
-/// the TRM-MLP Sudoku shape); the CMM fields default to the spec (`init = "input"`, `activation = "tanh"`,
-/// `ce = "stablemax3"`, `q_head = "flat"`, `[model.losses]` at Eq 44's weights), with noise off and distinct
-/// layers.
+/// CMM's `[model]` table: the shared core and ACT keys (TRM's defaults: the TRM-MLP Sudoku shape) and CMM's own
+/// (defaulting to the spec: `init = "input"`, `activation = "tanh"`, `ce = "stablemax3"`, `q_head = "flat"`,
+/// `[model.losses]` at Eq 44's weights, noise off, distinct layers).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "FamilyTable")]
+pub struct CmmConfig {
+    #[serde(flatten)]
+    pub core: CoreConfig,
+    #[serde(flatten)]
+    pub act: ActConfig,
+    #[serde(flatten)]
+    pub cmm: CmmKeys,
+}
+
+/// CMM's own keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CmmConfig {
-    pub seq_len: usize,
-    pub vocab_size: usize,
-    pub num_puzzle_identifiers: usize,
-    #[serde(default = "d::hidden")]
-    pub hidden_size: usize,
-    #[serde(default = "d::heads")]
-    pub num_heads: usize,
-    #[serde(default = "d::expansion")]
-    pub expansion: f64,
-    #[serde(default = "d::h_cycles")]
-    pub h_cycles: usize,
-    #[serde(default = "d::l_cycles")]
-    pub l_cycles: usize,
-    /// Sub-layers (blocks) of F.
-    #[serde(default = "d::l_layers")]
-    pub l_layers: usize,
-    #[serde(default)]
-    pub puzzle_emb_ndim: Option<usize>,
-    #[serde(default = "d::puzzle_emb_len")]
-    pub puzzle_emb_len: usize,
-    #[serde(default = "d::pos")]
-    pub pos_encodings: PosEncoding,
-    #[serde(default = "d::eps")]
-    pub rms_norm_eps: f64,
-    #[serde(default = "d::theta")]
-    pub rope_theta: f64,
-    #[serde(default = "d::yes")]
-    pub mlp_t: bool,
-    #[serde(default = "d::halt_max_steps")]
-    pub halt_max_steps: usize,
-    #[serde(default = "d::exploration")]
-    pub halt_exploration_prob: f64,
+pub struct CmmKeys {
     #[serde(default = "d::init")]
     pub init: CmmInit,
     #[serde(default = "d::activation")]
@@ -146,46 +124,7 @@ pub struct CmmConfig {
 }
 
 mod d {
-    use super::{Activation, CeKind, CmmInit, NoiseKind, PosEncoding, QHeadInput};
-    pub fn hidden() -> usize {
-        512
-    }
-    pub fn heads() -> usize {
-        8
-    }
-    pub fn expansion() -> f64 {
-        4.0
-    }
-    pub fn h_cycles() -> usize {
-        3
-    }
-    pub fn l_cycles() -> usize {
-        6
-    }
-    pub fn l_layers() -> usize {
-        2
-    }
-    pub fn puzzle_emb_len() -> usize {
-        16
-    }
-    pub fn pos() -> PosEncoding {
-        PosEncoding::None
-    }
-    pub fn eps() -> f64 {
-        1e-5
-    }
-    pub fn theta() -> f64 {
-        10000.0
-    }
-    pub fn yes() -> bool {
-        true
-    }
-    pub fn halt_max_steps() -> usize {
-        16
-    }
-    pub fn exploration() -> f64 {
-        0.1
-    }
+    use super::{Activation, CeKind, CmmInit, NoiseKind, QHeadInput};
     pub fn init() -> CmmInit {
         CmmInit::Input
     }
@@ -206,114 +145,59 @@ mod d {
     }
 }
 
+impl TryFrom<FamilyTable> for CmmConfig {
+    type Error = String;
+    fn try_from(table: FamilyTable) -> Result<Self, String> {
+        let (core, act, cmm) = table.split(CoreDefaults::trm(), Some(ActConfig::default()))?;
+        Ok(CmmConfig { core, act: act.expect("asked for"), cmm })
+    }
+}
+
 impl CmmConfig {
     /// A config for `seq_len`/`vocab_size` with every other field at its default.
     pub fn new(seq_len: usize, vocab_size: usize, num_puzzle_identifiers: usize) -> Self {
-        toml::from_str(&format!(
-            "seq_len = {seq_len}\nvocab_size = {vocab_size}\nnum_puzzle_identifiers = {num_puzzle_identifiers}"
-        ))
-        .expect("defaults parse")
+        size_table(seq_len, vocab_size, num_puzzle_identifiers).try_into().expect("defaults parse")
     }
 
     /// The CMM that computes exactly what TRM `t` computes: TRM's shape, `init = "buffers"`, SiLU, distinct
     /// layers, no noise, stablemax1, TRM's position-0 Q head, and every auxiliary term off (λ_LM = 1, λ_BCE = 0.5
     /// as TRM).
     pub fn trm_equivalent(t: &TrmConfig) -> Self {
-        let mut c = Self::new(t.seq_len, t.vocab_size, t.num_puzzle_identifiers);
-        (c.hidden_size, c.num_heads, c.expansion) = (t.hidden_size, t.num_heads, t.expansion);
-        (c.h_cycles, c.l_cycles, c.l_layers) = (t.h_cycles, t.l_cycles, t.l_layers);
-        (c.puzzle_emb_ndim, c.puzzle_emb_len, c.pos_encodings) = (t.puzzle_emb_ndim, t.puzzle_emb_len, t.pos_encodings);
-        (c.rms_norm_eps, c.rope_theta, c.mlp_t) = (t.rms_norm_eps, t.rope_theta, t.mlp_t);
-        (c.halt_max_steps, c.halt_exploration_prob) = (t.halt_max_steps, t.halt_exploration_prob);
-        (c.init, c.activation, c.identical_layers, c.noise, c.ce, c.q_head) =
+        let mut c = Self::new(t.core.seq_len, t.core.vocab_size, t.core.num_puzzle_identifiers);
+        (c.core, c.act) = (t.core.clone(), t.act.clone());
+        let k = &mut c.cmm;
+        (k.init, k.activation, k.identical_layers, k.noise, k.ce, k.q_head) =
             (CmmInit::Buffers, Activation::Silu, false, NoiseKind::None, CeKind::StableMax1, QHeadInput::First);
-        let w = &mut c.losses;
+        let w = &mut k.losses;
         (w.eq_x, w.eq_z, w.rh_stable, w.rh_unstable, w.rep_x, w.rep_z) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         c
-    }
-
-    /// The architecture as a TRM config (blocks, prefix, embedding and heads are TRM's).
-    pub fn as_trm(&self) -> TrmConfig {
-        TrmConfig {
-            seq_len: self.seq_len,
-            vocab_size: self.vocab_size,
-            num_puzzle_identifiers: self.num_puzzle_identifiers,
-            hidden_size: self.hidden_size,
-            num_heads: self.num_heads,
-            expansion: self.expansion,
-            h_cycles: self.h_cycles,
-            l_cycles: self.l_cycles,
-            l_layers: self.l_layers,
-            puzzle_emb_ndim: self.puzzle_emb_ndim,
-            puzzle_emb_len: self.puzzle_emb_len,
-            pos_encodings: self.pos_encodings,
-            rms_norm_eps: self.rms_norm_eps,
-            rope_theta: self.rope_theta,
-            mlp_t: self.mlp_t,
-            halt_max_steps: self.halt_max_steps,
-            halt_exploration_prob: self.halt_exploration_prob,
-        }
-    }
-
-    pub fn prefix_len(&self) -> usize {
-        self.as_trm().prefix_len()
-    }
-
-    pub fn total_len(&self) -> usize {
-        self.as_trm().total_len()
-    }
-
-    pub fn validate(&self) -> anyhow::Result<()> {
-        self.as_trm().validate()?;
-        anyhow::ensure!(
-            self.noise_sigma.is_finite() && self.noise_sigma >= 0.0,
-            "model.noise_sigma must be finite and >= 0, got {}",
-            self.noise_sigma
-        );
-        self.losses.validate().map_err(|e| anyhow::anyhow!("model.losses: {e:#}"))
     }
 
     /// Fresh weights: exactly TRM's init for the same seed (TRM's construction order), with a single block when
     /// `identical_layers` is set and, with `q_head = "flat"`, a `[2, S·D]` Q head at TRM's Q init (weight 0,
     /// bias −5; it draws nothing, so the other weights are TRM's either way).
     pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Cmm<B> {
-        let mut t = self.as_trm();
-        if self.identical_layers {
-            t.l_layers = 1;
-        }
-        let trm = t.init::<B>(seed, device);
-        Cmm {
-            embed_tokens: trm.embed_tokens,
-            embed_pos: trm.embed_pos,
-            lm_head: trm.lm_head,
-            q_head: match self.q_head {
-                QHeadInput::First => trm.q_head,
-                QHeadInput::Flat => QHead::new(self.seq_len * self.hidden_size, device),
-            },
-            puzzle_emb: trm.puzzle_emb,
-            rotary_emb: trm.rotary_emb,
-            L_level: trm.L_level,
-            H_init: trm.H_init,
-            L_init: trm.L_init,
-            cfg: self.clone(),
-        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let q_inputs = match self.cmm.q_head {
+            QHeadInput::First => self.core.hidden_size,
+            QHeadInput::Flat => self.core.seq_len * self.core.hidden_size,
+        };
+        let heads = HeadsSpec { lm_head: true, q_head_inputs: Some(q_inputs) };
+        let blocks = if self.cmm.identical_layers { 1 } else { self.core.l_layers };
+        let (io, layers) = Io::build(&mut rng, &self.core, heads, device, |rng| {
+            (0..blocks).map(|_| Block::new(rng, &self.core, device)).collect()
+        });
+        Cmm { io, L_level: ReasoningModule { layers }, cfg: self.clone() }
     }
 }
 
-/// The CMM network: TRM's modules under TRM's names (checkpoint keys are the reference TRM's).
+/// The CMM network: TRM's modules under TRM's names (checkpoint keys are the reference TRM's). Its Q head is
+/// `[2, D]` (`q_head = "first"`) or `[2, S·D]` (`"flat"`).
 #[derive(Module, Debug)]
 pub struct Cmm<B: Backend> {
-    pub embed_tokens: TokenEmbedding<B>,
-    pub embed_pos: Option<TokenEmbedding<B>>,
-    pub lm_head: Linear<B>,
-    /// `[2, D]` (`q_head = "first"`) or `[2, S·D]` (`"flat"`).
-    pub q_head: QHead<B>,
-    pub puzzle_emb: Option<PuzzleEmbedding<B>>,
-    pub rotary_emb: Option<Rope<B>>,
+    pub io: Io<B>,
     /// F: `l_layers` blocks, or one block applied `l_layers` times (`identical_layers`).
     pub L_level: ReasoningModule<B>,
-    pub H_init: Param<Tensor<B, 1>>,
-    pub L_init: Param<Tensor<B, 1>>,
     #[module(skip)]
     pub cfg: CmmConfig,
 }
@@ -358,17 +242,18 @@ impl<B: FusedOps> Cmm<B> {
 
     /// One sub-layer pair (block) with the configured channel-MLP activation.
     fn block(&self, block: &Block<B>, h: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = match self.cfg.activation {
+        let gate = match self.cfg.cmm.activation {
             Activation::Silu => Gate::Silu,
             Activation::Tanh => Gate::Tanh,
         };
-        block.forward_gated(h, self.rotary_emb.as_ref(), gate)
+        block.forward_gated(h, self.io.rope(), gate)
     }
 
     /// F: the blocks applied in turn (block 0 `l_layers` times with `identical_layers`).
     pub fn f(&self, u: Tensor<B, 3>) -> Tensor<B, 3> {
         let layers = &self.L_level.layers;
-        (0..self.cfg.l_layers).fold(u, |h, i| self.block(&layers[if self.cfg.identical_layers { 0 } else { i }], h))
+        let shared = self.cfg.cmm.identical_layers;
+        (0..self.cfg.core.l_layers).fold(u, |h, i| self.block(&layers[if shared { 0 } else { i }], h))
     }
 
     /// TRM's `net(h, injection) = F(h + injection)`.
@@ -385,7 +270,7 @@ impl<B: FusedOps> Cmm<B> {
         x: &Tensor<B, 3>,
         noise: &mut impl FnMut(Tensor<B, 3>) -> Tensor<B, 3>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
-        for _ in 0..self.cfg.l_cycles {
+        for _ in 0..self.cfg.core.l_cycles {
             z_l = noise(self.net(z_l, z_h.clone() + x.clone()));
         }
         let z_h = noise(self.net(z_h, z_l.clone()));
@@ -394,63 +279,51 @@ impl<B: FusedOps> Cmm<B> {
 
     /// The NSDE perturbation of one update (training only).
     pub fn perturb(&self, z: Tensor<B, 3>, rng: &mut ChaCha8Rng) -> Tensor<B, 3> {
-        let sigma = self.cfg.noise_sigma;
-        if self.cfg.noise == NoiseKind::None || sigma == 0.0 {
+        let (kind, sigma) = (self.cfg.cmm.noise, self.cfg.cmm.noise_sigma);
+        if kind == NoiseKind::None || sigma == 0.0 {
             return z;
         }
         let dims = z.dims();
         let xi = Tensor::<B, 3>::from_data(TensorData::new(gaussian(rng, dims.iter().product()), dims), &z.device());
-        match self.cfg.noise {
+        match kind {
             NoiseKind::Additive => z + xi.mul_scalar(sigma),
             NoiseKind::Multiplicative => z.clone() + z * xi.mul_scalar(sigma),
             NoiseKind::None => unreachable!(),
         }
     }
 
-    /// `(ẑ_H, ẑ_L)` from a carried latent: with `init = "input"`, rows flagged fresh start at `ẑ_H = x̃`.
+    /// `(ẑ_H, ẑ_L)` to run a step from: with `init = "input"`, restarted rows start at `ẑ_H = x̃` from `x` itself,
+    /// so that with a single cycle the start is inside the gradient graph (their `ẑ_H` in `latent` is already
+    /// `x̃`'s value, from [`RecursiveModel::initial_latent`]).
     fn start<BB: Backend>(&self, latent: Latent<BB>, x: &Tensor<BB, 3>) -> (Tensor<BB, 3>, Tensor<BB, 3>) {
-        let mut slots = latent.slots.into_iter();
-        let (z_h, z_l) = (slots.next().expect("z_H"), slots.next().expect("z_L"));
-        match (self.cfg.init, slots.next()) {
-            (CmmInit::Input, Some(fresh)) => {
-                let mask = fresh.greater_elem(0.5).expand(z_h.dims());
-                (z_h.mask_where(mask, x.clone()), z_l)
-            }
-            _ => (z_h, z_l),
+        if self.cfg.cmm.init != CmmInit::Input || !latent.any_restarted() {
+            return (latent.z_h, latent.z_l);
         }
-    }
-
-    /// The latent after a step: `[ẑ_H, ẑ_L]`, plus the cleared fresh flag with `init = "input"`.
-    fn finish<BB: Backend>(&self, z_h: Tensor<BB, 3>, z_l: Tensor<BB, 3>) -> Latent<BB> {
-        let mut slots = vec![z_h, z_l];
-        if self.cfg.init == CmmInit::Input {
-            let b = slots[0].dims()[0];
-            slots.push(Tensor::zeros([b, 1, 1], &slots[0].device()));
-        }
-        Latent { slots }
+        let mask = super::row_mask::<BB>(&latent.restarted, latent.z_h.dims(), &latent.z_h.device());
+        (latent.z_h.mask_where(mask, x.clone()), latent.z_l)
     }
 
     /// The LM head on the sequence positions and the Q head on what `q_head` names.
     pub fn heads(&self, z_h: Tensor<B, 3>) -> Heads<B> {
-        match self.cfg.q_head {
-            QHeadInput::First => act_heads(&self.lm_head, &self.q_head, z_h, self.cfg.prefix_len(), self.cfg.seq_len),
+        match self.cfg.cmm.q_head {
+            QHeadInput::First => self.io.heads(z_h),
             QHeadInput::Flat => {
                 let [b, _, d] = z_h.dims();
-                let state = self.sequence_part(z_h);
-                let q = self.q_head.forward(state.clone().reshape([b, self.cfg.seq_len * d]));
-                heads_with_q(self.lm_head.forward(state), q)
+                let state = self.io.sequence_part(z_h.clone());
+                let q = self.io.q_logits(state.reshape([b, self.cfg.core.seq_len * d]));
+                Heads::with_q(self.io.logits(z_h), q)
             }
         }
     }
 
     /// The puzzle's own positions of a `[B, P + S, D]` state (the puzzle-embedding prefix dropped).
     pub fn sequence_part<BB: Backend>(&self, z: Tensor<BB, 3>) -> Tensor<BB, 3> {
-        z.narrow(1, self.cfg.prefix_len(), self.cfg.seq_len)
+        z.narrow(1, self.cfg.core.prefix_len(), self.cfg.core.seq_len)
     }
 
     /// The positions the repulsion terms compare (`losses.rep_positions`).
     fn repulsion_positions(&self, z: Tensor<B, 3>) -> Tensor<B, 3> {
-        match self.cfg.losses.rep_positions {
+        match self.cfg.cmm.losses.rep_positions {
             RepPositions::Sequence => self.sequence_part(z),
             RepPositions::All => z,
         }
@@ -475,7 +348,7 @@ impl<B: FusedOps> Cmm<B> {
         z_l: &Tensor<B, 3>,
         rng: &mut ChaCha8Rng,
     ) -> Vec<(&'static str, Tensor<B, 1>)> {
-        let w = &self.cfg.losses;
+        let w = &self.cfg.cmm.losses;
         let (probes, eps) = (w.hutchinson_probes, w.fd_eps);
         let mut out = Vec::new();
         if w.eq_z > 0.0 || w.rh_stable > 0.0 {
@@ -523,30 +396,28 @@ impl<B: FusedOps> Cmm<B> {
 }
 
 impl FamilyConfig for CmmConfig {
-    fn validate(&self) -> anyhow::Result<()> {
-        CmmConfig::validate(self)
+    fn core(&self) -> &CoreConfig {
+        &self.core
     }
 
-    fn depth(&self) -> Depth {
-        Depth { h: self.h_cycles, l: self.l_cycles }
+    fn core_mut(&mut self) -> &mut CoreConfig {
+        &mut self.core
     }
 
-    fn set_depth(&mut self, depth: Depth) {
-        (self.h_cycles, self.l_cycles) = (depth.h, depth.l);
+    fn act(&self) -> Option<&ActConfig> {
+        Some(&self.act)
     }
 
-    fn halt_max_steps(&self) -> usize {
-        self.halt_max_steps
-    }
-
-    fn halt_exploration_prob(&self) -> f64 {
-        self.halt_exploration_prob
+    fn validate_family(&self) -> anyhow::Result<()> {
+        let sigma = self.cmm.noise_sigma;
+        anyhow::ensure!(sigma.is_finite() && sigma >= 0.0, "model.noise_sigma must be finite and >= 0, got {sigma}");
+        self.cmm.losses.validate().map_err(|e| anyhow::anyhow!("model.losses: {e:#}"))
     }
 
     /// CMM's loss head: its CE kind and (λ_LM, λ_BCE) — 1 each for an active term when AlgGradNorm's literal
     /// weights replace Eq 44's — and AlgGradNorm when the weights adapt.
     fn loss_spec(&self) -> LossSpec {
-        let w = &self.losses;
+        let w = &self.cmm.losses;
         let alg_grad_norm = w.weighting.adaptive().then_some(AlgGradNormSpec {
             alpha: w.agn_alpha,
             rho: w.agn_rho,
@@ -554,95 +425,56 @@ impl FamilyConfig for CmmConfig {
             every: w.agn_every,
         });
         LossSpec {
-            ce: self.ce,
+            ce: self.cmm.ce,
             lm_weight: w.applied(w.lm),
             bce_weight: w.applied(w.bce),
             q_target_every: None,
             alg_grad_norm,
         }
     }
-    fn hidden_size(&self) -> usize {
-        self.hidden_size
-    }
-
-    fn mlp_t(&self) -> bool {
-        self.mlp_t
-    }
 }
 
 impl<B: FusedOps> RecursiveModel<B> for Cmm<B> {
+    fn io(&self) -> &Io<B> {
+        &self.io
+    }
+
+    fn io_mut(&mut self) -> &mut Io<B> {
+        &mut self.io
+    }
+
+    fn core(&self) -> &CoreConfig {
+        &self.cfg.core
+    }
+
+    fn core_mut(&mut self) -> &mut CoreConfig {
+        &mut self.cfg.core
+    }
+
     fn loss_spec(&self) -> LossSpec {
         self.cfg.loss_spec()
     }
 
-    fn dims(&self) -> ModelDims {
-        ModelDims {
-            vocab_size: self.cfg.vocab_size,
-            seq_len: self.cfg.seq_len,
-            hidden: self.cfg.hidden_size,
-            prefix_len: self.cfg.prefix_len(),
-            num_puzzle_ids: self.cfg.num_puzzle_identifiers,
+    /// `init = "input"`: `ẑ_H = x̃`, `ẑ_L = 0`; `"buffers"`: TRM's fixed buffers.
+    fn initial_latent(&self, x: &Tensor<B, 3>) -> Latent<B> {
+        match self.cfg.cmm.init {
+            CmmInit::Buffers => self.io.initial_latent(x),
+            CmmInit::Input => Latent::new(x.clone(), x.zeros_like()),
         }
-    }
-
-    fn initial_latent(&self, batch: usize) -> Latent<B> {
-        let (len, d) = (self.cfg.total_len(), self.cfg.hidden_size);
-        match self.cfg.init {
-            CmmInit::Buffers => Latent {
-                slots: vec![broadcast_init(&self.H_init, batch, len), broadcast_init(&self.L_init, batch, len)],
-            },
-            CmmInit::Input => {
-                let device = self.H_init.device();
-                Latent {
-                    slots: vec![
-                        Tensor::zeros([batch, len, d], &device),
-                        Tensor::zeros([batch, len, d], &device),
-                        Tensor::ones([batch, 1, 1], &device),
-                    ],
-                }
-            }
-        }
-    }
-
-    fn puzzle_rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
-        table_rows(&self.puzzle_emb, ids)
-    }
-
-    fn puzzle_table(&self) -> Option<Tensor<B, 2>> {
-        self.puzzle_emb.as_ref().map(|t| t.weights.val())
-    }
-
-    fn set_puzzle_table(mut self, table: Tensor<B, 2>) -> Self {
-        replace_table(&mut self.puzzle_emb, table);
-        self
-    }
-
-    fn embed(&self, tokens: Tensor<B, 2, Int>, puzzle_rows: Tensor<B, 2>) -> Tensor<B, 3> {
-        trm_embed(&self.embed_tokens, self.embed_pos.as_ref(), tokens, puzzle_rows, &self.cfg.as_trm())
     }
 
     fn step(&self, latent: Latent<B>, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>) {
         let (mut z_h, mut z_l) = self.start(latent, &x);
-        for _ in 0..self.cfg.h_cycles {
+        for _ in 0..self.cfg.core.h_cycles {
             (z_h, z_l) = self.cycle(z_h, z_l, &x, &mut |z| z);
         }
         let heads = self.heads(z_h.clone());
-        (self.finish(z_h, z_l), heads)
+        (Latent::new(z_h, z_l), heads)
     }
 
     /// TRM's rule: the Q head is a sigmoid read as P(halt) (Eq 8), halting when it exceeds 1/2.
     fn halting_rule(&self) -> HaltingRule {
         HaltingRule::QHaltPositive
-    }
-
-    fn depth(&self) -> Depth {
-        Depth { h: self.cfg.h_cycles, l: self.cfg.l_cycles }
-    }
-
-    fn with_depth(mut self, depth: Depth) -> Self {
-        self.cfg.h_cycles = depth.h.max(1);
-        self.cfg.l_cycles = depth.l.max(1);
-        self
     }
 }
 
@@ -661,21 +493,20 @@ where
     ) -> (Latent<AB::InnerBackend>, Heads<AB>) {
         let graph_free = self.valid();
         let x_free = x.clone().inner();
-        let (z_h, z_l) = if self.cfg.h_cycles > 1 {
+        let (z_h, z_l) = if self.cfg.core.h_cycles > 1 {
             let (mut z_h, mut z_l) = graph_free.start(latent, &x_free);
-            for _ in 1..self.cfg.h_cycles {
+            for _ in 1..self.cfg.core.h_cycles {
                 (z_h, z_l) = graph_free.cycle(z_h, z_l, &x_free, &mut |z| graph_free.perturb(z, rng));
             }
             (Tensor::from_inner(z_h), Tensor::from_inner(z_l))
         } else {
             // A single cycle: the input start is part of the graph.
-            let slots = latent.slots.into_iter().map(Tensor::from_inner).collect();
-            self.start(Latent { slots }, &x)
+            self.start(latent.map(Tensor::from_inner), &x)
         };
         let (z_h, z_l) = self.cycle(z_h, z_l, &x, &mut |z| self.perturb(z, rng));
         let mut heads = self.heads(z_h.clone());
         heads.aux = self.aux_losses(&x, &z_h, &z_l, rng);
-        (self.finish(z_h.inner(), z_l.inner()), heads)
+        (Latent::new(z_h.inner(), z_l.inner()), heads)
     }
 }
 
@@ -684,16 +515,17 @@ mod tests {
     use super::*;
     use crate::backend::{Cpu, CpuTrain};
     use burn::module::Param;
+    use burn::tensor::Int;
 
     /// A tiny CMM: hidden 16, 4 tokens, vocab 5, MLP-T, no puzzle table, H2 L2, every term off unless set.
     fn tiny(edit: impl FnOnce(&mut CmmConfig)) -> CmmConfig {
         let mut c = CmmConfig::trm_equivalent(&{
             let mut t = TrmConfig::new(4, 5, 1);
-            (t.hidden_size, t.expansion, t.h_cycles, t.l_cycles, t.puzzle_emb_ndim) = (16, 2.0, 2, 2, Some(0));
+            (t.core.hidden_size, t.core.expansion, t.core.h_cycles, t.core.l_cycles, t.core.puzzle_emb_ndim) = (16, 2.0, 2, 2, Some(0));
             t
         });
         edit(&mut c);
-        c.validate().unwrap();
+        FamilyConfig::validate(&c).unwrap();
         c
     }
 
@@ -709,20 +541,21 @@ mod tests {
     /// One inference step of a fresh batch of 3: the logits.
     fn infer(m: &Cmm<Cpu>) -> Vec<f32> {
         let x = m.embed(tokens(3), m.puzzle_rows(Tensor::zeros([3], &Default::default())));
-        values(m.step(m.initial_latent(3), x).1.logits)
+        values(m.step(m.initial_latent(&x), x).1.logits)
     }
 
     /// One training step of a fresh batch of 3 with the rng seeded `seed`: the heads and the latent.
     fn train(m: &Cmm<CpuTrain>, seed: u64) -> (Heads<CpuTrain>, Latent<Cpu>) {
         let x = m.embed(tokens(3), m.puzzle_rows(Tensor::zeros([3], &Default::default())));
-        let (latent, heads) = m.train_step(m.valid().initial_latent(3), x, &mut ChaCha8Rng::seed_from_u64(seed));
+        let init = Latent { restarted: vec![true; 3], ..m.valid().initial_latent(&x.clone().inner()) };
+        let (latent, heads) = m.train_step(init, x, &mut ChaCha8Rng::seed_from_u64(seed));
         (heads, latent)
     }
 
     #[test]
     fn identical_layers_share_one_block() {
-        let distinct = tiny(|c| c.activation = Activation::Tanh).init::<Cpu>(0, &Default::default());
-        let shared_cfg = tiny(|c| (c.activation, c.identical_layers) = (Activation::Tanh, true));
+        let distinct = tiny(|c| c.cmm.activation = Activation::Tanh).init::<Cpu>(0, &Default::default());
+        let shared_cfg = tiny(|c| (c.cmm.activation, c.cmm.identical_layers) = (Activation::Tanh, true));
         let shared = shared_cfg.init::<Cpu>(0, &Default::default());
         assert_eq!(shared.L_level.layers.len(), 1);
         let block = super::super::layers::trainable_params(&shared.L_level);
@@ -731,12 +564,12 @@ mod tests {
         let mut twin = distinct.clone();
         twin.L_level =
             ReasoningModule { layers: vec![shared.L_level.layers[0].clone(), shared.L_level.layers[0].clone()] };
-        (twin.embed_tokens, twin.lm_head, twin.q_head) =
-            (shared.embed_tokens.clone(), shared.lm_head.clone(), shared.q_head.clone());
-        (twin.H_init, twin.L_init) = (shared.H_init.clone(), shared.L_init.clone());
+        (twin.io.embed_tokens, twin.io.lm_head, twin.io.q_head) =
+            (shared.io.embed_tokens.clone(), shared.io.lm_head.clone(), shared.io.q_head.clone());
+        (twin.io.H_init, twin.io.L_init) = (shared.io.H_init.clone(), shared.io.L_init.clone());
         assert_eq!(infer(&shared), infer(&twin));
         // ... and applies it l_layers times (one application is a different function).
-        let once = shared.clone().with_cfg(|c| c.l_layers = 1);
+        let once = shared.clone().with_cfg(|c| c.core.l_layers = 1);
         assert_ne!(infer(&shared), infer(&once));
     }
 
@@ -744,7 +577,7 @@ mod tests {
     fn noise_is_training_only_and_reproducible() {
         let quiet = tiny(|_| ()).init::<CpuTrain>(0, &Default::default());
         for kind in [NoiseKind::Additive, NoiseKind::Multiplicative] {
-            let noisy = quiet.clone().with_cfg(|c| (c.noise, c.noise_sigma) = (kind, 0.01));
+            let noisy = quiet.clone().with_cfg(|c| (c.cmm.noise, c.cmm.noise_sigma) = (kind, 0.01));
             // Inference never adds noise.
             assert_eq!(infer(&noisy.valid()), infer(&quiet.valid()));
             // Training does, reproducibly for a seed.
@@ -759,7 +592,7 @@ mod tests {
                 values(q.logits.inner()),
             );
             assert_eq!(a, b, "{kind:?}: same seed, same draws");
-            assert_eq!(values(la.slots[0].clone()), values(lb.slots[0].clone()));
+            assert_eq!(values(la.z_h.clone()), values(lb.z_h.clone()));
             assert_ne!(a, c, "{kind:?}: another seed draws other noise");
             assert_ne!(a, q, "{kind:?}: noise changes the training step");
             let diff = a.iter().zip(&q).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
@@ -787,7 +620,7 @@ mod tests {
     fn each_aux_term_is_in_the_heads_iff_its_weight_is_positive() {
         let names = ["eq_z", "rh_stable", "eq_x", "rh_unstable", "rep_x", "rep_z"];
         let set = |c: &mut CmmConfig, name: &str, v: f64| {
-            let w = &mut c.losses;
+            let w = &mut c.cmm.losses;
             *match name {
                 "eq_z" => &mut w.eq_z,
                 "rh_stable" => &mut w.rh_stable,
@@ -810,7 +643,7 @@ mod tests {
             assert!(v2.is_finite() && (v2 - 2.0 * v1).abs() <= 1e-5 * v2.abs().max(1e-6), "{name}: {v2} vs 2·{v1}");
         }
         // All on (spec defaults): every term, finite, and each reaches F's weights.
-        let all = base.clone().with_cfg(|c| c.losses = CmmLossWeights::default());
+        let all = base.clone().with_cfg(|c| c.cmm.losses = CmmLossWeights::default());
         let (heads, _) = train(&all, 0);
         let got: Vec<&str> = heads.aux.iter().map(|(n, _)| *n).collect();
         assert_eq!(got, names.to_vec());
@@ -836,42 +669,60 @@ mod tests {
     #[test]
     fn tanh_changes_the_function() {
         let silu = tiny(|_| ()).init::<Cpu>(0, &Default::default());
-        let tanh = silu.clone().with_cfg(|c| c.activation = Activation::Tanh);
+        let tanh = silu.clone().with_cfg(|c| c.cmm.activation = Activation::Tanh);
         let (a, b) = (infer(&silu), infer(&tanh));
         assert!(a.iter().all(|v| v.is_finite()) && b.iter().all(|v| v.is_finite()));
         assert_ne!(a, b);
     }
 
-    /// `init = "input"`: a fresh row starts at `ẑ_H = x̃`, `ẑ_L = 0`; the fresh flag is cleared by a step and set
-    /// again by a reset; a running row keeps its state.
+    /// `init = "input"`: a fresh row starts at `ẑ_H = x̃`, `ẑ_L = 0`; a restarted row starts there again, a
+    /// running row keeps its state.
     #[test]
     fn input_init_starts_at_the_embedding() {
-        let m =
-            tiny(|c| (c.init, c.activation) = (CmmInit::Input, Activation::Tanh)).init::<Cpu>(0, &Default::default());
+        let m = tiny(|c| (c.cmm.init, c.cmm.activation) = (CmmInit::Input, Activation::Tanh))
+            .init::<Cpu>(0, &Default::default());
         let x = m.embed(tokens(3), m.puzzle_rows(Tensor::zeros([3], &Default::default())));
-        let init = m.initial_latent(3);
-        assert_eq!(init.slots.len(), 3);
+        let init = m.initial_latent(&x);
+        assert_eq!(values(init.z_h.clone()), values(x.clone()));
+        assert!(values(init.z_l.clone()).iter().all(|&v| v == 0.0));
         let (latent, heads) = m.step(init.clone(), x.clone());
         let (mut z_h, mut z_l) = (x.clone(), x.zeros_like());
-        for _ in 0..m.cfg.h_cycles {
+        for _ in 0..m.cfg.core.h_cycles {
             (z_h, z_l) = m.cycle(z_h, z_l, &x, &mut |z| z);
         }
         assert_eq!(values(heads.logits), values(m.heads(z_h.clone()).logits));
-        assert_eq!(values(latent.slots[0].clone()), values(z_h));
-        assert_eq!(values(latent.slots[2].clone()), vec![0.0; 3]);
+        assert_eq!(values(latent.z_h.clone()), values(z_h));
+        assert!(latent.restarted.is_empty(), "a step's output is carried on, not restarted");
         // Row 1 resets: it starts again from x̃, the others continue.
-        let reset = latent.clone().reset_rows(&init, &[false, true, false]);
-        assert_eq!(values(reset.slots[2].clone()), vec![0.0, 1.0, 0.0]);
+        let reset = latent.clone().reset_rows(m.initial_latent(&x), &[false, true, false]);
+        assert_eq!(reset.restarted, vec![false, true, false]);
         let (next, _) = m.step(reset, x.clone());
         let (fresh, _) = m.step(init, x);
         let row = |t: &Tensor<Cpu, 3>, r: usize| values(t.clone().narrow(0, r, 1));
-        assert_eq!(row(&next.slots[0], 1), row(&fresh.slots[0], 1));
-        assert_ne!(row(&next.slots[0], 0), row(&fresh.slots[0], 0));
+        assert_eq!(row(&next.z_h, 1), row(&fresh.z_h, 1));
+        assert_ne!(row(&next.z_h, 0), row(&fresh.z_h, 0));
+    }
+
+    /// With a single cycle, a restarted row's `ẑ_H = x̃` start is inside the graph: the embedding's gradient
+    /// has a path through it, so it differs from the gradient of the same step started from a detached copy.
+    #[test]
+    fn input_start_carries_gradient_with_one_cycle() {
+        let m = tiny(|c| (c.core.h_cycles, c.cmm.init) = (1, CmmInit::Input)).init::<CpuTrain>(0, &Default::default());
+        let grad_of_embedding = |restarted: bool| {
+            let x = m.embed(tokens(3), m.puzzle_rows(Tensor::zeros([3], &Default::default())));
+            let start = m.valid().initial_latent(&x.clone().inner());
+            let start = Latent { restarted: if restarted { vec![true; 3] } else { Vec::new() }, ..start };
+            let (_, heads) = m.train_step(start, x, &mut ChaCha8Rng::seed_from_u64(0));
+            let grads = heads.logits.sum().backward();
+            values(m.io.embed_tokens.embedding_weight.val().grad(&grads).unwrap())
+        };
+        let (through_start, detached) = (grad_of_embedding(true), grad_of_embedding(false));
+        assert_ne!(through_start, detached);
     }
 
     /// With a 2-row puzzle prefix: 2 + 4 positions.
     fn with_prefix(c: &mut CmmConfig) {
-        (c.puzzle_emb_ndim, c.puzzle_emb_len) = (Some(16), 2);
+        (c.core.puzzle_emb_ndim, c.core.puzzle_emb_len) = (Some(16), 2);
     }
 
     fn seeded(n: usize, seed: u64) -> Vec<f32> {
@@ -885,11 +736,11 @@ mod tests {
     fn defaults_are_the_papers_recipe() {
         let c = CmmConfig::new(81, 11, 1);
         assert_eq!(
-            (c.ce, c.q_head, c.losses.rep_positions),
+            (c.cmm.ce, c.cmm.q_head, c.cmm.losses.rep_positions),
             (CeKind::StableMax3, QHeadInput::Flat, RepPositions::Sequence)
         );
         let t = CmmConfig::trm_equivalent(&TrmConfig::new(81, 11, 1));
-        assert_eq!((t.ce, t.q_head), (CeKind::StableMax1, QHeadInput::First));
+        assert_eq!((t.cmm.ce, t.cmm.q_head), (CeKind::StableMax1, QHeadInput::First));
     }
 
     /// `q_head = "flat"`: `q = W · vec(ẑ_H[P..P+S]) + b`, computed by hand against the head's output; the prefix
@@ -898,15 +749,15 @@ mod tests {
     fn flat_q_head_is_a_dot_product_with_the_flattened_state() {
         let mut m = tiny(|c| {
             with_prefix(c);
-            c.q_head = QHeadInput::Flat;
+            c.cmm.q_head = QHeadInput::Flat;
         })
         .init::<Cpu>(0, &Default::default());
         let (b, p, s, d) = (3, 2, 4, 16);
-        assert_eq!(m.q_head.weight.val().dims(), [2, s * d]);
+        assert_eq!(m.io.q_head.as_ref().unwrap().weight.val().dims(), [2, s * d]);
         let (w, bias) = (seeded(2 * s * d, 1), vec![0.25f32, -0.5]);
-        m.q_head.weight =
-            Param::from_tensor(Tensor::from_data(TensorData::new(w.clone(), [2, s * d]), &Default::default()));
-        m.q_head.bias = Param::from_tensor(Tensor::from_data(TensorData::new(bias.clone(), [2]), &Default::default()));
+        let q_head = m.io.q_head.as_mut().unwrap();
+        q_head.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w.clone(), [2, s * d]), &Default::default()));
+        q_head.bias = Param::from_tensor(Tensor::from_data(TensorData::new(bias.clone(), [2]), &Default::default()));
         let z = seeded(b * (p + s) * d, 2);
         let heads = m.heads(Tensor::from_data(TensorData::new(z.clone(), [b, p + s, d]), &Default::default()));
         let (q_halt, q_continue) = (values(heads.q_halt.unwrap()), values(heads.q_continue.unwrap()));
@@ -922,10 +773,10 @@ mod tests {
         // "first" reads position 0 only: a [2, D] head.
         let first = tiny(|c| {
             with_prefix(c);
-            c.q_head = QHeadInput::First;
+            c.cmm.q_head = QHeadInput::First;
         })
         .init::<Cpu>(0, &Default::default());
-        assert_eq!(first.q_head.weight.val().dims(), [2, d]);
+        assert_eq!(first.io.q_head.as_ref().unwrap().weight.val().dims(), [2, d]);
     }
 
     /// The repulsion terms of states that differ only in their prefix rows are equal with `rep_positions =
@@ -936,9 +787,9 @@ mod tests {
         let rep_terms = |positions: RepPositions, prefix_seed: u64| -> Vec<f32> {
             let m = tiny(|c| {
                 with_prefix(c);
-                c.losses.rep_x = 1.0;
-                c.losses.rep_z = 1.0;
-                c.losses.rep_positions = positions;
+                c.cmm.losses.rep_x = 1.0;
+                c.cmm.losses.rep_z = 1.0;
+                c.cmm.losses.rep_positions = positions;
             })
             .init::<CpuTrain>(0, &Default::default());
             let (mut x, mut z) = (seeded(b * (p + s) * d, 3), seeded(b * (p + s) * d, 4));
@@ -968,7 +819,7 @@ mod tests {
     fn literal_alg_grad_norm_replaces_the_fixed_weights() {
         use crate::model::contraction::Weighting;
         let term = |weighting: Weighting, weight: f64| {
-            let m = tiny(|c| (c.losses.eq_x, c.losses.weighting) = (weight, weighting))
+            let m = tiny(|c| (c.cmm.losses.eq_x, c.cmm.losses.weighting) = (weight, weighting))
                 .init::<CpuTrain>(0, &Default::default());
             values(train(&m, 0).0.aux[0].1.clone().inner())[0]
         };
@@ -979,11 +830,11 @@ mod tests {
             (term(Weighting::AlgGradNorm, 7.0) - 7.0 * unit).abs() <= 1e-5 * unit.abs(),
             "multipliers keep the weights"
         );
-        let mut c = tiny(|c| c.losses.weighting = Weighting::AlgGradNormLiteral);
+        let mut c = tiny(|c| c.cmm.losses.weighting = Weighting::AlgGradNormLiteral);
         let spec = c.loss_spec();
         assert_eq!((spec.lm_weight, spec.bce_weight), (1.0, 1.0));
         assert!(spec.alg_grad_norm.is_some());
-        c.losses.bce = 0.0;
+        c.cmm.losses.bce = 0.0;
         assert_eq!(c.loss_spec().bce_weight, 0.0, "0 still switches a term off");
     }
 }

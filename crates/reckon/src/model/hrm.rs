@@ -10,182 +10,87 @@
 
 #![allow(non_snake_case)] // field names are the reference keys (H_level, L_level, H_init, L_init)
 
-use burn::module::{AutodiffModule, Module, Param};
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::layers::QHead;
-use super::layers::{
-    broadcast_init, buffer_from_vec, prepend_puzzle_prefix, replace_table, table_rows, trunc_normal, Linear,
-    PuzzleEmbedding, Rope, TokenEmbedding,
-};
+use super::base::{size_table, ActConfig, CoreConfig, CoreDefaults, FamilyTable, HeadsSpec, Io, PosEncoding};
 use super::registry::FamilyConfig;
-use super::trm::{act_heads, Block, PosEncoding, ReasoningModule, TrmConfig};
-use super::{Depth, HaltingRule, Heads, Latent, LossSpec, ModelDims, RecursiveModel, TrainRecursive};
+use super::trm::{Block, ReasoningModule};
+use super::{HaltingRule, Heads, Latent, LossSpec, RecursiveModel, TrainRecursive};
 use crate::kernels::FusedOps;
 
-/// HRM's architecture. Field names follow the reference's `arch` config; defaults are the paper's Sudoku/Maze
+/// HRM's `[model]` table: the shared core and ACT keys, and HRM's own. Defaults are the paper's Sudoku/Maze
 /// recipe (hidden 512, 8 heads, H2/L2 cycles, 4+4 layers, RoPE, one prefix position).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "FamilyTable")]
 pub struct HrmConfig {
-    pub seq_len: usize,
-    pub vocab_size: usize,
-    pub num_puzzle_identifiers: usize,
-    #[serde(default = "d::hidden")]
-    pub hidden_size: usize,
-    #[serde(default = "d::heads")]
-    pub num_heads: usize,
-    #[serde(default = "d::expansion")]
-    pub expansion: f64,
-    #[serde(default = "d::cycles")]
-    pub h_cycles: usize,
-    #[serde(default = "d::cycles")]
-    pub l_cycles: usize,
-    #[serde(default = "d::layers")]
+    #[serde(flatten)]
+    pub core: CoreConfig,
+    #[serde(flatten)]
+    pub act: ActConfig,
+    #[serde(flatten)]
+    pub hrm: HrmKeys,
+}
+
+/// HRM's own keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HrmKeys {
+    /// Blocks of the high-level module (`l_layers` is the low-level one's).
+    #[serde(default = "four")]
     pub h_layers: usize,
-    #[serde(default = "d::layers")]
-    pub l_layers: usize,
-    /// Puzzle-table width (defaults to `hidden_size`); the prefix is `ceil(ndim / hidden)` positions.
-    #[serde(default)]
-    pub puzzle_emb_ndim: Option<usize>,
-    #[serde(default = "d::pos")]
-    pub pos_encodings: PosEncoding,
-    /// Token mixer: attention (false, the HRM paper) or a SwiGLU across the sequence axis (true), the
-    /// `mlp_t` option of the TRM authors' `hrm.py` (same block as TRM-MLP; then positions are `none`).
-    #[serde(default)]
-    pub mlp_t: bool,
-    #[serde(default = "d::eps")]
-    pub rms_norm_eps: f64,
-    #[serde(default = "d::theta")]
-    pub rope_theta: f64,
-    #[serde(default = "d::halt_max_steps")]
-    pub halt_max_steps: usize,
-    #[serde(default = "d::exploration")]
-    pub halt_exploration_prob: f64,
     /// Recompute the Q-learning target (an extra graph-free step) every this many optimiser steps; the
     /// reference does it every step (1), the ARC Prize analysis fork every 4th.
-    #[serde(default = "d::one")]
+    #[serde(default = "one")]
     pub q_target_every: u64,
 }
 
-mod d {
-    use super::PosEncoding;
-    pub fn hidden() -> usize {
-        512
-    }
-    pub fn heads() -> usize {
-        8
-    }
-    pub fn expansion() -> f64 {
-        4.0
-    }
-    pub fn cycles() -> usize {
-        2
-    }
-    pub fn layers() -> usize {
-        4
-    }
-    pub fn pos() -> PosEncoding {
-        PosEncoding::Rope
-    }
-    pub fn eps() -> f64 {
-        1e-5
-    }
-    pub fn theta() -> f64 {
-        10000.0
-    }
-    pub fn halt_max_steps() -> usize {
-        16
-    }
-    pub fn exploration() -> f64 {
-        0.1
-    }
-    pub fn one() -> u64 {
-        1
+fn four() -> usize {
+    4
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl TryFrom<FamilyTable> for HrmConfig {
+    type Error = String;
+    fn try_from(table: FamilyTable) -> Result<Self, String> {
+        let defaults = CoreDefaults::trm()
+            .with("h_cycles", 2)
+            .with("l_cycles", 2)
+            .with("l_layers", 4)
+            .with("pos_encodings", "rope")
+            .with("mlp_t", false)
+            .fixed("puzzle_emb_len", 0, "HRM has no puzzle_emb_len: its prefix is ceil(puzzle_emb_ndim / hidden_size)");
+        let (core, act, hrm) = table.split(defaults, Some(ActConfig::default()))?;
+        Ok(HrmConfig { core, act: act.expect("asked for"), hrm })
     }
 }
 
 impl HrmConfig {
     pub fn new(seq_len: usize, vocab_size: usize, num_puzzle_identifiers: usize) -> Self {
-        toml::from_str(&format!(
-            "seq_len = {seq_len}\nvocab_size = {vocab_size}\nnum_puzzle_identifiers = {num_puzzle_identifiers}"
-        ))
-        .expect("defaults parse")
-    }
-
-    /// The block geometry as a TRM config (HRM's blocks, prefix and embedding are TRM's attention ones).
-    fn as_trm(&self) -> TrmConfig {
-        let mut t = TrmConfig::new(self.seq_len, self.vocab_size, self.num_puzzle_identifiers);
-        t.hidden_size = self.hidden_size;
-        t.num_heads = self.num_heads;
-        t.expansion = self.expansion;
-        t.h_cycles = self.h_cycles;
-        t.l_cycles = self.l_cycles;
-        t.l_layers = self.l_layers;
-        t.puzzle_emb_ndim = self.puzzle_emb_ndim;
-        // HRM has no `puzzle_emb_len`: the prefix is ceil(ndim / hidden), which TRM computes for length 0.
-        t.puzzle_emb_len = 0;
-        t.pos_encodings = self.pos_encodings;
-        t.rms_norm_eps = self.rms_norm_eps;
-        t.rope_theta = self.rope_theta;
-        t.mlp_t = self.mlp_t;
-        t.halt_max_steps = self.halt_max_steps;
-        t.halt_exploration_prob = self.halt_exploration_prob;
-        t
-    }
-
-    pub fn prefix_len(&self) -> usize {
-        self.as_trm().prefix_len()
-    }
-
-    pub fn validate(&self) -> anyhow::Result<()> {
-        self.as_trm().validate()?;
-        anyhow::ensure!(self.h_layers >= 1, "model.h_layers must be >= 1");
-        if self.mlp_t {
-            // The sequence-axis mixer has no use for rotary positions; refusing them avoids a silent no-op.
-            anyhow::ensure!(
-                self.pos_encodings != PosEncoding::Rope,
-                "model.pos_encodings: rope has no effect with mlp_t = true; use \"none\" or \"learned\""
-            );
-        } else {
-            anyhow::ensure!(
-                self.pos_encodings != PosEncoding::None,
-                "model.pos_encodings: HRM attention needs rope or learned"
-            );
-        }
-        anyhow::ensure!(self.q_target_every >= 1, "model.q_target_every must be >= 1");
-        Ok(())
+        size_table(seq_len, vocab_size, num_puzzle_identifiers).try_into().expect("defaults parse")
     }
 
     /// Fresh weights (reference init rules; drawn on the host from `seed`, in the reference's construction
-    /// order: embedding, lm_head, q_head, positions, H blocks, L blocks, init buffers).
+    /// order: embedding, positions, lm_head, H blocks, L blocks, init buffers).
     pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Hrm<B> {
-        let trm = self.as_trm();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (d, s) = (self.hidden_size, trm.total_len());
-        let embed_tokens = TokenEmbedding::new(&mut rng, self.vocab_size, d, device);
-        let lm_head = Linear::new(&mut rng, d, self.vocab_size, device);
-        let embed_pos =
-            (self.pos_encodings == PosEncoding::Learned).then(|| TokenEmbedding::new(&mut rng, s, d, device));
-        let h_layers = (0..self.h_layers).map(|_| Block::new(&mut rng, &trm, device)).collect();
-        let l_layers = (0..self.l_layers).map(|_| Block::new(&mut rng, &trm, device)).collect();
+        let heads = HeadsSpec { lm_head: true, q_head_inputs: Some(self.core.hidden_size) };
+        let (io, (h_layers, l_layers)) = Io::build(&mut rng, &self.core, heads, device, |rng| {
+            let h: Vec<_> = (0..self.hrm.h_layers).map(|_| Block::new(rng, &self.core, device)).collect();
+            let l: Vec<_> = (0..self.core.l_layers).map(|_| Block::new(rng, &self.core, device)).collect();
+            (h, l)
+        });
         Hrm {
-            embed_tokens,
-            embed_pos,
-            lm_head,
-            q_head: QHead::new(d, device),
-            puzzle_emb: (trm.puzzle_ndim() > 0)
-                .then(|| PuzzleEmbedding::new(self.num_puzzle_identifiers, trm.puzzle_ndim(), device)),
-            rotary_emb: (self.pos_encodings == PosEncoding::Rope)
-                .then(|| Rope::new(d / self.num_heads, s, self.rope_theta, device)),
+            io,
             H_level: ReasoningModule { layers: h_layers },
             L_level: ReasoningModule { layers: l_layers },
-            H_init: buffer_from_vec(trunc_normal(&mut rng, d, 1.0), [d], device),
-            L_init: buffer_from_vec(trunc_normal(&mut rng, d, 1.0), [d], device),
             cfg: self.clone(),
         }
     }
@@ -193,17 +98,11 @@ impl HrmConfig {
 
 /// The HRM network. Field names (and so checkpoint keys) are the reference's, without its `inner.` prefix.
 #[derive(Module, Debug)]
+#[allow(non_snake_case)]
 pub struct Hrm<B: Backend> {
-    pub embed_tokens: TokenEmbedding<B>,
-    pub embed_pos: Option<TokenEmbedding<B>>,
-    pub lm_head: Linear<B>,
-    pub q_head: QHead<B>,
-    pub puzzle_emb: Option<PuzzleEmbedding<B>>,
-    pub rotary_emb: Option<Rope<B>>,
+    pub io: Io<B>,
     pub H_level: ReasoningModule<B>,
     pub L_level: ReasoningModule<B>,
-    pub H_init: Param<Tensor<B, 1>>,
-    pub L_init: Param<Tensor<B, 1>>,
     #[module(skip)]
     pub cfg: HrmConfig,
 }
@@ -215,18 +114,18 @@ impl<B: FusedOps> Hrm<B> {
     }
 
     fn low(&self, z_l: Tensor<B, 3>, z_h: &Tensor<B, 3>, x: &Tensor<B, 3>) -> Tensor<B, 3> {
-        self.L_level.forward(z_l, z_h.clone() + x.clone(), self.rotary_emb.as_ref())
+        self.L_level.forward(z_l, z_h.clone() + x.clone(), self.io.rope())
     }
 
     fn high(&self, z_h: Tensor<B, 3>, z_l: &Tensor<B, 3>) -> Tensor<B, 3> {
-        self.H_level.forward(z_h, z_l.clone(), self.rotary_emb.as_ref())
+        self.H_level.forward(z_h, z_l.clone(), self.io.rope())
     }
 
     /// One ACT step without its final L and final H updates (the part that runs graph-free), as the paper's
     /// pseudocode writes it: `N·T − 1` steps, each an L update, with an H update after every `T`-th
     /// (`N = h_cycles` high-level cycles of `T = l_cycles` low-level steps).
     fn warm_up(&self, mut z_h: Tensor<B, 3>, mut z_l: Tensor<B, 3>, x: &Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
-        let (n, t) = (self.cfg.h_cycles, self.cfg.l_cycles);
+        let (n, t) = (self.cfg.core.h_cycles, self.cfg.core.l_cycles);
         for i in 0..n * t - 1 {
             z_l = self.low(z_l, &z_h, x);
             if (i + 1) % t == 0 {
@@ -241,112 +140,76 @@ impl<B: FusedOps> Hrm<B> {
         let z_l = self.low(z_l, &z_h, x);
         (self.high(z_h, &z_l), z_l)
     }
-
-    fn heads(&self, z_h: Tensor<B, 3>) -> Heads<B> {
-        act_heads(&self.lm_head, &self.q_head, z_h, self.cfg.prefix_len(), self.cfg.seq_len)
-    }
 }
 
 impl FamilyConfig for HrmConfig {
-    fn validate(&self) -> anyhow::Result<()> {
-        HrmConfig::validate(self)
+    fn core(&self) -> &CoreConfig {
+        &self.core
     }
 
-    fn depth(&self) -> Depth {
-        Depth { h: self.h_cycles, l: self.l_cycles }
+    fn core_mut(&mut self) -> &mut CoreConfig {
+        &mut self.core
     }
 
-    fn set_depth(&mut self, depth: Depth) {
-        (self.h_cycles, self.l_cycles) = (depth.h, depth.l);
+    fn act(&self) -> Option<&ActConfig> {
+        Some(&self.act)
     }
 
-    fn halt_max_steps(&self) -> usize {
-        self.halt_max_steps
-    }
-
-    fn halt_exploration_prob(&self) -> f64 {
-        self.halt_exploration_prob
+    fn validate_family(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.hrm.h_layers >= 1, "model.h_layers must be >= 1");
+        if self.core.mlp_t {
+            // The sequence-axis mixer has no use for rotary positions; refusing them avoids a silent no-op.
+            anyhow::ensure!(
+                self.core.pos_encodings != PosEncoding::Rope,
+                "model.pos_encodings: rope has no effect with mlp_t = true; use \"none\" or \"learned\""
+            );
+        } else {
+            anyhow::ensure!(
+                self.core.pos_encodings != PosEncoding::None,
+                "model.pos_encodings: HRM attention needs rope or learned"
+            );
+        }
+        anyhow::ensure!(self.hrm.q_target_every >= 1, "model.q_target_every must be >= 1");
+        Ok(())
     }
 
     /// HRM's loss: TRM's plus the Q-learning continue target (`lm + 0.5·(q_halt + q_continue)`).
     fn loss_spec(&self) -> LossSpec {
-        LossSpec { q_target_every: Some(self.q_target_every), ..LossSpec::reference() }
-    }
-    fn hidden_size(&self) -> usize {
-        self.hidden_size
-    }
-
-    fn mlp_t(&self) -> bool {
-        self.mlp_t
+        LossSpec { q_target_every: Some(self.hrm.q_target_every), ..LossSpec::reference() }
     }
 }
 
 impl<B: FusedOps> RecursiveModel<B> for Hrm<B> {
+    fn io(&self) -> &Io<B> {
+        &self.io
+    }
+
+    fn io_mut(&mut self) -> &mut Io<B> {
+        &mut self.io
+    }
+
+    fn core(&self) -> &CoreConfig {
+        &self.cfg.core
+    }
+
+    fn core_mut(&mut self) -> &mut CoreConfig {
+        &mut self.cfg.core
+    }
+
     fn loss_spec(&self) -> LossSpec {
         self.cfg.loss_spec()
     }
 
-    fn dims(&self) -> ModelDims {
-        ModelDims {
-            vocab_size: self.cfg.vocab_size,
-            seq_len: self.cfg.seq_len,
-            hidden: self.cfg.hidden_size,
-            prefix_len: self.cfg.prefix_len(),
-            num_puzzle_ids: self.cfg.num_puzzle_identifiers,
-        }
-    }
-
-    fn initial_latent(&self, batch: usize) -> Latent<B> {
-        let len = self.cfg.seq_len + self.cfg.prefix_len();
-        Latent { slots: vec![broadcast_init(&self.H_init, batch, len), broadcast_init(&self.L_init, batch, len)] }
-    }
-
-    fn puzzle_rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
-        table_rows(&self.puzzle_emb, ids)
-    }
-
-    fn puzzle_table(&self) -> Option<Tensor<B, 2>> {
-        self.puzzle_emb.as_ref().map(|t| t.weights.val())
-    }
-
-    fn set_puzzle_table(mut self, table: Tensor<B, 2>) -> Self {
-        replace_table(&mut self.puzzle_emb, table);
-        self
-    }
-
-    /// `sqrt(d) · [puzzle prefix ; tokens]`, with learned positions `0.707106781 · (e + pos)` when configured.
-    fn embed(&self, tokens: Tensor<B, 2, Int>, puzzle_rows: Tensor<B, 2>) -> Tensor<B, 3> {
-        let mut e = prepend_puzzle_prefix(self.embed_tokens.forward(tokens), puzzle_rows, self.cfg.prefix_len());
-        if let Some(pos) = &self.embed_pos {
-            // The reference's literal, which is 1/√2 rounded to 9 digits.
-            #[allow(clippy::approx_constant)]
-            let scale = 0.707106781;
-            e = (e + pos.embedding_weight.val().unsqueeze_dim(0)).mul_scalar(scale);
-        }
-        e.mul_scalar((self.cfg.hidden_size as f64).sqrt())
-    }
-
     fn step(&self, latent: Latent<B>, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>) {
-        let mut slots = latent.slots.into_iter();
-        let (z_h, z_l) = self.warm_up(slots.next().expect("z_H"), slots.next().expect("z_L"), &x);
+        let (z_h, z_l) = self.warm_up(latent.z_h, latent.z_l, &x);
         let (z_h, z_l) = self.last_updates(z_h, z_l, &x);
-        let heads = self.heads(z_h.clone());
-        (Latent { slots: vec![z_h, z_l] }, heads)
+        let heads = self.io.heads(z_h.clone());
+        (Latent::new(z_h, z_l), heads)
     }
 
     /// HRM's Q-learning rule: halt when `q_halt > q_continue`.
     fn halting_rule(&self) -> HaltingRule {
         HaltingRule::QHaltOverContinue
-    }
-
-    fn depth(&self) -> Depth {
-        Depth { h: self.cfg.h_cycles, l: self.cfg.l_cycles }
-    }
-
-    fn with_depth(mut self, depth: Depth) -> Self {
-        self.cfg.h_cycles = depth.h.max(1);
-        self.cfg.l_cycles = depth.l.max(1);
-        self
     }
 }
 
@@ -363,10 +226,9 @@ where
         _rng: &mut ChaCha8Rng,
     ) -> (Latent<AB::InnerBackend>, Heads<AB>) {
         let graph_free = self.valid();
-        let mut slots = latent.slots.into_iter();
-        let (z_h, z_l) = graph_free.warm_up(slots.next().expect("z_H"), slots.next().expect("z_L"), &x.clone().inner());
+        let (z_h, z_l) = graph_free.warm_up(latent.z_h, latent.z_l, &x.clone().inner());
         let (z_h, z_l) = self.last_updates(Tensor::from_inner(z_h), Tensor::from_inner(z_l), &x);
-        let heads = self.heads(z_h.clone());
-        (Latent { slots: vec![z_h.inner(), z_l.inner()] }, heads)
+        let heads = self.io.heads(z_h.clone());
+        (Latent::new(z_h.inner(), z_l.inner()), heads)
     }
 }

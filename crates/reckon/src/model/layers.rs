@@ -316,7 +316,9 @@ pub fn trainable_params<B: Backend, M: burn_store::ModuleSnapshot<B>>(model: &M)
     model
         .collect(None, None, false)
         .into_iter()
-        .filter(|s| !matches!(s.full_path().as_str(), "H_init" | "L_init" | "puzzle_emb.weights"))
+        .filter(|s| {
+            !matches!(super::weights::reference_path(&s.full_path()), "H_init" | "L_init" | "puzzle_emb.weights")
+        })
         .map(|s| s.shape.num_elements())
         .sum()
 }

@@ -7,6 +7,7 @@
 #[macro_use]
 pub mod registry;
 
+pub mod base;
 pub mod contraction;
 pub mod layers;
 pub mod weights;
@@ -41,28 +42,47 @@ impl std::fmt::Display for Depth {
     }
 }
 
-/// The recurrent latent state of a batch: one `[B, S, D]` tensor per slot (TRM/HRM: `z_H`, `z_L`).
+/// The recurrent state of a batch: the answer `z_H` ("y") and the latent `z_L` ("z"), each `[B, P + seq, D]`.
 #[derive(Clone, Debug)]
 pub struct Latent<B: Backend> {
-    pub slots: Vec<Tensor<B, 3>>,
+    pub z_h: Tensor<B, 3>,
+    pub z_l: Tensor<B, 3>,
+    /// Rows that start from [`RecursiveModel::initial_latent`] at this step (empty: none). A family whose
+    /// initial state is its input (CMM's `ẑ_H = x̃`) reads it to start those rows inside the gradient graph.
+    pub restarted: Vec<bool>,
 }
 
 impl<B: Backend> Latent<B> {
-    /// Rows where `reset[b]` is true take their value from `init`; the others keep theirs.
-    pub fn reset_rows(self, init: &Latent<B>, reset: &[bool]) -> Latent<B> {
+    /// A latent carried on from a step (no row restarted).
+    pub fn new(z_h: Tensor<B, 3>, z_l: Tensor<B, 3>) -> Self {
+        Latent { z_h, z_l, restarted: Vec::new() }
+    }
+
+    /// Rows where `reset[b]` is true take their value from `init` and are marked restarted; the others keep
+    /// theirs.
+    pub fn reset_rows(self, init: Latent<B>, reset: &[bool]) -> Latent<B> {
         if reset.iter().all(|r| !r) {
-            return self;
+            return Latent { restarted: Vec::new(), ..self };
         }
-        let slots = self
-            .slots
-            .into_iter()
-            .zip(&init.slots)
-            .map(|(z, z0)| {
-                let mask = row_mask::<B>(reset, z.dims(), &z.device());
-                z.mask_where(mask, z0.clone())
-            })
-            .collect();
-        Latent { slots }
+        if reset.iter().all(|&r| r) {
+            return Latent { restarted: reset.to_vec(), ..init };
+        }
+        let mask = row_mask::<B>(reset, self.z_h.dims(), &self.z_h.device());
+        Latent {
+            z_h: self.z_h.mask_where(mask.clone(), init.z_h),
+            z_l: self.z_l.mask_where(mask, init.z_l),
+            restarted: reset.to_vec(),
+        }
+    }
+
+    /// Whether any row restarts at this step.
+    pub fn any_restarted(&self) -> bool {
+        self.restarted.iter().any(|&r| r)
+    }
+
+    /// The same state on another backend (e.g. the inner backend's latent into the autodiff graph).
+    pub fn map<B2: Backend>(self, f: impl Fn(Tensor<B, 3>) -> Tensor<B2, 3>) -> Latent<B2> {
+        Latent { z_h: f(self.z_h), z_l: f(self.z_l), restarted: self.restarted }
     }
 }
 
@@ -88,6 +108,19 @@ pub struct Heads<B: Backend> {
     /// TRM/RSM/HRM. The trainer adds their sum to the objective it backpropagates (the LM/BCE part there is a
     /// batch mean too: per-row losses scaled by 1/global_batch) and logs each as `aux_<name>`.
     pub aux: Vec<(&'static str, Tensor<B, 1>)>,
+}
+
+impl<B: Backend> Heads<B> {
+    /// Heads from the LM logits and a Q head's `[B, 2]` output, split into `(q_halt, q_continue)`.
+    pub fn with_q(logits: Tensor<B, 3>, q: Tensor<B, 2>) -> Self {
+        let b = q.dims()[0];
+        Heads {
+            logits,
+            q_halt: Some(q.clone().narrow(1, 0, 1).reshape([b])),
+            q_continue: Some(q.narrow(1, 1, 1).reshape([b])),
+            aux: Vec::new(),
+        }
+    }
 }
 
 /// How a family's Q head decides that a puzzle is done. One definition, read by the trainer's carry, the
@@ -234,19 +267,42 @@ pub struct ModelDims {
 }
 
 /// A recursive reasoning model at inference: embed, start a latent, refine it one supervision step at a time.
+/// A family provides its shared parts ([`RecursiveModel::io`], [`RecursiveModel::core`]), its step and what it
+/// means (halting rule, loss, keys); the I/O methods have the shared behaviour by default.
 pub trait RecursiveModel<B: Backend>: Module<B> + Clone {
-    fn dims(&self) -> ModelDims;
-    /// The latent a reset row starts from (fixed init buffers, broadcast to the batch).
-    fn initial_latent(&self, batch: usize) -> Latent<B>;
+    /// The shared I/O half: embeddings, puzzle table, heads, init buffers.
+    fn io(&self) -> &base::Io<B>;
+    fn io_mut(&mut self) -> &mut base::Io<B>;
+    /// The shared core config (sizes, depth).
+    fn core(&self) -> &base::CoreConfig;
+    fn core_mut(&mut self) -> &mut base::CoreConfig;
+
+    fn dims(&self) -> ModelDims {
+        self.io().dims()
+    }
+    /// The state the rows of embedded input `x` `[B, P + seq, D]` start from: the init buffers broadcast to the
+    /// batch by default; a family may start from the input itself.
+    fn initial_latent(&self, x: &Tensor<B, 3>) -> Latent<B> {
+        self.io().initial_latent(x)
+    }
     /// The puzzle-table rows of a batch, `[B, ndim]` (empty `[B, 0]` when the model has no table).
-    fn puzzle_rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2>;
+    fn puzzle_rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        self.io().puzzle_rows(ids)
+    }
     /// Input embedding `[B, P + seq, D]` from tokens and the batch's puzzle rows.
-    fn embed(&self, tokens: Tensor<B, 2, Int>, puzzle_rows: Tensor<B, 2>) -> Tensor<B, 3>;
+    fn embed(&self, tokens: Tensor<B, 2, Int>, puzzle_rows: Tensor<B, 2>) -> Tensor<B, 3> {
+        self.io().embed(tokens, puzzle_rows)
+    }
     /// The sparse puzzle-embedding table `[num_ids, ndim]`, if the model has one.
-    fn puzzle_table(&self) -> Option<Tensor<B, 2>>;
+    fn puzzle_table(&self) -> Option<Tensor<B, 2>> {
+        self.io().puzzle_table()
+    }
     /// Replace the puzzle table's values (it is trained outside autodiff, by SignSGD).
-    fn set_puzzle_table(self, table: Tensor<B, 2>) -> Self;
-    /// One step of inference and the heads on its result. For the ACT families (TRM, HRM) a step is one
+    fn set_puzzle_table(mut self, table: Tensor<B, 2>) -> Self {
+        self.io_mut().set_puzzle_table(table);
+        self
+    }
+    /// One step of inference and the heads on its result. For the ACT families (TRM, HRM, CMM) a step is one
     /// supervision step (all `H` cycles); for RSM it is one outer step, so a depth-`H` forward is `H` steps and
     /// the answer can be decoded after each of them.
     fn step(&self, latent: Latent<B>, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>);
@@ -259,10 +315,16 @@ pub trait RecursiveModel<B: Backend>: Module<B> + Clone {
         KeyLayout::Prefixed(weights::REFERENCE_PREFIX)
     }
     /// The configured recursion depth.
-    fn depth(&self) -> Depth;
+    fn depth(&self) -> Depth {
+        Depth { h: self.core().h_cycles, l: self.core().l_cycles }
+    }
     /// The same weights at another depth (depth is not a weight: training curricula and test-time scaling
     /// change it freely).
-    fn with_depth(self, depth: Depth) -> Self;
+    fn with_depth(mut self, depth: Depth) -> Self {
+        let core = self.core_mut();
+        (core.h_cycles, core.l_cycles) = (depth.h.max(1), depth.l.max(1));
+        self
+    }
     /// How many [`RecursiveModel::step`] calls a default inference makes: `None` for the ACT families (the
     /// caller's supervision budget, `halt_max_steps`), `Some(H)` for families whose step is one outer step.
     fn default_steps(&self) -> Option<usize> {

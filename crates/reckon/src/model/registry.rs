@@ -10,27 +10,50 @@
 //! checkpoint keys, depth semantics). Adding a family is its file (config + model + those impls) and one line in
 //! the [`families!`] call in `model/mod.rs`.
 
+use super::base::{ActConfig, CoreConfig};
 pub use super::{AnyModel, ModelConfig};
 use super::{Depth, LossSpec};
 
-/// What the trainer, evaluator and CLI ask of a family's config section.
+/// What the trainer, evaluator and CLI ask of a family's config section. A family gives its shared parts and its
+/// own checks; depth, halting budget and validation of the shared parts follow from them.
 pub trait FamilyConfig {
+    /// The shared core keys (sizes, depth, prefix, positions).
+    fn core(&self) -> &CoreConfig;
+    fn core_mut(&mut self) -> &mut CoreConfig;
+    /// The ACT halting budget, for families with a halting head.
+    fn act(&self) -> Option<&ActConfig>;
+    /// The family's own checks (the shared parts are checked by [`FamilyConfig::validate`]).
+    fn validate_family(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// Checks the combinations the family's reference would reject or silently mis-handle.
-    fn validate(&self) -> anyhow::Result<()>;
+    fn validate(&self) -> anyhow::Result<()> {
+        self.core().validate()?;
+        if let Some(act) = self.act() {
+            act.validate()?;
+        }
+        self.validate_family()
+    }
     /// The configured recursion depth (where a curriculum starts).
-    fn depth(&self) -> Depth;
-    fn set_depth(&mut self, depth: Depth);
-    /// Supervision steps a training slot stays in the carry (1: no carry, every step takes a fresh batch).
-    fn halt_max_steps(&self) -> usize;
+    fn depth(&self) -> Depth {
+        Depth { h: self.core().h_cycles, l: self.core().l_cycles }
+    }
+    fn set_depth(&mut self, depth: Depth) {
+        let core = self.core_mut();
+        (core.h_cycles, core.l_cycles) = (depth.h, depth.l);
+    }
+    /// Supervision steps a training slot stays in the carry (1 without ACT: every step takes a fresh batch).
+    fn halt_max_steps(&self) -> usize {
+        self.act().map_or(1, |a| a.halt_max_steps)
+    }
     /// The training carry's halting exploration probability.
-    fn halt_exploration_prob(&self) -> f64;
+    fn halt_exploration_prob(&self) -> f64 {
+        self.act().map_or(0.0, |a| a.halt_exploration_prob)
+    }
     /// What the family's training objective is made of.
     fn loss_spec(&self) -> LossSpec {
         LossSpec::reference()
     }
-    /// Width and token mixer, for one-line summaries.
-    fn hidden_size(&self) -> usize;
-    fn mlp_t(&self) -> bool;
 }
 
 /// A family's config type, found in a [`ModelConfig`] ([`ModelConfig::get`]).
@@ -170,9 +193,9 @@ impl ModelConfig {
         self.family_config().loss_spec()
     }
 
-    /// HRM's Q-learning: the `q_continue` target is recomputed every this many steps. `None` for the others.
-    pub fn q_learning(&self) -> Option<u64> {
-        self.loss_spec().q_target_every
+    /// The shared core keys of whichever family this is.
+    pub fn core(&self) -> &CoreConfig {
+        self.family_config().core()
     }
 
     /// The configured depth (where a curriculum starts).
@@ -189,9 +212,14 @@ impl ModelConfig {
 
     /// One line for progress output: family, mixer, width, depth.
     pub fn summary(&self) -> String {
-        let f = self.family_config();
-        let d = f.depth();
-        let mixer = if f.mlp_t() { "MLP-T" } else { "attention" };
-        format!("{} {mixer}, hidden {}, H{} L{}", self.family().to_uppercase(), f.hidden_size(), d.h, d.l)
+        let core = self.core();
+        let mixer = if core.mlp_t { "MLP-T" } else { "attention" };
+        format!(
+            "{} {mixer}, hidden {}, H{} L{}",
+            self.family().to_uppercase(),
+            core.hidden_size,
+            core.h_cycles,
+            core.l_cycles
+        )
     }
 }

@@ -17,6 +17,12 @@ pub const REFERENCE_PREFIX: &str = "inner.";
 /// Wrappers that `pretrain.py` adds: `torch.compile` (`_orig_mod.`) and the loss head (`model.`).
 const WRAPPER_PREFIXES: [&str; 2] = ["_orig_mod.", "model."];
 
+/// A module path's key in the reference's `state_dict`: the shared I/O half ([`super::base::Io`]) is a nested
+/// module here but top-level fields there.
+pub fn reference_path(path: &str) -> &str {
+    path.strip_prefix(super::base::IO_PATH).unwrap_or(path)
+}
+
 /// All weights and buffers of a module as `(reference key, f32 data)`, in module order.
 pub fn named_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     model: &M,
@@ -27,7 +33,7 @@ pub fn named_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         .into_iter()
         .map(|snap| {
             let data = snap.to_data().expect("in-memory tensor").convert::<f32>();
-            (format!("{prefix}{}", snap.full_path()), data)
+            (format!("{prefix}{}", reference_path(&snap.full_path())), data)
         })
         .collect()
 }
@@ -134,7 +140,7 @@ pub const TIED_HEAD: &str = "lm_head.weight";
 pub const TIED_EMBEDDING: &str = "embed_tokens.embedding_weight";
 
 fn tensors_by_path(snapshots: &[TensorSnapshot], path: &str) -> Option<TensorData> {
-    snapshots.iter().find(|s| s.full_path() == path).and_then(|s| s.to_data().ok())
+    snapshots.iter().find(|s| reference_path(&s.full_path()) == path).and_then(|s| s.to_data().ok())
 }
 
 /// Load named tensors into `model`, strictly: every model tensor must be present with its exact shape, and
@@ -154,8 +160,10 @@ pub fn load_named<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     let mut problems = Vec::new();
     let mut snapshots = Vec::new();
     for (path, shape) in &expected {
-        match by_key.remove(path) {
-            None => problems.push(format!("missing tensor '{REFERENCE_PREFIX}{path}' (shape {shape:?})")),
+        match by_key.remove(reference_path(path)) {
+            None => {
+                problems.push(format!("missing tensor '{REFERENCE_PREFIX}{}' (shape {shape:?})", reference_path(path)))
+            }
             Some((orig, data)) if data.shape.to_vec() != *shape => problems.push(format!(
                 "tensor '{orig}' has shape {:?}, the model expects {shape:?} (a checkpoint of another model size?)",
                 data.shape
@@ -169,7 +177,7 @@ pub fn load_named<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     }
     // A head tied to the embedding (RSM) that the file stores twice, as a PyTorch state_dict does: it must be
     // the embedding itself, and then carries nothing new.
-    if !expected.iter().any(|(p, _)| p == TIED_HEAD) {
+    if !expected.iter().any(|(p, _)| reference_path(p) == TIED_HEAD) {
         if let Some((orig, head)) = by_key.remove(TIED_HEAD) {
             let embedding = tensors_by_path(&snapshots, TIED_EMBEDDING);
             if embedding.is_some_and(|e| e.convert::<f32>() != head.convert::<f32>()) {

@@ -197,13 +197,13 @@ fn save_optimizer<AB: AutodiffBackend, M: AutodiffModule<AB>>(opt: &DenseOptimiz
 fn save_carry<B: Backend>(carry: &ActCarry<B>, path: &Path) -> Result<()> {
     let b = carry.batch_size();
     let seq = carry.data.seq_len;
-    let mut tensors: Vec<(String, TensorData)> = carry
-        .latent
-        .slots
-        .iter()
-        .enumerate()
-        .map(|(i, z)| (format!("latent.{i}"), z.to_data().convert::<f32>()))
-        .collect();
+    let mut tensors: Vec<(String, TensorData)> = Vec::new();
+    if let Some(latent) = &carry.latent {
+        tensors.push(("latent.z_H".into(), latent.z_h.to_data().convert::<f32>()));
+        tensors.push(("latent.z_L".into(), latent.z_l.to_data().convert::<f32>()));
+    }
+    let restart = carry.restart.iter().map(|&r| r as u8).collect::<Vec<_>>();
+    tensors.push(("restart".into(), TensorData::new(restart, [b])));
     tensors.push(("steps".into(), TensorData::new(carry.steps.iter().map(|&s| s as i32).collect::<Vec<_>>(), [b])));
     tensors.push(("halted".into(), TensorData::new(carry.halted.iter().map(|&h| h as u8).collect::<Vec<_>>(), [b])));
     tensors.push(("inputs".into(), TensorData::new(carry.data.inputs.clone(), [b, seq])));
@@ -304,9 +304,10 @@ fn load_carry<B: Backend>(path: &Path, device: &B::Device) -> Result<ActCarry<B>
         puzzle_ids: ints(take("puzzle_ids")?),
         seq_len,
     };
-    let mut slots = Vec::new();
-    while let Ok(z) = take(&format!("latent.{}", slots.len())) {
-        slots.push(Tensor::<B, 3>::from_data(z, device));
-    }
-    Ok(ActCarry { latent: Latent { slots }, steps, halted, data })
+    let restart: Vec<bool> = ints(take("restart")?).into_iter().map(|r| r != 0).collect();
+    let latent = match (take("latent.z_H"), take("latent.z_L")) {
+        (Ok(z_h), Ok(z_l)) => Some(Latent::new(Tensor::from_data(z_h, device), Tensor::from_data(z_l, device))),
+        _ => None,
+    };
+    Ok(ActCarry { latent, steps, halted, data, restart })
 }

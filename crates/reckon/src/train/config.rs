@@ -307,7 +307,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = ExperimentConfig::load(&write(dir.path(), BASE), &[], sizes).unwrap();
         let m = cfg.model.get::<TrmConfig>().expect("trm");
-        assert_eq!((m.seq_len, m.vocab_size, m.hidden_size, m.h_cycles), (81, 11, 64, 3));
+        assert_eq!((m.core.seq_len, m.core.vocab_size, m.core.hidden_size, m.core.h_cycles), (81, 11, 64, 3));
         assert_eq!(cfg.train.lr, 1e-4);
         assert_eq!(cfg.eval.steps, 16);
     }
@@ -341,7 +341,7 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.train.lr, 3e-4);
         let m = cfg.model.get::<TrmConfig>().expect("trm");
-        assert!(!m.mlp_t);
+        assert!(!m.core.mlp_t);
         assert_eq!(cfg.run_dir, PathBuf::from("elsewhere"));
     }
 

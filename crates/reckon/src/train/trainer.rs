@@ -198,7 +198,7 @@ where
             Some(c) => model.with_depth(c.depth_at(0, total_steps)),
             None => model,
         };
-        let carry = ActCarry::new(model.valid().initial_latent(batch), batch, seq);
+        let carry = ActCarry::new(batch, seq);
         let optimizer = DenseOptimizer::new_with_eps(t.optimizer, t.beta1, t.beta2, t.weight_decay, t.adam_eps);
         let ema = t.ema.then(|| model.valid());
         Ok(Self {
@@ -309,7 +309,7 @@ where
         self.step += 1;
         let lr_mult = self.apply_curriculum();
         let graph_free = self.model.valid();
-        let slots = self.admit_next_batch(&graph_free);
+        let slots = self.admit_next_batch();
         let forward = self.forward(&graph_free, &slots);
         let objective = self.objective(&graph_free, &slots, forward.heads, &forward.latent, forward.x_free)?;
         let (lr, grad_norm) = self.update(&graph_free, objective.scalar, forward.rows, lr_mult)?;
@@ -320,8 +320,9 @@ where
         Ok(metrics)
     }
 
-    /// Halted slots take the next batch's rows (and restart from the initial latent); returns what the slots hold.
-    fn admit_next_batch(&mut self, graph_free: &M::InnerModule) -> reckon_data::Batch {
+    /// Halted slots take the next batch's rows (their state restarts in [`Trainer::forward`]); returns what the
+    /// slots hold.
+    fn admit_next_batch(&mut self) -> reckon_data::Batch {
         let batch = self.sampler.next_batch();
         let fresh = SlotData {
             inputs: batch.inputs,
@@ -330,7 +331,7 @@ where
             seq_len: batch.seq_len,
         };
         let size = self.cfg.train.global_batch_size;
-        self.carry.admit(&graph_free.initial_latent(size), &fresh);
+        self.carry.admit(&fresh);
         reckon_data::Batch {
             inputs: self.carry.data.inputs.clone(),
             labels: self.carry.data.labels.clone(),
@@ -342,7 +343,8 @@ where
     }
 
     /// The family's training step on the slots: embed (the puzzle-table rows a fresh leaf, so that their gradient
-    /// can drive SignSGD, as the reference's `local_weights`), then [`TrainRecursive::train_step`].
+    /// can drive SignSGD, as the reference's `local_weights`), restart the admitted slots from the family's initial
+    /// state for their input, then [`TrainRecursive::train_step`].
     fn forward(&self, graph_free: &M::InnerModule, slots: &reckon_data::Batch) -> Forward<AB> {
         let (tokens, ids) = batch_tensors::<AB>(slots, &self.device);
         let rows = Tensor::<AB, 2>::from_inner(graph_free.puzzle_rows(ids.inner())).require_grad();
@@ -350,7 +352,8 @@ where
         // The family's own draws (stochastic depth, noise) get a stream separate from the carry's exploration.
         let mut model_rng = ChaCha8Rng::seed_from_u64(stream_seed(stream_seed(self.cfg.train.seed, self.step), 1));
         let x_free = x.clone().inner();
-        let (latent, heads) = self.model.train_step(self.carry.latent.clone(), x, &mut model_rng);
+        let latent = self.carry.latent_for_step(|| graph_free.initial_latent(&x_free));
+        let (latent, heads) = self.model.train_step(latent, x, &mut model_rng);
         Forward { rows, x_free, latent, heads }
     }
 
@@ -499,7 +502,9 @@ where
         let rows = Tensor::<AB, 2>::from_inner(self.model.valid().puzzle_rows(ids.inner()));
         let x = self.model.embed(tokens, rows);
         let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(stream_seed(self.cfg.train.seed, self.step), 1));
-        let (_, heads) = self.model.train_step(self.carry.latent.clone(), x, &mut rng);
+        let x_free = x.clone().inner();
+        let latent = self.carry.latent_for_step(|| self.model.valid().initial_latent(&x_free));
+        let (_, heads) = self.model.train_step(latent, x, &mut rng);
         let objective = match term {
             "lm" => surrogate(heads.logits, None, loss),
             "bce" => {

@@ -13,10 +13,11 @@ use common::fixture;
 use common::parity::{check_eval, check_train, config_of, load_weights};
 use reckon::backend::CpuTrain;
 use reckon::model::cmm::{Cmm, CmmConfig};
+use reckon::model::registry::FamilyConfig;
 
 fn load_cmm(dir: &Path) -> Cmm<CpuTrain> {
     let cfg = CmmConfig::trm_equivalent(&config_of(dir));
-    cfg.validate().unwrap();
+    FamilyConfig::validate(&cfg).unwrap();
     load_weights(cfg.init::<CpuTrain>(0, &Default::default()), dir, "weights.safetensors")
 }
 
@@ -24,7 +25,7 @@ fn load_cmm(dir: &Path) -> Cmm<CpuTrain> {
 fn cmm_mlp_sudoku_with_every_term_off_matches_reference_trm() {
     let dir = fixture("trm-mlp-sudoku-tiny");
     let model = load_cmm(&dir);
-    check_eval(&dir, &model.valid(), model.cfg.halt_max_steps);
+    check_eval(&dir, &model.valid(), model.cfg.act.halt_max_steps);
     check_train(&dir, &model, "inner.L_level.layers.0.mlp_t.gate_up_proj.weight");
 }
 
@@ -32,6 +33,6 @@ fn cmm_mlp_sudoku_with_every_term_off_matches_reference_trm() {
 fn cmm_att_maze_with_every_term_off_matches_reference_trm() {
     let dir = fixture("trm-att-maze-tiny");
     let model = load_cmm(&dir);
-    check_eval(&dir, &model.valid(), model.cfg.halt_max_steps);
+    check_eval(&dir, &model.valid(), model.cfg.act.halt_max_steps);
     check_train(&dir, &model, "inner.L_level.layers.0.self_attn.qkv_proj.weight");
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use reckon::backend::Cpu;
 use reckon::model::cmm::CmmConfig;
+use reckon::model::registry::FamilyConfig;
 use reckon::model::trm::{PosEncoding, TrmConfig};
 use reckon::model::weights::named_tensors;
 use reckon::train::config::{DatasetSizes, ExperimentConfig};
@@ -26,7 +27,10 @@ fn paper_configs_have_the_recipe_and_the_spec_parameter_counts() {
     let att = load("trm-att-sudoku.toml");
     for cfg in [&mlp, &att] {
         let (m, t) = (trm(cfg), &cfg.train);
-        assert_eq!((m.hidden_size, m.h_cycles, m.l_cycles, m.l_layers, m.halt_max_steps), (512, 3, 6, 2, 16));
+        assert_eq!(
+            (m.core.hidden_size, m.core.h_cycles, m.core.l_cycles, m.core.l_layers, m.act.halt_max_steps),
+            (512, 3, 6, 2, 16)
+        );
         assert_eq!(
             (t.global_batch_size, t.lr, t.weight_decay, t.epochs, t.eval_interval),
             (768, 1e-4, 1.0, 50_000, 5_000)
@@ -34,8 +38,8 @@ fn paper_configs_have_the_recipe_and_the_spec_parameter_counts() {
         assert!(t.ema && t.ema_rate == 0.999 && t.lr_warmup_steps == 2000 && t.lr_min_ratio == 1.0);
         assert_eq!((t.beta1, t.beta2), (0.9, 0.95));
     }
-    assert!(trm(&mlp).mlp_t && trm(&mlp).pos_encodings == PosEncoding::None);
-    assert!(!trm(&att).mlp_t && trm(&att).pos_encodings == PosEncoding::Rope);
+    assert!(trm(&mlp).core.mlp_t && trm(&mlp).core.pos_encodings == PosEncoding::None);
+    assert!(!trm(&att).core.mlp_t && trm(&att).core.pos_encodings == PosEncoding::Rope);
     let device = Default::default();
     assert_eq!(trm(&mlp).init::<Cpu>(0, &device).num_trainable_params(), 5_028_866);
     assert_eq!(trm(&att).init::<Cpu>(0, &device).num_trainable_params(), 6_828_034);
@@ -55,14 +59,14 @@ fn rsm_configs_have_the_released_recipes() {
     let (sudoku, maze) = (load("rsm-sudoku.toml"), load("rsm-maze.toml"));
     let (s, m) = (rsm(&sudoku), rsm(&maze));
     assert_eq!(
-        (s.hidden_size, s.l_layers, s.mlp_t, s.pos_encodings, s.prob_detach_prev_h),
+        (s.core.hidden_size, s.core.l_layers, s.core.mlp_t, s.core.pos_encodings, s.rsm.prob_detach_prev_h),
         (512, 1, true, PosEncoding::None, 0.99)
     );
     assert_eq!(
-        (m.hidden_size, m.l_layers, m.mlp_t, m.pos_encodings, m.prob_detach_prev_h),
+        (m.core.hidden_size, m.core.l_layers, m.core.mlp_t, m.core.pos_encodings, m.rsm.prob_detach_prev_h),
         (512, 2, false, PosEncoding::Rope, 1.0)
     );
-    assert_eq!((m.seq_len, m.vocab_size), (900, 6));
+    assert_eq!((m.core.seq_len, m.core.vocab_size), (900, 6));
     for (cfg, preset, batch, epochs, wd) in
         [(&sudoku, CurriculumPreset::RsmSudoku, 512, 2, 0.1), (&maze, CurriculumPreset::RsmMaze, 128, 500, 1.0)]
     {
@@ -85,7 +89,7 @@ fn rsm_configs_have_the_released_recipes() {
     let maze_params = params(&m);
     assert!((6_700_000..6_900_000).contains(&maze_params), "spec: about 6.8M, got {maze_params}");
     let cpu = load("rsm-sudoku-cpu.toml");
-    assert!(cpu.curriculum.is_some() && rsm(&cpu).prob_detach_prev_h == 0.99);
+    assert!(cpu.curriculum.is_some() && rsm(&cpu).rsm.prob_detach_prev_h == 0.99);
     assert_eq!(params(&rsm(&cpu)), 112_064, "the README quotes it");
 }
 
@@ -102,11 +106,22 @@ fn hrm_configs_have_the_published_recipe_and_parameter_count() {
         let cfg = load(name);
         let (m, t) = (hrm(&cfg), &cfg.train);
         assert_eq!(
-            (m.hidden_size, m.h_cycles, m.l_cycles, m.h_layers, m.l_layers, m.halt_max_steps),
+            (
+                m.core.hidden_size,
+                m.core.h_cycles,
+                m.core.l_cycles,
+                m.hrm.h_layers,
+                m.core.l_layers,
+                m.act.halt_max_steps
+            ),
             (512, 2, 2, 4, 4, 16),
             "{name}"
         );
-        assert_eq!((m.pos_encodings, m.prefix_len(), m.halt_exploration_prob), (PosEncoding::Rope, 1, 0.1), "{name}");
+        assert_eq!(
+            (m.core.pos_encodings, m.core.prefix_len(), m.act.halt_exploration_prob),
+            (PosEncoding::Rope, 1, 0.1),
+            "{name}"
+        );
         assert_eq!(
             (t.global_batch_size, t.lr, t.weight_decay, t.epochs, t.eval_interval, t.ema),
             (768, 1e-4, 1.0, 20_000, 2_000, false),
@@ -115,7 +130,7 @@ fn hrm_configs_have_the_published_recipe_and_parameter_count() {
     }
     let sudoku = hrm(&load("hrm-sudoku.toml"));
     assert_eq!(sudoku.init::<Cpu>(0, &Default::default()).num_trainable_params(), 27_275_266);
-    assert!(load("hrm-att-sudoku-cpu.toml").model.q_learning().is_some());
+    assert!(load("hrm-att-sudoku-cpu.toml").model.loss_spec().q_target_every.is_some());
 }
 
 /// HRM's `mlp_t` option (the TRM authors' hrm.py): both modules' blocks mix tokens with a SwiGLU over the
@@ -126,7 +141,7 @@ fn hrm_mlp_t_uses_the_sequence_mixer_in_both_modules() {
     use reckon::model::layers::swiglu_width;
     let cfg = load("hrm-mlp-sudoku-cpu.toml");
     let m = cfg.model.get::<HrmConfig>().expect("an HRM config");
-    assert!(m.mlp_t && m.pos_encodings == PosEncoding::None && m.q_target_every == 4);
+    assert!(m.core.mlp_t && m.core.pos_encodings == PosEncoding::None && m.hrm.q_target_every == 4);
     let tensors = named_tensors(&m.init::<Cpu>(0, &Default::default()), "inner.");
     for module in ["H_level", "L_level"] {
         let key = format!("inner.{module}.layers.1.mlp_t.gate_up_proj.weight");
@@ -135,11 +150,11 @@ fn hrm_mlp_t_uses_the_sequence_mixer_in_both_modules() {
     }
     assert!(tensors.iter().all(|(n, _)| !n.contains("self_attn")), "no attention weights with mlp_t");
     let mut rope = m.clone();
-    rope.pos_encodings = PosEncoding::Rope;
-    assert!(format!("{:#}", rope.validate().unwrap_err()).contains("rope has no effect with mlp_t"));
+    rope.core.pos_encodings = PosEncoding::Rope;
+    assert!(format!("{:#}", FamilyConfig::validate(&rope).unwrap_err()).contains("rope has no effect with mlp_t"));
     let mut att = HrmConfig::new(81, 11, 1);
-    att.pos_encodings = PosEncoding::None;
-    assert!(att.validate().is_err(), "attention without positions is refused");
+    att.core.pos_encodings = PosEncoding::None;
+    assert!(FamilyConfig::validate(&att).is_err(), "attention without positions is refused");
 }
 
 #[test]
@@ -150,8 +165,9 @@ fn quickstart_config_parses() {
 
 #[test]
 fn fresh_model_follows_the_reference_init_rules() {
-    let cfg = TrmConfig { hidden_size: 128, ..TrmConfig::new(81, 11, 1) };
-    assert_eq!(cfg.rms_norm_eps, 1e-5);
+    let mut cfg = TrmConfig::new(81, 11, 1);
+    cfg.core.hidden_size = 128;
+    assert_eq!(cfg.core.rms_norm_eps, 1e-5);
     let model = cfg.init::<Cpu>(7, &Default::default());
     let tensors = named_tensors(&model, "inner.");
     let get = |k: &str| -> Vec<f32> {
@@ -221,25 +237,29 @@ fn cmm_configs_have_the_spec_shapes_and_parameter_counts() {
     assert_eq!(big.train, recipe);
     for c in [cmm(&big), cmm(&tiny), cmm(&cpu)] {
         assert_eq!(
-            (c.init, c.activation, c.ce, c.q_head),
+            (c.cmm.init, c.cmm.activation, c.cmm.ce, c.cmm.q_head),
             (CmmInit::Input, Activation::Tanh, CeKind::StableMax3, QHeadInput::Flat)
         );
-        assert_eq!(c.losses, CmmLossWeights::default(), "Eq 44's weights");
-        assert!(c.mlp_t);
+        assert_eq!(c.cmm.losses, CmmLossWeights::default(), "Eq 44's weights");
+        assert!(c.core.mlp_t);
     }
     let (b, t) = (cmm(&big), cmm(&tiny));
     assert_eq!(
-        (b.hidden_size, b.h_cycles, b.l_cycles, b.l_layers, b.identical_layers, b.noise),
+        (b.core.hidden_size, b.core.h_cycles, b.core.l_cycles, b.core.l_layers, b.cmm.identical_layers, b.cmm.noise),
         (512, 3, 6, 2, false, NoiseKind::None)
     );
     assert_eq!(
-        (t.hidden_size, t.l_layers, t.identical_layers, t.noise, t.noise_sigma),
+        (t.core.hidden_size, t.core.l_layers, t.cmm.identical_layers, t.cmm.noise, t.cmm.noise_sigma),
         (128, 2, true, NoiseKind::Additive, 0.01)
     );
     let device = Default::default();
     // The 5M model has TRM-MLP's parameters exactly with TRM's Q head (same modules; the CMM terms add none);
     // the flat Eq 8 head reads the 81 × 512 state instead of position 0: 2·(81·512 − 512) more.
-    let first = |c: &CmmConfig| CmmConfig { q_head: QHeadInput::First, ..c.clone() };
+    let first = |c: &CmmConfig| {
+        let mut c = c.clone();
+        c.cmm.q_head = QHeadInput::First;
+        c
+    };
     assert_eq!(first(b).init::<Cpu>(0, &device).num_trainable_params(), 5_028_866);
     assert_eq!(b.init::<Cpu>(0, &device).num_trainable_params(), 5_028_866 + 2 * (81 * 512 - 512));
     // 0.26M: one shared block of hidden 128 with no puzzle prefix (seq 81): the channel SwiGLU
@@ -263,11 +283,14 @@ fn maze_configs_have_the_paper_recipe_and_parameter_count() {
     };
     let cfg = load_maze("trm-att-maze.toml");
     let (m, t) = (trm(&cfg), &cfg.train);
-    assert_eq!((m.hidden_size, m.h_cycles, m.l_cycles, m.l_layers, m.halt_max_steps), (512, 3, 4, 2, 16));
-    assert!(!m.mlp_t && m.pos_encodings == PosEncoding::Rope);
+    assert_eq!(
+        (m.core.hidden_size, m.core.h_cycles, m.core.l_cycles, m.core.l_layers, m.act.halt_max_steps),
+        (512, 3, 4, 2, 16)
+    );
+    assert!(!m.core.mlp_t && m.core.pos_encodings == PosEncoding::Rope);
     assert_eq!((t.global_batch_size, t.lr, t.weight_decay, t.epochs, t.eval_interval), (768, 1e-4, 1.0, 50_000, 5_000));
     assert!(t.ema && t.ema_rate == 0.999);
     assert_eq!(m.init::<Cpu>(0, &Default::default()).num_trainable_params(), 6_822_914);
     let cpu = load_maze("trm-att-maze-cpu.toml");
-    assert!(!trm(&cpu).mlp_t && trm(&cpu).pos_encodings == PosEncoding::Rope);
+    assert!(!trm(&cpu).core.mlp_t && trm(&cpu).core.pos_encodings == PosEncoding::Rope);
 }

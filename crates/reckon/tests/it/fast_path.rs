@@ -34,17 +34,20 @@ fn train_step_on_this_path(model: &Trm<CpuTrain>, seed: u64) -> (Vec<f32>, Vec<f
     let cfg = &model.cfg;
     let b = 3;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let tokens: Vec<i32> = (0..b * cfg.seq_len).map(|_| rng.random_range(1..cfg.vocab_size as i32)).collect();
-    let labels: Vec<i32> = (0..b * cfg.seq_len).map(|_| rng.random_range(1..cfg.vocab_size as i32)).collect();
+    let tokens: Vec<i32> = (0..b * cfg.core.seq_len).map(|_| rng.random_range(1..cfg.core.vocab_size as i32)).collect();
+    let labels: Vec<i32> = (0..b * cfg.core.seq_len).map(|_| rng.random_range(1..cfg.core.vocab_size as i32)).collect();
     let device = Default::default();
-    let tokens = Tensor::<CpuTrain, 2, Int>::from_data(TensorData::new(tokens, [b, cfg.seq_len]), &device);
+    let tokens = Tensor::<CpuTrain, 2, Int>::from_data(TensorData::new(tokens, [b, cfg.core.seq_len]), &device);
     let ids = Tensor::<CpuTrain, 1, Int>::zeros([b], &device);
     let x = model.embed(tokens, model.puzzle_rows(ids));
-    let (_, heads) =
-        model.train_step(model.valid().initial_latent(b), x, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    let (_, heads) = model.train_step(
+        model.valid().initial_latent(&x.clone().inner()),
+        x,
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(0),
+    );
     let logits = heads.logits.clone().inner().into_data().to_vec::<f32>().unwrap();
     let q_halt = heads.q_halt.clone().unwrap().inner().into_data().to_vec::<f32>().unwrap();
-    let loss = act_loss(&logits, [b, cfg.seq_len, cfg.vocab_size], &labels, Some(&q_halt), 1.0);
+    let loss = act_loss(&logits, [b, cfg.core.seq_len, cfg.core.vocab_size], &labels, Some(&q_halt), 1.0);
     let grads = surrogate(heads.logits, heads.q_halt, &loss).backward();
     let mut collector = GradCollector { grads: &grads, out: vec![] };
     model.visit(&mut collector);
@@ -70,12 +73,12 @@ fn assert_paths_agree(cfg: TrmConfig) {
 
 fn small(mlp_t: bool) -> TrmConfig {
     let mut cfg = TrmConfig::new(81, 11, 4);
-    cfg.hidden_size = 64;
-    cfg.num_heads = 4;
-    cfg.h_cycles = 2;
-    cfg.l_cycles = 2;
-    cfg.mlp_t = mlp_t;
-    cfg.pos_encodings = if mlp_t { PosEncoding::None } else { PosEncoding::Rope };
+    cfg.core.hidden_size = 64;
+    cfg.core.num_heads = 4;
+    cfg.core.h_cycles = 2;
+    cfg.core.l_cycles = 2;
+    cfg.core.mlp_t = mlp_t;
+    cfg.core.pos_encodings = if mlp_t { PosEncoding::None } else { PosEncoding::Rope };
     cfg
 }
 

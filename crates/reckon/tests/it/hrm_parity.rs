@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use reckon::act::{ActCarry, HaltRule, SlotData};
 use reckon::backend::{Cpu, CpuTrain};
 use reckon::model::hrm::{Hrm, HrmConfig};
+use reckon::model::registry::FamilyConfig;
 use reckon::model::trm::PosEncoding;
 use reckon::model::weights::{load_named, read_weights_file};
 use reckon::model::{RecursiveModel, TrainRecursive};
@@ -26,19 +27,19 @@ fn config_of(dir: &Path) -> HrmConfig {
     let a = &json["arch"];
     let u = |k: &str| a[k].as_u64().unwrap() as usize;
     let mut c = HrmConfig::new(u("seq_len"), u("vocab_size"), u("num_puzzle_identifiers"));
-    c.hidden_size = u("hidden_size");
-    c.num_heads = u("num_heads");
-    c.expansion = a["expansion"].as_f64().unwrap();
-    c.h_cycles = u("H_cycles");
-    c.l_cycles = u("L_cycles");
-    c.h_layers = u("H_layers");
-    c.l_layers = u("L_layers");
-    c.puzzle_emb_ndim = Some(u("puzzle_emb_ndim"));
-    c.pos_encodings = if a["pos_encodings"] == "learned" { PosEncoding::Learned } else { PosEncoding::Rope };
-    c.rms_norm_eps = a["rms_norm_eps"].as_f64().unwrap();
-    c.rope_theta = a["rope_theta"].as_f64().unwrap();
-    c.halt_max_steps = u("halt_max_steps");
-    c.halt_exploration_prob = a["halt_exploration_prob"].as_f64().unwrap();
+    c.core.hidden_size = u("hidden_size");
+    c.core.num_heads = u("num_heads");
+    c.core.expansion = a["expansion"].as_f64().unwrap();
+    c.core.h_cycles = u("H_cycles");
+    c.core.l_cycles = u("L_cycles");
+    c.hrm.h_layers = u("H_layers");
+    c.core.l_layers = u("L_layers");
+    c.core.puzzle_emb_ndim = Some(u("puzzle_emb_ndim"));
+    c.core.pos_encodings = if a["pos_encodings"] == "learned" { PosEncoding::Learned } else { PosEncoding::Rope };
+    c.core.rms_norm_eps = a["rms_norm_eps"].as_f64().unwrap();
+    c.core.rope_theta = a["rope_theta"].as_f64().unwrap();
+    c.act.halt_max_steps = u("halt_max_steps");
+    c.act.halt_exploration_prob = a["halt_exploration_prob"].as_f64().unwrap();
     c
 }
 
@@ -52,7 +53,7 @@ fn qkv(m: &reckon::model::trm::ReasoningModule<CpuTrain>) -> burn::module::Param
 
 fn load_model(dir: &Path) -> Hrm<CpuTrain> {
     let cfg = config_of(dir);
-    cfg.validate().unwrap();
+    FamilyConfig::validate(&cfg).unwrap();
     let path = dir.join("weights.safetensors");
     load_named(cfg.init::<CpuTrain>(0, &Default::default()), read_weights_file(&path).unwrap(), &path).unwrap()
 }
@@ -63,32 +64,34 @@ fn hrm_eval_steps_match_reference() {
     let io = Io::read(&dir);
     let model = load_model(&dir).valid();
     let cfg = model.cfg.clone();
-    assert_eq!(cfg.prefix_len(), 1, "HRM's prefix is ceil(ndim / hidden)");
+    assert_eq!(cfg.core.prefix_len(), 1, "HRM's prefix is ceil(ndim / hidden)");
     let device = Default::default();
     let (inputs, labels, ids) = (io.i32("inputs"), io.i32("labels"), io.i32("puzzle_identifiers"));
     let b = ids.len();
-    let fresh = SlotData { inputs, labels, puzzle_ids: ids, seq_len: cfg.seq_len };
-    let init = model.initial_latent(b);
-    let mut carry = ActCarry::<Cpu>::new(init.clone(), b, cfg.seq_len);
+    let fresh = SlotData { inputs, labels, puzzle_ids: ids, seq_len: cfg.core.seq_len };
+    let mut carry = ActCarry::<Cpu>::new(b, cfg.core.seq_len);
     // Evaluation never halts by Q: only the step limit.
-    let rule = HaltRule { max_steps: cfg.halt_max_steps as u32, use_q_halt: false, exploration_prob: 0.0 };
+    let rule = HaltRule { max_steps: cfg.act.halt_max_steps as u32, use_q_halt: false, exploration_prob: 0.0 };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     for step in 1..=2 {
-        carry.admit(&init, &fresh);
-        let tokens =
-            Tensor::<Cpu, 2, Int>::from_data(TensorData::new(carry.data.inputs.clone(), [b, cfg.seq_len]), &device);
+        carry.admit(&fresh);
+        let tokens = Tensor::<Cpu, 2, Int>::from_data(
+            TensorData::new(carry.data.inputs.clone(), [b, cfg.core.seq_len]),
+            &device,
+        );
         let pid = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(carry.data.puzzle_ids.clone(), [b]), &device);
         let x = model.embed(tokens, model.puzzle_rows(pid));
-        let (latent, heads) = model.step(carry.latent.clone(), x);
+        let (latent, heads) = model.step(carry.latent_for_step(|| model.initial_latent(&x)), x);
         let logits = to_vec(heads.logits.clone());
         let (q_halt, q_continue) = (to_vec(heads.q_halt.clone().unwrap()), to_vec(heads.q_continue.clone().unwrap()));
         let p = format!("eval/step{step}");
         assert_close(&format!("{p}/logits"), &logits, &io.f32(&format!("{p}/logits")));
         assert_close(&format!("{p}/q_halt_logits"), &q_halt, &io.f32(&format!("{p}/q_halt_logits")));
         assert_close(&format!("{p}/q_continue_logits"), &q_continue, &io.f32(&format!("{p}/q_continue_logits")));
-        assert_close(&format!("{p}/z_H"), &to_vec(latent.slots[0].clone()), &io.f32(&format!("{p}/z_H")));
-        assert_close(&format!("{p}/z_L"), &to_vec(latent.slots[1].clone()), &io.f32(&format!("{p}/z_L")));
-        let loss = act_loss(&logits, [b, cfg.seq_len, cfg.vocab_size], &carry.data.labels, Some(&q_halt), 1.0);
+        assert_close(&format!("{p}/z_H"), &to_vec(latent.z_h.clone()), &io.f32(&format!("{p}/z_H")));
+        assert_close(&format!("{p}/z_L"), &to_vec(latent.z_l.clone()), &io.f32(&format!("{p}/z_L")));
+        let loss =
+            act_loss(&logits, [b, cfg.core.seq_len, cfg.core.vocab_size], &carry.data.labels, Some(&q_halt), 1.0);
         assert_close_scalar(&format!("{p}/lm_loss"), loss.lm_loss, io.f64(&format!("{p}/lm_loss")));
         assert_close_scalar(
             &format!("{p}/q_halt_loss"),
@@ -113,29 +116,29 @@ fn hrm_training_step_matches_reference() {
     let device = Default::default();
     let (inputs, labels, ids) = (io.i32("inputs"), io.i32("labels"), io.i32("puzzle_identifiers"));
     let b = ids.len();
-    let tokens = Tensor::<CpuTrain, 2, Int>::from_data(TensorData::new(inputs, [b, cfg.seq_len]), &device);
+    let tokens = Tensor::<CpuTrain, 2, Int>::from_data(TensorData::new(inputs, [b, cfg.core.seq_len]), &device);
     let pid = Tensor::<CpuTrain, 1, Int>::from_data(TensorData::new(ids, [b]), &device);
     let rows = Tensor::<CpuTrain, 2>::from_inner(model.puzzle_rows(pid).inner()).require_grad();
     let x = model.embed(tokens, rows.clone());
     let graph_free = model.valid();
-    let (latent, heads) =
-        model.train_step(graph_free.initial_latent(b), x.clone(), &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    let (latent, heads) = model.train_step(
+        graph_free.initial_latent(&x.clone().inner()),
+        x.clone(),
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(0),
+    );
     let read = |t: Tensor<CpuTrain, 1>| -> Vec<f32> { t.inner().into_data().convert::<f32>().to_vec().unwrap() };
     let logits: Vec<f32> = heads.logits.clone().inner().into_data().convert::<f32>().to_vec().unwrap();
     let (q_halt, q_continue) = (read(heads.q_halt.clone().unwrap()), read(heads.q_continue.clone().unwrap()));
 
     // Training-mode halting after step 1 (exploration 0): q_halt > q_continue, or the step limit.
-    let mut carry = ActCarry::<Cpu>::new(graph_free.initial_latent(b), b, cfg.seq_len);
-    let rule = HaltRule { max_steps: cfg.halt_max_steps as u32, use_q_halt: true, exploration_prob: 0.0 };
-    carry.admit(
-        &graph_free.initial_latent(b),
-        &SlotData {
-            inputs: vec![0; b * cfg.seq_len],
-            labels: labels.clone(),
-            puzzle_ids: vec![0; b],
-            seq_len: cfg.seq_len,
-        },
-    );
+    let mut carry = ActCarry::<Cpu>::new(b, cfg.core.seq_len);
+    let rule = HaltRule { max_steps: cfg.act.halt_max_steps as u32, use_q_halt: true, exploration_prob: 0.0 };
+    carry.admit(&SlotData {
+        inputs: vec![0; b * cfg.core.seq_len],
+        labels: labels.clone(),
+        puzzle_ids: vec![0; b],
+        seq_len: cfg.core.seq_len,
+    });
     let wants_halt = graph_free.halting_rule().decide_rows(Some(&q_halt), Some(&q_continue));
     carry.advance(latent.clone(), wants_halt.as_deref(), rule, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
     let halted: Vec<i32> = carry.halted.iter().map(|&h| h as i32).collect();
@@ -146,7 +149,7 @@ fn hrm_training_step_matches_reference() {
     let target = q_continue_target(&to_vec(next.q_halt.unwrap()), &to_vec(next.q_continue.unwrap()), &[false; 4]);
     assert_close("train/step1/target_q_continue", &target, &io.f32("train/step1/target_q_continue"));
 
-    let mut loss = act_loss(&logits, [b, cfg.seq_len, cfg.vocab_size], &labels, Some(&q_halt), 1.0);
+    let mut loss = act_loss(&logits, [b, cfg.core.seq_len, cfg.core.vocab_size], &labels, Some(&q_halt), 1.0);
     add_q_continue_loss(&mut loss, &q_continue, &target, 1.0);
     assert_close_scalar("train/step1/lm_loss", loss.lm_loss, io.f64("train/step1/lm_loss"));
     assert_close_scalar("train/step1/q_halt_loss", loss.q_halt_loss, io.f32("train/step1/q_halt_loss")[0] as f64);
@@ -165,10 +168,14 @@ fn hrm_training_step_matches_reference() {
     assert_close("L_level qkv", &grad(&qkv(&model.L_level)), &g("inner.L_level.layers.0.self_attn.qkv_proj.weight"));
     assert_close(
         "embed_tokens",
-        &grad(&model.embed_tokens.embedding_weight),
+        &grad(&model.io.embed_tokens.embedding_weight),
         &g("inner.embed_tokens.embedding_weight"),
     );
-    assert_close("q_head.weight", &grad(&model.q_head.weight), &g("inner.q_head.weight"));
-    assert_close("q_head.bias", &to_vec(model.q_head.bias.val().grad(&grads).unwrap()), &g("inner.q_head.bias"));
+    assert_close("q_head.weight", &grad(&model.io.q_head.as_ref().unwrap().weight), &g("inner.q_head.weight"));
+    assert_close(
+        "q_head.bias",
+        &to_vec(model.io.q_head.as_ref().unwrap().bias.val().grad(&grads).unwrap()),
+        &g("inner.q_head.bias"),
+    );
     assert_close("puzzle local_weights", &to_vec(rows.grad(&grads).unwrap()), &g("inner.puzzle_emb.local_weights"));
 }

@@ -20,7 +20,7 @@ fn load_model(dir: &Path, weights_file: &str) -> Trm<CpuTrain> {
 fn trm_mlp_sudoku_matches_reference() {
     let dir = fixture("trm-mlp-sudoku-tiny");
     let model = load_model(&dir, "weights.safetensors");
-    check_eval(&dir, &model.valid(), model.cfg.halt_max_steps);
+    check_eval(&dir, &model.valid(), model.cfg.act.halt_max_steps);
     check_train(&dir, &model, "inner.L_level.layers.0.mlp_t.gate_up_proj.weight");
 }
 
@@ -28,7 +28,7 @@ fn trm_mlp_sudoku_matches_reference() {
 fn trm_att_maze_matches_reference() {
     let dir = fixture("trm-att-maze-tiny");
     let model = load_model(&dir, "weights.safetensors");
-    check_eval(&dir, &model.valid(), model.cfg.halt_max_steps);
+    check_eval(&dir, &model.valid(), model.cfg.act.halt_max_steps);
     check_train(&dir, &model, "inner.L_level.layers.0.self_attn.qkv_proj.weight");
 }
 

@@ -11,6 +11,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{assert_close, assert_close_scalar, fixture, Io};
 use reckon::backend::{Cpu, CpuTrain};
+use reckon::model::registry::FamilyConfig;
 use reckon::model::rsm::{Rsm, RsmConfig};
 use reckon::model::weights::{load_named, read_safetensors};
 use reckon::model::{Depth, RecursiveModel};
@@ -25,17 +26,17 @@ fn config_of(dir: &Path) -> RsmConfig {
     let a = &json["arch"];
     let u = |k: &str| a[k].as_u64().unwrap() as usize;
     let mut cfg = RsmConfig::new(u("seq_len"), u("vocab_size"), u("num_puzzle_identifiers"));
-    cfg.hidden_size = u("hidden_size");
-    cfg.num_heads = u("num_heads");
-    cfg.expansion = a["expansion"].as_f64().unwrap();
-    cfg.h_cycles = u("H_cycles");
-    cfg.l_cycles = u("L_cycles");
-    cfg.l_layers = u("L_layers");
-    cfg.puzzle_emb_ndim = Some(u("puzzle_emb_ndim"));
-    cfg.puzzle_emb_len = u("puzzle_emb_len");
-    cfg.mlp_t = a["mlp_t"].as_bool().unwrap();
-    cfg.rms_norm_eps = a["rms_norm_eps"].as_f64().unwrap();
-    cfg.prob_detach_prev_h = a["prob_detach_prev_H"].as_f64().unwrap();
+    cfg.core.hidden_size = u("hidden_size");
+    cfg.core.num_heads = u("num_heads");
+    cfg.core.expansion = a["expansion"].as_f64().unwrap();
+    cfg.core.h_cycles = u("H_cycles");
+    cfg.core.l_cycles = u("L_cycles");
+    cfg.core.l_layers = u("L_layers");
+    cfg.core.puzzle_emb_ndim = Some(u("puzzle_emb_ndim"));
+    cfg.core.puzzle_emb_len = u("puzzle_emb_len");
+    cfg.core.mlp_t = a["mlp_t"].as_bool().unwrap();
+    cfg.core.rms_norm_eps = a["rms_norm_eps"].as_f64().unwrap();
+    cfg.rsm.prob_detach_prev_h = a["prob_detach_prev_H"].as_f64().unwrap();
     cfg
 }
 
@@ -46,7 +47,7 @@ fn load_model(dir: &Path) -> Rsm<CpuTrain> {
     // The reference stores the tied head under its own key too; loading accepts it because it is the embedding.
     assert_eq!(tensors["lm_head.weight"], tensors["embed_tokens.embedding_weight"], "lm_head is tied to the embedding");
     let cfg = config_of(dir);
-    cfg.validate().unwrap();
+    FamilyConfig::validate(&cfg).unwrap();
     load_named(cfg.init::<CpuTrain>(0, &Default::default()), tensors, &path).unwrap()
 }
 
@@ -64,7 +65,7 @@ fn rsm_matches_reference_at_every_recorded_depth() {
     let dir = fixture("rsm-sudoku-tiny");
     let io = Io::read(&dir);
     let model = load_model(&dir).valid();
-    let seq = model.cfg.seq_len;
+    let seq = model.cfg.core.seq_len;
     let (inputs, labels, ids) = batch(&io);
     let b = ids.len();
     let dev = Default::default();
@@ -74,20 +75,20 @@ fn rsm_matches_reference_at_every_recorded_depth() {
         let pid = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(ids.clone(), [b]), &dev);
         let x = m.embed(tokens, m.puzzle_rows(pid));
         // A depth-H forward is H outer steps; the last one's heads are the answer.
-        let (mut latent, mut heads) = m.step(m.initial_latent(b), x.clone());
+        let (mut latent, mut heads) = m.step(m.initial_latent(&x), x.clone());
         for _ in 1..h {
             (latent, heads) = m.step(latent, x.clone());
         }
         let (whole, whole_heads) = m.forward(x);
-        assert_eq!(to_vec(whole.slots[0].clone()), to_vec(latent.slots[0].clone()), "forward = H steps");
+        assert_eq!(to_vec(whole.z_h.clone()), to_vec(latent.z_h.clone()), "forward = H steps");
         assert_eq!(to_vec(whole_heads.logits), to_vec(heads.logits.clone()));
         let key = format!("eval/H{h}_L{l}");
         let logits = to_vec(heads.logits);
         assert_close(&format!("{key}/logits"), &logits, &io.f32(&format!("{key}/logits")));
-        assert_close(&format!("{key}/z_H"), &to_vec(latent.slots[0].clone()), &io.f32(&format!("{key}/z_H")));
-        assert_close(&format!("{key}/z_L"), &to_vec(latent.slots[1].clone()), &io.f32(&format!("{key}/z_L")));
+        assert_close(&format!("{key}/z_H"), &to_vec(latent.z_h.clone()), &io.f32(&format!("{key}/z_H")));
+        assert_close(&format!("{key}/z_L"), &to_vec(latent.z_l.clone()), &io.f32(&format!("{key}/z_L")));
         assert!(heads.q_halt.is_none(), "RSM has no Q head");
-        let loss = act_loss(&logits, [b, seq, model.cfg.vocab_size], &labels, None, 1.0);
+        let loss = act_loss(&logits, [b, seq, model.cfg.core.vocab_size], &labels, None, 1.0);
         assert_close_scalar(&format!("{key}/lm_loss"), loss.lm_loss, io.f64(&format!("{key}/lm_loss")));
     }
 }
@@ -97,7 +98,7 @@ fn rsm_training_gradients_match_reference_in_both_modes() {
     let dir = fixture("rsm-sudoku-tiny");
     let io = Io::read(&dir);
     let model = load_model(&dir).with_depth(Depth { h: 3, l: 2 });
-    let seq = model.cfg.seq_len;
+    let seq = model.cfg.core.seq_len;
     let (inputs, labels, ids) = batch(&io);
     let b = ids.len();
     let dev = Default::default();
@@ -108,7 +109,7 @@ fn rsm_training_gradients_match_reference_in_both_modes() {
         let x = model.embed(tokens, rows.clone());
         let (logits, _, _) = model.train_forward(x, keep_transition);
         let host: Vec<f32> = logits.clone().inner().into_data().to_vec().unwrap();
-        let loss = act_loss(&host, [b, seq, model.cfg.vocab_size], &labels, None, 1.0);
+        let loss = act_loss(&host, [b, seq, model.cfg.core.vocab_size], &labels, None, 1.0);
         assert_close_scalar(&format!("{mode}/lm_loss"), loss.lm_loss, io.f64(&format!("train/{mode}/lm_loss")));
         let grads = surrogate(logits, None, &loss).backward();
         let grad2 = |t: Tensor<CpuTrain, 2>| to_vec(t.grad(&grads).expect("gradient"));
@@ -116,7 +117,7 @@ fn rsm_training_gradients_match_reference_in_both_modes() {
         let block = &model.core.layers[0];
         assert_close(
             "embed_tokens (tied head)",
-            &grad2(model.embed_tokens.embedding_weight.val()),
+            &grad2(model.io.embed_tokens.embedding_weight.val()),
             &g("embed_tokens.embedding_weight"),
         );
         assert_close(

@@ -219,16 +219,16 @@ impl BenchShape {
     /// 16 prefix positions, one puzzle id, exploration 0.1), positions none for MLP and RoPE for attention.
     pub fn trm_config(&self) -> TrmConfig {
         let mut c = TrmConfig::new(self.seq_len, self.vocab, 1);
-        c.hidden_size = self.hidden;
-        c.num_heads = self.heads;
-        c.h_cycles = self.h_cycles;
-        c.l_cycles = self.l_cycles;
-        c.l_layers = self.layers;
-        c.mlp_t = self.mlp_t;
-        c.puzzle_emb_ndim = Some(if self.prefix == 0 { 0 } else { self.hidden });
-        c.puzzle_emb_len = self.prefix.max(1);
-        c.pos_encodings = if self.mlp_t { PosEncoding::None } else { PosEncoding::Rope };
-        c.halt_exploration_prob = 0.1;
+        c.core.hidden_size = self.hidden;
+        c.core.num_heads = self.heads;
+        c.core.h_cycles = self.h_cycles;
+        c.core.l_cycles = self.l_cycles;
+        c.core.l_layers = self.layers;
+        c.core.mlp_t = self.mlp_t;
+        c.core.puzzle_emb_ndim = Some(if self.prefix == 0 { 0 } else { self.hidden });
+        c.core.puzzle_emb_len = self.prefix.max(1);
+        c.core.pos_encodings = if self.mlp_t { PosEncoding::None } else { PosEncoding::Rope };
+        c.act.halt_exploration_prob = 0.1;
         c
     }
 
@@ -236,16 +236,16 @@ impl BenchShape {
     /// (`prob_detach_prev_h = 0`, the most a training step can hold).
     pub fn rsm_config(&self) -> RsmConfig {
         let mut c = RsmConfig::new(self.seq_len, self.vocab, 1);
-        c.hidden_size = self.hidden;
-        c.num_heads = self.heads;
-        c.h_cycles = self.h_cycles;
-        c.l_cycles = self.l_cycles;
-        c.l_layers = self.layers;
-        c.mlp_t = self.mlp_t;
-        c.puzzle_emb_ndim = Some(if self.prefix == 0 { 0 } else { self.hidden });
-        c.puzzle_emb_len = self.prefix.max(1);
-        c.pos_encodings = if self.mlp_t { PosEncoding::None } else { PosEncoding::Rope };
-        c.prob_detach_prev_h = 0.0;
+        c.core.hidden_size = self.hidden;
+        c.core.num_heads = self.heads;
+        c.core.h_cycles = self.h_cycles;
+        c.core.l_cycles = self.l_cycles;
+        c.core.l_layers = self.layers;
+        c.core.mlp_t = self.mlp_t;
+        c.core.puzzle_emb_ndim = Some(if self.prefix == 0 { 0 } else { self.hidden });
+        c.core.puzzle_emb_len = self.prefix.max(1);
+        c.core.pos_encodings = if self.mlp_t { PosEncoding::None } else { PosEncoding::Rope };
+        c.rsm.prob_detach_prev_h = 0.0;
         c
     }
 
@@ -526,15 +526,14 @@ fn time_inference<M: RecursiveModel<Cpu>>(
     steps: usize,
 ) -> Result<Vec<StepTime>> {
     let pool = synthetic_slots(shape);
-    let init = model.initial_latent(shape.batch);
-    let mut carry = ActCarry::new(init.clone(), shape.batch, shape.seq_len);
+    let mut carry = ActCarry::new(shape.batch, shape.seq_len);
     // No Q halting, no exploration: the reference's eval loop always runs halt_max_steps.
     let max_steps = if shape.rsm { 1 } else { ACT_STEPS as u32 };
     let rule = HaltRule { max_steps, use_q_halt: false, exploration_prob: 0.0 };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut i = 0usize;
     let times = time_steps(warmup, steps, || {
-        carry.admit(&init, &pool[i % POOL_BATCHES]);
+        carry.admit(&pool[i % POOL_BATCHES]);
         i += 1;
         infer_one(model, &mut carry, rule, &mut rng)
     })?;
@@ -559,7 +558,7 @@ fn infer_one<M: RecursiveModel<Cpu>>(
     };
     let (tokens, ids) = batch_tensors::<Cpu>(&batch, &Default::default());
     let x = model.embed(tokens, model.puzzle_rows(ids));
-    let mut latent = carry.latent.clone();
+    let mut latent = carry.latent_for_step(|| model.initial_latent(&x));
     let mut heads = None;
     // A TRM step is a whole ACT step; an RSM forward is `default_steps` = H outer steps from the init state.
     for _ in 0..model.default_steps().unwrap_or(1) {
@@ -902,16 +901,16 @@ mod tests {
             assert!(err.contains(n), "{err}");
         }
         for n in shape_names() {
-            named_shape(n).unwrap().trm_config().validate().unwrap();
+            reckon::model::registry::FamilyConfig::validate(&named_shape(n).unwrap().trm_config()).unwrap();
         }
     }
 
     #[test]
     fn the_att_shape_uses_rope_and_the_mlp_shape_no_positions() {
-        assert_eq!(named_shape("C").unwrap().trm_config().pos_encodings, PosEncoding::Rope);
+        assert_eq!(named_shape("C").unwrap().trm_config().core.pos_encodings, PosEncoding::Rope);
         let a = named_shape("A").unwrap().trm_config();
-        assert_eq!(a.pos_encodings, PosEncoding::None);
-        assert_eq!((a.puzzle_ndim(), a.prefix_len(), a.total_len()), (128, 16, 97));
+        assert_eq!(a.core.pos_encodings, PosEncoding::None);
+        assert_eq!((a.core.puzzle_ndim(), a.core.prefix_len(), a.core.total_len()), (128, 16, 97));
     }
 
     #[test]
@@ -998,7 +997,15 @@ mod tests {
         let p = QUICKSTART;
         assert_eq!(
             (p.mlp_t, p.hidden, p.h_cycles, p.l_cycles, p.layers, p.batch, p.prefix),
-            (m.mlp_t, m.hidden_size, m.h_cycles, m.l_cycles, m.l_layers, q.train.global_batch_size, m.prefix_len())
+            (
+                m.core.mlp_t,
+                m.core.hidden_size,
+                m.core.h_cycles,
+                m.core.l_cycles,
+                m.core.l_layers,
+                q.train.global_batch_size,
+                m.core.prefix_len()
+            )
         );
     }
 }

@@ -27,29 +27,22 @@ pub fn config_of(dir: &Path) -> TrmConfig {
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let a = &json["arch"];
     let u = |k: &str| a[k].as_u64().unwrap() as usize;
-    TrmConfig {
-        seq_len: u("seq_len"),
-        vocab_size: u("vocab_size"),
-        num_puzzle_identifiers: u("num_puzzle_identifiers"),
-        hidden_size: u("hidden_size"),
-        num_heads: u("num_heads"),
-        expansion: a["expansion"].as_f64().unwrap(),
-        h_cycles: u("H_cycles"),
-        l_cycles: u("L_cycles"),
-        l_layers: u("L_layers"),
-        puzzle_emb_ndim: Some(u("puzzle_emb_ndim")),
-        puzzle_emb_len: u("puzzle_emb_len"),
-        pos_encodings: match a["pos_encodings"].as_str().unwrap() {
-            "rope" => PosEncoding::Rope,
-            "learned" => PosEncoding::Learned,
-            _ => PosEncoding::None,
-        },
-        rms_norm_eps: a["rms_norm_eps"].as_f64().unwrap(),
-        rope_theta: a["rope_theta"].as_f64().unwrap(),
-        mlp_t: a["mlp_t"].as_bool().unwrap(),
-        halt_max_steps: u("halt_max_steps"),
-        halt_exploration_prob: a["halt_exploration_prob"].as_f64().unwrap(),
-    }
+    let mut c = TrmConfig::new(u("seq_len"), u("vocab_size"), u("num_puzzle_identifiers"));
+    let core = &mut c.core;
+    (core.hidden_size, core.num_heads, core.expansion) =
+        (u("hidden_size"), u("num_heads"), a["expansion"].as_f64().unwrap());
+    (core.h_cycles, core.l_cycles, core.l_layers) = (u("H_cycles"), u("L_cycles"), u("L_layers"));
+    (core.puzzle_emb_ndim, core.puzzle_emb_len) = (Some(u("puzzle_emb_ndim")), u("puzzle_emb_len"));
+    core.pos_encodings = match a["pos_encodings"].as_str().unwrap() {
+        "rope" => PosEncoding::Rope,
+        "learned" => PosEncoding::Learned,
+        _ => PosEncoding::None,
+    };
+    (core.rms_norm_eps, core.rope_theta) = (a["rms_norm_eps"].as_f64().unwrap(), a["rope_theta"].as_f64().unwrap());
+    core.mlp_t = a["mlp_t"].as_bool().unwrap();
+    (c.act.halt_max_steps, c.act.halt_exploration_prob) =
+        (u("halt_max_steps"), a["halt_exploration_prob"].as_f64().unwrap());
+    c
 }
 
 pub fn to_vec<const D: usize>(t: Tensor<Cpu, D>) -> Vec<f32> {
@@ -71,17 +64,16 @@ pub fn check_eval<M: RecursiveModel<Cpu>>(dir: &Path, model: &M, halt_max_steps:
     let (inputs, labels, ids) = (io.i32("inputs"), io.i32("labels"), io.i32("puzzle_identifiers"));
     let b = ids.len();
     let fresh = SlotData { inputs: inputs.clone(), labels: labels.clone(), puzzle_ids: ids.clone(), seq_len };
-    let init = model.initial_latent(b);
-    let mut carry = ActCarry::<Cpu>::new(init.clone(), b, seq_len);
+    let mut carry = ActCarry::<Cpu>::new(b, seq_len);
     let rule = HaltRule { max_steps: halt_max_steps as u32, use_q_halt: false, exploration_prob: 0.0 };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     for step in 1..=2 {
-        carry.admit(&init, &fresh);
+        carry.admit(&fresh);
         let tokens =
             Tensor::<Cpu, 2, Int>::from_data(TensorData::new(carry.data.inputs.clone(), [b, seq_len]), &device);
         let pid = Tensor::<Cpu, 1, Int>::from_data(TensorData::new(carry.data.puzzle_ids.clone(), [b]), &device);
         let x = model.embed(tokens, model.puzzle_rows(pid));
-        let (latent, heads) = model.step(carry.latent.clone(), x);
+        let (latent, heads) = model.step(carry.latent_for_step(|| model.initial_latent(&x)), x);
         assert!(heads.aux.is_empty(), "inference computes no auxiliary loss");
         let logits = to_vec(heads.logits.clone());
         let q_halt = to_vec(heads.q_halt.clone().unwrap());
@@ -93,8 +85,8 @@ pub fn check_eval<M: RecursiveModel<Cpu>>(dir: &Path, model: &M, halt_max_steps:
             &to_vec(heads.q_continue.unwrap()),
             &io.f32(&format!("{p}/q_continue_logits")),
         );
-        assert_close(&format!("{p}/z_H"), &to_vec(latent.slots[0].clone()), &io.f32(&format!("{p}/z_H")));
-        assert_close(&format!("{p}/z_L"), &to_vec(latent.slots[1].clone()), &io.f32(&format!("{p}/z_L")));
+        assert_close(&format!("{p}/z_H"), &to_vec(latent.z_h.clone()), &io.f32(&format!("{p}/z_H")));
+        assert_close(&format!("{p}/z_L"), &to_vec(latent.z_l.clone()), &io.f32(&format!("{p}/z_L")));
         let loss = act_loss(&logits, [b, seq_len, vocab], &carry.data.labels, Some(&q_halt), 1.0);
         assert_close_scalar(&format!("{p}/lm_loss"), loss.lm_loss, io.f64(&format!("{p}/lm_loss")));
         assert_close_scalar(&format!("{p}/total_loss"), loss.total, io.f64(&format!("{p}/total_loss")));
@@ -128,10 +120,13 @@ macro_rules! impl_trm_params {
                 vec![
                     (
                         "train/grad/inner.embed_tokens.embedding_weight".into(),
-                        grad(&self.embed_tokens.embedding_weight),
+                        grad(&self.io.embed_tokens.embedding_weight),
                     ),
-                    ("train/grad/inner.q_head.weight".into(), grad(&self.q_head.weight)),
-                    ("train/grad/inner.q_head.bias".into(), to_vec(self.q_head.bias.val().grad(grads).expect("grad"))),
+                    ("train/grad/inner.q_head.weight".into(), grad(&self.io.q_head.as_ref().unwrap().weight)),
+                    (
+                        "train/grad/inner.q_head.bias".into(),
+                        to_vec(self.io.q_head.as_ref().unwrap().bias.val().grad(grads).expect("grad")),
+                    ),
                     (format!("train/grad/{first_projection}"), grad(proj)),
                 ]
             }
@@ -159,7 +154,7 @@ where
     // The reference differentiates a per-row copy of the table rows (`local_weights`).
     let rows = Tensor::<CpuTrain, 2>::from_inner(model.puzzle_rows(pid).inner()).require_grad();
     let x = model.embed(tokens, rows.clone());
-    let init = model.valid().initial_latent(b);
+    let init = model.valid().initial_latent(&x.clone().inner());
     let (_, heads) = model.train_step(init, x, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
     assert!(heads.aux.is_empty(), "no auxiliary loss is on");
     let logits = heads.logits.clone().inner().into_data().convert::<f32>().to_vec::<f32>().unwrap();
