@@ -9,8 +9,10 @@
 //! - [`infer`]: test-time reasoning: streaming early-exit inference, the convergence signal and its report.
 //! - [`train`]: optimisers, schedules, EMA, AlgGradNorm, the depth curriculum, the trainer, config, checkpoints.
 //! - [`experiment`]: a training run as one library call, on any backend.
-//! - [`cli`]: the `reckon` command; [`backend`]: the backends a build provides (CPU by default; CUDA and LibTorch
-//!   behind features); [`plot`]: PNG plots. (`reckon bench`, the CPU benchmark tooling, lives in the binary.)
+//! - [`cli`]: the `reckon` commands, generic over the backend; [`cpu`]: the library run on the CPU (shorthands
+//!   for tests and embedders); [`backend`]: the backends a build provides (CPU by default; CUDA and LibTorch
+//!   behind features); [`plot`]: PNG plots. The binary parses the command line, picks the backend from
+//!   `--device`, and owns `reckon bench`, the CPU benchmark tooling.
 //!
 //! Tasks and datasets (Sudoku, mazes, the official on-disk format, the sampler) live in the `reckon-data` crate.
 
@@ -22,6 +24,7 @@ pub mod model;
 pub mod act;
 pub mod backend;
 pub mod cli;
+pub mod cpu;
 pub mod eval;
 pub mod experiment;
 pub mod infer;

@@ -11,7 +11,6 @@ use reckon_data::{AnyTask, PuzzleDataset};
 
 use super::data::split_dir;
 use super::{bar, load_config};
-use crate::backend::Cpu;
 use crate::eval::{argmax_tokens, evaluate, evaluate_verified, task_verifier, EvalReport};
 use crate::infer::{evaluate_streaming, relative_change, StopRule, StreamReport, Verifier};
 use crate::kernels::FusedOps;
@@ -140,9 +139,6 @@ fn parse_sweep(args: &[String], model_l: usize) -> Result<(Vec<usize>, Vec<usize
     Ok((hs, ls.unwrap_or(vec![model_l])))
 }
 
-/// Evaluation weights of any family, on the CPU (what `load_eval_model` returns).
-pub type LoadedModel = AnyModel<Cpu>;
-
 /// What the CLI asks of a loaded model of any family.
 trait LoadedModelExt {
     fn depth(&self) -> Depth;
@@ -180,13 +176,9 @@ fn resolve_latest_pointer(path: &Path) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// Load evaluation weights: a checkpoint directory, a reckon safetensors file (config in its metadata), or any
-/// weights file (PyTorch checkpoint, reference safetensors) together with an experiment config.
-pub fn load_eval_model(path: &Path, config: Option<&Path>) -> Result<LoadedModel> {
-    load_eval_model_on::<Cpu>(path, config, &Default::default())
-}
-
-/// [`load_eval_model`] on backend `B` and `device`.
+/// Load evaluation weights onto backend `B` and `device`: a checkpoint directory, a reckon safetensors file
+/// (config in its metadata), or any weights file (PyTorch checkpoint, reference safetensors) together with an
+/// experiment config.
 pub fn load_eval_model_on<B: FusedOps>(path: &Path, config: Option<&Path>, device: &B::Device) -> Result<AnyModel<B>> {
     let path = resolve_latest_pointer(path)?;
     let file = if path.is_dir() { path.join(WEIGHTS_FILE) } else { path.to_path_buf() };

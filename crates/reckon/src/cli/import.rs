@@ -12,7 +12,7 @@ use burn::tensor::TensorData;
 use clap::Args;
 
 use super::load_config;
-use crate::backend::Cpu;
+use crate::kernels::FusedOps;
 use crate::model::layers::swiglu_width;
 use crate::model::weights::{canonical_key, load_named, read_weights_file};
 use crate::train::checkpoint::write_eval_checkpoint;
@@ -103,7 +103,7 @@ fn inferred_model_keys(arch: &str, shapes: &BTreeMap<String, Vec<usize>>, file: 
     Ok(t)
 }
 
-pub(super) fn import_torch(args: &ImportArgs) -> Result<()> {
+pub(super) fn import_torch<B: FusedOps>(args: &ImportArgs, device: &B::Device) -> Result<()> {
     let tensors = read_weights_file(&args.file)?;
     let shapes = shapes(&tensors);
     let mut model = inferred_model_keys(&args.arch, &shapes, &args.file)?;
@@ -130,9 +130,8 @@ pub(super) fn import_torch(args: &ImportArgs) -> Result<()> {
     let model_cfg: ModelConfig =
         model.try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("--set/--config: {}", e.message()))?;
     model_cfg.validate()?;
-    let device = Default::default();
     for_family!(&model_cfg, c => {
-        let model = load_named(c.init::<Cpu>(0, &device), tensors, &args.file)?;
+        let model = load_named(c.init::<B>(0, device), tensors, &args.file)?;
         write_eval_checkpoint(&args.out, &model_cfg, &model)?
     });
     println!("imported {} ({}) into {}", args.file.display(), model_cfg.summary(), args.out.display());

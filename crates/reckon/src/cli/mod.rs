@@ -1,5 +1,6 @@
-//! The `reckon` command line: build and inspect datasets, train from a config, resume, evaluate, solve one
-//! puzzle while showing how the answer settles, run the quickstart, and benchmark.
+//! The `reckon` commands: build and inspect datasets, train from a config, resume, evaluate, solve one puzzle
+//! while showing how the answer settles, run the quickstart. Generic over the backend; the binary parses the
+//! command line, picks the backend from `--device` and adds its benchmark tooling.
 
 mod ablate;
 mod data;
@@ -8,33 +9,19 @@ mod import;
 mod quickstart;
 
 pub use data::{build_maze, build_sudoku, BuildCommand, DataCommand, MazeBuildArgs, SudokuBuildArgs};
-pub use eval::{load_eval_model, print_report, EvalArgs, LoadedModel};
+pub use eval::{load_eval_model_on, print_report, EvalArgs};
 pub use quickstart::QUICKSTART_TOML;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::backend::{CpuTrain, DeviceChoice, TrainBackend};
+use crate::backend::TrainBackend;
 use crate::eval::EvalReport;
 use crate::train::config::{DatasetSizes, ExperimentConfig};
 use crate::train::trainer::TrainEvent;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "reckon",
-    version,
-    about = "Train, evaluate and run tiny recursive reasoning models (TRM, HRM, RSM, CMM) on Sudoku and mazes."
-)]
-pub struct Cli {
-    /// Where to train and evaluate: cpu, or cuda / cuda:N (a build with `--features cuda`).
-    #[arg(long, global = true, default_value = "cpu")]
-    pub device: DeviceChoice,
-    #[command(subcommand)]
-    pub command: Command,
-}
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -65,68 +52,9 @@ pub enum Command {
     ImportTorch(import::ImportArgs),
     /// Generate puzzles, train a small TRM on the CPU, and report what it learned (a few minutes).
     Quickstart(quickstart::QuickstartArgs),
-    /// Benchmarks: training/inference step times and the Sudoku solver.
-    #[command(subcommand)]
-    Bench(BenchCommand),
 }
 
-/// Where the PyTorch baseline script is in the development tree.
-pub const DEFAULT_TORCH_SCRIPT: &str = "../shared/bench/torch_trm_step.py";
-
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Time a training step and an inference step at named shapes.
-    Train {
-        /// Shapes: A, B, C, paper, quickstart.
-        #[arg(long = "shape", default_values = ["paper", "quickstart"])]
-        shapes: Vec<String>,
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        #[arg(long, default_value_t = 3)]
-        steps: usize,
-        /// Which steps to time: train, infer, or both.
-        #[arg(long = "mode", default_values = ["train", "infer"], value_parser = ["train", "infer"])]
-        modes: Vec<String>,
-        /// Append the results as JSON lines to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Also run the PyTorch baseline at each shape (eager and torch.compile), if `python3 -c "import torch"`
-        /// works, and print both and the ratios.
-        #[arg(long)]
-        vs_torch: bool,
-        /// The baseline script (`shared/bench/torch_trm_step.py` of the development tree).
-        #[arg(long, default_value = DEFAULT_TORCH_SCRIPT)]
-        torch_script: PathBuf,
-    },
-    /// Time the exact solver on puzzle lists.
-    Solver {
-        #[arg(long = "list", required = true)]
-        lists: Vec<PathBuf>,
-    },
-}
-
-/// Runs a command on the device `--device` names: the one place that picks a backend. `bench` is the binary's
-/// CPU benchmark tooling (it is not part of the library), handed in by the caller.
-pub fn run(cli: Cli, bench: impl FnOnce(BenchCommand) -> Result<()>) -> Result<()> {
-    if let Command::Bench(cmd) = cli.command {
-        anyhow::ensure!(
-            cli.device == DeviceChoice::Cpu,
-            "reckon bench measures the CPU kernels: run it without --device"
-        );
-        return bench(cmd);
-    }
-    match cli.device {
-        DeviceChoice::Cpu => run_on::<CpuTrain>(cli.command, Default::default()),
-        #[cfg(feature = "cuda")]
-        DeviceChoice::Cuda(index) => {
-            run_on::<crate::backend::CudaTrain>(cli.command, burn::backend::cuda::CudaDevice { index })
-        }
-        #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Cuda(_) => anyhow::bail!("--device cuda: this reckon was built without `--features cuda`"),
-    }
-}
-
-/// Runs a command (any but `bench`) on backend `AB` and `device`.
+/// Runs a command on backend `AB` and `device` (the binary picks them from `--device`).
 pub fn run_on<AB: TrainBackend>(command: Command, device: AB::Device) -> Result<()> {
     match command {
         Command::Data(cmd) => data::run(cmd),
@@ -138,9 +66,8 @@ pub fn run_on<AB: TrainBackend>(command: Command, device: AB::Device) -> Result<
         }
         Command::Eval(args) => eval::eval::<AB::InnerBackend>(&args, &device),
         Command::Solve(args) => eval::solve::<AB::InnerBackend>(&args, &device),
-        Command::ImportTorch(args) => import::import_torch(&args),
+        Command::ImportTorch(args) => import::import_torch::<AB::InnerBackend>(&args, &device),
         Command::Quickstart(args) => quickstart::run::<AB>(&args, &device),
-        Command::Bench(_) => anyhow::bail!("reckon bench is the binary's tooling: run it through `reckon bench`"),
     }
 }
 
@@ -168,12 +95,8 @@ pub fn load_config(path: &Path, overrides: &[String]) -> Result<ExperimentConfig
     ExperimentConfig::load(path, overrides, dataset_sizes)
 }
 
-/// Train (or resume) the run a config describes on the CPU, with progress bars; returns the last evaluation.
-pub fn train_config(cfg: ExperimentConfig, resume: bool) -> Result<Option<EvalReport>> {
-    train_config_on::<CpuTrain>(cfg, resume, &Default::default())
-}
-
-/// [`train_config`] on backend `AB` and `device`: [`crate::experiment::train`] with progress bars.
+/// Train (or resume) the run a config describes on backend `AB` and `device`, with progress bars
+/// ([`crate::experiment::train`]); returns the last evaluation.
 pub fn train_config_on<AB: TrainBackend>(
     cfg: ExperimentConfig,
     resume: bool,

@@ -237,7 +237,7 @@ impl<B: FusedOps> Cmm<B> {
 
     /// Trained parameters: embeddings and heads included; the init buffers and the puzzle table excluded.
     pub fn num_trainable_params(&self) -> usize {
-        super::layers::trainable_params(self)
+        super::weights::trainable_params(self)
     }
 
     /// One sub-layer pair (block) with the configured channel-MLP activation.
@@ -435,25 +435,7 @@ impl FamilyConfig for CmmConfig {
 }
 
 impl<B: FusedOps> RecursiveModel<B> for Cmm<B> {
-    fn io(&self) -> &Io<B> {
-        &self.io
-    }
-
-    fn io_mut(&mut self) -> &mut Io<B> {
-        &mut self.io
-    }
-
-    fn core(&self) -> &CoreConfig {
-        &self.cfg.core
-    }
-
-    fn core_mut(&mut self) -> &mut CoreConfig {
-        &mut self.cfg.core
-    }
-
-    fn loss_spec(&self) -> LossSpec {
-        self.cfg.loss_spec()
-    }
+    shared_parts!();
 
     /// `init = "input"`: `ẑ_H = x̃`, `ẑ_L = 0`; `"buffers"`: TRM's fixed buffers.
     fn initial_latent(&self, x: &Tensor<B, 3>) -> Latent<B> {
@@ -558,7 +540,7 @@ mod tests {
         let shared_cfg = tiny(|c| (c.cmm.activation, c.cmm.identical_layers) = (Activation::Tanh, true));
         let shared = shared_cfg.init::<Cpu>(0, &Default::default());
         assert_eq!(shared.L_level.layers.len(), 1);
-        let block = super::super::layers::trainable_params(&shared.L_level);
+        let block = super::super::weights::trainable_params(&shared.L_level);
         assert_eq!(distinct.num_trainable_params() - shared.num_trainable_params(), block, "one block fewer");
         // The shared model computes what a two-block model with both blocks equal to its block computes...
         let mut twin = distinct.clone();

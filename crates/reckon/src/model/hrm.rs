@@ -110,7 +110,7 @@ pub struct Hrm<B: Backend> {
 impl<B: FusedOps> Hrm<B> {
     /// Trained parameters, as the paper counts them (init buffers and the sparse puzzle table excluded).
     pub fn num_trainable_params(&self) -> usize {
-        super::layers::trainable_params(self)
+        super::weights::trainable_params(self)
     }
 
     fn low(&self, z_l: Tensor<B, 3>, z_h: &Tensor<B, 3>, x: &Tensor<B, 3>) -> Tensor<B, 3> {
@@ -180,25 +180,7 @@ impl FamilyConfig for HrmConfig {
 }
 
 impl<B: FusedOps> RecursiveModel<B> for Hrm<B> {
-    fn io(&self) -> &Io<B> {
-        &self.io
-    }
-
-    fn io_mut(&mut self) -> &mut Io<B> {
-        &mut self.io
-    }
-
-    fn core(&self) -> &CoreConfig {
-        &self.cfg.core
-    }
-
-    fn core_mut(&mut self) -> &mut CoreConfig {
-        &mut self.cfg.core
-    }
-
-    fn loss_spec(&self) -> LossSpec {
-        self.cfg.loss_spec()
-    }
+    shared_parts!();
 
     fn step(&self, latent: Latent<B>, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>) {
         let (z_h, z_l) = self.warm_up(latent.z_h, latent.z_l, &x);

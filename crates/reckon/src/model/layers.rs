@@ -310,19 +310,6 @@ pub fn prepend_puzzle_prefix<B: Backend>(e: Tensor<B, 3>, rows: Tensor<B, 2>, pr
     Tensor::cat(vec![rows.reshape([b, prefix, d]), e], 1)
 }
 
-/// Trained parameters of a model, as the papers count them: embeddings and heads included; the fixed init
-/// buffers (`H_init`, `L_init`) and the sparse puzzle table excluded.
-pub fn trainable_params<B: Backend, M: burn_store::ModuleSnapshot<B>>(model: &M) -> usize {
-    model
-        .collect(None, None, false)
-        .into_iter()
-        .filter(|s| {
-            !matches!(super::weights::reference_path(&s.full_path()), "H_init" | "L_init" | "puzzle_emb.weights")
-        })
-        .map(|s| s.shape.num_elements())
-        .sum()
-}
-
 /// A fixed init buffer `[D]` broadcast to `[batch, len, D]`.
 pub fn broadcast_init<B: Backend>(init: &Param<Tensor<B, 1>>, batch: usize, len: usize) -> Tensor<B, 3> {
     let d = init.dims()[0];

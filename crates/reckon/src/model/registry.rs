@@ -62,6 +62,32 @@ pub trait FamilyOf: Sized {
     fn of(cfg: &ModelConfig) -> Option<&Self>;
 }
 
+/// The shared parts of a family model's [`super::RecursiveModel`] impl, for a model that keeps them where every
+/// family does: its I/O half in `self.io` and its config (whose loss spec the model's is) in `self.cfg`.
+macro_rules! shared_parts {
+    () => {
+        fn io(&self) -> &crate::model::base::Io<B> {
+            &self.io
+        }
+
+        fn io_mut(&mut self) -> &mut crate::model::base::Io<B> {
+            &mut self.io
+        }
+
+        fn core(&self) -> &crate::model::base::CoreConfig {
+            &self.cfg.core
+        }
+
+        fn core_mut(&mut self) -> &mut crate::model::base::CoreConfig {
+            &mut self.cfg.core
+        }
+
+        fn loss_spec(&self) -> crate::model::LossSpec {
+            crate::model::registry::FamilyConfig::loss_spec(&self.cfg)
+        }
+    };
+}
+
 /// Lists the families: `Variant = "name" => module::{Config, Model}` each. Generates [`ModelConfig`],
 /// [`AnyModel`], [`for_family!`], [`for_model!`] and [`map_model!`]. (`$d` is a literal `$`, so that the generated
 /// macros can have metavariables of their own.)

@@ -23,7 +23,7 @@ use super::base::{size_table, ActConfig, CoreConfig, CoreDefaults, FamilyTable, 
 use super::layers::Linear;
 use super::registry::FamilyConfig;
 use super::trm::{Block, ReasoningModule};
-use super::{HaltingRule, Heads, KeyLayout, Latent, LossSpec, RecursiveModel, TrainRecursive};
+use super::{HaltingRule, Heads, KeyLayout, Latent, RecursiveModel, TrainRecursive};
 use crate::kernels::FusedOps;
 
 /// RSM's `[model]` table: the shared core keys (no ACT: RSM keeps no carry) and its stochastic depth. Defaults
@@ -95,7 +95,7 @@ impl<B: FusedOps> Rsm<B> {
     /// Trained parameters, as the paper counts them: the embedding (= the tied head) once; the init buffers and
     /// the sparse puzzle table excluded.
     pub fn num_trainable_params(&self) -> usize {
-        super::layers::trainable_params(self)
+        super::weights::trainable_params(self)
     }
 
     /// The whole inference forward at the configured depth from the init buffers: `H` outer steps, then the
@@ -156,25 +156,7 @@ impl FamilyConfig for RsmConfig {
 }
 
 impl<B: FusedOps> RecursiveModel<B> for Rsm<B> {
-    fn io(&self) -> &Io<B> {
-        &self.io
-    }
-
-    fn io_mut(&mut self) -> &mut Io<B> {
-        &mut self.io
-    }
-
-    fn core(&self) -> &CoreConfig {
-        &self.cfg.core
-    }
-
-    fn core_mut(&mut self) -> &mut CoreConfig {
-        &mut self.cfg.core
-    }
-
-    fn loss_spec(&self) -> LossSpec {
-        self.cfg.loss_spec()
-    }
+    shared_parts!();
 
     /// The reference keys: top level, the tied head stored again as `lm_head.weight`.
     fn key_layout(&self) -> KeyLayout {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::base::{size_table, ActConfig, CoreConfig, CoreDefaults, FamilyTable, HeadsSpec, Io};
 use super::layers::{Attention, Rope, SwiGlu};
 use super::registry::FamilyConfig;
-use super::{HaltingRule, Heads, Latent, LossSpec, RecursiveModel, TrainRecursive};
+use super::{HaltingRule, Heads, Latent, RecursiveModel, TrainRecursive};
 use crate::kernels::{residual_rms_norm, FusedOps, Gate, MixAxis};
 
 pub use super::base::PosEncoding;
@@ -151,7 +151,7 @@ impl<B: FusedOps> Trm<B> {
     /// Trained parameters, as the paper counts them: embeddings and heads included; the init buffers and the
     /// sparse puzzle table excluded.
     pub fn num_trainable_params(&self) -> usize {
-        super::layers::trainable_params(self)
+        super::weights::trainable_params(self)
     }
 
     fn net(&self, h: Tensor<B, 3>, injection: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -183,25 +183,7 @@ impl FamilyConfig for TrmConfig {
 }
 
 impl<B: FusedOps> RecursiveModel<B> for Trm<B> {
-    fn io(&self) -> &Io<B> {
-        &self.io
-    }
-
-    fn io_mut(&mut self) -> &mut Io<B> {
-        &mut self.io
-    }
-
-    fn core(&self) -> &CoreConfig {
-        &self.cfg.core
-    }
-
-    fn core_mut(&mut self) -> &mut CoreConfig {
-        &mut self.cfg.core
-    }
-
-    fn loss_spec(&self) -> LossSpec {
-        self.cfg.loss_spec()
-    }
+    shared_parts!();
 
     /// `H_cycles` cycles, then the heads on `z_H`.
     fn step(&self, latent: Latent<B>, x: Tensor<B, 3>) -> (Latent<B>, Heads<B>) {

@@ -23,6 +23,17 @@ pub fn reference_path(path: &str) -> &str {
     path.strip_prefix(super::base::IO_PATH).unwrap_or(path)
 }
 
+/// Trained parameters of a model, as the papers count them: embeddings and heads included; the fixed init
+/// buffers (`H_init`, `L_init`) and the sparse puzzle table excluded.
+pub fn trainable_params<B: Backend, M: burn_store::ModuleSnapshot<B>>(model: &M) -> usize {
+    model
+        .collect(None, None, false)
+        .into_iter()
+        .filter(|s| !matches!(reference_path(&s.full_path()), "H_init" | "L_init" | "puzzle_emb.weights"))
+        .map(|s| s.shape.num_elements())
+        .sum()
+}
+
 /// All weights and buffers of a module as `(reference key, f32 data)`, in module order.
 pub fn named_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     model: &M,

@@ -4,7 +4,8 @@ use crate::common;
 
 use std::path::Path;
 
-use reckon::cli::{load_config, load_eval_model};
+use reckon::cli::load_config;
+use reckon::cpu::load_eval_model;
 use reckon_data::sudoku::{SudokuBuildConfig, SudokuSource};
 use reckon_data::PuzzleDataset;
 

@@ -29,7 +29,7 @@ fn small_trm_learns_easy_sudoku_and_recursion_helps() {
         ],
     )
     .unwrap();
-    let report = reckon::cli::train_config(cfg, false).unwrap().expect("evaluated");
+    let report = reckon::cpu::train_config(cfg, false).unwrap().expect("evaluated");
     let first = report.exact_per_step[0];
     eprintln!("held-out exact accuracy per step: {:?}", report.exact_per_step);
     assert!(report.examples >= 100);

@@ -75,7 +75,7 @@ fn resume_with_a_different_model_is_refused() {
     let data_set = format!("data.path={:?}", data.display().to_string());
     let run_dir = format!("run_dir={:?}", tmp.path().join("r").display().to_string());
     let cfg = common::config(tmp.path(), "c.toml", CONFIG, &[&data_set, &run_dir, "train.max_steps=1"]).unwrap();
-    reckon::cli::train_config(cfg, false).unwrap();
+    reckon::cpu::train_config(cfg, false).unwrap();
     let cfg = common::config(
         tmp.path(),
         "c.toml",
@@ -83,6 +83,6 @@ fn resume_with_a_different_model_is_refused() {
         &[&data_set, &run_dir, "train.max_steps=2", "model.hidden_size=16"],
     )
     .unwrap();
-    let err = format!("{:#}", reckon::cli::train_config(cfg, true).unwrap_err());
+    let err = format!("{:#}", reckon::cpu::train_config(cfg, true).unwrap_err());
     assert!(err.contains("model section") && err.contains("hidden_size"), "{err}");
 }

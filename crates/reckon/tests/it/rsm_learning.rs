@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use reckon::cli::{load_eval_model, LoadedModel};
+use reckon::cpu::{load_eval_model, LoadedModel};
 use reckon::eval::evaluate;
 use reckon::model::{Depth, RecursiveModel};
 use reckon_data::PuzzleDataset;
@@ -68,7 +68,7 @@ fn small_rsm_learns_easy_sudoku_and_solves_more_at_4x_its_training_depth() {
         ],
     )
     .unwrap();
-    reckon::cli::train_config(cfg, false).unwrap();
+    reckon::cpu::train_config(cfg, false).unwrap();
     let LoadedModel::Rsm(model) = load_eval_model(&run_dir.join("checkpoints/latest"), None).unwrap() else {
         panic!("rsm")
     };

@@ -129,7 +129,7 @@ fn eval_at_any_depth_sweep_heatmap_signal_report_and_solve() {
         ],
     )
     .unwrap();
-    reckon::cli::train_config(cfg, false).unwrap();
+    reckon::cpu::train_config(cfg, false).unwrap();
     let ckpt = run_dir.join("checkpoints/latest");
     let (ckpt, data) = (ckpt.to_str().unwrap(), data.to_str().unwrap());
 

@@ -12,7 +12,7 @@
 //! - running the PyTorch baseline when torch is importable ([`vs_torch`]) and the comparison table
 //!   ([`print_table`]).
 //!
-//! It does not own argument parsing or output files; the CLI calls these functions.
+//! and the `reckon bench` subcommand's arguments ([`BenchCommand`], [`run`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clap::Subcommand;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reckon_data::sudoku::{read_list, solver_bench, SolverBenchReport};
@@ -30,7 +31,6 @@ use serde::Serialize;
 use burn_store::ModuleSnapshot;
 use reckon::act::{ActCarry, HaltRule, SlotData};
 use reckon::backend::{Cpu, CpuTrain};
-use reckon::cli::BenchCommand;
 use reckon::eval::batch_tensors;
 use reckon::model::layers::swiglu_width;
 use reckon::model::rsm::RsmConfig;
@@ -39,6 +39,41 @@ use reckon::model::{RecursiveModel, TrainRecursive};
 use reckon::objective::act_loss;
 use reckon::train::config::{DataConfig, EvalConfig, ExperimentConfig, ModelConfig, TrainConfig};
 use reckon::train::trainer::Trainer;
+
+/// Where the PyTorch baseline script is in the development tree.
+pub const DEFAULT_TORCH_SCRIPT: &str = "../shared/bench/torch_trm_step.py";
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Time a training step and an inference step at named shapes.
+    Train {
+        /// Shapes: A, B, C, paper, quickstart.
+        #[arg(long = "shape", default_values = ["paper", "quickstart"])]
+        shapes: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// Which steps to time: train, infer, or both.
+        #[arg(long = "mode", default_values = ["train", "infer"], value_parser = ["train", "infer"])]
+        modes: Vec<String>,
+        /// Append the results as JSON lines to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Also run the PyTorch baseline at each shape (eager and torch.compile), if `python3 -c "import torch"`
+        /// works, and print both and the ratios.
+        #[arg(long)]
+        vs_torch: bool,
+        /// The baseline script (`shared/bench/torch_trm_step.py` of the development tree).
+        #[arg(long, default_value = DEFAULT_TORCH_SCRIPT)]
+        torch_script: PathBuf,
+    },
+    /// Time the exact solver on puzzle lists.
+    Solver {
+        #[arg(long = "list", required = true)]
+        lists: Vec<PathBuf>,
+    },
+}
 
 /// Puzzle-prefix positions (the reference's `puzzle_emb_len`), as in the baseline's FLOP count.
 pub const PREFIX_LEN: usize = 16;

@@ -1,15 +1,62 @@
-//! The `reckon` binary: see `reckon --help`. It picks the backend (`reckon::cli::run`, from `--device`) and owns
-//! the CPU benchmark tooling (`bench`), which is not part of the library.
+//! The `reckon` binary: see `reckon --help`. It parses the command line, picks the backend from `--device` (the
+//! one place a backend is named) and owns the CPU benchmark tooling (`bench`), which is not part of the library.
 
 mod bench;
 
-use clap::Parser;
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use reckon::backend::{CpuTrain, DeviceChoice};
+use reckon::cli::Command;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "reckon",
+    version,
+    about = "Train, evaluate and run tiny recursive reasoning models (TRM, HRM, RSM, CMM) on Sudoku and mazes."
+)]
+struct Cli {
+    /// Where to train and evaluate: cpu, or cuda / cuda:N (a build with `--features cuda`).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: DeviceChoice,
+    #[command(subcommand)]
+    command: BinCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum BinCommand {
+    #[command(flatten)]
+    Library(Command),
+    /// Benchmarks: training/inference step times and the Sudoku solver.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
 
 fn main() {
     reckon::backend::keep_freed_memory();
-    let cli = reckon::cli::Cli::parse();
-    if let Err(err) = reckon::cli::run(cli, bench::run) {
+    if let Err(err) = run(Cli::parse()) {
         eprintln!("error: {err:#}");
         std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let command = match cli.command {
+        BinCommand::Bench(cmd) => {
+            anyhow::ensure!(
+                cli.device == DeviceChoice::Cpu,
+                "reckon bench measures the CPU kernels: run it without --device"
+            );
+            return bench::run(cmd);
+        }
+        BinCommand::Library(command) => command,
+    };
+    match cli.device {
+        DeviceChoice::Cpu => reckon::cli::run_on::<CpuTrain>(command, Default::default()),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(index) => {
+            reckon::cli::run_on::<reckon::backend::CudaTrain>(command, burn::backend::cuda::CudaDevice { index })
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceChoice::Cuda(_) => anyhow::bail!("--device cuda: this reckon was built without `--features cuda`"),
     }
 }

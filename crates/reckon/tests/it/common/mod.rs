@@ -35,7 +35,7 @@ pub fn train_to(dir: &Path, text: &str, data: &Path, name: &str, max_steps: u64,
     let steps = format!("train.max_steps={max_steps}");
     let overrides: Vec<&str> = [data_set.as_str(), &run_dir, &steps].into_iter().chain(extra.iter().copied()).collect();
     let cfg = config(dir, "c.toml", text, &overrides).unwrap();
-    reckon::cli::train_config(cfg, resume).unwrap();
+    reckon::cpu::train_config(cfg, resume).unwrap();
 }
 
 /// The tensors of the safetensors file `ckpt/file`, by name, as raw bytes.
