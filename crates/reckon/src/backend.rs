@@ -1,7 +1,8 @@
 //! Backends. The default CPU backend is burn's pure-Rust **Flex** (multithreaded gemm through rayon, AVX-512
 //! kernels picked at run time with the `avx512` feature). Flex over NdArray: it is burn's maintained CPU backend,
 //! and its storage is reachable from outside the crate, which the fused CPU kernels of the performance work need.
-//! CUDA (`--features cuda`) and LibTorch (`--features tch`) builds use the same model code.
+//! CUDA (`--features cuda`), wgpu (`--features wgpu`: Vulkan, Metal, DX12) and LibTorch (`--features tch`) builds
+//! use the same model code; the GPU backends run with burn's kernel fusion.
 
 use crate::kernels::FusedOps;
 
@@ -12,24 +13,57 @@ pub trait TrainBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: Fus
 
 impl<B: burn::tensor::backend::AutodiffBackend<InnerBackend: FusedOps> + FusedOps> TrainBackend for B {}
 
-/// Where a command runs (`--device`): `cpu` (default), or `cuda` / `cuda:N` in a build with the `cuda` feature.
+/// Where a command runs (`--device`): `cpu` (default); `cuda` / `cuda:N` in a build with the `cuda` feature;
+/// `wgpu` (the best adapter wgpu finds) / `wgpu:N` (the N-th discrete GPU) with the `wgpu` feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
     Cpu,
     Cuda(usize),
+    Wgpu(Option<usize>),
+}
+
+impl DeviceChoice {
+    /// The cargo feature a build needs for this device.
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            DeviceChoice::Cpu => None,
+            DeviceChoice::Cuda(_) => Some("cuda"),
+            DeviceChoice::Wgpu(_) => Some("wgpu"),
+        }
+    }
+
+    /// The error for a device this build cannot run.
+    pub fn not_built(self) -> anyhow::Error {
+        let feature = self.feature().unwrap_or("default");
+        anyhow::anyhow!("--device {self}: this reckon was built without `--features {feature}` (cargo build --release --features {feature})")
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Cpu => write!(f, "cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceChoice::Wgpu(None) => write!(f, "wgpu"),
+            DeviceChoice::Wgpu(Some(n)) => write!(f, "wgpu:{n}"),
+        }
+    }
 }
 
 impl std::str::FromStr for DeviceChoice {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
+        let index = |n: &str| {
+            n.parse::<usize>().map_err(|_| format!("{s:?}: {}:N wants a GPU index", &s[..s.len() - n.len() - 1]))
+        };
         match s.split_once(':') {
             None if s == "cpu" => Ok(DeviceChoice::Cpu),
             None if s == "cuda" => Ok(DeviceChoice::Cuda(0)),
-            Some(("cuda", n)) => {
-                n.parse().map(DeviceChoice::Cuda).map_err(|_| format!("{s:?}: cuda:N wants a GPU index"))
-            }
-            _ => Err(format!("{s:?}: the devices are cpu, cuda and cuda:N")),
+            None if s == "wgpu" => Ok(DeviceChoice::Wgpu(None)),
+            Some(("cuda", n)) => index(n).map(DeviceChoice::Cuda),
+            Some(("wgpu", n)) => index(n).map(|n| DeviceChoice::Wgpu(Some(n))),
+            _ => Err(format!("{s:?}: the devices are cpu, cuda[:N] and wgpu[:N]")),
         }
     }
 }
@@ -43,6 +77,20 @@ pub type CpuTrain = burn::backend::Autodiff<Cpu>;
 pub type Cuda = burn::backend::Cuda;
 #[cfg(feature = "cuda")]
 pub type CudaTrain = burn::backend::Autodiff<Cuda>;
+
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu;
+#[cfg(feature = "wgpu")]
+pub type WgpuTrain = burn::backend::Autodiff<Wgpu>;
+
+/// The wgpu device `--device wgpu[:N]` names.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device(index: Option<usize>) -> burn::backend::wgpu::WgpuDevice {
+    match index {
+        None => burn::backend::wgpu::WgpuDevice::DefaultDevice,
+        Some(n) => burn::backend::wgpu::WgpuDevice::DiscreteGpu(n),
+    }
+}
 
 #[cfg(feature = "tch")]
 pub type LibTorch = burn::backend::LibTorch;

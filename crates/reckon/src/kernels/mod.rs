@@ -371,6 +371,9 @@ impl FusedOps for burn::backend::Cuda {}
 #[cfg(feature = "tch")]
 impl FusedOps for burn::backend::LibTorch {}
 
+#[cfg(feature = "wgpu")]
+impl FusedOps for burn::backend::Wgpu {}
+
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn native_attention() -> bool {
         B::native_attention()

@@ -21,7 +21,7 @@ use reckon::model::weights::{load_named, read_weights_file};
 use reckon::model::{RecursiveModel, TrainRecursive};
 use reckon::objective::{act_loss, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue};
 
-fn config_of(dir: &Path) -> HrmConfig {
+pub(crate) fn config_of(dir: &Path) -> HrmConfig {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let a = &json["arch"];

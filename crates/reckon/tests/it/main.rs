@@ -19,3 +19,5 @@ mod rsm_learning;
 mod rsm_memory;
 mod rsm_parity;
 mod rsm_training;
+#[cfg(feature = "wgpu")]
+mod wgpu;

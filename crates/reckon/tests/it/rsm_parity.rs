@@ -20,7 +20,7 @@ use reckon::train::curriculum::{CurriculumConfig, CurriculumPreset};
 use reckon::train::optim::lr_at;
 use reckon::train::trainer::schedule_total_steps;
 
-fn config_of(dir: &Path) -> RsmConfig {
+pub(crate) fn config_of(dir: &Path) -> RsmConfig {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let a = &json["arch"];

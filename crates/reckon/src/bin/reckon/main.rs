@@ -15,7 +15,8 @@ use reckon::cli::Command;
     about = "Train, evaluate and run tiny recursive reasoning models (TRM, HRM, RSM, CMM) on Sudoku and mazes."
 )]
 struct Cli {
-    /// Where to train and evaluate: cpu, or cuda / cuda:N (a build with `--features cuda`).
+    /// Where to train and evaluate: cpu; cuda / cuda:N (a build with `--features cuda`); wgpu / wgpu:N (Vulkan,
+    /// Metal, DX12: a build with `--features wgpu`).
     #[arg(long, global = true, default_value = "cpu")]
     device: DeviceChoice,
     #[command(subcommand)]
@@ -56,7 +57,11 @@ fn run(cli: Cli) -> Result<()> {
         DeviceChoice::Cuda(index) => {
             reckon::cli::run_on::<reckon::backend::CudaTrain>(command, burn::backend::cuda::CudaDevice { index })
         }
-        #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Cuda(_) => anyhow::bail!("--device cuda: this reckon was built without `--features cuda`"),
+        #[cfg(feature = "wgpu")]
+        DeviceChoice::Wgpu(index) => {
+            reckon::cli::run_on::<reckon::backend::WgpuTrain>(command, reckon::backend::wgpu_device(index))
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(other.not_built()),
     }
 }
