@@ -304,10 +304,65 @@ fn load_carry<B: Backend>(path: &Path, device: &B::Device) -> Result<ActCarry<B>
         puzzle_ids: ints(take("puzzle_ids")?),
         seq_len,
     };
-    let restart: Vec<bool> = ints(take("restart")?).into_iter().map(|r| r != 0).collect();
-    let latent = match (take("latent.z_H"), take("latent.z_L")) {
+    // Checkpoints written before the typed carry have no `restart` (nothing was pending then) and positional
+    // `latent.0` / `latent.1` (z_H, z_L; a CMM flag slot `latent.2` is dropped: it was cleared after every step).
+    let restart: Vec<bool> = match take("restart") {
+        Ok(r) => ints(r).into_iter().map(|r| r != 0).collect(),
+        Err(_) => vec![false; steps.len()],
+    };
+    let mut latent_part = |name: &str, old: &str| take(name).or_else(|_| take(old));
+    let latent = match (latent_part("latent.z_H", "latent.0"), latent_part("latent.z_L", "latent.1")) {
         (Ok(z_h), Ok(z_l)) => Some(Latent::new(Tensor::from_data(z_h, device), Tensor::from_data(z_l, device))),
         _ => None,
     };
     Ok(ActCarry { latent, steps, halted, data, restart })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+
+    fn carry() -> ActCarry<Cpu> {
+        let mut carry = ActCarry::<Cpu>::new(2, 3);
+        let dev = Default::default();
+        let z = |v: f32| Tensor::<Cpu, 3>::full([2, 3, 4], v, &dev);
+        carry.latent = Some(Latent::new(z(1.5), z(-2.0)));
+        (carry.steps, carry.halted) = (vec![3, 1], vec![false, true]);
+        carry.data.inputs = vec![1, 2, 3, 4, 5, 6];
+        carry
+    }
+
+    fn values(t: &Tensor<Cpu, 3>) -> Vec<f32> {
+        t.to_data().to_vec().unwrap()
+    }
+
+    #[test]
+    fn the_carry_round_trips_and_old_positional_carries_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, original) = (dir.path().join("carry.safetensors"), carry());
+        save_carry(&original, &path).unwrap();
+        let loaded = load_carry::<Cpu>(&path, &Default::default()).unwrap();
+        let (a, b) = (original.latent.as_ref().unwrap(), loaded.latent.as_ref().unwrap());
+        assert_eq!((values(&a.z_h), values(&a.z_l)), (values(&b.z_h), values(&b.z_l)));
+        assert_eq!(
+            (loaded.steps, loaded.halted, loaded.data, loaded.restart),
+            (original.steps.clone(), original.halted.clone(), original.data.clone(), vec![false, false])
+        );
+        // The format before the typed carry: positional slots (CMM's third, a cleared flag), no `restart`.
+        let mut old = read_safetensors(&path).unwrap();
+        old.remove("restart");
+        let (z_h, z_l) = (old.remove("latent.z_H").unwrap(), old.remove("latent.z_L").unwrap());
+        let mut tensors: Vec<(String, TensorData)> = old.into_iter().collect();
+        tensors.extend([
+            ("latent.0".to_string(), z_h),
+            ("latent.1".to_string(), z_l),
+            ("latent.2".to_string(), TensorData::new(vec![0.0f32; 2], [2, 1, 1])),
+        ]);
+        write_safetensors(&path, &tensors, HashMap::new()).unwrap();
+        let loaded = load_carry::<Cpu>(&path, &Default::default()).unwrap();
+        let b = loaded.latent.as_ref().unwrap();
+        assert_eq!((values(&a.z_h), values(&a.z_l)), (values(&b.z_h), values(&b.z_l)));
+        assert_eq!(loaded.restart, vec![false, false]);
+    }
 }
