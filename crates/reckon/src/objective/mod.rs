@@ -9,12 +9,15 @@
 //! One cross-entropy serves every family: the normalisation is the family's [`CeKind`] (the reference stablemax,
 //! CMM's StableMax3/5 — Taylor polynomials of `eˣ` — or softmax), then BCE on the halting logit and HRM's
 //! bootstrapped `q_continue` target. This module sits above the models (it reads their [`CeKind`]) and below
-//! training.
+//! training. [`device`] computes the same cross-entropy on the backend's device in f32, for GPU backends, where
+//! reading the logits back each step costs more than the host head saves.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::model::CeKind;
+
+pub mod device;
 
 /// Label value that marks a token excluded from the loss (the loader maps PAD labels to it).
 pub const IGNORE_LABEL: i32 = -100;
