@@ -5,6 +5,7 @@
 //! Shared by training (carry across batches, Q halting + exploration) and evaluation/solving.
 
 use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
 use rand::Rng;
 
 use crate::model::Latent;
@@ -90,6 +91,21 @@ impl<B: Backend> ActCarry<B> {
     /// Book-keeping after a step: `steps += 1`, then halt by the rule. `wants_halt` is the family's halting
     /// decision for each of the `[B]` slots ([`crate::model::HaltingRule::decide_rows`]), `None` without a Q head.
     pub fn advance(&mut self, latent: Latent<B>, wants_halt: Option<&[bool]>, rule: HaltRule, rng: &mut impl Rng) {
+        let explore = exploration_draws(rule, self.batch_size(), rng);
+        self.advance_with(latent, wants_halt, rule, &explore);
+    }
+
+    /// [`ActCarry::advance`] with the exploration draws given, one per slot ([`exploration_draws`]): a rank of a
+    /// data-parallel run takes its slots' share of the draws made for the whole global batch, so that its halts
+    /// are those of a single process running the global batch.
+    pub fn advance_with(
+        &mut self,
+        latent: Latent<B>,
+        wants_halt: Option<&[bool]>,
+        rule: HaltRule,
+        explore: &[Option<u32>],
+    ) {
+        assert_eq!(explore.len(), self.batch_size(), "one exploration draw per slot");
         self.latent = Some(latent);
         self.restart.fill(false);
         for slot in 0..self.steps.len() {
@@ -99,17 +115,83 @@ impl<B: Backend> ActCarry<B> {
             if rule.use_q_halt && rule.max_steps > 1 {
                 halted |= wants_halt.is_some_and(|w| w[slot]);
             }
-            if rule.exploration_prob > 0.0 && rule.max_steps > 1 {
-                // Drawn for every slot every step, as the reference's rand_like/randint_like.
-                let explore = rng.random::<f64>() < rule.exploration_prob;
-                let min_steps = rng.random_range(2..=rule.max_steps);
-                if explore {
-                    halted &= steps >= min_steps;
-                }
+            if let Some(min_steps) = explore[slot] {
+                halted &= steps >= min_steps;
             }
             self.halted[slot] = halted;
         }
     }
+
+    /// The carries of consecutive slot ranges (a data-parallel run's ranks), each latent row-sliced and moved to
+    /// its rank's device.
+    pub fn split(self, ranges: &[std::ops::Range<usize>], devices: &[B::Device]) -> Vec<ActCarry<B>> {
+        let seq = self.data.seq_len;
+        ranges
+            .iter()
+            .zip(devices)
+            .map(|(r, device)| ActCarry {
+                latent: self.latent.clone().map(|l| {
+                    let rows = |t: Tensor<B, 3>| t.slice(r.clone()).to_device(device);
+                    Latent { z_h: rows(l.z_h), z_l: rows(l.z_l), restarted: Vec::new() }
+                }),
+                steps: self.steps[r.clone()].to_vec(),
+                halted: self.halted[r.clone()].to_vec(),
+                restart: self.restart[r.clone()].to_vec(),
+                data: SlotData {
+                    inputs: self.data.inputs[r.start * seq..r.end * seq].to_vec(),
+                    labels: self.data.labels[r.start * seq..r.end * seq].to_vec(),
+                    puzzle_ids: self.data.puzzle_ids[r.clone()].to_vec(),
+                    seq_len: seq,
+                },
+            })
+            .collect()
+    }
+
+    /// The carry of all ranks' slots in rank order (the inverse of [`ActCarry::split`]), its latent on `device`.
+    pub fn join(parts: Vec<ActCarry<B>>, device: &B::Device) -> ActCarry<B> {
+        let seq_len = parts[0].data.seq_len;
+        let latent = if parts.iter().all(|p| p.latent.is_some()) {
+            let (h, l): (Vec<_>, Vec<_>) = parts
+                .iter()
+                .map(|p| {
+                    let z = p.latent.clone().expect("checked");
+                    (z.z_h.to_device(device), z.z_l.to_device(device))
+                })
+                .unzip();
+            Some(Latent::new(Tensor::cat(h, 0), Tensor::cat(l, 0)))
+        } else {
+            None
+        };
+        let cat = |f: &dyn Fn(&ActCarry<B>) -> Vec<i32>| parts.iter().flat_map(f).collect::<Vec<i32>>();
+        ActCarry {
+            latent,
+            steps: parts.iter().flat_map(|p| p.steps.clone()).collect(),
+            halted: parts.iter().flat_map(|p| p.halted.clone()).collect(),
+            restart: parts.iter().flat_map(|p| p.restart.clone()).collect(),
+            data: SlotData {
+                inputs: cat(&|p| p.data.inputs.clone()),
+                labels: cat(&|p| p.data.labels.clone()),
+                puzzle_ids: cat(&|p| p.data.puzzle_ids.clone()),
+                seq_len,
+            },
+        }
+    }
+}
+
+/// The halting exploration of one step for `slots` slots: with probability `exploration_prob` a slot must run
+/// at least `U{2..max_steps}` steps (`Some(min_steps)`). Both numbers are drawn for every slot every step, as
+/// the reference's `rand_like`/`randint_like`; nothing is drawn when exploration is off.
+pub fn exploration_draws(rule: HaltRule, slots: usize, rng: &mut impl Rng) -> Vec<Option<u32>> {
+    if rule.exploration_prob <= 0.0 || rule.max_steps <= 1 {
+        return vec![None; slots];
+    }
+    (0..slots)
+        .map(|_| {
+            let explore = rng.random::<f64>() < rule.exploration_prob;
+            let min_steps = rng.random_range(2..=rule.max_steps);
+            explore.then_some(min_steps)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -178,5 +260,43 @@ mod tests {
             carry.advance(latent(0.0, 64), Some(&[true; 64]), rule, &mut rng);
         }
         assert!(carry.halted.iter().all(|&h| h));
+    }
+
+    /// Ranks that take their share of the global batch's exploration draws halt exactly as one carry of the whole
+    /// batch does; `split` and `join` are inverses.
+    #[test]
+    fn ranks_sharing_the_global_draws_halt_as_one_carry() {
+        let rule = HaltRule { max_steps: 5, use_q_halt: true, exploration_prob: 0.5 };
+        let (b, ranges) = (8, [0..3, 3..8]);
+        let device = Default::default();
+        let mut whole = ActCarry::<Cpu>::new(b, 2);
+        whole.admit(&data(b, 1));
+        let mut parts = whole.clone().split(&ranges, &[device, device]);
+        let mut decisions = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let mut differs_from_local_draws = false;
+        for step in 0..6u64 {
+            let wants: Vec<bool> = (0..b).map(|_| decisions.random::<f64>() < 0.6).collect();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(100 + step);
+            let explore = exploration_draws(rule, b, &mut rng);
+            whole.advance_with(latent(1.0, b), Some(&wants), rule, &explore);
+            for (part, r) in parts.iter_mut().zip(&ranges) {
+                part.advance_with(latent(1.0, r.len()), Some(&wants[r.clone()]), rule, &explore[r.clone()]);
+            }
+            // A rank drawing for its own slots only would see other draws.
+            let mut local = rand_chacha::ChaCha8Rng::seed_from_u64(100 + step);
+            differs_from_local_draws |= exploration_draws(rule, 5, &mut local) != explore[3..8];
+            let joined = ActCarry::join(parts.clone(), &device);
+            assert_eq!(joined.halted, whole.halted, "step {step}");
+            assert_eq!(joined.steps, whole.steps, "step {step}");
+            whole.admit(&data(b, step as i32 + 2));
+            for (part, r) in parts.iter_mut().zip(&ranges) {
+                let fresh = data(r.len(), step as i32 + 2);
+                part.admit(&fresh);
+            }
+        }
+        assert!(differs_from_local_draws);
+        let joined = ActCarry::join(parts, &device);
+        assert_eq!(joined.data, whole.data);
+        assert_eq!(joined.latent.unwrap().z_h.dims(), [b, 2, 3]);
     }
 }

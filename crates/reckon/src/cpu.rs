@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::backend::{Cpu, CpuTrain};
+use crate::backend::Cpu;
 use crate::eval::EvalReport;
 use crate::model::AnyModel;
 use crate::train::config::ExperimentConfig;
@@ -14,8 +14,10 @@ use crate::train::config::ExperimentConfig;
 pub type LoadedModel = AnyModel<Cpu>;
 
 /// Train (or resume) the run a config describes on the CPU, with progress bars; returns the last evaluation.
+/// (Not in a `distributed` build: burn then trains only on backends that can all-reduce.)
+#[cfg(not(feature = "distributed"))]
 pub fn train_config(cfg: ExperimentConfig, resume: bool) -> Result<Option<EvalReport>> {
-    crate::cli::train_config_on::<CpuTrain>(cfg, resume, &Default::default())
+    crate::cli::train_config_on::<crate::backend::CpuTrain>(cfg, resume, &[Default::default()])
 }
 
 /// Load evaluation weights onto the CPU ([`crate::cli::load_eval_model_on`]).

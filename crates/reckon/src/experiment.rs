@@ -1,7 +1,7 @@
 //! A training run as one library call: an experiment config in, a trained (or resumed) run out, on any backend.
 //! The CLI and the tests both call [`train`]; the CLI draws its progress bars from the [`TrainEvent`]s it observes.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn_store::ModuleSnapshot;
 
 use crate::backend::TrainBackend;
@@ -16,25 +16,26 @@ use crate::train::trainer::{TrainEvent, Trainer};
 pub fn train<AB: TrainBackend>(
     cfg: ExperimentConfig,
     resume: bool,
-    device: &AB::Device,
+    devices: &[AB::Device],
     on_event: impl FnMut(TrainEvent),
 ) -> Result<Option<EvalReport>> {
     let seed = cfg.train.seed;
-    for_family!(cfg.model.clone(), c => run::<AB, _>(cfg, c.init::<AB>(seed, device), resume, device, on_event))
+    let device = devices.first().context("no device to train on")?;
+    for_family!(cfg.model.clone(), c => run::<AB, _>(cfg, c.init::<AB>(seed, device), resume, devices, on_event))
 }
 
 fn run<AB: TrainBackend, M>(
     cfg: ExperimentConfig,
     model: M,
     resume: bool,
-    device: &AB::Device,
+    devices: &[AB::Device],
     mut on_event: impl FnMut(TrainEvent),
 ) -> Result<Option<EvalReport>>
 where
     M: TrainRecursive<AB> + ModuleSnapshot<AB>,
     M::InnerModule: RecursiveModel<AB::InnerBackend> + ModuleSnapshot<AB::InnerBackend>,
 {
-    let mut trainer = Trainer::new(cfg, model, device.clone(), resume)?;
+    let mut trainer = Trainer::new_on(cfg, model, devices.to_vec(), resume)?;
     on_event(TrainEvent::Started {
         config: &trainer.cfg,
         step: trainer.step,

@@ -15,7 +15,7 @@ pub fn run<AB: TrainBackend>(
     overrides: &[String],
     specs: &[String],
     resume: bool,
-    device: &AB::Device,
+    devices: &[AB::Device],
 ) -> Result<()> {
     let grid = Grid::parse(specs)?;
     let base = load_config(config, overrides)?;
@@ -40,7 +40,7 @@ pub fn run<AB: TrainBackend>(
         println!("\n[{}/{count}] {}", i + 1, ablate::run_name(&setting));
         let dir = cfg.run_dir.clone();
         let continue_run = prepare_run_dir(&cfg, resume)?;
-        train_config_on::<AB>(cfg, continue_run, device)?;
+        train_config_on::<AB>(cfg, continue_run, devices)?;
         rows.push(AblationRow { setting, summary: RunSummary::from_metrics(&dir.join("metrics.jsonl"))? });
         write_tables(&base.run_dir, &grid, &rows)?;
     }

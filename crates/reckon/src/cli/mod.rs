@@ -54,15 +54,17 @@ pub enum Command {
     Quickstart(quickstart::QuickstartArgs),
 }
 
-/// Runs a command on backend `AB` and `device` (the binary picks them from `--device`).
-pub fn run_on<AB: TrainBackend>(command: Command, device: AB::Device) -> Result<()> {
+/// Runs a command on backend `AB` and `devices` (the binary picks them from `--device` and `--devices`): `train`
+/// runs one data-parallel rank per device; every other command runs on the first.
+pub fn run_on<AB: TrainBackend>(command: Command, devices: &[AB::Device]) -> Result<()> {
+    let device = devices.first().context("no device")?.clone();
     match command {
         Command::Data(cmd) => data::run(cmd),
         Command::Train { config, overrides, resume, ablate } if !ablate.is_empty() => {
-            ablate::run::<AB>(&config, &overrides, &ablate, resume, &device)
+            ablate::run::<AB>(&config, &overrides, &ablate, resume, devices)
         }
         Command::Train { config, overrides, resume, .. } => {
-            train_config_on::<AB>(load_config(&config, &overrides)?, resume, &device).map(|_| ())
+            train_config_on::<AB>(load_config(&config, &overrides)?, resume, devices).map(|_| ())
         }
         Command::Eval(args) => eval::eval::<AB::InnerBackend>(&args, &device),
         Command::Solve(args) => eval::solve::<AB::InnerBackend>(&args, &device),
@@ -100,11 +102,11 @@ pub fn load_config(path: &Path, overrides: &[String]) -> Result<ExperimentConfig
 pub fn train_config_on<AB: TrainBackend>(
     cfg: ExperimentConfig,
     resume: bool,
-    device: &AB::Device,
+    devices: &[AB::Device],
 ) -> Result<Option<EvalReport>> {
     let pb = std::cell::RefCell::new(None::<ProgressBar>);
     let eval_pb = std::cell::RefCell::new(None::<ProgressBar>);
-    let report = crate::experiment::train::<AB>(cfg, resume, device, |event| {
+    let report = crate::experiment::train::<AB>(cfg, resume, devices, |event| {
         if let TrainEvent::Started { config, step, final_step, total_steps } = event {
             println!(
                 "training {} on {} → {} (step {step} of {final_step}; schedule {total_steps} steps)",

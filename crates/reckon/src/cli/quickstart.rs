@@ -68,7 +68,8 @@ pub fn run<AB: TrainBackend>(args: &QuickstartArgs, device: &AB::Device) -> Resu
     let cfg = quickstart_config(&data, &run_dir, &args.overrides)?;
     println!("training {} on the CPU ...", describe(&cfg));
     let started = std::time::Instant::now();
-    let report = train_config_on::<AB>(cfg, false, device)?.context("the quickstart dataset has no test split")?;
+    let report = train_config_on::<AB>(cfg, false, std::slice::from_ref(device))?
+        .context("the quickstart dataset has no test split")?;
     println!("\nheld-out puzzles, after each supervision step (EMA weights):");
     print_report(&report);
     let first = report.exact_per_step.first().copied().unwrap_or(0.0);

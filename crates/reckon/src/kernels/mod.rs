@@ -374,7 +374,21 @@ impl FusedOps for burn::backend::LibTorch {}
 #[cfg(feature = "wgpu")]
 impl FusedOps for burn::backend::Wgpu {}
 
-impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+/// What the inner backend of a trained (autodiff) backend must be. burn 0.21 with its `distributed` feature makes
+/// `Autodiff<B>` an autodiff backend only when `B` can all-reduce (`DistributedBackend`, which only CUDA runs),
+/// so the bound follows the feature.
+#[cfg(not(feature = "distributed"))]
+pub trait TrainInner: FusedOps {}
+#[cfg(not(feature = "distributed"))]
+impl<B: FusedOps> TrainInner for B {}
+/// What the inner backend of a trained (autodiff) backend must be: with burn's `distributed` feature, a backend
+/// that can all-reduce.
+#[cfg(feature = "distributed")]
+pub trait TrainInner: FusedOps + burn::tensor::backend::distributed::DistributedBackend {}
+#[cfg(feature = "distributed")]
+impl<B: FusedOps + burn::tensor::backend::distributed::DistributedBackend> TrainInner for B {}
+
+impl<B: TrainInner, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn native_attention() -> bool {
         B::native_attention()
     }

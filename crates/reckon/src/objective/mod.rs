@@ -124,6 +124,25 @@ impl StepLoss {
     /// Weight the loss head's terms as `λ_LM · LM + λ_BCE · BCE` (CMM's `losses.lm` / `losses.bce`) instead of
     /// the reference `LM + 0.5 · BCE`: scales the gradients and `total`; the logged `lm_loss`/`q_halt_loss` stay
     /// unweighted. A no-op at (1, 0.5). Call before [`add_q_continue_loss`] (HRM only, which keeps 0.5).
+    /// The loss of a global batch from its ranks' shards, in rank order (sums add, per-row vectors concatenate).
+    pub fn concat(parts: Vec<StepLoss>) -> StepLoss {
+        let mut all = StepLoss::default();
+        for p in parts {
+            all.lm_loss += p.lm_loss;
+            all.q_halt_loss += p.q_halt_loss;
+            all.q_continue_loss += p.q_continue_loss;
+            all.total += p.total;
+            all.d_logits.extend(p.d_logits);
+            all.d_q_halt.extend(p.d_q_halt);
+            all.d_q_continue.extend(p.d_q_continue);
+            all.preds.extend(p.preds);
+            all.valid.extend(p.valid);
+            all.correct_tokens.extend(p.correct_tokens);
+            all.row_correct.extend(p.row_correct);
+        }
+        all
+    }
+
     pub fn reweight(&mut self, lm: f64, bce: f64) {
         if (lm, bce) == (1.0, 0.5) {
             return;

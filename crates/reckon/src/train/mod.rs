@@ -1,6 +1,6 @@
 //! Training: optimisers and LR schedules, EMA and clipping, AlgGradNorm, the depth curriculum, the trainer (one
-//! optimiser step per supervision step, the ACT carry across batches), the experiment config, checkpoints and
-//! ablation grids. The loss head itself is [`crate::objective`].
+//! optimiser step per supervision step, the ACT carry across batches), data-parallel shards, the experiment config,
+//! checkpoints and ablation grids. The loss head itself is [`crate::objective`].
 
 pub mod ablate;
 pub mod alg_grad_norm;
@@ -9,4 +9,5 @@ pub mod config;
 pub mod curriculum;
 pub mod ema;
 pub mod optim;
+pub mod parallel;
 pub mod trainer;

@@ -9,13 +9,14 @@
 //! the seed and the step, and the carry is checkpointed, so `--resume` continues bit-identically.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::optim::GradientsParams;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use burn_store::ModuleSnapshot;
 use rand::SeedableRng;
@@ -29,7 +30,8 @@ use super::config::ExperimentConfig;
 use super::curriculum::Curriculum;
 use super::ema::{clip_global_norm, ema_update};
 use super::optim::{sign_sgd_rows, DenseOptimizer};
-use crate::act::{ActCarry, HaltRule, SlotData};
+use super::parallel::{shard_ranges, sum_gradients};
+use crate::act::{exploration_draws, ActCarry, HaltRule, SlotData};
 use crate::eval::{batch_tensors, evaluate_verified, task_verifier, EvalReport};
 use crate::infer::Verifier;
 use crate::model::{Depth, Heads, Latent, RecursiveModel, TrainRecursive};
@@ -102,11 +104,13 @@ where
     pub ema: Option<M::InnerModule>,
     optimizer: DenseOptimizer<AB, M>,
     sampler: TrainSampler,
-    carry: ActCarry<AB::InnerBackend>,
+    /// The data-parallel ranks ([`super::parallel`]); a single-device run has one, holding every slot.
+    ranks: Vec<Rank<AB::InnerBackend>>,
     pub step: u64,
     pub total_steps: u64,
     steps_per_eval: u64,
     test: Option<Arc<PuzzleDataset>>,
+    /// The first rank's device: the weights, optimiser, EMA and evaluation live here.
     device: AB::Device,
     elapsed_before: f64,
     started: Instant,
@@ -115,6 +119,24 @@ where
     /// CMM's AlgGradNorm loss-weight multipliers (`model.losses.weighting = "alg_grad_norm"`), created at the
     /// first step (when the active terms are known) and checkpointed.
     agn: Option<AlgGradNorm>,
+}
+
+/// One data-parallel rank: its device and its consecutive share of the global batch's slots, with their carry.
+struct Rank<B: Backend> {
+    device: B::Device,
+    slots: Range<usize>,
+    carry: ActCarry<B>,
+}
+
+/// What one rank's forward and backward give the combining stage.
+struct RankPass<AB: AutodiffBackend> {
+    params: GradientsParams,
+    /// The gradient of the rank's puzzle-table rows, on the first rank's device.
+    row_grads: Option<Tensor<AB::InnerBackend, 2>>,
+    loss: StepLoss,
+    aux_values: BTreeMap<String, f64>,
+    wants_halt: Option<Vec<bool>>,
+    latent: Latent<AB::InnerBackend>,
 }
 
 /// The forward stage's result: the family's step on the slots, and what the later stages need of it.
@@ -153,6 +175,12 @@ where
     /// Start a run with a freshly initialised `model`, or continue the newest checkpoint of `cfg.run_dir`
     /// when `resume` is set (the model is then only a template for the shapes).
     pub fn new(cfg: ExperimentConfig, model: M, device: AB::Device, resume: bool) -> Result<Self> {
+        Self::new_on(cfg, model, vec![device], resume)
+    }
+
+    /// [`Trainer::new`] with data parallelism over `devices` (one rank each, in order; a device may repeat, which
+    /// runs several ranks on it in turn). The model must be on the first device.
+    pub fn new_on(cfg: ExperimentConfig, model: M, devices: Vec<AB::Device>, resume: bool) -> Result<Self> {
         let train = Arc::new(load_split(&cfg, "train")?);
         let test = match load_split(&cfg, "test") {
             Ok(ds) => Some(Arc::new(ds)),
@@ -162,7 +190,7 @@ where
             }
             Err(e) => return Err(e),
         };
-        let mut trainer = Self::from_datasets(cfg, model, device, train, test)?;
+        let mut trainer = Self::from_datasets_on(cfg, model, devices, train, test)?;
         if resume {
             trainer.restore_latest()?;
         }
@@ -178,7 +206,22 @@ where
         train: Arc<PuzzleDataset>,
         test: Option<Arc<PuzzleDataset>>,
     ) -> Result<Self> {
+        Self::from_datasets_on(cfg, model, vec![device], train, test)
+    }
+
+    /// [`Trainer::from_datasets`] with one data-parallel rank per entry of `devices` ([`Trainer::new_on`]).
+    pub fn from_datasets_on(
+        cfg: ExperimentConfig,
+        model: M,
+        devices: Vec<AB::Device>,
+        train: Arc<PuzzleDataset>,
+        test: Option<Arc<PuzzleDataset>>,
+    ) -> Result<Self> {
         check_dataset_fits(&cfg, &model, &train)?;
+        let shards = shard_ranges(cfg.train.global_batch_size, devices.len())?;
+        if devices.len() > 1 && model.loss_spec().alg_grad_norm.is_some() {
+            bail!("model.losses.weighting = \"alg_grad_norm\" needs every term's gradient norm over the whole batch: train it on one device");
+        }
         let t = &cfg.train;
         let batch = t.global_batch_size;
         let sampler = TrainSampler::new(train.clone(), batch, t.seed)
@@ -198,7 +241,12 @@ where
             Some(c) => model.with_depth(c.depth_at(0, total_steps)),
             None => model,
         };
-        let carry = ActCarry::new(batch, seq);
+        let device = devices[0].clone();
+        let ranks = shards
+            .into_iter()
+            .zip(devices)
+            .map(|(slots, device)| Rank { device, carry: ActCarry::new(slots.len(), seq), slots })
+            .collect();
         let optimizer = DenseOptimizer::new_with_eps(t.optimizer, t.beta1, t.beta2, t.weight_decay, t.adam_eps);
         let ema = t.ema.then(|| model.valid());
         Ok(Self {
@@ -207,7 +255,7 @@ where
             ema,
             optimizer,
             sampler,
-            carry,
+            ranks,
             step: 0,
             total_steps,
             steps_per_eval,
@@ -259,7 +307,7 @@ where
         self.model = model.with_depth(depth);
         self.ema = ema.map(|e| e.with_depth(depth));
         self.optimizer = optimizer;
-        self.carry = carry;
+        self.set_carry(carry);
         self.step = progress.step;
         self.sampler.restore(&progress.sampler);
         self.elapsed_before = progress.elapsed_s;
@@ -302,58 +350,117 @@ where
         lr_mult
     }
 
-    /// One optimiser step (= one supervision step of every slot), in four stages: the family's forward step on
-    /// the slots (after refilling the halted ones), the objective its loss spec defines, the parameter update,
-    /// and the carry's advance by the family's halting rule.
+    /// The slots' carry as one (rank order), its latent on the first rank's device: what a checkpoint holds.
+    fn joined_carry(&self) -> ActCarry<AB::InnerBackend> {
+        ActCarry::join(self.ranks.iter().map(|r| r.carry.clone()).collect(), &self.device)
+    }
+
+    /// Hand a whole-batch carry (a checkpoint's) to the ranks, each its slots on its device.
+    fn set_carry(&mut self, carry: ActCarry<AB::InnerBackend>) {
+        let slots: Vec<_> = self.ranks.iter().map(|r| r.slots.clone()).collect();
+        let devices: Vec<_> = self.ranks.iter().map(|r| r.device.clone()).collect();
+        for (rank, part) in self.ranks.iter_mut().zip(carry.split(&slots, &devices)) {
+            rank.carry = part;
+        }
+    }
+
+    /// One optimiser step (= one supervision step of every slot), in four stages: on every rank, the family's
+    /// forward step on its slots (after refilling the halted ones from its share of the next global batch), the
+    /// objective its loss spec defines and the backward pass; the ranks' gradients summed; the parameter
+    /// update; and each rank's carry advanced by the family's halting rule (with its share of the global batch's
+    /// exploration draws, so that N ranks halt exactly as one).
     pub fn train_step(&mut self) -> Result<StepMetrics> {
         self.step += 1;
         let lr_mult = self.apply_curriculum();
         let graph_free = self.model.valid();
-        let slots = self.admit_next_batch();
-        let forward = self.forward(&graph_free, &slots);
-        let objective = self.objective(&graph_free, &slots, forward.heads, &forward.latent, forward.x_free)?;
-        let (lr, grad_norm) = self.update(&graph_free, objective.scalar, forward.rows, lr_mult)?;
+        let global = self.sampler.next_batch();
+        let mut passes = Vec::with_capacity(self.ranks.len());
+        for r in 0..self.ranks.len() {
+            passes.push(self.rank_pass(r, &graph_free, &global)?);
+        }
+        let n = passes.len();
+        let mut grads = Vec::with_capacity(n);
+        let (mut row_grads, mut losses, mut latents, mut wants) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut aux_values: BTreeMap<String, f64> = BTreeMap::new();
+        for pass in passes {
+            grads.push(pass.params);
+            row_grads.push(pass.row_grads);
+            losses.push(pass.loss);
+            latents.push(pass.latent);
+            wants.push(pass.wants_halt);
+            for (k, v) in pass.aux_values {
+                *aux_values.entry(k).or_default() += v / n as f64;
+            }
+        }
+        let params = if n == 1 {
+            grads.pop().expect("one rank")
+        } else {
+            sum_gradients::<AB, M>(&self.model, grads, &self.device)
+        };
+        let row_grads = row_grads.into_iter().collect::<Option<Vec<_>>>().map(|g| Tensor::cat(g, 0));
+        let wants_halt = wants.into_iter().collect::<Option<Vec<_>>>().map(|w| w.concat());
+        let loss = StepLoss::concat(losses);
+        let (lr, grad_norm) = self.update(&graph_free, params, row_grads, lr_mult)?;
         let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(self.cfg.train.seed, self.step));
-        self.carry.advance(forward.latent, objective.wants_halt.as_deref(), self.halt, &mut rng);
-        let mut metrics = self.step_metrics(&objective.loss, objective.wants_halt.as_deref(), lr, grad_norm);
-        metrics.aux = objective.aux_values;
+        let explore = exploration_draws(self.halt, self.cfg.train.global_batch_size, &mut rng);
+        for (rank, latent) in self.ranks.iter_mut().zip(latents) {
+            let wants = wants_halt.as_ref().map(|w| &w[rank.slots.clone()]);
+            rank.carry.advance_with(latent, wants, self.halt, &explore[rank.slots.clone()]);
+        }
+        let mut metrics = self.step_metrics(&loss, wants_halt.as_deref(), lr, grad_norm);
+        metrics.aux = aux_values;
         Ok(metrics)
     }
 
-    /// Halted slots take the next batch's rows (their state restarts in [`Trainer::forward`]); returns what the
-    /// slots hold.
-    fn admit_next_batch(&mut self) -> reckon_data::Batch {
-        let batch = self.sampler.next_batch();
+    /// Rank `r`'s share of a step: admit its slots' rows of the global batch, run the family's step on the
+    /// weights (copied to the rank's device when it is not the first), the objective, and the backward pass.
+    fn rank_pass(
+        &mut self,
+        r: usize,
+        graph_free: &M::InnerModule,
+        global: &reckon_data::Batch,
+    ) -> Result<RankPass<AB>> {
+        let (device, slots) = (self.ranks[r].device.clone(), self.ranks[r].slots.clone());
+        let on_lead = device == self.device;
+        let model = if on_lead { self.model.clone() } else { self.model.clone().fork(&device) };
+        let graph_free = if on_lead { graph_free.clone() } else { model.valid() };
+        let seq = global.seq_len;
         let fresh = SlotData {
-            inputs: batch.inputs,
-            labels: batch.labels,
-            puzzle_ids: batch.puzzle_identifiers,
-            seq_len: batch.seq_len,
+            inputs: global.inputs[slots.start * seq..slots.end * seq].to_vec(),
+            labels: global.labels[slots.start * seq..slots.end * seq].to_vec(),
+            puzzle_ids: global.puzzle_identifiers[slots.clone()].to_vec(),
+            seq_len: seq,
         };
-        let size = self.cfg.train.global_batch_size;
-        self.carry.admit(&fresh);
-        reckon_data::Batch {
-            inputs: self.carry.data.inputs.clone(),
-            labels: self.carry.data.labels.clone(),
-            puzzle_identifiers: self.carry.data.puzzle_ids.clone(),
-            batch_size: size,
-            seq_len: batch.seq_len,
-            real_rows: size,
-        }
+        self.ranks[r].carry.admit(&fresh);
+        let slot_batch = slot_batch(&self.ranks[r].carry);
+        let forward = self.forward(&model, &graph_free, r, &slot_batch);
+        let objective = self.objective(&graph_free, r, &slot_batch, forward.heads, &forward.latent, forward.x_free)?;
+        let grads = objective.scalar.backward();
+        let row_grads = forward.rows.grad(&grads).map(|g| g.to_device(&self.device));
+        let params = GradientsParams::from_grads(grads, &model);
+        Ok(RankPass {
+            params,
+            row_grads,
+            loss: objective.loss,
+            aux_values: objective.aux_values,
+            wants_halt: objective.wants_halt,
+            latent: forward.latent,
+        })
     }
 
-    /// The family's training step on the slots: embed (the puzzle-table rows a fresh leaf, so that their gradient
-    /// can drive SignSGD, as the reference's `local_weights`), restart the admitted slots from the family's initial
-    /// state for their input, then [`TrainRecursive::train_step`].
-    fn forward(&self, graph_free: &M::InnerModule, slots: &reckon_data::Batch) -> Forward<AB> {
-        let (tokens, ids) = batch_tensors::<AB>(slots, &self.device);
+    /// The family's training step on rank `r`'s slots: embed (the puzzle-table rows a fresh leaf, so that their
+    /// gradient can drive SignSGD, as the reference's `local_weights`), restart the admitted slots from the
+    /// family's initial state for their input, then [`TrainRecursive::train_step`].
+    fn forward(&self, model: &M, graph_free: &M::InnerModule, r: usize, slots: &reckon_data::Batch) -> Forward<AB> {
+        let device = &self.ranks[r].device;
+        let (tokens, ids) = batch_tensors::<AB>(slots, device);
         let rows = Tensor::<AB, 2>::from_inner(graph_free.puzzle_rows(ids.inner())).require_grad();
-        let x = self.model.embed(tokens, rows.clone());
+        let x = model.embed(tokens, rows.clone());
         // The family's own draws (stochastic depth, noise) get a stream separate from the carry's exploration.
         let mut model_rng = ChaCha8Rng::seed_from_u64(stream_seed(stream_seed(self.cfg.train.seed, self.step), 1));
         let x_free = x.clone().inner();
-        let latent = self.carry.latent_for_step(|| graph_free.initial_latent(&x_free));
-        let (latent, heads) = self.model.train_step(latent, x, &mut model_rng);
+        let latent = self.ranks[r].carry.latent_for_step(|| graph_free.initial_latent(&x_free));
+        let (latent, heads) = model.train_step(latent, x, &mut model_rng);
         Forward { rows, x_free, latent, heads }
     }
 
@@ -363,6 +470,7 @@ where
     fn objective(
         &mut self,
         graph_free: &M::InnerModule,
+        r: usize,
         slots: &reckon_data::Batch,
         heads: Heads<AB>,
         latent: &Latent<AB::InnerBackend>,
@@ -380,11 +488,12 @@ where
         let wants_halt = halting.decide_rows(q_halt.as_deref(), q_continue.as_deref());
         let grad_scale = 1.0 / self.cfg.train.global_batch_size as f64;
         let spec = graph_free.loss_spec();
-        let mut loss = act_loss_ce(spec.ce, &logits, dims, &self.carry.data.labels, q_halt.as_deref(), grad_scale);
+        let labels = &self.ranks[r].carry.data.labels;
+        let mut loss = act_loss_ce(spec.ce, &logits, dims, labels, q_halt.as_deref(), grad_scale);
         loss.reweight(spec.lm_weight, spec.bce_weight);
         if let (Some(every), Some(q_c)) = (spec.q_target_every, &q_continue) {
             if (self.step - 1).is_multiple_of(every) {
-                let target = self.q_continue_target(graph_free, latent, x_free);
+                let target = self.q_continue_target(graph_free, latent, x_free, &self.ranks[r].carry.steps);
                 add_q_continue_loss(&mut loss, q_c, &target, grad_scale);
             }
         }
@@ -408,8 +517,10 @@ where
             self.alg_grad_norm(slots, &mut loss, &mut aux_terms, &mut aux_values);
         }
         let mut scalar = surrogate(heads.logits, heads.q_halt, &loss);
+        // A rank's auxiliary terms are means over its shard: weighted by its share, the ranks' sum is the global mean.
+        let share = self.ranks[r].slots.len() as f64 / self.cfg.train.global_batch_size as f64;
         for (_, term) in aux_terms {
-            scalar = scalar + term;
+            scalar = scalar + if share == 1.0 { term } else { term.mul_scalar(share) };
         }
         if let (Some(q_c), false) = (heads.q_continue, loss.d_q_continue.is_empty()) {
             scalar = scalar + surrogate_continue(q_c, &loss);
@@ -417,19 +528,17 @@ where
         Ok(Objective { scalar, loss, aux_values, wants_halt })
     }
 
-    /// Backward, global-norm clipping, the dense optimiser, SignSGD on the touched puzzle-table rows, EMA.
+    /// Global-norm clipping of the summed gradients, the dense optimiser, SignSGD on the touched puzzle-table rows
+    /// (every rank's, so all ranks' rows move as one table), EMA.
     /// Returns the learning rate and the gradient norm (before clipping); fails on a non-finite norm.
     fn update(
         &mut self,
         graph_free: &M::InnerModule,
-        objective: Tensor<AB, 1>,
-        rows: Tensor<AB, 2>,
+        mut params: GradientsParams,
+        row_grads: Option<Tensor<AB::InnerBackend, 2>>,
         lr_mult: f64,
     ) -> Result<(f64, f64)> {
         let t = &self.cfg.train;
-        let grads = objective.backward();
-        let row_grads = rows.grad(&grads);
-        let mut params = GradientsParams::from_grads(grads, &self.model);
         let grad_norm = clip_global_norm::<AB, M>(&self.model, &mut params, t.grad_clip_norm);
         if !grad_norm.is_finite() {
             bail!("training diverged at step {}: the gradient norm is {grad_norm}", self.step);
@@ -438,7 +547,8 @@ where
         self.model = self.optimizer.step(lr, self.model.clone(), params);
         if let (Some(table), Some(g)) = (graph_free.puzzle_table(), row_grads) {
             let emb_lr = lr_mult * t.scheduled_lr(t.puzzle_emb_lr, self.step, self.total_steps);
-            let table = sign_sgd_rows(table, &self.carry.data.puzzle_ids, g, emb_lr, t.puzzle_emb_weight_decay);
+            let ids: Vec<i32> = self.ranks.iter().flat_map(|r| r.carry.data.puzzle_ids.iter().copied()).collect();
+            let table = sign_sgd_rows(table, &ids, g, emb_lr, t.puzzle_emb_weight_decay);
             self.model = self.model.clone().set_puzzle_table(Tensor::from_inner(table));
         }
         if let Some(ema) = self.ema.take() {
@@ -503,7 +613,7 @@ where
         let x = self.model.embed(tokens, rows);
         let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(stream_seed(self.cfg.train.seed, self.step), 1));
         let x_free = x.clone().inner();
-        let latent = self.carry.latent_for_step(|| self.model.valid().initial_latent(&x_free));
+        let latent = self.ranks[0].carry.latent_for_step(|| self.model.valid().initial_latent(&x_free));
         let (_, heads) = self.model.train_step(latent, x, &mut rng);
         let objective = match term {
             "lm" => surrogate(heads.logits, None, loss),
@@ -529,12 +639,13 @@ where
         graph_free: &M::InnerModule,
         latent: &Latent<AB::InnerBackend>,
         x: Tensor<AB::InnerBackend, 3>,
+        steps: &[u32],
     ) -> Vec<f32> {
         let (_, next) = graph_free.step(latent.clone(), x);
         let read = |q: Option<Tensor<AB::InnerBackend, 1>>| -> Vec<f32> {
             q.expect("a Q-learning family has both Q logits").into_data().convert::<f32>().to_vec().expect("f32")
         };
-        let is_last: Vec<bool> = self.carry.steps.iter().map(|&s| s + 1 >= self.halt.max_steps).collect();
+        let is_last: Vec<bool> = steps.iter().map(|&s| s + 1 >= self.halt.max_steps).collect();
         q_continue_target(&read(next.q_halt), &read(next.q_continue), &is_last)
     }
 
@@ -553,7 +664,9 @@ where
             elapsed_s: self.elapsed(),
             ..Default::default()
         };
-        for slot in (0..self.carry.batch_size()).filter(|&s| self.carry.halted[s] && loss.valid[s] > 0) {
+        let halted: Vec<bool> = self.ranks.iter().flat_map(|r| r.carry.halted.iter().copied()).collect();
+        let steps: Vec<u32> = self.ranks.iter().flat_map(|r| r.carry.steps.iter().copied()).collect();
+        for slot in (0..halted.len()).filter(|&s| halted[s] && loss.valid[s] > 0) {
             m.count += 1;
             m.accuracy += loss.correct_tokens[slot] as f64 / loss.valid[slot] as f64;
             m.exact_accuracy += f64::from(u8::from(loss.row_correct[slot]));
@@ -561,7 +674,7 @@ where
                 let says_halt = w[slot];
                 *m.q_halt_accuracy.get_or_insert(0.0) += f64::from(u8::from(says_halt == loss.row_correct[slot]));
             }
-            m.steps += self.carry.steps[slot] as f64;
+            m.steps += steps[slot] as f64;
         }
         let n = (m.count as f64).max(1.0);
         m.accuracy /= n;
@@ -613,7 +726,7 @@ where
         // so `eval` and `solve` run them there by default; `progress.config` keeps the run's config for resume.
         let mut cfg = self.cfg.clone();
         cfg.model = cfg.model.with_depth(self.model.depth());
-        checkpoint::save(&cfg, &progress, &self.model, self.ema.as_ref(), &self.optimizer, &self.carry)
+        checkpoint::save(&cfg, &progress, &self.model, self.ema.as_ref(), &self.optimizer, &self.joined_carry())
     }
 
     /// Train to the final step, evaluating and checkpointing every `eval_interval` epochs and at the end.
@@ -645,6 +758,19 @@ where
             }
         }
         Ok(last_eval)
+    }
+}
+
+/// The rows a carry's slots hold, as a batch.
+fn slot_batch<B: Backend>(carry: &ActCarry<B>) -> reckon_data::Batch {
+    let size = carry.batch_size();
+    reckon_data::Batch {
+        inputs: carry.data.inputs.clone(),
+        labels: carry.data.labels.clone(),
+        puzzle_identifiers: carry.data.puzzle_ids.clone(),
+        batch_size: size,
+        seq_len: carry.data.seq_len,
+        real_rows: size,
     }
 }
 

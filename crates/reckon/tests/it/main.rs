@@ -13,6 +13,7 @@ mod fast_path;
 mod hrm_parity;
 mod import;
 mod learning;
+mod parallel;
 mod parity;
 mod resume;
 mod rsm_learning;

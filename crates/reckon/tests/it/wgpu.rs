@@ -108,7 +108,7 @@ fn training_on_wgpu_raises_held_out_accuracy() {
     ];
     let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
     let cfg = common::config(tmp.path(), "wgpu.toml", reckon::cli::QUICKSTART_TOML, &overrides).unwrap();
-    let report = reckon::cli::train_config_on::<WgpuTrain>(cfg, false, &device()).unwrap().expect("evaluated");
+    let report = reckon::cli::train_config_on::<WgpuTrain>(cfg, false, &[device()]).unwrap().expect("evaluated");
     eprintln!("wgpu: held-out token accuracy per step {:?}", report.token_per_step);
     assert!(report.token_accuracy >= 0.25, "token accuracy {} after 40 steps", report.token_accuracy);
 }

@@ -510,6 +510,14 @@ fn time_steps(warmup: usize, steps: usize, mut step: impl FnMut() -> Result<()>)
 /// keeps the bench honest when the trainer changes. The trainer also computes the global gradient norm (one
 /// reduction per parameter), which the baseline does not; it is a small share of a step.
 pub fn bench_train_step(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
+    #[cfg(feature = "distributed")]
+    anyhow::bail!("bench train runs on the CPU, which a --features distributed build cannot train on (burn 0.21)");
+    #[cfg(not(feature = "distributed"))]
+    bench_train_step_cpu(shape, warmup, steps)
+}
+
+#[cfg(not(feature = "distributed"))]
+fn bench_train_step_cpu(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
     start_memory_measurement();
     let device = Default::default();
     let times = reckon::for_family!(shape.model_config(), c => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?);
@@ -517,6 +525,7 @@ pub fn bench_train_step(shape: &BenchShape, warmup: usize, steps: usize) -> Resu
     Ok(BenchResult::from_times(shape, "train", &times, gflop_per_train_step(shape), peak))
 }
 
+#[cfg(not(feature = "distributed"))]
 fn time_training<M>(shape: &BenchShape, model: M, warmup: usize, steps: usize) -> Result<Vec<StepTime>>
 where
     M: TrainRecursive<CpuTrain> + ModuleSnapshot<CpuTrain>,

@@ -5,7 +5,7 @@ mod bench;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use reckon::backend::{CpuTrain, DeviceChoice};
+use reckon::backend::DeviceChoice;
 use reckon::cli::Command;
 
 #[derive(Parser, Debug)]
@@ -19,6 +19,12 @@ struct Cli {
     /// Metal, DX12: a build with `--features wgpu`).
     #[arg(long, global = true, default_value = "cpu")]
     device: DeviceChoice,
+    /// Train data-parallel, one rank per listed device of the `--device` kind, e.g. `--device cuda --devices
+    /// 0,1,2,3`: the global batch is split evenly, gradients are summed, every rank applies the same update. On
+    /// the CPU each entry is one rank run in turn on the one CPU (the weights N devices would reach; a batch in
+    /// N slices). Other commands run on the first.
+    #[arg(long, global = true, value_delimiter = ',', value_name = "N,N,...")]
+    devices: Vec<usize>,
     #[command(subcommand)]
     command: BinCommand,
 }
@@ -51,15 +57,32 @@ fn run(cli: Cli) -> Result<()> {
         }
         BinCommand::Library(command) => command,
     };
+    let list = |first: usize| if cli.devices.is_empty() { vec![first] } else { cli.devices.clone() };
     match cli.device {
-        DeviceChoice::Cpu => reckon::cli::run_on::<CpuTrain>(command, Default::default()),
+        #[cfg(not(feature = "distributed"))]
+        DeviceChoice::Cpu => {
+            let devices = vec![Default::default(); list(0).len()];
+            reckon::cli::run_on::<reckon::backend::CpuTrain>(command, &devices)
+        }
+        // burn 0.21's `distributed` feature makes autodiff require an all-reducing backend (CUDA).
+        #[cfg(feature = "distributed")]
+        DeviceChoice::Cpu => anyhow::bail!(
+            "this reckon was built with --features distributed, which (burn 0.21) runs only on CUDA: use --device cuda, \
+             or a build without that feature for the CPU"
+        ),
         #[cfg(feature = "cuda")]
         DeviceChoice::Cuda(index) => {
-            reckon::cli::run_on::<reckon::backend::CudaTrain>(command, burn::backend::cuda::CudaDevice { index })
+            let devices: Vec<_> = list(index).into_iter().map(|index| burn::backend::cuda::CudaDevice { index }).collect();
+            reckon::cli::run_on::<reckon::backend::CudaTrain>(command, &devices)
         }
         #[cfg(feature = "wgpu")]
         DeviceChoice::Wgpu(index) => {
-            reckon::cli::run_on::<reckon::backend::WgpuTrain>(command, reckon::backend::wgpu_device(index))
+            let devices: Vec<_> = if cli.devices.is_empty() {
+                vec![reckon::backend::wgpu_device(index)]
+            } else {
+                cli.devices.iter().map(|&i| reckon::backend::wgpu_device(Some(i))).collect()
+            };
+            reckon::cli::run_on::<reckon::backend::WgpuTrain>(command, &devices)
         }
         #[allow(unreachable_patterns)]
         other => Err(other.not_built()),
