@@ -17,7 +17,7 @@
 //! directories are read in sorted order; builds are reproducible.
 
 use super::augment::{task_versions, ArcAugment, NameStyle};
-use super::io::{kaggle_path, read_dir_source, read_kaggle, ArcTask};
+use super::io::{kaggle_path, read_dir_source, read_kaggle, ArcPair, ArcTask};
 use super::{spec, MAX_SIZE};
 use crate::dataset::{PuzzleDataset, PuzzleDatasetBuilder};
 use crate::fsutil::{build_dir_atomic, write_bytes_atomic};
@@ -215,12 +215,13 @@ fn read_source(source: &ArcSource, progress: Progress) -> Result<(Vec<Vec<Source
                 progress("read", k as u64, dirs.len() as u64);
                 for subdir in read_dir_source(dir)? {
                     let test_set = subdir.name == "evaluation";
-                    let origin = |t: &ArcTask| subdir.path.join(format!("{}.json", t.id)).display().to_string();
+                    let path = subdir.path;
+                    let origin = |t: &ArcTask| path.join(format!("{}.json", t.id)).display().to_string();
                     subsets.push(
                         subdir
                             .tasks
-                            .iter()
-                            .map(|t| SourcedTask { origin: origin(t), task: t.clone(), test_set })
+                            .into_iter()
+                            .map(|task| SourcedTask { origin: origin(&task), task, test_set })
                             .collect(),
                     );
                 }
@@ -327,6 +328,15 @@ enum Split {
     Test,
 }
 
+/// The pairs of `task` that go to `split` (the routing rule).
+fn split_pairs(task: &SourcedTask, split: Split) -> Vec<&ArcPair> {
+    match split {
+        Split::Train if task.test_set => task.task.train.iter().collect(),
+        Split::Train => task.task.pairs().collect(),
+        Split::Test => task.task.test.iter().collect(),
+    }
+}
+
 /// The tokens of one version's examples in `split`: `(inputs, labels)`, each `examples * canvas²`.
 fn version_tokens(
     task: &SourcedTask,
@@ -335,11 +345,7 @@ fn version_tokens(
     cfg: &ArcBuildConfig,
     split: Split,
 ) -> (Vec<u8>, Vec<u8>) {
-    let pairs: Vec<_> = match split {
-        Split::Train if task.test_set => task.task.train.iter().collect(),
-        Split::Train => task.task.pairs().collect(),
-        Split::Test => task.task.test.iter().collect(),
-    };
+    let pairs = split_pairs(task, split);
     let n = cfg.max_size;
     let mut rng = derived_rng(cfg.seed, &[tags::ARC, tags::TRANSLATE, task_key(&task.task.id), version as u64]);
     // Train only: one example per version stays at (0, 0), the others move (spec §4.3).

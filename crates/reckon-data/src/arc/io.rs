@@ -1,5 +1,6 @@
 //! Reading ARC tasks: one task JSON (`{"train": [{"input": G, "output": G}, ...], "test": [...]}`,
-//! unknown keys such as `"name"` ignored), the Kaggle layout (`{prefix}_{subset}_challenges.json`
+//! unknown keys such as `"name"` ignored: HRM takes it as the task id when present, and in the
+//! published ARC-AGI-1 files it always equals the file stem), the Kaggle layout (`{prefix}_{subset}_challenges.json`
 //! plus an optional `{prefix}_{subset}_solutions.json`) and the directory layout (a root whose
 //! subdirectories hold `*.json` tasks). Every error names the file, and for a bad grid the split,
 //! the pair index, which grid and the cell.
