@@ -16,6 +16,9 @@ pub mod tags {
     pub const GROUP_ORDER: u64 = 0x67726f;
     pub const BATCH: u64 = 0x626174;
     pub const MAZE: u64 = 0x6d617a;
+    pub const ARC: u64 = 0x617263;
+    pub const SHUFFLE: u64 = 0x736866;
+    pub const TRANSLATE: u64 = 0x74726e;
 }
 
 fn splitmix64(mut z: u64) -> u64 {

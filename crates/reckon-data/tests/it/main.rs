@@ -1,5 +1,6 @@
 //! reckon-data's integration tests as one test binary, one module per area.
 
+mod arc;
 mod builder;
 mod dataset;
 mod maze;

@@ -1,0 +1,36 @@
+//! The ARC task (ARC-AGI-1/2, ConceptARC; spec §4.3, §4.4): task JSON and Kaggle readers, grids
+//! and their tokens, the colour/dihedral augmentation with its version names, and the dataset
+//! builder that reproduces the HRM/TRM on-disk layout.
+//!
+//! Tokens, as the reference builders: PAD 0, EOS 1, colour c → c + 2 (vocabulary 12). A grid sits
+//! on an N×N canvas (N = 30 unless `max_size` says less; sequence length N²), its row below and
+//! column to the right marked EOS where they fall inside the canvas; labels equal to PAD are ignored.
+
+pub mod augment;
+pub mod builder;
+pub mod grid;
+pub mod io;
+
+pub use augment::{
+    parse_version_name, puzzle_hash, task_versions, ArcAugment, NameStyle, RETRIES_FACTOR, TRM_SEPARATOR,
+};
+pub use builder::{build, ArcBuildConfig, ArcBuildReport, ArcSource, DEFAULT_NUM_AUG};
+pub use grid::{ArcGrid, GridError};
+pub use io::{kaggle_path, parse_task, read_dir_source, read_kaggle, read_task, ArcPair, ArcSubdir, ArcTask};
+
+use crate::task::TaskSpec;
+
+/// Largest grid side, and the default canvas side.
+pub const MAX_SIZE: usize = 30;
+/// Colours 0..=9.
+pub const MAX_COLORS: usize = 10;
+pub const PAD: u8 = 0;
+pub const EOS: u8 = 1;
+/// Colour c is token c + COLOR_OFFSET.
+pub const COLOR_OFFSET: u8 = 2;
+pub const VOCAB_SIZE: usize = MAX_COLORS + COLOR_OFFSET as usize;
+
+/// The token facts of an ARC dataset on an `canvas`×`canvas` canvas (30 for the reference's).
+pub fn spec(canvas: usize) -> TaskSpec {
+    TaskSpec { name: "arc", vocab_size: VOCAB_SIZE, seq_len: canvas * canvas, pad_id: PAD, ignore_label_id: PAD }
+}
