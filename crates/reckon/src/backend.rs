@@ -4,14 +4,14 @@
 //! CUDA (`--features cuda`), wgpu (`--features wgpu`: Vulkan, Metal, DX12) and LibTorch (`--features tch`) builds
 //! use the same model code; the GPU backends run with burn's kernel fusion.
 
-use crate::kernels::FusedOps;
+use crate::kernels::{FusedOps, TrainInner};
 
 /// A backend reckon trains on: autodiff over a graph-free backend, both with the fused ops (their composed
 /// defaults on backends without kernels). Model, trainer, evaluator and inference are generic over it; only the
 /// binary picks one ([`DeviceChoice`]).
-pub trait TrainBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: FusedOps> + FusedOps {}
+pub trait TrainBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: TrainInner> + FusedOps {}
 
-impl<B: burn::tensor::backend::AutodiffBackend<InnerBackend: FusedOps> + FusedOps> TrainBackend for B {}
+impl<B: burn::tensor::backend::AutodiffBackend<InnerBackend: TrainInner> + FusedOps> TrainBackend for B {}
 
 /// Where a command runs (`--device`): `cpu` (default); `cuda` / `cuda:N` in a build with the `cuda` feature;
 /// `wgpu` (the best adapter wgpu finds) / `wgpu:N` (the N-th discrete GPU) with the `wgpu` feature.

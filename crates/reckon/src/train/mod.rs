@@ -10,4 +10,5 @@ pub mod curriculum;
 pub mod ema;
 pub mod optim;
 pub mod parallel;
+mod pass;
 pub mod trainer;

@@ -6,6 +6,12 @@
 //! ranks see disjoint examples and a group is split only where it straddles a shard boundary. Each rank keeps the
 //! ACT carry of its own slots; a step's loss on every rank is scaled by `1/B` (the global batch), so the sum of
 //! the ranks' gradients is the global batch's gradient (the reference all-reduces with SUM).
+//!
+//! The sum is taken one of two ways. By default the trainer moves every rank's gradients onto the first device and
+//! adds them there ([`sum_gradients`]; any backend, and the CPU simulation of N ranks). In a `distributed` build
+//! on several CUDA devices, burn's own engine all-reduces them with NCCL during the backward pass: the trainer
+//! starts burn's communication server and marks each replica's parameters ([`mark_distributed`]), and every rank
+//! ends its backward pass holding the sum.
 
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -58,6 +64,41 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for SumGrads<AB> {
             self.out.register::<AB::InnerBackend, D>(param.id, total);
         }
     }
+}
+
+/// Mark every trained parameter of a rank's replica for burn's gradient all-reduce during backward (burn 0.21's
+/// `distributed` feature: the autodiff graph submits a marked parameter's gradient to the communication server
+/// as soon as it is complete, and NCCL sums it across the devices).
+#[cfg(feature = "distributed")]
+pub fn mark_distributed<AB: AutodiffBackend, M: AutodiffModule<AB>>(model: M) -> M {
+    model.map(&mut MarkDistributed)
+}
+
+#[cfg(feature = "distributed")]
+struct MarkDistributed;
+
+#[cfg(feature = "distributed")]
+impl<AB: AutodiffBackend> burn::module::ModuleMapper<AB> for MarkDistributed {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
+        use burn::tensor::backend::distributed::DistributedParamId;
+        let (id, tensor, mapper) = param.consume();
+        let tensor =
+            if tensor.is_require_grad() { tensor.set_distributed(DistributedParamId::from(id.val())) } else { tensor };
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
+/// Start burn's gradient all-reduce across `devices` (a sum: each rank's loss is already scaled by 1/global batch).
+#[cfg(feature = "distributed")]
+pub fn start_all_reduce<B: burn::tensor::backend::distributed::DistributedBackend>(devices: &[B::Device]) {
+    use burn::tensor::backend::distributed::{DistributedConfig, ReduceOperation};
+    B::start_communication_server(devices, DistributedConfig { all_reduce_op: ReduceOperation::Sum });
+}
+
+/// Stop burn's gradient all-reduce (when the run ends).
+#[cfg(feature = "distributed")]
+pub fn stop_all_reduce<B: burn::tensor::backend::distributed::DistributedBackend>(device: &B::Device) {
+    B::close_communication_server(device);
 }
 
 #[cfg(test)]

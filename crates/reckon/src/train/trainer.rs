@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
@@ -31,11 +32,13 @@ use super::curriculum::Curriculum;
 use super::ema::{clip_global_norm, ema_update};
 use super::optim::{sign_sgd_rows, DenseOptimizer};
 use super::parallel::{shard_ranges, sum_gradients};
+use super::pass::{stream_seed, RankJob, RankPass, StepContext};
 use crate::act::{exploration_draws, ActCarry, HaltRule, SlotData};
-use crate::eval::{batch_tensors, evaluate_verified, task_verifier, EvalReport};
+use crate::backend::TrainBackend;
+use crate::eval::{evaluate_verified, task_verifier, EvalReport};
 use crate::infer::Verifier;
-use crate::model::{Depth, Heads, Latent, RecursiveModel, TrainRecursive};
-use crate::objective::{act_loss_ce, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue, StepLoss};
+use crate::model::{Depth, RecursiveModel, TrainRecursive};
+use crate::objective::{surrogate, StepLoss};
 
 /// What one optimiser step did. Accuracies are over the slots that halted at this step (the reference's
 /// training metrics); losses are per slot.
@@ -95,7 +98,7 @@ pub enum TrainEvent<'a> {
 }
 
 /// A training run in memory.
-pub struct Trainer<AB: AutodiffBackend, M: TrainRecursive<AB> + ModuleSnapshot<AB>>
+pub struct Trainer<AB: TrainBackend, M: TrainRecursive<AB> + ModuleSnapshot<AB>>
 where
     M::InnerModule: RecursiveModel<AB::InnerBackend> + ModuleSnapshot<AB::InnerBackend>,
 {
@@ -106,6 +109,9 @@ where
     sampler: TrainSampler,
     /// The data-parallel ranks ([`super::parallel`]); a single-device run has one, holding every slot.
     ranks: Vec<Rank<AB::InnerBackend>>,
+    /// Whether burn's NCCL all-reduce sums the ranks' gradients during backward (a `distributed` build on several
+    /// devices); otherwise the trainer sums them on the first device.
+    all_reduce: bool,
     pub step: u64,
     pub total_steps: u64,
     steps_per_eval: u64,
@@ -128,47 +134,7 @@ struct Rank<B: Backend> {
     carry: ActCarry<B>,
 }
 
-/// What one rank's forward and backward give the combining stage.
-struct RankPass<AB: AutodiffBackend> {
-    params: GradientsParams,
-    /// The gradient of the rank's puzzle-table rows, on the first rank's device.
-    row_grads: Option<Tensor<AB::InnerBackend, 2>>,
-    loss: StepLoss,
-    aux_values: BTreeMap<String, f64>,
-    wants_halt: Option<Vec<bool>>,
-    latent: Latent<AB::InnerBackend>,
-}
-
-/// The forward stage's result: the family's step on the slots, and what the later stages need of it.
-struct Forward<AB: AutodiffBackend> {
-    /// The puzzle-table rows of the slots, a leaf whose gradient drives SignSGD.
-    rows: Tensor<AB, 2>,
-    /// The input embedding without a graph (HRM's Q target runs one more step on it).
-    x_free: Tensor<AB::InnerBackend, 3>,
-    latent: Latent<AB::InnerBackend>,
-    heads: Heads<AB>,
-}
-
-/// The objective stage's result.
-struct Objective<AB: AutodiffBackend> {
-    /// The scalar whose backward is the step's gradient (host-computed head gradients + auxiliary terms).
-    scalar: Tensor<AB, 1>,
-    loss: StepLoss,
-    /// `aux_<name>` (and `agn_<term>`) values for the metrics.
-    aux_values: BTreeMap<String, f64>,
-    /// The family's halting decision per slot.
-    wants_halt: Option<Vec<bool>>,
-}
-
-/// Mix a seed and a step into an independent stream (splitmix64 finaliser).
-fn stream_seed(seed: u64, step: u64) -> u64 {
-    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-impl<AB: AutodiffBackend, M: TrainRecursive<AB> + ModuleSnapshot<AB>> Trainer<AB, M>
+impl<AB: TrainBackend, M: TrainRecursive<AB> + ModuleSnapshot<AB>> Trainer<AB, M>
 where
     M::InnerModule: RecursiveModel<AB::InnerBackend> + ModuleSnapshot<AB::InnerBackend>,
 {
@@ -242,11 +208,17 @@ where
             None => model,
         };
         let device = devices[0].clone();
-        let ranks = shards
+        let ranks: Vec<Rank<AB::InnerBackend>> = shards
             .into_iter()
             .zip(devices)
             .map(|(slots, device)| Rank { device, carry: ActCarry::new(slots.len(), seq), slots })
             .collect();
+        let all_reduce = cfg!(feature = "distributed") && ranks.len() > 1 && distinct_devices(&ranks);
+        #[cfg(feature = "distributed")]
+        if all_reduce {
+            let devices: Vec<_> = ranks.iter().map(|r| r.device.clone()).collect();
+            super::parallel::start_all_reduce::<AB::InnerBackend>(&devices);
+        }
         let optimizer = DenseOptimizer::new_with_eps(t.optimizer, t.beta1, t.beta2, t.weight_decay, t.adam_eps);
         let ema = t.ema.then(|| model.valid());
         Ok(Self {
@@ -256,6 +228,7 @@ where
             optimizer,
             sampler,
             ranks,
+            all_reduce,
             step: 0,
             total_steps,
             steps_per_eval,
@@ -374,10 +347,8 @@ where
         let lr_mult = self.apply_curriculum();
         let graph_free = self.model.valid();
         let global = self.sampler.next_batch();
-        let mut passes = Vec::with_capacity(self.ranks.len());
-        for r in 0..self.ranks.len() {
-            passes.push(self.rank_pass(r, &graph_free, &global)?);
-        }
+        let jobs = self.rank_jobs(&graph_free, &global);
+        let passes = self.run_jobs(jobs)?;
         let n = passes.len();
         let mut grads = Vec::with_capacity(n);
         let (mut row_grads, mut losses, mut latents, mut wants) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -392,8 +363,9 @@ where
                 *aux_values.entry(k).or_default() += v / n as f64;
             }
         }
-        let params = if n == 1 {
-            grads.pop().expect("one rank")
+        // With burn's all-reduce every rank already holds the sum; the first rank's is on the weights' device.
+        let params = if n == 1 || self.all_reduce {
+            grads.swap_remove(0)
         } else {
             sum_gradients::<AB, M>(&self.model, grads, &self.device)
         };
@@ -412,120 +384,67 @@ where
         Ok(metrics)
     }
 
-    /// Rank `r`'s share of a step: admit its slots' rows of the global batch, run the family's step on the
-    /// weights (copied to the rank's device when it is not the first), the objective, and the backward pass.
-    fn rank_pass(
-        &mut self,
-        r: usize,
-        graph_free: &M::InnerModule,
-        global: &reckon_data::Batch,
-    ) -> Result<RankPass<AB>> {
-        let (device, slots) = (self.ranks[r].device.clone(), self.ranks[r].slots.clone());
-        let on_lead = device == self.device;
-        let model = if on_lead { self.model.clone() } else { self.model.clone().fork(&device) };
-        let graph_free = if on_lead { graph_free.clone() } else { model.valid() };
+    /// Admit each rank's rows of the global batch into its halted slots and hand each rank its pass: the weights
+    /// (copied to the rank's device when it is not the first's), its carry and the step's numbers.
+    fn rank_jobs(&mut self, graph_free: &M::InnerModule, global: &reckon_data::Batch) -> Vec<RankJob<AB, M>> {
+        let ctx = StepContext {
+            seed: self.cfg.train.seed,
+            step: self.step,
+            global_batch: self.cfg.train.global_batch_size,
+            halt: self.halt,
+        };
         let seq = global.seq_len;
-        let fresh = SlotData {
-            inputs: global.inputs[slots.start * seq..slots.end * seq].to_vec(),
-            labels: global.labels[slots.start * seq..slots.end * seq].to_vec(),
-            puzzle_ids: global.puzzle_identifiers[slots.clone()].to_vec(),
-            seq_len: seq,
-        };
-        self.ranks[r].carry.admit(&fresh);
-        let slot_batch = slot_batch(&self.ranks[r].carry);
-        let forward = self.forward(&model, &graph_free, r, &slot_batch);
-        let objective = self.objective(&graph_free, r, &slot_batch, forward.heads, &forward.latent, forward.x_free)?;
-        let grads = objective.scalar.backward();
-        let row_grads = forward.rows.grad(&grads).map(|g| g.to_device(&self.device));
-        let params = GradientsParams::from_grads(grads, &model);
-        Ok(RankPass {
-            params,
-            row_grads,
-            loss: objective.loss,
-            aux_values: objective.aux_values,
-            wants_halt: objective.wants_halt,
-            latent: forward.latent,
-        })
+        let mut jobs = Vec::with_capacity(self.ranks.len());
+        for rank in &mut self.ranks {
+            let slots = rank.slots.clone();
+            rank.carry.admit(&SlotData {
+                inputs: global.inputs[slots.start * seq..slots.end * seq].to_vec(),
+                labels: global.labels[slots.start * seq..slots.end * seq].to_vec(),
+                puzzle_ids: global.puzzle_identifiers[slots].to_vec(),
+                seq_len: seq,
+            });
+            let (model, graph_free) = if rank.device == self.device {
+                (self.model.clone(), graph_free.clone())
+            } else {
+                let model = replica(&self.model, &rank.device);
+                let graph_free = model.valid();
+                (model, graph_free)
+            };
+            #[cfg(feature = "distributed")]
+            let model = if self.all_reduce { super::parallel::mark_distributed(model) } else { model };
+            jobs.push(RankJob {
+                ctx: ctx.clone(),
+                model,
+                graph_free,
+                carry: rank.carry.clone(),
+                device: rank.device.clone(),
+                lead: self.device.clone(),
+            });
+        }
+        jobs
     }
 
-    /// The family's training step on rank `r`'s slots: embed (the puzzle-table rows a fresh leaf, so that their
-    /// gradient can drive SignSGD, as the reference's `local_weights`), restart the admitted slots from the
-    /// family's initial state for their input, then [`TrainRecursive::train_step`].
-    fn forward(&self, model: &M, graph_free: &M::InnerModule, r: usize, slots: &reckon_data::Batch) -> Forward<AB> {
-        let device = &self.ranks[r].device;
-        let (tokens, ids) = batch_tensors::<AB>(slots, device);
-        let rows = Tensor::<AB, 2>::from_inner(graph_free.puzzle_rows(ids.inner())).require_grad();
-        let x = model.embed(tokens, rows.clone());
-        // The family's own draws (stochastic depth, noise) get a stream separate from the carry's exploration.
-        let mut model_rng = ChaCha8Rng::seed_from_u64(stream_seed(stream_seed(self.cfg.train.seed, self.step), 1));
-        let x_free = x.clone().inner();
-        let latent = self.ranks[r].carry.latent_for_step(|| graph_free.initial_latent(&x_free));
-        let (latent, heads) = model.train_step(latent, x, &mut model_rng);
-        Forward { rows, x_free, latent, heads }
-    }
-
-    /// The family's objective on this step's heads ([`crate::model::LossSpec`]): the LM cross-entropy of its kind
-    /// and the halting BCE on the host, HRM's bootstrapped `q_continue` target, the family's auxiliary terms
-    /// (reweighted by AlgGradNorm when on); and the halting decisions of its rule. Fails on a non-finite loss.
-    fn objective(
-        &mut self,
-        graph_free: &M::InnerModule,
-        r: usize,
-        slots: &reckon_data::Batch,
-        heads: Heads<AB>,
-        latent: &Latent<AB::InnerBackend>,
-        x_free: Tensor<AB::InnerBackend, 3>,
-    ) -> Result<Objective<AB>> {
-        let read = |q: &Option<Tensor<AB, 1>>| -> Option<Vec<f32>> {
-            q.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32"))
-        };
-        let dims = heads.logits.dims();
-        let logits: Vec<f32> = heads.logits.clone().inner().into_data().convert::<f32>().to_vec().expect("f32");
-        let q_halt = read(&heads.q_halt);
-        // Only Q-learning (HRM) compares against q_continue: the others' is not read back.
-        let halting = graph_free.halting_rule();
-        let q_continue = if halting.reads_q_continue() { read(&heads.q_continue) } else { None };
-        let wants_halt = halting.decide_rows(q_halt.as_deref(), q_continue.as_deref());
-        let grad_scale = 1.0 / self.cfg.train.global_batch_size as f64;
-        let spec = graph_free.loss_spec();
-        let labels = &self.ranks[r].carry.data.labels;
-        let mut loss = act_loss_ce(spec.ce, &logits, dims, labels, q_halt.as_deref(), grad_scale);
-        loss.reweight(spec.lm_weight, spec.bce_weight);
-        if let (Some(every), Some(q_c)) = (spec.q_target_every, &q_continue) {
-            if (self.step - 1).is_multiple_of(every) {
-                let target = self.q_continue_target(graph_free, latent, x_free, &self.ranks[r].carry.steps);
-                add_q_continue_loss(&mut loss, q_c, &target, grad_scale);
+    /// Run the ranks' passes: one rank in line (with AlgGradNorm when configured); ranks on distinct devices on
+    /// one thread each, so the devices work at once (with burn's NCCL all-reduce in a `distributed` build, which
+    /// needs them concurrent); ranks sharing a device in turn.
+    fn run_jobs(&mut self, mut jobs: Vec<RankJob<AB, M>>) -> Result<Vec<RankPass<AB>>> {
+        if jobs.len() == 1 {
+            let job = jobs.pop().expect("one rank");
+            let forward = job.forward();
+            let mut objective = job.objective(&forward)?;
+            if job.graph_free.loss_spec().alg_grad_norm.is_some() {
+                let (loss, aux, log) = (&mut objective.loss, &mut objective.aux_terms, &mut objective.aux_values);
+                self.alg_grad_norm(&job, loss, aux, log);
             }
+            return Ok(vec![job.backward(forward, objective)]);
         }
-        // The auxiliary terms are batch means already (weighted); the surrogate carries the per-row losses scaled
-        // by 1/global_batch, i.e. their batch mean too, so the two add on the same scale.
-        let mut aux_values: BTreeMap<String, f64> = heads
-            .aux
-            .iter()
-            .map(|(name, t)| {
-                (format!("aux_{name}"), t.clone().inner().into_data().convert::<f64>().to_vec::<f64>().expect("f64")[0])
-            })
-            .collect();
-        if !loss.total.is_finite() || aux_values.values().any(|v| !v.is_finite()) {
-            bail!(
-                "training diverged at step {}: loss is {} (lm_loss {}, q_halt_loss {}, aux {:?}). Lower train.lr, or set train.grad_clip_norm.",
-                self.step, loss.total, loss.lm_loss, loss.q_halt_loss, aux_values
-            );
+        if !distinct_devices::<AB::InnerBackend>(&self.ranks) {
+            return jobs.into_iter().map(RankJob::run).collect();
         }
-        let mut aux_terms = heads.aux;
-        if spec.alg_grad_norm.is_some() {
-            self.alg_grad_norm(slots, &mut loss, &mut aux_terms, &mut aux_values);
-        }
-        let mut scalar = surrogate(heads.logits, heads.q_halt, &loss);
-        // A rank's auxiliary terms are means over its shard: weighted by its share, the ranks' sum is the global mean.
-        let share = self.ranks[r].slots.len() as f64 / self.cfg.train.global_batch_size as f64;
-        for (_, term) in aux_terms {
-            scalar = scalar + if share == 1.0 { term } else { term.mul_scalar(share) };
-        }
-        if let (Some(q_c), false) = (heads.q_continue, loss.d_q_continue.is_empty()) {
-            scalar = scalar + surrogate_continue(q_c, &loss);
-        }
-        Ok(Objective { scalar, loss, aux_values, wants_halt })
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs.into_iter().map(|job| scope.spawn(move || job.run())).collect();
+            handles.into_iter().map(|h| h.join().expect("a rank's thread panicked")).collect()
+        })
     }
 
     /// Global-norm clipping of the summed gradients, the dense optimiser, SignSGD on the touched puzzle-table rows
@@ -564,7 +483,7 @@ where
     /// update scale this step's terms. Logs each multiplier as `agn_<term>`.
     fn alg_grad_norm(
         &mut self,
-        slots: &reckon_data::Batch,
+        job: &RankJob<AB, M>,
         loss: &mut StepLoss,
         aux: &mut [(&'static str, Tensor<AB, 1>)],
         log: &mut BTreeMap<String, f64>,
@@ -588,7 +507,7 @@ where
         let m = agn.weights.clone();
         if (self.step - 1).is_multiple_of(w.every) {
             let norms: Vec<f64> =
-                terms.iter().zip(&m).map(|((name, _), &k)| self.term_grad_norm(name, k, slots, loss)).collect();
+                terms.iter().zip(&m).map(|((name, _), &k)| self.term_grad_norm(job, name, k, loss)).collect();
             let values: Vec<f64> = terms.iter().map(|(_, v)| *v).collect();
             self.agn.as_mut().expect("created above").update(&values, &norms);
         }
@@ -607,14 +526,8 @@ where
 
     /// `‖∇_w(scale · term)‖` over the dense weights, from a fresh forward of this step (same carry, inputs and
     /// draws); `lm` and `bce` inject `loss`'s host gradients as the step's surrogate does.
-    fn term_grad_norm(&self, term: &str, scale: f64, slots: &reckon_data::Batch, loss: &StepLoss) -> f64 {
-        let (tokens, ids) = batch_tensors::<AB>(slots, &self.device);
-        let rows = Tensor::<AB, 2>::from_inner(self.model.valid().puzzle_rows(ids.inner()));
-        let x = self.model.embed(tokens, rows);
-        let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(stream_seed(self.cfg.train.seed, self.step), 1));
-        let x_free = x.clone().inner();
-        let latent = self.ranks[0].carry.latent_for_step(|| self.model.valid().initial_latent(&x_free));
-        let (_, heads) = self.model.train_step(latent, x, &mut rng);
+    fn term_grad_norm(&self, job: &RankJob<AB, M>, term: &str, scale: f64, loss: &StepLoss) -> f64 {
+        let heads = job.forward().heads;
         let objective = match term {
             "lm" => surrogate(heads.logits, None, loss),
             "bce" => {
@@ -629,24 +542,6 @@ where
         };
         let mut params = GradientsParams::from_grads(objective.mul_scalar(scale).backward(), &self.model);
         clip_global_norm::<AB, M>(&self.model, &mut params, None)
-    }
-
-    /// HRM's bootstrapped target for `q_continue`: the Q logits of one more graph-free step from the new latent
-    /// on the same data, with the weights before this step's update (reference: no replay buffer, no target
-    /// network).
-    fn q_continue_target(
-        &self,
-        graph_free: &M::InnerModule,
-        latent: &Latent<AB::InnerBackend>,
-        x: Tensor<AB::InnerBackend, 3>,
-        steps: &[u32],
-    ) -> Vec<f32> {
-        let (_, next) = graph_free.step(latent.clone(), x);
-        let read = |q: Option<Tensor<AB::InnerBackend, 1>>| -> Vec<f32> {
-            q.expect("a Q-learning family has both Q logits").into_data().convert::<f32>().to_vec().expect("f32")
-        };
-        let is_last: Vec<bool> = steps.iter().map(|&s| s + 1 >= self.halt.max_steps).collect();
-        q_continue_target(&read(next.q_halt), &read(next.q_continue), &is_last)
     }
 
     fn step_metrics(&self, loss: &StepLoss, wants_halt: Option<&[bool]>, lr: f64, grad_norm: f64) -> StepMetrics {
@@ -761,17 +656,26 @@ where
     }
 }
 
-/// The rows a carry's slots hold, as a batch.
-fn slot_batch<B: Backend>(carry: &ActCarry<B>) -> reckon_data::Batch {
-    let size = carry.batch_size();
-    reckon_data::Batch {
-        inputs: carry.data.inputs.clone(),
-        labels: carry.data.labels.clone(),
-        puzzle_identifiers: carry.data.puzzle_ids.clone(),
-        batch_size: size,
-        seq_len: carry.data.seq_len,
-        real_rows: size,
+#[cfg(feature = "distributed")]
+impl<AB: TrainBackend, M: TrainRecursive<AB> + ModuleSnapshot<AB>> Drop for Trainer<AB, M>
+where
+    M::InnerModule: RecursiveModel<AB::InnerBackend> + ModuleSnapshot<AB::InnerBackend>,
+{
+    fn drop(&mut self) {
+        if self.all_reduce {
+            super::parallel::stop_all_reduce::<AB::InnerBackend>(&self.device);
+        }
     }
+}
+
+/// Whether every rank has a device of its own (then they run on threads).
+fn distinct_devices<B: Backend>(ranks: &[Rank<B>]) -> bool {
+    ranks.iter().enumerate().all(|(i, a)| ranks[..i].iter().all(|b| b.device != a.device))
+}
+
+/// The weights on another rank's device.
+fn replica<AB: AutodiffBackend, M: AutodiffModule<AB>>(model: &M, device: &AB::Device) -> M {
+    model.clone().fork(device)
 }
 
 /// The schedule's length, as the reference's `init_train_state`:

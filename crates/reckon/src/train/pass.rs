@@ -1,0 +1,200 @@
+//! One rank's share of a training step: the family's forward step on the rank's slots, the objective its loss spec
+//! defines (host loss head, HRM's bootstrapped Q target, auxiliary terms) and the backward pass. A [`RankJob`] owns
+//! everything it reads (weights on the rank's device, the rank's carry, the step's numbers), so that the ranks of a
+//! multi-GPU run can each run on their own thread; the trainer combines the [`RankPass`]es.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::act::{ActCarry, HaltRule};
+use crate::eval::batch_tensors;
+use crate::model::{Heads, Latent, RecursiveModel, TrainRecursive};
+use crate::objective::{act_loss_ce, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue, StepLoss};
+
+/// Mix a seed and a step into an independent stream (splitmix64 finaliser).
+pub(super) fn stream_seed(seed: u64, step: u64) -> u64 {
+    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The numbers of the step every rank reads.
+#[derive(Clone, Debug)]
+pub(super) struct StepContext {
+    pub seed: u64,
+    pub step: u64,
+    pub global_batch: usize,
+    pub halt: HaltRule,
+}
+
+/// One rank's pass, owned: the weights on its device (autodiff and graph-free), its carry (slots already admitted)
+/// and where the combined gradients go.
+pub(super) struct RankJob<AB: AutodiffBackend, M: TrainRecursive<AB>>
+where
+    M::InnerModule: RecursiveModel<AB::InnerBackend>,
+{
+    pub ctx: StepContext,
+    pub model: M,
+    pub graph_free: M::InnerModule,
+    pub carry: ActCarry<AB::InnerBackend>,
+    pub device: AB::Device,
+    /// The first rank's device, where the puzzle-row gradients are gathered.
+    pub lead: AB::Device,
+}
+
+/// The forward stage's result: the family's step on the slots, and what the later stages need of it.
+pub(super) struct Forward<AB: AutodiffBackend> {
+    /// The puzzle-table rows of the slots, a leaf whose gradient drives SignSGD.
+    pub rows: Tensor<AB, 2>,
+    /// The input embedding without a graph (HRM's Q target runs one more step on it).
+    pub x_free: Tensor<AB::InnerBackend, 3>,
+    pub latent: Latent<AB::InnerBackend>,
+    pub heads: Heads<AB>,
+}
+
+/// The objective stage's result, before the differentiable scalar is built (AlgGradNorm reweights in between).
+pub(super) struct Objective<AB: AutodiffBackend> {
+    pub loss: StepLoss,
+    /// The family's weighted auxiliary terms, batch means over the rank's slots.
+    pub aux_terms: Vec<(&'static str, Tensor<AB, 1>)>,
+    /// `aux_<name>` (and `agn_<term>`) values for the metrics.
+    pub aux_values: BTreeMap<String, f64>,
+    /// The family's halting decision per slot.
+    pub wants_halt: Option<Vec<bool>>,
+}
+
+/// What one rank's forward and backward give the combining stage.
+pub(super) struct RankPass<AB: AutodiffBackend> {
+    pub params: GradientsParams,
+    /// The gradient of the rank's puzzle-table rows, on the first rank's device.
+    pub row_grads: Option<Tensor<AB::InnerBackend, 2>>,
+    pub loss: StepLoss,
+    pub aux_values: BTreeMap<String, f64>,
+    pub wants_halt: Option<Vec<bool>>,
+    pub latent: Latent<AB::InnerBackend>,
+}
+
+impl<AB: AutodiffBackend, M: TrainRecursive<AB>> RankJob<AB, M>
+where
+    M::InnerModule: RecursiveModel<AB::InnerBackend>,
+{
+    /// The whole pass (no AlgGradNorm: that needs every term over the whole batch, so it runs on one rank only).
+    pub fn run(self) -> Result<RankPass<AB>> {
+        let forward = self.forward();
+        let objective = self.objective(&forward)?;
+        Ok(self.backward(forward, objective))
+    }
+
+    /// The rows the slots hold, as a batch.
+    pub fn slot_batch(&self) -> reckon_data::Batch {
+        let size = self.carry.batch_size();
+        reckon_data::Batch {
+            inputs: self.carry.data.inputs.clone(),
+            labels: self.carry.data.labels.clone(),
+            puzzle_identifiers: self.carry.data.puzzle_ids.clone(),
+            batch_size: size,
+            seq_len: self.carry.data.seq_len,
+            real_rows: size,
+        }
+    }
+
+    /// The family's training step on the slots: embed (the puzzle-table rows a fresh leaf, so that their gradient
+    /// can drive SignSGD, as the reference's `local_weights`), restart the admitted slots from the family's initial
+    /// state for their input, then [`TrainRecursive::train_step`].
+    pub fn forward(&self) -> Forward<AB> {
+        let (tokens, ids) = batch_tensors::<AB>(&self.slot_batch(), &self.device);
+        let rows = Tensor::<AB, 2>::from_inner(self.graph_free.puzzle_rows(ids.inner())).require_grad();
+        let x = self.model.embed(tokens, rows.clone());
+        let x_free = x.clone().inner();
+        let latent = self.carry.latent_for_step(|| self.graph_free.initial_latent(&x_free));
+        let (latent, heads) = self.model.train_step(latent, x, &mut self.model_rng());
+        Forward { rows, x_free, latent, heads }
+    }
+
+    /// The family's own draws (stochastic depth, noise): a stream of the seed and step, separate from the carry's
+    /// exploration.
+    pub fn model_rng(&self) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(stream_seed(stream_seed(self.ctx.seed, self.ctx.step), 1))
+    }
+
+    /// The family's objective on this step's heads ([`crate::model::LossSpec`]): the LM cross-entropy of its kind
+    /// and the halting BCE on the host, HRM's bootstrapped `q_continue` target, the family's auxiliary terms; and
+    /// the halting decisions of its rule. Fails on a non-finite loss.
+    pub fn objective(&self, forward: &Forward<AB>) -> Result<Objective<AB>> {
+        let heads = &forward.heads;
+        let read = |q: &Option<Tensor<AB, 1>>| -> Option<Vec<f32>> {
+            q.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32"))
+        };
+        let dims = heads.logits.dims();
+        let logits: Vec<f32> = heads.logits.clone().inner().into_data().convert::<f32>().to_vec().expect("f32");
+        let q_halt = read(&heads.q_halt);
+        // Only Q-learning (HRM) compares against q_continue: the others' is not read back.
+        let halting = self.graph_free.halting_rule();
+        let q_continue = if halting.reads_q_continue() { read(&heads.q_continue) } else { None };
+        let wants_halt = halting.decide_rows(q_halt.as_deref(), q_continue.as_deref());
+        let grad_scale = 1.0 / self.ctx.global_batch as f64;
+        let spec = self.graph_free.loss_spec();
+        let mut loss = act_loss_ce(spec.ce, &logits, dims, &self.carry.data.labels, q_halt.as_deref(), grad_scale);
+        loss.reweight(spec.lm_weight, spec.bce_weight);
+        if let (Some(every), Some(q_c)) = (spec.q_target_every, &q_continue) {
+            if (self.ctx.step - 1).is_multiple_of(every) {
+                let target = self.q_continue_target(&forward.latent, forward.x_free.clone());
+                add_q_continue_loss(&mut loss, q_c, &target, grad_scale);
+            }
+        }
+        let aux_values: BTreeMap<String, f64> = heads
+            .aux
+            .iter()
+            .map(|(name, t)| {
+                (format!("aux_{name}"), t.clone().inner().into_data().convert::<f64>().to_vec::<f64>().expect("f64")[0])
+            })
+            .collect();
+        if !loss.total.is_finite() || aux_values.values().any(|v| !v.is_finite()) {
+            bail!(
+                "training diverged at step {}: loss is {} (lm_loss {}, q_halt_loss {}, aux {:?}). Lower train.lr, or set train.grad_clip_norm.",
+                self.ctx.step, loss.total, loss.lm_loss, loss.q_halt_loss, aux_values
+            );
+        }
+        Ok(Objective { loss, aux_terms: heads.aux.clone(), aux_values, wants_halt })
+    }
+
+    /// The differentiable scalar (the host head's gradients injected by surrogates, plus the auxiliary terms) and
+    /// its backward pass.
+    pub fn backward(self, forward: Forward<AB>, objective: Objective<AB>) -> RankPass<AB> {
+        let Forward { rows, latent, heads, .. } = forward;
+        let Objective { loss, aux_terms, aux_values, wants_halt } = objective;
+        let mut scalar = surrogate(heads.logits, heads.q_halt, &loss);
+        // The auxiliary terms are means over the rank's slots (weighted); the surrogate carries the per-row losses
+        // scaled by 1/global_batch. Weighted by the rank's share, the ranks' terms add up to the global batch mean.
+        let share = self.carry.batch_size() as f64 / self.ctx.global_batch as f64;
+        for (_, term) in aux_terms {
+            scalar = scalar + if share == 1.0 { term } else { term.mul_scalar(share) };
+        }
+        if let (Some(q_c), false) = (heads.q_continue, loss.d_q_continue.is_empty()) {
+            scalar = scalar + surrogate_continue(q_c, &loss);
+        }
+        let grads = scalar.backward();
+        let row_grads = rows.grad(&grads).map(|g| g.to_device(&self.lead));
+        let params = GradientsParams::from_grads(grads, &self.model);
+        RankPass { params, row_grads, loss, aux_values, wants_halt, latent }
+    }
+
+    /// HRM's bootstrapped target for `q_continue`: the Q logits of one more graph-free step from the new latent
+    /// on the same data, with the weights before this step's update (reference: no replay buffer, no target
+    /// network).
+    fn q_continue_target(&self, latent: &Latent<AB::InnerBackend>, x: Tensor<AB::InnerBackend, 3>) -> Vec<f32> {
+        let (_, next) = self.graph_free.step(latent.clone(), x);
+        let read = |q: Option<Tensor<AB::InnerBackend, 1>>| -> Vec<f32> {
+            q.expect("a Q-learning family has both Q logits").into_data().convert::<f32>().to_vec().expect("f32")
+        };
+        let is_last: Vec<bool> = self.carry.steps.iter().map(|&s| s + 1 >= self.ctx.halt.max_steps).collect();
+        q_continue_target(&read(next.q_halt), &read(next.q_continue), &is_last)
+    }
+}
