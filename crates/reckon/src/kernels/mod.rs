@@ -60,6 +60,12 @@ pub enum MixAxis {
 
 /// Operations reckon fuses. Every method has a composed default, so any backend can implement the trait empty.
 pub trait FusedOps: Backend {
+    /// Whether training computes the LM loss on the host (f64, the logits copied over) rather than on the device
+    /// (`train.loss_head = "auto"`): the CPU backend's host head is exact and as fast; a GPU keeps its logits.
+    fn prefers_host_loss_head() -> bool {
+        false
+    }
+
     /// `silu(gate) · up`, elementwise; the callers flatten the inputs to rank 1.
     fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         composed_swiglu::<Self>(gate, up)
@@ -249,6 +255,10 @@ pub fn fast_path() -> bool {
 }
 
 impl FusedOps for burn::backend::Flex {
+    fn prefers_host_loss_head() -> bool {
+        true
+    }
+
     fn native_swiglu_norm() -> bool {
         fast_path()
     }
@@ -389,6 +399,10 @@ pub trait TrainInner: FusedOps + burn::tensor::backend::distributed::Distributed
 impl<B: FusedOps + burn::tensor::backend::distributed::DistributedBackend> TrainInner for B {}
 
 impl<B: TrainInner, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn prefers_host_loss_head() -> bool {
+        B::prefers_host_loss_head()
+    }
+
     fn native_attention() -> bool {
         B::native_attention()
     }

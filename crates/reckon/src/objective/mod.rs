@@ -120,10 +120,42 @@ pub fn act_loss_ce(
     out
 }
 
+/// The halting head and the metrics of [`act_loss_ce`] when the LM cross-entropy was computed on the device
+/// ([`device::lm_loss`]): `lm_loss` is its value (the same sum over rows of per-row means), `preds` its argmax
+/// predictions `[b·seq]`. `d_logits` stays empty (the device loss carries its own gradient); `d_q_halt` and the
+/// per-row records are exactly the host head's.
+pub fn act_loss_given_lm(
+    lm_loss: f64,
+    preds: &[u32],
+    dims: [usize; 2],
+    labels: &[i32],
+    q_halt: Option<&[f32]>,
+    grad_scale: f64,
+) -> StepLoss {
+    let [b, seq] = dims;
+    assert_eq!(preds.len(), b * seq, "predictions size");
+    assert_eq!(labels.len(), b * seq, "labels size");
+    let mut out = StepLoss { lm_loss, d_q_halt: vec![0.0; b], ..Default::default() };
+    for row in 0..b {
+        let (p, l) = (&preds[row * seq..(row + 1) * seq], &labels[row * seq..(row + 1) * seq]);
+        let valid = l.iter().filter(|&&y| y != IGNORE_LABEL).count();
+        let correct = p.iter().zip(l).filter(|&(&p, &y)| y != IGNORE_LABEL && p as i32 == y).count();
+        let row_correct = correct == valid;
+        if let Some(q) = q_halt {
+            let (x, target) = (q[row] as f64, f64::from(u8::from(row_correct)));
+            out.q_halt_loss += bce_with_logits(x, target);
+            out.d_q_halt[row] = (0.5 * (sigmoid(x) - target) * grad_scale) as f32;
+        }
+        out.preds.push(p.to_vec());
+        out.valid.push(valid);
+        out.correct_tokens.push(correct);
+        out.row_correct.push(row_correct);
+    }
+    out.total = out.lm_loss + 0.5 * out.q_halt_loss;
+    out
+}
+
 impl StepLoss {
-    /// Weight the loss head's terms as `λ_LM · LM + λ_BCE · BCE` (CMM's `losses.lm` / `losses.bce`) instead of
-    /// the reference `LM + 0.5 · BCE`: scales the gradients and `total`; the logged `lm_loss`/`q_halt_loss` stay
-    /// unweighted. A no-op at (1, 0.5). Call before [`add_q_continue_loss`] (HRM only, which keeps 0.5).
     /// The loss of a global batch from its ranks' shards, in rank order (sums add, per-row vectors concatenate).
     pub fn concat(parts: Vec<StepLoss>) -> StepLoss {
         let mut all = StepLoss::default();
@@ -143,6 +175,9 @@ impl StepLoss {
         all
     }
 
+    /// Weight the loss head's terms as `λ_LM · LM + λ_BCE · BCE` (CMM's `losses.lm` / `losses.bce`) instead of
+    /// the reference `LM + 0.5 · BCE`: scales the gradients and `total`; the logged `lm_loss`/`q_halt_loss` stay
+    /// unweighted. A no-op at (1, 0.5). Call before [`add_q_continue_loss`] (HRM only, which keeps 0.5).
     pub fn reweight(&mut self, lm: f64, bce: f64) {
         if (lm, bce) == (1.0, 0.5) {
             return;
@@ -197,8 +232,13 @@ pub fn argmax_first(x: &[f32]) -> usize {
 pub fn surrogate<B: Backend>(logits: Tensor<B, 3>, q_halt: Option<Tensor<B, 1>>, loss: &StepLoss) -> Tensor<B, 1> {
     let device = logits.device();
     let dims = logits.dims();
-    let g = Tensor::<B, 3>::from_data(TensorData::new(loss.d_logits.clone(), dims), &device);
-    let mut total = (logits * g).sum();
+    // With the LM loss on the device (`d_logits` empty) only the halting head is injected here.
+    let mut total = if loss.d_logits.is_empty() {
+        logits.mul_scalar(0.0).sum()
+    } else {
+        let g = Tensor::<B, 3>::from_data(TensorData::new(loss.d_logits.clone(), dims), &device);
+        (logits * g).sum()
+    };
     if let Some(q) = q_halt {
         let gq = Tensor::<B, 1>::from_data(TensorData::new(loss.d_q_halt.clone(), [dims[0]]), &device);
         total = total + (q * gq).sum();

@@ -66,11 +66,34 @@ pub struct TrainConfig {
     pub ema: bool,
     #[serde(default = "d::ema_rate")]
     pub ema_rate: f64,
+    /// Where the LM cross-entropy and its gradient are computed: `"auto"` (default: the f64 host head on the CPU,
+    /// the device elsewhere, so a GPU step never copies the logits to the host), `"host"` or `"device"`.
+    #[serde(default, skip_serializing_if = "LossHead::is_auto")]
+    pub loss_head: LossHead,
     /// Clip the global gradient norm to this value (off when absent, as in the reference).
     #[serde(default)]
     pub grad_clip_norm: Option<f64>,
     #[serde(default)]
     pub seed: u64,
+}
+
+/// Where the LM loss head runs (`train.loss_head`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossHead {
+    /// The host head on backends that prefer it (the CPU), the device head elsewhere.
+    #[default]
+    Auto,
+    /// The f64 host head ([`crate::objective::act_loss_ce`]): the logits come to the host.
+    Host,
+    /// The f32 device head ([`crate::objective::device::lm_loss`]): only the predictions come to the host.
+    Device,
+}
+
+impl LossHead {
+    fn is_auto(&self) -> bool {
+        *self == LossHead::Auto
+    }
 }
 
 impl TrainConfig {

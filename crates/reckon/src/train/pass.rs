@@ -15,7 +15,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::act::{ActCarry, HaltRule};
 use crate::eval::batch_tensors;
 use crate::model::{Heads, Latent, RecursiveModel, TrainRecursive};
-use crate::objective::{act_loss_ce, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue, StepLoss};
+use crate::objective::device::lm_loss;
+use crate::objective::{
+    act_loss_ce, act_loss_given_lm, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue, StepLoss,
+};
 
 /// Mix a seed and a step into an independent stream (splitmix64 finaliser).
 pub(super) fn stream_seed(seed: u64, step: u64) -> u64 {
@@ -32,6 +35,8 @@ pub(super) struct StepContext {
     pub step: u64,
     pub global_batch: usize,
     pub halt: HaltRule,
+    /// The LM cross-entropy on the device ([`crate::objective::device`]) instead of the f64 host head.
+    pub device_head: bool,
 }
 
 /// One rank's pass, owned: the weights on its device (autodiff and graph-free), its carry (slots already admitted)
@@ -62,6 +67,8 @@ pub(super) struct Forward<AB: AutodiffBackend> {
 /// The objective stage's result, before the differentiable scalar is built (AlgGradNorm reweights in between).
 pub(super) struct Objective<AB: AutodiffBackend> {
     pub loss: StepLoss,
+    /// With the device head: the LM term to differentiate, `λ_LM / B_global · Σ_rows mean_valid(−log p_y)`.
+    pub lm_device: Option<Tensor<AB, 1>>,
     /// The family's weighted auxiliary terms, batch means over the rank's slots.
     pub aux_terms: Vec<(&'static str, Tensor<AB, 1>)>,
     /// `aux_<name>` (and `agn_<term>`) values for the metrics.
@@ -132,8 +139,6 @@ where
         let read = |q: &Option<Tensor<AB, 1>>| -> Option<Vec<f32>> {
             q.clone().map(|q| q.inner().into_data().convert::<f32>().to_vec().expect("f32"))
         };
-        let dims = heads.logits.dims();
-        let logits: Vec<f32> = heads.logits.clone().inner().into_data().convert::<f32>().to_vec().expect("f32");
         let q_halt = read(&heads.q_halt);
         // Only Q-learning (HRM) compares against q_continue: the others' is not read back.
         let halting = self.graph_free.halting_rule();
@@ -141,7 +146,20 @@ where
         let wants_halt = halting.decide_rows(q_halt.as_deref(), q_continue.as_deref());
         let grad_scale = 1.0 / self.ctx.global_batch as f64;
         let spec = self.graph_free.loss_spec();
-        let mut loss = act_loss_ce(spec.ce, &logits, dims, &self.carry.data.labels, q_halt.as_deref(), grad_scale);
+        let labels = &self.carry.data.labels;
+        let (mut loss, lm_device) = if self.ctx.device_head {
+            let [b, seq, _] = heads.logits.dims();
+            let targets = Tensor::from_data(burn::tensor::TensorData::new(labels.clone(), [b, seq]), &self.device);
+            let lm = lm_loss(spec.ce, heads.logits.clone(), targets);
+            let preds: Vec<u32> = lm.preds.into_data().convert::<u32>().to_vec().expect("u32");
+            let value = lm.lm_loss.clone().inner().into_data().convert::<f64>().to_vec::<f64>().expect("f64")[0];
+            let loss = act_loss_given_lm(value, &preds, [b, seq], labels, q_halt.as_deref(), grad_scale);
+            (loss, Some(lm.lm_loss.mul_scalar(spec.lm_weight * grad_scale)))
+        } else {
+            let dims = heads.logits.dims();
+            let logits: Vec<f32> = heads.logits.clone().inner().into_data().convert::<f32>().to_vec().expect("f32");
+            (act_loss_ce(spec.ce, &logits, dims, labels, q_halt.as_deref(), grad_scale), None)
+        };
         loss.reweight(spec.lm_weight, spec.bce_weight);
         if let (Some(every), Some(q_c)) = (spec.q_target_every, &q_continue) {
             if (self.ctx.step - 1).is_multiple_of(every) {
@@ -162,15 +180,18 @@ where
                 self.ctx.step, loss.total, loss.lm_loss, loss.q_halt_loss, aux_values
             );
         }
-        Ok(Objective { loss, aux_terms: heads.aux.clone(), aux_values, wants_halt })
+        Ok(Objective { loss, lm_device, aux_terms: heads.aux.clone(), aux_values, wants_halt })
     }
 
     /// The differentiable scalar (the host head's gradients injected by surrogates, plus the auxiliary terms) and
     /// its backward pass.
     pub fn backward(self, forward: Forward<AB>, objective: Objective<AB>) -> RankPass<AB> {
         let Forward { rows, latent, heads, .. } = forward;
-        let Objective { loss, aux_terms, aux_values, wants_halt } = objective;
+        let Objective { loss, lm_device, aux_terms, aux_values, wants_halt } = objective;
         let mut scalar = surrogate(heads.logits, heads.q_halt, &loss);
+        if let Some(lm) = lm_device {
+            scalar = scalar + lm;
+        }
         // The auxiliary terms are means over the rank's slots (weighted); the surrogate carries the per-row losses
         // scaled by 1/global_batch. Weighted by the rank's share, the ranks' terms add up to the global batch mean.
         let share = self.carry.batch_size() as f64 / self.ctx.global_batch as f64;

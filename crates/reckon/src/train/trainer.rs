@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use super::alg_grad_norm::AlgGradNorm;
 use super::checkpoint::{self, TrainProgress};
-use super::config::ExperimentConfig;
+use super::config::{ExperimentConfig, LossHead};
 use super::curriculum::Curriculum;
 use super::ema::{clip_global_norm, ema_update};
 use super::optim::{sign_sgd_rows, DenseOptimizer};
@@ -109,6 +109,8 @@ where
     sampler: TrainSampler,
     /// The data-parallel ranks ([`super::parallel`]); a single-device run has one, holding every slot.
     ranks: Vec<Rank<AB::InnerBackend>>,
+    /// The LM loss on the device rather than the host (`train.loss_head`, resolved for the backend).
+    device_head: bool,
     /// Whether burn's NCCL all-reduce sums the ranks' gradients during backward (a `distributed` build on several
     /// devices); otherwise the trainer sums them on the first device.
     all_reduce: bool,
@@ -213,6 +215,7 @@ where
             .zip(devices)
             .map(|(slots, device)| Rank { device, carry: ActCarry::new(slots.len(), seq), slots })
             .collect();
+        let device_head = resolve_loss_head::<AB>(cfg.train.loss_head, model.loss_spec().alg_grad_norm.is_some())?;
         let all_reduce = cfg!(feature = "distributed") && ranks.len() > 1 && distinct_devices(&ranks);
         #[cfg(feature = "distributed")]
         if all_reduce {
@@ -229,6 +232,7 @@ where
             sampler,
             ranks,
             all_reduce,
+            device_head,
             step: 0,
             total_steps,
             steps_per_eval,
@@ -392,6 +396,7 @@ where
             step: self.step,
             global_batch: self.cfg.train.global_batch_size,
             halt: self.halt,
+            device_head: self.device_head,
         };
         let seq = global.seq_len;
         let mut jobs = Vec::with_capacity(self.ranks.len());
@@ -665,6 +670,19 @@ where
         if self.all_reduce {
             super::parallel::stop_all_reduce::<AB::InnerBackend>(&self.device);
         }
+    }
+}
+
+/// Whether the LM loss runs on the device: `auto` follows the backend ([`FusedOps::prefers_host_loss_head`]);
+/// AlgGradNorm reweights the host head's gradients, so it needs the host head.
+fn resolve_loss_head<AB: TrainBackend>(head: LossHead, alg_grad_norm: bool) -> Result<bool> {
+    match head {
+        LossHead::Host => Ok(false),
+        LossHead::Auto => Ok(!alg_grad_norm && !AB::prefers_host_loss_head()),
+        LossHead::Device if alg_grad_norm => {
+            bail!("train.loss_head = \"device\" cannot be combined with model.losses.weighting = \"alg_grad_norm\" (it reweights the host head's gradients): use \"host\" or \"auto\"")
+        }
+        LossHead::Device => Ok(true),
     }
 }
 

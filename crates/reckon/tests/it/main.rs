@@ -8,6 +8,7 @@ mod cli;
 mod cmm_parity;
 mod cmm_training;
 mod configs_and_init;
+mod device_head;
 mod divergence;
 mod fast_path;
 mod hrm_parity;
