@@ -8,6 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use rand::Rng;
 
+use crate::backend::transfer;
 use crate::model::Latent;
 
 /// When a slot halts after a step.
@@ -131,7 +132,7 @@ impl<B: Backend> ActCarry<B> {
             .zip(devices)
             .map(|(r, device)| ActCarry {
                 latent: self.latent.clone().map(|l| {
-                    let rows = |t: Tensor<B, 3>| t.slice(r.clone()).to_device(device);
+                    let rows = |t: Tensor<B, 3>| transfer(t.slice(r.clone()), device);
                     Latent { z_h: rows(l.z_h), z_l: rows(l.z_l), restarted: Vec::new() }
                 }),
                 steps: self.steps[r.clone()].to_vec(),
@@ -155,7 +156,7 @@ impl<B: Backend> ActCarry<B> {
                 .iter()
                 .map(|p| {
                     let z = p.latent.clone().expect("checked");
-                    (z.z_h.to_device(device), z.z_l.to_device(device))
+                    (transfer(z.z_h, device), transfer(z.z_l, device))
                 })
                 .unzip();
             Some(Latent::new(Tensor::cat(h, 0), Tensor::cat(l, 0)))

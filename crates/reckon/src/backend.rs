@@ -122,3 +122,34 @@ pub fn return_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// The process's peak resident set in MB (MiB, as `ru_maxrss / 1024`), from `/proc/self/status` `VmHWM` (the same
+/// figure as `getrusage`'s `ru_maxrss`, without a libc dependency). 0 where unavailable.
+pub fn peak_rss_mb() -> f64 {
+    vm_hwm_mb(&std::fs::read_to_string("/proc/self/status").unwrap_or_default()).unwrap_or(0.0)
+}
+
+/// `VmHWM` of a `/proc/*/status` text, in MB.
+pub fn vm_hwm_mb(status: &str) -> Option<f64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+}
+
+/// `tensor` on `device`: itself when it is there already, else copied through host memory. burn 0.21's
+/// `Tensor::to_device` between two devices of a CubeCL backend goes through CubeCL's device-to-device
+/// communication, which only CUDA implements (on wgpu it panics `not implemented` in `comm_init`); the host copy
+/// works on every backend. The data-parallel trainer moves only gradients, puzzle rows, replicas of the weights and
+/// (at checkpoints) the carry this way, small next to a step.
+pub fn transfer<B: burn::tensor::backend::Backend, const D: usize>(
+    tensor: burn::tensor::Tensor<B, D>,
+    device: &B::Device,
+) -> burn::tensor::Tensor<B, D> {
+    if tensor.device() == *device {
+        tensor
+    } else {
+        burn::tensor::Tensor::from_data(tensor.into_data(), device)
+    }
+}

@@ -6,8 +6,10 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::backend::Cpu;
+#[cfg(not(feature = "distributed"))]
 use crate::eval::EvalReport;
 use crate::model::AnyModel;
+#[cfg(not(feature = "distributed"))]
 use crate::train::config::ExperimentConfig;
 
 /// Evaluation weights of any family, on the CPU (what [`load_eval_model`] returns).

@@ -1,4 +1,4 @@
-//! `reckon data`: build datasets (Sudoku, Maze) in the official layout and show one example, as text and,
+//! `reckon data`: build datasets (Sudoku, Maze, ARC) in the official layout and show one example, as text and,
 //! for mazes, as a PNG.
 
 use std::path::{Path, PathBuf};
@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
+use reckon_data::arc::{self, ArcBuildConfig, ArcSource};
 use reckon_data::maze::{self, MazeBuildConfig, MazeGenConfig, MazeSource};
 use reckon_data::sudoku::{self, SudokuBuildConfig, SudokuSource};
 use reckon_data::{AnyTask, PuzzleDataset};
@@ -38,6 +39,42 @@ pub enum BuildCommand {
     /// Maze (Maze-Hard layout): from the official CSVs, or generated (random walls, S and G far apart, the
     /// reference BFS answer; train and test layouts disjoint).
     Maze(MazeBuildArgs),
+    /// ARC-AGI (1 or 2, with ConceptARC): HRM's directory layout (`--dirs`) or TRM's Kaggle files (`--kaggle`),
+    /// augmented (dihedral × colour permutation, deduplicated), translated on the train split, 30x30 canvas.
+    Arc(ArcBuildArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ArcBuildArgs {
+    /// Output directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TRM's layout: the prefix of `{PREFIX}_{subset}_challenges.json` / `_solutions.json`, e.g.
+    /// `kaggle/combined/arc-agi` (the reference's `input_file_prefix`).
+    #[arg(long, value_name = "PREFIX", conflicts_with = "dirs", requires = "test_set")]
+    pub kaggle: Option<PathBuf>,
+    /// With `--kaggle`: the subsets, in order, e.g. `training,evaluation,concept` (ARC-2: `training2,evaluation2,
+    /// concept`).
+    #[arg(long, value_delimiter = ',', default_value = "training,evaluation,concept")]
+    pub subsets: Vec<String>,
+    /// With `--kaggle`: the subset whose test pairs are held out (`evaluation`; ARC-2: `evaluation2`).
+    #[arg(long)]
+    pub test_set: Option<String>,
+    /// HRM's layout: roots whose subdirectories hold task JSONs (e.g. `arc-agi-1/data,conceptarc/corpus`); a
+    /// subdirectory named `evaluation` is the test set.
+    #[arg(long, value_delimiter = ',')]
+    pub dirs: Vec<PathBuf>,
+    /// Augmented versions per task (at most; symmetric tasks get fewer).
+    #[arg(long, default_value_t = arc::DEFAULT_NUM_AUG)]
+    pub num_aug: usize,
+    /// Keep only tasks whose grids all fit N×N and build an N×N canvas (CPU-scale runs).
+    #[arg(long, default_value_t = arc::MAX_SIZE)]
+    pub max_size: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -123,6 +160,7 @@ pub(super) fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Build(BuildCommand::Sudoku(args)) => build_sudoku(&args).map(|_| ()),
         DataCommand::Build(BuildCommand::Maze(args)) => build_maze(&args).map(|_| ()),
+        DataCommand::Build(BuildCommand::Arc(args)) => build_arc(&args).map(|_| ()),
         DataCommand::Show { dir, split, index, png } => show(&dir, &split, index, png.as_deref()),
     }
 }
@@ -243,6 +281,42 @@ pub fn build_maze(args: &MazeBuildArgs) -> Result<maze::MazeBuildReport> {
     let report = maze::build(&cfg, &args.out, &progress)?;
     pb.finish_and_clear();
     println!("built {} in {:.1} s", args.out.display(), started.elapsed().as_secs_f64());
+    println!("{report}");
+    Ok(report)
+}
+
+pub fn build_arc(args: &ArcBuildArgs) -> Result<arc::ArcBuildReport> {
+    let source = match (&args.kaggle, args.dirs.is_empty()) {
+        (Some(prefix), true) => ArcSource::Kaggle {
+            prefix: prefix.clone(),
+            subsets: args.subsets.clone(),
+            test_set: args.test_set.clone().expect("clap requires --test-set with --kaggle"),
+        },
+        (None, false) => ArcSource::Dirs { dirs: args.dirs.clone() },
+        _ => bail!("nothing to build from: give --kaggle PREFIX --test-set NAME, or --dirs ROOT[,ROOT...]"),
+    };
+    let cfg = ArcBuildConfig {
+        num_aug: args.num_aug,
+        seed: args.seed,
+        max_size: args.max_size,
+        force: args.force,
+        ..ArcBuildConfig::new(source)
+    };
+    let pb = stage_bar();
+    let progress = |stage: &str, done: u64, total: u64| {
+        pb.set_message(stage.to_string());
+        pb.set_length(total.max(1));
+        pb.set_position(done);
+    };
+    let started = Instant::now();
+    let report = arc::build(&cfg, &args.out, &progress)?;
+    pb.finish_and_clear();
+    println!(
+        "built {} in {:.1} s (peak memory {:.0} MB)",
+        args.out.display(),
+        started.elapsed().as_secs_f64(),
+        crate::backend::peak_rss_mb()
+    );
     println!("{report}");
     Ok(report)
 }

@@ -22,6 +22,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 
+use crate::backend::transfer;
+
 /// The slots of each of `ranks` ranks: consecutive, equal shares of `global_batch`.
 pub fn shard_ranges(global_batch: usize, ranks: usize) -> Result<Vec<Range<usize>>> {
     ensure!(ranks > 0, "at least one device is needed");
@@ -58,11 +60,30 @@ impl<AB: AutodiffBackend> ModuleVisitor<AB> for SumGrads<AB> {
             .ranks
             .iter_mut()
             .filter_map(|g| g.remove::<AB::InnerBackend, D>(param.id))
-            .map(|g| g.to_device(&self.device))
+            .map(|g| transfer(g, &self.device))
             .reduce(|a, b| a + b);
         if let Some(total) = total {
             self.out.register::<AB::InnerBackend, D>(param.id, total);
         }
+    }
+}
+
+/// The weights on another device, parameter by parameter through host memory ([`transfer`]), with their ids and
+/// whether they are trained kept: a data-parallel rank's replica.
+pub fn replica<AB: AutodiffBackend, M: AutodiffModule<AB>>(model: &M, device: &AB::Device) -> M {
+    model.clone().map(&mut Replicate::<AB> { device: device.clone() })
+}
+
+struct Replicate<AB: AutodiffBackend> {
+    device: AB::Device,
+}
+
+impl<AB: AutodiffBackend> burn::module::ModuleMapper<AB> for Replicate<AB> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<AB, D>>) -> Param<Tensor<AB, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let trained = tensor.is_require_grad();
+        let moved = Tensor::<AB, D>::from_inner(transfer(tensor.inner(), &self.device));
+        Param::from_mapped_value(id, if trained { moved.require_grad() } else { moved }, mapper)
     }
 }
 

@@ -13,6 +13,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::act::{ActCarry, HaltRule};
+use crate::backend::transfer;
 use crate::eval::batch_tensors;
 use crate::model::{Heads, Latent, RecursiveModel, TrainRecursive};
 use crate::objective::device::lm_loss;
@@ -202,7 +203,7 @@ where
             scalar = scalar + surrogate_continue(q_c, &loss);
         }
         let grads = scalar.backward();
-        let row_grads = rows.grad(&grads).map(|g| g.to_device(&self.lead));
+        let row_grads = rows.grad(&grads).map(|g| transfer(g, &self.lead));
         let params = GradientsParams::from_grads(grads, &self.model);
         RankPass { params, row_grads, loss, aux_values, wants_halt, latent }
     }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
@@ -31,7 +30,7 @@ use super::config::{ExperimentConfig, LossHead};
 use super::curriculum::Curriculum;
 use super::ema::{clip_global_norm, ema_update};
 use super::optim::{sign_sgd_rows, DenseOptimizer};
-use super::parallel::{shard_ranges, sum_gradients};
+use super::parallel::{replica, shard_ranges, sum_gradients};
 use super::pass::{stream_seed, RankJob, RankPass, StepContext};
 use crate::act::{exploration_draws, ActCarry, HaltRule, SlotData};
 use crate::backend::TrainBackend;
@@ -689,11 +688,6 @@ fn resolve_loss_head<AB: TrainBackend>(head: LossHead, alg_grad_norm: bool) -> R
 /// Whether every rank has a device of its own (then they run on threads).
 fn distinct_devices<B: Backend>(ranks: &[Rank<B>]) -> bool {
     ranks.iter().enumerate().all(|(i, a)| ranks[..i].iter().all(|b| b.device != a.device))
-}
-
-/// The weights on another rank's device.
-fn replica<AB: AutodiffBackend, M: AutodiffModule<AB>>(model: &M, device: &AB::Device) -> M {
-    model.clone().fork(device)
 }
 
 /// The schedule's length, as the reference's `init_train_state`:

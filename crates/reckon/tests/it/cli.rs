@@ -259,3 +259,51 @@ fn ablation_grid_trains_every_setting_and_prints_one_table() {
         "finished runs are reported, not retrained"
     );
 }
+
+/// `--devices 0,1` on the CPU: two data-parallel ranks run in turn, reaching the weights one rank reaches; a batch
+/// that does not split over the devices is refused with the reason.
+#[test]
+fn train_on_two_simulated_devices_matches_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(reckon(
+        &["data", "build", "sudoku", "--out", "data", "--generate", "60", "--clues-min", "50", "--clues-max", "60"],
+        dir,
+    ));
+    std::fs::write(dir.join("c.toml"), CONFIG).unwrap();
+    ok(reckon(&["train", "c.toml", "--set", "run_dir=\"one\""], dir));
+    ok(reckon(&["--devices", "0,1", "train", "c.toml", "--set", "run_dir=\"two\""], dir));
+    let weights = |run: &str| -> Vec<(String, Vec<f32>)> {
+        reckon::model::weights::read_safetensors(&dir.join(run).join("checkpoints/step_3/train_weights.safetensors"))
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.convert::<f32>().to_vec::<f32>().unwrap()))
+            .collect()
+    };
+    let (one, two) = (weights("one"), weights("two"));
+    assert_eq!(one.len(), two.len());
+    for ((k, a), (_, b)) in one.iter().zip(&two) {
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 2e-5, "{k}: {worst:e}");
+    }
+    fails_cleanly(reckon(&["--devices", "0,1,2", "train", "c.toml", "--set", "run_dir=\"three\""], dir), "3 devices");
+}
+
+/// `reckon data build arc` on HRM's directory layout (the repository's ARC fixtures): counts, time and peak memory
+/// printed, the reference layout written.
+#[test]
+fn data_build_arc_from_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reckon-data/tests/fixtures/arc");
+    let dirs =
+        format!("{},{}", fixtures.join("arc-agi-1/data").display(), fixtures.join("conceptarc/corpus").display());
+    let out = ok(reckon(&["data", "build", "arc", "--out", "arc", "--dirs", &dirs, "--num-aug", "3"], tmp.path()));
+    assert!(
+        out.contains("7 tasks read") && out.contains("(2 in the test set)") && out.contains("peak memory"),
+        "{out}"
+    );
+    for file in ["identifiers.json", "test_puzzles.json", "train/dataset.json", "test/dataset.json"] {
+        assert!(tmp.path().join("arc").join(file).exists(), "{file}");
+    }
+    fails_cleanly(reckon(&["data", "build", "arc", "--out", "x"], tmp.path()), "nothing to build from");
+}

@@ -2,7 +2,7 @@
 //! software Vulkan driver (lavapipe), the same CubeCL kernels CUDA compiles: the reference parity fixtures (eval
 //! steps of TRM-MLP, TRM-Att, HRM and RSM), a short training run whose held-out accuracy rises, and the command
 //! line on `--device wgpu` (train, eval, solve), with a checkpoint trained on one device evaluating the same on
-//! the other. Built and run with `cargo test --release -p reckon --features wgpu --test it wgpu::`.
+//! the other; data parallelism across two wgpu devices. Built and run with `cargo test --release -p reckon --features wgpu --test it wgpu::`.
 
 use std::path::Path;
 use std::process::Command;
@@ -111,6 +111,54 @@ fn training_on_wgpu_raises_held_out_accuracy() {
     let report = reckon::cli::train_config_on::<WgpuTrain>(cfg, false, &[device()]).unwrap().expect("evaluated");
     eprintln!("wgpu: held-out token accuracy per step {:?}", report.token_per_step);
     assert!(report.token_accuracy >= 0.25, "token accuracy {} after 40 steps", report.token_accuracy);
+}
+
+/// Data parallelism across two wgpu devices (burn's `DefaultDevice` and `Cpu`: on lavapipe two clients of the one
+/// adapter, so the ranks run on their own threads, the second on a replica, its gradients and puzzle rows moved to
+/// the first device): the same weights and the same halts as one device holding the whole batch.
+#[test]
+fn two_wgpu_devices_train_as_one() {
+    use burn::backend::wgpu::WgpuDevice;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::sudoku_dataset(tmp.path(), 120, (50, 60), 1, 7);
+    let run = |name: &str, devices: &[WgpuDevice]| {
+        let overrides = [
+            format!("data.path={:?}", data.display().to_string()),
+            format!("run_dir={:?}", tmp.path().join(name).display().to_string()),
+            "train.max_steps=4".into(),
+            "train.global_batch_size=8".into(),
+            "model.halt_max_steps=2".into(),
+            "model.halt_exploration_prob=0.5".into(),
+            "eval.max_examples=8".into(),
+            "eval.batch_size=8".into(),
+        ];
+        let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
+        let cfg = common::config(tmp.path(), "dp.toml", reckon::cli::QUICKSTART_TOML, &overrides).unwrap();
+        reckon::experiment::train::<WgpuTrain>(cfg, false, devices, |_| {}).unwrap();
+        let ckpt = tmp.path().join(name).join("checkpoints/step_4");
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(tmp.path().join(name).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["kind"] == "train")
+            .collect();
+        let weights: Vec<(String, Vec<f32>)> =
+            reckon::model::weights::read_safetensors(&ckpt.join("train_weights.safetensors"))
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (k, v.convert::<f32>().to_vec::<f32>().unwrap()))
+                .collect();
+        (weights, lines)
+    };
+    let (one, one_lines) = run("one", &[WgpuDevice::DefaultDevice]);
+    let (two, two_lines) = run("two", &[WgpuDevice::DefaultDevice, WgpuDevice::Cpu]);
+    for (a, b) in one_lines.iter().zip(&two_lines) {
+        assert_eq!(a["metrics"]["count"], b["metrics"]["count"], "halted slots");
+    }
+    for ((k, x), (_, y)) in one.iter().zip(&two) {
+        let worst = x.iter().zip(y).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5, "{k} differs by {worst:e} between one and two wgpu devices");
+    }
 }
 
 fn reckon(args: &[&str]) -> String {

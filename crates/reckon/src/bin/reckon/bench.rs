@@ -28,10 +28,15 @@ use reckon_data::task::TaskSpec;
 use reckon_data::{PuzzleDataset, PuzzleDatasetBuilder};
 use serde::Serialize;
 
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
 use burn_store::ModuleSnapshot;
 use reckon::act::{ActCarry, HaltRule, SlotData};
-use reckon::backend::{Cpu, CpuTrain};
+#[cfg(not(feature = "distributed"))]
+use reckon::backend::CpuTrain;
+use reckon::backend::{peak_rss_mb, vm_hwm_mb, Cpu, DeviceChoice, TrainBackend};
 use reckon::eval::batch_tensors;
+use reckon::kernels::FusedOps;
 use reckon::model::layers::swiglu_width;
 use reckon::model::rsm::RsmConfig;
 use reckon::model::trm::{PosEncoding, TrmConfig};
@@ -342,6 +347,8 @@ pub struct BenchResult {
     pub shape: String,
     /// "train" or "infer".
     pub mode: String,
+    /// Where it ran (`cpu`, `cuda:0`, `wgpu`).
+    pub device: String,
     pub ms_per_step_median: f64,
     pub ms_min: f64,
     pub ms_max: f64,
@@ -374,7 +381,14 @@ impl BenchResult {
         serde_json::to_string(self).expect("BenchResult serialises")
     }
 
-    fn from_times(shape: &BenchShape, mode: &str, times: &[StepTime], gflop: f64, peak_gflops: f64) -> Self {
+    fn from_times(
+        shape: &BenchShape,
+        mode: &str,
+        device: &str,
+        times: &[StepTime],
+        gflop: f64,
+        peak_gflops: f64,
+    ) -> Self {
         let times_s: Vec<f64> = times.iter().map(|t| t.wall_s).collect();
         let cpu: Vec<f64> = times.iter().map(|t| t.cpu_s / t.wall_s.max(1e-12)).collect();
         let faults: Vec<f64> = times.iter().map(|t| t.minor_faults).collect();
@@ -388,6 +402,7 @@ impl BenchResult {
         let gflops = gflop / med.max(1e-12);
         BenchResult {
             shape: shape.name.clone(),
+            device: device.to_string(),
             mode: mode.to_string(),
             ms_per_step_median: med * 1e3,
             ms_min: times_s.iter().copied().fold(f64::INFINITY, f64::min) * 1e3,
@@ -423,12 +438,6 @@ fn start_memory_measurement() {
     reckon::kernels::pool::release_idle();
     reckon::backend::return_free_memory();
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// The process's peak resident set in MB (MiB, as the baseline's `ru_maxrss / 1024`), from `/proc/self/status`
-/// `VmHWM` (the same figure as `getrusage`'s `ru_maxrss`, without a libc dependency). 0 where unavailable.
-pub fn peak_rss_mb() -> f64 {
-    vm_hwm_mb(&std::fs::read_to_string("/proc/self/status").unwrap_or_default()).unwrap_or(0.0)
 }
 
 /// A synthetic split of `POOL_BATCHES × batch` examples, one example per group, like the baseline's random data:
@@ -509,31 +518,31 @@ fn time_steps(warmup: usize, steps: usize, mut step: impl FnMut() -> Result<()>)
 /// EMA, carry advance), on a synthetic in-memory split. Reusing the trainer rather than a copy of its body
 /// keeps the bench honest when the trainer changes. The trainer also computes the global gradient norm (one
 /// reduction per parameter), which the baseline does not; it is a small share of a step.
-pub fn bench_train_step(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
-    #[cfg(feature = "distributed")]
-    anyhow::bail!("bench train runs on the CPU, which a --features distributed build cannot train on (burn 0.21)");
-    #[cfg(not(feature = "distributed"))]
-    bench_train_step_cpu(shape, warmup, steps)
-}
-
-#[cfg(not(feature = "distributed"))]
-fn bench_train_step_cpu(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
+pub fn bench_train_step<AB: TrainBackend>(
+    shape: &BenchShape,
+    warmup: usize,
+    steps: usize,
+    device: &Bench<AB::Device>,
+) -> Result<BenchResult> {
     start_memory_measurement();
-    let device = Default::default();
-    let times = reckon::for_family!(shape.model_config(), c => time_training(shape, c.init::<CpuTrain>(0, &device), warmup, steps)?);
-    let peak = reckon::kernels::matmul_peak_gflops();
-    Ok(BenchResult::from_times(shape, "train", &times, gflop_per_train_step(shape), peak))
+    let times = reckon::for_family!(shape.model_config(), c => time_training(shape, c.init::<AB>(0, &device.device), &device.device, warmup, steps)?);
+    Ok(BenchResult::from_times(shape, "train", &device.name, &times, gflop_per_train_step(shape), device.peak_gflops))
 }
 
-#[cfg(not(feature = "distributed"))]
-fn time_training<M>(shape: &BenchShape, model: M, warmup: usize, steps: usize) -> Result<Vec<StepTime>>
+fn time_training<AB: TrainBackend, M>(
+    shape: &BenchShape,
+    model: M,
+    device: &AB::Device,
+    warmup: usize,
+    steps: usize,
+) -> Result<Vec<StepTime>>
 where
-    M: TrainRecursive<CpuTrain> + ModuleSnapshot<CpuTrain>,
-    M::InnerModule: RecursiveModel<Cpu> + ModuleSnapshot<Cpu>,
+    M: TrainRecursive<AB> + ModuleSnapshot<AB>,
+    M::InnerModule: RecursiveModel<AB::InnerBackend> + ModuleSnapshot<AB::InnerBackend>,
 {
     let cfg = bench_experiment(shape)?;
     let train = Arc::new(synthetic_dataset(shape, 0));
-    let mut trainer = Trainer::from_datasets(cfg, model, Default::default(), train, None)?;
+    let mut trainer = Trainer::from_datasets(cfg, model, device.clone(), train, None)?;
     time_steps(warmup, steps, || trainer.train_step().map(|_| ()))
 }
 
@@ -554,18 +563,22 @@ fn synthetic_slots(shape: &BenchShape) -> Vec<SlotData> {
 /// Time inference ACT steps as the baseline's `--mode infer`: on the graph-free backend, every slot runs exactly
 /// 16 steps and is then refilled from the next batch; each step embeds, runs the full H cycles, reads the heads
 /// back and computes the loss head and argmax on the host (the reference evaluation loop keeps the loss head).
-pub fn bench_infer_step(shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
+pub fn bench_infer_step<B: FusedOps>(
+    shape: &BenchShape,
+    warmup: usize,
+    steps: usize,
+    device: &Bench<B::Device>,
+) -> Result<BenchResult> {
     start_memory_measurement();
-    let device = Default::default();
-    let times = reckon::for_family!(shape.model_config(), c => time_inference(shape, &c.init::<Cpu>(0, &device), warmup, steps)?);
-    let peak = reckon::kernels::matmul_peak_gflops();
-    Ok(BenchResult::from_times(shape, "infer", &times, gflop_per_infer_step(shape), peak))
+    let times = reckon::for_family!(shape.model_config(), c => time_inference(shape, &c.init::<B>(0, &device.device), &device.device, warmup, steps)?);
+    Ok(BenchResult::from_times(shape, "infer", &device.name, &times, gflop_per_infer_step(shape), device.peak_gflops))
 }
 
 /// For RSM, one timed inference step is a whole depth-H forward (H model steps), like one TRM ACT step.
-fn time_inference<M: RecursiveModel<Cpu>>(
+fn time_inference<B: Backend, M: RecursiveModel<B>>(
     shape: &BenchShape,
     model: &M,
+    device: &B::Device,
     warmup: usize,
     steps: usize,
 ) -> Result<Vec<StepTime>> {
@@ -579,15 +592,16 @@ fn time_inference<M: RecursiveModel<Cpu>>(
     let times = time_steps(warmup, steps, || {
         carry.admit(&pool[i % POOL_BATCHES]);
         i += 1;
-        infer_one(model, &mut carry, rule, &mut rng)
+        infer_one(model, device, &mut carry, rule, &mut rng)
     })?;
     Ok(times)
 }
 
 /// One inference ACT step on an admitted carry.
-fn infer_one<M: RecursiveModel<Cpu>>(
+fn infer_one<B: Backend, M: RecursiveModel<B>>(
     model: &M,
-    carry: &mut ActCarry<Cpu>,
+    device: &B::Device,
+    carry: &mut ActCarry<B>,
     rule: HaltRule,
     rng: &mut ChaCha8Rng,
 ) -> Result<()> {
@@ -600,7 +614,7 @@ fn infer_one<M: RecursiveModel<Cpu>>(
         seq_len: d.seq_len,
         real_rows: d.puzzle_ids.len(),
     };
-    let (tokens, ids) = batch_tensors::<Cpu>(&batch, &Default::default());
+    let (tokens, ids) = batch_tensors::<B>(&batch, device);
     let x = model.embed(tokens, model.puzzle_rows(ids));
     let mut latent = carry.latent_for_step(|| model.initial_latent(&x));
     let mut heads = None;
@@ -619,6 +633,85 @@ fn infer_one<M: RecursiveModel<Cpu>>(
     let wants_halt = model.halting_rule().decide_rows(q_halt.as_deref(), None);
     carry.advance(latent, wants_halt.as_deref(), rule, rng);
     Ok(())
+}
+
+/// The device a bench runs on: burn's device, its name for the table, and its measured matmul throughput.
+pub struct Bench<D> {
+    pub device: D,
+    pub name: String,
+    pub peak_gflops: f64,
+}
+
+impl Bench<burn::tensor::Device<Cpu>> {
+    /// The CPU, with the throughput of reckon's own GEMM kernels.
+    pub fn cpu() -> Self {
+        Bench { device: Default::default(), name: "cpu".into(), peak_gflops: reckon::kernels::matmul_peak_gflops() }
+    }
+}
+
+/// A GPU backend's f32 matmul throughput (GFLOP/s): a chain of 2048² matmuls through burn, timed after one
+/// warm-up (kernel compilation) and synchronised by reading one element back.
+#[allow(dead_code)] // used by the GPU builds only
+fn measured_matmul_gflops<B: Backend>(device: &B::Device) -> f64 {
+    let n = 2048;
+    let a = Tensor::<B, 2>::random([n, n], burn::tensor::Distribution::Uniform(-1.0, 1.0), device);
+    // Scaled so the chain neither grows nor vanishes.
+    let b = Tensor::<B, 2>::random([n, n], burn::tensor::Distribution::Uniform(-1.0, 1.0), device)
+        .mul_scalar(1.0 / (n as f64 / 3.0).sqrt());
+    let sync = |t: &Tensor<B, 2>| std::hint::black_box(t.clone().slice([0..1, 0..1]).into_data());
+    sync(&a.clone().matmul(b.clone()));
+    let reps = 10;
+    let started = Instant::now();
+    let mut c = a;
+    for _ in 0..reps {
+        c = c.matmul(b.clone());
+    }
+    sync(&c);
+    2.0 * (n as f64).powi(3) * reps as f64 / started.elapsed().as_secs_f64() / 1e9
+}
+
+/// One bench (train or infer) of `shape` on the backend `--device` names.
+fn bench_on(device: DeviceChoice, mode: &str, shape: &BenchShape, warmup: usize, steps: usize) -> Result<BenchResult> {
+    let train = mode == "train";
+    match device {
+        DeviceChoice::Cpu if !train => bench_infer_step::<Cpu>(shape, warmup, steps, &Bench::cpu()),
+        #[cfg(not(feature = "distributed"))]
+        DeviceChoice::Cpu => bench_train_step::<CpuTrain>(shape, warmup, steps, &Bench::cpu()),
+        #[cfg(feature = "distributed")]
+        DeviceChoice::Cpu => {
+            bail!("a --features distributed build cannot train on the CPU (burn 0.21): bench train needs --device cuda")
+        }
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(index) => {
+            let d = burn::backend::cuda::CudaDevice { index };
+            let bench = Bench {
+                peak_gflops: measured_matmul_gflops::<reckon::backend::Cuda>(&d),
+                device: d,
+                name: device.to_string(),
+            };
+            if train {
+                bench_train_step::<reckon::backend::CudaTrain>(shape, warmup, steps, &bench)
+            } else {
+                bench_infer_step::<reckon::backend::Cuda>(shape, warmup, steps, &bench)
+            }
+        }
+        #[cfg(feature = "wgpu")]
+        DeviceChoice::Wgpu(index) => {
+            let d = reckon::backend::wgpu_device(index);
+            let bench = Bench {
+                peak_gflops: measured_matmul_gflops::<reckon::backend::Wgpu>(&d),
+                device: d,
+                name: device.to_string(),
+            };
+            if train {
+                bench_train_step::<reckon::backend::WgpuTrain>(shape, warmup, steps, &bench)
+            } else {
+                bench_infer_step::<reckon::backend::Wgpu>(shape, warmup, steps, &bench)
+            }
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(other.not_built()),
+    }
 }
 
 /// Time the exact solver on each puzzle list (tdoku-style, one puzzle per line), single-threaded.
@@ -738,15 +831,6 @@ fn read_all(pipe: Option<impl std::io::Read>) -> Vec<u8> {
     buf
 }
 
-/// `VmHWM` of a `/proc/*/status` text, in MB.
-fn vm_hwm_mb(status: &str) -> Option<f64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kib| kib / 1024.0)
-}
-
 /// The last line of `text` that parses as a JSON object (the baseline prints its summary last).
 fn last_json_line(text: &str) -> Option<serde_json::Value> {
     text.lines()
@@ -805,6 +889,7 @@ pub fn format_table(results: &[BenchResult], torch: &[(String, serde_json::Value
         ));
     }
     let peak = results.first().map_or(f64::NAN, |r| r.peak_gflops);
+    let device = results.first().map_or("cpu", |r| r.device.as_str());
     for (key, v) in torch {
         let f = |name: &str| v.get(name).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
         let mut parts = key.split('/');
@@ -829,7 +914,8 @@ pub fn format_table(results: &[BenchResult], torch: &[(String, serde_json::Value
         ));
     }
     s.push_str(&format!(
-        "% peak: of this machine's measured matmul throughput, {peak:.1} GFLOP/s (f32, all threads)\n"
+        "device {device}; % peak: of its measured f32 matmul throughput, {peak:.1} GFLOP/s{}; RSS: host memory\n",
+        if device == "cpu" { " (all threads)" } else { "" }
     ));
     s
 }
@@ -864,20 +950,20 @@ fn run_torch(
 }
 
 /// `reckon bench`: runs the timed loops, the PyTorch baseline and the solver timing, and prints the tables.
-pub fn run(cmd: BenchCommand) -> Result<()> {
+pub fn run(cmd: BenchCommand, device: DeviceChoice) -> Result<()> {
     match cmd {
         BenchCommand::Train { shapes, warmup, steps, modes, json, vs_torch, torch_script } => {
+            anyhow::ensure!(
+                !vs_torch || device == DeviceChoice::Cpu,
+                "--vs-torch compares with PyTorch on the CPU: run it without --device"
+            );
             let mut results = Vec::new();
             let mut torch = Vec::new();
             for name in &shapes {
                 let shape = named_shape(name)?;
                 for mode in modes.iter().map(String::as_str) {
                     eprintln!("bench {name} {mode} ...");
-                    let r = if mode == "train" {
-                        bench_train_step(&shape, warmup, steps)?
-                    } else {
-                        bench_infer_step(&shape, warmup, steps)?
-                    };
+                    let r = bench_on(device, mode, &shape, warmup, steps)?;
                     if let Some(path) = &json {
                         use std::io::Write;
                         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
@@ -899,6 +985,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             Ok(())
         }
         BenchCommand::Solver { lists } => {
+            anyhow::ensure!(device == DeviceChoice::Cpu, "the solver bench runs on the CPU: run it without --device");
             for (name, r) in bench_solver(&lists)? {
                 println!(
                     "{name}: {} puzzles, median {:.1} µs, mean {:.1} µs, max {:.1} µs per puzzle",
@@ -976,7 +1063,7 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         let s = named_shape("A").unwrap();
         let t = |wall_s| StepTime { wall_s, cpu_s: 2.0 * wall_s, minor_faults: 7.0 };
-        let r = BenchResult::from_times(&s, "infer", &[t(1.0), t(2.0), t(3.0)], 205.1, 205.1);
+        let r = BenchResult::from_times(&s, "infer", "cpu", &[t(1.0), t(2.0), t(3.0)], 205.1, 205.1);
         assert!((r.pct_of_peak - 50.0).abs() < 1e-9);
         assert!((r.cpu_per_wall - 2.0).abs() < 1e-12);
         assert_eq!(r.minor_faults_per_step, 7.0);
@@ -1006,9 +1093,9 @@ mod tests {
     fn quickstart_train_and_infer_steps_run() {
         let mut s = named_shape("quickstart").unwrap();
         s.batch = 4;
-        let t = bench_train_step(&s, 0, 1).unwrap();
+        let t = bench_train_step::<CpuTrain>(&s, 0, 1, &Bench::cpu()).unwrap();
         assert!(t.ms_per_step_median > 0.0 && t.gflop_per_step > 0.0 && t.threads >= 1);
-        let i = bench_infer_step(&s, 0, 2).unwrap();
+        let i = bench_infer_step::<Cpu>(&s, 0, 2, &Bench::cpu()).unwrap();
         assert!(i.ms_per_step_median > 0.0 && i.peak_rss_mb > 0.0);
     }
 
@@ -1021,7 +1108,10 @@ mod tests {
         let mut results = Vec::new();
         for name in names.split(',') {
             let s = named_shape(name.trim()).unwrap();
-            for r in [bench_train_step(&s, 1, 2).unwrap(), bench_infer_step(&s, 1, 2).unwrap()] {
+            for r in [
+                bench_train_step::<CpuTrain>(&s, 1, 2, &Bench::cpu()).unwrap(),
+                bench_infer_step::<Cpu>(&s, 1, 2, &Bench::cpu()).unwrap(),
+            ] {
                 println!("{}", r.to_json_line());
                 results.push(r);
             }

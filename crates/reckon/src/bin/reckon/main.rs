@@ -48,13 +48,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let command = match cli.command {
-        BinCommand::Bench(cmd) => {
-            anyhow::ensure!(
-                cli.device == DeviceChoice::Cpu,
-                "reckon bench measures the CPU kernels: run it without --device"
-            );
-            return bench::run(cmd);
-        }
+        BinCommand::Bench(cmd) => return bench::run(cmd, cli.device),
         BinCommand::Library(command) => command,
     };
     let list = |first: usize| if cli.devices.is_empty() { vec![first] } else { cli.devices.clone() };
