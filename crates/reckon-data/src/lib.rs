@@ -26,7 +26,7 @@ pub mod sudoku;
 pub mod task;
 
 pub use any_task::AnyTask;
-pub use arc::{ArcAugment, ArcBuildConfig, ArcBuildReport, ArcGrid, ArcSource, ArcTask};
+pub use arc::{ArcAugment, ArcBuildConfig, ArcBuildReport, ArcEvaluator, ArcGrid, ArcReport, ArcSource, ArcTask};
 pub use dataset::{DatasetMeta, PuzzleDataset, PuzzleDatasetBuilder};
 pub use maze::{Dihedral, Maze, MazeBuildConfig, MazeGenConfig, MazeSource, PathError};
 pub use sampler::{eval_batches, Batch, SamplerCursor, TrainSampler, IGNORE_LABEL};

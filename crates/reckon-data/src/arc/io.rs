@@ -128,6 +128,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
     }
 }
 
+/// Parses a JSON object of tasks keyed by task id (`test_puzzles.json`), in file order; every test
+/// pair needs its output. Errors name the task, not the file (the caller adds it).
+pub fn parse_tasks_by_id(json: &str) -> Result<Vec<ArcTask>> {
+    let Ordered(raw): Ordered<RawTask> =
+        serde_json::from_str(json).context("not a JSON object of tasks (task id -> task)")?;
+    raw.iter().map(|(id, task)| task_from_raw(id, task, false).with_context(|| format!("task {id}"))).collect()
+}
+
 /// `{prefix}_{subset}_{kind}.json`.
 pub fn kaggle_path(prefix: &Path, subset: &str, kind: &str) -> PathBuf {
     let mut name = prefix.as_os_str().to_owned();

@@ -1,6 +1,7 @@
 //! The ARC task (ARC-AGI-1/2, ConceptARC; spec §4.3, §4.4): task JSON and Kaggle readers, grids
 //! and their tokens, the colour/dihedral augmentation with its version names, and the dataset
-//! builder that reproduces the HRM/TRM on-disk layout.
+//! builder that reproduces the HRM/TRM on-disk layout; the evaluator that votes over de-augmented
+//! predictions and scores pass@K (TRM's and HRM's credit) and writes the Kaggle submission.
 //!
 //! Tokens, as the reference builders: PAD 0, EOS 1, colour c → c + 2 (vocabulary 12). A grid sits
 //! on an N×N canvas (N = 30 unless `max_size` says less; sequence length N²), its row below and
@@ -8,6 +9,7 @@
 
 pub mod augment;
 pub mod builder;
+pub mod evaluate;
 pub mod grid;
 pub mod io;
 
@@ -15,8 +17,14 @@ pub use augment::{
     parse_version_name, puzzle_hash, task_versions, ArcAugment, NameStyle, RETRIES_FACTOR, TRM_SEPARATOR,
 };
 pub use builder::{build, ArcBuildConfig, ArcBuildReport, ArcSource, DEFAULT_NUM_AUG};
+pub use evaluate::{
+    crop, ArcAdded, ArcCandidate, ArcCounts, ArcEvaluator, ArcPassAt, ArcReport, ArcTaskReport, ArcTestRef,
+    ArcTestReport, BLANK_IDENTIFIER, DEFAULT_PASS_KS, SUBMISSION_ATTEMPTS,
+};
 pub use grid::{ArcGrid, GridError};
-pub use io::{kaggle_path, parse_task, read_dir_source, read_kaggle, read_task, ArcPair, ArcSubdir, ArcTask};
+pub use io::{
+    kaggle_path, parse_task, parse_tasks_by_id, read_dir_source, read_kaggle, read_task, ArcPair, ArcSubdir, ArcTask,
+};
 
 use crate::task::TaskSpec;
 

@@ -1,6 +1,7 @@
 //! reckon-data's integration tests as one test binary, one module per area.
 
 mod arc;
+mod arc_eval;
 mod builder;
 mod dataset;
 mod maze;
