@@ -5,11 +5,13 @@ use crate::task::{Task, TaskSpec};
 
 /// A task chosen at run time from the shape of a dataset or a model (the CLI's `eval`, `solve` and `data show`
 /// take any dataset or checkpoint). The official on-disk format has no task field, so the shape decides:
-/// vocabulary 11 and 81 cells is Sudoku; vocabulary 6 and a square number of cells is an n×n maze.
+/// vocabulary 11 and 81 cells is Sudoku; vocabulary 6 and a square number of cells is an n×n maze; vocabulary 12
+/// and a square number of cells is ARC on an n×n canvas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AnyTask {
     Sudoku(crate::Sudoku),
     Maze(crate::Maze),
+    Arc(crate::arc::Arc),
 }
 
 impl AnyTask {
@@ -19,8 +21,14 @@ impl AnyTask {
             return Some(AnyTask::Sudoku(crate::Sudoku));
         }
         let side = (seq_len as f64).sqrt().round() as usize;
-        (vocab_size == crate::maze::VOCAB_SIZE && side * side == seq_len && side > 0)
-            .then(|| AnyTask::Maze(crate::Maze::new(side, side)))
+        if side * side != seq_len || side == 0 {
+            return None;
+        }
+        match vocab_size {
+            crate::maze::VOCAB_SIZE => Some(AnyTask::Maze(crate::Maze::new(side, side))),
+            crate::arc::VOCAB_SIZE if side <= crate::arc::MAX_SIZE => Some(AnyTask::Arc(crate::arc::Arc::new(side))),
+            _ => None,
+        }
     }
 
     /// [`AnyTask::detect`], with an error that names what was seen.
@@ -28,7 +36,7 @@ impl AnyTask {
         Self::detect(seq_len, vocab_size).ok_or_else(|| {
             anyhow::anyhow!(
                 "no known task has sequence length {seq_len} and vocabulary {vocab_size} \
-                 (Sudoku: 81 and 11; an n×n maze: n² and 6)"
+                 (Sudoku: 81 and 11; an n×n maze: n² and 6; ARC on an n×n canvas: n² and 12)"
             )
         })
     }
@@ -37,6 +45,7 @@ impl AnyTask {
         match self {
             AnyTask::Sudoku(t) => t.spec(),
             AnyTask::Maze(t) => t.spec(),
+            AnyTask::Arc(t) => t.spec(),
         }
     }
 
@@ -44,6 +53,7 @@ impl AnyTask {
         match self {
             AnyTask::Sudoku(t) => t.parse_puzzle(text),
             AnyTask::Maze(t) => t.parse_puzzle(text),
+            AnyTask::Arc(t) => t.parse_puzzle(text),
         }
     }
 
@@ -51,6 +61,7 @@ impl AnyTask {
         match self {
             AnyTask::Sudoku(t) => t.render(tokens),
             AnyTask::Maze(t) => t.render(tokens),
+            AnyTask::Arc(t) => t.render(tokens),
         }
     }
 
@@ -58,6 +69,7 @@ impl AnyTask {
         match self {
             AnyTask::Sudoku(t) => t.solve(inputs),
             AnyTask::Maze(t) => t.solve(inputs),
+            AnyTask::Arc(t) => t.solve(inputs),
         }
     }
 
@@ -65,14 +77,21 @@ impl AnyTask {
         match self {
             AnyTask::Sudoku(t) => t.verify(inputs, prediction),
             AnyTask::Maze(t) => t.verify(inputs, prediction),
+            AnyTask::Arc(t) => t.verify(inputs, prediction),
         }
     }
 
     /// What "valid" means for this task's verifier, for reports.
+    /// Whether the task can check an answer without knowing the solution (Sudoku, mazes; not ARC).
+    pub fn has_verifier(&self) -> bool {
+        !matches!(self, AnyTask::Arc(_))
+    }
+
     pub fn valid_means(&self) -> &'static str {
         match self {
             AnyTask::Sudoku(_) => "a complete grid that keeps the givens and breaks no rule",
             AnyTask::Maze(_) => "a simple S-to-G path through open cells as short as the shortest",
+            AnyTask::Arc(_) => "(ARC has no verifier: answers are scored against the hidden outputs)",
         }
     }
 }

@@ -102,8 +102,43 @@ pub fn evaluate_verified<B: Backend, M: RecursiveModel<B>>(
     max_examples: Option<usize>,
     verify: Option<Verifier>,
     device: &B::Device,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> EvalReport {
+    let opts = EvalOptions { batch_size, steps, max_examples, halt_answers: false };
+    evaluate_with_answers(model, ds, &opts, verify, device, progress, |_| {})
+}
+
+/// How [`evaluate_with_answers`] runs.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    pub batch_size: usize,
+    pub steps: usize,
+    pub max_examples: Option<usize>,
+    /// Each example's answer is the one of the step where the family's halting rule fires (TRM#64), not the
+    /// last step's (the reference evaluates every step and answers with the last).
+    pub halt_answers: bool,
+}
+
+/// One example's answer, handed to [`evaluate_with_answers`]'s callback (e.g. the ARC evaluator's votes).
+pub struct RowAnswer<'a> {
+    pub input: &'a [i32],
+    pub puzzle_id: i32,
+    pub prediction: &'a [u32],
+    /// The halting logit at the answer's step (`None` without a Q head).
+    pub q_halt: Option<f32>,
+}
+
+/// [`evaluate_verified`], also handing every example's answer to `on_answer` in dataset order.
+pub fn evaluate_with_answers<B: Backend, M: RecursiveModel<B>>(
+    model: &M,
+    ds: &PuzzleDataset,
+    opts: &EvalOptions,
+    verify: Option<Verifier>,
+    device: &B::Device,
+    mut progress: impl FnMut(usize, usize),
+    mut on_answer: impl FnMut(RowAnswer),
+) -> EvalReport {
+    let (batch_size, steps, max_examples) = (opts.batch_size, opts.steps, opts.max_examples);
     let dims = model.dims();
     let total = max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
     let started = Instant::now();
@@ -122,10 +157,13 @@ pub fn evaluate_verified<B: Backend, M: RecursiveModel<B>>(
         let x = model.embed(tokens, model.puzzle_rows(ids));
         let mut latent = model.initial_latent(&x);
         let mut halted_at: Vec<Option<usize>> = vec![None; rows];
+        let mut answers: Vec<Option<(Vec<u32>, Option<f32>)>> = vec![None; rows];
         for step in 0..steps {
             let (next, heads) = model.step(latent, x.clone());
             latent = next;
             let wants_halt = halting.decide(&heads);
+            let q_halt: Option<Vec<f32>> =
+                heads.q_halt.clone().map(|q| q.into_data().convert::<f32>().to_vec().expect("f32 q_halt"));
             let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
             let preds = argmax_tokens(&logits, dims.vocab_size);
             let scores = score_rows(&preds, &batch.labels, rows, batch.seq_len);
@@ -140,7 +178,12 @@ pub fn evaluate_verified<B: Backend, M: RecursiveModel<B>>(
                 exact_per_step[step] += usize::from(s.exact);
                 token_per_step[step] += s.token_acc;
                 let wants_halt = wants_halt.as_ref().is_some_and(|w| w[r]);
-                if halted_at[r].is_none() && (wants_halt || step + 1 == steps) {
+                let halts_now = halted_at[r].is_none() && (wants_halt || step + 1 == steps);
+                if (opts.halt_answers && halts_now) || (!opts.halt_answers && step + 1 == steps) {
+                    let seq = batch.seq_len;
+                    answers[r] = Some((preds[r * seq..(r + 1) * seq].to_vec(), q_halt.as_ref().map(|q| q[r])));
+                }
+                if halts_now {
                     halted_at[r] = Some(step + 1);
                     act_exact += usize::from(s.exact);
                     act_token += s.token_acc;
@@ -148,6 +191,12 @@ pub fn evaluate_verified<B: Backend, M: RecursiveModel<B>>(
                     q_right += usize::from(wants_halt == s.exact);
                 }
             }
+        }
+        let seq = batch.seq_len;
+        for (r, answer) in answers.iter().enumerate() {
+            let (prediction, q_halt) = answer.as_ref().expect("every row answers by the last step");
+            let input = &batch.inputs[r * seq..(r + 1) * seq];
+            on_answer(RowAnswer { input, puzzle_id: batch.puzzle_identifiers[r], prediction, q_halt: *q_halt });
         }
         seen += rows;
         progress(seen, total);
@@ -173,7 +222,7 @@ pub fn evaluate_verified<B: Backend, M: RecursiveModel<B>>(
 /// The verifier of the task a dataset's shape names (Sudoku, mazes; see [`AnyTask::detect`]), on the token types
 /// evaluation works with.
 pub fn task_verifier(meta: &DatasetMeta) -> Option<impl Fn(&[i32], &[u32]) -> bool + Sync> {
-    let task = AnyTask::detect(meta.seq_len, meta.vocab_size)?;
+    let task = AnyTask::detect(meta.seq_len, meta.vocab_size).filter(AnyTask::has_verifier)?;
     Some(move |puzzle: &[i32], answer: &[u32]| {
         let p: Vec<u8> = puzzle.iter().map(|&t| t as u8).collect();
         let a: Vec<u8> = answer.iter().map(|&t| t as u8).collect();

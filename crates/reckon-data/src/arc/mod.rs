@@ -12,6 +12,7 @@ pub mod builder;
 pub mod evaluate;
 pub mod grid;
 pub mod io;
+pub mod task;
 
 pub use augment::{
     parse_version_name, puzzle_hash, task_versions, ArcAugment, NameStyle, RETRIES_FACTOR, TRM_SEPARATOR,
@@ -25,6 +26,7 @@ pub use grid::{ArcGrid, GridError};
 pub use io::{
     kaggle_path, parse_task, parse_tasks_by_id, read_dir_source, read_kaggle, read_task, ArcPair, ArcSubdir, ArcTask,
 };
+pub use task::Arc;
 
 use crate::task::TaskSpec;
 

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::Args;
+use reckon_data::arc::ArcEvaluator;
 use reckon_data::{AnyTask, PuzzleDataset};
 
 use super::data::split_dir;
 use super::{bar, load_config};
-use crate::eval::{argmax_tokens, evaluate, evaluate_verified, task_verifier, EvalReport};
+use crate::eval::{argmax_tokens, evaluate, evaluate_with_answers, task_verifier, EvalOptions, EvalReport, RowAnswer};
 use crate::infer::{evaluate_streaming, relative_change, StopRule, StreamReport, Verifier};
 use crate::kernels::FusedOps;
 use crate::model::registry::AnyModel;
@@ -68,6 +69,19 @@ pub struct EvalArgs {
     /// With --early-exit: ignore the ACT halting head.
     #[arg(long, requires = "early_exit")]
     pub no_q_halt: bool,
+    /// Answer with the prediction of the step where the halting head fires instead of the last step's (TRM#64).
+    #[arg(long, conflicts_with = "early_exit")]
+    pub halt: bool,
+    /// ARC datasets: where the Kaggle submission is written.
+    #[arg(long, default_value = "submission.json")]
+    pub submission: PathBuf,
+    /// ARC datasets: pool the votes of these checkpoints' evaluations with this one's (an explicit ensemble;
+    /// otherwise the votes belong to this evaluation alone).
+    #[arg(long, value_delimiter = ',', value_name = "CHECKPOINT,...")]
+    pub ensemble: Vec<PathBuf>,
+    /// ARC datasets: the K of pass@K.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,5,10,100,1000")]
+    pub pass_k: Vec<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -242,17 +256,75 @@ pub(super) fn eval<B: FusedOps>(args: &EvalArgs, device: &B::Device) -> Result<(
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
-    let total = args.max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
+    let arc_root = arc_dataset_root(&args.data, &args.split);
+    let opts =
+        EvalOptions { batch_size: args.batch_size, steps, max_examples: args.max_examples, halt_answers: args.halt };
+    let mut arc = arc_root.as_deref().map(ArcEvaluator::load).transpose()?;
+    let report = evaluate_printing(&model, &ds, &opts, device, arc.as_mut())?;
+    print_report(&report);
+    println!("{}", serde_json::to_string(&report)?);
+    let Some(mut arc) = arc else {
+        anyhow::ensure!(
+            args.ensemble.is_empty(),
+            "--ensemble pools ARC votes; {} is not an ARC dataset",
+            args.data.display()
+        );
+        return Ok(());
+    };
+    for other in &args.ensemble {
+        let model = load_eval_model_on::<B>(other, args.config.as_deref(), device)?;
+        let steps = model.steps(args.steps);
+        let mut votes = ArcEvaluator::load(arc_root.as_deref().expect("an ARC dataset"))?;
+        println!("ensemble: {} ({steps} steps)", other.display());
+        evaluate_printing(&model, &ds, &EvalOptions { steps, ..opts.clone() }, device, Some(&mut votes))?;
+        arc.merge(votes)?;
+    }
+    let arc_report = arc.report(&args.pass_k);
+    println!("{arc_report}");
+    arc.write_submission(&args.submission)?;
+    println!("submission: {}", args.submission.display());
+    println!("{}", serde_json::to_string(&serde_json::json!({"arc": arc_report.metrics()}))?);
+    Ok(())
+}
+
+/// The fixed-step evaluation with a progress bar; with an ARC evaluator, every example's answer votes in it.
+fn evaluate_printing<B: FusedOps>(
+    model: &AnyModel<B>,
+    ds: &PuzzleDataset,
+    opts: &EvalOptions,
+    device: &B::Device,
+    mut arc: Option<&mut ArcEvaluator>,
+) -> Result<EvalReport> {
+    let total = opts.max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
     let pb = bar(total as u64, "eval [{bar:40}] {pos}/{len} {elapsed} ETA {eta}");
     let verifier = task_verifier(&ds.meta);
     let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
-    let report = for_model!(&model, m => evaluate_verified(m, &ds, args.batch_size, steps, args.max_examples, verify, device, |done, _| {
+    let mut failed: Option<anyhow::Error> = None;
+    let on_answer = |a: RowAnswer| {
+        let (Some(arc), None) = (arc.as_deref_mut(), &failed) else { return };
+        let input: Vec<u8> = a.input.iter().map(|&t| t as u8).collect();
+        let prediction: Vec<u8> = a.prediction.iter().map(|&t| t as u8).collect();
+        if let Err(e) = arc.add(a.puzzle_id as u32, &input, &prediction, a.q_halt) {
+            failed = Some(e);
+        }
+    };
+    let report = for_model!(model, m => evaluate_with_answers(m, ds, opts, verify, device, |done, _| {
         pb.set_position(done as u64)
-    }));
+    }, on_answer));
     pb.finish_and_clear();
-    print_report(&report);
-    println!("{}", serde_json::to_string(&report)?);
-    Ok(())
+    match failed {
+        Some(e) => Err(e.context("voting the ARC answers")),
+        None => Ok(report),
+    }
+}
+
+/// The root of an ARC dataset (where `identifiers.json` and `test_puzzles.json` are) for `--data` given as the
+/// root or as one of its splits; `None` for other datasets.
+fn arc_dataset_root(data: &Path, split: &str) -> Option<PathBuf> {
+    let split_path = split_dir(data, split);
+    [data.to_path_buf(), split_path.parent().map(Path::to_path_buf).unwrap_or_default()]
+        .into_iter()
+        .find(|root| root.join("identifiers.json").exists() && root.join("test_puzzles.json").exists())
 }
 
 pub fn print_stream_report(r: &StreamReport) {
@@ -473,6 +545,7 @@ fn solve_with<B: FusedOps, M: RecursiveModel<B>>(
             println!("correct: a valid answer, not the reference's (any shortest path counts)")
         }
         Some(_) => println!("wrong: {}", why_wrong(task, inputs, &answer)),
+        None if matches!(task, AnyTask::Arc(_)) => println!("(ARC has no solver to check against)"),
         None => println!("the exact solver finds no solution for this puzzle"),
     }
     Ok(answer)
@@ -486,5 +559,6 @@ fn why_wrong(task: AnyTask, inputs: &[u8], answer: &[u8]) -> String {
             Ok(_) => "a valid path".into(),
         },
         AnyTask::Sudoku(_) => "the exact solver's solution differs".into(),
+        AnyTask::Arc(_) => "ARC has no solver".into(),
     }
 }

@@ -307,3 +307,86 @@ fn data_build_arc_from_directories() {
     }
     fails_cleanly(reckon(&["data", "build", "arc", "--out", "x"], tmp.path()), "nothing to build from");
 }
+
+/// ARC end to end on the command line: build from the fixtures, train a tiny model two steps, evaluate: the
+/// pass@K table, every test input of the evaluation tasks voted on (its 3 versions each), and a Kaggle submission
+/// with one `attempt_1`/`attempt_2` entry per test input of every evaluation task, in order.
+#[test]
+fn arc_build_train_eval_writes_the_pass_at_k_table_and_the_submission() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reckon-data/tests/fixtures/arc/arc-agi-1/data");
+    let dirs = fixtures.display().to_string();
+    ok(reckon(&["data", "build", "arc", "--out", "arc", "--dirs", &dirs, "--num-aug", "2"], dir));
+    let config = r#"
+run_dir = "run"
+[data]
+path = "arc"
+[model]
+hidden_size = 16
+num_heads = 2
+h_cycles = 1
+l_cycles = 1
+l_layers = 1
+puzzle_emb_len = 1
+halt_max_steps = 2
+[train]
+global_batch_size = 8
+epochs = 100
+eval_interval = 100
+max_steps = 2
+lr = 1e-3
+[eval]
+steps = 2
+batch_size = 8
+max_examples = 8
+"#;
+    std::fs::write(dir.join("c.toml"), config).unwrap();
+    ok(reckon(&["train", "c.toml"], dir));
+    let out = ok(reckon(
+        &[
+            "eval",
+            "run/checkpoints/step_2",
+            "--data",
+            "arc",
+            "--steps",
+            "2",
+            "--submission",
+            "sub.json",
+            "--pass-k",
+            "1,2",
+        ],
+        dir,
+    ));
+    assert!(out.contains("ARC: 2 tasks") && out.contains("TRM %") && out.contains("HRM %"), "{out}");
+    assert!(out.contains("(0 without predictions)"), "{out}");
+    let sub: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("sub.json")).unwrap()).unwrap();
+    let tasks: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("arc/test_puzzles.json")).unwrap()).unwrap();
+    let tasks = tasks.as_object().unwrap();
+    assert_eq!(sub.as_object().unwrap().len(), tasks.len());
+    for (id, task) in tasks {
+        let entries = sub[id].as_array().unwrap_or_else(|| panic!("{id} missing from the submission"));
+        assert_eq!(entries.len(), task["test"].as_array().unwrap().len(), "{id}");
+        assert!(entries.iter().all(|e| e["attempt_1"].is_array() && e["attempt_2"].is_array()), "{id}");
+    }
+    // --ensemble pools a second evaluation's votes: every vote counted twice.
+    let pooled = ok(reckon(
+        &[
+            "eval",
+            "run/checkpoints/step_2",
+            "--data",
+            "arc",
+            "--steps",
+            "2",
+            "--submission",
+            "sub2.json",
+            "--ensemble",
+            "run/checkpoints/step_2",
+        ],
+        dir,
+    ));
+    let votes =
+        |text: &str| -> u64 { text.split(" votes (").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap() };
+    assert_eq!(votes(&pooled), 2 * votes(&out), "{pooled}");
+}
