@@ -196,15 +196,17 @@ pub fn sign_sgd_rows<B: Backend>(
     weight_decay: f64,
 ) -> Tensor<B, 2> {
     let device = table.device();
-    let [num_ids, ndim] = table.dims();
+    let ndim = table.dims()[1];
     let mut unique: Vec<i32> = ids.to_vec();
     unique.sort_unstable();
     unique.dedup();
-    let ids_t = Tensor::<B, 1, Int>::from_data(TensorData::new(ids.to_vec(), [ids.len()]), &device);
+    // Sum the gradients by id into one row per distinct id: memory of the batch, not of the table (ARC's tables
+    // hold about a million ids).
+    let slot: Vec<i32> = ids.iter().map(|id| unique.binary_search(id).expect("an id of the batch") as i32).collect();
+    let slot_t = Tensor::<B, 1, Int>::from_data(TensorData::new(slot, [ids.len()]), &device);
     let uniq_t = Tensor::<B, 1, Int>::from_data(TensorData::new(unique.clone(), [unique.len()]), &device);
-    let summed = Tensor::<B, 2>::zeros([num_ids, ndim], &device)
-        .select_assign(0, ids_t, row_grads, IndexingUpdateOp::Add)
-        .select(0, uniq_t.clone());
+    let summed =
+        Tensor::<B, 2>::zeros([unique.len(), ndim], &device).select_assign(0, slot_t, row_grads, IndexingUpdateOp::Add);
     let old = table.clone().select(0, uniq_t.clone());
     let new = old.clone().mul_scalar(1.0 - lr * weight_decay) - summed.sign().mul_scalar(lr);
     // Assignment is not implemented by the backends (burn #5522), so write back the difference with Add.
