@@ -14,12 +14,22 @@ pub trait TrainBackend: burn::tensor::backend::AutodiffBackend<InnerBackend: Tra
 impl<B: burn::tensor::backend::AutodiffBackend<InnerBackend: TrainInner> + FusedOps> TrainBackend for B {}
 
 /// Where a command runs (`--device`): `cpu` (default); `cuda` / `cuda:N` in a build with the `cuda` feature;
-/// `wgpu` (the best adapter wgpu finds) / `wgpu:N` (the N-th discrete GPU) with the `wgpu` feature.
+/// `wgpu` (the best adapter wgpu finds) / `wgpu:N` (the N-th discrete GPU) with the `wgpu` feature;
+/// `tch` / `tch:cuda:N` / `tch:mps` (LibTorch's CPU, CUDA or Metal) with the `tch` feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
     Cpu,
     Cuda(usize),
     Wgpu(Option<usize>),
+    Tch(TchTarget),
+}
+
+/// The LibTorch device of `--device tch[:...]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TchTarget {
+    Cpu,
+    Cuda(usize),
+    Mps,
 }
 
 impl DeviceChoice {
@@ -29,6 +39,7 @@ impl DeviceChoice {
             DeviceChoice::Cpu => None,
             DeviceChoice::Cuda(_) => Some("cuda"),
             DeviceChoice::Wgpu(_) => Some("wgpu"),
+            DeviceChoice::Tch(_) => Some("tch"),
         }
     }
 
@@ -46,6 +57,9 @@ impl std::fmt::Display for DeviceChoice {
             DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
             DeviceChoice::Wgpu(None) => write!(f, "wgpu"),
             DeviceChoice::Wgpu(Some(n)) => write!(f, "wgpu:{n}"),
+            DeviceChoice::Tch(TchTarget::Cpu) => write!(f, "tch"),
+            DeviceChoice::Tch(TchTarget::Cuda(n)) => write!(f, "tch:cuda:{n}"),
+            DeviceChoice::Tch(TchTarget::Mps) => write!(f, "tch:mps"),
         }
     }
 }
@@ -63,7 +77,14 @@ impl std::str::FromStr for DeviceChoice {
             None if s == "wgpu" => Ok(DeviceChoice::Wgpu(None)),
             Some(("cuda", n)) => index(n).map(DeviceChoice::Cuda),
             Some(("wgpu", n)) => index(n).map(|n| DeviceChoice::Wgpu(Some(n))),
-            _ => Err(format!("{s:?}: the devices are cpu, cuda[:N] and wgpu[:N]")),
+            None if s == "tch" => Ok(DeviceChoice::Tch(TchTarget::Cpu)),
+            Some(("tch", "cpu")) => Ok(DeviceChoice::Tch(TchTarget::Cpu)),
+            Some(("tch", "mps")) => Ok(DeviceChoice::Tch(TchTarget::Mps)),
+            Some(("tch", "cuda")) => Ok(DeviceChoice::Tch(TchTarget::Cuda(0))),
+            Some(("tch", rest)) if rest.starts_with("cuda:") => {
+                index(&rest[5..]).map(|n| DeviceChoice::Tch(TchTarget::Cuda(n)))
+            }
+            _ => Err(format!("{s:?}: the devices are cpu, cuda[:N], wgpu[:N] and tch[:cpu|:cuda:N|:mps]")),
         }
     }
 }
@@ -96,6 +117,17 @@ pub fn wgpu_device(index: Option<usize>) -> burn::backend::wgpu::WgpuDevice {
 pub type LibTorch = burn::backend::LibTorch;
 #[cfg(feature = "tch")]
 pub type LibTorchTrain = burn::backend::Autodiff<LibTorch>;
+
+/// The LibTorch device `--device tch[:...]` names.
+#[cfg(feature = "tch")]
+pub fn tch_device(target: TchTarget) -> burn::backend::libtorch::LibTorchDevice {
+    use burn::backend::libtorch::LibTorchDevice;
+    match target {
+        TchTarget::Cpu => LibTorchDevice::Cpu,
+        TchTarget::Cuda(n) => LibTorchDevice::Cuda(n),
+        TchTarget::Mps => LibTorchDevice::Mps,
+    }
+}
 
 /// Makes glibc `malloc` keep freed memory for reuse instead of handing it back to the kernel.
 ///
@@ -151,5 +183,35 @@ pub fn transfer<B: burn::tensor::backend::Backend, const D: usize>(
         tensor
     } else {
         burn::tensor::Tensor::from_data(tensor.into_data(), device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_parse_print_and_name_their_feature() {
+        for (text, choice, feature) in [
+            ("cpu", DeviceChoice::Cpu, None),
+            ("cuda:2", DeviceChoice::Cuda(2), Some("cuda")),
+            ("wgpu", DeviceChoice::Wgpu(None), Some("wgpu")),
+            ("wgpu:1", DeviceChoice::Wgpu(Some(1)), Some("wgpu")),
+            ("tch", DeviceChoice::Tch(TchTarget::Cpu), Some("tch")),
+            ("tch:cuda:3", DeviceChoice::Tch(TchTarget::Cuda(3)), Some("tch")),
+            ("tch:mps", DeviceChoice::Tch(TchTarget::Mps), Some("tch")),
+        ] {
+            let parsed: DeviceChoice = text.parse().unwrap();
+            assert_eq!(parsed, choice, "{text}");
+            assert_eq!(parsed.to_string(), text);
+            assert_eq!(parsed.feature(), feature);
+        }
+        assert_eq!("cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
+        assert_eq!("tch:cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Tch(TchTarget::Cuda(0)));
+        for bad in ["gpu", "cuda:x", "tch:cuda:y", "tch:rocm"] {
+            assert!(bad.parse::<DeviceChoice>().is_err(), "{bad}");
+        }
+        let err = DeviceChoice::Tch(TchTarget::Mps).not_built().to_string();
+        assert!(err.contains("--features tch"), "{err}");
     }
 }

@@ -709,6 +709,20 @@ fn bench_on(device: DeviceChoice, mode: &str, shape: &BenchShape, warmup: usize,
                 bench_infer_step::<reckon::backend::Wgpu>(shape, warmup, steps, &bench)
             }
         }
+        #[cfg(feature = "tch")]
+        DeviceChoice::Tch(target) => {
+            let d = reckon::backend::tch_device(target);
+            let bench = Bench {
+                peak_gflops: measured_matmul_gflops::<reckon::backend::LibTorch>(&d),
+                device: d,
+                name: device.to_string(),
+            };
+            if train {
+                bench_train_step::<reckon::backend::LibTorchTrain>(shape, warmup, steps, &bench)
+            } else {
+                bench_infer_step::<reckon::backend::LibTorch>(shape, warmup, steps, &bench)
+            }
+        }
         #[allow(unreachable_patterns)]
         other => Err(other.not_built()),
     }

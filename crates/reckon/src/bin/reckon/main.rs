@@ -16,7 +16,7 @@ use reckon::cli::Command;
 )]
 struct Cli {
     /// Where to train and evaluate: cpu; cuda / cuda:N (a build with `--features cuda`); wgpu / wgpu:N (Vulkan,
-    /// Metal, DX12: a build with `--features wgpu`).
+    /// Metal, DX12: a build with `--features wgpu`); tch / tch:cuda:N / tch:mps (LibTorch: `--features tch`).
     #[arg(long, global = true, default_value = "cpu")]
     device: DeviceChoice,
     /// Train data-parallel, one rank per listed device of the `--device` kind, e.g. `--device cuda --devices
@@ -77,6 +77,11 @@ fn run(cli: Cli) -> Result<()> {
                 cli.devices.iter().map(|&i| reckon::backend::wgpu_device(Some(i))).collect()
             };
             reckon::cli::run_on::<reckon::backend::WgpuTrain>(command, &devices)
+        }
+        #[cfg(feature = "tch")]
+        DeviceChoice::Tch(target) => {
+            let devices = vec![reckon::backend::tch_device(target); list(0).len()];
+            reckon::cli::run_on::<reckon::backend::LibTorchTrain>(command, &devices)
         }
         #[allow(unreachable_patterns)]
         other => Err(other.not_built()),
