@@ -6,6 +6,7 @@ use burn_store::ModuleSnapshot;
 
 use crate::backend::TrainBackend;
 use crate::eval::EvalReport;
+use crate::model::weights::{load_named, read_weights_file};
 use crate::model::{RecursiveModel, TrainRecursive};
 use crate::train::config::ExperimentConfig;
 use crate::train::trainer::{TrainEvent, Trainer};
@@ -35,6 +36,14 @@ where
     M: TrainRecursive<AB> + ModuleSnapshot<AB>,
     M::InnerModule: RecursiveModel<AB::InnerBackend> + ModuleSnapshot<AB::InnerBackend>,
 {
+    let model = match (&cfg.train.init_from, resume) {
+        (Some(from), false) => {
+            let file = if from.is_dir() { from.join(crate::train::checkpoint::WEIGHTS_FILE) } else { from.clone() };
+            let tensors = read_weights_file(&file).context("train.init_from")?;
+            load_named(model, tensors, &file).context("train.init_from")?
+        }
+        _ => model,
+    };
     let mut trainer = Trainer::new_on(cfg, model, devices.to_vec(), resume)?;
     on_event(TrainEvent::Started {
         config: &trainer.cfg,

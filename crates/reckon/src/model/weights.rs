@@ -157,6 +157,24 @@ fn tensors_by_path(snapshots: &[TensorSnapshot], path: &str) -> Option<TensorDat
 /// Load named tensors into `model`, strictly: every model tensor must be present with its exact shape, and
 /// every tensor of the file must be used (keys of buffers the reference rebuilds are ignored).
 /// `source` names the file in errors.
+/// The puzzle-embedding table's module path ends so (`io.puzzle_emb.weights`; the reference's `puzzle_emb.weights`).
+fn is_puzzle_table(path: &str) -> bool {
+    reference_path(path) == "puzzle_emb.weights"
+}
+
+/// A `[rows, D]` table whose every row is the mean of `table`'s rows (f32, summed in f64).
+fn mean_row_table(table: TensorData, rows: usize) -> TensorData {
+    let d = table.shape[1];
+    let values: Vec<f32> = table.convert::<f32>().to_vec().expect("f32 table");
+    let n = (values.len() / d.max(1)).max(1);
+    let mut mean = vec![0f64; d];
+    for row in values.chunks(d) {
+        mean.iter_mut().zip(row).for_each(|(m, &v)| *m += v as f64);
+    }
+    let mean: Vec<f32> = mean.iter().map(|m| (m / n as f64) as f32).collect();
+    TensorData::new(mean.iter().copied().cycle().take(rows * d).collect::<Vec<f32>>(), [rows, d])
+}
+
 pub fn load_named<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     model: M,
     tensors: BTreeMap<String, TensorData>,
@@ -174,6 +192,23 @@ pub fn load_named<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         match by_key.remove(reference_path(path)) {
             None => {
                 problems.push(format!("missing tensor '{REFERENCE_PREFIX}{}' (shape {shape:?})", reference_path(path)))
+            }
+            Some((orig, data)) if is_puzzle_table(path) && data.shape.len() == 2 && data.shape[1] == shape[1] => {
+                // Another number of puzzle ids (fine-tuning on new tasks): every row becomes the checkpoint's mean
+                // row, as the reference's `load_checkpoint` does.
+                eprintln!(
+                    "note: {}: '{orig}' has {} puzzle ids, the model {}: every row set to the checkpoint's mean row",
+                    source.display(),
+                    data.shape[0],
+                    shape[0]
+                );
+                let stack = path.split('.').map(str::to_string).collect();
+                snapshots.push(TensorSnapshot::from_data(
+                    mean_row_table(data, shape[0]),
+                    stack,
+                    vec![],
+                    ParamId::new(),
+                ));
             }
             Some((orig, data)) if data.shape.to_vec() != *shape => problems.push(format!(
                 "tensor '{orig}' has shape {:?}, the model expects {shape:?} (a checkpoint of another model size?)",
@@ -215,4 +250,54 @@ pub fn load_named<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         bail!("{}: {}", source.display(), errs.join("; "));
     }
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::model::trm::TrmConfig;
+
+    /// Fine-tuning on new tasks: a checkpoint whose puzzle table has another number of ids loads, every row the
+    /// checkpoint's mean row (the reference's `load_checkpoint`); every other tensor as saved.
+    #[test]
+    fn a_puzzle_table_of_another_size_loads_as_its_mean_row() {
+        let mut small = TrmConfig::new(4, 5, 3);
+        small.core.hidden_size = 8;
+        small.core.num_heads = 2;
+        small.core.puzzle_emb_ndim = Some(8);
+        let mut large = small.clone();
+        large.core.num_puzzle_identifiers = 7;
+        let device = Default::default();
+        let saved = named_tensors(&small.init::<Cpu>(1, &device), "");
+        let mut table: Vec<f32> = Vec::new();
+        for (k, v) in &saved {
+            if k == "puzzle_emb.weights" {
+                table = v.clone().convert::<f32>().to_vec().unwrap();
+            }
+        }
+        assert_eq!(table.len(), 3 * 8, "the saved table");
+        let mean: Vec<f32> = (0..8).map(|c| (0..3).map(|r| table[r * 8 + c]).sum::<f32>() / 3.0).collect();
+        let loaded =
+            load_named(large.init::<Cpu>(2, &device), saved.iter().cloned().collect(), Path::new("ckpt")).unwrap();
+        for (k, v) in named_tensors(&loaded, "") {
+            let v: Vec<f32> = v.convert::<f32>().to_vec().unwrap();
+            if k == "puzzle_emb.weights" {
+                assert_eq!(v.len(), 7 * 8);
+                for row in v.chunks(8) {
+                    row.iter().zip(&mean).for_each(|(a, b)| assert!((a - b).abs() < 1e-6, "{a} vs {b}"));
+                }
+            } else {
+                let orig: Vec<f32> =
+                    saved.iter().find(|(n, _)| *n == k).unwrap().1.clone().convert::<f32>().to_vec().unwrap();
+                assert_eq!(v, orig, "{k}");
+            }
+        }
+        // Another width is still an error naming the tensor.
+        let mut wide = small.clone();
+        wide.core.puzzle_emb_ndim = Some(16);
+        wide.core.puzzle_emb_len = 2;
+        let err = load_named(wide.init::<Cpu>(3, &device), saved.into_iter().collect(), Path::new("ckpt")).unwrap_err();
+        assert!(format!("{err:#}").contains("puzzle_emb"), "{err:#}");
+    }
 }

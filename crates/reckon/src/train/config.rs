@@ -66,6 +66,11 @@ pub struct TrainConfig {
     pub ema: bool,
     #[serde(default = "d::ema_rate")]
     pub ema_rate: f64,
+    /// Start from these weights instead of a fresh initialisation (a checkpoint directory, whose
+    /// `weights.safetensors` is read, or a weights file): fine-tuning. A puzzle table of another number of ids
+    /// (new tasks) starts as the checkpoint's mean row, as the reference. Ignored by `--resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
     /// Where the LM cross-entropy and its gradient are computed: `"auto"` (default: the f64 host head on the CPU,
     /// the device elsewhere, so a GPU step never copies the logits to the host), `"host"` or `"device"`.
     #[serde(default, skip_serializing_if = "LossHead::is_auto")]

@@ -389,4 +389,23 @@ max_examples = 8
     let votes =
         |text: &str| -> u64 { text.split(" votes (").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap() };
     assert_eq!(votes(&pooled), 2 * votes(&out), "{pooled}");
+    // Fine-tuning on a dataset with other tasks (other puzzle ids): the puzzle table starts as the mean row.
+    ok(reckon(&["data", "build", "arc", "--out", "arc-b", "--dirs", &dirs, "--num-aug", "1"], dir));
+    let tuned = reckon(
+        &[
+            "train",
+            "c.toml",
+            "--set",
+            "data.path=\"arc-b\"",
+            "--set",
+            "run_dir=\"tuned\"",
+            "--set",
+            "train.init_from=\"run/checkpoints/step_2\"",
+            "--set",
+            "train.max_steps=1",
+        ],
+        dir,
+    );
+    assert!(tuned.status.success(), "{}", stderr(&tuned));
+    assert!(stderr(&tuned).contains("mean row"), "{}", stderr(&tuned));
 }
