@@ -106,8 +106,11 @@ mod tests {
         assert_eq!(AnyTask::detect(900, 6), Some(AnyTask::Maze(crate::Maze::new(30, 30))));
         assert_eq!(AnyTask::detect(144, 6), Some(AnyTask::Maze(crate::Maze::new(12, 12))));
         assert_eq!(AnyTask::detect(140, 6), None, "not square");
-        assert_eq!(AnyTask::detect(81, 12), None);
-        let err = AnyTask::for_shape(900, 12).unwrap_err().to_string();
-        assert!(err.contains("sequence length 900 and vocabulary 12"), "{err}");
+        assert_eq!(AnyTask::detect(900, 12), Some(AnyTask::Arc(crate::arc::Arc::new(30))));
+        assert_eq!(AnyTask::detect(81, 12), Some(AnyTask::Arc(crate::arc::Arc::new(9))), "a --max-size 9 canvas");
+        assert_eq!(AnyTask::detect(31 * 31, 12), None, "larger than ARC's 30x30");
+        assert_eq!(AnyTask::detect(81, 7), None);
+        let err = AnyTask::for_shape(900, 7).unwrap_err().to_string();
+        assert!(err.contains("sequence length 900 and vocabulary 7"), "{err}");
     }
 }

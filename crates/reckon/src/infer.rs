@@ -187,7 +187,9 @@ pub fn solve_stream<B: Backend, M: RecursiveModel<B>>(
         let x_now = x.clone().expect("embedded above");
         let start = match latent.take() {
             None => model.initial_latent(&x_now),
-            Some(carried) => carried.reset_rows(model.initial_latent(&x_now), &reset),
+            // The family's initial state is built only when a slot restarts (CMM's is the input itself).
+            Some(carried) if reset.iter().any(|&r| r) => carried.reset_rows(model.initial_latent(&x_now), &reset),
+            Some(carried) => carried,
         };
         let before = rule.settle_tolerance.is_some().then(|| start.z_h.clone());
         let (next, heads) = model.step(start, x_now);

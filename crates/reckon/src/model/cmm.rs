@@ -316,15 +316,10 @@ impl<B: FusedOps> Cmm<B> {
         }
     }
 
-    /// The puzzle's own positions of a `[B, P + S, D]` state (the puzzle-embedding prefix dropped).
-    pub fn sequence_part<BB: Backend>(&self, z: Tensor<BB, 3>) -> Tensor<BB, 3> {
-        z.narrow(1, self.cfg.core.prefix_len(), self.cfg.core.seq_len)
-    }
-
     /// The positions the repulsion terms compare (`losses.rep_positions`).
     fn repulsion_positions(&self, z: Tensor<B, 3>) -> Tensor<B, 3> {
         match self.cfg.cmm.losses.rep_positions {
-            RepPositions::Sequence => self.sequence_part(z),
+            RepPositions::Sequence => self.io.sequence_part(z),
             RepPositions::All => z,
         }
     }
@@ -396,17 +391,7 @@ impl<B: FusedOps> Cmm<B> {
 }
 
 impl FamilyConfig for CmmConfig {
-    fn core(&self) -> &CoreConfig {
-        &self.core
-    }
-
-    fn core_mut(&mut self) -> &mut CoreConfig {
-        &mut self.core
-    }
-
-    fn act(&self) -> Option<&ActConfig> {
-        Some(&self.act)
-    }
+    config_parts!(act);
 
     fn validate_family(&self) -> anyhow::Result<()> {
         let sigma = self.cmm.noise_sigma;

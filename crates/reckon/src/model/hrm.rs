@@ -143,17 +143,7 @@ impl<B: FusedOps> Hrm<B> {
 }
 
 impl FamilyConfig for HrmConfig {
-    fn core(&self) -> &CoreConfig {
-        &self.core
-    }
-
-    fn core_mut(&mut self) -> &mut CoreConfig {
-        &mut self.core
-    }
-
-    fn act(&self) -> Option<&ActConfig> {
-        Some(&self.act)
-    }
+    config_parts!(act);
 
     fn validate_family(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.hrm.h_layers >= 1, "model.h_layers must be >= 1");

@@ -88,6 +88,35 @@ macro_rules! shared_parts {
     };
 }
 
+/// The shared parts of a family config's [`FamilyConfig`] impl, for a config that keeps them where every family
+/// does: the shared keys in `self.core` and, with `act`, the ACT keys in `self.act` (`no_act`: a family that keeps
+/// no carry, so every training step takes a fresh batch).
+macro_rules! config_parts {
+    (act) => {
+        config_parts!(core);
+
+        fn act(&self) -> Option<&crate::model::base::ActConfig> {
+            Some(&self.act)
+        }
+    };
+    (no_act) => {
+        config_parts!(core);
+
+        fn act(&self) -> Option<&crate::model::base::ActConfig> {
+            None
+        }
+    };
+    (core) => {
+        fn core(&self) -> &crate::model::base::CoreConfig {
+            &self.core
+        }
+
+        fn core_mut(&mut self) -> &mut crate::model::base::CoreConfig {
+            &mut self.core
+        }
+    };
+}
+
 /// Lists the families: `Variant = "name" => module::{Config, Model}` each. Generates [`ModelConfig`],
 /// [`AnyModel`], [`for_family!`], [`for_model!`] and [`map_model!`]. (`$d` is a literal `$`, so that the generated
 /// macros can have metavariables of their own.)

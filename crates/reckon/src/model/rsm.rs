@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::base::{size_table, ActConfig, CoreConfig, CoreDefaults, FamilyTable, HeadsSpec, Io, PosEncoding};
+use super::base::{size_table, CoreConfig, CoreDefaults, FamilyTable, HeadsSpec, Io, PosEncoding};
 use super::layers::Linear;
 use super::registry::FamilyConfig;
 use super::trm::{Block, ReasoningModule};
@@ -134,18 +134,8 @@ impl<B: FusedOps> Rsm<B> {
 }
 
 impl FamilyConfig for RsmConfig {
-    fn core(&self) -> &CoreConfig {
-        &self.core
-    }
-
-    fn core_mut(&mut self) -> &mut CoreConfig {
-        &mut self.core
-    }
-
-    /// RSM keeps no carry: every training step takes a fresh batch.
-    fn act(&self) -> Option<&ActConfig> {
-        None
-    }
+    // RSM keeps no carry: every training step takes a fresh batch.
+    config_parts!(no_act);
 
     fn validate_family(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.core.pos_encodings != PosEncoding::Learned, "model.pos_encodings: RSM has none or rope");

@@ -169,17 +169,7 @@ impl<B: FusedOps> Trm<B> {
 }
 
 impl FamilyConfig for TrmConfig {
-    fn core(&self) -> &CoreConfig {
-        &self.core
-    }
-
-    fn core_mut(&mut self) -> &mut CoreConfig {
-        &mut self.core
-    }
-
-    fn act(&self) -> Option<&ActConfig> {
-        Some(&self.act)
-    }
+    config_parts!(act);
 }
 
 impl<B: FusedOps> RecursiveModel<B> for Trm<B> {

@@ -193,7 +193,12 @@ pub fn load_named<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
             None => {
                 problems.push(format!("missing tensor '{REFERENCE_PREFIX}{}' (shape {shape:?})", reference_path(path)))
             }
-            Some((orig, data)) if is_puzzle_table(path) && data.shape.len() == 2 && data.shape[1] == shape[1] => {
+            Some((orig, data))
+                if is_puzzle_table(path)
+                    && data.shape.to_vec() != *shape
+                    && data.shape.len() == 2
+                    && data.shape[1] == shape[1] =>
+            {
                 // Another number of puzzle ids (fine-tuning on new tasks): every row becomes the checkpoint's mean
                 // row, as the reference's `load_checkpoint` does.
                 eprintln!(
