@@ -1,0 +1,112 @@
+//! Parity with TRM's own ARC builder and evaluator (TRM @ e7b6871, numpy 2.4, seed 42) on the
+//! `arc-tiny` fixture: three ARC-AGI-1 tasks in the Kaggle layout, built with 8 augmentations, and
+//! the evaluator's pass@K and submission for a batch of hand-made predictions.
+
+use ndarray::{Array1, Array2};
+use ndarray_npy::read_npy;
+use reckon_data::arc::{build, ArcBuildConfig, ArcEvaluator, ArcRng, ArcSource};
+use reckon_data::dataset::PuzzleDataset;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/arc-tiny");
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(FIXTURE).join(rel)
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The fixture's build, as TRM ran it: `--subsets training evaluation --test-set-name evaluation
+/// --num-aug 8`, seed 42.
+fn reference_config() -> ArcBuildConfig {
+    let source = ArcSource::Kaggle {
+        prefix: fixture("input/arc-agi"),
+        subsets: vec!["training".into(), "evaluation".into()],
+        test_set: "evaluation".into(),
+    };
+    ArcBuildConfig { num_aug: 8, seed: 42, ..ArcBuildConfig::new(source) }
+}
+
+/// The index of the first example (a 900-token row) where two splits differ, for the message.
+fn first_row_mismatch(ours: &[u8], theirs: &[u8], seq_len: usize) -> Option<usize> {
+    ours.chunks(seq_len).zip(theirs.chunks(seq_len)).position(|(a, b)| a != b)
+}
+
+#[test]
+fn arc_reference_build_matches_the_trm_builder() {
+    let cfg = reference_config();
+    assert_eq!(cfg.rng, ArcRng::Reference, "the Kaggle layout defaults to the reference's stream");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("built");
+    let report = build(&cfg, &out, &|_, _, _| {}).unwrap();
+    assert_eq!((report.tasks, report.test_set_tasks, report.versions), (3, 1, 27));
+    for split in ["train", "test"] {
+        let ours = PuzzleDataset::load(&out.join(split)).unwrap();
+        let theirs = PuzzleDataset::load(&fixture(&format!("build/{split}"))).unwrap();
+        // dataset.json, every field (total_puzzles included).
+        assert_eq!(ours.meta, theirs.meta, "{split}/dataset.json");
+        assert_eq!(json(&out.join(split).join("dataset.json")), json(&fixture(&format!("build/{split}/dataset.json"))));
+        assert_eq!(ours.puzzle_identifiers, theirs.puzzle_identifiers, "{split} puzzle_identifiers");
+        assert_eq!(ours.puzzle_indices, theirs.puzzle_indices, "{split} puzzle_indices");
+        assert_eq!(ours.group_indices, theirs.group_indices, "{split} group_indices");
+        let seq = theirs.meta.seq_len;
+        assert_eq!(ours.inputs.len(), theirs.inputs.len(), "{split} inputs: number of examples");
+        assert_eq!(first_row_mismatch(&ours.inputs, &theirs.inputs, seq), None, "{split} inputs: first differing row");
+        assert_eq!(first_row_mismatch(&ours.labels, &theirs.labels, seq), None, "{split} labels: first differing row");
+        // The npy files themselves: same dtype and shape as the reference wrote.
+        for field in ["inputs", "labels"] {
+            let a: Array2<u8> = read_npy(out.join(split).join(format!("all__{field}.npy"))).unwrap();
+            let b: Array2<u8> = read_npy(fixture(&format!("build/{split}/all__{field}.npy"))).unwrap();
+            assert_eq!(a, b, "{split} all__{field}.npy");
+        }
+        for field in ["puzzle_identifiers", "puzzle_indices", "group_indices"] {
+            let a: Array1<i32> = read_npy(out.join(split).join(format!("all__{field}.npy"))).unwrap();
+            let b: Array1<i32> = read_npy(fixture(&format!("build/{split}/all__{field}.npy"))).unwrap();
+            assert_eq!(a, b, "{split} all__{field}.npy");
+        }
+    }
+    // identifiers.json: byte for byte is not the goal (Python's separators); the parsed lists match.
+    assert_eq!(json(&out.join("identifiers.json")), json(&fixture("build/identifiers.json")), "identifiers.json");
+    assert_eq!(json(&out.join("test_puzzles.json")), json(&fixture("build/test_puzzles.json")), "test_puzzles.json");
+}
+
+/// Feeds the fixture's predictions to the evaluator, row by row, as the reference got them.
+fn evaluate_fixture() -> ArcEvaluator {
+    let build_dir = fixture("build");
+    let test = PuzzleDataset::load(&build_dir.join("test")).unwrap();
+    let preds: Array2<u8> = read_npy(fixture("eval/preds.npy"))
+        .or_else(|_| read_npy::<_, Array2<i64>>(fixture("eval/preds.npy")).map(|a| a.mapv(|v| v as u8)))
+        .or_else(|_| read_npy::<_, Array2<i32>>(fixture("eval/preds.npy")).map(|a| a.mapv(|v| v as u8)))
+        .unwrap();
+    let q: Array1<f32> = read_npy(fixture("eval/q_halt_logits.npy")).unwrap();
+    assert_eq!(preds.nrows(), test.num_examples());
+    assert_eq!(q.len(), test.num_examples());
+    let mut evaluator = ArcEvaluator::load(&build_dir).unwrap();
+    for p in 0..test.num_puzzles() {
+        let identifier = u32::try_from(test.puzzle_identifiers[p]).unwrap();
+        for e in test.puzzle_examples(p) {
+            let (input, _) = test.example(e);
+            let predicted = preds.row(e).to_vec();
+            evaluator.add(identifier, input, &predicted, Some(q[e])).unwrap();
+        }
+    }
+    evaluator
+}
+
+#[test]
+fn arc_reference_evaluator_matches_result_and_submission() {
+    let evaluator = evaluate_fixture();
+    let report = evaluator.report(&[1, 2, 5, 10, 100, 1000]);
+    let result = json(&fixture("eval/result.json"));
+    let result = result.as_object().unwrap();
+    assert_eq!(result.len(), 6);
+    for (key, value) in result {
+        let k: usize = key.strip_prefix("ARC/pass@").unwrap().parse().unwrap();
+        let ours = report.pass_at(k).unwrap_or_else(|| panic!("no pass@{k}")).trm;
+        assert_eq!(ours, value.as_f64().unwrap(), "{key} (TRM credit)");
+    }
+    assert_eq!(evaluator.submission(), json(&fixture("eval/submission.json")), "submission.json");
+}
