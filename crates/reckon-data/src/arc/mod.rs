@@ -15,7 +15,8 @@ pub mod io;
 pub mod task;
 
 pub use augment::{
-    parse_version_name, puzzle_hash, task_versions, task_versions_with, ArcAugment, NameStyle, RETRIES_FACTOR, TRM_SEPARATOR,
+    parse_version_name, puzzle_hash, task_versions, task_versions_with, ArcAugment, NameStyle, RETRIES_FACTOR,
+    TRM_SEPARATOR,
 };
 pub use builder::{build, ArcBuildConfig, ArcBuildReport, ArcRng, ArcSource, DEFAULT_NUM_AUG};
 pub use evaluate::{
