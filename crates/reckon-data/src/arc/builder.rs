@@ -410,11 +410,12 @@ enum Split {
     Test,
 }
 
-/// The pairs of `task` that go to `split` (the routing rule).
+/// The pairs of `task` that go to `split` (the routing rule), a task trained on in full in its
+/// JSON's key order, as the reference.
 fn split_pairs(task: &SourcedTask, split: Split) -> Vec<&ArcPair> {
     match split {
         Split::Train if task.test_set => task.task.train.iter().collect(),
-        Split::Train => task.task.pairs().collect(),
+        Split::Train => task.task.pairs_in_file_order().collect(),
         Split::Test => task.task.test.iter().collect(),
     }
 }

@@ -43,7 +43,7 @@ fn augs() -> Vec<ArcAugment> {
 fn task(id: &str, tests: &[(ArcGrid, ArcGrid)]) -> ArcTask {
     let demo = ArcPair { input: grid(&[&[1]]), output: grid(&[&[2]]) };
     let test = tests.iter().map(|(i, o)| ArcPair { input: i.clone(), output: o.clone() }).collect();
-    ArcTask { id: id.to_string(), train: vec![demo], test }
+    ArcTask { id: id.to_string(), train: vec![demo], test, test_first: false }
 }
 
 /// A hand-made dataset root: `identifiers.json` with every (task, augmentation) version in TRM's

@@ -110,3 +110,48 @@ fn arc_reference_evaluator_matches_result_and_submission() {
     }
     assert_eq!(evaluator.submission(), json(&fixture("eval/submission.json")), "submission.json");
 }
+
+/// The colours of the grid placed somewhere on a token canvas (its bounding box of colour tokens).
+fn placed_grid(tokens: &[u8], canvas: usize) -> Vec<Vec<u8>> {
+    let colour = |r: usize, c: usize| tokens[r * canvas + c] >= 2;
+    let rows: Vec<usize> = (0..canvas).filter(|&r| (0..canvas).any(|c| colour(r, c))).collect();
+    let cols: Vec<usize> = (0..canvas).filter(|&c| (0..canvas).any(|r| colour(r, c))).collect();
+    rows.iter().map(|&r| cols.iter().map(|&c| tokens[r * canvas + c] - 2).collect()).collect()
+}
+
+#[test]
+fn arc_reference_examples_follow_the_json_key_order() {
+    // The same tasks with "test" before "train" (serde_json writes keys sorted): the reference lists
+    // a task's examples in its JSON's key order, so a training task's test pairs come first.
+    let tmp = tempfile::tempdir().unwrap();
+    for file in ["training_challenges", "training_solutions", "evaluation_challenges", "evaluation_solutions"] {
+        let value = json(&fixture(&format!("input/arc-agi_{file}.json")));
+        std::fs::write(tmp.path().join(format!("arc-agi_{file}.json")), serde_json::to_vec(&value).unwrap()).unwrap();
+    }
+    let text = std::fs::read_to_string(tmp.path().join("arc-agi_training_challenges.json")).unwrap();
+    assert!(text.starts_with(r#"{"007bbfb7":{"test":"#), "{}", &text[..40]);
+    let mut cfg = reference_config();
+    cfg.source = ArcSource::Kaggle {
+        prefix: tmp.path().join("arc-agi"),
+        subsets: vec!["training".into(), "evaluation".into()],
+        test_set: "evaluation".into(),
+    };
+    let out = tmp.path().join("built");
+    build(&cfg, &out, &|_, _, _| {}).unwrap();
+    let ours = PuzzleDataset::load(&out.join("train")).unwrap();
+    let theirs = PuzzleDataset::load(&fixture("build/train")).unwrap();
+    assert_eq!(ours.puzzle_identifiers, theirs.puzzle_identifiers);
+    assert_eq!(ours.puzzle_indices, theirs.puzzle_indices);
+    let tasks = reckon_data::arc::read_kaggle(&fixture("input/arc-agi"), "training").unwrap();
+    let task = tasks.iter().find(|t| t.id == "017c7c7b").unwrap();
+    // Puzzle 0 is 017c7c7b's original (identifier 1): test pair, then the demonstrations.
+    assert_eq!(ours.puzzle_identifiers[0], 1);
+    let expected: Vec<Vec<Vec<u8>>> =
+        task.test.iter().chain(&task.train).map(|p| p.input.rows().map(<[u8]>::to_vec).collect()).collect();
+    let placed: Vec<Vec<Vec<u8>>> = ours.puzzle_examples(0).map(|e| placed_grid(ours.example(e).0, 30)).collect();
+    assert_eq!(placed, expected);
+    let reference: Vec<Vec<Vec<u8>>> =
+        theirs.puzzle_examples(0).map(|e| placed_grid(theirs.example(e).0, 30)).collect();
+    let train_first: Vec<Vec<Vec<u8>>> = task.pairs().map(|p| p.input.rows().map(<[u8]>::to_vec).collect()).collect();
+    assert_eq!(reference, train_first, "the fixture's JSON has train first");
+}
