@@ -3,7 +3,8 @@
 //!
 //! Output (`out_dir`): `train/` and `test/` splits (see [`crate::dataset`]), `identifiers.json`
 //! (puzzle identifier → version name, index 0 `"<blank>"`) and `test_puzzles.json` (the raw
-//! test-set tasks, task id → task, sorted by id).
+//! test-set tasks, task id → task: in the build's task order with [`ArcRng::Reference`], as the
+//! reference's dict, sorted by id with [`ArcRng::PerTask`]), both written as Python's `json.dump`.
 //!
 //! Routing, as the reference: every demonstration pair goes to train; a task's test pairs go to
 //! test if the task is in the test set (a subdirectory named `evaluation`, or the Kaggle subset
@@ -24,7 +25,7 @@ use super::augment::{task_versions, task_versions_with, ArcAugment, NameStyle};
 use super::io::{kaggle_path, read_dir_source, read_kaggle, ArcPair, ArcTask};
 use super::{spec, MAX_SIZE};
 use crate::dataset::{PuzzleDataset, PuzzleDatasetBuilder};
-use crate::fsutil::{build_dir_atomic, write_bytes_atomic};
+use crate::fsutil::{build_dir_atomic, python_json, write_bytes_atomic};
 use crate::numpy_rng::NumpyRandomState;
 use crate::seeding::{derived_rng, tags};
 use anyhow::{bail, ensure, Result};
@@ -32,7 +33,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -192,17 +193,32 @@ pub fn build(cfg: &ArcBuildConfig, out_dir: &Path, progress: Progress) -> Result
     };
     (report.train_puzzles, report.train_examples) = (train.num_puzzles(), train.num_examples());
     (report.test_puzzles, report.test_examples) = (test.num_puzzles(), test.num_examples());
-    let test_puzzles: BTreeMap<&str, &ArcTask> =
+    // The reference's stream writes them in its order (its dict's), the per-task one sorted by id;
+    // both as Python's json.dump does.
+    let mut test_puzzles: Vec<(&str, &ArcTask)> =
         tasks.iter().filter(|t| t.test_set).map(|t| (t.task.id.as_str(), &t.task)).collect();
+    if cfg.rng == ArcRng::PerTask {
+        test_puzzles.sort_by_key(|&(id, _)| id);
+    }
+    let test_puzzles = InOrder(test_puzzles);
     progress("write", 0, 1);
     build_dir_atomic(out_dir, cfg.force, |dir| {
         train.save(&dir.join("train"))?;
         test.save(&dir.join("test"))?;
-        write_bytes_atomic(&dir.join("identifiers.json"), &serde_json::to_vec(&names)?)?;
-        write_bytes_atomic(&dir.join("test_puzzles.json"), &serde_json::to_vec(&test_puzzles)?)
+        write_bytes_atomic(&dir.join("identifiers.json"), &python_json(&names)?)?;
+        write_bytes_atomic(&dir.join("test_puzzles.json"), &python_json(&test_puzzles)?)
     })?;
     progress("write", 1, 1);
     Ok(report)
+}
+
+/// A JSON object with its entries in this order.
+struct InOrder<'a>(Vec<(&'a str, &'a ArcTask)>);
+
+impl serde::Serialize for InOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().copied())
+    }
 }
 
 /// The cheap, by-name check, before anything is read: Kaggle subsets `training2` and `evaluation`,
