@@ -66,6 +66,20 @@ fn arc_reference_build_matches_the_trm_builder() {
             let b: Array2<u8> = read_npy(fixture(&format!("build/{split}/all__{field}.npy"))).unwrap();
             assert_eq!(a, b, "{split} all__{field}.npy");
         }
+        for field in ["inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices"] {
+            let a = std::fs::read(out.join(split).join(format!("all__{field}.npy"))).unwrap();
+            let b = std::fs::read(fixture(&format!("build/{split}/all__{field}.npy"))).unwrap();
+            // The same bytes but for the header's spelling: numpy writes `'shape': (27,), }`,
+            // ndarray-npy `'shape': (27,)}` (both pad the header to the same length).
+            let header = |bytes: &[u8]| {
+                let len = 10 + usize::from(u16::from_le_bytes([bytes[8], bytes[9]]));
+                let text = String::from_utf8(bytes[10..len].to_vec()).unwrap().replace(", }", "}");
+                (len, text.trim_end().to_string())
+            };
+            assert_eq!(a[..8], b[..8], "{split} all__{field}.npy magic and version");
+            assert_eq!(header(&a), header(&b), "{split} all__{field}.npy header");
+            assert_eq!(a[header(&a).0..], b[header(&b).0..], "{split} all__{field}.npy data");
+        }
         for field in ["puzzle_identifiers", "puzzle_indices", "group_indices"] {
             let a: Array1<i32> = read_npy(out.join(split).join(format!("all__{field}.npy"))).unwrap();
             let b: Array1<i32> = read_npy(fixture(&format!("build/{split}/all__{field}.npy"))).unwrap();
