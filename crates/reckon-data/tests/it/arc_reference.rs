@@ -177,3 +177,18 @@ fn arc_reference_examples_follow_the_json_key_order() {
     let train_first: Vec<Vec<Vec<u8>>> = task.pairs().map(|p| p.input.rows().map(<[u8]>::to_vec).collect()).collect();
     assert_eq!(reference, train_first, "the fixture's JSON has train first");
 }
+
+#[test]
+fn arc_reference_stream_is_optional_and_needs_a_32_bit_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Per-task streams on the same source: the same shape, other draws.
+    let per_task = ArcBuildConfig { rng: ArcRng::PerTask, ..reference_config() };
+    let out = tmp.path().join("per-task");
+    let report = build(&per_task, &out, &|_, _, _| {}).unwrap();
+    assert_eq!((report.tasks, report.versions, report.train_puzzles, report.test_puzzles), (3, 27, 27, 9));
+    assert_ne!(json(&out.join("identifiers.json")), json(&fixture("build/identifiers.json")));
+    // numpy refuses seeds outside 0..2^32, and so does the reference stream.
+    let err = build(&ArcBuildConfig { seed: 1 << 32, ..reference_config() }, &tmp.path().join("x"), &|_, _, _| {});
+    let err = format!("{:#}", err.unwrap_err());
+    assert!(err.contains("outside 0..2^32"), "{err}");
+}
