@@ -28,9 +28,10 @@ pub struct DatasetMeta {
     pub num_puzzle_identifiers: usize,
     pub total_groups: usize,
     pub mean_puzzle_examples: f64,
-    pub sets: Vec<String>,
+    // Serialised before `sets`, where the reference's metadata class has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_puzzles: Option<usize>,
+    pub sets: Vec<String>,
 }
 
 /// One split of a dataset, fully in memory. Example `e` occupies
@@ -223,8 +224,9 @@ impl PuzzleDataset {
         save_npy(&array_path(split_dir, "puzzle_identifiers"), &ArrayView1::from(&self.puzzle_identifiers))?;
         save_npy(&array_path(split_dir, "puzzle_indices"), &ArrayView1::from(&self.puzzle_indices))?;
         save_npy(&array_path(split_dir, "group_indices"), &ArrayView1::from(&self.group_indices))?;
-        let json = serde_json::to_string_pretty(&self.meta)?;
-        crate::fsutil::write_bytes_atomic(&split_dir.join("dataset.json"), json.as_bytes())
+        // As the reference writes it: `json.dump(metadata.model_dump(), f)`, fields in its order.
+        let json = crate::fsutil::python_json(&self.meta)?;
+        crate::fsutil::write_bytes_atomic(&split_dir.join("dataset.json"), &json)
     }
 
     pub fn num_examples(&self) -> usize {

@@ -75,3 +75,66 @@ fn replace_dir(from: &Path, to: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// `value` as Python's `json.dump(value, f)` writes it: `", "` and `": "` separators, non-ASCII
+/// characters escaped as `\uXXXX` (`ensure_ascii`). The reference builders write their JSON so.
+pub fn python_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
+    value.serialize(&mut serializer)?;
+    Ok(out)
+}
+
+struct PythonFormatter;
+
+impl serde_json::ser::Formatter for PythonFormatter {
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
+
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        for c in fragment.chars() {
+            if c.is_ascii() {
+                writer.write_all(&[c as u8])?;
+            } else {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    write!(writer, "\\u{unit:04x}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod python_json_tests {
+    #[test]
+    fn python_json_spacing_and_ascii_escapes() {
+        let value = serde_json::json!({"a": [1, 2, "é😀"], "b": {}});
+        assert_eq!(
+            String::from_utf8(super::python_json(&value).unwrap()).unwrap(),
+            r#"{"a": [1, 2, "\u00e9\ud83d\ude00"], "b": {}}"#
+        );
+    }
+}

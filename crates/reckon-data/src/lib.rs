@@ -20,6 +20,7 @@ pub mod arc;
 pub mod dataset;
 pub mod fsutil;
 pub mod maze;
+pub mod numpy_rng;
 pub mod sampler;
 pub mod seeding;
 pub mod sudoku;

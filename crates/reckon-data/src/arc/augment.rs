@@ -7,6 +7,7 @@ use super::grid::{hex, ArcGrid};
 use super::io::ArcPair;
 use super::MAX_COLORS;
 use crate::maze::Dihedral;
+use crate::numpy_rng::NumpyRandomState;
 use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -56,6 +57,15 @@ impl ArcAugment {
         let dihedral = Dihedral::ALL[rng.random_range(0..8)];
         let mut mapping = ArcAugment::IDENTITY.mapping;
         mapping[1..].shuffle(rng);
+        ArcAugment { dihedral, mapping }
+    }
+
+    /// As the reference draws one from numpy's legacy stream, draw for draw: `tid =
+    /// np.random.randint(0, 8)`, then `mapping = [0] + np.random.permutation(1..=9)`.
+    pub fn random_numpy(rng: &mut NumpyRandomState) -> ArcAugment {
+        let dihedral = Dihedral::ALL[rng.randint(0, 8) as usize];
+        let mut mapping = ArcAugment::IDENTITY.mapping;
+        rng.shuffle(&mut mapping[1..]);
         ArcAugment { dihedral, mapping }
     }
 
@@ -154,13 +164,20 @@ pub fn puzzle_hash<'a>(pairs: impl IntoIterator<Item = &'a ArcPair>) -> [u8; 32]
 /// augmentations whose augmented pairs hash differently from every earlier version, drawn at most
 /// `RETRIES_FACTOR * num_aug` times. A task with symmetries gets fewer versions.
 pub fn task_versions<R: Rng + ?Sized>(pairs: &[ArcPair], num_aug: usize, rng: &mut R) -> Vec<ArcAugment> {
+    task_versions_with(pairs, num_aug, || ArcAugment::random(rng))
+}
+
+/// [`task_versions`] with the augmentations drawn by `draw` (e.g. [`ArcAugment::random_numpy`]).
+/// The draws are the reference's: one per try, the tries stopping as soon as `num_aug` new
+/// versions are found or after `RETRIES_FACTOR * num_aug` tries.
+pub fn task_versions_with(pairs: &[ArcPair], num_aug: usize, mut draw: impl FnMut() -> ArcAugment) -> Vec<ArcAugment> {
     let mut versions = vec![ArcAugment::IDENTITY];
     let mut seen = HashSet::from([puzzle_hash(pairs)]);
     for _ in 0..RETRIES_FACTOR * num_aug {
         if versions.len() > num_aug {
             break;
         }
-        let augment = ArcAugment::random(rng);
+        let augment = draw();
         let augmented: Vec<ArcPair> = pairs.iter().map(|p| augment.apply_pair(p)).collect();
         if seen.insert(puzzle_hash(&augmented)) {
             versions.push(augment);

@@ -3,7 +3,8 @@
 //!
 //! Output (`out_dir`): `train/` and `test/` splits (see [`crate::dataset`]), `identifiers.json`
 //! (puzzle identifier → version name, index 0 `"<blank>"`) and `test_puzzles.json` (the raw
-//! test-set tasks, task id → task, sorted by id).
+//! test-set tasks, task id → task: in the build's task order with [`ArcRng::Reference`], as the
+//! reference's dict, sorted by id with [`ArcRng::PerTask`]), both written as Python's `json.dump`.
 //!
 //! Routing, as the reference: every demonstration pair goes to train; a task's test pairs go to
 //! test if the task is in the test set (a subdirectory named `evaluation`, or the Kaggle subset
@@ -12,22 +13,27 @@
 //! identifier, shared by its train and test puzzles) and a puzzle's examples are its pairs.
 //! Only train examples are translated on the canvas.
 //!
-//! Unlike the reference, every random choice is seeded and drawn from a stream of its own (per
-//! task id, so that adding or filtering tasks leaves the others' versions unchanged), and
-//! directories are read in sorted order; builds are reproducible.
+//! Random draws ([`ArcRng`]): by default for the Kaggle layout ([`ArcRng::Reference`]) every draw
+//! comes from one numpy legacy stream seeded with `seed`, in the reference's order, so that the
+//! build reproduces TRM's `build_arc_dataset.py` array for array (checked against the TRM fixture
+//! `tests/fixtures/arc-tiny`). By default for directory sources ([`ArcRng::PerTask`]) every random
+//! choice is drawn from a stream of its own (per task id, so that adding or filtering tasks leaves
+//! the others' versions unchanged), and the work runs in parallel. Directories are read in sorted
+//! order either way (HRM read them in filesystem order); builds are reproducible.
 
-use super::augment::{task_versions, ArcAugment, NameStyle};
+use super::augment::{task_versions, task_versions_with, ArcAugment, NameStyle};
 use super::io::{kaggle_path, read_dir_source, read_kaggle, ArcPair, ArcTask};
 use super::{spec, MAX_SIZE};
 use crate::dataset::{PuzzleDataset, PuzzleDatasetBuilder};
-use crate::fsutil::{build_dir_atomic, write_bytes_atomic};
+use crate::fsutil::{build_dir_atomic, python_json, write_bytes_atomic};
+use crate::numpy_rng::NumpyRandomState;
 use crate::seeding::{derived_rng, tags};
 use anyhow::{bail, ensure, Result};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -48,6 +54,22 @@ pub enum ArcSource {
     Dirs { dirs: Vec<PathBuf> },
 }
 
+/// Where the builder's random draws come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArcRng {
+    /// numpy's legacy global generator seeded with `seed` (`np.random.seed`), drawn in the
+    /// reference's order: per subset (in source order) the shuffle of its tasks, then per task of
+    /// that subset in shuffled order the augmentation draws (`randint(0, 8)`, `permutation(1..=9)`,
+    /// until `num_aug` distinct versions or `5 * num_aug` tries); then per split (train, test), per
+    /// task and version in order, `randint(0, examples)` for the example kept at (0, 0) (drawn in
+    /// both splits) and, train split only, each other example's `randint`s for the row and the
+    /// column offset. Reproduces TRM's builder exactly; sequential. `seed` must be below 2³².
+    Reference,
+    /// A ChaCha stream per task id (and per version for translations): a task's versions do not
+    /// depend on the other tasks; parallel. Not the reference's numbers.
+    PerTask,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ArcBuildConfig {
     pub source: ArcSource,
@@ -58,13 +80,21 @@ pub struct ArcBuildConfig {
     pub max_size: usize,
     /// Replace an existing non-empty `out_dir`.
     pub force: bool,
+    /// The random stream: [`ArcRng::Reference`] for the Kaggle layout, [`ArcRng::PerTask`] for
+    /// directories, unless set.
+    pub rng: ArcRng,
 }
 
 impl ArcBuildConfig {
     /// A build from `source` with the reference's defaults: 1000 augmentations, a 30×30 canvas;
-    /// seed 0, an existing output refused.
+    /// seed 0, an existing output refused; the reference's numpy stream for the Kaggle layout and
+    /// per-task streams for directories.
     pub fn new(source: ArcSource) -> Self {
-        ArcBuildConfig { source, num_aug: DEFAULT_NUM_AUG, seed: 0, max_size: MAX_SIZE, force: false }
+        let rng = match source {
+            ArcSource::Kaggle { .. } => ArcRng::Reference,
+            ArcSource::Dirs { .. } => ArcRng::PerTask,
+        };
+        ArcBuildConfig { source, num_aug: DEFAULT_NUM_AUG, seed: 0, max_size: MAX_SIZE, force: false, rng }
     }
 }
 
@@ -127,7 +157,18 @@ pub fn build(cfg: &ArcBuildConfig, out_dir: &Path, progress: Progress) -> Result
     let (subsets, style) = read_source(&cfg.source, progress)?;
     check_unique_ids(&subsets)?;
     let mut report = ArcBuildReport { tasks_read: subsets.iter().map(Vec::len).sum(), ..Default::default() };
-    let tasks = keep_and_order(subsets, cfg, &mut report);
+    let mut numpy = match cfg.rng {
+        ArcRng::Reference => Some(NumpyRandomState::from_u64(cfg.seed)?),
+        ArcRng::PerTask => None,
+    };
+    let (tasks, versions) = match &mut numpy {
+        Some(rng) => order_and_augment_numpy(subsets, cfg, &mut report, rng, progress),
+        None => {
+            let tasks = keep_and_order(subsets, cfg, &mut report);
+            let versions = augment(&tasks, cfg, progress);
+            (tasks, versions)
+        }
+    };
     ensure!(
         !tasks.is_empty(),
         "no ARC tasks left to build from ({} read, none fit {}x{})",
@@ -135,27 +176,49 @@ pub fn build(cfg: &ArcBuildConfig, out_dir: &Path, progress: Progress) -> Result
         cfg.max_size,
         cfg.max_size
     );
-    let versions = augment(&tasks, cfg, progress);
     report.tasks = tasks.len();
     report.test_set_tasks = tasks.iter().filter(|t| t.test_set).count();
     report.versions = versions.iter().map(Vec::len).sum();
     report.short_tasks = versions.iter().filter(|v| v.len() < cfg.num_aug + 1).count();
     let (names, first_ids) = identifiers(&tasks, &versions, style);
-    let train = to_dataset(&tasks, &versions, &first_ids, names.len(), cfg, Split::Train, progress);
-    let test = to_dataset(&tasks, &versions, &first_ids, names.len(), cfg, Split::Test, progress);
+    let (train, test) = match &mut numpy {
+        Some(rng) => (
+            to_dataset_numpy(&tasks, &versions, &first_ids, names.len(), cfg, Split::Train, rng, progress),
+            to_dataset_numpy(&tasks, &versions, &first_ids, names.len(), cfg, Split::Test, rng, progress),
+        ),
+        None => (
+            to_dataset(&tasks, &versions, &first_ids, names.len(), cfg, Split::Train, progress),
+            to_dataset(&tasks, &versions, &first_ids, names.len(), cfg, Split::Test, progress),
+        ),
+    };
     (report.train_puzzles, report.train_examples) = (train.num_puzzles(), train.num_examples());
     (report.test_puzzles, report.test_examples) = (test.num_puzzles(), test.num_examples());
-    let test_puzzles: BTreeMap<&str, &ArcTask> =
+    // The reference's stream writes them in its order (its dict's), the per-task one sorted by id;
+    // both as Python's json.dump does.
+    let mut test_puzzles: Vec<(&str, &ArcTask)> =
         tasks.iter().filter(|t| t.test_set).map(|t| (t.task.id.as_str(), &t.task)).collect();
+    if cfg.rng == ArcRng::PerTask {
+        test_puzzles.sort_by_key(|&(id, _)| id);
+    }
+    let test_puzzles = InOrder(test_puzzles);
     progress("write", 0, 1);
     build_dir_atomic(out_dir, cfg.force, |dir| {
         train.save(&dir.join("train"))?;
         test.save(&dir.join("test"))?;
-        write_bytes_atomic(&dir.join("identifiers.json"), &serde_json::to_vec(&names)?)?;
-        write_bytes_atomic(&dir.join("test_puzzles.json"), &serde_json::to_vec(&test_puzzles)?)
+        write_bytes_atomic(&dir.join("identifiers.json"), &python_json(&names)?)?;
+        write_bytes_atomic(&dir.join("test_puzzles.json"), &python_json(&test_puzzles)?)
     })?;
     progress("write", 1, 1);
     Ok(report)
+}
+
+/// A JSON object with its entries in this order.
+struct InOrder<'a>(Vec<(&'a str, &'a ArcTask)>);
+
+impl serde::Serialize for InOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().copied())
+    }
 }
 
 /// The cheap, by-name check, before anything is read: Kaggle subsets `training2` and `evaluation`,
@@ -285,6 +348,41 @@ fn keep_and_order(
     out
 }
 
+/// [`ArcRng::Reference`]'s reading order and augmentation, as the reference's
+/// `load_puzzles_arcagi`: per subset, its tasks shuffled (the whole subset, as read; tasks that do
+/// not fit the canvas are dropped after the shuffle, which the reference, which asserts instead,
+/// never does), then each task's versions, drawn before the next subset is shuffled.
+fn order_and_augment_numpy(
+    subsets: Vec<Vec<SourcedTask>>,
+    cfg: &ArcBuildConfig,
+    report: &mut ArcBuildReport,
+    rng: &mut NumpyRandomState,
+    progress: Progress,
+) -> (Vec<SourcedTask>, Vec<Vec<ArcAugment>>) {
+    let total = subsets.iter().map(Vec::len).sum::<usize>() as u64;
+    progress("augment", 0, total);
+    let (mut tasks, mut versions) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    for mut subset in subsets {
+        rng.shuffle(&mut subset);
+        for task in subset {
+            done += 1;
+            if !task.task.fits(cfg.max_size) {
+                report.tasks_too_large += 1;
+                continue;
+            }
+            let pairs: Vec<_> = task.task.pairs().cloned().collect();
+            versions.push(task_versions_with(&pairs, cfg.num_aug, || ArcAugment::random_numpy(rng)));
+            tasks.push(task);
+            if done % CHUNK == 0 {
+                progress("augment", done as u64, total);
+            }
+        }
+    }
+    progress("augment", total, total);
+    (tasks, versions)
+}
+
 /// A stream key for a task: its id hashed, so a task's random draws do not depend on the others.
 fn task_key(id: &str) -> u64 {
     let digest = Sha256::digest(id.as_bytes());
@@ -328,11 +426,12 @@ enum Split {
     Test,
 }
 
-/// The pairs of `task` that go to `split` (the routing rule).
+/// The pairs of `task` that go to `split` (the routing rule), a task trained on in full in its
+/// JSON's key order, as the reference.
 fn split_pairs(task: &SourcedTask, split: Split) -> Vec<&ArcPair> {
     match split {
         Split::Train if task.test_set => task.task.train.iter().collect(),
-        Split::Train => task.task.pairs().collect(),
+        Split::Train => task.task.pairs_in_file_order().collect(),
         Split::Test => task.task.test.iter().collect(),
     }
 }
@@ -345,11 +444,26 @@ fn version_tokens(
     cfg: &ArcBuildConfig,
     split: Split,
 ) -> (Vec<u8>, Vec<u8>) {
-    let pairs = split_pairs(task, split);
-    let n = cfg.max_size;
     let mut rng = derived_rng(cfg.seed, &[tags::ARC, tags::TRANSLATE, task_key(&task.task.id), version as u64]);
     // Train only: one example per version stays at (0, 0), the others move (spec §4.3).
-    let fixed = if split == Split::Train { Some(rng.random_range(0..pairs.len())) } else { None };
+    let examples = split_pairs(task, split).len();
+    let fixed = if split == Split::Train { Some(rng.random_range(0..examples)) } else { None };
+    place_tokens(task, augment, cfg, split, fixed, &mut |k| rng.random_range(0..k))
+}
+
+/// The tokens of one version's examples in `split`, example `fixed` (if any) at (0, 0) and the
+/// others (if `fixed` is some) at offsets drawn by `draw(k)`, uniform in `0..k`: the row offset,
+/// then the column offset.
+fn place_tokens(
+    task: &SourcedTask,
+    augment: &ArcAugment,
+    cfg: &ArcBuildConfig,
+    split: Split,
+    fixed: Option<usize>,
+    draw: &mut dyn FnMut(usize) -> usize,
+) -> (Vec<u8>, Vec<u8>) {
+    let pairs = split_pairs(task, split);
+    let n = cfg.max_size;
     let (mut inputs, mut labels) = (Vec::with_capacity(pairs.len() * n * n), Vec::with_capacity(pairs.len() * n * n));
     for (k, pair) in pairs.into_iter().enumerate() {
         let pair = augment.apply_pair(pair);
@@ -357,7 +471,8 @@ fn version_tokens(
             Some(f) if f != k => {
                 let rows = pair.input.height().max(pair.output.height());
                 let cols = pair.input.width().max(pair.output.width());
-                (rng.random_range(0..=n - rows), rng.random_range(0..=n - cols))
+                let pad_r = draw(n - rows + 1);
+                (pad_r, draw(n - cols + 1))
             }
             _ => (0, 0),
         };
@@ -399,5 +514,43 @@ fn to_dataset(
         }
         progress(stage, (c * CHUNK + chunk.len()) as u64, chosen.len() as u64);
     }
+    builder.finish(&spec, num_identifiers)
+}
+
+/// [`to_dataset`] for [`ArcRng::Reference`]: sequential, the draws in the reference's order (per
+/// task and version: `randint(0, examples)` in both splits, then, train only, the offsets of each
+/// example but that one).
+#[allow(clippy::too_many_arguments)]
+fn to_dataset_numpy(
+    tasks: &[SourcedTask],
+    versions: &[Vec<ArcAugment>],
+    first_ids: &[i32],
+    num_identifiers: usize,
+    cfg: &ArcBuildConfig,
+    split: Split,
+    rng: &mut NumpyRandomState,
+    progress: Progress,
+) -> PuzzleDataset {
+    let spec = spec(cfg.max_size);
+    let stage = if split == Split::Train { "tokenize train" } else { "tokenize test" };
+    let chosen: Vec<usize> = (0..tasks.len()).filter(|&i| split == Split::Train || tasks[i].test_set).collect();
+    let mut builder = PuzzleDatasetBuilder::new(spec.seq_len);
+    progress(stage, 0, chosen.len() as u64);
+    for (c, &i) in chosen.iter().enumerate() {
+        for (v, augment) in versions[i].iter().enumerate() {
+            let examples = split_pairs(&tasks[i], split).len();
+            let kept = rng.randint(0, examples as i64) as usize;
+            let fixed = (split == Split::Train).then_some(kept);
+            let (inputs, labels) =
+                place_tokens(&tasks[i], augment, cfg, split, fixed, &mut |k| rng.randint(0, k as i64) as usize);
+            let examples = inputs.chunks(spec.seq_len).zip(labels.chunks(spec.seq_len));
+            builder.push_puzzle(first_ids[i] + v as i32, examples);
+        }
+        builder.end_group();
+        if (c + 1) % CHUNK == 0 {
+            progress(stage, (c + 1) as u64, chosen.len() as u64);
+        }
+    }
+    progress(stage, chosen.len() as u64, chosen.len() as u64);
     builder.finish(&spec, num_identifiers)
 }

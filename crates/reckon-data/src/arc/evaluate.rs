@@ -12,7 +12,8 @@
 //!   the top K; TRM's credit is the fraction of a task's test inputs solved, averaged over the tasks
 //!   of `test_puzzles.json`; HRM's credit counts a task only if all its test inputs are solved;
 //! - a prediction whose top-left cell is not a colour crops to the empty grid; it votes (for a
-//!   candidate that can never be right) exactly as the reference's 0×0 grid does.
+//!   candidate that can never be right) exactly as the reference's 0×0 grid does, and when it
+//!   ranks in the top two it is submitted as `[]`, as the reference's.
 //!
 //! Unlike the reference:
 //! - votes belong to one evaluator: nothing is carried from one evaluation to the next (TRM's
@@ -378,9 +379,10 @@ impl ArcEvaluator {
 
     /// The Kaggle submission: `{task id: [{"attempt_1": grid, "attempt_2": grid}, ...]}`, one entry
     /// per test input in order, for every task of `test_puzzles.json`. The attempts are the two
-    /// best-ranked non-empty candidates (the empty crop is no grid to submit); with one, attempt_2
-    /// repeats attempt_1 (as the reference pads); with none, both are `[[0]]`, and the test input
-    /// keeps its slot.
+    /// best-ranked candidates, as the reference's: the empty crop included, submitted as `[]` (the
+    /// reference's 0×0 grid `.tolist()`; checked against TRM's `submission.json` in the
+    /// `arc-tiny` fixture); with one, attempt_2 repeats attempt_1 (as the reference pads); with
+    /// none, both are `[[0]]`, and the test input keeps its slot.
     pub fn submission(&self) -> Value {
         let mut out = serde_json::Map::new();
         for (t, test_task) in self.tasks.iter().enumerate() {
@@ -389,9 +391,8 @@ impl ArcEvaluator {
                     let ranked = self.ranked(t, k);
                     let mut grids: Vec<Value> = ranked
                         .iter()
-                        .filter_map(|c| c.grid.as_ref())
                         .take(SUBMISSION_ATTEMPTS)
-                        .map(|g| json!(g))
+                        .map(|c| c.grid.as_ref().map_or_else(|| json!([]), |g| json!(g)))
                         .collect();
                     if grids.is_empty() {
                         grids.push(json!([[0]]));

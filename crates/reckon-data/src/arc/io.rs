@@ -20,19 +20,44 @@ pub struct ArcPair {
 }
 
 /// One task: its id (file stem or Kaggle key), demonstration pairs and test pairs. Serialises as
-/// the task JSON it came from (`{"train": [...], "test": [...]}`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// the task JSON it came from (`{"train": [...], "test": [...]}`, or `"test"` first if it came so).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArcTask {
-    #[serde(skip)]
     pub id: String,
     pub train: Vec<ArcPair>,
     pub test: Vec<ArcPair>,
+    /// The JSON had `"test"` before `"train"` (as, e.g., the Kaggle files may). The reference lists
+    /// a task's examples in the JSON's key order, so a task trained on in full has its test pairs
+    /// first then; see [`ArcTask::pairs_in_file_order`].
+    pub test_first: bool,
+}
+
+impl Serialize for ArcTask {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(2))?;
+        let (first, second) = if self.test_first { ("test", "train") } else { ("train", "test") };
+        for key in [first, second] {
+            map.serialize_entry(key, if key == "train" { &self.train } else { &self.test })?;
+        }
+        map.end()
+    }
 }
 
 impl ArcTask {
     /// Every pair, demonstrations first.
     pub fn pairs(&self) -> impl Iterator<Item = &ArcPair> {
         self.train.iter().chain(&self.test)
+    }
+
+    /// Every pair, in the order of the task JSON's keys (the reference's example order for a
+    /// task trained on in full).
+    pub fn pairs_in_file_order(&self) -> Box<dyn Iterator<Item = &ArcPair> + '_> {
+        if self.test_first {
+            Box::new(self.test.iter().chain(&self.train))
+        } else {
+            Box::new(self.pairs())
+        }
     }
 
     /// True iff every grid fits an `n`×`n` canvas.
@@ -50,10 +75,43 @@ struct RawPair {
     output: Option<RawGrid>,
 }
 
-#[derive(Deserialize)]
+/// A task JSON: `train` and `test` (required), other keys ignored, and which came first.
 struct RawTask {
     train: Vec<RawPair>,
     test: Vec<RawPair>,
+    test_first: bool,
+}
+
+impl<'de> Deserialize<'de> for RawTask {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RawTaskVisitor;
+        impl<'de> Visitor<'de> for RawTaskVisitor {
+            type Value = RawTask;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an ARC task object with \"train\" and \"test\"")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawTask, A::Error> {
+                let (mut train, mut test, mut test_first) = (None, None, false);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "train" if train.is_none() => train = Some(map.next_value::<Vec<RawPair>>()?),
+                        "test" if test.is_none() => {
+                            test_first = train.is_none();
+                            test = Some(map.next_value::<Vec<RawPair>>()?);
+                        }
+                        "train" | "test" => return Err(serde::de::Error::duplicate_field("train or test")),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let train = train.ok_or_else(|| serde::de::Error::missing_field("train"))?;
+                let test = test.ok_or_else(|| serde::de::Error::missing_field("test"))?;
+                Ok(RawTask { train, test, test_first })
+            }
+        }
+        deserializer.deserialize_map(RawTaskVisitor)
+    }
 }
 
 fn grid(raw: &RawGrid, split: &str, index: usize, which: &str) -> Result<ArcGrid> {
@@ -85,6 +143,7 @@ fn task_from_raw(id: &str, raw: &RawTask, dummy_outputs: bool) -> Result<ArcTask
         id: id.to_string(),
         train: pairs(&raw.train, "train", false)?,
         test: pairs(&raw.test, "test", dummy_outputs)?,
+        test_first: raw.test_first,
     })
 }
 

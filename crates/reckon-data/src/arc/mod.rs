@@ -15,9 +15,10 @@ pub mod io;
 pub mod task;
 
 pub use augment::{
-    parse_version_name, puzzle_hash, task_versions, ArcAugment, NameStyle, RETRIES_FACTOR, TRM_SEPARATOR,
+    parse_version_name, puzzle_hash, task_versions, task_versions_with, ArcAugment, NameStyle, RETRIES_FACTOR,
+    TRM_SEPARATOR,
 };
-pub use builder::{build, ArcBuildConfig, ArcBuildReport, ArcSource, DEFAULT_NUM_AUG};
+pub use builder::{build, ArcBuildConfig, ArcBuildReport, ArcRng, ArcSource, DEFAULT_NUM_AUG};
 pub use evaluate::{
     crop, ArcAdded, ArcCandidate, ArcCounts, ArcEvaluator, ArcPassAt, ArcReport, ArcTaskReport, ArcTestRef,
     ArcTestReport, BLANK_IDENTIFIER, DEFAULT_PASS_KS, SUBMISSION_ATTEMPTS,

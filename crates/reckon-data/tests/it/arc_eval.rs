@@ -43,7 +43,7 @@ fn augs() -> Vec<ArcAugment> {
 fn task(id: &str, tests: &[(ArcGrid, ArcGrid)]) -> ArcTask {
     let demo = ArcPair { input: grid(&[&[1]]), output: grid(&[&[2]]) };
     let test = tests.iter().map(|(i, o)| ArcPair { input: i.clone(), output: o.clone() }).collect();
-    ArcTask { id: id.to_string(), train: vec![demo], test }
+    ArcTask { id: id.to_string(), train: vec![demo], test, test_first: false }
 }
 
 /// A hand-made dataset root: `identifiers.json` with every (task, augmentation) version in TRM's
@@ -266,7 +266,7 @@ fn a_test_input_without_predictions_keeps_its_submission_slot() {
 }
 
 #[test]
-fn an_empty_prediction_votes_but_is_not_submitted() {
+fn an_empty_prediction_votes_and_is_submitted_as_the_empty_grid() {
     let (input, truth) = (grid(&[&[1, 2]]), grid(&[&[2, 1]]));
     let f = Fixture::new(&[task("t", &[(input.clone(), truth.clone())])]);
     let mut e = f.evaluator();
@@ -280,7 +280,8 @@ fn an_empty_prediction_votes_but_is_not_submitted() {
     let ranked = e.candidates("t", 0);
     assert_eq!((ranked[0].grid.as_ref(), ranked[0].votes), (None, 2), "the empty grid ranks, as the reference's 0x0");
     assert_eq!(e.report(&[1, 2]).tasks[0].tests[0].solution_rank, Some(2));
-    assert_eq!(e.submission()["t"], json!([{"attempt_1": truth, "attempt_2": truth}]));
+    // As the reference (TRM's submission.json in the arc-tiny fixture): the 0x0 grid, `[]`.
+    assert_eq!(e.submission()["t"], json!([{"attempt_1": [], "attempt_2": truth}]));
 }
 
 #[test]

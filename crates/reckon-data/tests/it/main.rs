@@ -2,6 +2,7 @@
 
 mod arc;
 mod arc_eval;
+mod arc_reference;
 mod builder;
 mod dataset;
 mod maze;
