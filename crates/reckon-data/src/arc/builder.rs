@@ -482,6 +482,12 @@ fn place_tokens(
     (inputs, labels)
 }
 
+/// The progress stage of a split and the tasks it holds (test: the test-set tasks), in build order.
+fn split_tasks(tasks: &[SourcedTask], split: Split) -> (&'static str, Vec<usize>) {
+    let stage = if split == Split::Train { "tokenize train" } else { "tokenize test" };
+    (stage, (0..tasks.len()).filter(|&i| split == Split::Train || tasks[i].test_set).collect())
+}
+
 /// One split: a group per task (test: per test-set task), a puzzle per version, an example per pair.
 fn to_dataset(
     tasks: &[SourcedTask],
@@ -493,8 +499,7 @@ fn to_dataset(
     progress: Progress,
 ) -> PuzzleDataset {
     let spec = spec(cfg.max_size);
-    let stage = if split == Split::Train { "tokenize train" } else { "tokenize test" };
-    let chosen: Vec<usize> = (0..tasks.len()).filter(|&i| split == Split::Train || tasks[i].test_set).collect();
+    let (stage, chosen) = split_tasks(tasks, split);
     let mut builder = PuzzleDatasetBuilder::new(spec.seq_len);
     progress(stage, 0, chosen.len() as u64);
     for (c, chunk) in chosen.chunks(CHUNK).enumerate() {
@@ -532,8 +537,7 @@ fn to_dataset_numpy(
     progress: Progress,
 ) -> PuzzleDataset {
     let spec = spec(cfg.max_size);
-    let stage = if split == Split::Train { "tokenize train" } else { "tokenize test" };
-    let chosen: Vec<usize> = (0..tasks.len()).filter(|&i| split == Split::Train || tasks[i].test_set).collect();
+    let (stage, chosen) = split_tasks(tasks, split);
     let mut builder = PuzzleDatasetBuilder::new(spec.seq_len);
     progress(stage, 0, chosen.len() as u64);
     for (c, &i) in chosen.iter().enumerate() {

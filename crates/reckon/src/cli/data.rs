@@ -170,6 +170,15 @@ fn stage_bar() -> indicatif::ProgressBar {
     bar(1, "{msg:>24} [{bar:40}] {pos}/{len} ({elapsed}, ETA {eta})")
 }
 
+/// A builder's `(stage, done, total)` progress callback, drawn on `pb`.
+fn stage_progress(pb: &indicatif::ProgressBar) -> impl Fn(&str, u64, u64) + '_ {
+    move |stage: &str, done: u64, total: u64| {
+        pb.set_message(stage.to_string());
+        pb.set_length(total.max(1));
+        pb.set_position(done);
+    }
+}
+
 pub fn build_sudoku(args: &SudokuBuildArgs) -> Result<sudoku::BuildReport> {
     let source = match (&args.csv_train, &args.csv_test) {
         (Some(train), Some(test)) => {
@@ -201,11 +210,7 @@ pub fn build_sudoku(args: &SudokuBuildArgs) -> Result<sudoku::BuildReport> {
         force: args.force,
     };
     let pb = stage_bar();
-    let progress = |stage: &str, done: u64, total: u64| {
-        pb.set_message(stage.to_string());
-        pb.set_length(total.max(1));
-        pb.set_position(done);
-    };
+    let progress = stage_progress(&pb);
     let report = sudoku::build(&cfg, &args.out, &progress)?;
     pb.finish_and_clear();
     println!(
@@ -272,11 +277,7 @@ pub fn build_maze(args: &MazeBuildArgs) -> Result<maze::MazeBuildReport> {
     };
     let cfg = MazeBuildConfig { source, subsample: args.subsample, aug: args.aug, seed: args.seed, force: args.force };
     let pb = stage_bar();
-    let progress = |stage: &str, done: u64, total: u64| {
-        pb.set_message(stage.to_string());
-        pb.set_length(total.max(1));
-        pb.set_position(done);
-    };
+    let progress = stage_progress(&pb);
     let started = Instant::now();
     let report = maze::build(&cfg, &args.out, &progress)?;
     pb.finish_and_clear();
@@ -303,11 +304,7 @@ pub fn build_arc(args: &ArcBuildArgs) -> Result<arc::ArcBuildReport> {
         ..ArcBuildConfig::new(source)
     };
     let pb = stage_bar();
-    let progress = |stage: &str, done: u64, total: u64| {
-        pb.set_message(stage.to_string());
-        pb.set_length(total.max(1));
-        pb.set_position(done);
-    };
+    let progress = stage_progress(&pb);
     let started = Instant::now();
     let report = arc::build(&cfg, &args.out, &progress)?;
     pb.finish_and_clear();

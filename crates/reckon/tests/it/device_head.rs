@@ -7,37 +7,7 @@ use crate::common;
 
 use std::path::{Path, PathBuf};
 
-const TRM: &str = r#"
-run_dir = "unset"
-[data]
-path = "unset"
-[model]
-hidden_size = 32
-num_heads = 2
-h_cycles = 2
-l_cycles = 1
-l_layers = 1
-mlp_t = true
-puzzle_emb_len = 2
-halt_max_steps = 3
-halt_exploration_prob = 0.5
-[train]
-global_batch_size = 8
-epochs = 100
-eval_interval = 100
-lr = 1e-3
-lr_warmup_steps = 2
-weight_decay = 0.1
-puzzle_emb_lr = 1e-2
-puzzle_emb_weight_decay = 0.1
-ema = true
-ema_rate = 0.9
-seed = 3
-[eval]
-steps = 2
-batch_size = 8
-max_examples = 8
-"#;
+const TRM: &str = common::TINY_TRM;
 
 const STEPS: u64 = 6;
 
@@ -52,22 +22,8 @@ fn train_with(dir: &Path, text: &str, data: &Path, head: &str) -> (PathBuf, Vec<
     let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
     let cfg = common::config(dir, "c.toml", text, &overrides).unwrap();
     reckon::cpu::train_config(cfg, false).unwrap();
-    let lines = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "train")
-        .map(|v| v["metrics"].clone())
-        .collect();
+    let lines = common::train_metrics(&run);
     (run.join(format!("checkpoints/step_{STEPS}")), lines)
-}
-
-fn weights(ckpt: &Path) -> Vec<(String, Vec<f32>)> {
-    reckon::model::weights::read_safetensors(&ckpt.join("train_weights.safetensors"))
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, v.convert::<f32>().to_vec::<f32>().unwrap()))
-        .collect()
 }
 
 fn check(text: &str, seed: u64) {
@@ -87,8 +43,9 @@ fn check(text: &str, seed: u64) {
     }
     // AdamATan2's first steps move every weight by about the LR whatever the gradient's size, so weights that agree
     // to a small fraction of the LR (1e-3) mean every update had the same direction.
+    let weights = |ckpt: &Path| common::float_tensors(ckpt, "train_weights.safetensors");
     for ((k, x), (_, y)) in weights(&host).iter().zip(&weights(&device)) {
-        let worst = x.iter().zip(y).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let worst = common::max_abs_diff(x, y);
         assert!(worst <= 1e-5, "{k} differs by {worst:e} between the host and the device loss head");
     }
 }

@@ -9,37 +9,7 @@ use std::path::{Path, PathBuf};
 
 use reckon::backend::CpuTrain;
 
-const TRM: &str = r#"
-run_dir = "unset"
-[data]
-path = "unset"
-[model]
-hidden_size = 32
-num_heads = 2
-h_cycles = 2
-l_cycles = 1
-l_layers = 1
-mlp_t = true
-puzzle_emb_len = 2
-halt_max_steps = 3
-halt_exploration_prob = 0.5
-[train]
-global_batch_size = 8
-epochs = 100
-eval_interval = 100
-lr = 1e-3
-lr_warmup_steps = 2
-weight_decay = 0.1
-puzzle_emb_lr = 1e-2
-puzzle_emb_weight_decay = 0.1
-ema = true
-ema_rate = 0.9
-seed = 3
-[eval]
-steps = 2
-batch_size = 8
-max_examples = 8
-"#;
+const TRM: &str = common::TINY_TRM;
 
 const HRM: &str = r#"
 run_dir = "unset"
@@ -88,33 +58,18 @@ fn train_ranked(dir: &Path, text: &str, data: &Path, ranks: usize) -> (PathBuf, 
     let cfg = common::config(dir, "c.toml", text, &overrides).unwrap();
     let devices = vec![Default::default(); ranks];
     reckon::experiment::train::<CpuTrain>(cfg, false, &devices, |_| {}).unwrap();
-    let lines = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "train")
-        .map(|v| v["metrics"].clone())
-        .collect();
+    let lines = common::train_metrics(&run);
     (run.join(format!("checkpoints/step_{STEPS}")), lines)
-}
-
-fn floats(ckpt: &Path, file: &str) -> Vec<(String, Vec<f32>)> {
-    reckon::model::weights::read_safetensors(&ckpt.join(file))
-        .unwrap()
-        .into_iter()
-        .filter(|(_, v)| v.dtype.is_float())
-        .map(|(k, v)| (k, v.convert::<f32>().to_vec::<f32>().unwrap()))
-        .collect()
 }
 
 /// Every float tensor of `file` agrees within `tol` (absolute); the integer ones (step counts, halted flags, slot
 /// data) exactly.
 fn assert_same(file: &str, one: &Path, many: &Path, tol: f32) {
-    let (a, b) = (floats(one, file), floats(many, file));
+    let (a, b) = (common::float_tensors(one, file), common::float_tensors(many, file));
     assert_eq!(a.len(), b.len(), "{file}");
     for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
         assert_eq!(ka, kb);
-        let worst = va.iter().zip(vb).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        let worst = common::max_abs_diff(va, vb);
         assert!(worst <= tol, "{file}: {ka} differs by {worst:e} between 1 rank and N ranks");
     }
     let ints = |p: &Path| -> Vec<(String, Vec<u8>)> {

@@ -5,37 +5,7 @@ use crate::common;
 
 use std::path::Path;
 
-const CONFIG: &str = r#"
-run_dir = "unset"
-[data]
-path = "unset"
-[model]
-hidden_size = 32
-num_heads = 2
-h_cycles = 2
-l_cycles = 1
-l_layers = 1
-mlp_t = true
-puzzle_emb_len = 2
-halt_max_steps = 3
-halt_exploration_prob = 0.5
-[train]
-global_batch_size = 8
-epochs = 100
-eval_interval = 100
-lr = 1e-3
-lr_warmup_steps = 2
-weight_decay = 0.1
-puzzle_emb_lr = 1e-2
-puzzle_emb_weight_decay = 0.1
-ema = true
-ema_rate = 0.9
-seed = 3
-[eval]
-steps = 2
-batch_size = 8
-max_examples = 8
-"#;
+const CONFIG: &str = common::TINY_TRM;
 
 #[test]
 fn resumed_run_is_bit_identical_to_an_uninterrupted_run() {

@@ -654,10 +654,15 @@ impl Bench<burn::tensor::Device<Cpu>> {
 #[allow(dead_code)] // used by the GPU builds only
 fn measured_matmul_gflops<B: Backend>(device: &B::Device) -> f64 {
     let n = 2048;
-    let a = Tensor::<B, 2>::random([n, n], burn::tensor::Distribution::Uniform(-1.0, 1.0), device);
-    // Scaled so the chain neither grows nor vanishes.
-    let b = Tensor::<B, 2>::random([n, n], burn::tensor::Distribution::Uniform(-1.0, 1.0), device)
-        .mul_scalar(1.0 / (n as f64 / 3.0).sqrt());
+    // Seeded operands (the backends' own random draws are not), uniform in [-1, 1); the second scaled so that
+    // the chain neither grows nor vanishes.
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut uniform = |scale: f32| {
+        let values: Vec<f32> = (0..n * n).map(|_| scale * rng.random_range(-1.0f32..1.0)).collect();
+        Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(values, [n, n]), device)
+    };
+    let a = uniform(1.0);
+    let b = uniform((3.0 / n as f64).sqrt() as f32);
     let sync = |t: &Tensor<B, 2>| std::hint::black_box(t.clone().slice([0..1, 0..1]).into_data());
     sync(&a.clone().matmul(b.clone()));
     let reps = 10;

@@ -38,6 +38,67 @@ pub fn train_to(dir: &Path, text: &str, data: &Path, name: &str, max_steps: u64,
     reckon::cpu::train_config(cfg, resume).unwrap();
 }
 
+/// A tiny TRM-MLP with ACT (3 steps, exploration 0.5, so slots halt and restart), a puzzle prefix, EMA and a
+/// batch of 8: the config of the training-equivalence tests (resume, data parallelism, the device loss head).
+pub const TINY_TRM: &str = r#"
+run_dir = "unset"
+[data]
+path = "unset"
+[model]
+hidden_size = 32
+num_heads = 2
+h_cycles = 2
+l_cycles = 1
+l_layers = 1
+mlp_t = true
+puzzle_emb_len = 2
+halt_max_steps = 3
+halt_exploration_prob = 0.5
+[train]
+global_batch_size = 8
+epochs = 100
+eval_interval = 100
+lr = 1e-3
+lr_warmup_steps = 2
+weight_decay = 0.1
+puzzle_emb_lr = 1e-2
+puzzle_emb_weight_decay = 0.1
+ema = true
+ema_rate = 0.9
+seed = 3
+[eval]
+steps = 2
+batch_size = 8
+max_examples = 8
+"#;
+
+/// The `metrics` objects of the training lines of `run/metrics.jsonl`, in order.
+pub fn train_metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| v["metrics"].clone())
+        .collect()
+}
+
+/// The float tensors of the safetensors file `ckpt/file`, by name, as f32.
+pub fn float_tensors(ckpt: &Path, file: &str) -> Vec<(String, Vec<f32>)> {
+    reckon::model::weights::read_safetensors(&ckpt.join(file))
+        .unwrap()
+        .into_iter()
+        .filter(|(_, v)| v.dtype.is_float())
+        .map(|(k, v)| (k, v.convert::<f32>().to_vec::<f32>().unwrap()))
+        .collect()
+}
+
+/// The largest absolute difference between two tensors.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "sizes");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)
+}
+
 /// The tensors of the safetensors file `ckpt/file`, by name, as raw bytes.
 pub fn tensors_of(ckpt: &Path, file: &str) -> Vec<(String, Vec<u8>)> {
     reckon::model::weights::read_safetensors(&ckpt.join(file))
