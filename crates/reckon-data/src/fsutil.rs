@@ -14,7 +14,7 @@ pub(crate) fn temp_sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Writes a file atomically: the content goes to a temp sibling that is then renamed over `path`.
-pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = temp_sibling(path, ".tmp");
     let result = write(&tmp).and_then(|()| {
         fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))

@@ -14,6 +14,7 @@
 //! - [`FusedOps::fused_attention`]: RoPE, scores, softmax and the weighted sum of values for all heads, from the
 //!   packed `qkv` projection, forward and backward, one task per batch row.
 //! - [`FusedOps::residual_rms_norm`]: `rms_norm(x + r)`, the attention sub-layer's residual and post-norm.
+//! - [`FusedOps::add_rows`]: adding to a few rows of the puzzle table, in place on Flex (`rows.rs`).
 //!
 //! [`with_fast_path`] switches the native kernels off on one thread, which gives the generic burn path on the same
 //! backend: the reference every fast kernel is tested against.
@@ -28,8 +29,8 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::ops::{Backward, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{Int, Tensor, TensorPrimitive};
 
 fn wrap<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
@@ -164,6 +165,17 @@ pub trait FusedOps: Backend {
     ) -> FloatTensor<Self> {
         composed_residual_rms_norm_backward::<Self>(y, rstd, dy)
     }
+
+    /// `table[rows[i]] += delta[i]` for a `[N, W]` table, `[R]` row ids and `[R, W]` deltas (the sparse puzzle
+    /// table's update). A backend may add in place when it holds the only reference to `table`.
+    fn add_rows(table: FloatTensor<Self>, rows: IntTensor<Self>, delta: FloatTensor<Self>) -> FloatTensor<Self> {
+        rows::composed_add_rows::<Self>(table, rows, delta)
+    }
+}
+
+/// `table[rows[i]] += delta[i]` through the backend's [`FusedOps::add_rows`].
+pub fn add_rows<B: FusedOps>(table: Tensor<B, 2>, rows: Tensor<B, 1, Int>, delta: Tensor<B, 2>) -> Tensor<B, 2> {
+    wrap(B::add_rows(unwrap(table), rows.into_primitive(), unwrap(delta)))
 }
 
 /// `silu(gate) · up` for tensors of any rank, through the backend's fused kernel.
@@ -206,6 +218,7 @@ mod cpu;
 mod glu_norm;
 pub mod pool;
 mod rms_norm;
+mod rows;
 mod simd;
 mod swiglu;
 
@@ -367,6 +380,10 @@ impl FusedOps for burn::backend::Flex {
             return composed_residual_rms_norm_backward::<Self>(y, rstd, dy);
         }
         rms_norm::flex::residual_rms_norm_backward(y, rstd, dy)
+    }
+
+    fn add_rows(table: FloatTensor<Self>, rows: IntTensor<Self>, delta: FloatTensor<Self>) -> FloatTensor<Self> {
+        rows::flex::add_rows(table, rows, delta)
     }
 }
 

@@ -39,9 +39,19 @@ pub fn named_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     model: &M,
     prefix: &str,
 ) -> Vec<(String, TensorData)> {
+    named_tensors_where(model, prefix, |_| true)
+}
+
+/// [`named_tensors`] of the module paths `keep` accepts (the others are never copied out of the module).
+pub fn named_tensors_where<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
+    model: &M,
+    prefix: &str,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<(String, TensorData)> {
     model
         .collect(None, None, false)
         .into_iter()
+        .filter(|snap| keep(&snap.full_path()))
         .map(|snap| {
             let data = snap.to_data().expect("in-memory tensor").convert::<f32>();
             (format!("{prefix}{}", reference_path(&snap.full_path())), data)
@@ -49,7 +59,8 @@ pub fn named_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
         .collect()
 }
 
-/// Write tensors as safetensors, atomically (temp file + rename).
+/// Write tensors as safetensors, atomically (temp file + rename), streamed from the tensors' own buffers (no
+/// second copy of the file in memory: a checkpoint with ARC's puzzle table is gigabytes).
 pub fn write_safetensors(
     path: &Path,
     tensors: &[(String, TensorData)],
@@ -71,8 +82,11 @@ pub fn write_safetensors(
             Ok((name.clone(), view))
         })
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata)).context("serialising safetensors")?;
-    reckon_data::fsutil::write_bytes_atomic(path, &bytes)
+    reckon_data::fsutil::write_atomic(path, |tmp| {
+        safetensors::serialize_to_file(views, Some(metadata), tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::File::open(tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))
+    })
 }
 
 /// Read every tensor of a safetensors file as f32 (ints stay ints), keyed by name.
@@ -158,7 +172,7 @@ fn tensors_by_path(snapshots: &[TensorSnapshot], path: &str) -> Option<TensorDat
 /// every tensor of the file must be used (keys of buffers the reference rebuilds are ignored).
 /// `source` names the file in errors.
 /// The puzzle-embedding table's module path ends so (`io.puzzle_emb.weights`; the reference's `puzzle_emb.weights`).
-fn is_puzzle_table(path: &str) -> bool {
+pub fn is_puzzle_table(path: &str) -> bool {
     reference_path(path) == "puzzle_emb.weights"
 }
 

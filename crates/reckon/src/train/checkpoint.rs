@@ -4,7 +4,8 @@
 //! - `weights.safetensors`: the evaluation weights (the EMA when enabled, as the reference checkpoints), under
 //!   the reference `state_dict` keys (`inner.L_level.layers.0.mlp.gate_up_proj.weight`, ...), with the model
 //!   config in the metadata: self-contained for `eval`/`solve`, and loadable by the PyTorch reference.
-//! - `train_weights.safetensors`: the live weights, when they differ from the above (EMA on).
+//! - `train_weights.safetensors`: the live weights, when they differ from the above (EMA on), without the puzzle
+//!   table: the EMA holds the live table, so it is written once (ARC's is gigabytes).
 //! - `optimizer.mpk`: burn's optimiser record (moments, step counts), keyed by parameter *name* via `state.json`
 //!   so it lines up with a freshly built model on resume.
 //! - `carry.safetensors`: the ACT carry (latent, steps, halted, slot data), so a resumed run continues exactly.
@@ -26,7 +27,8 @@ use super::config::{ExperimentConfig, ModelConfig};
 use super::optim::{AdamAtan2, DenseOptimizer, DenseOptimizerRecord};
 use crate::act::{ActCarry, SlotData};
 use crate::model::weights::{
-    load_named, named_tensors, read_safetensors, write_safetensors, TIED_EMBEDDING, TIED_HEAD,
+    canonical_key, is_puzzle_table, load_named, named_tensors_where, read_safetensors, write_safetensors,
+    TIED_EMBEDDING, TIED_HEAD,
 };
 use crate::model::{KeyLayout, Latent, RecursiveModel};
 use burn::optim::adaptor::OptimizerAdaptor;
@@ -96,10 +98,19 @@ fn reference_tensors<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
     layout: KeyLayout,
     module: &M,
 ) -> Vec<(String, TensorData)> {
+    reference_tensors_where(layout, module, |_| true)
+}
+
+/// [`reference_tensors`] of the module paths `keep` accepts.
+fn reference_tensors_where<B: Backend, M: Module<B> + ModuleSnapshot<B>>(
+    layout: KeyLayout,
+    module: &M,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<(String, TensorData)> {
     match layout {
-        KeyLayout::Prefixed(prefix) => named_tensors(module, prefix),
+        KeyLayout::Prefixed(prefix) => named_tensors_where(module, prefix, keep),
         KeyLayout::TiedHead => {
-            let mut tensors = named_tensors(module, "");
+            let mut tensors = named_tensors_where(module, "", keep);
             if let Some((_, e)) = tensors.iter().find(|(k, _)| k == TIED_EMBEDDING) {
                 let head = e.clone();
                 tensors.push((TIED_HEAD.to_string(), head));
@@ -163,7 +174,10 @@ where
     match ema {
         Some(ema) => {
             write_safetensors(&tmp.join(WEIGHTS_FILE), &reference_tensors(layout, ema), meta.clone())?;
-            write_safetensors(&tmp.join(TRAIN_WEIGHTS_FILE), &reference_tensors(layout, model), meta)?;
+            // The EMA holds the live puzzle table (a buffer), so it is written once, in the weights file; at
+            // ARC's million ids it is gigabytes.
+            let live = reference_tensors_where(layout, model, |path| !is_puzzle_table(path));
+            write_safetensors(&tmp.join(TRAIN_WEIGHTS_FILE), &live, meta)?;
         }
         None => write_safetensors(&tmp.join(WEIGHTS_FILE), &reference_tensors(layout, model), meta)?,
     }
@@ -234,14 +248,21 @@ where
     M: AutodiffModule<AB> + ModuleSnapshot<AB>,
     M::InnerModule: ModuleSnapshot<AB::InnerBackend>,
 {
-    let live_file = if with_ema { dir.join(TRAIN_WEIGHTS_FILE) } else { dir.join(WEIGHTS_FILE) };
-    let model = load_named(model, read_safetensors(&live_file)?, &live_file)?;
-    let ema = if with_ema {
-        let f = dir.join(WEIGHTS_FILE);
+    let weights_file = dir.join(WEIGHTS_FILE);
+    let (model, ema) = if with_ema {
+        let live_file = dir.join(TRAIN_WEIGHTS_FILE);
+        let mut live = read_safetensors(&live_file)?;
+        let eval = read_safetensors(&weights_file)?;
+        // The puzzle table is written once, with the EMA (older checkpoints also hold it in the live file).
+        for (key, table) in eval.iter().filter(|(k, _)| is_puzzle_table(canonical_key(k))) {
+            live.entry(key.clone()).or_insert_with(|| table.clone());
+        }
+        let model = load_named(model, live, &live_file)?;
         // Loaded onto the model's graph-free copy, so the EMA shares the model's ParamIds.
-        Some(load_named(model.valid(), read_safetensors(&f)?, &f)?)
+        let ema = load_named(model.valid(), eval, &weights_file)?;
+        (model, Some(ema))
     } else {
-        None
+        (load_named(model, read_safetensors(&weights_file)?, &weights_file)?, None)
     };
     let optimizer =
         load_optimizer(optimizer, &dir.join(OPTIMIZER_FILE), &progress.param_ids, &param_ids(&model), device)?;

@@ -17,6 +17,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::FusedOps;
+
 /// The reference's `AdamATan2` (β = (0.9, 0.95) in every recipe).
 #[derive(Clone, Debug)]
 pub struct AdamAtan2 {
@@ -187,8 +189,9 @@ fn scale_adamw_state<B: Backend, const D: usize>(
 
 /// SignSGD with decoupled weight decay on the puzzle-table rows a batch used (reference
 /// `CastedSparseEmbeddingSignSGD_Distributed`): sum the per-row gradients by id, then
-/// `row ← row · (1 − lr · wd) − lr · sign(grad)` for each distinct id. Other rows are untouched.
-pub fn sign_sgd_rows<B: Backend>(
+/// `row ← row · (1 − lr · wd) − lr · sign(grad)` for each distinct id. Other rows are untouched, and the table
+/// is updated in place where the backend can ([`crate::kernels::add_rows`]): hold no other reference to it.
+pub fn sign_sgd_rows<B: FusedOps>(
     table: Tensor<B, 2>,
     ids: &[i32],
     row_grads: Tensor<B, 2>,
@@ -210,7 +213,7 @@ pub fn sign_sgd_rows<B: Backend>(
     let old = table.clone().select(0, uniq_t.clone());
     let new = old.clone().mul_scalar(1.0 - lr * weight_decay) - summed.sign().mul_scalar(lr);
     // Assignment is not implemented by the backends (burn #5522), so write back the difference with Add.
-    table.select_assign(0, uniq_t, new - old, IndexingUpdateOp::Add)
+    crate::kernels::add_rows(table, uniq_t, new - old)
 }
 
 /// The LR schedule after the linear warm-up (`train.lr_schedule`).
@@ -320,6 +323,36 @@ mod tests {
         assert_eq!(s0, s1);
         assert!(m0.iter().zip(m1).all(|(a, b)| (a * 0.5 - b).abs() <= 1e-9 * a.abs().max(1e-30)));
         assert!(v0.iter().zip(v1).all(|(a, b)| (a * 0.5 - b).abs() <= 1e-9 * a.abs().max(1e-30)));
+    }
+
+    fn storage_address(t: &Tensor<Cpu, 2>) -> usize {
+        t.clone().into_primitive().tensor().bytes().as_ptr() as usize
+    }
+
+    /// A table nobody else holds is updated where it lies (ARC's million-row table is never copied); one that is
+    /// shared is copied, and the other holder keeps the old values. Both ways give the composed op's numbers.
+    #[test]
+    fn sign_sgd_updates_a_sole_table_in_place_and_a_shared_one_by_copy() {
+        let dev = Default::default();
+        let values: Vec<f32> = (0..40).map(|i| i as f32 * 0.25 - 3.0).collect();
+        let fresh = || Tensor::<Cpu, 2>::from_data(TensorData::new(values.clone(), [10, 4]), &dev);
+        let grads = || Tensor::<Cpu, 2>::from_floats([[1.0, -1.0, 0.0, 2.0], [0.5, 0.5, -0.5, 0.5]], &dev);
+        let table = fresh();
+        let address = storage_address(&table);
+        let updated = sign_sgd_rows(table, &[7, 3], grads(), 0.1, 0.5);
+        assert_eq!(storage_address(&updated), address, "a sole table is updated in place");
+        let shared = fresh();
+        let kept = shared.clone();
+        let copied = sign_sgd_rows(shared, &[7, 3], grads(), 0.1, 0.5);
+        assert_ne!(storage_address(&copied), storage_address(&kept));
+        assert_eq!(kept.into_data().to_vec::<f32>().unwrap(), values, "the other holder is untouched");
+        let composed = crate::kernels::with_fast_path(false, || sign_sgd_rows(fresh(), &[7, 3], grads(), 0.1, 0.5));
+        let v = |t: Tensor<Cpu, 2>| t.into_data().to_vec::<f32>().unwrap();
+        let (updated, copied, composed) = (v(updated), v(copied), v(composed));
+        assert_eq!(updated, composed);
+        assert_eq!(copied, composed);
+        assert_ne!(updated, values);
+        assert_eq!(updated[..12], values[..12], "rows 0-2 untouched");
     }
 
     #[test]

@@ -375,7 +375,7 @@ where
         let row_grads = row_grads.into_iter().collect::<Option<Vec<_>>>().map(|g| Tensor::cat(g, 0));
         let wants_halt = wants.into_iter().collect::<Option<Vec<_>>>().map(|w| w.concat());
         let loss = StepLoss::concat(losses);
-        let (lr, grad_norm) = self.update(&graph_free, params, row_grads, lr_mult)?;
+        let (lr, grad_norm) = self.update(graph_free, params, row_grads, lr_mult)?;
         let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(self.cfg.train.seed, self.step));
         let explore = exploration_draws(self.halt, self.cfg.train.global_batch_size, &mut rng);
         for (rank, latent) in self.ranks.iter_mut().zip(latents) {
@@ -456,11 +456,13 @@ where
     /// Returns the learning rate and the gradient norm (before clipping); fails on a non-finite norm.
     fn update(
         &mut self,
-        graph_free: &M::InnerModule,
+        graph_free: M::InnerModule,
         mut params: GradientsParams,
         row_grads: Option<Tensor<AB::InnerBackend, 2>>,
         lr_mult: f64,
     ) -> Result<(f64, f64)> {
+        // The step's graph-free copy shares the puzzle table; let it go before the table is updated in place.
+        drop(graph_free);
         let t = &self.cfg.train;
         let grad_norm = clip_global_norm::<AB, M>(&self.model, &mut params, t.grad_clip_norm);
         if !grad_norm.is_finite() {
@@ -468,16 +470,32 @@ where
         }
         let lr = lr_mult * t.scheduled_lr(t.lr, self.step, self.total_steps);
         self.model = self.optimizer.step(lr, self.model.clone(), params);
-        if let (Some(table), Some(g)) = (graph_free.puzzle_table(), row_grads) {
+        if let Some(g) = row_grads {
             let emb_lr = lr_mult * t.scheduled_lr(t.puzzle_emb_lr, self.step, self.total_steps);
-            let ids: Vec<i32> = self.ranks.iter().flat_map(|r| r.carry.data.puzzle_ids.iter().copied()).collect();
-            let table = sign_sgd_rows(table, &ids, g, emb_lr, t.puzzle_emb_weight_decay);
-            self.model = self.model.clone().set_puzzle_table(Tensor::from_inner(table));
+            self.update_puzzle_table(g, emb_lr);
         }
         if let Some(ema) = self.ema.take() {
             self.ema = Some(ema_update::<AB, M>(ema, &self.model, self.cfg.train.ema_rate));
         }
         Ok((lr, grad_norm))
+    }
+
+    /// SignSGD on the puzzle-table rows of every rank's slots (so all ranks' rows move as one table). The live
+    /// model and the EMA (which holds the same table) let go of it first, so the backend updates the batch's rows
+    /// where they lie: ARC's table has about a million rows, and a copy per step would cost gigabytes of traffic.
+    fn update_puzzle_table(&mut self, row_grads: Tensor<AB::InnerBackend, 2>, lr: f64) {
+        let Some(table) = self.model.puzzle_table() else { return };
+        let [_, ndim] = table.dims();
+        let empty = || Tensor::zeros([0, ndim], &self.device);
+        self.model = self.model.clone().set_puzzle_table(Tensor::from_inner(empty()));
+        if let Some(ema) = self.ema.take() {
+            self.ema = Some(ema.set_puzzle_table(empty()));
+        }
+        let ids: Vec<i32> = self.ranks.iter().flat_map(|r| r.carry.data.puzzle_ids.iter().copied()).collect();
+        let t = &self.cfg.train;
+        let table = sign_sgd_rows(table.inner(), &ids, row_grads, lr, t.puzzle_emb_weight_decay);
+        // The EMA gets the updated table back from the model in `ema_update`, which copies buffers.
+        self.model = self.model.clone().set_puzzle_table(Tensor::from_inner(table));
     }
 
     /// CMM's AlgGradNorm: one multiplier per active term (`lm`, `bce`, then the auxiliary terms in order), on top

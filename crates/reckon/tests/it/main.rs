@@ -16,6 +16,7 @@ mod import;
 mod learning;
 mod parallel;
 mod parity;
+mod puzzle_table;
 mod resume;
 mod rsm_learning;
 mod rsm_memory;

@@ -29,7 +29,7 @@ fn resumed_run_is_bit_identical_to_an_uninterrupted_run() {
     assert!(early.iter().zip(&common::tensors_of(&b, "train_weights.safetensors")).any(|(x, y)| x.1 != y.1));
     // The puzzle table (trained by SignSGD) moved too.
     let table = |d: &Path| {
-        common::tensors_of(d, "train_weights.safetensors")
+        common::tensors_of(d, "weights.safetensors")
             .into_iter()
             .find(|(k, _)| k == "inner.puzzle_emb.weights")
             .unwrap()
