@@ -8,7 +8,7 @@ use std::path::PathBuf;
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     anyhow::ensure!(args.len() >= 3, "usage: arc_build OUT NUM_AUG DIR...");
-    let source = ArcSource::Dirs { dirs: args[2..].iter().map(PathBuf::from).collect() };
+    let source = ArcSource::dirs(args[2..].iter().map(PathBuf::from).collect());
     let cfg = ArcBuildConfig { num_aug: args[1].parse()?, force: true, ..ArcBuildConfig::new(source) };
     let start = std::time::Instant::now();
     let report = build(&cfg, &PathBuf::from(&args[0]), &|stage, done, total| {

@@ -247,6 +247,11 @@ impl PuzzleDataset {
         (&self.inputs[range.clone()], &self.labels[range])
     }
 
+    /// The puzzle example `i` belongs to (its identifier is `puzzle_identifiers[p]`).
+    pub fn example_puzzle(&self, i: usize) -> usize {
+        self.puzzle_indices.partition_point(|&start| start as usize <= i).saturating_sub(1)
+    }
+
     /// Example indices of puzzle `p`.
     pub fn puzzle_examples(&self, p: usize) -> Range<usize> {
         self.puzzle_indices[p] as usize..self.puzzle_indices[p + 1] as usize

@@ -43,6 +43,16 @@ pub type Progress<'a> = &'a dyn Fn(&str, u64, u64);
 /// The reference's default number of augmented versions per task.
 pub const DEFAULT_NUM_AUG: usize = 1000;
 
+/// The test set of HRM's directory layout: a subdirectory named so.
+pub const DIRS_TEST_SET: &str = "evaluation";
+
+impl ArcSource {
+    /// HRM's layout with its test set (`evaluation`).
+    pub fn dirs(dirs: Vec<PathBuf>) -> Self {
+        ArcSource::Dirs { dirs, test_set: DIRS_TEST_SET.to_string() }
+    }
+}
+
 /// Where the tasks come from.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ArcSource {
@@ -50,8 +60,9 @@ pub enum ArcSource {
     /// subset, in this order; the subset named `test_set` is the test set. Version names are TRM's.
     Kaggle { prefix: PathBuf, subsets: Vec<String>, test_set: String },
     /// HRM's layout: roots whose subdirectories hold `*.json` tasks (e.g. `arc-agi-1/data` and
-    /// `conceptarc/corpus`); a subdirectory named `evaluation` is the test set. Version names are HRM's.
-    Dirs { dirs: Vec<PathBuf> },
+    /// `conceptarc/corpus`); the subdirectories named `test_set` ([`DIRS_TEST_SET`] in HRM's builder)
+    /// are the test set. Version names are HRM's.
+    Dirs { dirs: Vec<PathBuf>, test_set: String },
 }
 
 /// Where the builder's random draws come from.
@@ -232,7 +243,7 @@ fn refuse_arc2_arc1_mix(source: &ArcSource) -> Result<()> {
                 bail!("refusing subsets training2 (ARC-AGI-2 training) together with evaluation (ARC-AGI-1): {MIX_REASON}");
             }
         }
-        ArcSource::Dirs { dirs } => {
+        ArcSource::Dirs { dirs, .. } => {
             // Normalised path text: `ARC_AGI_2`, `arc-agi-2` and `ARC-AGI-2` are the same name.
             let text = |d: &Path| d.to_string_lossy().to_lowercase().replace('_', "-");
             let arc2_train = dirs.iter().find(|d| text(d).contains("arc-agi-2") && d.join("training").is_dir());
@@ -273,11 +284,13 @@ fn read_source(source: &ArcSource, progress: Progress) -> Result<(Vec<Vec<Source
             progress("read", names.len() as u64, names.len() as u64);
             Ok((subsets, NameStyle::Trm))
         }
-        ArcSource::Dirs { dirs } => {
+        ArcSource::Dirs { dirs, test_set: test_name } => {
+            let mut found_test_set = false;
             for (k, dir) in dirs.iter().enumerate() {
                 progress("read", k as u64, dirs.len() as u64);
                 for subdir in read_dir_source(dir)? {
-                    let test_set = subdir.name == "evaluation";
+                    let test_set = subdir.name == *test_name;
+                    found_test_set |= test_set;
                     let path = subdir.path;
                     let origin = |t: &ArcTask| path.join(format!("{}.json", t.id)).display().to_string();
                     subsets.push(
@@ -290,6 +303,12 @@ fn read_source(source: &ArcSource, progress: Progress) -> Result<(Vec<Vec<Source
                 }
             }
             progress("read", dirs.len() as u64, dirs.len() as u64);
+            // A layout without `evaluation/` (ARC-AGI-2's training data alone) builds an empty test split, as HRM's
+            // builder does; a test set named otherwise must exist (a typo would silently hold nothing out).
+            ensure!(
+                found_test_set || test_name == DIRS_TEST_SET,
+                "no subdirectory named {test_name:?} (the test set) under {dirs:?}"
+            );
             Ok((subsets, NameStyle::Hrm))
         }
     }

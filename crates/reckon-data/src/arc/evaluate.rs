@@ -409,9 +409,13 @@ impl ArcEvaluator {
         Value::Object(out)
     }
 
-    /// Writes [`submission`](Self::submission) to `path` atomically.
+    /// Writes [`submission`](Self::submission) to `path` atomically, after checking it against Kaggle's format
+    /// ([`super::validate_submission`]).
     pub fn write_submission(&self, path: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec(&self.submission())?;
+        let submission = self.submission();
+        let tasks: Vec<ArcTask> = self.tasks().cloned().collect();
+        super::validate_submission(&submission, &tasks).context("the submission is not in Kaggle's format")?;
+        let bytes = serde_json::to_vec(&submission)?;
         crate::fsutil::write_bytes_atomic(path, &bytes)
     }
 }

@@ -1,5 +1,5 @@
 //! ARC as a [`Task`]: one grid on the N×N token canvas. Parsing reads a JSON grid (`[[0,1],[2,3]]`), rendering
-//! crops the canvas as the evaluator does and prints one digit per cell, and the augmentation is the builder's
+//! finds the grid (translated or not) and crops it as the evaluator does, one digit per cell, and the augmentation is the builder's
 //! (dihedral × colour permutation, 0 fixed) applied to the cropped grid, re-placed at the canvas origin. ARC has
 //! no solver and no verifier: whether an answer is right is known only from the task's hidden output, which the
 //! evaluator ([`super::ArcEvaluator`]) compares.
@@ -24,6 +24,11 @@ impl Arc {
 
     fn grid_of(&self, tokens: &[u8]) -> Option<ArcGrid> {
         crop(tokens, self.canvas)
+    }
+
+    /// The grid on a canvas of tokens, wherever it lies ([`super::locate`]: a translated train example too).
+    pub fn grid(&self, tokens: &[u8]) -> Option<ArcGrid> {
+        super::locate(tokens, self.canvas)
     }
 }
 
@@ -50,13 +55,13 @@ impl Task for Arc {
     }
 
     fn render(&self, tokens: &[u8]) -> String {
-        match self.grid_of(tokens) {
+        match self.grid(tokens) {
             Some(grid) => grid
                 .rows()
                 .map(|row| row.iter().map(|c| char::from(b'0' + c)).collect::<String>())
                 .collect::<Vec<_>>()
                 .join("\n"),
-            None => "(no grid: the top-left cell is not a colour)".to_string(),
+            None => "(no grid: no cell holds a colour)".to_string(),
         }
     }
 

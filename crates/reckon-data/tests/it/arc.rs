@@ -22,7 +22,7 @@ fn fixture(rel: &str) -> PathBuf {
 fn quiet(_: &str, _: u64, _: u64) {}
 
 fn hrm_dirs() -> ArcSource {
-    ArcSource::Dirs { dirs: vec![fixture("arc-agi-1/data"), fixture("conceptarc/corpus")] }
+    ArcSource::dirs(vec![fixture("arc-agi-1/data"), fixture("conceptarc/corpus")])
 }
 
 fn config(source: ArcSource, num_aug: usize, seed: u64) -> ArcBuildConfig {
@@ -438,7 +438,7 @@ fn builds_are_reproducible_and_seed_dependent() {
 #[test]
 fn arc2_training_with_arc1_evaluation_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let mix = ArcSource::Dirs { dirs: vec![fixture("arc-agi-2/data"), fixture("arc-agi-1/data")] };
+    let mix = ArcSource::dirs(vec![fixture("arc-agi-2/data"), fixture("arc-agi-1/data")]);
     let err = error_of(build(&config(mix, 0, 0), &tmp.path().join("o"), &quiet));
     assert!(err.contains("376 of the 400 ARC-AGI-1 evaluation tasks") && err.contains("arc-agi-2/data"), "{err}");
     let kaggle = ArcSource::Kaggle {
@@ -454,12 +454,12 @@ fn arc2_training_with_arc1_evaluation_is_refused() {
     std::fs::create_dir_all(one.join("evaluation")).unwrap();
     std::fs::copy(fixture("arc-agi-2/data/training/66e6c45b.json"), two.join("training/66e6c45b.json")).unwrap();
     std::fs::copy(fixture("arc-agi-1/data/evaluation/66e6c45b.json"), one.join("evaluation/66e6c45b.json")).unwrap();
-    let renamed = ArcSource::Dirs { dirs: vec![two, one] };
+    let renamed = ArcSource::dirs(vec![two, one]);
     let err = error_of(build(&config(renamed, 0, 0), &tmp.path().join("o"), &quiet));
     assert!(err.contains("1 test-set task(s) are also training tasks, e.g. 66e6c45b"), "{err}");
     assert!(!tmp.path().join("o").exists(), "nothing written");
     // ARC-AGI-2 alone is fine.
-    let alone = ArcSource::Dirs { dirs: vec![fixture("arc-agi-2/data")] };
+    let alone = ArcSource::dirs(vec![fixture("arc-agi-2/data")]);
     let report = build(&config(alone, 2, 0), &tmp.path().join("o"), &quiet).unwrap();
     assert_eq!((report.tasks, report.test_set_tasks), (1, 0));
 }

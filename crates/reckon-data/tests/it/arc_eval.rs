@@ -116,7 +116,7 @@ fn crop_reads_the_builders_canvas_back() {
 fn augmented_versions_of_a_test_input_vote_for_one_de_augmented_grid() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("arc");
-    let source = ArcSource::Dirs { dirs: vec![Path::new(FIXTURES).join("arc-agi-1/data")] };
+    let source = ArcSource::dirs(vec![Path::new(FIXTURES).join("arc-agi-1/data")]);
     let report =
         build(&ArcBuildConfig { num_aug: 6, seed: 3, ..ArcBuildConfig::new(source) }, &out, &|_, _, _| {}).unwrap();
     let test = PuzzleDataset::load(&out.join("test")).unwrap();

@@ -25,7 +25,8 @@ pub enum DataCommand {
         split: String,
         #[arg(long, default_value_t = 0)]
         index: usize,
-        /// Also draw the example (mazes: walls, S, G and the solution path) into this PNG.
+        /// Also draw the example into this PNG (mazes: walls, S, G and the solution path; ARC: input and output
+        /// grids side by side in the ARC colours).
         #[arg(long)]
         png: Option<PathBuf>,
     },
@@ -57,11 +58,13 @@ pub struct ArcBuildArgs {
     /// concept`).
     #[arg(long, value_delimiter = ',', default_value = "training,evaluation,concept")]
     pub subsets: Vec<String>,
-    /// With `--kaggle`: the subset whose test pairs are held out (`evaluation`; ARC-2: `evaluation2`).
+    /// The subset whose test pairs are held out: with `--kaggle` required (`evaluation`; ARC-2: `evaluation2`);
+    /// with `--dirs` the subdirectory name, `evaluation` by default (`training`: hold out the test inputs of the
+    /// training tasks, for CPU-scale runs).
     #[arg(long)]
     pub test_set: Option<String>,
-    /// HRM's layout: roots whose subdirectories hold task JSONs (e.g. `arc-agi-1/data,conceptarc/corpus`); a
-    /// subdirectory named `evaluation` is the test set.
+    /// HRM's layout: roots whose subdirectories hold task JSONs (e.g. `arc-agi-1/data,conceptarc/corpus`); the
+    /// subdirectories named as `--test-set` (default `evaluation`) are the test set.
     #[arg(long, value_delimiter = ',')]
     pub dirs: Vec<PathBuf>,
     /// Augmented versions per task (at most; symmetric tasks get fewer).
@@ -253,11 +256,26 @@ fn show(dir: &Path, split: &str, index: usize, png: Option<&Path>) -> Result<()>
     }
     let task = AnyTask::for_shape(m.seq_len, m.vocab_size)?;
     let (inputs, labels) = ds.example(index);
-    println!("example {index}: puzzle\n{}\nsolution\n{}", task.render(inputs), task.render(labels));
+    let puzzle = ds.example_puzzle(index);
+    println!(
+        "example {index} (puzzle {puzzle}, identifier {}): puzzle\n{}\nsolution\n{}",
+        ds.puzzle_identifiers[puzzle],
+        super::show_tokens(task, inputs),
+        super::show_tokens(task, labels)
+    );
     if let Some(png) = png {
-        let AnyTask::Maze(maze) = task else { bail!("--png draws mazes; this is a {} dataset", task.spec().name) };
         let title = format!("{} example {index}", path.display());
-        crate::plot::maze_png(png, &title, maze.width, maze.height, labels)?;
+        match task {
+            AnyTask::Maze(maze) => crate::plot::maze_png(png, &title, maze.width, maze.height, labels)?,
+            AnyTask::Arc(arc) => {
+                let panel = |caption: &str, tokens: &[u8]| crate::plot::ArcPanel {
+                    caption: caption.into(),
+                    grid: arc.grid(tokens),
+                };
+                crate::plot::arc_png(png, &title, &[panel("input", inputs), panel("output", labels)])?
+            }
+            _ => bail!("--png draws mazes and ARC grids; this is a {} dataset", task.spec().name),
+        }
         println!("picture: {}", png.display());
     }
     Ok(())
@@ -293,7 +311,10 @@ pub fn build_arc(args: &ArcBuildArgs) -> Result<arc::ArcBuildReport> {
             subsets: args.subsets.clone(),
             test_set: args.test_set.clone().expect("clap requires --test-set with --kaggle"),
         },
-        (None, false) => ArcSource::Dirs { dirs: args.dirs.clone() },
+        (None, false) => ArcSource::Dirs {
+            dirs: args.dirs.clone(),
+            test_set: args.test_set.clone().unwrap_or_else(|| arc::DIRS_TEST_SET.to_string()),
+        },
         _ => bail!("nothing to build from: give --kaggle PREFIX --test-set NAME, or --dirs ROOT[,ROOT...]"),
     };
     let cfg = ArcBuildConfig {

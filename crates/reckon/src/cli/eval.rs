@@ -13,11 +13,14 @@ use reckon_data::{AnyTask, PuzzleDataset};
 use super::data::split_dir;
 use super::{bar, load_config};
 use crate::eval::{argmax_tokens, evaluate, evaluate_with_answers, task_verifier, EvalOptions, EvalReport, RowAnswer};
+use crate::infer::breadth::{breadth_points, evaluate_breadth, run_trajectories, select, BreadthOptions, Selector};
+use crate::infer::fixed_point::{evaluate_solvers, solver_table, FixedPointSolver};
 use crate::infer::{evaluate_streaming, relative_change, StopRule, StreamReport, Verifier};
 use crate::kernels::FusedOps;
 use crate::model::registry::AnyModel;
 use crate::model::weights::{load_named, read_weights_file};
 use crate::model::{Depth, RecursiveModel};
+use crate::plot::ArcPanel;
 use crate::train::checkpoint::{MODEL_CONFIG_KEY, WEIGHTS_FILE};
 use crate::train::config::ModelConfig;
 
@@ -82,6 +85,37 @@ pub struct EvalArgs {
     /// ARC datasets: the K of pass@K.
     #[arg(long, value_delimiter = ',', default_value = "1,2,5,10,100,1000")]
     pub pass_k: Vec<usize>,
+    /// Breadth: run K trajectories of every puzzle (trajectory 0 plain, the others from noisy starts and/or
+    /// noisy paths) and report each selector's accuracy (vote, q_halt, residual, verifier, any) at K = 1, 2, 4, …
+    #[arg(long, value_name = "K", conflicts_with_all = ["early_exit", "sweep", "halt"])]
+    pub breadth: Option<usize>,
+    /// With --breadth: σ of the noise on trajectories 1..K's initial state (in units of the state's RMS).
+    #[arg(long, default_value_t = 0.5, requires = "breadth")]
+    pub init_noise: f64,
+    /// With --breadth: σ of the noise added to trajectories 1..K's state after every step but the last.
+    #[arg(long, default_value_t = 0.0, requires = "breadth")]
+    pub step_noise: f64,
+    /// With --breadth: the noise's seed.
+    #[arg(long, default_value_t = 0, requires = "breadth")]
+    pub breadth_seed: u64,
+    /// With --breadth: for every confidence signal, the threshold that keeps this precision (e.g. 0.99) on the
+    /// even-numbered puzzles, and the precision and coverage it keeps on the odd-numbered ones.
+    #[arg(long, value_name = "P", requires = "breadth")]
+    pub target_precision: Option<f64>,
+    /// Fixed-point solvers on the step's state, compared at the same budget of `--steps` evaluations:
+    /// `plain`, `anderson[:m[:beta]]`, `broyden[:m]`, comma-separated (e.g. `plain,anderson:5,broyden:8`).
+    /// Prints exact accuracy after 1, 2, 4, … evaluations and how many puzzles settled, after how many.
+    #[arg(long, value_delimiter = ',', value_name = "SOLVER,...", conflicts_with_all = ["early_exit", "sweep", "breadth", "halt"])]
+    pub solver: Vec<String>,
+    /// With --solver: the residual `‖f(z) − z‖ / ‖f(z)‖` below which a puzzle counts as settled.
+    #[arg(long, default_value_t = 1e-3)]
+    pub solver_tol: f64,
+    /// Write one Markdown report with PNG plots into DIR: accuracy after each step, accuracy against K for every
+    /// selector (`--breadth`, default 8), the accuracy-coverage curve of every confidence signal, accuracy against
+    /// evaluations for every fixed-point solver (`--solver`, default plain,anderson:5,broyden:8), and the
+    /// steps-to-settle histogram.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["early_exit", "sweep", "halt"])]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -101,7 +135,8 @@ pub struct SolveArgs {
     pub index: usize,
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// Mazes: also draw the final answer (walls, S, G, the predicted path) into this PNG.
+    /// Also draw into this PNG: mazes the final answer (walls, S, G, the predicted path); ARC the input, the target
+    /// (with `--from`) and the prediction after each step that changed it, side by side.
     #[arg(long)]
     pub png: Option<PathBuf>,
     /// Steps to run (TRM: supervision steps, default 16; RSM: outer steps, default its depth H).
@@ -113,6 +148,16 @@ pub struct SolveArgs {
     /// Experiment config whose [model] describes the weights (only for files without reckon metadata).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Breadth: after the step-by-step run, run K trajectories of the puzzle (see `eval --breadth`) and show each
+    /// one's end and which one every selector picks.
+    #[arg(long, value_name = "K")]
+    pub breadth: Option<usize>,
+    /// With --breadth: σ of the noise on trajectories 1..K's initial state.
+    #[arg(long, default_value_t = 0.5, requires = "breadth")]
+    pub init_noise: f64,
+    /// With --breadth: σ of the noise added to trajectories 1..K's state after every step but the last.
+    #[arg(long, default_value_t = 0.0, requires = "breadth")]
+    pub step_noise: f64,
 }
 
 /// `H,L` → a depth.
@@ -256,6 +301,15 @@ pub(super) fn eval<B: FusedOps>(args: &EvalArgs, device: &B::Device) -> Result<(
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
+    if let Some(dir) = &args.report {
+        return report(&model, &ds, args, steps, dir, device);
+    }
+    if let Some(k) = args.breadth {
+        return breadth(&model, &ds, args, k, steps, device);
+    }
+    if !args.solver.is_empty() {
+        return solvers(&model, &ds, args, steps, device);
+    }
     let arc_root = arc_dataset_root(&args.data, &args.split);
     let opts =
         EvalOptions { batch_size: args.batch_size, steps, max_examples: args.max_examples, halt_answers: args.halt };
@@ -284,6 +338,222 @@ pub(super) fn eval<B: FusedOps>(args: &EvalArgs, device: &B::Device) -> Result<(
     arc.write_submission(&args.submission)?;
     println!("submission: {}", args.submission.display());
     println!("{}", serde_json::to_string(&serde_json::json!({"arc": arc_report.metrics()}))?);
+    Ok(())
+}
+
+/// `eval --report DIR`: every test-time measurement on one model and split, as `DIR/report.md` with its plots.
+fn report<B: FusedOps>(
+    model: &AnyModel<B>,
+    ds: &PuzzleDataset,
+    args: &EvalArgs,
+    steps: usize,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<()> {
+    use crate::plot::{bar_chart, line_chart, Series};
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let pct = |v: f64| 100.0 * v;
+    let mut md = format!(
+        "# Test-time report\n\nCheckpoint `{}`, data `{}` ({} split), {} at {}, {steps} steps.\n\n",
+        args.checkpoint.display(),
+        args.data.display(),
+        args.split,
+        model.family().to_uppercase(),
+        model.depth()
+    );
+    // Depth: the plain evaluation, step by step.
+    let plain = for_model!(model, m => evaluate(m, ds, args.batch_size, steps, args.max_examples, device, |_, _| {}));
+    let per_step = |v: &[f64]| v.iter().enumerate().map(|(i, &a)| ((i + 1) as f64, pct(a))).collect::<Vec<_>>();
+    line_chart(
+        &dir.join("depth.png"),
+        "accuracy after each step",
+        "step",
+        "%",
+        &[
+            Series { name: "exact".into(), points: per_step(&plain.exact_per_step) },
+            Series { name: "cells".into(), points: per_step(&plain.token_per_step) },
+        ],
+        true,
+    )?;
+    md.push_str(&format!(
+        "## Depth\n\n{} puzzles: exact {:.2}% after {steps} steps (cells {:.2}%).\n\n![accuracy after each step](depth.png)\n\n",
+        plain.examples,
+        pct(plain.exact_accuracy),
+        pct(plain.token_accuracy)
+    ));
+    // Breadth and abstention.
+    let k = args.breadth.unwrap_or(8);
+    let opts = BreadthOptions {
+        k,
+        steps,
+        init_noise: args.init_noise,
+        step_noise: args.step_noise,
+        seed: args.breadth_seed,
+        puzzles_per_batch: (args.batch_size / k).max(1),
+        max_examples: args.max_examples,
+        target_precision: Some(args.target_precision.unwrap_or(0.99)),
+    };
+    let verifier = task_verifier(&ds.meta);
+    let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
+    let wide = for_model!(model, m => evaluate_breadth(m, ds, &opts, verify, device, |_, _| {}))?;
+    let by_selector: Vec<Series> = wide
+        .selectors
+        .iter()
+        .map(|s| Series {
+            name: s.name().into(),
+            points: wide.curve.iter().map(|p| (p.k as f64, pct(p.exact[s.name()]))).collect(),
+        })
+        .collect();
+    line_chart(
+        &dir.join("breadth.png"),
+        "exact accuracy against K, per selector",
+        "K (trajectories)",
+        "%",
+        &by_selector,
+        true,
+    )?;
+    let coverage: Vec<Series> = wide
+        .abstention
+        .iter()
+        .map(|s| Series {
+            name: format!("{} (area {:.3})", s.signal, s.area),
+            points: s.curve.iter().map(|p| (pct(p.coverage), pct(p.accuracy))).collect(),
+        })
+        .collect();
+    line_chart(
+        &dir.join("coverage.png"),
+        "accuracy of the answered puzzles against coverage",
+        "coverage %",
+        "accuracy %",
+        &coverage,
+        true,
+    )?;
+    md.push_str(&format!(
+        "## Breadth\n\nK = {k} trajectories per puzzle (init noise σ {}, step noise σ {}); exact accuracy in %:\n\n{}\n![accuracy against K](breadth.png)\n\n",
+        opts.init_noise,
+        opts.step_noise,
+        wide.table()
+    ));
+    md.push_str(&format!(
+        "## Abstention\n\nConfidence signals of the voted answer at K = {k}; the threshold is picked on the even-numbered puzzles and tested on the odd ones.\n\n{}\n![accuracy-coverage curves](coverage.png)\n\n",
+        wide.abstention_table()
+    ));
+    // Fixed-point solvers.
+    let names = if args.solver.is_empty() {
+        vec!["plain".into(), "anderson:5".into(), "broyden:8".into()]
+    } else {
+        args.solver.clone()
+    };
+    let solvers: Vec<FixedPointSolver> = names
+        .iter()
+        .map(|s| FixedPointSolver::parse(s).with_context(|| format!("--solver {s}")))
+        .collect::<Result<_>>()?;
+    let solved = for_model!(model, m => evaluate_solvers(m, ds, &solvers, steps, args.solver_tol, args.batch_size, args.max_examples, device, |_, _| {}));
+    let curves: Vec<Series> =
+        solved.iter().map(|r| Series { name: r.name.clone(), points: per_step(&r.exact_per_eval) }).collect();
+    line_chart(
+        &dir.join("solvers.png"),
+        "exact accuracy against evaluations of the step",
+        "evaluations",
+        "%",
+        &curves,
+        true,
+    )?;
+    md.push_str(&format!(
+        "## Fixed-point solvers\n\nThe same budget of {steps} evaluations; settled: residual below {:e}.\n\n{}\n![accuracy against evaluations](solvers.png)\n\n",
+        args.solver_tol,
+        solver_table(&solved, &breadth_points(steps))
+    ));
+    // Settling: streaming inference stopping each puzzle when its answer repeats.
+    let rule = StopRule { max_steps: steps, use_q_halt: false, settle_steps: Some(2), settle_tolerance: None };
+    let stream =
+        for_model!(model, m => evaluate_streaming(m, ds, args.batch_size, rule, None, args.max_examples, device))?;
+    let bars: Vec<(String, f64)> = stream
+        .steps_to_solve_histogram
+        .iter()
+        .map(|(start, n)| (format!("{start}-{}", start * 2 - 1), *n as f64))
+        .collect();
+    if !bars.is_empty() {
+        bar_chart(&dir.join("settle.png"), "steps until a right answer first appeared", "steps", "puzzles", &bars)?;
+    }
+    md.push_str(&format!(
+        "## Settling\n\nEach puzzle stops once its answer is unchanged for 2 steps: {:.1}% answered with {:.2}% precision (unfiltered {:.2}%), {:.2} steps on average; steps to a right answer: median {}, p90 {}, max {}.\n\n{}",
+        pct(stream.coverage),
+        pct(stream.precision),
+        pct(stream.exact_accuracy),
+        stream.mean_steps,
+        stream.steps_to_solve.p50,
+        stream.steps_to_solve.p90,
+        stream.steps_to_solve.max,
+        if bars.is_empty() { "(no puzzle answered right)\n".to_string() } else { "![steps to settle](settle.png)\n".to_string() }
+    ));
+    let path = dir.join("report.md");
+    reckon_data::fsutil::write_bytes_atomic(&path, md.as_bytes())?;
+    println!("report: {}", path.display());
+    Ok(())
+}
+
+/// `eval --solver S,...`: each solver at the same budget of `steps` evaluations, as a table and a JSON line.
+fn solvers<B: FusedOps>(
+    model: &AnyModel<B>,
+    ds: &PuzzleDataset,
+    args: &EvalArgs,
+    steps: usize,
+    device: &B::Device,
+) -> Result<()> {
+    let solvers: Vec<FixedPointSolver> = args
+        .solver
+        .iter()
+        .map(|s| FixedPointSolver::parse(s).with_context(|| format!("--solver {s}")))
+        .collect::<Result<_>>()?;
+    let total = args.max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
+    let pb = bar(total as u64, "solvers [{bar:40}] {pos}/{len} {elapsed} ETA {eta}");
+    let reports = for_model!(model, m => evaluate_solvers(m, ds, &solvers, steps, args.solver_tol, args.batch_size, args.max_examples, device, |done, _| pb.set_position(done as u64)));
+    pb.finish_and_clear();
+    println!(
+        "fixed-point solvers: {total} puzzles, {steps} evaluations of the step each, settled at residual < {:e}",
+        args.solver_tol
+    );
+    print!("{}", solver_table(&reports, &breadth_points(steps)));
+    println!("{}", serde_json::to_string(&serde_json::json!({ "solvers": reports }))?);
+    Ok(())
+}
+
+/// `eval --breadth K`: K trajectories per puzzle, every selector's accuracy at K = 1, 2, 4, …, as a table and a
+/// JSON line.
+fn breadth<B: FusedOps>(
+    model: &AnyModel<B>,
+    ds: &PuzzleDataset,
+    args: &EvalArgs,
+    k: usize,
+    steps: usize,
+    device: &B::Device,
+) -> Result<()> {
+    let opts = BreadthOptions {
+        k,
+        steps,
+        init_noise: args.init_noise,
+        step_noise: args.step_noise,
+        seed: args.breadth_seed,
+        puzzles_per_batch: (args.batch_size / k).max(1),
+        max_examples: args.max_examples,
+        target_precision: args.target_precision,
+    };
+    let verifier = task_verifier(&ds.meta);
+    let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
+    let total = args.max_examples.unwrap_or(usize::MAX).min(ds.num_examples());
+    let pb = bar(total as u64, "breadth [{bar:40}] {pos}/{len} {elapsed} ETA {eta}");
+    let report =
+        for_model!(model, m => evaluate_breadth(m, ds, &opts, verify, device, |done, _| pb.set_position(done as u64)))?;
+    pb.finish_and_clear();
+    println!(
+        "breadth: {} puzzles, K = {k} trajectories each (init noise σ {}, step noise σ {}), {:.1} puzzles/s",
+        report.puzzles, opts.init_noise, opts.step_noise, report.puzzles_per_s
+    );
+    print!("{}", report.table());
+    println!("abstaining on the voted answer at K = {k} (even-numbered puzzles pick the threshold, odd ones test it):");
+    print!("{}", report.abstention_table());
+    println!("{}", serde_json::to_string(&serde_json::json!({ "breadth": report }))?);
     Ok(())
 }
 
@@ -446,24 +716,128 @@ pub(super) fn solve<B: FusedOps>(args: &SolveArgs, device: &B::Device) -> Result
     let steps = model.steps(args.steps);
     let d = for_model!(&model, m => m.dims());
     let task = AnyTask::for_shape(d.seq_len, d.vocab_size).context("the checkpoint's model")?;
-    let inputs = solve_input(args, task)?;
-    let answer = for_model!(&model, m => solve_with(m, task, &inputs, steps, device))?;
+    let puzzle = solve_input(args, task)?;
+    let trajectory = for_model!(&model, m => solve_with(m, task, &puzzle, steps, device))?;
+    let answer = &trajectory.last().expect("at least one step").1;
+    if let Some(k) = args.breadth {
+        for_model!(&model, m => solve_breadth(m, task, &puzzle, args, k, steps, device))?;
+    }
     if let Some(png) = &args.png {
-        let AnyTask::Maze(maze) = task else { bail!("--png draws mazes; this checkpoint solves {}", task.spec().name) };
-        crate::plot::maze_png(
-            png,
-            &format!("{} after {steps} steps", model.family().to_uppercase()),
-            maze.width,
-            maze.height,
-            &answer,
-        )?;
+        let title = format!("{} after {steps} steps", model.family().to_uppercase());
+        match task {
+            AnyTask::Maze(maze) => crate::plot::maze_png(png, &title, maze.width, maze.height, answer)?,
+            AnyTask::Arc(arc) => crate::plot::arc_png(png, &title, &settling_panels(arc, &puzzle, &trajectory))?,
+            _ => bail!("--png draws mazes and ARC grids; this checkpoint solves {}", task.spec().name),
+        }
         println!("picture: {}", png.display());
     }
     Ok(())
 }
 
-/// The puzzle's input tokens from `--puzzle`, `--puzzle-file` or `--from DATA --index i`.
-fn solve_input(args: &SolveArgs, task: AnyTask) -> Result<Vec<u8>> {
+/// `solve --breadth K`: the puzzle's K trajectories side by side, each one's end (residual, q_halt, the verifier's
+/// verdict, right or wrong when the labels are known) and the trajectory each selector picks.
+fn solve_breadth<B: FusedOps, M: RecursiveModel<B>>(
+    model: &M,
+    task: AnyTask,
+    puzzle: &SolvePuzzle,
+    args: &SolveArgs,
+    k: usize,
+    steps: usize,
+    device: &B::Device,
+) -> Result<()> {
+    use rand::SeedableRng;
+    anyhow::ensure!(k >= 1, "--breadth wants K >= 1");
+    let opts = BreadthOptions {
+        k,
+        steps,
+        init_noise: args.init_noise,
+        step_noise: args.step_noise,
+        seed: 0,
+        puzzles_per_batch: 1,
+        max_examples: None,
+        target_precision: None,
+    };
+    let tokens: Vec<i32> = puzzle.inputs.iter().map(|&t| t as i32).collect();
+    let labels: Option<Vec<i32>> = puzzle.labels.as_ref().map(|l| {
+        let ignore = task.spec().ignore_label_id;
+        l.iter().map(|&t| if t == ignore { reckon_data::IGNORE_LABEL } else { t as i32 }).collect()
+    });
+    let verifier = task.has_verifier().then(|| {
+        move |p: &[i32], a: &[u32]| {
+            let p: Vec<u8> = p.iter().map(|&t| t as u8).collect();
+            let a: Vec<u8> = a.iter().map(|&t| t as u8).collect();
+            task.verify(&p, &a)
+        }
+    });
+    let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let ends =
+        run_trajectories(model, &tokens, &[puzzle.puzzle_id], labels.as_deref(), &opts, &mut rng, verify, device)
+            .pop()
+            .expect("one puzzle");
+    println!(
+        "breadth: {k} trajectories (init noise σ {}, step noise σ {}), {steps} steps",
+        opts.init_noise, opts.step_noise
+    );
+    println!("traj  residual   q_halt  valid  right  same answer as");
+    for (i, e) in ends.iter().enumerate() {
+        let same = ends.iter().position(|o| o.prediction == e.prediction).filter(|&j| j != i);
+        println!(
+            "{i:>4}  {:>8.2e}  {:>7}  {:>5}  {:>5}  {}",
+            e.residual,
+            e.q_halt.map_or("-".into(), |q| format!("{q:+.2}")),
+            e.valid.map_or("-", |v| if v { "yes" } else { "no" }),
+            if labels.is_some() {
+                if e.exact {
+                    "yes"
+                } else {
+                    "no"
+                }
+            } else {
+                "-"
+            },
+            same.map_or(String::new(), |j| format!("trajectory {j}"))
+        );
+    }
+    for s in Selector::ALL {
+        let usable = match s {
+            Selector::QHalt => ends[0].q_halt.is_some(),
+            Selector::Verifier => verify.is_some(),
+            Selector::Oracle => labels.is_some(),
+            _ => true,
+        };
+        if usable {
+            println!("{:>13}: trajectory {}", s.name(), select(s, &ends));
+        }
+    }
+    Ok(())
+}
+
+/// An ARC picture of a solve: the input, the target when known, then the prediction after each step that changed
+/// it (the first few and the last, at most 8 panels in all).
+fn settling_panels(arc: reckon_data::arc::Arc, puzzle: &SolvePuzzle, trajectory: &[(usize, Vec<u8>)]) -> Vec<ArcPanel> {
+    const MAX_PANELS: usize = 8;
+    let mut panels = vec![ArcPanel { caption: "input".into(), grid: arc.grid(&puzzle.inputs) }];
+    if let Some(labels) = &puzzle.labels {
+        panels.push(ArcPanel { caption: "target".into(), grid: arc.grid(labels) });
+    }
+    let room = MAX_PANELS - panels.len();
+    let (last, earlier) = trajectory.split_last().expect("at least one step");
+    let shown = earlier.iter().take(room - 1).chain(std::iter::once(last));
+    panels.extend(shown.map(|(step, pred)| ArcPanel { caption: format!("step {step}"), grid: arc.grid(pred) }));
+    panels
+}
+
+/// The puzzle `solve` runs: its input tokens, its puzzle identifier (the task version's row of the puzzle table;
+/// blank for a typed puzzle) and, from a dataset, its labels.
+struct SolvePuzzle {
+    inputs: Vec<u8>,
+    puzzle_id: i32,
+    labels: Option<Vec<u8>>,
+}
+
+/// The puzzle from `--puzzle`, `--puzzle-file` or `--from DATA --index i`.
+fn solve_input(args: &SolveArgs, task: AnyTask) -> Result<SolvePuzzle> {
     if let Some(dir) = &args.from {
         let ds = PuzzleDataset::load(&split_dir(dir, &args.split))?;
         if AnyTask::detect(ds.meta.seq_len, ds.meta.vocab_size) != Some(task) {
@@ -478,7 +852,9 @@ fn solve_input(args: &SolveArgs, task: AnyTask) -> Result<Vec<u8>> {
         if args.index >= ds.num_examples() {
             bail!("--index {} is out of range: {} has {} examples", args.index, dir.display(), ds.num_examples());
         }
-        return Ok(ds.example(args.index).0.to_vec());
+        let (inputs, labels) = ds.example(args.index);
+        let puzzle_id = ds.puzzle_identifiers[ds.example_puzzle(args.index)];
+        return Ok(SolvePuzzle { inputs: inputs.to_vec(), puzzle_id, labels: Some(labels.to_vec()) });
     }
     let (text, what) = match (&args.puzzle, &args.puzzle_file) {
         (Some(text), _) => (text.clone(), "--puzzle".to_string()),
@@ -491,31 +867,38 @@ fn solve_input(args: &SolveArgs, task: AnyTask) -> Result<Vec<u8>> {
         ),
         (None, None) => bail!("give --puzzle, --puzzle-file or --from"),
     };
-    task.parse_puzzle(&text).with_context(|| what)
+    let inputs = task.parse_puzzle(&text).with_context(|| what)?;
+    Ok(SolvePuzzle { inputs, puzzle_id: 0, labels: None })
 }
 
 /// Run one puzzle step by step, printing after each step how many cells changed, whether the answer is valid
-/// (the task's verifier), how far the latent moved and the halting logit; returns the final answer.
+/// (the task's verifier), how far the latent moved and the halting logit, and each new answer of an ARC grid in
+/// its colours; returns every step's answer that differs from the one before (the first step's always, the last
+/// step's always, last in the list).
 fn solve_with<B: FusedOps, M: RecursiveModel<B>>(
     model: &M,
     task: AnyTask,
-    inputs: &[u8],
+    puzzle: &SolvePuzzle,
     steps: usize,
     device: &B::Device,
-) -> Result<Vec<u8>> {
+) -> Result<Vec<(usize, Vec<u8>)>> {
     let d = model.dims();
+    let inputs = &puzzle.inputs;
     let tokens = Tensor::<B, 2, Int>::from_data(
         TensorData::new(inputs.iter().map(|&t| t as i32).collect::<Vec<_>>(), [1, d.seq_len]),
         device,
     );
-    let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(vec![0i32], [1]), device);
+    let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(vec![puzzle.puzzle_id], [1]), device);
     let x = model.embed(tokens, model.puzzle_rows(ids));
     let mut latent = model.initial_latent(&x);
-    let mut previous: Option<Vec<u8>> = None;
-    println!("puzzle\n{}", task.render(inputs));
+    println!("puzzle\n{}", super::show_tokens(task, inputs));
+    if let (AnyTask::Arc(_), Some(labels)) = (task, &puzzle.labels) {
+        println!("target\n{}", super::show_tokens(task, labels));
+    }
     println!("depth {}, {steps} steps", model.depth());
     println!("step  changed  valid  |Δz_H|/|z_H|  q_halt");
-    let mut answer = Vec::new();
+    let mut trajectory: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut answer: Vec<u8> = Vec::new();
     let mut unchanged_since = 1;
     for step in 1..=steps {
         let old = latent.z_h.clone();
@@ -524,7 +907,7 @@ fn solve_with<B: FusedOps, M: RecursiveModel<B>>(
         latent = next;
         let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().expect("f32");
         let pred: Vec<u8> = argmax_tokens(&logits, d.vocab_size).into_iter().map(|t| t as u8).collect();
-        let changed = previous.as_ref().map_or(pred.len(), |p| p.iter().zip(&pred).filter(|(a, b)| a != b).count());
+        let changed = if step == 1 { pred.len() } else { answer.iter().zip(&pred).filter(|(a, b)| a != b).count() };
         if changed > 0 {
             unchanged_since = step;
         }
@@ -535,20 +918,34 @@ fn solve_with<B: FusedOps, M: RecursiveModel<B>>(
             if valid { "yes" } else { "no" },
             q.map_or("-".into(), |q| format!("{q:+.2}"))
         );
-        previous = Some(pred.clone());
+        // An ARC answer is a picture: show it whenever it changes, so the settling can be watched.
+        if changed > 0 && step < steps && matches!(task, AnyTask::Arc(_)) {
+            println!("{}", super::show_tokens(task, &pred));
+        }
+        if changed > 0 {
+            trajectory.push((step, pred.clone()));
+        }
         answer = pred;
     }
-    println!("answer (unchanged since step {unchanged_since})\n{}", task.render(&answer));
-    match task.solve(inputs) {
-        Some(truth) if truth == answer => println!("correct (matches the exact solver)"),
-        Some(_) if task.verify(inputs, &answer) => {
+    if trajectory.last().map(|(s, _)| *s) != Some(steps) {
+        trajectory.push((steps, answer.clone()));
+    }
+    println!("answer (unchanged since step {unchanged_since})\n{}", super::show_tokens(task, &answer));
+    let labels = puzzle.labels.as_deref();
+    match (task.solve(inputs), task) {
+        (Some(truth), _) if truth == answer => println!("correct (matches the exact solver)"),
+        (Some(_), _) if task.verify(inputs, &answer) => {
             println!("correct: a valid answer, not the reference's (any shortest path counts)")
         }
-        Some(_) => println!("wrong: {}", why_wrong(task, inputs, &answer)),
-        None if matches!(task, AnyTask::Arc(_)) => println!("(ARC has no solver to check against)"),
-        None => println!("the exact solver finds no solution for this puzzle"),
+        (Some(_), _) => println!("wrong: {}", why_wrong(task, inputs, &answer)),
+        (None, AnyTask::Arc(arc)) => match labels {
+            Some(l) if arc.grid(l) == arc.grid(&answer) => println!("correct (the grid matches the target)"),
+            Some(_) => println!("wrong: the grid differs from the target"),
+            None => println!("(ARC has no solver to check against)"),
+        },
+        (None, _) => println!("the exact solver finds no solution for this puzzle"),
     }
-    Ok(answer)
+    Ok(trajectory)
 }
 
 /// Why a wrong answer is wrong, in the task's words.

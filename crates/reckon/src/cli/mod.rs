@@ -1,15 +1,17 @@
 //! The `reckon` commands: build and inspect datasets, train from a config, resume, evaluate, solve one puzzle
-//! while showing how the answer settles, run the quickstart. Generic over the backend; the binary parses the
+//! while showing how the answer settles, plot a run's learning curves, run the quickstart. Generic over the backend; the binary parses the
 //! command line, picks the backend from `--device` and adds its benchmark tooling.
 
 mod ablate;
 mod data;
 mod eval;
 mod import;
+mod plot;
 mod quickstart;
 
 pub use data::{build_maze, build_sudoku, BuildCommand, DataCommand, MazeBuildArgs, SudokuBuildArgs};
 pub use eval::{load_eval_model_on, print_report, EvalArgs};
+pub use plot::plot_run;
 pub use quickstart::QUICKSTART_TOML;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +54,8 @@ pub enum Command {
     ImportTorch(import::ImportArgs),
     /// Generate puzzles, train a small TRM on the CPU, and report what it learned (a few minutes).
     Quickstart(quickstart::QuickstartArgs),
+    /// Draw a run's learning curves (loss, training and held-out accuracy) from its `metrics.jsonl` as PNGs.
+    Plot(plot::PlotArgs),
 }
 
 /// Runs a command on backend `AB` and `devices` (the binary picks them from `--device` and `--devices`): `train`
@@ -70,6 +74,7 @@ pub fn run_on<AB: TrainBackend>(command: Command, devices: &[AB::Device]) -> Res
         Command::Solve(args) => eval::solve::<AB::InnerBackend>(&args, &device),
         Command::ImportTorch(args) => import::import_torch::<AB::InnerBackend>(&args, &device),
         Command::Quickstart(args) => quickstart::run::<AB>(&args, &device),
+        Command::Plot(args) => plot::run(&args),
     }
 }
 
@@ -170,4 +175,17 @@ pub fn train_config_on<AB: TrainBackend>(
         pb.finish();
     }
     Ok(report)
+}
+
+/// A puzzle or answer as text for the terminal: an ARC grid in its colours when standard output is a terminal
+/// (and `NO_COLOR` is unset), the task's plain rendering otherwise (digits for ARC, so logs and pipes stay text).
+pub(crate) fn show_tokens(task: reckon_data::AnyTask, tokens: &[u8]) -> String {
+    use std::io::IsTerminal;
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    match (task, colour) {
+        (reckon_data::AnyTask::Arc(arc), true) => {
+            arc.grid(tokens).map_or_else(|| task.render(tokens), |g| reckon_data::arc::ansi(&g))
+        }
+        _ => task.render(tokens),
+    }
 }

@@ -80,6 +80,17 @@ pub struct TrainConfig {
     pub grad_clip_norm: Option<f64>,
     #[serde(default)]
     pub seed: u64,
+    /// EqR's random initial states: a slot that (re)starts a puzzle starts from the family's initial state plus
+    /// Gaussian noise of this σ (in units of the state's RMS). 0: the reference's fixed start.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub init_noise: f64,
+    /// EqR's path noise: a slot that carries on gets Gaussian noise of this σ on its carried state at every step.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub state_noise: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 /// Where the LM loss head runs (`train.loss_head`).
@@ -288,6 +299,11 @@ impl ExperimentConfig {
             bail!(
                 "train.lr_schedule = \"exponential\" needs train.lr_decay_rate in (0, 1] (the factor per 1000 steps)"
             );
+        }
+        for (key, sigma) in [("train.init_noise", t.init_noise), ("train.state_noise", t.state_noise)] {
+            if !(sigma.is_finite() && sigma >= 0.0) {
+                bail!("{key} must be a finite σ >= 0, got {sigma}");
+            }
         }
         if !(0.0..1.0).contains(&t.ema_rate) {
             bail!("train.ema_rate must be in [0, 1)");

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Result};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
 
 use crate::act::{ActCarry, HaltRule};
 use crate::backend::transfer;
@@ -38,6 +39,11 @@ pub(super) struct StepContext {
     pub halt: HaltRule,
     /// The LM cross-entropy on the device ([`crate::objective::device`]) instead of the f64 host head.
     pub device_head: bool,
+    /// EqR's training noise: σ on a restarting slot's initial state and on a carried slot's state.
+    pub init_noise: f64,
+    pub state_noise: f64,
+    /// The global index of the rank's first slot (noise streams are per global slot).
+    pub first_slot: usize,
 }
 
 /// One rank's pass, owned: the weights on its device (autodiff and graph-free), its carry (slots already admitted)
@@ -122,8 +128,38 @@ where
         let x = self.model.embed(tokens, rows.clone());
         let x_free = x.clone().inner();
         let latent = self.carry.latent_for_step(|| self.graph_free.initial_latent(&x_free));
+        let latent = self.perturb_start(latent);
         let (latent, heads) = self.model.train_step(latent, x, &mut self.model_rng());
         Forward { rows, x_free, latent, heads }
+    }
+
+    /// EqR's training noise (`train.init_noise`, `train.state_noise`): a slot restarting this step starts from its
+    /// initial state plus σ_init noise, a slot carrying on gets σ_state noise on its carried state (both states).
+    /// Each slot draws from its own stream of (seed, step, global slot), so N ranks draw what one rank would.
+    fn perturb_start(&self, latent: Latent<AB::InnerBackend>) -> Latent<AB::InnerBackend> {
+        let (init, state) = (self.ctx.init_noise, self.ctx.state_noise);
+        if init == 0.0 && state == 0.0 {
+            return latent;
+        }
+        let restarted = |r: usize| latent.restarted.get(r).copied().unwrap_or(false);
+        let sigma: Vec<f32> =
+            (0..latent.z_h.dims()[0]).map(|r| if restarted(r) { init } else { state } as f32).collect();
+        let base = stream_seed(stream_seed(self.ctx.seed, self.ctx.step), 2);
+        let noisy = |z: Tensor<AB::InnerBackend, 3>, which: u64| {
+            let [b, s, d] = z.dims();
+            let mut values = Vec::with_capacity(b * s * d);
+            for (r, &sigma) in sigma.iter().enumerate() {
+                let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(base ^ which, (self.ctx.first_slot + r) as u64));
+                values.extend((0..s * d).map(|_| {
+                    let draw: f32 = StandardNormal.sample(&mut rng);
+                    sigma * draw
+                }));
+            }
+            z + Tensor::from_data(TensorData::new(values, [b, s, d]), &self.device)
+        };
+        let z_h = noisy(latent.z_h, 0);
+        let z_l = noisy(latent.z_l, 1);
+        Latent { z_h, z_l, restarted: latent.restarted }
     }
 
     /// The family's own draws (stochastic depth, noise): a stream of the seed and step, separate from the carry's

@@ -396,6 +396,9 @@ where
             global_batch: self.cfg.train.global_batch_size,
             halt: self.halt,
             device_head: self.device_head,
+            init_noise: self.cfg.train.init_noise,
+            state_noise: self.cfg.train.state_noise,
+            first_slot: 0,
         };
         let seq = global.seq_len;
         let mut jobs = Vec::with_capacity(self.ranks.len());
@@ -417,7 +420,7 @@ where
             #[cfg(feature = "distributed")]
             let model = if self.all_reduce { super::parallel::mark_distributed(model) } else { model };
             jobs.push(RankJob {
-                ctx: ctx.clone(),
+                ctx: StepContext { first_slot: rank.slots.start, ..ctx.clone() },
                 model,
                 graph_free,
                 carry: rank.carry.clone(),

@@ -90,6 +90,13 @@ fn build_show_train_resume_eval_solve() {
     let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")).count(), 5);
     assert_eq!(metrics.lines().filter(|l| l.contains("\"kind\":\"eval\"")).count(), 2);
+    // The learning curves, as pictures.
+    let plotted = ok(reckon(&["plot", "run", "--out", "curves"], dir));
+    for png in ["loss.png", "accuracy.png"] {
+        assert!(plotted.contains(png), "{plotted}");
+        assert_eq!(&std::fs::read(dir.join("curves").join(png)).unwrap()[1..4], b"PNG", "{png}");
+    }
+    fails_cleanly(reckon(&["plot", "nowhere"], dir), "nowhere/metrics.jsonl");
 
     let eval =
         ok(reckon(&["eval", "run/checkpoints/step_5", "--data", "data", "--steps", "3", "--batch-size", "4"], dir));
@@ -133,6 +140,39 @@ fn build_show_train_resume_eval_solve() {
     let step_lines =
         solved.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && l.contains("  ")).count();
     assert_eq!(step_lines, 3, "{solved}");
+    // Breadth: K trajectories per puzzle, a row per K in {1, 2, 4} and a column per selector; and on one puzzle.
+    let args =
+        ["eval", "run/checkpoints/step_5", "--data", "data", "--steps", "2", "--breadth", "4", "--step-noise", "0.1"];
+    let wide = ok(reckon(&args, dir));
+    assert!(
+        wide.contains("| K | vote | q_halt | residual | verifier | any (oracle) |") && wide.contains("\n| 4 |"),
+        "{wide}"
+    );
+    // Fixed-point solvers at the same budget.
+    let args =
+        ["eval", "run/checkpoints/step_5", "--data", "data", "--steps", "4", "--solver", "plain,anderson:3,broyden:3"];
+    let solved_fp = ok(reckon(&args, dir));
+    for row in ["| plain |", "| anderson (m 3, β 1) |", "| broyden (m 3) |", "exact @4"] {
+        assert!(solved_fp.contains(row), "{row}: {solved_fp}");
+    }
+    fails_cleanly(
+        reckon(&["eval", "run/checkpoints/step_5", "--data", "data", "--solver", "newton"], dir),
+        "unknown solver",
+    );
+    // One report with every test-time measurement.
+    let args =
+        ["eval", "run/checkpoints/step_5", "--data", "data", "--steps", "3", "--breadth", "2", "--report", "rep"];
+    assert!(ok(reckon(&args, dir)).contains("report: rep/report.md"));
+    let md = std::fs::read_to_string(dir.join("rep/report.md")).unwrap();
+    for part in ["## Depth", "## Breadth", "## Abstention", "## Fixed-point solvers", "## Settling", "| vote share |"] {
+        assert!(md.contains(part), "{part}: {md}");
+    }
+    for png in ["depth.png", "breadth.png", "coverage.png", "solvers.png"] {
+        assert!(md.contains(png) && dir.join("rep").join(png).exists(), "{png}");
+    }
+    let args = ["solve", "run/checkpoints/step_5", "--puzzle", &puzzle, "--steps", "2", "--breadth", "3"];
+    let one = ok(reckon(&args, dir));
+    assert!(one.contains("breadth: 3 trajectories") && one.contains("vote: trajectory"), "{one}");
 
     // Bad invocations.
     fails_cleanly(reckon(&["solve", "run/checkpoints/step_5", "--puzzle", &puzzle[..80]], dir), "80");
@@ -306,6 +346,12 @@ fn data_build_arc_from_directories() {
         assert!(tmp.path().join("arc").join(file).exists(), "{file}");
     }
     fails_cleanly(reckon(&["data", "build", "arc", "--out", "x"], tmp.path()), "nothing to build from");
+    // `--test-set training` holds out the training tasks' test inputs instead (the CPU-scale recipe).
+    let training = ["data", "build", "arc", "--out", "t", "--dirs", &dirs, "--num-aug", "1", "--test-set", "training"];
+    let out = ok(reckon(&training, tmp.path()));
+    assert!(out.contains("(3 in the test set)"), "{out}");
+    let missing = ["data", "build", "arc", "--out", "m", "--dirs", &dirs, "--test-set", "holdout"];
+    fails_cleanly(reckon(&missing, tmp.path()), "no subdirectory named \"holdout\"");
 }
 
 /// ARC end to end on the command line: build from the fixtures, train a tiny model two steps, evaluate: the
@@ -369,6 +415,22 @@ max_examples = 8
         let entries = sub[id].as_array().unwrap_or_else(|| panic!("{id} missing from the submission"));
         assert_eq!(entries.len(), task["test"].as_array().unwrap().len(), "{id}");
         assert!(entries.iter().all(|e| e["attempt_1"].is_array() && e["attempt_2"].is_array()), "{id}");
+    }
+    // The same file passes the Kaggle format check (reckon also runs it before writing).
+    let test_tasks =
+        reckon_data::arc::parse_tasks_by_id(&std::fs::read_to_string(dir.join("arc/test_puzzles.json")).unwrap());
+    reckon_data::arc::validate_submission(&sub, &test_tasks.unwrap()).unwrap();
+    // Seeing it: `data show` finds a translated train grid and draws input and output; `solve` on a dataset
+    // example uses its puzzle id, shows the target and the settling, and draws them side by side.
+    let shown = ok(reckon(&["data", "show", "arc", "--split", "train", "--index", "3", "--png", "show.png"], dir));
+    assert!(shown.contains("identifier") && !shown.contains("no grid"), "{shown}");
+    let solved = ok(reckon(
+        &["solve", "run/checkpoints/step_2", "--from", "arc", "--index", "0", "--steps", "3", "--png", "solve.png"],
+        dir,
+    ));
+    assert!(solved.contains("target") && solved.contains("the target"), "{solved}");
+    for png in ["show.png", "solve.png"] {
+        assert_eq!(&std::fs::read(dir.join(png)).unwrap()[1..4], b"PNG", "{png}");
     }
     // --ensemble pools a second evaluation's votes: every vote counted twice.
     let pooled = ok(reckon(

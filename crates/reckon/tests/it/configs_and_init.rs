@@ -93,6 +93,53 @@ fn rsm_configs_have_the_released_recipes() {
     assert_eq!(params(&rsm(&cpu)), 112_064, "the README quotes it");
 }
 
+/// The ARC recipes (spec 1.2, 2.3, 3: TRM-Att ARC-1/2 and HRM ARC) with the spec's parameter counts at vocab 12,
+/// and the CPU-scale config on its 8x8 canvas.
+#[test]
+fn arc_recipes_have_the_published_settings_and_parameter_counts() {
+    use reckon::model::hrm::HrmConfig;
+    let arc = |name: &str, seq_len: usize| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs").join(name);
+        // A few ids stand for the million: the counts exclude the puzzle table, and building it would take 2 GB.
+        let sizes = DatasetSizes { seq_len, vocab_size: 12, num_puzzle_identifiers: 9 };
+        ExperimentConfig::load(&path, &[], |_| Ok(sizes.clone())).unwrap_or_else(|e| panic!("{name}: {e:#}"))
+    };
+    let device = Default::default();
+    for name in ["trm-att-arc1.toml", "trm-att-arc2.toml"] {
+        let cfg = arc(name, 900);
+        let (m, t) = (trm(&cfg), &cfg.train);
+        assert_eq!(
+            (m.core.hidden_size, m.core.h_cycles, m.core.l_cycles, m.core.l_layers, m.act.halt_max_steps),
+            (512, 3, 4, 2, 16),
+            "{name}"
+        );
+        assert!(!m.core.mlp_t && m.core.pos_encodings == PosEncoding::Rope && m.core.prefix_len() == 16, "{name}");
+        assert_eq!(
+            (t.global_batch_size, t.lr, t.weight_decay, t.epochs, t.eval_interval),
+            (768, 1e-4, 0.1, 100_000, 10_000),
+            "{name}"
+        );
+        assert_eq!((t.puzzle_emb_lr, t.puzzle_emb_weight_decay, t.ema, t.ema_rate), (1e-2, 0.1, true, 0.999));
+        assert_eq!(m.init::<Cpu>(0, &device).num_trainable_params(), 6_829_058, "{name}");
+    }
+    let cfg = arc("hrm-arc.toml", 900);
+    let m = cfg.model.get::<HrmConfig>().expect("an HRM config").clone();
+    let t = &cfg.train;
+    assert_eq!(
+        (m.core.hidden_size, m.core.h_cycles, m.core.l_cycles, m.hrm.h_layers, m.core.l_layers),
+        (512, 2, 2, 4, 4)
+    );
+    assert_eq!((m.core.puzzle_ndim(), m.core.prefix_len(), m.act.halt_max_steps), (512, 1, 16));
+    assert_eq!(
+        (t.global_batch_size, t.lr, t.puzzle_emb_lr, t.weight_decay, t.epochs, t.ema),
+        (768, 1e-4, 1e-2, 0.1, 100_000, false)
+    );
+    // 27,275,266 at vocab 11 (HRM issue #12) plus one embedding row and one head row for ARC's twelfth token.
+    assert_eq!(m.init::<Cpu>(0, &device).num_trainable_params(), 27_275_266 + 2 * 512);
+    let cpu = arc("trm-arc-cpu.toml", 64);
+    assert_eq!((trm(&cpu).core.seq_len, trm(&cpu).core.prefix_len(), trm(&cpu).core.hidden_size), (64, 1, 64));
+}
+
 /// HRM's published recipes (spec 1.3, 2.3) and the parameter count of the paper's model (27,275,266 for vocab
 /// 11, as logged in HRM issue #12).
 #[test]

@@ -39,4 +39,70 @@ fn small_trm_learns_easy_sudoku_and_recursion_helps() {
         "recursion should help: step 1 {first}, last {}",
         report.exact_accuracy
     );
+    breadth_on_the_trained_model(&tmp.path().join("run/checkpoints/latest"), &data.join("test"));
+}
+
+/// Breadth on the model just trained: K = 1 is the plain evaluation; with K = 4 noisy trajectories, the first
+/// trajectory still gives the plain answer, the oracle only grows with K, a verifier-picked answer is right
+/// whenever any trajectory is (generated Sudoku have one solution, so a valid answer is the answer), and the same
+/// seed gives the same report.
+fn breadth_on_the_trained_model(checkpoint: &std::path::Path, test: &std::path::Path) {
+    use reckon::infer::breadth::{evaluate_breadth, BreadthOptions};
+    let model = reckon::cpu::load_eval_model(checkpoint, None).unwrap();
+    let ds = reckon_data::PuzzleDataset::load(test).unwrap();
+    let device = Default::default();
+    let plain = reckon::for_model!(&model, m => reckon::eval::evaluate(m, &ds, 64, 8, None, &device, |_, _| {}));
+    let verifier = reckon::eval::task_verifier(&ds.meta).expect("Sudoku has a verifier");
+    let verify: reckon::eval::Verifier = &verifier;
+    let opts = |k: usize| BreadthOptions {
+        k,
+        steps: 8,
+        init_noise: 1.0,
+        step_noise: 0.2,
+        seed: 3,
+        puzzles_per_batch: 32,
+        max_examples: None,
+        target_precision: Some(0.9),
+    };
+    let run = |k: usize| {
+        reckon::for_model!(&model, m => evaluate_breadth(m, &ds, &opts(k), Some(verify), &device, |_, _| {})).unwrap()
+    };
+    let one = run(1);
+    assert!(one.curve[0].exact.values().all(|&a| (a - plain.exact_accuracy).abs() < 1e-12), "{one:?} vs {plain:?}");
+    let four = run(4);
+    eprintln!("breadth K=4:\n{}", four.table());
+    assert_eq!(four.curve.iter().map(|p| p.k).collect::<Vec<_>>(), vec![1, 2, 4]);
+    assert!(four.curve[0].exact.values().all(|&a| (a - plain.exact_accuracy).abs() < 1e-12), "trajectory 0 is plain");
+    let oracle: Vec<f64> = four.curve.iter().map(|p| p.exact["any (oracle)"]).collect();
+    assert!(oracle.windows(2).all(|w| w[0] <= w[1]), "{oracle:?}");
+    for p in &four.curve {
+        assert_eq!(p.exact["verifier"], p.exact["any (oracle)"], "k = {}", p.k);
+    }
+    assert_eq!(four.curve, run(4).curve, "seeded");
+    // Abstention on the voted answer: every signal's curve ends at full coverage with the vote's accuracy, and a
+    // threshold picked on half the puzzles for 90% precision is reported on the other half.
+    eprintln!("{}", four.abstention_table());
+    let names: Vec<&str> = four.abstention.iter().map(|s| s.signal).collect();
+    assert_eq!(names, vec!["vote share", "q_halt", "residual", "verifier"]);
+    for signal in &four.abstention {
+        let last = signal.curve.last().unwrap();
+        assert!((last.coverage - 1.0).abs() < 1e-12 && (last.accuracy - four.curve[2].exact["vote"]).abs() < 1e-12);
+        assert!((0.0..=1.0).contains(&signal.area));
+        let t = signal.target.unwrap();
+        assert!(t.validation_coverage == 0.0 || t.validation_precision >= 0.9, "{t:?}");
+    }
+
+    // Fixed-point solvers: plain iteration is the evaluation itself, evaluation for step; the others spend the
+    // same budget.
+    use reckon::infer::fixed_point::{evaluate_solvers, FixedPointSolver};
+    let solvers = [
+        FixedPointSolver::Plain,
+        FixedPointSolver::Anderson { memory: 4, beta: 1.0 },
+        FixedPointSolver::Broyden { memory: 4 },
+    ];
+    let reports =
+        reckon::for_model!(&model, m => evaluate_solvers(m, &ds, &solvers, 8, 1e-3, 64, None, &device, |_, _| {}));
+    eprintln!("{}", reckon::infer::fixed_point::solver_table(&reports, &[1, 2, 4, 8]));
+    assert_eq!(reports[0].exact_per_eval, plain.exact_per_step);
+    assert!(reports.iter().all(|r| r.exact_per_eval.len() == 8 && r.examples == plain.examples));
 }

@@ -113,6 +113,26 @@ fn trm_on_two_and_four_simulated_ranks_matches_one_rank() {
     check_family(TRM, 11);
 }
 
+/// EqR's training noise (random starts, path noise) is drawn per global slot: N ranks still train as one, and
+/// the noise changes the run.
+#[test]
+fn trm_with_training_noise_on_ranks_matches_one_rank() {
+    let noisy = TRM.replace("[train]\n", "[train]\ninit_noise = 0.5\nstate_noise = 0.1\n");
+    assert_ne!(noisy, TRM);
+    check_family(&noisy, 13);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::sudoku_dataset(tmp.path(), 120, (50, 60), 1, 13);
+    let (plain, _) = train_ranked(tmp.path(), TRM, &data, 1);
+    let other = tmp.path().join("noisy");
+    std::fs::create_dir_all(&other).unwrap();
+    let (with_noise, _) = train_ranked(&other, &noisy, &data, 1);
+    let (a, b) = (
+        common::float_tensors(&plain, "weights.safetensors"),
+        common::float_tensors(&with_noise, "weights.safetensors"),
+    );
+    assert!(a.iter().zip(&b).any(|(x, y)| common::max_abs_diff(&x.1, &y.1) > 1e-6), "the noise changed nothing");
+}
+
 #[test]
 fn hrm_on_two_and_four_simulated_ranks_matches_one_rank() {
     check_family(HRM, 12);

@@ -16,12 +16,8 @@ use reckon_data::PuzzleDataset;
 /// An ARC dataset from the repository's fixtures: every task with 4 versions, so dozens of puzzle ids.
 fn arc_dataset(dir: &Path) -> PathBuf {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reckon-data/tests/fixtures/arc/arc-agi-1/data");
-    let cfg = ArcBuildConfig {
-        num_aug: 3,
-        seed: 3,
-        max_size: 30,
-        ..ArcBuildConfig::new(ArcSource::Dirs { dirs: vec![fixtures] })
-    };
+    let cfg =
+        ArcBuildConfig { num_aug: 3, seed: 3, max_size: 30, ..ArcBuildConfig::new(ArcSource::dirs(vec![fixtures])) };
     let out = dir.join("arc");
     reckon_data::arc::build(&cfg, &out, &|_, _, _| {}).expect("the fixture set builds");
     out

@@ -4,7 +4,7 @@
 //!
 //! This module owns:
 //! - the named bench shapes ([`named_shape`]: A, B, C of the baseline's table, the paper's TRM-MLP Sudoku shape,
-//!   the quickstart shape);
+//!   the quickstart shape, RSM at two depths, and ARC's recipe with a million-id puzzle table);
 //! - the baseline's FLOP formula ([`gflop_per_train_step`], [`gflop_per_infer_step`]);
 //! - the timed loops ([`bench_train_step`] through the real [`Trainer`], [`bench_infer_step`] on the graph-free
 //!   backend) and their [`BenchResult`];
@@ -52,7 +52,7 @@ pub const DEFAULT_TORCH_SCRIPT: &str = "../shared/bench/torch_trm_step.py";
 pub enum BenchCommand {
     /// Time a training step and an inference step at named shapes.
     Train {
-        /// Shapes: A, B, C, paper, quickstart.
+        /// Shapes: A, B, C, paper, quickstart, rsm-h4, rsm-h16, arc (the ARC-1 recipe with a million-id puzzle table).
         #[arg(long = "shape", default_values = ["paper", "quickstart"])]
         shapes: Vec<String>,
         #[arg(long, default_value_t = 1)]
@@ -107,9 +107,25 @@ pub struct BenchShape {
     pub prefix: usize,
     pub seq_len: usize,
     pub vocab: usize,
+    /// Rows of the puzzle table (1 for Sudoku; about a million for ARC-1 at 1000 augmentations).
+    pub puzzle_ids: usize,
 }
 
-/// A shape without its name, so the table of shapes can be `const` (Sudoku sequence and vocabulary implied).
+/// The data a shape runs on: sequence length, vocabulary and puzzle ids.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BenchData {
+    pub seq_len: usize,
+    pub vocab: usize,
+    pub puzzle_ids: usize,
+}
+
+/// Sudoku: 81 cells, PAD + blank + 9 digits, one puzzle id.
+const SUDOKU: BenchData = BenchData { seq_len: 81, vocab: 11, puzzle_ids: 1 };
+/// ARC on the 30x30 canvas (vocab 12) with a puzzle table of a million ids (ARC-1's 960 tasks x 1001 versions
+/// is 0.96M; 2 GB at width 512).
+const ARC_1M: BenchData = BenchData { seq_len: 900, vocab: 12, puzzle_ids: 1_000_001 };
+
+/// A shape without its name, so the table of shapes can be `const`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Preset {
     pub rsm: bool,
@@ -121,15 +137,22 @@ pub struct Preset {
     pub layers: usize,
     pub batch: usize,
     pub prefix: usize,
+    pub data: BenchData,
 }
 
-/// Sudoku: 81 cells, PAD + blank + 9 digits.
-const SUDOKU_SEQ: usize = 81;
-const SUDOKU_VOCAB: usize = 11;
-
 /// The quickstart model of `configs/quickstart.toml` (a test checks they agree).
-pub const QUICKSTART: Preset =
-    Preset { rsm: false, mlp_t: true, hidden: 64, heads: 4, h_cycles: 2, l_cycles: 2, layers: 2, batch: 32, prefix: 0 };
+pub const QUICKSTART: Preset = Preset {
+    rsm: false,
+    mlp_t: true,
+    hidden: 64,
+    heads: 4,
+    h_cycles: 2,
+    l_cycles: 2,
+    layers: 2,
+    batch: 32,
+    prefix: 0,
+    data: SUDOKU,
+};
 
 /// The named shapes. A, B and C are the baseline README's table; "paper" is B at the paper's shape with batch 64.
 const PRESETS: &[(&str, Preset)] = &[
@@ -145,6 +168,7 @@ const PRESETS: &[(&str, Preset)] = &[
             layers: 2,
             batch: 64,
             prefix: PREFIX_LEN,
+            data: SUDOKU,
         },
     ),
     (
@@ -159,6 +183,7 @@ const PRESETS: &[(&str, Preset)] = &[
             layers: 2,
             batch: 16,
             prefix: PREFIX_LEN,
+            data: SUDOKU,
         },
     ),
     (
@@ -173,6 +198,7 @@ const PRESETS: &[(&str, Preset)] = &[
             layers: 2,
             batch: 32,
             prefix: PREFIX_LEN,
+            data: SUDOKU,
         },
     ),
     (
@@ -187,9 +213,27 @@ const PRESETS: &[(&str, Preset)] = &[
             layers: 2,
             batch: 64,
             prefix: PREFIX_LEN,
+            data: SUDOKU,
         },
     ),
     ("quickstart", QUICKSTART),
+    // TRM-Att's ARC recipe (configs/trm-att-arc1.toml) on the 30x30 canvas with a million-id puzzle table, at a
+    // batch a CPU steps through in seconds: the table's memory and the per-step cost of training it.
+    (
+        "arc",
+        Preset {
+            rsm: false,
+            mlp_t: false,
+            hidden: 512,
+            heads: 8,
+            h_cycles: 3,
+            l_cycles: 4,
+            layers: 2,
+            batch: 8,
+            prefix: PREFIX_LEN,
+            data: ARC_1M,
+        },
+    ),
     // RSM at the CPU-scale Sudoku config (configs/rsm-sudoku-cpu.toml), shallow and 4x deeper: training memory
     // must not grow with H.
     (
@@ -204,6 +248,7 @@ const PRESETS: &[(&str, Preset)] = &[
             layers: 1,
             batch: 64,
             prefix: PREFIX_LEN,
+            data: SUDOKU,
         },
     ),
     (
@@ -218,6 +263,7 @@ const PRESETS: &[(&str, Preset)] = &[
             layers: 1,
             batch: 64,
             prefix: PREFIX_LEN,
+            data: SUDOKU,
         },
     ),
 ];
@@ -235,8 +281,9 @@ impl Preset {
             layers: self.layers,
             batch: self.batch,
             prefix: self.prefix,
-            seq_len: SUDOKU_SEQ,
-            vocab: SUDOKU_VOCAB,
+            seq_len: self.data.seq_len,
+            vocab: self.data.vocab,
+            puzzle_ids: self.data.puzzle_ids,
         }
     }
 }
@@ -258,7 +305,7 @@ impl BenchShape {
     /// The TRM config this shape benchmarks: the reference's Sudoku recipe (puzzle row as wide as the model,
     /// 16 prefix positions, one puzzle id, exploration 0.1), positions none for MLP and RoPE for attention.
     pub fn trm_config(&self) -> TrmConfig {
-        let mut c = TrmConfig::new(self.seq_len, self.vocab, 1);
+        let mut c = TrmConfig::new(self.seq_len, self.vocab, self.puzzle_ids);
         c.core.hidden_size = self.hidden;
         c.core.num_heads = self.heads;
         c.core.h_cycles = self.h_cycles;
@@ -275,7 +322,7 @@ impl BenchShape {
     /// The RSM config of an RSM shape: the Sudoku recipe's block at this size, the transition step always kept
     /// (`prob_detach_prev_h = 0`, the most a training step can hold).
     pub fn rsm_config(&self) -> RsmConfig {
-        let mut c = RsmConfig::new(self.seq_len, self.vocab, 1);
+        let mut c = RsmConfig::new(self.seq_len, self.vocab, self.puzzle_ids);
         c.core.hidden_size = self.hidden;
         c.core.num_heads = self.heads;
         c.core.h_cycles = self.h_cycles;
@@ -441,8 +488,9 @@ fn start_memory_measurement() {
 }
 
 /// A synthetic split of `POOL_BATCHES × batch` examples, one example per group, like the baseline's random data:
-/// inputs and labels uniform in `[1, vocab)` (so no label is ignored), every row on puzzle id 0. The trainer's
-/// sampler then cycles through it `batch` rows at a time, i.e. through a fixed pool of 4 batches.
+/// inputs and labels uniform in `[1, vocab)` (so no label is ignored), every row on puzzle id 0, or with a
+/// larger table on an id drawn uniformly from it. The trainer's sampler then cycles through it `batch` rows at a
+/// time, i.e. through a fixed pool of 4 batches.
 fn synthetic_dataset(shape: &BenchShape, seed: u64) -> PuzzleDataset {
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(1));
     let mut builder = PuzzleDatasetBuilder::new(shape.seq_len);
@@ -450,12 +498,13 @@ fn synthetic_dataset(shape: &BenchShape, seed: u64) -> PuzzleDataset {
     for _ in 0..POOL_BATCHES * shape.batch {
         let inputs: Vec<u8> = (0..shape.seq_len).map(|_| token(&mut rng)).collect();
         let labels: Vec<u8> = (0..shape.seq_len).map(|_| token(&mut rng)).collect();
-        builder.push_puzzle(0, [(&inputs[..], &labels[..])]);
+        let id = if shape.puzzle_ids > 1 { rng.random_range(1..shape.puzzle_ids) as i32 } else { 0 };
+        builder.push_puzzle(id, [(&inputs[..], &labels[..])]);
         builder.end_group();
     }
     let spec =
         TaskSpec { name: "synthetic", vocab_size: shape.vocab, seq_len: shape.seq_len, pad_id: 0, ignore_label_id: 0 };
-    builder.finish(&spec, 1)
+    builder.finish(&spec, shape.puzzle_ids)
 }
 
 /// The experiment config of the bench run: the shape's model, the Sudoku recipe's optimiser settings (defaults),
@@ -554,7 +603,7 @@ fn synthetic_slots(shape: &BenchShape) -> Vec<SlotData> {
         .map(|i| SlotData {
             inputs: ds.inputs[i * rows..(i + 1) * rows].iter().map(|&t| t as i32).collect(),
             labels: ds.labels[i * rows..(i + 1) * rows].iter().map(|&t| t as i32).collect(),
-            puzzle_ids: vec![0; shape.batch],
+            puzzle_ids: ds.puzzle_identifiers[i * shape.batch..(i + 1) * shape.batch].to_vec(),
             seq_len: shape.seq_len,
         })
         .collect()
@@ -958,6 +1007,10 @@ fn run_torch(
     steps: usize,
 ) -> Result<Vec<(String, serde_json::Value)>> {
     let mut out = Vec::new();
+    if shape.puzzle_ids > 1 {
+        eprintln!("note: the PyTorch baseline has no puzzle table; shape {} runs without a comparison", shape.name);
+        return Ok(out);
+    }
     for compile in [false, true] {
         eprintln!("torch {} {mode}{} ...", shape.name, if compile { " (compiled)" } else { "" });
         if let Some(v) = vs_torch(script, shape, mode, compile, warmup, steps)? {
@@ -1096,6 +1149,24 @@ mod tests {
         assert!(table.contains("1.50x") && table.contains("2.00x"), "{table}");
         assert!(table.contains("A torch compile") && table.contains("A torch eager"), "{table}");
         assert!(r.to_json_line().starts_with("{\"shape\":\"A\",\"mode\":\"infer\""));
+    }
+
+    /// The ARC shape: the ARC-1 recipe's model on the 30x30 canvas with a million-id table; its synthetic rows are
+    /// spread over the table (so SignSGD touches scattered rows, as on real data).
+    #[test]
+    fn arc_shape_is_the_arc_recipe_with_a_million_ids() {
+        let s = named_shape("arc").unwrap();
+        assert_eq!(
+            (s.seq_len, s.vocab, s.puzzle_ids, s.hidden, s.h_cycles, s.l_cycles),
+            (900, 12, 1_000_001, 512, 3, 4)
+        );
+        assert!(!s.mlp_t && s.prefix == 16);
+        let small = BenchShape { puzzle_ids: 1000, batch: 4, ..s };
+        let ds = synthetic_dataset(&small, 0);
+        assert_eq!(ds.meta.num_puzzle_identifiers, 1000);
+        let ids: std::collections::BTreeSet<i32> = ds.puzzle_identifiers.iter().copied().collect();
+        assert!(ids.len() > 10 && ids.iter().all(|&i| (1..1000).contains(&i)), "{ids:?}");
+        assert_eq!(synthetic_slots(&small)[1].puzzle_ids, ds.puzzle_identifiers[4..8].to_vec());
     }
 
     #[test]

@@ -7,6 +7,14 @@
 //! reached `max_steps`. A stopped slot is handed the next puzzle at once and restarts from the initial latent,
 //! exactly as the training carry refills halted slots, so the batch stays full while there is work and easy
 //! puzzles do not wait for hard ones.
+//!
+//! [`breadth`]: K trajectories per puzzle (noisy starts and paths) and the selectors that pick one answer.
+//! [`abstain`]: accuracy-coverage curves of confidence signals and thresholds for a target precision.
+//! [`fixed_point`]: Anderson acceleration and Broyden's method on the step's state, against plain iteration.
+
+pub mod abstain;
+pub mod breadth;
+pub mod fixed_point;
 
 use std::time::Instant;
 
