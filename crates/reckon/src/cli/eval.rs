@@ -762,13 +762,12 @@ fn solve_breadth<B: FusedOps, M: RecursiveModel<B>>(
         let ignore = task.spec().ignore_label_id;
         l.iter().map(|&t| if t == ignore { reckon_data::IGNORE_LABEL } else { t as i32 }).collect()
     });
-    let verifier = task.has_verifier().then(|| {
-        move |p: &[i32], a: &[u32]| {
-            let p: Vec<u8> = p.iter().map(|&t| t as u8).collect();
-            let a: Vec<u8> = a.iter().map(|&t| t as u8).collect();
-            task.verify(&p, &a)
-        }
-    });
+    let check = move |p: &[i32], a: &[u32]| {
+        let p: Vec<u8> = p.iter().map(|&t| t as u8).collect();
+        let a: Vec<u8> = a.iter().map(|&t| t as u8).collect();
+        task.verify(&p, &a)
+    };
+    let verifier = task.has_verifier().then_some(check);
     let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let ends =

@@ -102,7 +102,7 @@ fn arc_recipes_have_the_published_settings_and_parameter_counts() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs").join(name);
         // A few ids stand for the million: the counts exclude the puzzle table, and building it would take 2 GB.
         let sizes = DatasetSizes { seq_len, vocab_size: 12, num_puzzle_identifiers: 9 };
-        ExperimentConfig::load(&path, &[], |_| Ok(sizes.clone())).unwrap_or_else(|e| panic!("{name}: {e:#}"))
+        ExperimentConfig::load(&path, &[], |_| Ok(sizes)).unwrap_or_else(|e| panic!("{name}: {e:#}"))
     };
     let device = Default::default();
     for name in ["trm-att-arc1.toml", "trm-att-arc2.toml"] {

@@ -30,6 +30,8 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once per process: the size of the library's argument structs does not matter.
+#[allow(clippy::large_enum_variant)]
 enum BinCommand {
     #[command(flatten)]
     Library(Command),
