@@ -52,7 +52,8 @@ pub const DEFAULT_TORCH_SCRIPT: &str = "../shared/bench/torch_trm_step.py";
 pub enum BenchCommand {
     /// Time a training step and an inference step at named shapes.
     Train {
-        /// Shapes: A, B, C, paper, quickstart, rsm-h4, rsm-h16, arc (the ARC-1 recipe with a million-id puzzle table).
+        /// Shapes: A, B, C, paper, quickstart, rsm-h4, rsm-h16, arc (the ARC-1 recipe with a million-id puzzle table),
+        /// arc-small-table (the same with two ids: the difference is the table's memory).
         #[arg(long = "shape", default_values = ["paper", "quickstart"])]
         shapes: Vec<String>,
         #[arg(long, default_value_t = 1)]
@@ -124,6 +125,8 @@ const SUDOKU: BenchData = BenchData { seq_len: 81, vocab: 11, puzzle_ids: 1 };
 /// ARC on the 30x30 canvas (vocab 12) with a puzzle table of a million ids (ARC-1's 960 tasks x 1001 versions
 /// is 0.96M; 2 GB at width 512).
 const ARC_1M: BenchData = BenchData { seq_len: 900, vocab: 12, puzzle_ids: 1_000_001 };
+/// The same with a two-row table: the difference in memory is the table's.
+const ARC_TINY_TABLE: BenchData = BenchData { puzzle_ids: 2, ..ARC_1M };
 
 /// A shape without its name, so the table of shapes can be `const`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -232,6 +235,21 @@ const PRESETS: &[(&str, Preset)] = &[
             batch: 8,
             prefix: PREFIX_LEN,
             data: ARC_1M,
+        },
+    ),
+    (
+        "arc-small-table",
+        Preset {
+            rsm: false,
+            mlp_t: false,
+            hidden: 512,
+            heads: 8,
+            h_cycles: 3,
+            l_cycles: 4,
+            layers: 2,
+            batch: 8,
+            prefix: PREFIX_LEN,
+            data: ARC_TINY_TABLE,
         },
     ),
     // RSM at the CPU-scale Sudoku config (configs/rsm-sudoku-cpu.toml), shallow and 4x deeper: training memory
