@@ -65,6 +65,27 @@ pub struct PrecisionTarget {
     pub validation_coverage: f64,
     pub test_precision: f64,
     pub test_coverage: f64,
+    /// Test puzzles answered, and the 95% Wilson interval of the test precision at that count: the margin within
+    /// which a precision measured on this many answers is consistent with the target.
+    pub test_answered: usize,
+    pub test_interval: (f64, f64),
+    /// Whether the promise holds on test: the target is within the interval or below it.
+    pub holds: bool,
+}
+
+/// The 95% Wilson score interval of a proportion of `right` in `n` (`[0, 1]` for `n = 0`). Unlike the normal
+/// approximation it stays inside [0, 1] and is sensible at 0 or `n` right, which a high-precision threshold
+/// usually gives.
+pub fn wilson_interval(right: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    const Z: f64 = 1.959_963_984_540_054;
+    let (n, p) = (n as f64, right as f64 / n as f64);
+    let denom = 1.0 + Z * Z / n;
+    let centre = (p + Z * Z / (2.0 * n)) / denom;
+    let half = Z * (p * (1.0 - p) / n + Z * Z / (4.0 * n * n)).sqrt() / denom;
+    ((centre - half).max(0.0), (centre + half).min(1.0))
 }
 
 /// Picks on `validation` the lowest threshold whose precision reaches `target` (the most coverage that keeps the
@@ -76,6 +97,7 @@ pub fn target_precision(validation: &[Scored], test: &[Scored], target: f64) -> 
     let threshold = pick.map_or(f64::INFINITY, |p| p.threshold);
     let answered: Vec<&Scored> = test.iter().filter(|s| s.score >= threshold).collect();
     let right = answered.iter().filter(|s| s.correct).count();
+    let test_interval = wilson_interval(right, answered.len());
     PrecisionTarget {
         target,
         threshold,
@@ -83,6 +105,9 @@ pub fn target_precision(validation: &[Scored], test: &[Scored], target: f64) -> 
         validation_coverage: pick.map_or(0.0, |p| p.coverage),
         test_precision: if answered.is_empty() { 1.0 } else { right as f64 / answered.len() as f64 },
         test_coverage: answered.len() as f64 / test.len().max(1) as f64,
+        test_answered: answered.len(),
+        test_interval,
+        holds: target <= test_interval.1,
     }
 }
 
@@ -115,6 +140,19 @@ mod tests {
     }
 
     #[test]
+    fn the_wilson_interval_matches_known_values_and_narrows_with_more_answers() {
+        // Known values (Wilson 1927; e.g. R's prop.test without continuity correction): 8/10 → [0.490, 0.943],
+        // 0/10 → [0, 0.278], 10/10 → [0.722, 1].
+        let close = |a: (f64, f64), b: (f64, f64)| (a.0 - b.0).abs() < 1e-3 && (a.1 - b.1).abs() < 1e-3;
+        assert!(close(wilson_interval(8, 10), (0.490, 0.943)), "{:?}", wilson_interval(8, 10));
+        assert!(close(wilson_interval(0, 10), (0.0, 0.278)), "{:?}", wilson_interval(0, 10));
+        assert!(close(wilson_interval(10, 10), (0.722, 1.0)), "{:?}", wilson_interval(10, 10));
+        let (few, many) = (wilson_interval(80, 100), wilson_interval(800, 1000));
+        assert!(many.1 - many.0 < few.1 - few.0);
+        assert_eq!(wilson_interval(0, 0), (0.0, 1.0));
+    }
+
+    #[test]
     fn the_target_threshold_comes_from_validation_and_is_judged_on_test() {
         let validation = [s(0.9, true), s(0.8, true), s(0.7, false), s(0.6, true), s(0.2, false)];
         let test = [s(0.95, true), s(0.85, false), s(0.75, true), s(0.65, true), s(0.1, false)];
@@ -122,6 +160,9 @@ mod tests {
         // Validation: top 4 are 3/4 right (the most coverage at ≥ 75%) → threshold 0.6.
         assert_eq!((t.threshold, t.validation_coverage, t.validation_precision), (0.6, 0.8, 0.75));
         assert_eq!((t.test_coverage, t.test_precision), (0.8, 0.75));
+        // 3 of 4 right: the 95% Wilson interval is wide, and 0.75 is inside it.
+        assert_eq!(t.test_answered, 4);
+        assert!(t.test_interval.0 < 0.4 && t.test_interval.1 > 0.9 && t.holds, "{t:?}");
         let never = target_precision(&validation, &test, 1.01);
         assert_eq!((never.threshold, never.test_coverage, never.test_precision), (f64::INFINITY, 0.0, 1.0));
     }

@@ -94,6 +94,8 @@ pub struct TrajectoryEnd {
     pub valid: Option<bool>,
     /// Every labelled token right (false without labels).
     pub exact: bool,
+    /// Steps the answer has been unchanged at the end (0: it changed at the last step).
+    pub settled: u32,
 }
 
 fn sigmoid(x: f32) -> f64 {
@@ -198,6 +200,8 @@ pub fn run_trajectories<B: Backend, M: RecursiveModel<B>>(
     }
     let mut residual = vec![0f32; n];
     let mut heads = None;
+    // The answer after each step, to count how long each trajectory's answer has been settled.
+    let (mut preds, mut settled) = (Vec::new(), vec![0u32; n]);
     for step in 0..opts.steps {
         let before = latent.z_h.clone();
         let (next, h) = model.step(latent, x.clone());
@@ -206,12 +210,19 @@ pub fn run_trajectories<B: Backend, M: RecursiveModel<B>>(
         if opts.step_noise > 0.0 && k > 1 && step + 1 < opts.steps {
             latent = perturb(latent, opts.step_noise, k, rng);
         }
+        let logits: Vec<f32> = h.logits.clone().into_data().convert::<f32>().to_vec().expect("f32 logits");
+        let now = argmax_tokens(&logits, model.dims().vocab_size);
+        if step > 0 {
+            for (r, count) in settled.iter_mut().enumerate() {
+                let same = now[r * seq..(r + 1) * seq] == preds[r * seq..(r + 1) * seq];
+                *count = if same { *count + 1 } else { 0 };
+            }
+        }
+        preds = now;
         heads = Some(h);
     }
     let heads = heads.expect("at least one step");
     let q_halt: Option<Vec<f32>> = heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec().expect("f32 q_halt"));
-    let logits: Vec<f32> = heads.logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
-    let preds = argmax_tokens(&logits, model.dims().vocab_size);
     let exact: Vec<bool> = match labels {
         Some(labels) => score_rows(&preds, &repeat(labels, seq), n, seq).iter().map(|s| s.exact).collect(),
         None => vec![false; n],
@@ -228,6 +239,7 @@ pub fn run_trajectories<B: Backend, M: RecursiveModel<B>>(
                         residual: residual[r],
                         valid,
                         exact: exact[r],
+                        settled: settled[r],
                     }
                 })
                 .collect()
@@ -284,21 +296,25 @@ impl BreadthReport {
         let target = self.options.target_precision;
         if let Some(p) = target {
             out.push_str(&format!(
-                " threshold for {:.1}% | validation precision / coverage | test precision / coverage |",
+                " threshold for {:.1}% | validation precision / coverage | test precision / coverage | 95% interval (answers) | holds |",
                 100.0 * p
             ));
         }
-        out.push_str(&format!("\n|---|---|{}\n", if target.is_some() { "---|---|---|" } else { "" }));
+        out.push_str(&format!("\n|---|---|{}\n", if target.is_some() { "---|---|---|---|---|" } else { "" }));
         for s in &self.abstention {
             out.push_str(&format!("| {} | {:.3} |", s.signal, s.area));
             if let Some(t) = &s.target {
                 out.push_str(&format!(
-                    " {:.3} | {:.1}% / {:.1}% | {:.1}% / {:.1}% |",
+                    " {:.3} | {:.1}% / {:.1}% | {:.1}% / {:.1}% | {:.1}–{:.1}% ({}) | {} |",
                     t.threshold,
                     100.0 * t.validation_precision,
                     100.0 * t.validation_coverage,
                     100.0 * t.test_precision,
-                    100.0 * t.test_coverage
+                    100.0 * t.test_coverage,
+                    100.0 * t.test_interval.0,
+                    100.0 * t.test_interval.1,
+                    t.test_answered,
+                    if t.holds { "yes" } else { "no" }
                 ));
             }
             out.push('\n');
@@ -308,7 +324,8 @@ impl BreadthReport {
 }
 
 /// The confidence signals of a puzzle's voted answer among its trajectories: the share of trajectories giving it,
-/// its mean σ(q_halt), its (negated, so higher is surer) smallest residual, and the verifier's verdict.
+/// its mean σ(q_halt), its (negated, so higher is surer) smallest residual, how many final steps it has been
+/// unchanged (mean over those trajectories), and the verifier's verdict.
 fn signals(ends: &[TrajectoryEnd], chosen: usize) -> Vec<(&'static str, f64)> {
     let same: Vec<&TrajectoryEnd> = ends.iter().filter(|e| e.prediction == ends[chosen].prediction).collect();
     let mut out = vec![("vote share", same.len() as f64 / ends.len() as f64)];
@@ -316,6 +333,7 @@ fn signals(ends: &[TrajectoryEnd], chosen: usize) -> Vec<(&'static str, f64)> {
         out.push(("q_halt", same.iter().map(|e| e.q_halt.map_or(0.0, sigmoid)).sum::<f64>() / same.len() as f64));
     }
     out.push(("residual", -same.iter().map(|e| e.residual as f64).fold(f64::INFINITY, f64::min)));
+    out.push(("settled", same.iter().map(|e| e.settled as f64).sum::<f64>() / same.len() as f64));
     if let Some(valid) = ends[chosen].valid {
         out.push(("verifier", f64::from(u8::from(valid))));
     }
@@ -432,7 +450,14 @@ mod tests {
     use super::*;
 
     fn end(prediction: &[u32], q: f32, residual: f32, valid: bool, exact: bool) -> TrajectoryEnd {
-        TrajectoryEnd { prediction: prediction.to_vec(), q_halt: Some(q), residual, valid: Some(valid), exact }
+        TrajectoryEnd {
+            prediction: prediction.to_vec(),
+            q_halt: Some(q),
+            residual,
+            valid: Some(valid),
+            exact,
+            settled: 0,
+        }
     }
 
     #[test]

@@ -421,7 +421,14 @@ impl<B: Backend> Io<B> {
                 let q = q_head.forward(z_h.clone().narrow(1, 0, 1).reshape([b, d]));
                 Heads::with_q(self.logits(z_h), q)
             }
-            None => Heads { logits: self.logits(z_h), q_halt: None, q_continue: None, aux: Vec::new() },
+            None => Heads {
+                logits: self.logits(z_h),
+                q_halt: None,
+                q_continue: None,
+                aux: Vec::new(),
+                implicit: None,
+                stats: Vec::new(),
+            },
         }
     }
 

@@ -117,22 +117,61 @@ pub fn hutchinson_trace_at<B: Backend, F>(
 where
     F: Fn(Tensor<B, 3>) -> Tensor<B, 3>,
 {
-    assert!(probes >= 1, "hutchinson_trace: probes must be >= 1");
-    assert!(eps.is_finite() && eps > 0.0, "hutchinson_trace: eps must be a positive finite number, got {eps}");
-    assert_eq!(z.dims(), f_z.dims(), "hutchinson_trace: z and F(z) must have the same shape");
+    let total = probe_sum(&f, z, f_z, probes, eps, rng, |diff, v| diff * v, "hutchinson_trace");
+    total.div_scalar(eps * probes as f64)
+}
+
+/// Finite-difference Hutchinson estimate of the squared Frobenius norm `‖J‖²_F = E_v ‖J v‖²` per sample, shape
+/// `[B]`: `mean_p ‖(F(z + ε v_p) − F(z)) / ε‖²` with the same Rademacher probes as [`hutchinson_trace_at`] (the
+/// DEQ family's Jacobian regulariser, Bai et al. 2021, here without second-order autograd: differentiable w.r.t.
+/// F's parameters through two forward graphs per probe). `f_z` must be `F(z)`.
+pub fn hutchinson_frobenius_at<B: Backend, F>(
+    f: F,
+    z: Tensor<B, 3>,
+    f_z: Tensor<B, 3>,
+    probes: usize,
+    eps: f64,
+    rng: &mut ChaCha8Rng,
+) -> Tensor<B, 1>
+where
+    F: Fn(Tensor<B, 3>) -> Tensor<B, 3>,
+{
+    let total = probe_sum(&f, z, f_z, probes, eps, rng, |diff, _| diff.powi_scalar(2), "hutchinson_frobenius");
+    total.div_scalar(eps * eps * probes as f64)
+}
+
+/// `Σ_p Σ_{s,d} reduce(F(z + ε v_p) − F(z), v_p)` per sample, `[B]`, over `probes` Rademacher probes drawn probe
+/// by probe in row-major `[B, S, D]` order: the loop both Hutchinson estimates share.
+#[allow(clippy::too_many_arguments)] // the estimate's inputs, its reduction and a name for its errors
+fn probe_sum<B: Backend, F>(
+    f: &F,
+    z: Tensor<B, 3>,
+    f_z: Tensor<B, 3>,
+    probes: usize,
+    eps: f64,
+    rng: &mut ChaCha8Rng,
+    reduce: impl Fn(Tensor<B, 3>, Tensor<B, 3>) -> Tensor<B, 3>,
+    what: &str,
+) -> Tensor<B, 1>
+where
+    F: Fn(Tensor<B, 3>) -> Tensor<B, 3>,
+{
+    assert!(probes >= 1, "{what}: probes must be >= 1");
+    assert!(eps.is_finite() && eps > 0.0, "{what}: eps must be a positive finite number, got {eps}");
+    assert_eq!(z.dims(), f_z.dims(), "{what}: z and F(z) must have the same shape");
     let [b, s, d] = z.dims();
     let (device, dtype) = (z.device(), z.dtype());
     let mut total: Option<Tensor<B, 1>> = None;
     for _ in 0..probes {
         let v = Tensor::<B, 3>::from_data(TensorData::new(rademacher(rng, b * s * d), [b, s, d]), (&device, dtype));
         let f_plus = f(z.clone() + v.clone().mul_scalar(eps));
-        let est = ((f_plus - f_z.clone()) * v).reshape([b, s * d]).sum_dim(1).reshape([b]);
+        let est = reduce(f_plus - f_z.clone(), v).reshape([b, s * d]).sum_dim(1).reshape([b]);
         total = Some(match total {
             None => est,
             Some(t) => t + est,
         });
     }
-    total.expect("probes >= 1").div_scalar(eps * probes as f64)
+    total.expect("probes >= 1")
 }
 
 /// `tr J / K` per sample from a trace estimate `[B]` for states of shape `dims` `[B, S, D]` (`K = S·D`: the mean

@@ -1,4 +1,4 @@
-//! Model families. Each family is one file implementing [`registry::FamilyConfig`] (its config section),
+//! Model families (TRM, RSM, HRM, CMM, DEQ). Each family is one file implementing [`registry::FamilyConfig`] (its config section),
 //! [`RecursiveModel`] (inference: one step with no graph, and what the family means: halting rule, loss spec,
 //! checkpoint keys, depth semantics) and [`TrainRecursive`] (training: which part of a step carries gradient), plus
 //! one line in the `families!` registry below. The trainer, evaluator and solver only talk to these traits.
@@ -9,6 +9,7 @@ pub mod registry;
 
 pub mod base;
 pub mod contraction;
+pub mod fixed_point;
 pub mod layers;
 pub mod weights;
 
@@ -19,6 +20,7 @@ families! {$
     Rsm = "rsm" => rsm::{RsmConfig, Rsm},
     Hrm = "hrm" => hrm::{HrmConfig, Hrm},
     Cmm = "cmm" => cmm::{CmmConfig, Cmm},
+    Deq = "deq" => deq::{DeqConfig, Deq},
 }
 
 use burn::module::{AutodiffModule, Module};
@@ -108,6 +110,26 @@ pub struct Heads<B: Backend> {
     /// TRM/RSM/HRM. The trainer adds their sum to the objective it backpropagates (the LM/BCE part there is a
     /// batch mean too: per-row losses scaled by 1/global_batch) and logs each as `aux_<name>`.
     pub aux: Vec<(&'static str, Tensor<B, 1>)>,
+    /// Set by a family trained through the implicit function theorem (DEQ): what the trainer needs after its
+    /// backward pass to complete the weights' gradient ([`TrainRecursive::implicit_scalar`]). `None` otherwise.
+    pub implicit: Option<ImplicitTape<B>>,
+    /// What the family measured of this step (DEQ: the forward solve's evaluations and residual), logged as
+    /// metrics under these names; not part of the objective.
+    pub stats: Vec<(&'static str, f64)>,
+}
+
+/// What an implicit-gradient family's training step leaves for the trainer. The heads read `leaf`, a
+/// gradient-requiring copy of the equilibrium answer state, so the trainer's backward pass yields the loss's
+/// gradient at the equilibrium; the trainer hands that gradient back to [`TrainRecursive::implicit_scalar`], whose
+/// own backward pass carries the gradient through the fixed point into the weights and the input embedding.
+#[derive(Clone, Debug)]
+pub struct ImplicitTape<B: Backend> {
+    /// The answer state the heads read, `[B, P + seq, D]`, a leaf of its own graph.
+    pub leaf: Tensor<B, 3>,
+    /// The equilibrium state, without a graph.
+    pub state: Latent<B>,
+    /// The embedded input, with its graph (token embedding, puzzle rows).
+    pub x: Tensor<B, 3>,
 }
 
 impl<B: Backend> Heads<B> {
@@ -119,6 +141,8 @@ impl<B: Backend> Heads<B> {
             q_halt: Some(q.clone().narrow(1, 0, 1).reshape([b])),
             q_continue: Some(q.narrow(1, 1, 1).reshape([b])),
             aux: Vec::new(),
+            implicit: None,
+            stats: Vec::new(),
         }
     }
 }
@@ -346,4 +370,11 @@ where
         x: Tensor<AB, 3>,
         rng: &mut ChaCha8Rng,
     ) -> (Latent<AB::InnerBackend>, Heads<AB>);
+
+    /// For a family whose [`TrainRecursive::train_step`] left an [`ImplicitTape`] in its heads (DEQ): the scalar
+    /// whose backward pass gives the weights' gradient through the equilibrium, given `grad`, the loss's gradient
+    /// at the tape's leaf. The unrolled families never leave a tape and are never asked.
+    fn implicit_scalar(&self, _tape: ImplicitTape<AB>, _grad: Tensor<AB::InnerBackend, 3>) -> Tensor<AB, 1> {
+        unreachable!("only a family that leaves an implicit tape is asked for its implicit scalar")
+    }
 }

@@ -216,6 +216,6 @@ where
     ) -> (Latent<AB::InnerBackend>, Heads<AB>) {
         let keep_transition = rng.random::<f64>() >= self.cfg.rsm.prob_detach_prev_h;
         let (logits, z_h, z_l) = self.train_forward(x, keep_transition);
-        (Latent::new(z_h.inner(), z_l.inner()), Heads { logits, q_halt: None, q_continue: None, aux: Vec::new() })
+        (Latent::new(z_h.inner(), z_l.inner()), Heads { logits, q_halt: None, q_continue: None, aux: Vec::new(), implicit: None, stats: Vec::new() })
     }
 }

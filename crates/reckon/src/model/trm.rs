@@ -134,6 +134,23 @@ impl<B: FusedOps> ReasoningModule<B> {
     pub fn forward(&self, h: Tensor<B, 3>, injection: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
         self.layers.iter().fold(h + injection, |h, layer| layer.forward(h, rope))
     }
+
+    /// TRM's cycle on this net: `l_cycles` latent updates `z_L ← net(z_L, z_H + x)`, then the answer update
+    /// `z_H ← net(z_H, z_L)` (TRM's supervision step runs `H` of them; DEQ seeks their fixed point).
+    pub fn cycle(
+        &self,
+        l_cycles: usize,
+        rope: Option<&Rope<B>>,
+        z_h: Tensor<B, 3>,
+        mut z_l: Tensor<B, 3>,
+        x: &Tensor<B, 3>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        for _ in 0..l_cycles {
+            z_l = self.forward(z_l, z_h.clone() + x.clone(), rope);
+        }
+        let z_h = self.forward(z_h, z_l.clone(), rope);
+        (z_h, z_l)
+    }
 }
 
 /// The TRM network. Field names (and so checkpoint keys) are the reference's, without its `inner.` prefix (the
@@ -154,17 +171,9 @@ impl<B: FusedOps> Trm<B> {
         super::weights::trainable_params(self)
     }
 
-    fn net(&self, h: Tensor<B, 3>, injection: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.L_level.forward(h, injection, self.io.rope())
-    }
-
     /// One cycle: `L_cycles` latent updates `z_L ← net(z_L, z_H + x)`, then the answer update `z_H ← net(z_H, z_L)`.
-    pub fn cycle(&self, z_h: Tensor<B, 3>, mut z_l: Tensor<B, 3>, x: &Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
-        for _ in 0..self.cfg.core.l_cycles {
-            z_l = self.net(z_l, z_h.clone() + x.clone());
-        }
-        let z_h = self.net(z_h, z_l.clone());
-        (z_h, z_l)
+    pub fn cycle(&self, z_h: Tensor<B, 3>, z_l: Tensor<B, 3>, x: &Tensor<B, 3>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        self.L_level.cycle(self.cfg.core.l_cycles, self.io.rope(), z_h, z_l, x)
     }
 }
 

@@ -16,11 +16,12 @@ use rand_distr::{Distribution, StandardNormal};
 use crate::act::{ActCarry, HaltRule};
 use crate::backend::transfer;
 use crate::eval::batch_tensors;
-use crate::model::{Heads, Latent, RecursiveModel, TrainRecursive};
+use crate::model::{Heads, ImplicitTape, Latent, RecursiveModel, TrainRecursive};
 use crate::objective::device::lm_loss;
 use crate::objective::{
     act_loss_ce, act_loss_given_lm, add_q_continue_loss, q_continue_target, surrogate, surrogate_continue, StepLoss,
 };
+use crate::train::parallel::sum_gradients;
 
 /// Mix a seed and a step into an independent stream (splitmix64 finaliser).
 pub(super) fn stream_seed(seed: u64, step: u64) -> u64 {
@@ -210,6 +211,7 @@ where
             .map(|(name, t)| {
                 (format!("aux_{name}"), t.clone().inner().into_data().convert::<f64>().to_vec::<f64>().expect("f64")[0])
             })
+            .chain(heads.stats.iter().map(|(name, v)| (name.to_string(), *v)))
             .collect();
         if !loss.total.is_finite() || aux_values.values().any(|v| !v.is_finite()) {
             bail!(
@@ -223,8 +225,9 @@ where
     /// The differentiable scalar (the host head's gradients injected by surrogates, plus the auxiliary terms) and
     /// its backward pass.
     pub fn backward(self, forward: Forward<AB>, objective: Objective<AB>) -> RankPass<AB> {
-        let Forward { rows, latent, heads, .. } = forward;
+        let Forward { rows, latent, mut heads, .. } = forward;
         let Objective { loss, lm_device, aux_terms, aux_values, wants_halt } = objective;
+        let implicit = heads.implicit.take();
         let mut scalar = surrogate(heads.logits, heads.q_halt, &loss);
         if let Some(lm) = lm_device {
             scalar = scalar + lm;
@@ -239,9 +242,33 @@ where
             scalar = scalar + surrogate_continue(q_c, &loss);
         }
         let grads = scalar.backward();
-        let row_grads = rows.grad(&grads).map(|g| transfer(g, &self.lead));
-        let params = GradientsParams::from_grads(grads, &self.model);
+        let (params, row_grads) = match implicit {
+            None => {
+                let row_grads = rows.grad(&grads);
+                (GradientsParams::from_grads(grads, &self.model), row_grads)
+            }
+            Some(tape) => self.implicit_backward(tape, grads, &rows),
+        };
+        let row_grads = row_grads.map(|g| transfer(g, &self.lead));
         RankPass { params, row_grads, loss, aux_values, wants_halt, latent }
+    }
+
+    /// The second backward pass of an implicit-gradient family: the loss's gradient at the equilibrium (read off
+    /// the first pass, which also gave the heads' weights theirs) goes to the family's implicit scalar, whose
+    /// backward pass reaches the recursion's weights, the embedding and the puzzle rows; the two sets add up.
+    fn implicit_backward(
+        &self,
+        tape: ImplicitTape<AB>,
+        grads: <AB as AutodiffBackend>::Gradients,
+        rows: &Tensor<AB, 2>,
+    ) -> (GradientsParams, Option<Tensor<AB::InnerBackend, 2>>) {
+        let at_leaf = tape.leaf.grad(&grads).unwrap_or_else(|| tape.leaf.clone().inner().zeros_like());
+        let heads_params = GradientsParams::from_grads(grads, &self.model);
+        let scalar = self.model.implicit_scalar(tape, at_leaf);
+        let grads = scalar.backward();
+        let row_grads = rows.grad(&grads);
+        let params = GradientsParams::from_grads(grads, &self.model);
+        (sum_gradients(&self.model, vec![heads_params, params], &self.device), row_grads)
     }
 
     /// HRM's bootstrapped target for `q_continue`: the Q logits of one more graph-free step from the new latent

@@ -64,7 +64,9 @@ pub struct StepMetrics {
     /// The family's weighted auxiliary losses ([`crate::model::Heads::aux`], CMM's terms), one key each, logged
     /// flat as `aux_<name>` (e.g. `aux_eq_x`, `aux_rh_stable`); each is a batch mean times its configured weight
     /// (before any AlgGradNorm multiplier), on the same scale as `lm_loss`. With AlgGradNorm, also `agn_<term>`:
-    /// the multiplier each term (`lm`, `bce`, the aux terms) carried at this step. Empty for TRM/RSM/HRM.
+    /// the multiplier each term (`lm`, `bce`, the aux terms) carried at this step. Also the family's own step
+    /// statistics ([`crate::model::Heads::stats`]: DEQ's `f_evals`, `f_residual`) under their names. Empty for
+    /// TRM/RSM/HRM.
     #[serde(flatten)]
     pub aux: BTreeMap<String, f64>,
 }

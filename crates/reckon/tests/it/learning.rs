@@ -83,7 +83,7 @@ fn breadth_on_the_trained_model(checkpoint: &std::path::Path, test: &std::path::
     // threshold picked on half the puzzles for 90% precision is reported on the other half.
     eprintln!("{}", four.abstention_table());
     let names: Vec<&str> = four.abstention.iter().map(|s| s.signal).collect();
-    assert_eq!(names, vec!["vote share", "q_halt", "residual", "verifier"]);
+    assert_eq!(names, vec!["vote share", "q_halt", "residual", "settled", "verifier"]);
     for signal in &four.abstention {
         let last = signal.curve.last().unwrap();
         assert!((last.coverage - 1.0).abs() < 1e-12 && (last.accuracy - four.curve[2].exact["vote"]).abs() < 1e-12);

@@ -8,6 +8,7 @@ mod cli;
 mod cmm_parity;
 mod cmm_training;
 mod configs_and_init;
+mod deq_learning;
 mod device_head;
 mod divergence;
 mod fast_path;
