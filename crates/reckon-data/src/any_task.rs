@@ -14,6 +14,15 @@ pub enum AnyTask {
     Arc(crate::arc::Arc),
 }
 
+/// A map of token sequences (one direction of an [`Augmentation`]).
+pub type TokenMap = Box<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+
+/// An invertible augmentation with its task's types erased ([`AnyTask::random_augmentation`]).
+pub struct Augmentation {
+    pub apply: TokenMap,
+    pub invert: TokenMap,
+}
+
 impl AnyTask {
     pub fn detect(seq_len: usize, vocab_size: usize) -> Option<AnyTask> {
         let sudoku = crate::Sudoku::SPEC;
@@ -81,12 +90,31 @@ impl AnyTask {
         }
     }
 
-    /// What "valid" means for this task's verifier, for reports.
+    /// A random invertible augmentation of this task (Sudoku: a symmetry with a digit relabelling; mazes: a
+    /// dihedral transform; ARC: dihedral × colour permutation), drawn from `rng`, as two token maps: `apply` to a
+    /// puzzle, `invert` to bring an answer to the augmented puzzle back.
+    pub fn random_augmentation(&self, rng: &mut dyn rand::RngCore) -> Augmentation {
+        fn erase<T: Task + Copy + 'static>(task: T, rng: &mut dyn rand::RngCore) -> Augmentation {
+            let t = task.random_transform(rng);
+            let back = t.clone();
+            Augmentation {
+                apply: Box::new(move |tokens| task.apply(&t, tokens)),
+                invert: Box::new(move |tokens| task.invert(&back, tokens)),
+            }
+        }
+        match *self {
+            AnyTask::Sudoku(t) => erase(t, rng),
+            AnyTask::Maze(t) => erase(t, rng),
+            AnyTask::Arc(t) => erase(t, rng),
+        }
+    }
+
     /// Whether the task can check an answer without knowing the solution (Sudoku, mazes; not ARC).
     pub fn has_verifier(&self) -> bool {
         !matches!(self, AnyTask::Arc(_))
     }
 
+    /// What "valid" means for this task's verifier, for reports.
     pub fn valid_means(&self) -> &'static str {
         match self {
             AnyTask::Sudoku(_) => "a complete grid that keeps the givens and breaks no rule",
@@ -99,6 +127,35 @@ impl AnyTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+
+    /// A random augmentation is invertible on every task, changes the puzzle (for most draws), and an answer to
+    /// the augmented puzzle maps back to an answer to the original: the solver's answer to the augmented Sudoku,
+    /// inverted, is the original's solution.
+    #[test]
+    fn random_augmentations_invert_and_carry_answers_back() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let sudoku = AnyTask::Sudoku(crate::Sudoku);
+        let puzzle = sudoku
+            .parse_puzzle("..3.2.6..9..3.5..1..18.64....81.29..7.......8..67.82....26.95..8..2.3..9..5.1.3..")
+            .unwrap();
+        let solution = sudoku.solve(&puzzle).unwrap();
+        let mut changed = 0;
+        for _ in 0..8 {
+            let aug = sudoku.random_augmentation(&mut rng);
+            let seen = (aug.apply)(&puzzle);
+            changed += usize::from(seen != puzzle);
+            assert_eq!((aug.invert)(&seen), puzzle);
+            assert_eq!((aug.invert)(&sudoku.solve(&seen).unwrap()), solution);
+        }
+        assert!(changed >= 7, "{changed} of 8 draws changed the puzzle");
+        let maze = AnyTask::Maze(crate::Maze::new(4, 4));
+        let grid: Vec<u8> = (0..16).map(|i| 1 + (i * 7 % 5) as u8).collect();
+        for _ in 0..8 {
+            let aug = maze.random_augmentation(&mut rng);
+            assert_eq!((aug.invert)(&(aug.apply)(&grid)), grid);
+        }
+    }
 
     #[test]
     fn shapes_pick_the_task() {

@@ -26,7 +26,7 @@ pub mod seeding;
 pub mod sudoku;
 pub mod task;
 
-pub use any_task::AnyTask;
+pub use any_task::{AnyTask, Augmentation};
 pub use arc::{ArcAugment, ArcBuildConfig, ArcBuildReport, ArcEvaluator, ArcGrid, ArcReport, ArcSource, ArcTask};
 pub use dataset::{DatasetMeta, PuzzleDataset, PuzzleDatasetBuilder};
 pub use maze::{Dihedral, Maze, MazeBuildConfig, MazeGenConfig, MazeSource, PathError};

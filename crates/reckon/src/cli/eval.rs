@@ -102,6 +102,13 @@ pub struct EvalArgs {
     /// even-numbered puzzles, and the precision and coverage it keeps on the odd-numbered ones.
     #[arg(long, value_name = "P", requires = "breadth")]
     pub target_precision: Option<f64>,
+    /// With --breadth: trajectories 1..K each solve their own random augmentation of the puzzle (Sudoku's
+    /// symmetries and relabellings, a maze's dihedral transforms); answers are mapped back before the vote.
+    #[arg(long, requires = "breadth")]
+    pub augment: bool,
+    /// With --breadth: early exit; a puzzle stops once a trajectory's answer has held for S steps and verifies.
+    #[arg(long, value_name = "S", requires = "breadth")]
+    pub breadth_exit: Option<usize>,
     /// Fixed-point solvers on the step's state, compared at the same budget of `--steps` evaluations:
     /// `plain`, `anderson[:m[:beta]]`, `broyden[:m]`, comma-separated (e.g. `plain,anderson:5,broyden:8`).
     /// Prints exact accuracy after 1, 2, 4, … evaluations and how many puzzles settled, after how many.
@@ -158,6 +165,9 @@ pub struct SolveArgs {
     /// With --breadth: σ of the noise added to trajectories 1..K's state after every step but the last.
     #[arg(long, default_value_t = 0.0, requires = "breadth")]
     pub step_noise: f64,
+    /// With --breadth: trajectories 1..K each solve their own random augmentation of the puzzle.
+    #[arg(long, requires = "breadth")]
+    pub augment: bool,
 }
 
 /// `H,L` → a depth.
@@ -392,6 +402,8 @@ fn report<B: FusedOps>(
         puzzles_per_batch: (args.batch_size / k).max(1),
         max_examples: args.max_examples,
         target_precision: Some(args.target_precision.unwrap_or(0.99)),
+        augment: args.augment,
+        early_exit: args.breadth_exit,
     };
     let verifier = task_verifier(&ds.meta);
     let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
@@ -538,6 +550,8 @@ fn breadth<B: FusedOps>(
         puzzles_per_batch: (args.batch_size / k).max(1),
         max_examples: args.max_examples,
         target_precision: args.target_precision,
+        augment: args.augment,
+        early_exit: args.breadth_exit,
     };
     let verifier = task_verifier(&ds.meta);
     let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
@@ -547,8 +561,13 @@ fn breadth<B: FusedOps>(
         for_model!(model, m => evaluate_breadth(m, ds, &opts, verify, device, |done, _| pb.set_position(done as u64)))?;
     pb.finish_and_clear();
     println!(
-        "breadth: {} puzzles, K = {k} trajectories each (init noise σ {}, step noise σ {}), {:.1} puzzles/s",
-        report.puzzles, opts.init_noise, opts.step_noise, report.puzzles_per_s
+        "breadth: {} puzzles, K = {k} trajectories each (init noise σ {}, step noise σ {}{}), {:.1} steps per puzzle, {:.1} puzzles/s",
+        report.puzzles,
+        opts.init_noise,
+        opts.step_noise,
+        if opts.augment { ", augmented" } else { "" },
+        report.mean_steps,
+        report.puzzles_per_s
     );
     print!("{}", report.table());
     println!("abstaining on the voted answer at K = {k} (even-numbered puzzles pick the threshold, odd ones test it):");
@@ -756,6 +775,8 @@ fn solve_breadth<B: FusedOps, M: RecursiveModel<B>>(
         puzzles_per_batch: 1,
         max_examples: None,
         target_precision: None,
+        augment: args.augment,
+        early_exit: None,
     };
     let tokens: Vec<i32> = puzzle.inputs.iter().map(|&t| t as i32).collect();
     let labels: Option<Vec<i32>> = puzzle.labels.as_ref().map(|l| {
@@ -771,7 +792,7 @@ fn solve_breadth<B: FusedOps, M: RecursiveModel<B>>(
     let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let ends =
-        run_trajectories(model, &tokens, &[puzzle.puzzle_id], labels.as_deref(), &opts, &mut rng, verify, device)
+        run_trajectories(model, &tokens, &[puzzle.puzzle_id], labels.as_deref(), &opts, &mut rng, verify, device)?
             .pop()
             .expect("one puzzle");
     println!(

@@ -21,7 +21,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use reckon_data::{eval_batches, PuzzleDataset};
+use reckon_data::{eval_batches, AnyTask, Augmentation, PuzzleDataset};
 use serde::Serialize;
 
 use super::abstain::{area_under, coverage_curve, target_precision, CoveragePoint, PrecisionTarget, Scored};
@@ -48,6 +48,14 @@ pub struct BreadthOptions {
     /// Abstention: pick each signal's threshold for this precision on the even-numbered puzzles and report the
     /// precision and coverage it keeps on the odd-numbered ones.
     pub target_precision: Option<f64>,
+    /// Trajectories 1..K each see their own random invertible augmentation of the puzzle (the task's: Sudoku's
+    /// symmetries and relabellings, a maze's dihedral transforms), and their answers are mapped back before they
+    /// are compared, voted on or verified.
+    pub augment: bool,
+    /// Early exit: a puzzle stops as soon as one of its trajectories has kept its answer for this many steps and
+    /// the verifier accepts it (without a verifier: kept it that long); its trajectories end there, and a batch
+    /// stops when all its puzzles have.
+    pub early_exit: Option<usize>,
 }
 
 /// How one answer is picked from a puzzle's trajectories.
@@ -96,6 +104,8 @@ pub struct TrajectoryEnd {
     pub exact: bool,
     /// Steps the answer has been unchanged at the end (0: it changed at the last step).
     pub settled: u32,
+    /// Steps the trajectory ran (fewer than the budget when its puzzle exited early).
+    pub steps: u32,
 }
 
 fn sigmoid(x: f32) -> f64 {
@@ -182,26 +192,67 @@ pub fn run_trajectories<B: Backend, M: RecursiveModel<B>>(
     rng: &mut ChaCha8Rng,
     verify: Option<Verifier>,
     device: &B::Device,
-) -> Vec<Vec<TrajectoryEnd>> {
-    let (k, seq) = (opts.k, model.dims().seq_len);
+) -> Result<Vec<Vec<TrajectoryEnd>>> {
+    let dims = model.dims();
+    let (k, seq, vocab) = (opts.k, dims.seq_len, dims.vocab_size);
     let puzzles = puzzle_ids.len();
     let n = puzzles * k;
     let repeat = |v: &[i32], width: usize| -> Vec<i32> {
         (0..n).flat_map(|r| v[(r / k) * width..(r / k + 1) * width].iter().copied()).collect()
     };
     let rows_tokens = repeat(tokens, seq);
+    let augmentations = draw_augmentations(opts, n, seq, vocab, rng)?;
+    let model_tokens: Vec<i32> = rows_tokens
+        .chunks(seq)
+        .zip(&augmentations)
+        .flat_map(|(row, aug)| match aug {
+            None => row.to_vec(),
+            Some(a) => {
+                (a.apply)(&row.iter().map(|&t| t as u8).collect::<Vec<_>>()).into_iter().map(i32::from).collect()
+            }
+        })
+        .collect();
     let x = model.embed(
-        Tensor::<B, 2, Int>::from_data(TensorData::new(rows_tokens.clone(), [n, seq]), device),
+        Tensor::<B, 2, Int>::from_data(TensorData::new(model_tokens, [n, seq]), device),
         model.puzzle_rows(Tensor::<B, 1, Int>::from_data(TensorData::new(repeat(puzzle_ids, 1), [n]), device)),
     );
     let mut latent = model.initial_latent(&x);
     if opts.init_noise > 0.0 && k > 1 {
         latent = perturb(latent, opts.init_noise, k, rng);
     }
+    // The ends of puzzle p's trajectories from the host copies of the current step.
+    let ends_of = |p: usize, preds: &[u32], residual: &[f32], q_halt: Option<&[f32]>, settled: &[u32], steps: u32| {
+        (p * k..(p + 1) * k)
+            .map(|r| {
+                let raw = &preds[r * seq..(r + 1) * seq];
+                let prediction: Vec<u32> = match &augmentations[r] {
+                    None => raw.to_vec(),
+                    Some(a) => (a.invert)(&raw.iter().map(|&t| t as u8).collect::<Vec<_>>())
+                        .into_iter()
+                        .map(u32::from)
+                        .collect(),
+                };
+                let valid = verify.map(|v| v(&rows_tokens[r * seq..(r + 1) * seq], &prediction));
+                let exact =
+                    labels.is_some_and(|l| score_rows(&prediction, &l[p * seq..(p + 1) * seq], 1, seq)[0].exact);
+                TrajectoryEnd {
+                    prediction,
+                    q_halt: q_halt.map(|q| q[r]),
+                    residual: residual[r],
+                    valid,
+                    exact,
+                    settled: settled[r],
+                    steps,
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let read = |q: Option<Tensor<B, 1>>| q.map(|q| q.into_data().convert::<f32>().to_vec::<f32>().expect("f32 q_halt"));
     let mut residual = vec![0f32; n];
-    let mut heads = None;
     // The answer after each step, to count how long each trajectory's answer has been settled.
     let (mut preds, mut settled) = (Vec::new(), vec![0u32; n]);
+    let mut frozen: Vec<Option<Vec<TrajectoryEnd>>> = vec![None; puzzles];
+    let mut last_q = None;
     for step in 0..opts.steps {
         let before = latent.z_h.clone();
         let (next, h) = model.step(latent, x.clone());
@@ -210,8 +261,8 @@ pub fn run_trajectories<B: Backend, M: RecursiveModel<B>>(
         if opts.step_noise > 0.0 && k > 1 && step + 1 < opts.steps {
             latent = perturb(latent, opts.step_noise, k, rng);
         }
-        let logits: Vec<f32> = h.logits.clone().into_data().convert::<f32>().to_vec().expect("f32 logits");
-        let now = argmax_tokens(&logits, model.dims().vocab_size);
+        let logits: Vec<f32> = h.logits.into_data().convert::<f32>().to_vec().expect("f32 logits");
+        let now = argmax_tokens(&logits, vocab);
         if step > 0 {
             for (r, count) in settled.iter_mut().enumerate() {
                 let same = now[r * seq..(r + 1) * seq] == preds[r * seq..(r + 1) * seq];
@@ -219,32 +270,42 @@ pub fn run_trajectories<B: Backend, M: RecursiveModel<B>>(
             }
         }
         preds = now;
-        heads = Some(h);
+        last_q = read(h.q_halt);
+        if let Some(settle) = opts.early_exit {
+            for (p, slot) in frozen.iter_mut().enumerate().filter(|(_, f)| f.is_none()) {
+                let ends = ends_of(p, &preds, &residual, last_q.as_deref(), &settled, step as u32 + 1);
+                if ends.iter().any(|e| e.settled as usize >= settle && e.valid != Some(false)) {
+                    *slot = Some(ends);
+                }
+            }
+            if frozen.iter().all(Option::is_some) {
+                break;
+            }
+        }
     }
-    let heads = heads.expect("at least one step");
-    let q_halt: Option<Vec<f32>> = heads.q_halt.map(|q| q.into_data().convert::<f32>().to_vec().expect("f32 q_halt"));
-    let exact: Vec<bool> = match labels {
-        Some(labels) => score_rows(&preds, &repeat(labels, seq), n, seq).iter().map(|s| s.exact).collect(),
-        None => vec![false; n],
-    };
-    (0..puzzles)
-        .map(|p| {
-            (p * k..(p + 1) * k)
-                .map(|r| {
-                    let prediction = preds[r * seq..(r + 1) * seq].to_vec();
-                    let valid = verify.map(|v| v(&rows_tokens[r * seq..(r + 1) * seq], &prediction));
-                    TrajectoryEnd {
-                        prediction,
-                        q_halt: q_halt.as_ref().map(|q| q[r]),
-                        residual: residual[r],
-                        valid,
-                        exact: exact[r],
-                        settled: settled[r],
-                    }
-                })
-                .collect()
-        })
-        .collect()
+    let steps = opts.steps as u32;
+    Ok(frozen
+        .into_iter()
+        .enumerate()
+        .map(|(p, f)| f.unwrap_or_else(|| ends_of(p, &preds, &residual, last_q.as_deref(), &settled, steps)))
+        .collect())
+}
+
+/// Each trajectory's augmentation (`None` for trajectory 0 of every puzzle, and for all without `opts.augment`).
+fn draw_augmentations(
+    opts: &BreadthOptions,
+    n: usize,
+    seq: usize,
+    vocab: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Option<Augmentation>>> {
+    if !opts.augment || opts.k == 1 {
+        return Ok((0..n).map(|_| None).collect());
+    }
+    let task = AnyTask::detect(seq, vocab).ok_or_else(|| {
+        anyhow::anyhow!("augmented breadth: no known task has sequence length {seq} and vocabulary {vocab}")
+    })?;
+    Ok((0..n).map(|r| (r % opts.k != 0).then(|| task.random_augmentation(rng))).collect())
 }
 
 /// Exact accuracy of each selector using a puzzle's first `k` trajectories.
@@ -274,6 +335,8 @@ pub struct BreadthReport {
     pub selectors: Vec<Selector>,
     pub curve: Vec<BreadthPoint>,
     pub abstention: Vec<SignalReport>,
+    /// Steps each puzzle ran, on average (below `options.steps` with early exit).
+    pub mean_steps: f64,
     pub puzzles_per_s: f64,
 }
 
@@ -373,7 +436,7 @@ pub fn evaluate_breadth<B: Backend, M: RecursiveModel<B>>(
     let mut hits: BTreeMap<(usize, Selector), usize> = BTreeMap::new();
     // Per signal: (puzzle index, score, the voted answer right).
     let mut scored: Vec<(&'static str, Vec<(usize, Scored)>)> = Vec::new();
-    let mut seen = 0;
+    let (mut seen, mut steps_run) = (0, 0);
     for (b, batch) in eval_batches(ds, opts.puzzles_per_batch).enumerate() {
         if seen >= total {
             break;
@@ -390,7 +453,8 @@ pub fn evaluate_breadth<B: Backend, M: RecursiveModel<B>>(
             &mut rng,
             verify,
             device,
-        );
+        )?;
+        steps_run += ends.iter().map(|e| e[0].steps as usize).sum::<usize>();
         for (p, puzzle) in ends.iter().enumerate() {
             for &k in &points {
                 for &s in &selectors {
@@ -441,6 +505,7 @@ pub fn evaluate_breadth<B: Backend, M: RecursiveModel<B>>(
         selectors,
         curve,
         abstention,
+        mean_steps: steps_run as f64 / n,
         puzzles_per_s: seen as f64 / started.elapsed().as_secs_f64().max(1e-9),
     })
 }
@@ -457,6 +522,7 @@ mod tests {
             valid: Some(valid),
             exact,
             settled: 0,
+            steps: 1,
         }
     }
 

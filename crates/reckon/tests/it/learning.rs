@@ -63,6 +63,8 @@ fn breadth_on_the_trained_model(checkpoint: &std::path::Path, test: &std::path::
         puzzles_per_batch: 32,
         max_examples: None,
         target_precision: Some(0.9),
+        augment: false,
+        early_exit: None,
     };
     let run = |k: usize| {
         reckon::for_model!(&model, m => evaluate_breadth(m, &ds, &opts(k), Some(verify), &device, |_, _| {})).unwrap()
@@ -79,6 +81,18 @@ fn breadth_on_the_trained_model(checkpoint: &std::path::Path, test: &std::path::
         assert_eq!(p.exact["verifier"], p.exact["any (oracle)"], "k = {}", p.k);
     }
     assert_eq!(four.curve, run(4).curve, "seeded");
+    // Augmented breadth: trajectories 1..3 solve a relabelled, transformed copy, answers mapped back; trajectory
+    // 0 is still the plain one, and a verified answer is still the answer.
+    let augmented = reckon::for_model!(&model, m => evaluate_breadth(m, &ds, &BreadthOptions { augment: true, ..opts(4) }, Some(verify), &device, |_, _| {})).unwrap();
+    eprintln!("augmented breadth K=4:\n{}", augmented.table());
+    assert!(augmented.curve[0].exact.values().all(|&a| (a - plain.exact_accuracy).abs() < 1e-12));
+    assert_eq!(augmented.curve[2].exact["verifier"], augmented.curve[2].exact["any (oracle)"]);
+    // Early exit: a puzzle stops once an answer has held for 2 steps and verifies; on generated Sudoku (one
+    // solution) a verified answer is right, so the verifier's accuracy cannot drop, and fewer steps are run.
+    let exits = reckon::for_model!(&model, m => evaluate_breadth(m, &ds, &BreadthOptions { early_exit: Some(2), ..opts(4) }, Some(verify), &device, |_, _| {})).unwrap();
+    eprintln!("breadth K=4 with early exit: {:.2} steps per puzzle\n{}", exits.mean_steps, exits.table());
+    assert!(exits.mean_steps < 8.0 && four.mean_steps == 8.0, "{} vs {}", exits.mean_steps, four.mean_steps);
+    assert!(exits.curve[2].exact["verifier"] >= four.curve[2].exact["verifier"]);
     // Abstention on the voted answer: every signal's curve ends at full coverage with the vote's accuracy, and a
     // threshold picked on half the puzzles for 90% precision is reported on the other half.
     eprintln!("{}", four.abstention_table());
