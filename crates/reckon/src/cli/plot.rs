@@ -1,5 +1,6 @@
 //! `reckon plot RUN`: the learning curves of a run, drawn from its `metrics.jsonl` (loss and accuracy against
-//! the training step, the evaluations' held-out accuracy beside the training batches').
+//! the training step, the evaluations' held-out accuracy beside the training batches'); with `--compare`, the
+//! held-out exact accuracy of several runs against training wall time (different families at the same budget).
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,9 @@ pub struct PlotArgs {
     /// Where the pictures go (default: the run directory).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Other runs to draw with RUN in `compare.png`: held-out exact accuracy against training wall time.
+    #[arg(long, value_delimiter = ',', value_name = "RUN,...")]
+    pub compare: Vec<PathBuf>,
 }
 
 /// Exponential moving average with weight `1 − a` on the newest value, so a noisy per-step metric reads as a curve.
@@ -30,16 +34,66 @@ fn smoothed(points: &[(f64, f64)], a: f64) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The lines of `run`'s `metrics.jsonl` as JSON; a malformed line is an error naming it.
+fn metric_lines(run: &Path) -> Result<Vec<serde_json::Value>> {
+    let file = run.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line).with_context(|| format!("{} line {}: not JSON", file.display(), i + 1))
+        })
+        .collect()
+}
+
+/// `(training seconds, held-out exact %)` at each evaluation of a run: the wall time is the training step's
+/// (`elapsed_s` of the step the evaluation follows).
+fn exact_against_time(run: &Path) -> Result<Vec<(f64, f64)>> {
+    let mut elapsed = std::collections::HashMap::new();
+    let mut points = Vec::new();
+    for v in metric_lines(run)? {
+        match v.get("kind").and_then(|k| k.as_str()) {
+            Some("train") => {
+                if let (Some(step), Some(t)) = (v["metrics"]["step"].as_u64(), v["metrics"]["elapsed_s"].as_f64()) {
+                    elapsed.insert(step, t);
+                }
+            }
+            Some("eval") => {
+                let (step, exact) = (v["step"].as_u64(), v["report"]["exact_accuracy"].as_f64());
+                if let (Some(t), Some(e)) = (step.and_then(|s| elapsed.get(&s)), exact) {
+                    points.push((*t, 100.0 * e));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(points)
+}
+
+/// Draws `compare.png` into `out`: each run's held-out exact accuracy against its training wall time, named by its
+/// directory. Runs without evaluations are an error naming them.
+pub fn compare_runs(runs: &[PathBuf], out: &Path) -> Result<PathBuf> {
+    let mut series = Vec::new();
+    for run in runs {
+        let points = exact_against_time(run)?;
+        anyhow::ensure!(!points.is_empty(), "{}: no evaluations logged", run.join("metrics.jsonl").display());
+        let name = run.file_name().map_or_else(|| run.display().to_string(), |n| n.to_string_lossy().into_owned());
+        series.push(Series { name, points });
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let png = out.join("compare.png");
+    line_chart(&png, "held-out exact accuracy against training time", "training seconds", "%", &series, true)?;
+    Ok(png)
+}
+
 /// Draws `loss.png` and `accuracy.png` for the run `run` into `out`; returns their paths. A malformed line of
 /// `metrics.jsonl` is an error naming its line.
 pub fn plot_run(run: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     let file = run.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let (mut lm, mut q, mut train_acc) = (Vec::new(), Vec::new(), Vec::new());
     let (mut exact, mut token) = (Vec::new(), Vec::new());
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("{} line {}: not JSON", file.display(), i + 1))?;
+    for v in metric_lines(run)? {
         let f = |obj: &serde_json::Value, k: &str| obj.get(k).and_then(serde_json::Value::as_f64);
         match v.get("kind").and_then(|k| k.as_str()) {
             Some("train") => {
@@ -90,6 +144,10 @@ pub fn run(args: &PlotArgs) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| args.run.clone());
     for path in plot_run(&args.run, &out)? {
         println!("{}", path.display());
+    }
+    if !args.compare.is_empty() {
+        let runs: Vec<PathBuf> = std::iter::once(args.run.clone()).chain(args.compare.iter().cloned()).collect();
+        println!("{}", compare_runs(&runs, &out)?.display());
     }
     Ok(())
 }

@@ -152,6 +152,30 @@ mod tests {
         assert_eq!(wilson_interval(0, 0), (0.0, 1.0));
     }
 
+    /// On a calibrated signal (an answer with score s is right with probability s), a threshold picked for 90% on
+    /// one half keeps 90% on the other within the Wilson margin, for several seeds.
+    #[test]
+    fn a_target_precision_holds_on_a_calibrated_signal_within_its_interval() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..5 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut draw = |n: usize| -> Vec<Scored> {
+                (0..n)
+                    .map(|_| {
+                        let score: f64 = rng.random();
+                        Scored { score, correct: rng.random::<f64>() < score }
+                    })
+                    .collect()
+            };
+            let (validation, test) = (draw(4000), draw(4000));
+            let t = target_precision(&validation, &test, 0.9);
+            assert!(t.holds && t.test_answered > 500, "seed {seed}: {t:?}");
+            assert!((t.test_precision - 0.9).abs() < 0.03, "seed {seed}: {t:?}");
+            // A calibrated signal answering above 0.8 on average covers about a fifth.
+            assert!((0.1..0.35).contains(&t.test_coverage), "seed {seed}: {t:?}");
+        }
+    }
+
     #[test]
     fn the_target_threshold_comes_from_validation_and_is_judged_on_test() {
         let validation = [s(0.9, true), s(0.8, true), s(0.7, false), s(0.6, true), s(0.2, false)];

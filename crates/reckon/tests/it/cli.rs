@@ -97,6 +97,10 @@ fn build_show_train_resume_eval_solve() {
         assert_eq!(&std::fs::read(dir.join("curves").join(png)).unwrap()[1..4], b"PNG", "{png}");
     }
     fails_cleanly(reckon(&["plot", "nowhere"], dir), "nowhere/metrics.jsonl");
+    // Two runs against wall time (here the same run twice).
+    let compared = ok(reckon(&["plot", "run", "--compare", "run", "--out", "curves"], dir));
+    assert!(compared.contains("compare.png"), "{compared}");
+    assert_eq!(&std::fs::read(dir.join("curves/compare.png")).unwrap()[1..4], b"PNG");
 
     let eval =
         ok(reckon(&["eval", "run/checkpoints/step_5", "--data", "data", "--steps", "3", "--batch-size", "4"], dir));
