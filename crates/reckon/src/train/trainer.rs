@@ -657,7 +657,7 @@ where
         std::fs::create_dir_all(&self.cfg.run_dir)
             .with_context(|| format!("creating {}", self.cfg.run_dir.display()))?;
         reckon_data::fsutil::write_bytes_atomic(&self.cfg.run_dir.join("config.toml"), self.cfg.to_toml().as_bytes())?;
-        let mut log = MetricsLog::open(&self.cfg.run_dir.join("metrics.jsonl"))?;
+        let mut log = MetricsLog::open_at(&self.cfg.run_dir.join("metrics.jsonl"), self.step)?;
         let mut last_eval = None;
         let final_step = self.final_step();
         while self.step < final_step {
@@ -752,6 +752,22 @@ pub struct MetricsLog {
     file: std::io::BufWriter<std::fs::File>,
 }
 
+/// The complete lines of a metrics log that belong to steps up to `step` (train lines by `metrics.step`, eval lines
+/// by `step`; a line without a step, or one that does not parse as JSON but is complete, is kept).
+fn lines_up_to(text: &str, step: u64) -> String {
+    let step_of = |line: &str| -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        match v.get("kind")?.as_str()? {
+            "train" => v["metrics"]["step"].as_u64(),
+            _ => v.get("step")?.as_u64(),
+        }
+    };
+    text.split_inclusive('\n')
+        .filter(|line| line.ends_with('\n'))
+        .filter(|line| step_of(line).is_none_or(|s| s <= step))
+        .collect()
+}
+
 impl MetricsLog {
     pub fn open(path: &std::path::Path) -> Result<Self> {
         let file = std::fs::OpenOptions::new()
@@ -760,6 +776,20 @@ impl MetricsLog {
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
         Ok(Self { file: std::io::BufWriter::new(file) })
+    }
+
+    /// Opens the log of a run that continues after `step` (0: a fresh run, which appends). A resumed run first
+    /// drops what the interrupted one logged after its checkpoint (its lines for later steps, and a last line torn
+    /// by the kill), so that every step is logged exactly once; the trimmed log replaces the old one atomically.
+    pub fn open_at(path: &std::path::Path, step: u64) -> Result<Self> {
+        if step > 0 && path.exists() {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let kept = lines_up_to(&text, step);
+            if kept.len() != text.len() {
+                reckon_data::fsutil::write_bytes_atomic(path, kept.as_bytes())?;
+            }
+        }
+        Self::open(path)
     }
 
     pub fn write(&mut self, value: &serde_json::Value) -> Result<()> {

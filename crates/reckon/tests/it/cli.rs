@@ -84,11 +84,23 @@ fn build_show_train_resume_eval_solve() {
     std::fs::write(dir.join("c.toml"), CONFIG).unwrap();
     ok(reckon(&["train", "c.toml"], dir));
     assert!(dir.join("run/checkpoints/step_3/weights.safetensors").exists());
+    // As if the first run had been killed after logging steps 4 and 5 past its checkpoint, in the middle of a line:
+    // the resumed run logs each step once.
+    let log = dir.join("run/metrics.jsonl");
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str("{\"kind\":\"train\",\"metrics\":{\"step\":4}}\n{\"kind\":\"eval\",\"step\":5}\n{\"kind\":\"tr");
+    std::fs::write(&log, text).unwrap();
     ok(reckon(&["train", "c.toml", "--resume", "--set", "train.max_steps=5"], dir));
     let latest = std::fs::read_to_string(dir.join("run/checkpoints/latest")).unwrap();
     assert_eq!(latest.trim(), "step_5");
     let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().filter(|l| l.contains("\"kind\":\"train\"")).count(), 5);
+    let steps: Vec<u64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| v["metrics"]["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 5], "each step logged once");
     assert_eq!(metrics.lines().filter(|l| l.contains("\"kind\":\"eval\"")).count(), 2);
     // The learning curves, as pictures.
     let plotted = ok(reckon(&["plot", "run", "--out", "curves"], dir));
