@@ -251,6 +251,10 @@ fn resolve_latest_pointer(path: &Path) -> Result<PathBuf> {
 pub fn load_eval_model_on<B: FusedOps>(path: &Path, config: Option<&Path>, device: &B::Device) -> Result<AnyModel<B>> {
     let path = resolve_latest_pointer(path)?;
     let file = if path.is_dir() { path.join(WEIGHTS_FILE) } else { path.to_path_buf() };
+    if path.is_dir() {
+        // A damaged checkpoint is named before its weights are read.
+        crate::train::checkpoint::verify(&path, &[WEIGHTS_FILE])?;
+    }
     let model_cfg = match config {
         Some(c) => load_config(c, &[])?.model,
         None => read_model_config(&file)?,

@@ -10,6 +10,9 @@
 //!   so it lines up with a freshly built model on resume.
 //! - `carry.safetensors`: the ACT carry (latent, steps, halted, slot data), so a resumed run continues exactly.
 //! - `state.json`: step, sampler cursor, config, elapsed time.
+//! - `manifest.json`: every other file's size and CRC-32, written last. [`verify`] checks them, so a truncated or
+//!   bit-flipped file is named before anything is loaded from it; `--resume` then falls back to the newest
+//!   checkpoint that verifies ([`resumable`]). (Checkpoints written before manifests existed are not checked.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -39,6 +42,7 @@ const TRAIN_WEIGHTS_FILE: &str = "train_weights.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer";
 const CARRY_FILE: &str = "carry.safetensors";
 const STATE_FILE: &str = "state.json";
+const MANIFEST_FILE: &str = "manifest.json";
 /// Metadata key holding the model config (JSON) in a weights file.
 pub const MODEL_CONFIG_KEY: &str = "reckon.model";
 
@@ -189,6 +193,7 @@ where
         &tmp.join(STATE_FILE),
         serde_json::to_string_pretty(&progress)?.as_bytes(),
     )?;
+    write_manifest(&tmp)?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir)?;
     }
@@ -196,6 +201,90 @@ where
         .with_context(|| format!("renaming {} to {}", tmp.display(), final_dir.display()))?;
     reckon_data::fsutil::write_bytes_atomic(&root.join("latest"), name.as_bytes())?;
     Ok(final_dir)
+}
+
+/// One file's entry in a checkpoint's manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct FileSum {
+    bytes: u64,
+    crc32: u32,
+}
+
+/// Size and CRC-32 of a file, read in 1 MiB pieces (weights files can be gigabytes).
+fn file_sum(path: &Path) -> Result<FileSum> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let (mut hasher, mut bytes) = (crc32fast::Hasher::new(), 0u64);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok(FileSum { bytes, crc32: hasher.finalize() })
+}
+
+/// Writes `dir/manifest.json`: the size and CRC-32 of every other file in `dir`.
+fn write_manifest(dir: &Path) -> Result<()> {
+    let mut sums = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().expect("a file name").to_string_lossy().into_owned();
+        if path.is_file() && name != MANIFEST_FILE {
+            sums.insert(name, file_sum(&path)?);
+        }
+    }
+    reckon_data::fsutil::write_bytes_atomic(&dir.join(MANIFEST_FILE), serde_json::to_string_pretty(&sums)?.as_bytes())
+}
+
+/// Checks `files` of the checkpoint `dir` (all of them when empty) against its manifest: an error names the first
+/// file that is missing, has another size or another checksum. A checkpoint without a manifest (written before
+/// manifests existed) passes.
+pub fn verify(dir: &Path, files: &[&str]) -> Result<()> {
+    let path = dir.join(MANIFEST_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let sums: BTreeMap<String, FileSum> =
+        serde_json::from_str(&text).with_context(|| format!("{} is damaged: not a manifest", path.display()))?;
+    for (name, expected) in sums.iter().filter(|(n, _)| files.is_empty() || files.contains(&n.as_str())) {
+        let file = dir.join(name);
+        anyhow::ensure!(file.exists(), "{} is missing (the checkpoint's manifest lists it)", file.display());
+        let found = file_sum(&file)?;
+        if found.bytes != expected.bytes {
+            bail!("{} is damaged: {} bytes, the manifest says {}", file.display(), found.bytes, expected.bytes);
+        }
+        if found.crc32 != expected.crc32 {
+            bail!("{} is damaged: its checksum does not match the manifest's", file.display());
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoints of a run a resume may start from, best first: the one `latest` names, then the others by
+/// descending step (temp directories of interrupted saves are not checkpoints and are skipped).
+pub fn resumable(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let root = checkpoints_dir(run_dir);
+    let mut steps: Vec<(u64, PathBuf)> = match std::fs::read_dir(&root) {
+        Err(_) => return Ok(Vec::new()),
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|p| {
+                let step = p.file_name()?.to_str()?.strip_prefix("step_")?.parse::<u64>().ok()?;
+                p.is_dir().then_some((step, p))
+            })
+            .collect(),
+    };
+    steps.sort_by(|a, b| b.0.cmp(&a.0));
+    // A `latest` pointer that is unreadable or names no complete checkpoint is itself damage: skip it.
+    let newest = latest(run_dir).ok().flatten();
+    let mut out: Vec<PathBuf> = newest.iter().cloned().collect();
+    out.extend(steps.into_iter().map(|(_, p)| p).filter(|p| Some(p) != newest.as_ref()));
+    Ok(out)
 }
 
 fn save_optimizer<AB: AutodiffBackend, M: AutodiffModule<AB>>(opt: &DenseOptimizer<AB, M>, path: &Path) -> Result<()> {

@@ -247,10 +247,37 @@ where
         })
     }
 
+    /// Resumes from the newest checkpoint that verifies and loads; a damaged newer one is reported (which file,
+    /// why) and skipped, never trained on.
     fn restore_latest(&mut self) -> Result<()> {
-        let Some(dir) = checkpoint::latest(&self.cfg.run_dir)? else {
+        let candidates = checkpoint::resumable(&self.cfg.run_dir)?;
+        if candidates.is_empty() {
             bail!("--resume: no checkpoint in {}", checkpoint::checkpoints_dir(&self.cfg.run_dir).display());
-        };
+        }
+        let mut damaged = Vec::new();
+        for dir in candidates {
+            match self.try_restore(&dir) {
+                Ok(()) => {
+                    if !damaged.is_empty() {
+                        eprintln!("--resume: falling back to {}", dir.display());
+                    }
+                    return Ok(());
+                }
+                // A config or batch mismatch is the user's to fix, not a damaged file to skip.
+                Err(e) if e.to_string().starts_with("--resume:") => return Err(e),
+                Err(e) => {
+                    eprintln!("--resume: {} is damaged, skipping it: {e:#}", dir.display());
+                    damaged.push(format!("{}: {e:#}", dir.display()));
+                }
+            }
+        }
+        bail!("--resume: every checkpoint is damaged:\n{}", damaged.join("\n"))
+    }
+
+    /// Restores the run from one checkpoint, after verifying its files against its manifest.
+    fn try_restore(&mut self, dir: &std::path::Path) -> Result<()> {
+        checkpoint::verify(dir, &[])?;
+        let dir = dir.to_path_buf();
         let progress = checkpoint::load_progress(&dir)?;
         let saved: ExperimentConfig = toml::from_str(&progress.config)
             .with_context(|| format!("{}: malformed config in checkpoint", dir.display()))?;
@@ -262,15 +289,12 @@ where
             );
         }
         let template = self.model.clone();
-        let optimizer = std::mem::replace(
-            &mut self.optimizer,
-            DenseOptimizer::new_with_eps(
-                self.cfg.train.optimizer,
-                self.cfg.train.beta1,
-                self.cfg.train.beta2,
-                self.cfg.train.weight_decay,
-                self.cfg.train.adam_eps,
-            ),
+        let optimizer = DenseOptimizer::new_with_eps(
+            self.cfg.train.optimizer,
+            self.cfg.train.beta1,
+            self.cfg.train.beta2,
+            self.cfg.train.weight_decay,
+            self.cfg.train.adam_eps,
         );
         let (model, ema, optimizer, carry) =
             checkpoint::restore(&dir, &progress, template, self.cfg.train.ema, optimizer, &self.device)?;
