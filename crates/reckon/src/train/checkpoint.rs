@@ -265,6 +265,19 @@ pub fn verify(dir: &Path, files: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Removes the temp directories of saves that were interrupted (`checkpoints/.step_N.tmp-PID`): never a
+/// checkpoint, only disk space.
+pub fn remove_interrupted_saves(run_dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(checkpoints_dir(run_dir)) else { return Ok(()) };
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with(".step_") && name.contains(".tmp-") && path.is_dir() {
+            std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// The checkpoints of a run a resume may start from, best first: the one `latest` names, then the others by
 /// descending step (temp directories of interrupted saves are not checkpoints and are skipped).
 pub fn resumable(run_dir: &Path) -> Result<Vec<PathBuf>> {

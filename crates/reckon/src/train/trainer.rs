@@ -682,6 +682,7 @@ where
             .with_context(|| format!("creating {}", self.cfg.run_dir.display()))?;
         reckon_data::fsutil::write_bytes_atomic(&self.cfg.run_dir.join("config.toml"), self.cfg.to_toml().as_bytes())?;
         let mut log = MetricsLog::open_at(&self.cfg.run_dir.join("metrics.jsonl"), self.step)?;
+        checkpoint::remove_interrupted_saves(&self.cfg.run_dir)?;
         let mut last_eval = None;
         let final_step = self.final_step();
         while self.step < final_step {
@@ -802,11 +803,12 @@ impl MetricsLog {
         Ok(Self { file: std::io::BufWriter::new(file) })
     }
 
-    /// Opens the log of a run that continues after `step` (0: a fresh run, which appends). A resumed run first
-    /// drops what the interrupted one logged after its checkpoint (its lines for later steps, and a last line torn
-    /// by the kill), so that every step is logged exactly once; the trimmed log replaces the old one atomically.
+    /// Opens the log of a run that continues after `step` (0: a fresh run). What an interrupted run logged after
+    /// that step (its lines for later steps, a last line torn by the kill; for a fresh run, all of an earlier run's
+    /// lines) is dropped first, so that every step is logged exactly once; the trimmed log replaces the old one
+    /// atomically.
     pub fn open_at(path: &std::path::Path, step: u64) -> Result<Self> {
-        if step > 0 && path.exists() {
+        if path.exists() {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             let kept = lines_up_to(&text, step);
             if kept.len() != text.len() {

@@ -14,6 +14,7 @@ mod divergence;
 mod fast_path;
 mod hrm_parity;
 mod import;
+mod kill;
 mod learning;
 mod parallel;
 mod parity;
