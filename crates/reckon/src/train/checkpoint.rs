@@ -292,7 +292,7 @@ pub fn resumable(run_dir: &Path) -> Result<Vec<PathBuf>> {
             })
             .collect(),
     };
-    steps.sort_by(|a, b| b.0.cmp(&a.0));
+    steps.sort_by_key(|s| std::cmp::Reverse(s.0));
     // A `latest` pointer that is unreadable or names no complete checkpoint is itself damage: skip it.
     let newest = latest(run_dir).ok().flatten();
     let mut out: Vec<PathBuf> = newest.iter().cloned().collect();
