@@ -80,7 +80,9 @@ fn resume_skips_a_damaged_checkpoint_and_eval_names_it() {
     let every = ["train.checkpoint_every=1"];
     common::train_to(tmp.path(), CONFIG, &data, "straight", 5, false, &every);
     let straight = tmp.path().join("straight/checkpoints/step_5");
-    let cases: [(&str, &[(&str, &str, bool)]); 4] = [
+    // (checkpoint, file, truncated rather than bit-flipped)
+    type Damage<'a> = &'a [(&'a str, &'a str, bool)];
+    let cases: [(&str, Damage); 4] = [
         ("weights", &[("step_3", "weights.safetensors", true)]),
         ("optimizer", &[("step_3", "optimizer.mpk", false)]),
         ("carry-and-state", &[("step_3", "carry.safetensors", false), ("step_2", "state.json", true)]),
