@@ -78,8 +78,61 @@ fn read_int_npy<T>(path: &Path, convert: impl Fn(i128) -> Option<T>) -> Result<(
     if !path.exists() {
         bail!("{} is missing", path.display());
     }
+    check_npy_size(path)?;
     try_dtype!(u8, i32, i64, i8, i16, u16, u32, u64);
     bail!("{}: unsupported dtype, expected an integer array", path.display())
+}
+
+/// Refuses a `.npy` whose header claims more data than the file holds, before anything is allocated for it (a
+/// header can claim 10¹² elements in a few bytes; the reader would reserve that much). Our own parse of the
+/// header's `descr` and `shape` because the reader allocates before it can tell; a header this parse does not
+/// understand is left to the reader's own errors.
+fn check_npy_size(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let file_len = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
+    let mut head = Vec::with_capacity(4096);
+    std::fs::File::open(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .take(65_536 + 12)
+        .read_to_end(&mut head)?;
+    let Some((data_offset, header)) = npy_header(&head) else { return Ok(()) };
+    let Some((itemsize, shape)) = npy_descr_and_shape(header) else { return Ok(()) };
+    let claimed = shape.iter().try_fold(itemsize as u128, |acc, &d| acc.checked_mul(d as u128));
+    let held = file_len.saturating_sub(data_offset as u64) as u128;
+    match claimed {
+        Some(bytes) if bytes == held => Ok(()),
+        _ => bail!(
+            "{}: the header claims shape {shape:?} of {itemsize}-byte values, but the file holds {held} bytes of data",
+            path.display()
+        ),
+    }
+}
+
+/// The data offset and header text of a `.npy` file's first bytes (versions 1–3), or `None` if they are not one.
+fn npy_header(head: &[u8]) -> Option<(usize, &str)> {
+    if head.len() < 10 || &head[..6] != b"\x93NUMPY" {
+        return None;
+    }
+    let (len, start) = match head[6] {
+        1 => (u16::from_le_bytes([head[8], head[9]]) as usize, 10),
+        2 | 3 if head.len() >= 12 => (u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize, 12),
+        _ => return None,
+    };
+    let header = std::str::from_utf8(head.get(start..start + len)?).ok()?;
+    Some((start + len, header))
+}
+
+/// The item size (from `descr`, e.g. `'<i4'` → 4) and the `shape` tuple of a `.npy` header dictionary.
+fn npy_descr_and_shape(header: &str) -> Option<(usize, Vec<usize>)> {
+    let after = |key: &str| header.find(key).map(|i| &header[i + key.len()..]);
+    let descr = after("'descr':")?.trim_start().strip_prefix('\'')?;
+    let descr = &descr[..descr.find('\'')?];
+    let itemsize: usize = descr.trim_start_matches(|c: char| !c.is_ascii_digit()).parse().ok()?;
+    let shape = after("'shape':")?.trim_start().strip_prefix('(')?;
+    let shape = &shape[..shape.find(')')?];
+    let dims: Option<Vec<usize>> =
+        shape.split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse().ok()).collect();
+    Some((itemsize, dims?))
 }
 
 fn expect_shape(path: &Path, shape: &[usize], expected: &[usize]) -> Result<()> {

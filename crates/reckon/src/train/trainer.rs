@@ -673,6 +673,13 @@ where
         let mut cfg = self.cfg.clone();
         cfg.model = cfg.model.with_depth(self.model.depth());
         checkpoint::save(&cfg, &progress, &self.model, self.ema.as_ref(), &self.optimizer, &self.joined_carry())
+            .with_context(|| {
+                format!(
+                    "writing the checkpoint of step {} failed (full disk? read-only directory?); the previous \
+                     checkpoint is intact and `--resume` continues from it",
+                    self.step
+                )
+            })
     }
 
     /// Train to the final step, evaluating and checkpointing every `eval_interval` epochs and at the end.

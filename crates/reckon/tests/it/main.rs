@@ -12,6 +12,7 @@ mod deq_learning;
 mod device_head;
 mod divergence;
 mod fast_path;
+mod fuzz;
 mod hrm_parity;
 mod import;
 mod kill;

@@ -127,3 +127,42 @@ fn resume_skips_a_damaged_checkpoint_and_eval_names_it() {
     let err = format!("{:#}", reckon::cpu::train_config(cfg, true).unwrap_err());
     assert!(err.contains("every checkpoint is damaged") && err.contains("state.json"), "{err}");
 }
+
+/// A checkpoint write that fails (here: its temp directory's name is taken by a file, as a full disk or a
+/// read-only directory would fail it; CI runs as root, where permissions do not stop writes) stops the run with an
+/// error that says so, and leaves the previous checkpoint intact: `--resume` continues from it, bit-identically.
+#[test]
+fn a_failed_checkpoint_write_keeps_the_previous_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::sudoku_dataset(tmp.path(), 120, (50, 60), 1, 5);
+    let every = ["train.checkpoint_every=1"];
+    common::train_to(tmp.path(), CONFIG, &data, "straight", 5, false, &every);
+    common::train_to(tmp.path(), CONFIG, &data, "failing", 3, false, &every);
+    let checkpoints = tmp.path().join("failing/checkpoints");
+    // The save of step 4 in this process (the library runs in-process) writes to `.step_4.tmp-<pid>`.
+    let blocker = checkpoints.join(format!(".step_4.tmp-{}", std::process::id()));
+    std::fs::write(&blocker, b"in the way").unwrap();
+    let cfg = common::config(
+        tmp.path(),
+        "c.toml",
+        CONFIG,
+        &[
+            &format!("data.path={:?}", data.display().to_string()),
+            &format!("run_dir={:?}", tmp.path().join("failing").display().to_string()),
+            "train.max_steps=5",
+            "train.checkpoint_every=1",
+        ],
+    )
+    .unwrap();
+    let err = format!("{:#}", reckon::cpu::train_config(cfg, true).unwrap_err());
+    assert!(err.contains("writing the checkpoint of step 4 failed") && err.contains("previous"), "{err}");
+    assert_eq!(std::fs::read_to_string(checkpoints.join("latest")).unwrap().trim(), "step_3");
+    reckon::train::checkpoint::verify(&checkpoints.join("step_3"), &[]).unwrap();
+    std::fs::remove_file(&blocker).unwrap();
+    common::train_to(tmp.path(), CONFIG, &data, "failing", 5, true, &every);
+    common::assert_resumed_checkpoint_identical(
+        &tmp.path().join("straight/checkpoints/step_5"),
+        &checkpoints.join("step_5"),
+        &["weights.safetensors", "train_weights.safetensors", "carry.safetensors"],
+    );
+}
