@@ -351,7 +351,8 @@ where
     /// weights and the input in the graph: its gradient is the implicit one, `gᵀ ∂F/∂θ`.
     fn implicit_scalar(&self, tape: ImplicitTape<AB>, grad: Tensor<AB::InnerBackend, 3>) -> Tensor<AB, 1> {
         let ImplicitTape { state, x, .. } = tape;
-        let (s_star, h, l) = flatten(&state.clone().map(|t| t.inner()));
+        let (s_flat, h, l) = flatten(&state);
+        let s_star = s_flat.clone().inner();
         let u = flatten(&Latent::new(grad, state.z_l.clone().inner().zeros_like())).0;
         let frozen = self.clone().no_grad();
         let x_const = x.clone().detach();
@@ -369,7 +370,7 @@ where
             |g| u.clone() + vjp(g),
             |g, next| relative_rows(g.clone(), next.clone()).into_iter().fold(0.0, f32::max) < tol,
         );
-        let out = self.cycle_flat(flatten(&state).0, h, l, &x);
+        let out = self.cycle_flat(s_flat, h, l, &x);
         (out * Tensor::from_inner(g)).sum()
     }
 }

@@ -256,15 +256,13 @@ where
         }
         let mut damaged = Vec::new();
         for dir in candidates {
-            match self.try_restore(&dir) {
+            match self.try_restore(&dir)? {
                 Ok(()) => {
                     if !damaged.is_empty() {
                         eprintln!("--resume: falling back to {}", dir.display());
                     }
                     return Ok(());
                 }
-                // A config or batch mismatch is the user's to fix, not a damaged file to skip.
-                Err(e) if e.to_string().starts_with("--resume:") => return Err(e),
                 Err(e) => {
                     eprintln!("--resume: {} is damaged, skipping it: {e:#}", dir.display());
                     damaged.push(format!("{}: {e:#}", dir.display()));
@@ -274,13 +272,22 @@ where
         bail!("--resume: every checkpoint is damaged:\n{}", damaged.join("\n"))
     }
 
-    /// Restores the run from one checkpoint, after verifying its files against its manifest.
-    fn try_restore(&mut self, dir: &std::path::Path) -> Result<()> {
-        checkpoint::verify(dir, &[])?;
+    /// Restores the run from one checkpoint, after verifying its files against its manifest. The outer error is
+    /// the user's to fix (the config's model or batch differs from the checkpoint's); the inner one is a damaged
+    /// checkpoint, which the caller skips.
+    fn try_restore(&mut self, dir: &std::path::Path) -> Result<Result<()>> {
+        let read = || -> Result<(TrainProgress, ExperimentConfig)> {
+            checkpoint::verify(dir, &[])?;
+            let progress = checkpoint::load_progress(dir)?;
+            let saved = toml::from_str(&progress.config)
+                .with_context(|| format!("{}: malformed config in checkpoint", dir.display()))?;
+            Ok((progress, saved))
+        };
+        let (progress, saved) = match read() {
+            Ok(read) => read,
+            Err(damage) => return Ok(Err(damage)),
+        };
         let dir = dir.to_path_buf();
-        let progress = checkpoint::load_progress(&dir)?;
-        let saved: ExperimentConfig = toml::from_str(&progress.config)
-            .with_context(|| format!("{}: malformed config in checkpoint", dir.display()))?;
         if saved.model != self.cfg.model {
             bail!(
                 "--resume: the model section of the config differs from the checkpoint's ({}).\nCheckpoint:\n{}",
@@ -297,7 +304,10 @@ where
             self.cfg.train.adam_eps,
         );
         let (model, ema, optimizer, carry) =
-            checkpoint::restore(&dir, &progress, template, self.cfg.train.ema, optimizer, &self.device)?;
+            match checkpoint::restore(&dir, &progress, template, self.cfg.train.ema, optimizer, &self.device) {
+                Ok(restored) => restored,
+                Err(damage) => return Ok(Err(damage)),
+            };
         if carry.batch_size() != self.cfg.train.global_batch_size {
             bail!(
                 "--resume: the checkpoint's batch size is {}, the config says {}",
@@ -317,7 +327,7 @@ where
         if let Some(c) = &self.curriculum {
             self.set_depth(c.depth_at(self.step, self.total_steps));
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     fn elapsed(&self) -> f64 {

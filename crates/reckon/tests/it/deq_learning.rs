@@ -27,17 +27,6 @@ fn train(tmp: &std::path::Path, data: &std::path::Path, run: &str, extra: &[&str
     reckon::cpu::train_config(cfg, false).unwrap().expect("evaluated")
 }
 
-/// The train lines of a run's metrics.
-fn train_metrics(run_dir: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "train")
-        .map(|v| v["metrics"].clone())
-        .collect()
-}
-
 #[test]
 fn deq_learns_easy_sudoku_through_the_implicit_gradient() {
     let tmp = tempfile::tempdir().unwrap();
@@ -47,7 +36,7 @@ fn deq_learns_easy_sudoku_through_the_implicit_gradient() {
     assert!(report.token_accuracy >= MIN_TOKEN, "token accuracy {} < {MIN_TOKEN}", report.token_accuracy);
     // The answer is read off the equilibrium: one application of F from the init state is far from it.
     assert!(report.token_accuracy >= report.token_per_step[0] + 0.1, "{:?}", report.token_per_step);
-    let metrics = train_metrics(&tmp.path().join("implicit"));
+    let metrics = common::train_metrics(&tmp.path().join("implicit"));
     assert_eq!(metrics.len(), STEPS as usize);
     for m in &metrics {
         let (evals, residual) = (m["f_evals"].as_f64().unwrap(), m["f_residual"].as_f64().unwrap());
@@ -61,7 +50,7 @@ fn the_phantom_gradient_and_the_jacobian_penalty_train_and_are_logged() {
     let data = common::sudoku_dataset(tmp.path(), 300, (45, 55), 0, 1);
     let extra = ["train.max_steps=6", "model.backward=\"phantom\"", "model.phantom_steps=2", "model.jac_reg=0.1"];
     train(tmp.path(), &data, "phantom", &extra);
-    let metrics = train_metrics(&tmp.path().join("phantom"));
+    let metrics = common::train_metrics(&tmp.path().join("phantom"));
     assert_eq!(metrics.len(), 6);
     let penalty: Vec<f64> = metrics.iter().map(|m| m["aux_jac_reg"].as_f64().unwrap()).collect();
     assert!(penalty.iter().all(|p| p.is_finite() && *p > 0.0), "{penalty:?}");

@@ -45,13 +45,7 @@ fn saving(run: &Path) -> bool {
 
 /// `(step, lm_loss)` of every train line of a run's log.
 fn logged_steps(run: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is whole JSON"))
-        .filter(|v| v["kind"] == "train")
-        .map(|v| (v["metrics"]["step"].as_u64().unwrap(), v["metrics"]["lm_loss"].as_f64().unwrap()))
-        .collect()
+    common::train_metrics(run).iter().map(|m| (m["step"].as_u64().unwrap(), m["lm_loss"].as_f64().unwrap())).collect()
 }
 
 /// Kills the run `kills` times (a start that finishes before its kill instant does not count) and resumes it each

@@ -127,6 +127,19 @@ const SUDOKU: BenchData = BenchData { seq_len: 81, vocab: 11, puzzle_ids: 1 };
 const ARC_1M: BenchData = BenchData { seq_len: 900, vocab: 12, puzzle_ids: 1_000_001 };
 /// The same with a two-row table: the difference in memory is the table's.
 const ARC_TINY_TABLE: BenchData = BenchData { puzzle_ids: 2, ..ARC_1M };
+/// TRM-Att's ARC-1 recipe (hidden 512, 8 heads, H3/L4) at batch 8 with the million-id table.
+const ARC_PRESET: Preset = Preset {
+    rsm: false,
+    mlp_t: false,
+    hidden: 512,
+    heads: 8,
+    h_cycles: 3,
+    l_cycles: 4,
+    layers: 2,
+    batch: 8,
+    prefix: PREFIX_LEN,
+    data: ARC_1M,
+};
 
 /// A shape without its name, so the table of shapes can be `const`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -222,36 +235,8 @@ const PRESETS: &[(&str, Preset)] = &[
     ("quickstart", QUICKSTART),
     // TRM-Att's ARC recipe (configs/trm-att-arc1.toml) on the 30x30 canvas with a million-id puzzle table, at a
     // batch a CPU steps through in seconds: the table's memory and the per-step cost of training it.
-    (
-        "arc",
-        Preset {
-            rsm: false,
-            mlp_t: false,
-            hidden: 512,
-            heads: 8,
-            h_cycles: 3,
-            l_cycles: 4,
-            layers: 2,
-            batch: 8,
-            prefix: PREFIX_LEN,
-            data: ARC_1M,
-        },
-    ),
-    (
-        "arc-small-table",
-        Preset {
-            rsm: false,
-            mlp_t: false,
-            hidden: 512,
-            heads: 8,
-            h_cycles: 3,
-            l_cycles: 4,
-            layers: 2,
-            batch: 8,
-            prefix: PREFIX_LEN,
-            data: ARC_TINY_TABLE,
-        },
-    ),
+    ("arc", ARC_PRESET),
+    ("arc-small-table", Preset { data: ARC_TINY_TABLE, ..ARC_PRESET }),
     // RSM at the CPU-scale Sudoku config (configs/rsm-sudoku-cpu.toml), shallow and 4x deeper: training memory
     // must not grow with H.
     (
