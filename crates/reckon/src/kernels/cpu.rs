@@ -1,14 +1,17 @@
-//! Shared helpers of the CPU (Flex) kernels: f32 access to Flex tensors, the single-threaded row-major GEMM each
-//! task runs on its block (through the `gemm` crate's AVX-512 or FMA micro-kernels, picked at run time), batched
-//! transposes, and this machine's measured matmul throughput.
+//! Shared helpers of the CPU (Flex) kernels: f32 access to Flex tensors, batched transposes, shared elementwise
+//! blocks, and this machine's measured matmul throughput. The GEMM each task runs on its block is in `gemm.rs`.
 //!
 //! Any input that is not f32 falls back to the composed burn ops.
 
+use std::sync::{Arc, Mutex, Weak};
+
 use burn::tensor::DType;
-use burn_flex::FlexTensor;
+use burn_flex::{FlexTensor, Layout};
+use burn_std::Bytes;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+pub(crate) use super::gemm::{matmul_1t, Mat};
 use super::{simd, Gate};
 
 /// Elements per parallel task: large enough to amortise scheduling, small enough to balance 2+ cores.
@@ -25,64 +28,14 @@ pub(crate) fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous f32 (made so by f32_inputs)")
 }
 
-/// A matrix operand of [`matmul`]: its elements and the strides (in elements) between rows and columns.
-#[derive(Clone, Copy)]
-pub(crate) struct Mat<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// A row-major matrix with rows of `cols` elements.
-    pub(crate) fn rows(data: &'a [f32], cols: usize) -> Self {
-        Self { data, row_stride: cols, col_stride: 1 }
-    }
-
-    /// The transpose of a row-major matrix with rows of `cols` elements.
-    pub(crate) fn transposed(data: &'a [f32], cols: usize) -> Self {
-        Self { data, row_stride: 1, col_stride: cols }
-    }
-
-    fn assert_covers(&self, rows: usize, cols: usize) {
-        let last = (rows.max(1) - 1) * self.row_stride + (cols.max(1) - 1) * self.col_stride;
-        assert!(last < self.data.len(), "matmul operand out of bounds");
-    }
-}
-
-/// `dst[m×n]` (row-major) `= lhs[m×k] · rhs[k×n]`, plus the old `dst` when `accumulate`, on the calling
-/// thread (the kernels parallelise over row blocks instead, which keeps each block's intermediates in cache).
-///
-/// The `gemm` crate reads strided operands directly, so transposed weights and activations cost no copy.
-pub(crate) fn matmul_1t(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
-    assert_eq!(dst.len(), m * n, "matmul destination size");
-    lhs.assert_covers(m, k);
-    rhs.assert_covers(k, n);
-    // SAFETY: every operand was bounds-checked above for the (m, k), (k, n), (m, n) index ranges gemm walks;
-    // dst is exclusively borrowed and does not alias lhs/rhs (distinct borrows).
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
-    }
+/// Rows per block for `rows` rows split into blocks of about `target` rows across rayon's threads: the block
+/// count rounded up to a multiple of the thread count, and the rows spread evenly over those blocks, so every
+/// thread gets the same number of blocks of (nearly) the same size. The GEMMs run as fast on 194-row blocks as on
+/// 192- or 208-row ones (measured: `gemm::tests::block_rows_sweep`), so no alignment is kept.
+pub(crate) fn balanced_block_rows(rows: usize, target: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let blocks = rows.div_ceil(target.max(1)).div_ceil(threads) * threads;
+    rows.div_ceil(blocks.max(1)).max(1)
 }
 
 pub(crate) fn dims3(x: &FlexTensor) -> [usize; 3] {
@@ -91,38 +44,64 @@ pub(crate) fn dims3(x: &FlexTensor) -> [usize; 3] {
     [shape[0], shape[1], shape[2]]
 }
 
-/// `dst[b] = src[b]ᵀ` for each of the `[rows, cols]` matrices packed in `src`; tiled, one batch per task.
-pub(crate) fn transpose_batches(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
-    dst.par_chunks_mut(rows * cols)
-        .zip(src.par_chunks(rows * cols))
-        .for_each(|(dst, src)| transpose_tiled(src, dst, rows, cols));
+/// `wᵀ` of a `[rows, cols]` f32 weight (contiguous), kept across calls for as long as the weight's buffer lives
+/// unchanged. A TRM step applies the same weights up to 2·H·(L+1) times (42 at H3/L6), and inference never
+/// changes them, so transposing on every call (serially, for one matrix) cost 3–5% of a step at hidden 512.
+///
+/// Why a stale copy cannot be served: an entry holds a `Weak` to the weight's storage and its layout. burn-flex
+/// writes into a buffer in place only through `Arc::get_mut`/`make_mut`, which refuse (the first) or move the
+/// value to a new allocation (the second) while a `Weak` exists, and a freed buffer's `Weak` no longer upgrades:
+/// so a hit (the same live allocation, same layout) is the same, unmodified data.
+pub(crate) fn cached_transpose(w: &FlexTensor, rows: usize, cols: usize) -> Arc<[f32]> {
+    struct Entry {
+        source: Weak<Bytes>,
+        layout: Layout,
+        transposed: Arc<[f32]>,
+    }
+    // A model has a few weight matrices per layer; the capacity bounds the memory of abandoned entries.
+    const CAPACITY: usize = 32;
+    static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    let source = w.data_arc();
+    let hit = |e: &Entry| e.layout == *w.layout() && e.source.upgrade().is_some_and(|s| Arc::ptr_eq(&s, &source));
+    {
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|e| e.source.strong_count() > 0);
+        if let Some(e) = cache.iter().find(|e| hit(e)) {
+            return e.transposed.clone();
+        }
+    }
+    let mut transposed = vec![0.0f32; rows * cols];
+    transpose_parallel(slice(w), &mut transposed, rows, cols);
+    let transposed: Arc<[f32]> = transposed.into();
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= CAPACITY {
+        cache.remove(0);
+    }
+    cache.push(Entry { source: Arc::downgrade(&source), layout: w.layout().clone(), transposed: transposed.clone() });
+    transposed
+}
+
+/// `dst = srcᵀ` for one `[rows, cols]` matrix, bands of `dst` rows (columns of `src`) in parallel.
+pub(crate) fn transpose_parallel(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
+    const BAND: usize = 64;
+    dst.par_chunks_mut(BAND * rows).enumerate().for_each(|(band, dst)| {
+        let c0 = band * BAND;
+        transpose_band(src, dst, rows, cols, c0, dst.len() / rows.max(1));
+    });
 }
 
 simd::multiversion! {
-    /// `dst = srcᵀ` for one `[rows, cols]` matrix, in 8×8 tiles read as 8 row slices, so that both the loads
-    /// and the stores of a tile stay within 8 cache lines.
-    fn transpose_tiled(src: &[f32], dst: &mut [f32], rows: usize, cols: usize) {
+    /// `dst[j][i] = src[i][c0 + j]` for the `width` columns from `c0`: one band of a transpose, in 8×8 tiles.
+    fn transpose_band(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, c0: usize, width: usize) {
         const TILE: usize = 8;
         for r0 in (0..rows).step_by(TILE) {
             let r1 = (r0 + TILE).min(rows);
-            for c0 in (0..cols).step_by(TILE) {
-                let c1 = (c0 + TILE).min(cols);
-                if r1 - r0 == TILE && c1 - c0 == TILE {
-                    let mut tile = [[0.0f32; TILE]; TILE];
-                    for (i, row) in tile.iter_mut().enumerate() {
-                        row.copy_from_slice(&src[(r0 + i) * cols + c0..][..TILE]);
-                    }
-                    for j in 0..TILE {
-                        let out = &mut dst[(c0 + j) * rows + r0..][..TILE];
-                        for i in 0..TILE {
-                            out[i] = tile[i][j];
-                        }
-                    }
-                } else {
-                    for r in r0..r1 {
-                        for c in c0..c1 {
-                            dst[c * rows + r] = src[r * cols + c];
-                        }
+            for j0 in (0..width).step_by(TILE) {
+                let j1 = (j0 + TILE).min(width);
+                for r in r0..r1 {
+                    let row = &src[r * cols + c0..];
+                    for j in j0..j1 {
+                        dst[j * rows + r] = row[j];
                     }
                 }
             }
@@ -201,24 +180,45 @@ simd::multiversion! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Cpu;
+    use burn::tensor::{Tensor, TensorData};
 
-    /// The single-threaded GEMM on the shapes of one channel-MLP row block at bench shape A, as GFLOP/s per core
-    /// (what a BLAS would have to beat). A measurement, not a check: run with
-    /// `cargo test --release -p reckon gemm_throughput -- --ignored --nocapture`.
+    fn primitive(t: &Tensor<Cpu, 2>) -> FlexTensor {
+        t.clone().into_primitive().tensor()
+    }
+
     #[test]
-    #[ignore]
-    fn gemm_throughput() {
-        for (m, n, k) in [(128, 1024, 128), (128, 128, 512), (1024, 128, 97), (256, 3072, 512)] {
-            let (a, b) = (vec![0.5f32; m * k], vec![0.25f32; k * n]);
-            let mut c = vec![0.0f32; m * n];
-            let reps = (2e10 / (2.0 * (m * n * k) as f64)).ceil() as usize;
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                matmul_1t(m, n, k, &mut c, false, Mat::rows(&a, k), Mat::rows(&b, n));
+    fn parallel_transpose_of_several_bands_with_tails() {
+        let (rows, cols) = (70, 150);
+        let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+        let mut dst = vec![0.0; rows * cols];
+        transpose_parallel(&src, &mut dst, rows, cols);
+        for r in 0..rows {
+            for c in 0..cols {
+                assert_eq!(dst[c * rows + r], src[r * cols + c], "({r}, {c})");
             }
-            let gflops = 2.0 * (m * n * k * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
-            println!("{m}x{n}x{k}: {gflops:.1} GFLOP/s on one core");
-            assert!(c[0] > 0.0);
         }
+    }
+
+    /// A weight is transposed once while it lives unchanged, and an updated weight is never served its old
+    /// transpose, even when burn-flex updates it in place (the tensor is unique).
+    #[test]
+    fn cached_transpose_serves_only_the_unchanged_weight() {
+        let w = Tensor::<Cpu, 2>::from_data(
+            TensorData::new((0..12).map(|v| v as f32).collect(), [3, 4]),
+            &Default::default(),
+        );
+        let first = cached_transpose(&primitive(&w), 3, 4);
+        assert_eq!(&first[..4], &[0.0, 4.0, 8.0, 1.0]);
+        assert!(Arc::ptr_eq(&first, &cached_transpose(&primitive(&w), 3, 4)), "a hit returns the kept transpose");
+        let updated = w.add_scalar(100.0);
+        let second = cached_transpose(&primitive(&updated), 3, 4);
+        assert_eq!(&second[..4], &[100.0, 104.0, 108.0, 101.0]);
+        let reshaped = updated.reshape([4, 3]);
+        assert_eq!(
+            &cached_transpose(&primitive(&reshaped), 4, 3)[..4],
+            &[100.0, 103.0, 106.0, 109.0],
+            "the layout is part of the key"
+        );
     }
 }

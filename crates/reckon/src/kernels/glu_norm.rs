@@ -221,16 +221,20 @@ pub(super) mod flex {
             Self { rows, width, inter }
         }
 
-        /// Rows per block, a multiple of the GEMM micro-kernel's 64-row tile, the larger of:
+        /// Rows per block: about the larger of
         /// - the rows whose gate/up activations (`rows × 2I`) fill about half a MiB, so they stay in a core's L2
         ///   cache between the GEMM that writes them and the passes that read them;
         /// - for large weights, enough rows to amortise the GEMM's repacking of the whole weight for every block
         ///   (measured at the paper's hidden 512: 64-row blocks spent 17% of the time packing, 256-row blocks 16%
         ///   less CPU time in all).
+        ///
+        /// That size is a target: the blocks are then evened out so that every thread gets the same number of
+        /// equal blocks ([`balanced_block_rows`]). A fixed size left the paper's model at batch 16 (1,552 rows)
+        /// as 6 × 256 + 16 rows, and one core ran 1,024 rows while the other ran 528.
         fn block_rows(&self) -> usize {
             let cache_rows = 128 * 1024 / (2 * self.inter);
             let amortise_rows = (2 * self.inter * self.width / 4096).min(256);
-            (cache_rows.max(amortise_rows) / 64 * 64).max(64)
+            balanced_block_rows(self.rows, (cache_rows.max(amortise_rows) / 64 * 64).max(64))
         }
     }
 
@@ -347,15 +351,14 @@ pub(super) mod flex {
     ) -> ForwardBuffers {
         let shape = SwigluNormDims::of(dims, axis, wgu, wd);
         let SwigluNormDims { rows: n, width, inter } = shape;
-        let (xs, wgu_s, wd_s) = (slice(rows), slice(wgu), slice(wd));
+        let xs = slice(rows);
         let mut gate_up = pool::take(n * 2 * inter);
         let mut y = pool::take(n * width);
         let mut rstd = pool::take(n);
-        // The GEMM packs a strided right-hand side element by element for every row block; transposed once here,
-        // the weights are read as plain row-major panels (this was 17% of a training step).
-        let (mut wgu_t, mut wd_t) = (Scratch::new(wgu_s.len()), Scratch::new(wd_s.len()));
-        transpose_batches(wgu_s, &mut wgu_t, 2 * inter, width);
-        transpose_batches(wd_s, &mut wd_t, width, inter);
+        // The GEMM packs a strided right-hand side element by element for every row block; transposed once (and
+        // kept while the weights are unchanged), the weights are read as plain row-major panels (this was 17% of
+        // a training step).
+        let (wgu_t, wd_t) = (cached_transpose(wgu, 2 * inter, width), cached_transpose(wd, width, inter));
         let (wgu_t, wd_t) = (&*wgu_t, &*wd_t);
         let block = shape.block_rows();
         y.par_chunks_mut(block * width)

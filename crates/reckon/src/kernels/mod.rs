@@ -20,8 +20,9 @@
 //! backend: the reference every fast kernel is tested against.
 //!
 //! Laid out per op: `swiglu.rs`, `glu_norm.rs`, `attention.rs` and `rms_norm.rs` each hold the op's composed
-//! forward and backward, its autodiff node and its Flex CPU kernel (`flex` inside); `cpu.rs` the CPU kernels'
-//! shared helpers (row-major GEMM, transposes, shared elementwise blocks), `simd.rs` the vectorised math and the
+//! forward and backward, its autodiff node and its Flex CPU kernel (`flex` inside); `gemm.rs` the row-major GEMM
+//! every CPU kernel runs on its blocks and the choice of its implementation (the `gemm` crate or a system BLAS);
+//! `cpu.rs` the CPU kernels' shared helpers (transposes, shared elementwise blocks), `simd.rs` the vectorised math and the
 //! run-time choice of instruction set, `pool.rs` the buffer pool. This file is the `FusedOps` trait, the
 //! tensor-level entry points and the backends' implementations.
 
@@ -215,6 +216,7 @@ pub fn residual_rms_norm<B: FusedOps>(x: Tensor<B, 3>, r: Tensor<B, 3>, eps: f64
 
 mod attention;
 mod cpu;
+pub mod gemm;
 mod glu_norm;
 pub mod pool;
 mod rms_norm;
@@ -590,6 +592,20 @@ mod tests {
     /// and both weights. Odd widths exercise the vector tails; enough rows to be split across threads.
     #[test]
     fn fused_swiglu_norm_matches_the_generic_path_forward_and_backward() {
+        on_every_gemm_path(check_fused_swiglu_norm);
+    }
+
+    /// Runs `check` with each GEMM implementation this build has forced (the `gemm` crate; the system BLAS in an
+    /// `openblas`/`blis` build), and checks that each path ran.
+    fn on_every_gemm_path(check: impl Fn()) {
+        for path in gemm::GemmPath::available() {
+            let before = gemm::gemm_calls(path);
+            gemm::with_gemm_path(path, &check);
+            assert!(gemm::gemm_calls(path) > before, "no GEMM ran on {path:?}");
+        }
+    }
+
+    fn check_fused_swiglu_norm() {
         let dev = Default::default();
         let (b, s, d, inter) = (8, 97, 72, 40);
         let cases = [MixAxis::Channels, MixAxis::Sequence].into_iter().flat_map(|a| [(a, Gate::Silu), (a, Gate::Tanh)]);
@@ -731,6 +747,10 @@ mod tests {
     /// RoPE: output and the gradient of the packed projections.
     #[test]
     fn fused_attention_matches_the_generic_path_forward_and_backward() {
+        on_every_gemm_path(check_fused_attention);
+    }
+
+    fn check_fused_attention() {
         let dev = Default::default();
         let (b, s, heads, hd) = (3, 37, 4, 16);
         let d = heads * hd;

@@ -14,7 +14,7 @@ fn peak_training_rss_mb(shape: &str, dir: &std::path::Path) -> f64 {
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let line = std::fs::read_to_string(&json).unwrap();
     let r: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
-    r["peak_rss_mb"].as_f64().unwrap()
+    r["reckon"][0]["peak_rss_mb"].as_f64().unwrap()
 }
 
 #[test]

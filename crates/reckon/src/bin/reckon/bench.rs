@@ -10,7 +10,8 @@
 //!   backend) and their [`BenchResult`];
 //! - the exact-solver timing over puzzle lists ([`bench_solver`]);
 //! - running the PyTorch baseline when torch is importable ([`vs_torch`]) and the comparison table
-//!   ([`print_table`]).
+//!   ([`format_table`]), with the machine it ran on ([`MachineInfo`]);
+//! - the GEMM comparison per shape and path ([`bench_gemm`]);
 //!
 //! and the `reckon bench` subcommand's arguments ([`BenchCommand`], [`run`]).
 
@@ -36,6 +37,7 @@ use reckon::act::{ActCarry, HaltRule, SlotData};
 use reckon::backend::CpuTrain;
 use reckon::backend::{peak_rss_mb, vm_hwm_mb, Cpu, DeviceChoice, TrainBackend};
 use reckon::eval::batch_tensors;
+use reckon::kernels::gemm::{auto_pick, record_gemm_shapes, time_shape, GemmPath, GemmShape, ShapeClass};
 use reckon::kernels::FusedOps;
 use reckon::model::layers::swiglu_width;
 use reckon::model::rsm::RsmConfig;
@@ -73,6 +75,29 @@ pub enum BenchCommand {
         /// The baseline script (`shared/bench/torch_trm_step.py` of the development tree).
         #[arg(long, default_value = DEFAULT_TORCH_SCRIPT)]
         torch_script: PathBuf,
+        /// The Python that runs the baseline (e.g. a virtual environment's `venv/bin/python`).
+        #[arg(long, default_value = "python3")]
+        torch_python: PathBuf,
+        /// The baseline's glibc allocator: `tuned` (the default) runs it under the same setting reckon gives
+        /// itself (`GLIBC_TUNABLES=glibc.malloc.mmap_threshold=…:trim_threshold=…`, PyTorch's best: freed blocks
+        /// are reused, not page-faulted in again), `default` under glibc's defaults (or whatever the environment
+        /// already sets).
+        #[arg(long, default_value = "tuned", value_parser = ["tuned", "default"])]
+        torch_malloc: String,
+    },
+    /// Time the kernels' GEMM implementations (the `gemm` crate, and the system BLAS of an `openblas`/`blis`
+    /// build) on the exact GEMM shapes one training step and one inference step of each bench shape run, every
+    /// core busy with its own copy as in the kernels; prints GFLOP/s per shape and path, and what `--gemm auto`
+    /// picks per shape class.
+    Gemm {
+        #[arg(long = "shape", default_values = ["A", "B", "C"])]
+        shapes: Vec<String>,
+        /// Seconds to time each shape on each path (at least 3 rounds).
+        #[arg(long, default_value_t = 0.3)]
+        seconds: f64,
+        /// Append the report as one JSON line to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Time the exact solver on puzzle lists.
     Solver {
@@ -427,6 +452,7 @@ pub struct BenchResult {
 
 impl BenchResult {
     /// One JSON object on one line.
+    #[cfg(test)]
     pub fn to_json_line(&self) -> String {
         serde_json::to_string(self).expect("BenchResult serialises")
     }
@@ -687,6 +713,120 @@ fn infer_one<B: Backend, M: RecursiveModel<B>>(
     Ok(())
 }
 
+/// What a bench ran on, kept with every report so that results from different machines can be told apart.
+#[derive(Clone, Debug, Serialize)]
+pub struct MachineInfo {
+    /// `/proc/cpuinfo`'s model name and vendor.
+    pub cpu_model: String,
+    pub cpu_vendor: String,
+    /// The instruction-set extensions that decide f32/bf16 GEMM speed, as `/proc/cpuinfo` lists them.
+    pub isa: Vec<String>,
+    pub logical_cpus: usize,
+    /// Rayon worker threads (reckon's) and the baseline's `--threads`.
+    pub threads: usize,
+    /// The measured f32 matmul throughput `% peak` refers to (GFLOP/s, all threads).
+    pub matmul_peak_gflops: f64,
+    /// The kernels' GEMM choice and the paths this binary has (`auto` over `gemm`, `openblas`).
+    pub gemm: String,
+    /// reckon's own allocator setting.
+    pub reckon_malloc: String,
+    /// The baseline's allocator setting, when it ran.
+    pub torch_malloc: Option<String>,
+    pub date_utc: String,
+    pub reckon_version: String,
+}
+
+/// The ISA flags [`MachineInfo::isa`] keeps, in this order.
+const GEMM_ISA_FLAGS: [&str; 11] = [
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+];
+
+impl MachineInfo {
+    /// This machine, from `/proc/cpuinfo` (fields left empty where it is unreadable).
+    pub fn here(peak_gflops: f64, torch_malloc: Option<String>) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let field = |name: &str| {
+            cpuinfo
+                .lines()
+                .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+                .and_then(|l| l.split_once(':'))
+                .map_or(String::new(), |(_, v)| v.trim().to_string())
+        };
+        let flags = field("flags");
+        let has: Vec<&str> = flags.split_whitespace().collect();
+        let now = time::OffsetDateTime::now_utc();
+        MachineInfo {
+            cpu_model: field("model name"),
+            cpu_vendor: field("vendor_id"),
+            isa: GEMM_ISA_FLAGS.iter().filter(|f| has.contains(f)).map(|f| f.to_string()).collect(),
+            logical_cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            threads: rayon::current_num_threads(),
+            matmul_peak_gflops: peak_gflops,
+            gemm: gemm_setting(),
+            reckon_malloc: "mallopt: mmap threshold 32 MiB, no trimming".into(),
+            torch_malloc,
+            date_utc: format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}",
+                now.year(),
+                u8::from(now.month()),
+                now.day(),
+                now.hour(),
+                now.minute()
+            ),
+            reckon_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    /// The table's header line.
+    pub fn header(&self) -> String {
+        let mut s = format!(
+            "{} ({}), {} threads of {} CPUs; {}; matmul peak {:.1} GFLOP/s; GEMM {}; {} UTC",
+            self.cpu_model,
+            self.cpu_vendor,
+            self.threads,
+            self.logical_cpus,
+            if self.isa.is_empty() { "no AVX2".to_string() } else { self.isa.join(" ") },
+            self.matmul_peak_gflops,
+            self.gemm,
+            self.date_utc
+        );
+        if let Some(m) = &self.torch_malloc {
+            s.push_str(&format!("\nPyTorch ran under {m}; reckon sets the same itself ({})", self.reckon_malloc));
+        }
+        s
+    }
+}
+
+/// The kernels' GEMM choice and the paths this build has, e.g. `auto (gemm, openblas)`.
+fn gemm_setting() -> String {
+    use reckon::kernels::gemm::{gemm_choice, GemmChoice, GemmPath};
+    let paths: Vec<&str> = GemmPath::available().into_iter().map(GemmPath::name).collect();
+    match gemm_choice() {
+        GemmChoice::Auto => format!("auto ({})", paths.join(", ")),
+        GemmChoice::Only(path) => path.name().to_string(),
+    }
+}
+
+/// One `reckon bench train` run as its JSON line: the machine, reckon's rows, the baseline's rows (keyed
+/// `shape/mode` for torch.compile and `shape/mode/eager`), and the printed table line by line.
+#[derive(Serialize)]
+pub struct BenchReport<'a> {
+    pub machine: &'a MachineInfo,
+    pub reckon: &'a [BenchResult],
+    pub torch: serde_json::Map<String, serde_json::Value>,
+    pub table: Vec<String>,
+}
+
 /// The device a bench runs on: burn's device, its name for the table, and its measured matmul throughput.
 pub struct Bench<D> {
     pub device: D,
@@ -798,9 +938,35 @@ pub fn bench_solver(paths: &[PathBuf]) -> Result<Vec<(String, SolverBenchReport)
         .collect()
 }
 
-/// Whether `python3` can import torch (quietly; any failure means no).
-pub fn torch_available() -> bool {
-    Command::new("python3").args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success())
+/// Whether `python` can import torch (quietly; any failure means no).
+pub fn torch_available(python: &Path) -> bool {
+    Command::new(python).args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success())
+}
+
+/// glibc's allocator setting that [`reckon::backend::keep_freed_memory`] gives reckon (`mallopt`), as the
+/// environment variable that gives it to another process: freed blocks stay in the heap for reuse instead of being
+/// unmapped and page-faulted in again (PyTorch's best CPU setting; see `shared/bench/README.md`).
+pub const TUNED_GLIBC_TUNABLES: &str = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296";
+
+/// How the PyTorch baseline is run: by which Python, under which allocator setting.
+#[derive(Clone, Debug)]
+pub struct TorchRun {
+    pub script: PathBuf,
+    pub python: PathBuf,
+    /// Run it under [`TUNED_GLIBC_TUNABLES`] (else under the environment's own setting).
+    pub tuned_malloc: bool,
+}
+
+impl TorchRun {
+    /// The allocator setting the child runs under, as the table header and the JSON report state it.
+    pub fn malloc_setting(&self) -> String {
+        if self.tuned_malloc {
+            format!("GLIBC_TUNABLES={TUNED_GLIBC_TUNABLES}")
+        } else {
+            std::env::var("GLIBC_TUNABLES")
+                .map_or("glibc defaults".into(), |v| format!("GLIBC_TUNABLES={v} (inherited)"))
+        }
+    }
 }
 
 /// The baseline script's arguments for `shape`. `--threads` follows this process's thread count so both
@@ -835,7 +1001,7 @@ fn torch_args(shape: &BenchShape, mode: &str, compile: bool, warmup: usize, step
 /// importable by `python3` (the baseline is optional; it is never installed by us). Both programs want all the
 /// cores, so call this only when no Rust bench is running.
 pub fn vs_torch(
-    script: &Path,
+    torch: &TorchRun,
     shape: &BenchShape,
     mode: &str,
     compile: bool,
@@ -843,16 +1009,21 @@ pub fn vs_torch(
     steps: usize,
 ) -> Result<Option<serde_json::Value>> {
     anyhow::ensure!(mode == "train" || mode == "infer", "mode must be train or infer, not {mode:?}");
-    if !torch_available() {
+    let (script, python) = (&torch.script, &torch.python);
+    if !torch_available(python) {
         return Ok(None);
     }
-    let child = Command::new("python3")
+    let mut command = Command::new(python);
+    if torch.tuned_malloc {
+        command.env("GLIBC_TUNABLES", TUNED_GLIBC_TUNABLES);
+    }
+    let child = command
         .arg(script)
         .args(torch_args(shape, mode, compile, warmup, steps))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .with_context(|| format!("running python3 {}", script.display()))?;
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
     let (out, child_peak_mb) = wait_measuring_peak_rss(child)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
@@ -868,6 +1039,9 @@ pub fn vs_torch(
         obj.insert("ru_maxrss_mb".into(), serde_json::json!(own));
         obj.insert("vm_hwm_mb".into(), serde_json::json!((peak * 10.0).round() / 10.0));
         obj.insert("peak_rss_mb".into(), serde_json::json!(((own.min(peak)) * 10.0).round() / 10.0));
+    }
+    if let Some(obj) = summary.as_object_mut() {
+        obj.insert("malloc".into(), serde_json::json!(torch.malloc_setting()));
     }
     Ok(Some(summary))
 }
@@ -921,8 +1095,9 @@ fn torch_ms(result: &BenchResult, torch: &[(String, serde_json::Value)], eager: 
 /// measured matmul peak that `% peak` refers to. `cpu` is
 /// process CPU seconds per wall second (below `threads`: the cores were shared); `faults` minor page faults per
 /// step. `vs eager` and `vs compile` are torch's step time over ours: above 1 means reckon is faster.
-pub fn format_table(results: &[BenchResult], torch: &[(String, serde_json::Value)]) -> String {
-    let mut s = format!(
+pub fn format_table(machine: &MachineInfo, results: &[BenchResult], torch: &[(String, serde_json::Value)]) -> String {
+    let mut s = format!("{}\n", machine.header());
+    s += &format!(
         "{:<20} {:<5} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>5} {:>7} {:>8} {:>10}\n",
         "shape",
         "mode",
@@ -991,11 +1166,6 @@ pub fn format_table(results: &[BenchResult], torch: &[(String, serde_json::Value
     s
 }
 
-/// Print [`format_table`] to stdout.
-pub fn print_table(results: &[BenchResult], torch: &[(String, serde_json::Value)]) {
-    print!("{}", format_table(results, torch));
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // The `reckon bench` command
 // ---------------------------------------------------------------------------------------------------------------
@@ -1003,7 +1173,7 @@ pub fn print_table(results: &[BenchResult], torch: &[(String, serde_json::Value)
 /// The PyTorch baseline at one shape and mode: eager (keyed `shape/mode/eager`) and compiled (keyed
 /// `shape/mode`, which the table compares against).
 fn run_torch(
-    script: &Path,
+    torch: &TorchRun,
     shape: &BenchShape,
     mode: &str,
     warmup: usize,
@@ -1016,7 +1186,7 @@ fn run_torch(
     }
     for compile in [false, true] {
         eprintln!("torch {} {mode}{} ...", shape.name, if compile { " (compiled)" } else { "" });
-        if let Some(v) = vs_torch(script, shape, mode, compile, warmup, steps)? {
+        if let Some(v) = vs_torch(torch, shape, mode, compile, warmup, steps)? {
             let key = if compile { format!("{}/{mode}", shape.name) } else { format!("{}/{mode}/eager", shape.name) };
             out.push((key, v));
         }
@@ -1024,38 +1194,69 @@ fn run_torch(
     Ok(out)
 }
 
-/// `reckon bench`: runs the timed loops, the PyTorch baseline and the solver timing, and prints the tables.
+/// `reckon bench`: runs the timed loops, the PyTorch baseline, the GEMM comparison and the solver timing, and
+/// prints the tables.
 pub fn run(cmd: BenchCommand, device: DeviceChoice) -> Result<()> {
     match cmd {
-        BenchCommand::Train { shapes, warmup, steps, modes, json, vs_torch, torch_script } => {
+        BenchCommand::Train {
+            shapes,
+            warmup,
+            steps,
+            modes,
+            json,
+            vs_torch,
+            torch_script,
+            torch_python,
+            torch_malloc,
+        } => {
             anyhow::ensure!(
                 !vs_torch || device == DeviceChoice::Cpu,
                 "--vs-torch compares with PyTorch on the CPU: run it without --device"
             );
+            let torch_run =
+                TorchRun { script: torch_script, python: torch_python, tuned_malloc: torch_malloc == "tuned" };
             let mut results = Vec::new();
             let mut torch = Vec::new();
             for name in &shapes {
                 let shape = named_shape(name)?;
                 for mode in modes.iter().map(String::as_str) {
                     eprintln!("bench {name} {mode} ...");
-                    let r = bench_on(device, mode, &shape, warmup, steps)?;
-                    if let Some(path) = &json {
-                        use std::io::Write;
-                        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-                        writeln!(f, "{}", r.to_json_line())?;
-                    }
-                    results.push(r);
+                    results.push(bench_on(device, mode, &shape, warmup, steps)?);
                     if vs_torch {
-                        torch.extend(run_torch(&torch_script, &shape, mode, warmup, steps)?);
+                        torch.extend(run_torch(&torch_run, &shape, mode, warmup, steps)?);
                     }
                 }
             }
             if vs_torch && torch.is_empty() {
-                eprintln!("note: `python3 -c \"import torch\"` failed, so no PyTorch baseline was run");
+                eprintln!(
+                    "note: `{} -c \"import torch\"` failed, so no PyTorch baseline was run (--torch-python picks the Python)",
+                    torch_run.python.display()
+                );
             }
-            print_table(&results, &torch);
-            for (key, v) in &torch {
-                println!("torch {key}: {v}");
+            let peak = results.first().map_or(f64::NAN, |r| r.peak_gflops);
+            let machine = MachineInfo::here(peak, (!torch.is_empty()).then(|| torch_run.malloc_setting()));
+            let table = format_table(&machine, &results, &torch);
+            print!("{table}");
+            if let Some(path) = &json {
+                let report = BenchReport {
+                    machine: &machine,
+                    reckon: &results,
+                    torch: torch.iter().cloned().collect(),
+                    table: table.lines().map(str::to_string).collect(),
+                };
+                append_json_line(path, &serde_json::to_string(&report)?)?;
+            }
+            Ok(())
+        }
+        BenchCommand::Gemm { shapes, seconds, json } => {
+            anyhow::ensure!(
+                device == DeviceChoice::Cpu,
+                "the GEMM bench times the CPU kernels: run it without --device"
+            );
+            let report = bench_gemm(&shapes, seconds)?;
+            print!("{}", report.table());
+            if let Some(path) = &json {
+                append_json_line(path, &serde_json::to_string(&report)?)?;
             }
             Ok(())
         }
@@ -1070,6 +1271,143 @@ pub fn run(cmd: BenchCommand, device: DeviceChoice) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn append_json_line(path: &Path, line: &str) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The GEMM comparison (`reckon bench gemm`)
+// ---------------------------------------------------------------------------------------------------------------
+
+/// One GEMM shape the kernels run, timed on every path.
+#[derive(Serialize)]
+pub struct GemmRow {
+    /// The bench shapes (and modes) it occurs in, e.g. `A train, A infer`.
+    pub used_by: Vec<String>,
+    pub shape: GemmShape,
+    pub class: ShapeClass,
+    /// Calls per step, summed over `used_by`.
+    pub calls: u64,
+    /// Its share of the GEMM FLOPs of the steps it occurs in (%).
+    pub flop_share: f64,
+    /// GFLOP/s per path (every thread running its own copy): best round.
+    pub gflops: Vec<(GemmPath, f64)>,
+}
+
+/// `reckon bench gemm`'s result: the machine, every shape's row, and what `auto` picks per class.
+#[derive(Serialize)]
+pub struct GemmReport {
+    pub machine: MachineInfo,
+    pub rows: Vec<GemmRow>,
+    pub classes: Vec<ClassSummary>,
+}
+
+/// One shape class in [`GemmReport`]: the throughput of each path over the class's whole GEMM work, and `auto`'s
+/// pick.
+#[derive(Serialize)]
+pub struct ClassSummary {
+    pub class: ShapeClass,
+    pub gflops: Vec<(GemmPath, f64)>,
+    pub auto_picks: GemmPath,
+}
+
+impl GemmReport {
+    pub fn table(&self) -> String {
+        let paths = GemmPath::available();
+        let mut s = format!("{}\n", self.machine.header());
+        s += &format!("{:<24} {:<6} {:<14} {:>6} {:>7}", "used by", "class", "m x n x k", "calls", "% flop");
+        for p in &paths {
+            s += &format!(" {:>9}", format!("{} GF/s", p.name()));
+        }
+        s += "\n";
+        for r in &self.rows {
+            s += &format!(
+                "{:<24} {:<6} {:<14} {:>6} {:>6.1}%",
+                r.used_by.join(","),
+                format!("{:?}", r.class).to_lowercase(),
+                r.shape.label(),
+                r.calls,
+                r.flop_share
+            );
+            for (_, g) in &r.gflops {
+                s += &format!(" {g:>9.1}");
+            }
+            s += "\n";
+        }
+        for ClassSummary { class, gflops, auto_picks: pick } in &self.classes {
+            let figures: Vec<String> = gflops.iter().map(|(p, g)| format!("{} {g:.1}", p.name())).collect();
+            s += &format!(
+                "class {:<6} FLOP-weighted GFLOP/s: {}; auto picks {}\n",
+                format!("{class:?}").to_lowercase(),
+                figures.join(", "),
+                pick.name()
+            );
+        }
+        s
+    }
+}
+
+/// Records the GEMM shapes one training step and one inference step of each bench shape run, then times each
+/// on every path with all of rayon's threads running their own copy.
+pub fn bench_gemm(shapes: &[String], seconds: f64) -> Result<GemmReport> {
+    use std::collections::BTreeMap;
+    let mut seen: BTreeMap<GemmShape, (Vec<String>, u64, f64)> = BTreeMap::new();
+    for name in shapes {
+        let shape = named_shape(name)?;
+        for mode in ["train", "infer"] {
+            eprintln!("recording the GEMMs of {name} {mode} ...");
+            let (done, calls) = record_gemm_shapes(|| bench_on(DeviceChoice::Cpu, mode, &shape, 0, 1));
+            done?;
+            let total: f64 = calls.iter().map(|(g, c)| g.flop() * *c as f64).sum();
+            for (g, c) in calls {
+                let entry = seen.entry(g).or_default();
+                entry.0.push(format!("{name} {mode}"));
+                entry.1 += c;
+                entry.2 = entry.2.max(100.0 * g.flop() * c as f64 / total.max(1.0));
+            }
+        }
+    }
+    let threads = rayon::current_num_threads();
+    let mut rows = Vec::new();
+    for (shape, (used_by, calls, flop_share)) in seen {
+        eprintln!("timing {} ...", shape.label());
+        let gflops =
+            GemmPath::available().into_iter().map(|p| (p, time_shape(p, &shape, threads, seconds).0)).collect();
+        rows.push(GemmRow { used_by, shape, class: shape.class(), calls, flop_share, gflops });
+    }
+    let classes = ShapeClass::ALL
+        .into_iter()
+        .filter_map(|class| {
+            let members: Vec<&GemmRow> = rows.iter().filter(|r| r.class == class).collect();
+            let weight: f64 = members.iter().map(|r| r.shape.flop() * r.calls as f64).sum();
+            (weight > 0.0).then(|| {
+                // FLOP-weighted harmonic mean: the throughput of running the class's whole GEMM work on one path.
+                let per_path: Vec<(GemmPath, f64)> = GemmPath::available()
+                    .into_iter()
+                    .map(|p| {
+                        let secs: f64 = members
+                            .iter()
+                            .map(|r| {
+                                let g = r.gflops.iter().find(|(q, _)| *q == p).map_or(f64::NAN, |x| x.1);
+                                r.shape.flop() * r.calls as f64 / (g * 1e9)
+                            })
+                            .sum();
+                        (p, weight / secs / 1e9)
+                    })
+                    .collect();
+                ClassSummary { class, gflops: per_path, auto_picks: auto_pick(class) }
+            })
+        })
+        .collect();
+    Ok(GemmReport { machine: MachineInfo::here(reckon::kernels::matmul_peak_gflops(), None), rows, classes })
 }
 
 #[cfg(test)]
@@ -1148,8 +1486,14 @@ mod tests {
             ("A/infer".to_string(), serde_json::json!({"ms_per_step_median": 4000.0, "peak_rss_mb": 700.0})),
             ("A/infer/eager".to_string(), serde_json::json!({"ms_per_step_median": 3000.0})),
         ];
-        let table = format_table(std::slice::from_ref(&r), &torch);
+        let machine = MachineInfo::here(
+            205.1,
+            Some(TorchRun { script: "s".into(), python: "p".into(), tuned_malloc: true }.malloc_setting()),
+        );
+        let table = format_table(&machine, std::slice::from_ref(&r), &torch);
         assert!(table.contains("1.50x") && table.contains("2.00x"), "{table}");
+        assert!(table.lines().next().unwrap().contains("matmul peak 205.1 GFLOP/s"), "{table}");
+        assert!(table.contains(TUNED_GLIBC_TUNABLES), "the header names the baseline's allocator: {table}");
         assert!(table.contains("A torch compile") && table.contains("A torch eager"), "{table}");
         assert!(r.to_json_line().starts_with("{\"shape\":\"A\",\"mode\":\"infer\""));
     }
@@ -1209,7 +1553,7 @@ mod tests {
                 results.push(r);
             }
         }
-        print_table(&results, &[]);
+        print!("{}", format_table(&MachineInfo::here(Bench::cpu().peak_gflops, None), &results, &[]));
     }
 
     /// The quickstart bench shape is the quickstart config's model and batch.

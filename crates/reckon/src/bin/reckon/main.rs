@@ -3,10 +3,11 @@
 
 mod bench;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use reckon::backend::DeviceChoice;
 use reckon::cli::Command;
+use reckon::kernels::gemm::GemmChoice;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,6 +26,11 @@ struct Cli {
     /// N slices). Other commands run on the first.
     #[arg(long, global = true, value_delimiter = ',', value_name = "N,N,...")]
     devices: Vec<usize>,
+    /// The CPU kernels' GEMM: `auto` (the default: per shape class, the faster of the paths this build has,
+    /// measured once per run), `gemm` (the pure-Rust crate), or `blas` (the system BLAS of a `--features openblas`
+    /// or `blis` build). The environment's `RECKON_GEMM` when not given.
+    #[arg(long, global = true, value_name = "auto|gemm|blas")]
+    gemm: Option<GemmChoice>,
     #[command(subcommand)]
     command: BinCommand,
 }
@@ -49,6 +55,13 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let gemm = match cli.gemm {
+        Some(choice) => choice,
+        None => {
+            std::env::var("RECKON_GEMM").ok().map(|v| v.parse()).transpose().context("RECKON_GEMM")?.unwrap_or_default()
+        }
+    };
+    reckon::kernels::gemm::set_gemm_choice(gemm);
     let command = match cli.command {
         BinCommand::Bench(cmd) => return bench::run(cmd, cli.device),
         BinCommand::Library(command) => command,

@@ -1,0 +1,532 @@
+//! The single-threaded GEMM that every CPU kernel runs on its row block, and which implementation runs it.
+//!
+//! Two implementations ([`GemmPath`]):
+//! - [`GemmPath::Crate`]: the pure-Rust `gemm` crate (AVX-512 or FMA micro-kernels, picked at run time). Always
+//!   built; the default.
+//! - [`GemmPath::Blas`]: a system BLAS through its CBLAS interface: OpenBLAS (`--features openblas`, Debian's
+//!   `libopenblas-dev`) or BLIS (`--features blis`, `libblis-dev`). Run single-threaded: the kernels already split
+//!   the work across rayon's threads, one GEMM per task.
+//!
+//! Which one runs is a process-wide [`GemmChoice`] (`--gemm`, or `RECKON_GEMM`): one path for every call, or
+//! `auto`, which picks per shape class ([`ShapeClass`]) by timing both paths on that class's canonical shape once
+//! per process. Both paths compute the same products up to rounding; `kernels::tests` runs every fused kernel on
+//! each path against the composed burn ops.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use gemm::{gemm, Parallelism};
+
+/// A matrix operand of [`matmul_1t`]: its elements and the strides (in elements) between rows and columns.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major matrix with rows of `cols` elements.
+    pub(crate) fn rows(data: &'a [f32], cols: usize) -> Self {
+        Self { data, row_stride: cols, col_stride: 1 }
+    }
+
+    /// The transpose of a row-major matrix with rows of `cols` elements.
+    pub(crate) fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self { data, row_stride: 1, col_stride: cols }
+    }
+
+    fn assert_covers(&self, rows: usize, cols: usize) {
+        if rows == 0 || cols == 0 {
+            return; // nothing is read
+        }
+        let last = (rows.max(1) - 1) * self.row_stride + (cols.max(1) - 1) * self.col_stride;
+        assert!(last < self.data.len(), "matmul operand out of bounds");
+    }
+
+    /// Whether the operand is read transposed from row-major storage (its columns are contiguous).
+    fn is_transposed(&self) -> bool {
+        self.col_stride != 1
+    }
+}
+
+/// An implementation of the kernels' GEMM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GemmPath {
+    /// The pure-Rust `gemm` crate.
+    Crate,
+    /// The system BLAS this binary was linked with (see [`blas_name`]).
+    Blas,
+}
+
+impl GemmPath {
+    /// Every path this binary was built with.
+    pub fn available() -> Vec<GemmPath> {
+        if blas_name().is_some() {
+            vec![GemmPath::Crate, GemmPath::Blas]
+        } else {
+            vec![GemmPath::Crate]
+        }
+    }
+
+    /// Its name in tables and on the command line: `gemm` for the crate, the BLAS library's name otherwise.
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmPath::Crate => "gemm",
+            GemmPath::Blas => blas_name().unwrap_or("blas"),
+        }
+    }
+}
+
+/// The system BLAS linked into this binary (`openblas` or `blis`), if any.
+pub fn blas_name() -> Option<&'static str> {
+    if cfg!(feature = "openblas") {
+        Some("openblas")
+    } else if cfg!(feature = "blis") {
+        Some("blis")
+    } else {
+        None
+    }
+}
+
+/// Which path the kernels use: one for every GEMM, or `Auto` (the faster per shape class, measured).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GemmChoice {
+    #[default]
+    Auto,
+    Only(GemmPath),
+}
+
+impl std::str::FromStr for GemmChoice {
+    type Err = anyhow::Error;
+
+    /// `auto`, `gemm` (the crate), or `blas` / the linked library's name.
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "auto" => Ok(GemmChoice::Auto),
+            "gemm" | "crate" => Ok(GemmChoice::Only(GemmPath::Crate)),
+            "blas" | "openblas" | "blis" => match blas_name() {
+                Some(name) if s == "blas" || s == name => Ok(GemmChoice::Only(GemmPath::Blas)),
+                Some(name) => anyhow::bail!("--gemm {s}: this binary is linked with {name}, not {s}"),
+                None => anyhow::bail!(
+                    "--gemm {s}: this binary has no system BLAS; build it with `--features openblas` (Debian: \
+                     libopenblas-dev) or `--features blis` (libblis-dev)"
+                ),
+            },
+            other => anyhow::bail!("--gemm {other:?}: expected auto, gemm, or blas"),
+        }
+    }
+}
+
+const CHOICE_AUTO: u8 = 0;
+static CHOICE: AtomicU8 = AtomicU8::new(CHOICE_AUTO);
+
+/// Sets the process-wide [`GemmChoice`]; returns the previous one.
+pub fn set_gemm_choice(choice: GemmChoice) -> GemmChoice {
+    let code = match choice {
+        GemmChoice::Auto => CHOICE_AUTO,
+        GemmChoice::Only(GemmPath::Crate) => 1,
+        GemmChoice::Only(GemmPath::Blas) => {
+            assert!(blas_name().is_some(), "no system BLAS in this build");
+            2
+        }
+    };
+    decode(CHOICE.swap(code, Ordering::SeqCst))
+}
+
+/// The process-wide [`GemmChoice`].
+pub fn gemm_choice() -> GemmChoice {
+    decode(CHOICE.load(Ordering::Relaxed))
+}
+
+fn decode(code: u8) -> GemmChoice {
+    match code {
+        1 => GemmChoice::Only(GemmPath::Crate),
+        2 => GemmChoice::Only(GemmPath::Blas),
+        _ => GemmChoice::Auto,
+    }
+}
+
+/// Runs `f` with every GEMM on `path`, then restores the previous choice. Process-wide (the GEMMs run on rayon's
+/// threads), so concurrent callers are serialised: two tests forcing different paths cannot overlap.
+pub fn with_gemm_path<R>(path: GemmPath, f: impl FnOnce() -> R) -> R {
+    static EXCLUSIVE: Mutex<()> = Mutex::new(());
+    let _guard = EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner());
+    struct Restore(GemmChoice);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            set_gemm_choice(self.0);
+        }
+    }
+    let _restore = Restore(set_gemm_choice(GemmChoice::Only(path)));
+    f()
+}
+
+static CALLS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// GEMM calls made on `path` since the process started (what a test forcing a path checks).
+pub fn gemm_calls(path: GemmPath) -> u64 {
+    CALLS[path as usize].load(Ordering::Relaxed)
+}
+
+/// The shape of one GEMM call: `[m×k]·[k×n]`, each operand plain or transposed, into a fresh or accumulated output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct GemmShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub lhs_transposed: bool,
+    pub rhs_transposed: bool,
+    pub accumulate: bool,
+}
+
+impl GemmShape {
+    pub fn flop(&self) -> f64 {
+        2.0 * (self.m * self.n * self.k) as f64
+    }
+
+    /// `m×n×k` plus the layout (`ᵀ` on a transposed operand, `+=` when accumulating).
+    pub fn label(&self) -> String {
+        format!(
+            "{}{}x{}{}x{}{}",
+            self.m,
+            if self.lhs_transposed { "ᵀ" } else { "" },
+            self.n,
+            if self.rhs_transposed { "ᵀ" } else { "" },
+            self.k,
+            if self.accumulate { " +=" } else { "" }
+        )
+    }
+
+    /// Its [`ShapeClass`].
+    pub fn class(&self) -> ShapeClass {
+        ShapeClass::of(self.m, self.n, self.k)
+    }
+}
+
+/// Shape classes the `auto` choice decides per: GEMMs of one class favour the same implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShapeClass {
+    /// Some dimension ≤ 64: the attention head products (head dim 32) and other thin products, where packing and
+    /// edge tiles dominate.
+    Thin,
+    /// Every dimension > 64, under 2²⁵ multiply-adds: the row blocks of the MLP sub-layers.
+    Block,
+    /// Larger products.
+    Large,
+}
+
+impl ShapeClass {
+    pub const ALL: [ShapeClass; 3] = [ShapeClass::Thin, ShapeClass::Block, ShapeClass::Large];
+
+    fn of(m: usize, n: usize, k: usize) -> Self {
+        if m.min(n).min(k) <= 64 {
+            ShapeClass::Thin
+        } else if m * n * k < 1 << 25 {
+            ShapeClass::Block
+        } else {
+            ShapeClass::Large
+        }
+    }
+
+    /// The shape `auto` times both paths on for this class (shapes of the bench models: the attention scores at
+    /// head dim 32, a channel-MLP row block at hidden 128, the token mixer at hidden 512).
+    fn canonical(self) -> GemmShape {
+        let (m, n, k) = match self {
+            ShapeClass::Thin => (97, 97, 32),
+            ShapeClass::Block => (128, 1024, 128),
+            ShapeClass::Large => (1024, 512, 97),
+        };
+        GemmShape { m, n, k, lhs_transposed: false, rhs_transposed: false, accumulate: false }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The path `auto` picks for a class: measured once per process, the first time the class is used.
+pub fn auto_pick(class: ShapeClass) -> GemmPath {
+    static PICKS: [OnceLock<GemmPath>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    if blas_name().is_none() {
+        return GemmPath::Crate;
+    }
+    *PICKS[class.index()].get_or_init(|| fastest_path(&class.canonical()))
+}
+
+/// The faster of the available paths on `shape`, single-threaded: the best of several timed rounds each.
+pub fn fastest_path(shape: &GemmShape) -> GemmPath {
+    let mut timed: Vec<(GemmPath, f64)> =
+        GemmPath::available().into_iter().map(|p| (p, time_shape(p, shape, 1, 0.02).0)).collect();
+    timed.sort_by(|a, b| b.1.total_cmp(&a.1));
+    timed[0].0
+}
+
+/// GFLOP/s of `shape` on `path` with `parallel` threads each running its own copy (the kernels' situation: every
+/// core busy with its own block), timed for about `seconds`: (the best round's GFLOP/s, the rounds' median).
+pub fn time_shape(path: GemmPath, shape: &GemmShape, parallel: usize, seconds: f64) -> (f64, f64) {
+    use rayon::prelude::*;
+    let GemmShape { m, n, k, lhs_transposed, rhs_transposed, accumulate } = *shape;
+    let reps = ((2e8 / shape.flop().max(1.0)).ceil() as usize).max(1);
+    let run = |_: usize| {
+        let (a, b) = (vec![0.5f32; m * k], vec![0.25f32; k * n]);
+        let mut c = vec![0.0f32; m * n];
+        let lhs = if lhs_transposed { Mat::transposed(&a, m) } else { Mat::rows(&a, k) };
+        let rhs = if rhs_transposed { Mat::transposed(&b, k) } else { Mat::rows(&b, n) };
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            matmul_on(path, m, n, k, &mut c, accumulate, lhs, rhs);
+        }
+        t.elapsed().as_secs_f64()
+    };
+    let mut rounds = Vec::new();
+    let started = std::time::Instant::now();
+    while rounds.len() < 3 || (started.elapsed().as_secs_f64() < seconds && rounds.len() < 50) {
+        let worst = (0..parallel).into_par_iter().map(run).reduce(|| 0.0, f64::max);
+        rounds.push(parallel as f64 * shape.flop() * reps as f64 / worst / 1e9);
+    }
+    rounds.sort_by(f64::total_cmp);
+    (rounds[rounds.len() - 1], rounds[rounds.len() / 2])
+}
+
+static RECORDING: AtomicBool = AtomicBool::new(false);
+static RECORDED: Mutex<Option<HashMap<GemmShape, u64>>> = Mutex::new(None);
+
+/// Runs `f` and returns every GEMM shape the kernels ran meanwhile (in any thread), with its call count.
+pub fn record_gemm_shapes<R>(f: impl FnOnce() -> R) -> (R, Vec<(GemmShape, u64)>) {
+    *RECORDED.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashMap::new());
+    RECORDING.store(true, Ordering::SeqCst);
+    let out = f();
+    RECORDING.store(false, Ordering::SeqCst);
+    let map = RECORDED.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+    let mut shapes: Vec<_> = map.into_iter().collect();
+    shapes.sort();
+    (out, shapes)
+}
+
+/// `dst[m×n]` (row-major) `= lhs[m×k] · rhs[k×n]`, plus the old `dst` when `accumulate`, on the calling thread
+/// (the kernels parallelise over row blocks instead, which keeps each block's intermediates in cache), on the
+/// path the [`GemmChoice`] gives.
+pub(crate) fn matmul_1t(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
+    let shape =
+        GemmShape { m, n, k, lhs_transposed: lhs.is_transposed(), rhs_transposed: rhs.is_transposed(), accumulate };
+    if RECORDING.load(Ordering::Relaxed) {
+        if let Some(map) = RECORDED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            *map.entry(shape).or_default() += 1;
+        }
+    }
+    let path = match gemm_choice() {
+        GemmChoice::Only(path) => path,
+        GemmChoice::Auto => auto_pick(shape.class()),
+    };
+    matmul_on(path, m, n, k, dst, accumulate, lhs, rhs);
+}
+
+#[allow(clippy::too_many_arguments)] // a GEMM's own argument list
+fn matmul_on(path: GemmPath, m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
+    assert_eq!(dst.len(), m * n, "matmul destination size");
+    lhs.assert_covers(m, k);
+    rhs.assert_covers(k, n);
+    CALLS[path as usize].fetch_add(1, Ordering::Relaxed);
+    match path {
+        GemmPath::Crate => crate_matmul(m, n, k, dst, accumulate, lhs, rhs),
+        GemmPath::Blas => blas::matmul(m, n, k, dst, accumulate, lhs, rhs),
+    }
+}
+
+fn crate_matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
+    // SAFETY: every operand was bounds-checked (matmul_on) for the (m, k), (k, n), (m, n) index ranges gemm
+    // walks; dst is exclusively borrowed and does not alias lhs/rhs (distinct borrows).
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+#[cfg(any(feature = "openblas", feature = "blis"))]
+mod blas {
+    use super::Mat;
+    use cblas_sys::{cblas_sgemm, CblasNoTrans, CblasRowMajor, CblasTrans};
+
+    #[cfg(all(feature = "openblas", feature = "blis"))]
+    compile_error!("features `openblas` and `blis` both export cblas_sgemm: enable one");
+
+    // cblas-sys declares the CBLAS interface only; the library that implements it is linked here. Our own
+    // thread-count calls: the kernels call the BLAS from every rayon thread, so it must not start threads itself.
+    #[cfg_attr(feature = "openblas", link(name = "openblas"))]
+    #[cfg_attr(feature = "blis", link(name = "blis"))]
+    extern "C" {
+        #[cfg(feature = "openblas")]
+        fn openblas_set_num_threads(n: std::ffi::c_int);
+        #[cfg(feature = "blis")]
+        fn bli_thread_set_num_threads(n: i64);
+    }
+
+    fn single_threaded() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: sets the library's thread count; called once, before its first GEMM.
+        ONCE.call_once(|| unsafe {
+            #[cfg(feature = "openblas")]
+            openblas_set_num_threads(1);
+            #[cfg(feature = "blis")]
+            bli_thread_set_num_threads(1);
+        });
+    }
+
+    /// A row-major operand as CBLAS takes it: transposed or not, and its leading dimension.
+    fn operand(mat: &Mat) -> (cblas_sys::CBLAS_TRANSPOSE, i32) {
+        assert!(mat.row_stride == 1 || mat.col_stride == 1, "BLAS operands need one unit stride");
+        if mat.is_transposed() {
+            (CblasTrans, mat.col_stride.max(1) as i32)
+        } else {
+            (CblasNoTrans, mat.row_stride.max(1) as i32)
+        }
+    }
+
+    pub(super) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
+        if m == 0 || n == 0 {
+            return;
+        }
+        single_threaded();
+        let ((ta, lda), (tb, ldb)) = (operand(&lhs), operand(&rhs));
+        // The leading dimension must cover a row of the stored matrix, even where k or n makes it unused.
+        let lda = lda.max(if lhs.is_transposed() { m } else { k }.max(1) as i32);
+        let ldb = ldb.max(if rhs.is_transposed() { k } else { n }.max(1) as i32);
+        // SAFETY: the operands were bounds-checked for these (m, k), (k, n), (m, n) ranges; dst does not alias.
+        unsafe {
+            cblas_sgemm(
+                CblasRowMajor,
+                ta,
+                tb,
+                m as i32,
+                n as i32,
+                k as i32,
+                1.0,
+                lhs.data.as_ptr(),
+                lda,
+                rhs.data.as_ptr(),
+                ldb,
+                if accumulate { 1.0 } else { 0.0 },
+                dst.as_mut_ptr(),
+                n as i32,
+            )
+        }
+    }
+}
+
+#[cfg(not(any(feature = "openblas", feature = "blis")))]
+mod blas {
+    use super::Mat;
+
+    pub(super) fn matmul(_: usize, _: usize, _: usize, _: &mut [f32], _: bool, _: Mat, _: Mat) {
+        unreachable!("GemmPath::Blas is only chosen in builds with a system BLAS (set_gemm_choice checks)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], lt: bool, rt: bool) -> Vec<f32> {
+        let at = |i: usize, p: usize| if lt { a[p * m + i] } else { a[i * k + p] };
+        let bt = |p: usize, j: usize| if rt { b[j * k + p] } else { b[p * n + j] };
+        let mut c = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| at(i, p) as f64 * bt(p, j) as f64).sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    /// Every available path, on every layout and with accumulation, against a plain f64 triple loop, at odd sizes
+    /// that leave edge tiles (and a zero inner dimension).
+    #[test]
+    fn every_path_computes_every_layout() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for path in GemmPath::available() {
+            for (m, n, k) in [(37, 29, 53), (1, 97, 32), (97, 97, 32), (5, 3, 0)] {
+                for (lt, rt, acc) in
+                    [(false, false, false), (true, false, false), (false, true, true), (true, true, true)]
+                {
+                    let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+                    let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                    let old: Vec<f32> = (0..m * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                    let mut c = old.clone();
+                    let lhs = if lt { Mat::transposed(&a, m) } else { Mat::rows(&a, k) };
+                    let rhs = if rt { Mat::transposed(&b, k) } else { Mat::rows(&b, n) };
+                    let before = gemm_calls(path);
+                    matmul_on(path, m, n, k, &mut c, acc, lhs, rhs);
+                    assert!(gemm_calls(path) > before);
+                    let want = reference(m, n, k, &a, &b, lt, rt);
+                    for (i, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                        let w = w + if acc { old[i] } else { 0.0 };
+                        assert!(
+                            (got - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{path:?} {m}x{n}x{k} lt={lt} rt={rt}: {got} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn choices_parse_and_name_what_is_missing() {
+        assert_eq!("auto".parse::<GemmChoice>().unwrap(), GemmChoice::Auto);
+        assert_eq!("gemm".parse::<GemmChoice>().unwrap(), GemmChoice::Only(GemmPath::Crate));
+        let err = "mkl".parse::<GemmChoice>().unwrap_err().to_string();
+        assert!(err.contains("auto, gemm, or blas"), "{err}");
+        match blas_name() {
+            Some(_) => assert_eq!("blas".parse::<GemmChoice>().unwrap(), GemmChoice::Only(GemmPath::Blas)),
+            None => assert!("blas".parse::<GemmChoice>().unwrap_err().to_string().contains("--features openblas")),
+        }
+    }
+
+    /// GFLOP/s of the channel MLP's GEMMs at hidden 512 by block rows, both cores busy. A measurement, not a
+    /// check: `cargo test --release -p reckon --lib block_rows_sweep -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn block_rows_sweep() {
+        for (n, k) in [(3072, 512), (512, 1536), (1024, 128), (128, 512)] {
+            for m in [96, 97, 120, 125, 128, 192, 194, 200, 208, 256] {
+                let shape = GemmShape { m, n, k, lhs_transposed: false, rhs_transposed: false, accumulate: false };
+                let (best, median) = time_shape(GemmPath::Crate, &shape, rayon::current_num_threads(), 0.3);
+                println!("{m}x{n}x{k}: best {best:.1}, median {median:.1} GFLOP/s");
+            }
+        }
+    }
+
+    #[test]
+    fn shape_classes() {
+        assert_eq!(ShapeClass::of(97, 97, 32), ShapeClass::Thin);
+        assert_eq!(ShapeClass::of(128, 1024, 128), ShapeClass::Block);
+        assert_eq!(ShapeClass::of(1024, 512, 97), ShapeClass::Large);
+        for class in ShapeClass::ALL {
+            assert_eq!(class.canonical().class(), class);
+        }
+    }
+}
