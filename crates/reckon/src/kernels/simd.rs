@@ -115,6 +115,12 @@ fn sigmoid_avx512(x: &[f32], out: &mut [f32]) {
 /// `act[i] = silu(g[i]) · u[i] = g[i] · σ(g[i]) · u[i]`.
 #[inline(always)]
 pub fn silu_mul(g: &[f32], u: &[f32], act: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        unsafe { avx512::silu_mul(g, u, act) };
+        return;
+    }
     let mut sig = [0.0f32; CHUNK];
     for ((g, u), a) in g.chunks(CHUNK).zip(u.chunks(CHUNK)).zip(act.chunks_mut(CHUNK)) {
         let sig = &mut sig[..g.len()];
@@ -128,6 +134,12 @@ pub fn silu_mul(g: &[f32], u: &[f32], act: &mut [f32]) {
 /// Gradients of `silu(g) · u`: `du = da · g · σ(g)`, `dg = da · u · σ(g) · (1 + g · (1 − σ(g)))`.
 #[inline(always)]
 pub fn silu_mul_grad(g: &[f32], u: &[f32], da: &[f32], dg: &mut [f32], du: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        unsafe { avx512::silu_mul_grad(g, u, da, dg, du) };
+        return;
+    }
     let mut sig = [0.0f32; CHUNK];
     for start in (0..da.len()).step_by(CHUNK) {
         let end = (start + CHUNK).min(da.len());
@@ -137,6 +149,83 @@ pub fn silu_mul_grad(g: &[f32], u: &[f32], da: &[f32], dg: &mut [f32], du: &mut 
             let i = start + k;
             du[i] = da[i] * g[i] * s;
             dg[i] = da[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+        }
+    }
+}
+
+/// SwiGLU's products in one pass of AVX-512 registers: σ, the products and the stores for 16 elements at a time,
+/// with no intermediate buffer (the portable path computes σ for a chunk into a buffer, then reads it back; this
+/// halves the memory traffic of the SwiGLU passes, which were 5–7% of a step at hidden 128).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// σ(g) for 16 lanes: `exp(−g)` exactly as [`super::exp`] computes it (Cody–Waite reduction, the same
+    /// polynomial; `2^n` by `scalef`), then `1/(1 + e)` by a reciprocal estimate and one Newton step.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn sigmoid16(g: __m512) -> __m512 {
+        let x = _mm512_min_ps(
+            _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), g), _mm512_set1_ps(-87.0)),
+            _mm512_set1_ps(88.0),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+            x,
+            _mm512_set1_ps(std::f32::consts::LOG2_E),
+        ));
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm512_set1_ps(1.987_569_1e-4);
+        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
+        let e = _mm512_scalef_ps(p, n);
+        let d = _mm512_add_ps(_mm512_set1_ps(1.0), e);
+        let inv = _mm512_rcp14_ps(d);
+        _mm512_mul_ps(inv, _mm512_fnmadd_ps(d, inv, _mm512_set1_ps(2.0)))
+    }
+
+    /// The first `len` lanes as a mask (for the tail).
+    fn tail_mask(len: usize) -> __mmask16 {
+        ((1u32 << len.min(16)) - 1) as __mmask16
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn silu_mul(g: &[f32], u: &[f32], act: &mut [f32]) {
+        let len = act.len();
+        assert!(g.len() >= len && u.len() >= len);
+        for i in (0..len).step_by(16) {
+            let m = tail_mask(len - i);
+            // SAFETY: lanes past `len - i` are masked off in every load and store; i < len ≤ each slice's length.
+            unsafe {
+                let gv = _mm512_maskz_loadu_ps(m, g.as_ptr().add(i));
+                let uv = _mm512_maskz_loadu_ps(m, u.as_ptr().add(i));
+                let a = _mm512_mul_ps(_mm512_mul_ps(gv, sigmoid16(gv)), uv);
+                _mm512_mask_storeu_ps(act.as_mut_ptr().add(i), m, a);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn silu_mul_grad(g: &[f32], u: &[f32], da: &[f32], dg: &mut [f32], du: &mut [f32]) {
+        let len = da.len();
+        assert!(g.len() >= len && u.len() >= len && dg.len() >= len && du.len() >= len);
+        let one = _mm512_set1_ps(1.0);
+        for i in (0..len).step_by(16) {
+            let m = tail_mask(len - i);
+            // SAFETY: as in `silu_mul`: masked lanes, i < len ≤ each slice's length.
+            unsafe {
+                let gv = _mm512_maskz_loadu_ps(m, g.as_ptr().add(i));
+                let uv = _mm512_maskz_loadu_ps(m, u.as_ptr().add(i));
+                let dav = _mm512_maskz_loadu_ps(m, da.as_ptr().add(i));
+                let s = sigmoid16(gv);
+                _mm512_mask_storeu_ps(du.as_mut_ptr().add(i), m, _mm512_mul_ps(_mm512_mul_ps(dav, gv), s));
+                // da · u · σ · (1 + g · (1 − σ))
+                let factor = _mm512_fmadd_ps(gv, _mm512_sub_ps(one, s), one);
+                let dgv = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dav, uv), s), factor);
+                _mm512_mask_storeu_ps(dg.as_mut_ptr().add(i), m, dgv);
+            }
         }
     }
 }
@@ -276,6 +365,32 @@ mod tests {
         for i in 0..x.len() {
             let exact = x[i] as f64 / (1.0 + (-(x[i] as f64)).exp()) * u[i] as f64;
             assert!((act[i] as f64 - exact).abs() <= 1e-6 * exact.abs().max(1e-3), "silu·u at {i}");
+        }
+    }
+
+    /// The SiLU gate's gradients (the vectorised path on AVX-512 CPUs, with a 7-element tail) against f64.
+    #[test]
+    fn fast_silu_gradients_match_the_exact_formulas() {
+        let g: Vec<f32> = (0..999).map(|i| (i as f32 - 499.0) * 0.041).chain([-200.0, 200.0]).collect();
+        let u: Vec<f32> = g.iter().map(|v| (0.3 * v).sin() + 0.5).collect();
+        let da: Vec<f32> = g.iter().map(|v| (0.7 * v).cos()).collect();
+        let (mut dg, mut du) = (vec![f32::NAN; g.len()], vec![f32::NAN; g.len()]);
+        silu_mul_grad(&g, &u, &da, &mut dg, &mut du);
+        for i in 0..g.len() {
+            let (gv, uv, dav) = (g[i] as f64, u[i] as f64, da[i] as f64);
+            let s = 1.0 / (1.0 + (-gv).exp());
+            let (want_du, want_dg) = (dav * gv * s, dav * uv * s * (1.0 + gv * (1.0 - s)));
+            assert!(
+                (du[i] as f64 - want_du).abs() <= 1e-6 * want_du.abs().max(1e-3),
+                "du at g = {gv}: {} vs {want_du}",
+                du[i]
+            );
+            assert!(
+                // Relative to `da·u·σ`, the size before `1 + g·(1 − σ)` cancels (near g = −1.28).
+                (dg[i] as f64 - want_dg).abs() <= 1e-6 * want_dg.abs().max((dav * uv * s).abs()).max(1e-3),
+                "dg at g = {gv}: {} vs {want_dg}",
+                dg[i]
+            );
         }
     }
 
