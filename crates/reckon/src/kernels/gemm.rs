@@ -7,10 +7,16 @@
 //!   `libopenblas-dev`) or BLIS (`--features blis`, `libblis-dev`). Run single-threaded: the kernels already split
 //!   the work across rayon's threads, one GEMM per task.
 //!
-//! Which one runs is a process-wide [`GemmChoice`] (`--gemm`, or `RECKON_GEMM`): one path for every call, or
-//! `auto`, which picks per shape class ([`ShapeClass`]) by timing both paths on that class's canonical shape once
-//! per process. Both paths compute the same products up to rounding; `kernels::tests` runs every fused kernel on
-//! each path against the composed burn ops.
+//! Which one runs is a process-wide [`GemmChoice`] (`--gemm`, or the environment's `RECKON_GEMM`): one path for
+//! every call, or `auto`, which picks per shape class ([`ShapeClass`]) by timing both paths on that class's
+//! canonical shape once per process. Both paths compute the same products up to rounding; `kernels::tests` runs
+//! every fused kernel on each path against the composed burn ops. (A build without a BLAS always runs the crate,
+//! so its runs are bit-reproducible; in a BLAS build, `auto` may pick differently from one process to the next, so
+//! a resumed run that must match an uninterrupted one bit for bit names its path.)
+//!
+//! Measured (`reckon bench gemm`, Intel Xeon with AVX-512, 2 cores, Debian's OpenBLAS 0.3.21): the crate is faster
+//! on the MLP blocks (360 vs 302 GFLOP/s, FLOP-weighted) and larger products (354 vs 315); on thin products (head
+//! dimension 32) the two tie (191 vs 193), OpenBLAS ahead on `P·V`, the crate on `Q·Kᵀ`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -121,24 +127,51 @@ impl std::str::FromStr for GemmChoice {
 }
 
 const CHOICE_AUTO: u8 = 0;
-static CHOICE: AtomicU8 = AtomicU8::new(CHOICE_AUTO);
+/// Not set yet: the first read takes `RECKON_GEMM` from the environment.
+const CHOICE_UNSET: u8 = u8::MAX;
+static CHOICE: AtomicU8 = AtomicU8::new(CHOICE_UNSET);
 
-/// Sets the process-wide [`GemmChoice`]; returns the previous one.
-pub fn set_gemm_choice(choice: GemmChoice) -> GemmChoice {
-    let code = match choice {
+/// The choice `RECKON_GEMM` names (`auto` when unset; an invalid value is reported once and ignored, since the
+/// kernels have no caller to return an error to: the binary checks `--gemm` and `RECKON_GEMM` up front).
+fn choice_from_env() -> GemmChoice {
+    match std::env::var("RECKON_GEMM") {
+        Ok(v) => v.parse().unwrap_or_else(|e| {
+            eprintln!("warning: RECKON_GEMM: {e}; using auto");
+            GemmChoice::Auto
+        }),
+        Err(_) => GemmChoice::Auto,
+    }
+}
+
+fn encode(choice: GemmChoice) -> u8 {
+    match choice {
         GemmChoice::Auto => CHOICE_AUTO,
         GemmChoice::Only(GemmPath::Crate) => 1,
         GemmChoice::Only(GemmPath::Blas) => {
             assert!(blas_name().is_some(), "no system BLAS in this build");
             2
         }
-    };
-    decode(CHOICE.swap(code, Ordering::SeqCst))
+    }
 }
 
-/// The process-wide [`GemmChoice`].
+/// Sets the process-wide [`GemmChoice`]; returns the previous one.
+pub fn set_gemm_choice(choice: GemmChoice) -> GemmChoice {
+    let previous = gemm_choice();
+    CHOICE.store(encode(choice), Ordering::SeqCst);
+    previous
+}
+
+/// The process-wide [`GemmChoice`]: the last one set, else `RECKON_GEMM`'s (so a test run can be put on one path:
+/// `RECKON_GEMM=blas cargo test --features openblas`), else `auto`.
 pub fn gemm_choice() -> GemmChoice {
-    decode(CHOICE.load(Ordering::Relaxed))
+    match CHOICE.load(Ordering::Relaxed) {
+        CHOICE_UNSET => {
+            let from_env = encode(choice_from_env());
+            let _ = CHOICE.compare_exchange(CHOICE_UNSET, from_env, Ordering::SeqCst, Ordering::SeqCst);
+            decode(CHOICE.load(Ordering::SeqCst))
+        }
+        code => decode(code),
+    }
 }
 
 fn decode(code: u8) -> GemmChoice {

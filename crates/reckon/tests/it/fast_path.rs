@@ -88,3 +88,27 @@ fn fast_path_matches_generic_path_on_a_trm_training_step() {
     assert_paths_agree(small(true));
     assert_paths_agree(small(false));
 }
+
+/// `RECKON_GEMM` puts every kernel GEMM of a test run on one path (CI runs this suite with `RECKON_GEMM=blas` in an
+/// `openblas` build, so the comparisons above then run on the BLAS): check that the choice took and that a fused
+/// op's GEMMs ran on it.
+#[test]
+fn the_environment_picks_the_gemm_path() {
+    use reckon::backend::Cpu;
+    use reckon::kernels::gemm::{gemm_calls, gemm_choice, GemmChoice};
+    use reckon::kernels::{residual_swiglu_norm, Gate, MixAxis};
+    let want = std::env::var("RECKON_GEMM").ok().and_then(|v| v.parse::<GemmChoice>().ok()).unwrap_or_default();
+    assert_eq!(gemm_choice(), want);
+    let dev = Default::default();
+    let x = Tensor::<Cpu, 3>::from_data(TensorData::new(vec![0.5f32; 2 * 9 * 16], [2, 9, 16]), &dev);
+    let wgu = Tensor::<Cpu, 2>::from_data(TensorData::new(vec![0.01f32; 64 * 16], [64, 16]), &dev);
+    let wd = Tensor::<Cpu, 2>::from_data(TensorData::new(vec![0.02f32; 16 * 32], [16, 32]), &dev);
+    let paths = match want {
+        GemmChoice::Only(path) => vec![path],
+        GemmChoice::Auto => reckon::kernels::gemm::GemmPath::available(),
+    };
+    let before: u64 = paths.iter().map(|&p| gemm_calls(p)).sum();
+    let y = residual_swiglu_norm(x, wgu, wd, MixAxis::Channels, Gate::Silu, 1e-5);
+    assert!(y.into_data().to_vec::<f32>().unwrap().iter().all(|v| v.is_finite()));
+    assert!(paths.iter().map(|&p| gemm_calls(p)).sum::<u64>() > before, "no GEMM ran on {paths:?}");
+}
