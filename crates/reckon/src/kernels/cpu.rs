@@ -92,7 +92,7 @@ pub(crate) fn transpose_parallel(src: &[f32], dst: &mut [f32], rows: usize, cols
 
 simd::multiversion! {
     /// `dst[j][i] = src[i][c0 + j]` for the `width` columns from `c0`: one band of a transpose, in 8×8 tiles.
-    fn transpose_band(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, c0: usize, width: usize) {
+    pub(crate) fn transpose_band(src: &[f32], dst: &mut [f32], rows: usize, cols: usize, c0: usize, width: usize) {
         const TILE: usize = 8;
         for r0 in (0..rows).step_by(TILE) {
             let r1 = (r0 + TILE).min(rows);

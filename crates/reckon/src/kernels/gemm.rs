@@ -38,6 +38,12 @@ impl<'a> Mat<'a> {
         Self { data, row_stride: cols, col_stride: 1 }
     }
 
+    /// A row-major matrix whose rows start `row_stride` elements apart (a column block of a wider matrix, e.g.
+    /// one head of packed projections).
+    pub(crate) fn strided_rows(data: &'a [f32], row_stride: usize) -> Self {
+        Self { data, row_stride, col_stride: 1 }
+    }
+
     /// The transpose of a row-major matrix with rows of `cols` elements.
     pub(crate) fn transposed(data: &'a [f32], cols: usize) -> Self {
         Self { data, row_stride: 1, col_stride: cols }
@@ -544,6 +550,18 @@ mod tests {
     #[test]
     #[ignore]
     fn block_rows_sweep() {
+        for (m, n, k, lt, rt) in [
+            (97, 97, 32, false, true),
+            (97, 97, 32, false, false),
+            (97, 32, 97, false, false),
+            (97, 32, 97, true, false),
+        ] {
+            for path in GemmPath::available() {
+                let shape = GemmShape { m, n, k, lhs_transposed: lt, rhs_transposed: rt, accumulate: false };
+                let (best, median) = time_shape(path, &shape, rayon::current_num_threads(), 0.3);
+                println!("{path:?} {}: best {best:.1}, median {median:.1} GFLOP/s", shape.label());
+            }
+        }
         for (n, k) in [(3072, 512), (512, 1536), (1024, 128), (128, 512)] {
             for m in [96, 97, 120, 125, 128, 192, 194, 200, 208, 256] {
                 let shape = GemmShape { m, n, k, lhs_transposed: false, rhs_transposed: false, accumulate: false };
