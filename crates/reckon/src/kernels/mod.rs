@@ -167,11 +167,36 @@ pub trait FusedOps: Backend {
         composed_residual_rms_norm_backward::<Self>(y, rstd, dy)
     }
 
+    /// Whether this backend has its own [`Self::fused_linear`]/[`Self::fused_linear_backward`] pair, so that autodiff records
+    /// one node for a linear layer instead of burn's matmul and transpose.
+    fn native_linear() -> bool {
+        false
+    }
+
+    /// `x · wᵀ`: a bias-free linear layer on rows `x` `[N, in]` with weight `w` `[out, in]`.
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_linear::<Self>(x, w)
+    }
+
+    /// `(dx, dw)` from the output's gradient `dy` `[N, out]`.
+    fn fused_linear_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        composed_linear_backward::<Self>(x, w, dy)
+    }
+
     /// `table[rows[i]] += delta[i]` for a `[N, W]` table, `[R]` row ids and `[R, W]` deltas (the sparse puzzle
     /// table's update). A backend may add in place when it holds the only reference to `table`.
     fn add_rows(table: FloatTensor<Self>, rows: IntTensor<Self>, delta: FloatTensor<Self>) -> FloatTensor<Self> {
         rows::composed_add_rows::<Self>(table, rows, delta)
     }
+}
+
+/// `x · wᵀ` for rows `x` `[N, in]` and a weight `w` `[out, in]`, through the backend's [`FusedOps::fused_linear`].
+pub fn linear<B: FusedOps>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+    wrap(B::fused_linear(unwrap(x), unwrap(w)))
 }
 
 /// `table[rows[i]] += delta[i]` through the backend's [`FusedOps::add_rows`].
@@ -218,6 +243,7 @@ mod attention;
 mod cpu;
 pub mod gemm;
 mod glu_norm;
+mod linear;
 pub mod pool;
 mod rms_norm;
 mod rows;
@@ -231,6 +257,8 @@ pub use glu_norm::{
     SwigluNormSaved,
 };
 use glu_norm::{SwigluNormBackward, SwigluNormState};
+use linear::LinearBackward;
+pub use linear::{composed_linear, composed_linear_backward};
 use rms_norm::ResidualRmsNormBackward;
 pub use rms_norm::{composed_residual_rms_norm, composed_residual_rms_norm_backward, rms_norm, rms_norm_dim};
 use swiglu::SwigluBackward;
@@ -384,6 +412,29 @@ impl FusedOps for burn::backend::Flex {
         rms_norm::flex::residual_rms_norm_backward(y, rstd, dy)
     }
 
+    fn native_linear() -> bool {
+        fast_path()
+    }
+
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !fast_path() || x.dtype() != burn::tensor::DType::F32 || w.dtype() != burn::tensor::DType::F32 {
+            return composed_linear::<Self>(x, w);
+        }
+        linear::flex::linear(x, w)
+    }
+
+    fn fused_linear_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        use burn::tensor::DType::F32;
+        if x.dtype() != F32 || w.dtype() != F32 || dy.dtype() != F32 {
+            return composed_linear_backward::<Self>(x, w, dy);
+        }
+        linear::flex::linear_backward(x, w, dy)
+    }
+
     fn add_rows(table: FloatTensor<Self>, rows: IntTensor<Self>, delta: FloatTensor<Self>) -> FloatTensor<Self> {
         rows::flex::add_rows(table, rows, delta)
     }
@@ -457,6 +508,24 @@ impl<B: TrainInner, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         (y, rstd_out)
+    }
+
+    fn native_linear() -> bool {
+        B::native_linear()
+    }
+
+    fn fused_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !B::native_linear() {
+            return composed_linear::<Self>(x, w);
+        }
+        match LinearBackward.prepare::<C>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (x, w) = (x.primitive, w.primitive);
+                let y = B::fused_linear(x.clone(), w.clone());
+                prep.finish((x, w), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_linear(x.primitive, w.primitive)),
+        }
     }
 
     fn native_swiglu_norm() -> bool {
@@ -745,6 +814,37 @@ mod tests {
 
     /// The fused attention (Flex kernel, one autodiff node) against the generic burn path, with and without
     /// RoPE: output and the gradient of the packed projections.
+    /// The fused linear layer (Flex kernel, one autodiff node) against burn's matmul under autodiff: output and
+    /// both gradients, on enough rows for several blocks per thread, on every GEMM path.
+    #[test]
+    fn fused_linear_matches_the_generic_path_forward_and_backward() {
+        on_every_gemm_path(|| {
+            let dev = Default::default();
+            let (n, d_in, d_out) = (517, 48, 40);
+            let x0 = TensorData::new(random(n * d_in, 51), [n, d_in]);
+            let w0 = TensorData::new(random(d_out * d_in, 52).iter().map(|v| v * 0.1).collect(), [d_out, d_in]);
+            let probe = probe::<CpuTrain, 2>([n, d_out], 53);
+            let run = |fused: bool| {
+                let x = Tensor::<CpuTrain, 2>::from_data(x0.clone(), &dev).require_grad();
+                let w = Tensor::<CpuTrain, 2>::from_data(w0.clone(), &dev).require_grad();
+                let y = if fused {
+                    linear(x.clone(), w.clone())
+                } else {
+                    wrap::<CpuTrain, 2>(composed_linear::<CpuTrain>(unwrap(x.clone()), unwrap(w.clone())))
+                };
+                let out: Vec<f32> = y.clone().into_data().to_vec().unwrap();
+                let grads = (y * probe.clone()).sum().backward();
+                let v = |t: Tensor<CpuTrain, 2>| t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+                (out, v(x), v(w))
+            };
+            let (fast, generic) = (run(true), run(false));
+            for (name, f, g) in [("y", &fast.0, &generic.0), ("dx", &fast.1, &generic.1), ("dw", &fast.2, &generic.2)] {
+                let err = max_rel(f, g);
+                assert!(err <= 1e-5, "{name}: relative error {err:e}");
+            }
+        });
+    }
+
     #[test]
     fn fused_attention_matches_the_generic_path_forward_and_backward() {
         on_every_gemm_path(check_fused_attention);

@@ -73,16 +73,33 @@ impl<B: Backend> Linear<B> {
         Self { weight: param_from_vec(trunc_normal(rng, d_in * d_out, std), [d_out, d_in], device) }
     }
 
+    /// `x · Wᵀ` over the last axis, from burn's matmul (any backend).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.apply(x, |x, w| x.matmul(w.transpose()))
+    }
+
+    fn apply<const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        op: impl FnOnce(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 2>,
+    ) -> Tensor<B, D> {
         let dims = x.dims();
         let d_in = dims[D - 1];
         let rows = x.shape().num_elements() / d_in;
         let w = self.weight.val();
         let d_out = w.dims()[0];
-        let y = x.reshape([rows, d_in]).matmul(w.transpose());
+        let y = op(x.reshape([rows, d_in]), w);
         let mut out_dims = dims;
         out_dims[D - 1] = d_out;
         y.reshape(out_dims)
+    }
+}
+
+impl<B: FusedOps> Linear<B> {
+    /// `x · Wᵀ` over the last axis through the backend's fused linear op (Flex: pooled row-block GEMMs, the
+    /// weight's transpose kept while it is unchanged), for the layers on the recursion's hot path.
+    pub fn forward_fused<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.apply(x, crate::kernels::linear)
     }
 }
 
@@ -233,9 +250,9 @@ impl<B: FusedOps> Attention<B> {
     /// `o_proj(attention(qkv_proj(x)))`; the attention core is one fused op.
     pub fn forward(&self, x: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
         let [b, s, d] = x.dims();
-        let qkv = self.qkv_proj.forward(x.reshape([b * s, d])).reshape([b, s, 3 * d]);
+        let qkv = self.qkv_proj.forward_fused(x.reshape([b * s, d])).reshape([b, s, 3 * d]);
         let heads = attention(qkv, rope.map(Rope::tables), self.num_heads); // [B, S, D]
-        self.o_proj.forward(heads.reshape([b * s, d])).reshape([b, s, d])
+        self.o_proj.forward_fused(heads.reshape([b * s, d])).reshape([b, s, d])
     }
 }
 
