@@ -38,6 +38,15 @@ pub(crate) fn balanced_block_rows(rows: usize, target: usize) -> usize {
     rows.div_ceil(blocks.max(1)).max(1)
 }
 
+/// Rows per part when `rows` rows in blocks of `block` are split into one contiguous part per thread (whole blocks
+/// each): the backward kernels sum their weight gradients per part and then in order, so the result does not
+/// depend on scheduling.
+pub(crate) fn rows_per_part(rows: usize, block: usize) -> usize {
+    let blocks = rows.div_ceil(block).max(1);
+    let parts = rayon::current_num_threads().clamp(1, blocks);
+    blocks.div_ceil(parts) * block
+}
+
 pub(crate) fn dims3(x: &FlexTensor) -> [usize; 3] {
     let shape = x.layout().shape();
     assert_eq!(shape.num_dims(), 3, "residual_swiglu_norm takes [batch, seq, hidden] activations");

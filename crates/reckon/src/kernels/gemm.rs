@@ -15,8 +15,8 @@
 //! a resumed run that must match an uninterrupted one bit for bit names its path.)
 //!
 //! Measured (`reckon bench gemm`, Intel Xeon with AVX-512, 2 cores, Debian's OpenBLAS 0.3.21): the crate is faster
-//! on the MLP blocks (360 vs 302 GFLOP/s, FLOP-weighted) and larger products (354 vs 315); on thin products (head
-//! dimension 32) the two tie (191 vs 193), OpenBLAS ahead on `P·V`, the crate on `Q·Kᵀ`.
+//! on the MLP blocks (346 vs 288 GFLOP/s, FLOP-weighted) and larger products (333 vs 302); OpenBLAS on the thin
+//! products of attention at head dimension 32 (305 vs 253), both `Q·Kᵀ` and `P·V`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -137,16 +137,21 @@ const CHOICE_AUTO: u8 = 0;
 const CHOICE_UNSET: u8 = u8::MAX;
 static CHOICE: AtomicU8 = AtomicU8::new(CHOICE_UNSET);
 
-/// The choice `RECKON_GEMM` names (`auto` when unset; an invalid value is reported once and ignored, since the
-/// kernels have no caller to return an error to: the binary checks `--gemm` and `RECKON_GEMM` up front).
-fn choice_from_env() -> GemmChoice {
+/// The choice the environment's `RECKON_GEMM` names (`auto` when unset), or why it names none.
+pub fn env_gemm_choice() -> anyhow::Result<GemmChoice> {
     match std::env::var("RECKON_GEMM") {
-        Ok(v) => v.parse().unwrap_or_else(|e| {
-            eprintln!("warning: RECKON_GEMM: {e}; using auto");
-            GemmChoice::Auto
-        }),
-        Err(_) => GemmChoice::Auto,
+        Ok(v) => v.parse().map_err(|e: anyhow::Error| e.context("RECKON_GEMM")),
+        Err(_) => Ok(GemmChoice::Auto),
     }
+}
+
+/// [`env_gemm_choice`] for the kernels, which have no caller to return an error to: an invalid value is reported
+/// and ignored (the binary refuses it up front).
+fn choice_from_env() -> GemmChoice {
+    env_gemm_choice().unwrap_or_else(|e| {
+        eprintln!("warning: {e:#}; using auto");
+        GemmChoice::Auto
+    })
 }
 
 fn encode(choice: GemmChoice) -> u8 {

@@ -419,9 +419,7 @@ pub(super) mod flex {
         let dy_rows = channel_rows(&dy, dims);
         let mut dx = pool::take(rows * width);
         let block = shape.block_rows();
-        let blocks = rows.div_ceil(block);
-        let parts = rayon::current_num_threads().clamp(1, blocks.max(1));
-        let part_rows = blocks.div_ceil(parts) * block;
+        let part_rows = rows_per_part(rows, block);
         let inputs = BackwardInputs {
             x: slice(&x),
             wgu: slice(&wgu),

@@ -92,9 +92,7 @@ pub(super) mod flex {
         let (xs, ws, dys) = (slice(&x), slice(&w), slice(&dy));
         let mut dx = pool::take(n * d_in);
         let block = balanced_block_rows(n, TARGET_ROWS);
-        let blocks = n.div_ceil(block).max(1);
-        let parts = rayon::current_num_threads().clamp(1, blocks);
-        let part_rows = blocks.div_ceil(parts) * block;
+        let part_rows = rows_per_part(n, block);
         let partial: Vec<Vec<f32>> = dx
             .par_chunks_mut(part_rows * d_in)
             .enumerate()

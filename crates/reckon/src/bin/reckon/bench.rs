@@ -1296,7 +1296,7 @@ pub struct GemmRow {
     pub class: ShapeClass,
     /// Calls per step, summed over `used_by`.
     pub calls: u64,
-    /// Its share of the GEMM FLOPs of the steps it occurs in (%).
+    /// Its largest share of one step's GEMM FLOPs among the steps it occurs in (%).
     pub flop_share: f64,
     /// GFLOP/s per path (every thread running its own copy): best round.
     pub gflops: Vec<(GemmPath, f64)>,

@@ -3,7 +3,7 @@
 
 mod bench;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use reckon::backend::DeviceChoice;
 use reckon::cli::Command;
@@ -57,9 +57,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let gemm = match cli.gemm {
         Some(choice) => choice,
-        None => {
-            std::env::var("RECKON_GEMM").ok().map(|v| v.parse()).transpose().context("RECKON_GEMM")?.unwrap_or_default()
-        }
+        None => reckon::kernels::gemm::env_gemm_choice()?,
     };
     reckon::kernels::gemm::set_gemm_choice(gemm);
     let command = match cli.command {
