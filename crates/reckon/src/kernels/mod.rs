@@ -15,6 +15,7 @@
 //!   packed `qkv` projection, forward and backward, one task per batch row.
 //! - [`FusedOps::residual_rms_norm`]: `rms_norm(x + r)`, the attention sub-layer's residual and post-norm.
 //! - [`FusedOps::add_rows`]: adding to a few rows of the puzzle table, in place on Flex (`rows.rs`).
+//! - [`FusedOps::adam_atan2_step`]: the optimiser's update of one parameter, one parallel pass on Flex (`optim.rs`).
 //!
 //! [`with_fast_path`] switches the native kernels off on one thread, which gives the generic burn path on the same
 //! backend: the reference every fast kernel is tested against.
@@ -192,11 +193,40 @@ pub trait FusedOps: Backend {
     fn add_rows(table: FloatTensor<Self>, rows: IntTensor<Self>, delta: FloatTensor<Self>) -> FloatTensor<Self> {
         rows::composed_add_rows::<Self>(table, rows, delta)
     }
+
+    /// One AdamATan2 update of a flattened parameter, its gradient and its two moments (all `[n]`): the new
+    /// `(param, exp_avg, exp_avg_sq)` ([`AdamAtan2Step`] has the formula).
+    fn adam_atan2_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        exp_avg: FloatTensor<Self>,
+        exp_avg_sq: FloatTensor<Self>,
+        step: AdamAtan2Step,
+    ) -> AdamAtan2Out<Self> {
+        composed_adam_atan2_step::<Self>(param, grad, exp_avg, exp_avg_sq, step)
+    }
 }
 
 /// `x · wᵀ` for rows `x` `[N, in]` and a weight `w` `[out, in]`, through the backend's [`FusedOps::fused_linear`].
 pub fn linear<B: FusedOps>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
     wrap(B::fused_linear(unwrap(x), unwrap(w)))
+}
+
+/// One AdamATan2 update through the backend's [`FusedOps::adam_atan2_step`]: the new `(param, exp_avg,
+/// exp_avg_sq)`, each shaped like `param`.
+pub fn adam_atan2_step<B: FusedOps, const D: usize>(
+    param: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    exp_avg: Tensor<B, D>,
+    exp_avg_sq: Tensor<B, D>,
+    step: AdamAtan2Step,
+) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
+    let dims = param.dims();
+    let n = param.shape().num_elements();
+    let flat = |t: Tensor<B, D>| unwrap(t.reshape([n]));
+    let (p, m, v) = B::adam_atan2_step(flat(param), flat(grad), flat(exp_avg), flat(exp_avg_sq), step);
+    let back = |t: FloatTensor<B>| wrap::<B, 1>(t).reshape(dims);
+    (back(p), back(m), back(v))
 }
 
 /// `table[rows[i]] += delta[i]` through the backend's [`FusedOps::add_rows`].
@@ -244,6 +274,7 @@ mod cpu;
 pub mod gemm;
 mod glu_norm;
 mod linear;
+mod optim;
 pub mod pool;
 mod rms_norm;
 mod rows;
@@ -259,6 +290,7 @@ pub use glu_norm::{
 use glu_norm::{SwigluNormBackward, SwigluNormState};
 use linear::LinearBackward;
 pub use linear::{composed_linear, composed_linear_backward};
+pub use optim::{composed_adam_atan2_step, AdamAtan2Out, AdamAtan2Step};
 use rms_norm::ResidualRmsNormBackward;
 pub use rms_norm::{composed_residual_rms_norm, composed_residual_rms_norm_backward, rms_norm, rms_norm_dim};
 use swiglu::SwigluBackward;
@@ -437,6 +469,16 @@ impl FusedOps for burn::backend::Flex {
 
     fn add_rows(table: FloatTensor<Self>, rows: IntTensor<Self>, delta: FloatTensor<Self>) -> FloatTensor<Self> {
         rows::flex::add_rows(table, rows, delta)
+    }
+
+    fn adam_atan2_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        exp_avg: FloatTensor<Self>,
+        exp_avg_sq: FloatTensor<Self>,
+        step: AdamAtan2Step,
+    ) -> AdamAtan2Out<Self> {
+        optim::flex::adam_atan2_step(param, grad, exp_avg, exp_avg_sq, step)
     }
 }
 
@@ -666,6 +708,44 @@ mod tests {
 
     /// Runs `check` with each GEMM implementation this build has forced (the `gemm` crate; the system BLAS in an
     /// `openblas`/`blis` build), and checks that each path ran.
+    /// The Flex AdamATan2 kernel against the composed burn ops over three successive steps (moments fed back),
+    /// on more elements than one parallel block, with exact zeros (gradients and the first step's moments). With
+    /// `lr = 1` and no decay the new parameter is `p − atan2(m̂, √v̂)`, so the vectorised atan2 is compared
+    /// directly, not hidden under a small learning rate.
+    #[test]
+    fn adam_atan2_kernel_matches_composed_ops() {
+        let n = 3 * cpu::CHUNK + 77;
+        let dev = Default::default();
+        let flat = |v: Vec<f32>| unwrap(Tensor::<Cpu, 1>::from_data(TensorData::new(v, [n]), &dev));
+        let host = |t: FloatTensor<Cpu>| wrap::<Cpu, 1>(t).into_data().to_vec::<f32>().unwrap();
+        for (lr, weight_decay) in [(1.0, 0.0), (3e-3, 0.1)] {
+            let mut fast = (flat(random(n, 70)), flat(vec![0.0; n]), flat(vec![0.0; n]));
+            let mut composed = fast.clone();
+            for t in 1..=3 {
+                let mut g = random(n, 71 + t);
+                g.iter_mut().step_by(13).for_each(|v| *v = 0.0);
+                let step = AdamAtan2Step {
+                    lr,
+                    beta1: 0.9,
+                    beta2: 0.95,
+                    weight_decay,
+                    bias1: 1.0 - 0.9f64.powi(t as i32),
+                    bias2: 1.0 - 0.95f64.powi(t as i32),
+                };
+                fast = <Cpu as FusedOps>::adam_atan2_step(fast.0, flat(g.clone()), fast.1, fast.2, step);
+                composed = composed_adam_atan2_step::<Cpu>(composed.0, flat(g), composed.1, composed.2, step);
+                let (f, c) = (
+                    [&fast.0, &fast.1, &fast.2].map(|t| host(t.clone())),
+                    [&composed.0, &composed.1, &composed.2].map(|t| host(t.clone())),
+                );
+                for (name, f, c) in [("param", &f[0], &c[0]), ("exp_avg", &f[1], &c[1]), ("exp_avg_sq", &f[2], &c[2])] {
+                    assert!(max_rel(f, c) <= 1e-6, "lr {lr} step {t} {name}: {:e}", max_rel(f, c));
+                }
+                assert!(f[0].iter().all(|v| v.is_finite()));
+            }
+        }
+    }
+
     fn on_every_gemm_path(check: impl Fn()) {
         for path in gemm::GemmPath::available() {
             let before = gemm::gemm_calls(path);

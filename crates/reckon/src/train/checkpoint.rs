@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module, ParamId};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use burn_store::ModuleSnapshot;
 use reckon_data::SamplerCursor;
@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{ExperimentConfig, ModelConfig};
 use super::optim::{AdamAtan2, DenseOptimizer, DenseOptimizerRecord};
 use crate::act::{ActCarry, SlotData};
+use crate::backend::TrainBackend;
 use crate::model::weights::{
     canonical_key, is_puzzle_table, load_named, named_tensors_where, read_safetensors, write_safetensors,
     TIED_EMBEDDING, TIED_HEAD,
@@ -161,7 +162,7 @@ pub fn save<AB, M>(
     carry: &ActCarry<AB::InnerBackend>,
 ) -> Result<PathBuf>
 where
-    AB: AutodiffBackend,
+    AB: TrainBackend,
     M: RecursiveModel<AB> + AutodiffModule<AB> + ModuleSnapshot<AB>,
     M::InnerModule: ModuleSnapshot<AB::InnerBackend>,
 {
@@ -300,7 +301,7 @@ pub fn resumable(run_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn save_optimizer<AB: AutodiffBackend, M: AutodiffModule<AB>>(opt: &DenseOptimizer<AB, M>, path: &Path) -> Result<()> {
+fn save_optimizer<AB: TrainBackend, M: AutodiffModule<AB>>(opt: &DenseOptimizer<AB, M>, path: &Path) -> Result<()> {
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
     let result = match opt.to_record() {
         DenseOptimizerRecord::AdamAtan2(r) => Recorder::<AB>::record(&recorder, r, path.to_path_buf()),
@@ -346,7 +347,7 @@ pub fn restore<AB, M>(
     device: &AB::Device,
 ) -> Result<(M, Option<M::InnerModule>, DenseOptimizer<AB, M>, ActCarry<AB::InnerBackend>)>
 where
-    AB: AutodiffBackend,
+    AB: TrainBackend,
     M: AutodiffModule<AB> + ModuleSnapshot<AB>,
     M::InnerModule: ModuleSnapshot<AB::InnerBackend>,
 {
@@ -372,7 +373,7 @@ where
     Ok((model, ema, optimizer, carry))
 }
 
-fn load_optimizer<AB: AutodiffBackend, M: AutodiffModule<AB>>(
+fn load_optimizer<AB: TrainBackend, M: AutodiffModule<AB>>(
     opt: DenseOptimizer<AB, M>,
     path: &Path,
     saved_ids: &BTreeMap<String, u64>,

@@ -13,11 +13,12 @@ use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer, SimpleOptimizer};
 use burn::record::Record;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::FusedOps;
+use crate::backend::TrainBackend;
+use crate::kernels::{adam_atan2_step, AdamAtan2Step, FusedOps};
 
 /// The reference's `AdamATan2` (β = (0.9, 0.95) in every recipe).
 #[derive(Clone, Debug)]
@@ -35,7 +36,7 @@ pub struct AdamAtan2State<B: Backend, const D: usize> {
     pub step: usize,
 }
 
-impl<B: Backend> SimpleOptimizer<B> for AdamAtan2 {
+impl<B: FusedOps> SimpleOptimizer<B> for AdamAtan2 {
     type State<const D: usize> = AdamAtan2State<B, D>;
 
     fn step<const D: usize>(
@@ -49,15 +50,15 @@ impl<B: Backend> SimpleOptimizer<B> for AdamAtan2 {
             Some(s) => (s.exp_avg, s.exp_avg_sq, s.step + 1),
             None => (grad.zeros_like(), grad.zeros_like(), 1),
         };
-        let param = param.mul_scalar(1.0 - lr * self.weight_decay);
-        // lerp(m, g, 1 − β): m + (1 − β)(g − m)
-        let exp_avg = exp_avg.clone() + (grad.clone() - exp_avg).mul_scalar(1.0 - self.beta1);
-        let exp_avg_sq = exp_avg_sq.clone() + (grad.powi_scalar(2) - exp_avg_sq).mul_scalar(1.0 - self.beta2);
-        let bias1 = 1.0 - self.beta1.powi(step as i32);
-        let bias2 = 1.0 - self.beta2.powi(step as i32);
-        let m_hat = exp_avg.clone().div_scalar(bias1);
-        let v_hat_sqrt = exp_avg_sq.clone().sqrt().div_scalar(bias2.sqrt());
-        let param = param - m_hat.atan2(v_hat_sqrt).mul_scalar(lr);
+        let coefficients = AdamAtan2Step {
+            lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            weight_decay: self.weight_decay,
+            bias1: 1.0 - self.beta1.powi(step as i32),
+            bias2: 1.0 - self.beta2.powi(step as i32),
+        };
+        let (param, exp_avg, exp_avg_sq) = adam_atan2_step(param, grad, exp_avg, exp_avg_sq, coefficients);
         (param, Some(AdamAtan2State { exp_avg, exp_avg_sq, step }))
     }
 
@@ -79,18 +80,18 @@ pub enum OptimizerKind {
 }
 
 /// The dense-parameter optimiser of a run, either kind, behind one interface.
-pub enum DenseOptimizer<AB: AutodiffBackend, M: AutodiffModule<AB>> {
+pub enum DenseOptimizer<AB: TrainBackend, M: AutodiffModule<AB>> {
     AdamAtan2(OptimizerAdaptor<AdamAtan2, M, AB>),
     AdamW(OptimizerAdaptor<AdamW, M, AB>),
 }
 
 /// The saved state of a [`DenseOptimizer`].
-pub enum DenseOptimizerRecord<AB: AutodiffBackend, M: AutodiffModule<AB>> {
+pub enum DenseOptimizerRecord<AB: TrainBackend, M: AutodiffModule<AB>> {
     AdamAtan2(<OptimizerAdaptor<AdamAtan2, M, AB> as Optimizer<M, AB>>::Record),
     AdamW(<OptimizerAdaptor<AdamW, M, AB> as Optimizer<M, AB>>::Record),
 }
 
-impl<AB: AutodiffBackend, M: AutodiffModule<AB>> DenseOptimizer<AB, M> {
+impl<AB: TrainBackend, M: AutodiffModule<AB>> DenseOptimizer<AB, M> {
     pub fn new(kind: OptimizerKind, beta1: f64, beta2: f64, weight_decay: f64) -> Self {
         Self::new_with_eps(kind, beta1, beta2, weight_decay, 1e-8)
     }
