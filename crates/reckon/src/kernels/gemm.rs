@@ -1,15 +1,19 @@
 //! The single-threaded GEMM that every CPU kernel runs on its row block, and which implementation runs it.
 //!
-//! Two implementations ([`GemmPath`]):
+//! Three implementations ([`GemmPath`]):
 //! - [`GemmPath::Crate`]: the pure-Rust `gemm` crate (AVX-512 or FMA micro-kernels, picked at run time). Always
 //!   built; the default.
 //! - [`GemmPath::Blas`]: a system BLAS through its CBLAS interface: OpenBLAS (`--features openblas`, Debian's
 //!   `libopenblas-dev`) or BLIS (`--features blis`, `libblis-dev`). Run single-threaded: the kernels already split
 //!   the work across rayon's threads, one GEMM per task.
+//! - [`GemmPath::Direct`]: register-blocked AVX-512 tiles straight from the operands, no packing (`gemm/direct.rs`),
+//!   for the thin products of attention, where the other two spend much of each call on fixed costs. Built on
+//!   x86-64, available where the CPU has AVX-512F.
 //!
 //! Which one runs is a process-wide [`GemmChoice`] (`--gemm`, or the environment's `RECKON_GEMM`): one path for
-//! every call, or `auto`, which picks per shape class ([`ShapeClass`]) by timing both paths on that class's
-//! canonical shape once per process. Both paths compute the same products up to rounding; `kernels::tests` runs
+//! every call, or `auto`, which picks per shape class ([`ShapeClass`]): without a system BLAS by rule (the direct
+//! kernel for thin products where the CPU has it, the crate otherwise), with one by timing the paths on that
+//! class's canonical shape once per process. Both paths compute the same products up to rounding; `kernels::tests` runs
 //! every fused kernel on each path against the composed burn ops. (A build without a BLAS always runs the crate,
 //! so its runs are bit-reproducible; in a BLAS build, `auto` may pick differently from one process to the next, so
 //! a resumed run that must match an uninterrupted one bit for bit names its path.)
@@ -23,6 +27,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use gemm::{gemm, Parallelism};
+
+#[cfg(target_arch = "x86_64")]
+mod direct;
+/// Elsewhere the direct kernel is never available, so never called.
+#[cfg(not(target_arch = "x86_64"))]
+mod direct {
+    pub(super) fn available() -> bool {
+        false
+    }
+    pub(super) fn matmul(_: usize, _: usize, _: usize, _: &mut [f32], _: bool, _: super::Mat, _: super::Mat) {
+        unreachable!("the direct GEMM is x86-64 only")
+    }
+}
 
 /// A matrix operand of [`matmul_1t`]: its elements and the strides (in elements) between rows and columns.
 #[derive(Clone, Copy)]
@@ -71,16 +88,21 @@ pub enum GemmPath {
     Crate,
     /// The system BLAS this binary was linked with (see [`blas_name`]).
     Blas,
+    /// Register-blocked AVX-512 tiles without packing, for thin products (x86-64 CPUs with AVX-512F).
+    Direct,
 }
 
 impl GemmPath {
     /// Every path this binary was built with.
     pub fn available() -> Vec<GemmPath> {
+        let mut paths = vec![GemmPath::Crate];
         if blas_name().is_some() {
-            vec![GemmPath::Crate, GemmPath::Blas]
-        } else {
-            vec![GemmPath::Crate]
+            paths.push(GemmPath::Blas);
         }
+        if direct::available() {
+            paths.push(GemmPath::Direct);
+        }
+        paths
     }
 
     /// Its name in tables and on the command line: `gemm` for the crate, the BLAS library's name otherwise.
@@ -88,6 +110,7 @@ impl GemmPath {
         match self {
             GemmPath::Crate => "gemm",
             GemmPath::Blas => blas_name().unwrap_or("blas"),
+            GemmPath::Direct => "direct",
         }
     }
 }
@@ -119,6 +142,8 @@ impl std::str::FromStr for GemmChoice {
         match s {
             "auto" => Ok(GemmChoice::Auto),
             "gemm" | "crate" => Ok(GemmChoice::Only(GemmPath::Crate)),
+            "direct" if direct::available() => Ok(GemmChoice::Only(GemmPath::Direct)),
+            "direct" => anyhow::bail!("--gemm direct: this CPU has no AVX-512F, which the direct kernel needs"),
             "blas" | "openblas" | "blis" => match blas_name() {
                 Some(name) if s == "blas" || s == name => Ok(GemmChoice::Only(GemmPath::Blas)),
                 Some(name) => anyhow::bail!("--gemm {s}: this binary is linked with {name}, not {s}"),
@@ -127,7 +152,7 @@ impl std::str::FromStr for GemmChoice {
                      libopenblas-dev) or `--features blis` (libblis-dev)"
                 ),
             },
-            other => anyhow::bail!("--gemm {other:?}: expected auto, gemm, or blas"),
+            other => anyhow::bail!("--gemm {other:?}: expected auto, gemm, blas, or direct"),
         }
     }
 }
@@ -162,6 +187,10 @@ fn encode(choice: GemmChoice) -> u8 {
             assert!(blas_name().is_some(), "no system BLAS in this build");
             2
         }
+        GemmChoice::Only(GemmPath::Direct) => {
+            assert!(direct::available(), "no AVX-512F for the direct GEMM");
+            3
+        }
     }
 }
 
@@ -189,6 +218,7 @@ fn decode(code: u8) -> GemmChoice {
     match code {
         1 => GemmChoice::Only(GemmPath::Crate),
         2 => GemmChoice::Only(GemmPath::Blas),
+        3 => GemmChoice::Only(GemmPath::Direct),
         _ => GemmChoice::Auto,
     }
 }
@@ -208,7 +238,7 @@ pub fn with_gemm_path<R>(path: GemmPath, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-static CALLS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static CALLS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
 /// GEMM calls made on `path` since the process started (what a test forcing a path checks).
 pub fn gemm_calls(path: GemmPath) -> u64 {
@@ -292,19 +322,27 @@ impl ShapeClass {
     }
 }
 
-/// The path `auto` picks for a class: measured once per process, the first time the class is used.
+/// The path `auto` picks for a class. Without a system BLAS, by rule, so runs reproduce bit for bit across
+/// processes: the direct kernel for thin products where the CPU has it (attention's products at head dim 32: 1.3–1.5x
+/// the crate's GFLOP/s, `reckon bench gemm`), the crate otherwise. With one, the fastest of the class's candidates,
+/// timed once per process, the first time the class is used (the direct kernel is a candidate for thin products
+/// only: it reloads the left operand for every 96 columns).
 pub fn auto_pick(class: ShapeClass) -> GemmPath {
     static PICKS: [OnceLock<GemmPath>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let direct = class == ShapeClass::Thin && direct::available();
     if blas_name().is_none() {
-        return GemmPath::Crate;
+        return if direct { GemmPath::Direct } else { GemmPath::Crate };
     }
-    *PICKS[class.index()].get_or_init(|| fastest_path(&class.canonical()))
+    *PICKS[class.index()].get_or_init(|| {
+        let candidates: Vec<GemmPath> =
+            GemmPath::available().into_iter().filter(|&p| p != GemmPath::Direct || direct).collect();
+        fastest_path(&class.canonical(), &candidates)
+    })
 }
 
-/// The faster of the available paths on `shape`, single-threaded: the best of several timed rounds each.
-pub fn fastest_path(shape: &GemmShape) -> GemmPath {
-    let mut timed: Vec<(GemmPath, f64)> =
-        GemmPath::available().into_iter().map(|p| (p, time_shape(p, shape, 1, 0.02).0)).collect();
+/// The fastest of `candidates` on `shape`, single-threaded: the best of several timed rounds each.
+pub fn fastest_path(shape: &GemmShape, candidates: &[GemmPath]) -> GemmPath {
+    let mut timed: Vec<(GemmPath, f64)> = candidates.iter().map(|&p| (p, time_shape(p, shape, 1, 0.02).0)).collect();
     timed.sort_by(|a, b| b.1.total_cmp(&a.1));
     timed[0].0
 }
@@ -378,6 +416,7 @@ fn matmul_on(path: GemmPath, m: usize, n: usize, k: usize, dst: &mut [f32], accu
     match path {
         GemmPath::Crate => crate_matmul(m, n, k, dst, accumulate, lhs, rhs),
         GemmPath::Blas => blas::matmul(m, n, k, dst, accumulate, lhs, rhs),
+        GemmPath::Direct => direct::matmul(m, n, k, dst, accumulate, lhs, rhs),
     }
 }
 
@@ -543,7 +582,11 @@ mod tests {
         assert_eq!("auto".parse::<GemmChoice>().unwrap(), GemmChoice::Auto);
         assert_eq!("gemm".parse::<GemmChoice>().unwrap(), GemmChoice::Only(GemmPath::Crate));
         let err = "mkl".parse::<GemmChoice>().unwrap_err().to_string();
-        assert!(err.contains("auto, gemm, or blas"), "{err}");
+        assert!(err.contains("auto, gemm, blas, or direct"), "{err}");
+        match direct::available() {
+            true => assert_eq!("direct".parse::<GemmChoice>().unwrap(), GemmChoice::Only(GemmPath::Direct)),
+            false => assert!("direct".parse::<GemmChoice>().unwrap_err().to_string().contains("AVX-512F")),
+        }
         match blas_name() {
             Some(_) => assert_eq!("blas".parse::<GemmChoice>().unwrap(), GemmChoice::Only(GemmPath::Blas)),
             None => assert!("blas".parse::<GemmChoice>().unwrap_err().to_string().contains("--features openblas")),

@@ -26,10 +26,11 @@ struct Cli {
     /// N slices). Other commands run on the first.
     #[arg(long, global = true, value_delimiter = ',', value_name = "N,N,...")]
     devices: Vec<usize>,
-    /// The CPU kernels' GEMM: `auto` (the default: per shape class, the faster of the paths this build has,
-    /// measured once per run), `gemm` (the pure-Rust crate), or `blas` (the system BLAS of a `--features openblas`
-    /// or `blis` build). The environment's `RECKON_GEMM` when not given.
-    #[arg(long, global = true, value_name = "auto|gemm|blas")]
+    /// The CPU kernels' GEMM: `auto` (the default: per shape class; the direct kernel for thin products where the
+    /// CPU has AVX-512, else the crate; in a BLAS build the fastest path, measured once per run), `gemm` (the
+    /// pure-Rust crate), `blas` (the system BLAS of a `--features openblas` or `blis` build) or `direct` (AVX-512
+    /// tiles without packing). The environment's `RECKON_GEMM` when not given.
+    #[arg(long, global = true, value_name = "auto|gemm|blas|direct")]
     gemm: Option<GemmChoice>,
     #[command(subcommand)]
     command: BinCommand,

@@ -1,0 +1,140 @@
+//! [`super::GemmPath::Direct`]: a register-blocked AVX-512 GEMM that packs nothing, for the thin products of
+//! attention (`Q·Kᵀ`, `P·V` and their gradients at head dimension 32 and ~100 positions).
+//!
+//! At those sizes a product is one or two microseconds of arithmetic, and the `gemm` crate's fixed costs per call
+//! (operand packing, dispatch, its thread-local buffers) took a third of that: 220–270 GFLOP/s against 330–350
+//! on the MLP's blocks. Here each tile of `R` rows × up to 96 columns accumulates in registers straight from the
+//! operands: the right operand's rows are loaded as vectors (the last one masked), the left's elements are
+//! broadcast from wherever its strides put them, so a transposed left operand costs nothing. A transposed right
+//! operand is first copied into row-major order (the attention kernels lay theirs out row-major).
+
+use std::arch::x86_64::*;
+
+use super::Mat;
+
+/// Whether this CPU runs the direct kernel (AVX-512F).
+pub(super) fn available() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+}
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`; the operands were bounds-checked by the caller.
+pub(super) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
+    assert!(available(), "the direct GEMM needs AVX-512F");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    if rhs.is_transposed() {
+        let mut rows = vec![0.0f32; k * n];
+        for (p, row) in rows.chunks_mut(n.max(1)).enumerate().take(k) {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = rhs.data[p * rhs.row_stride + j * rhs.col_stride];
+            }
+        }
+        return matmul(m, n, k, dst, accumulate, lhs, Mat::rows(&rows, n));
+    }
+    let (dims, ops) = (Dims { m, n, k }, Operands { dst, accumulate, lhs, rhs });
+    // SAFETY: AVX-512F is present (asserted above); `ops` covers `dims` (checked by the caller, and `dst` is
+    // `m·n` long), which is all the tiles read and write.
+    unsafe { columns(dims, ops) }
+}
+
+#[derive(Clone, Copy)]
+struct Dims {
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+struct Operands<'a, 'b> {
+    dst: &'a mut [f32],
+    accumulate: bool,
+    lhs: Mat<'b>,
+    rhs: Mat<'b>,
+}
+
+/// Column groups of up to six vectors (96 columns), each swept down the rows in tiles of `R` rows: `V·R ≤ 24`
+/// accumulators plus `V` right-operand vectors and a broadcast stay within the 32 vector registers. The vectors are
+/// spread evenly over the groups (97 columns: 4 + 3 vectors, not 6 + 1, whose one-lane group cost 18%).
+#[target_feature(enable = "avx512f")]
+fn columns(dims: Dims, mut ops: Operands) {
+    let vectors = dims.n.div_ceil(16);
+    let per_group = vectors.div_ceil(vectors.div_ceil(6));
+    let mut col = 0;
+    while col < dims.n {
+        let width = (dims.n - col).min(16 * per_group);
+        match width.div_ceil(16) {
+            1 => rows::<1, 8>(dims, &mut ops, col, width),
+            2 => rows::<2, 8>(dims, &mut ops, col, width),
+            3 => rows::<3, 8>(dims, &mut ops, col, width),
+            4 => rows::<4, 6>(dims, &mut ops, col, width),
+            5 => rows::<5, 4>(dims, &mut ops, col, width),
+            _ => rows::<6, 4>(dims, &mut ops, col, width),
+        }
+        col += width;
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn rows<const V: usize, const R: usize>(dims: Dims, ops: &mut Operands, col: usize, width: usize) {
+    let last = ((1u32 << (width - 16 * (V - 1))) - 1) as __mmask16;
+    let mut row = 0;
+    while row < dims.m {
+        let rows = (dims.m - row).min(R);
+        tile::<V, R>(dims, ops, row, rows, col, last);
+        row += rows;
+    }
+}
+
+/// One tile: rows `row..row + rows` (≤ `R`), columns `col..` in `V` vectors, the last masked by `last`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn tile<const V: usize, const R: usize>(
+    dims: Dims,
+    ops: &mut Operands,
+    row: usize,
+    rows: usize,
+    col: usize,
+    last: __mmask16,
+) {
+    let mask = |v: usize| if v + 1 == V { last } else { 0xFFFF };
+    let (lhs, rhs) = (ops.lhs, ops.rhs);
+    // Rows past `rows` repeat the last one (their sums are discarded), so the inner loop has no branches.
+    let a: [*const f32; R] = std::array::from_fn(|r| lhs.data[(row + r.min(rows - 1)) * lhs.row_stride..].as_ptr());
+    let b = rhs.data[col..].as_ptr();
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    for p in 0..dims.k {
+        // SAFETY (the loads): the caller checked that `lhs` covers `m×k` and `rhs` covers `k×n` at their
+        // strides; lanes past column `n` are masked off.
+        unsafe {
+            let b_row = b.add(p * rhs.row_stride);
+            let mut bv = [_mm512_setzero_ps(); V];
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = _mm512_maskz_loadu_ps(mask(v), b_row.add(16 * v));
+            }
+            for r in 0..R {
+                let av = _mm512_set1_ps(*a[r].add(p * lhs.col_stride));
+                for v in 0..V {
+                    acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+                }
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate().take(rows) {
+        let c = ops.dst[(row + r) * dims.n + col..].as_mut_ptr();
+        for (v, &sum) in acc.iter().enumerate() {
+            // SAFETY: row `row + r` < m and the lanes written are columns < n of a `m·n` destination.
+            unsafe {
+                let out = c.add(16 * v);
+                let value = if ops.accumulate { _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask(v), out)) } else { sum };
+                _mm512_mask_storeu_ps(out, mask(v), value);
+            }
+        }
+    }
+}
