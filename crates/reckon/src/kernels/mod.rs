@@ -14,6 +14,7 @@
 //! - [`FusedOps::fused_attention`]: RoPE, scores, softmax and the weighted sum of values for all heads, from the
 //!   packed `qkv` projection, forward and backward, one task per batch row.
 //! - [`FusedOps::residual_rms_norm`]: `rms_norm(x + r)`, the attention sub-layer's residual and post-norm.
+//! - [`FusedOps::add_same_shape`]: the input injection's `a + b`, split across the cores on Flex (`add.rs`).
 //! - [`FusedOps::add_rows`]: adding to a few rows of the puzzle table, in place on Flex (`rows.rs`).
 //! - [`FusedOps::adam_atan2_step`]: the optimiser's update of one parameter, one parallel pass on Flex (`optim.rs`).
 //!
@@ -194,6 +195,11 @@ pub trait FusedOps: Backend {
         rows::composed_add_rows::<Self>(table, rows, delta)
     }
 
+    /// `a + b` of two tensors of one shape (the nets' input injection).
+    fn add_same_shape(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_add::<Self>(a, b)
+    }
+
     /// One AdamATan2 update of a flattened parameter, its gradient and its two moments (all `[n]`): the new
     /// `(param, exp_avg, exp_avg_sq)` ([`AdamAtan2Step`] has the formula).
     fn adam_atan2_step(
@@ -210,6 +216,15 @@ pub trait FusedOps: Backend {
 /// `x · wᵀ` for rows `x` `[N, in]` and a weight `w` `[out, in]`, through the backend's [`FusedOps::fused_linear`].
 pub fn linear<B: FusedOps>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
     wrap(B::fused_linear(unwrap(x), unwrap(w)))
+}
+
+/// `a + b` for tensors of one shape through the backend's [`FusedOps::add_same_shape`] (burn's broadcasting add
+/// for different shapes).
+pub fn add<B: FusedOps, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    if a.dims() != b.dims() {
+        return a + b;
+    }
+    wrap(B::add_same_shape(unwrap(a), unwrap(b)))
 }
 
 /// One AdamATan2 update through the backend's [`FusedOps::adam_atan2_step`]: the new `(param, exp_avg,
@@ -269,6 +284,7 @@ pub fn residual_rms_norm<B: FusedOps>(x: Tensor<B, 3>, r: Tensor<B, 3>, eps: f64
     wrap(B::residual_rms_norm(unwrap(x), unwrap(r), eps).0)
 }
 
+mod add;
 mod attention;
 mod cpu;
 pub mod gemm;
@@ -281,6 +297,8 @@ mod rows;
 mod simd;
 mod swiglu;
 
+pub use add::composed_add;
+use add::AddBackward;
 use attention::AttentionBackward;
 pub use attention::{composed_attention, composed_attention_backward, composed_rope, AttentionSaved, RopePair};
 pub use glu_norm::{
@@ -471,6 +489,13 @@ impl FusedOps for burn::backend::Flex {
         rows::flex::add_rows(table, rows, delta)
     }
 
+    fn add_same_shape(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !fast_path() {
+            return composed_add::<Self>(a, b);
+        }
+        add::flex::add(a, b)
+    }
+
     fn adam_atan2_step(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
@@ -550,6 +575,14 @@ impl<B: TrainInner, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         (y, rstd_out)
+    }
+
+    fn add_same_shape(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        if !B::native_attention() {
+            return composed_add::<Self>(a, b);
+        }
+        let out = B::add_same_shape(a.primitive, b.primitive);
+        AddBackward.prepare::<C>([a.node.clone(), b.node.clone()]).compute_bound().stateless(out)
     }
 
     fn native_linear() -> bool {
@@ -708,6 +741,33 @@ mod tests {
 
     /// Runs `check` with each GEMM implementation this build has forced (the `gemm` crate; the system BLAS in an
     /// `openblas`/`blis` build), and checks that each path ran.
+    /// The parallel add against burn's: the sum, and on the autodiff backend the gradient reaching both inputs
+    /// (one of them used twice, so the node's gradient is accumulated with another path's); different shapes fall
+    /// back to burn's broadcasting add.
+    #[test]
+    fn fused_add_matches_burn_forward_and_backward() {
+        let dev = Default::default();
+        let shape = [3, 2 * cpu::CHUNK / 7 + 5, 7];
+        let n: usize = shape.iter().product();
+        let leaf =
+            |seed| Tensor::<CpuTrain, 3>::from_data(TensorData::new(random(n, seed), shape), &dev).require_grad();
+        let probe = probe::<CpuTrain, 3>(shape, 46);
+        let run = |fused: bool| {
+            let (a, b) = (leaf(51), leaf(52));
+            let sum = if fused { add(a.clone(), b.clone()) } else { a.clone() + b.clone() };
+            let grads = ((sum.clone() * probe.clone()).sum() + (b.clone() * b.clone()).sum()).backward();
+            let host = |t: Tensor<CpuTrain, 3>| t.into_data().to_vec::<f32>().unwrap();
+            let grad = |t: &Tensor<CpuTrain, 3>| t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            (host(sum), grad(&a), grad(&b))
+        };
+        let (fast, composed) = (run(true), run(false));
+        assert_eq!(fast.0, composed.0, "sum");
+        assert!(max_rel(&fast.1, &composed.1) <= 1e-6 && max_rel(&fast.2, &composed.2) <= 1e-6, "gradients");
+        let row = Tensor::<Cpu, 3>::from_data(TensorData::new(vec![1.0f32; 7], [1, 1, 7]), &dev);
+        let whole = Tensor::<Cpu, 3>::from_data(TensorData::new(vec![2.0f32; 14], [1, 2, 7]), &dev);
+        assert_eq!(add(whole, row).into_data().to_vec::<f32>().unwrap(), vec![3.0; 14]);
+    }
+
     /// The Flex AdamATan2 kernel against the composed burn ops over three successive steps (moments fed back),
     /// on more elements than one parallel block, with exact zeros (gradients and the first step's moments). With
     /// `lr = 1` and no decay the new parameter is `p − atan2(m̂, √v̂)`, so the vectorised atan2 is compared

@@ -24,7 +24,7 @@ use super::layers::Linear;
 use super::registry::FamilyConfig;
 use super::trm::{Block, ReasoningModule};
 use super::{HaltingRule, Heads, KeyLayout, Latent, RecursiveModel, TrainRecursive};
-use crate::kernels::FusedOps;
+use crate::kernels::{add, FusedOps};
 
 /// RSM's `[model]` table: the shared core keys (no ACT: RSM keeps no carry) and its stochastic depth. Defaults
 /// are the Sudoku recipe (hidden 512, H2/L2, one block, MLP-T).
@@ -115,8 +115,9 @@ impl<B: FusedOps> Rsm<B> {
 
     /// `L` updates `z_L ← F(z_L; z_H + x)`.
     fn inner(&self, z_h: &Tensor<B, 3>, mut z_l: Tensor<B, 3>, x: &Tensor<B, 3>) -> Tensor<B, 3> {
+        let injection = add(z_h.clone(), x.clone()); // the same for every update: added once (as TRM's cycle)
         for _ in 0..self.cfg.core.l_cycles {
-            z_l = self.f(z_l, z_h.clone() + x.clone());
+            z_l = self.f(z_l, injection.clone());
         }
         z_l
     }

@@ -19,7 +19,7 @@ use super::base::{size_table, ActConfig, CoreConfig, CoreDefaults, FamilyTable, 
 use super::layers::{Attention, Rope, SwiGlu};
 use super::registry::FamilyConfig;
 use super::{HaltingRule, Heads, Latent, RecursiveModel, TrainRecursive};
-use crate::kernels::{residual_rms_norm, FusedOps, Gate, MixAxis};
+use crate::kernels::{add, residual_rms_norm, FusedOps, Gate, MixAxis};
 
 pub use super::base::PosEncoding;
 
@@ -132,7 +132,7 @@ pub struct ReasoningModule<B: Backend> {
 
 impl<B: FusedOps> ReasoningModule<B> {
     pub fn forward(&self, h: Tensor<B, 3>, injection: Tensor<B, 3>, rope: Option<&Rope<B>>) -> Tensor<B, 3> {
-        self.layers.iter().fold(h + injection, |h, layer| layer.forward(h, rope))
+        self.layers.iter().fold(add(h, injection), |h, layer| layer.forward(h, rope))
     }
 
     /// TRM's cycle on this net: `l_cycles` latent updates `z_L ← net(z_L, z_H + x)`, then the answer update
@@ -145,8 +145,11 @@ impl<B: FusedOps> ReasoningModule<B> {
         mut z_l: Tensor<B, 3>,
         x: &Tensor<B, 3>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        // `z_H + x` is the same for every latent update of the cycle: added once, not per update (the reference
+        // adds it inside the loop; on the CPU each add is a serial pass over the activations).
+        let injection = add(z_h.clone(), x.clone());
         for _ in 0..l_cycles {
-            z_l = self.forward(z_l, z_h.clone() + x.clone(), rope);
+            z_l = self.forward(z_l, injection.clone(), rope);
         }
         let z_h = self.forward(z_h, z_l.clone(), rope);
         (z_h, z_l)
