@@ -238,11 +238,23 @@ pub fn with_gemm_path<R>(path: GemmPath, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-static CALLS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+/// Per-path call counters, one cache line per rayon thread slot: the attention kernels make tens of thousands of
+/// small GEMM calls per step from every core, and one shared counter would bounce its cache line between them.
+#[repr(align(64))]
+struct CallCounters([AtomicU64; 3]);
+
+const COUNTER_SLOTS: usize = 16;
+static CALLS: [CallCounters; COUNTER_SLOTS] =
+    [const { CallCounters([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]) }; COUNTER_SLOTS];
+
+fn count_call(path: GemmPath) {
+    let slot = rayon::current_thread_index().map_or(0, |i| (i + 1) % COUNTER_SLOTS);
+    CALLS[slot].0[path as usize].fetch_add(1, Ordering::Relaxed);
+}
 
 /// GEMM calls made on `path` since the process started (what a test forcing a path checks).
 pub fn gemm_calls(path: GemmPath) -> u64 {
-    CALLS[path as usize].load(Ordering::Relaxed)
+    CALLS.iter().map(|slot| slot.0[path as usize].load(Ordering::Relaxed)).sum()
 }
 
 /// The shape of one GEMM call: `[m×k]·[k×n]`, each operand plain or transposed, into a fresh or accumulated output.
@@ -412,7 +424,7 @@ fn matmul_on(path: GemmPath, m: usize, n: usize, k: usize, dst: &mut [f32], accu
     assert_eq!(dst.len(), m * n, "matmul destination size");
     lhs.assert_covers(m, k);
     rhs.assert_covers(k, n);
-    CALLS[path as usize].fetch_add(1, Ordering::Relaxed);
+    count_call(path);
     match path {
         GemmPath::Crate => crate_matmul(m, n, k, dst, accumulate, lhs, rhs),
         GemmPath::Blas => blas::matmul(m, n, k, dst, accumulate, lhs, rhs),
