@@ -7,20 +7,22 @@
 //!   `libopenblas-dev`) or BLIS (`--features blis`, `libblis-dev`). Run single-threaded: the kernels already split
 //!   the work across rayon's threads, one GEMM per task.
 //! - [`GemmPath::Direct`]: register-blocked AVX-512 tiles straight from the operands, no packing (`gemm/direct.rs`),
-//!   for the thin products of attention, where the other two spend much of each call on fixed costs. Built on
+//!   for the small products of attention, where the other two spend much of each call on fixed costs. Built on
 //!   x86-64, available where the CPU has AVX-512F.
 //!
 //! Which one runs is a process-wide [`GemmChoice`] (`--gemm`, or the environment's `RECKON_GEMM`): one path for
 //! every call, or `auto`, which picks per shape class ([`ShapeClass`]): without a system BLAS by rule (the direct
-//! kernel for thin products where the CPU has it, the crate otherwise), with one by timing the paths on that
-//! class's canonical shape once per process. Both paths compute the same products up to rounding; `kernels::tests` runs
-//! every fused kernel on each path against the composed burn ops. (A build without a BLAS always runs the crate,
-//! so its runs are bit-reproducible; in a BLAS build, `auto` may pick differently from one process to the next, so
-//! a resumed run that must match an uninterrupted one bit for bit names its path.)
+//! kernel for small products where the CPU has it, the crate otherwise), with one by timing the paths on that
+//! class's canonical shape once per process. The paths compute the same products up to rounding; `kernels::tests`
+//! runs every fused kernel on each path against the composed burn ops. (A build without a BLAS picks by rule, so
+//! its runs are bit-reproducible; in a BLAS build, `auto` may pick differently from one process to the next, so a
+//! resumed run that must match an uninterrupted one bit for bit names its path.)
 //!
 //! Measured (`reckon bench gemm`, Intel Xeon with AVX-512, 2 cores, Debian's OpenBLAS 0.3.21): the crate is faster
-//! on the MLP blocks (346 vs 288 GFLOP/s, FLOP-weighted) and larger products (333 vs 302); OpenBLAS on the thin
-//! products of attention at head dimension 32 (305 vs 253), both `Q·Kᵀ` and `P·V`.
+//! on the MLP blocks (346 vs 288 GFLOP/s, FLOP-weighted) and larger products (333 vs 302); OpenBLAS on the small
+//! products of attention at head dimension 32 (305 vs 253), both `Q·Kᵀ` and `P·V`. On another day, the default
+//! build: the direct kernel 271 against the crate's 247 on those, the crate 330 against the direct kernel's 297 on
+//! the thin MLP blocks of a hidden-64 model.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -88,7 +90,7 @@ pub enum GemmPath {
     Crate,
     /// The system BLAS this binary was linked with (see [`blas_name`]).
     Blas,
-    /// Register-blocked AVX-512 tiles without packing, for thin products (x86-64 CPUs with AVX-512F).
+    /// Register-blocked AVX-512 tiles without packing, for small products (x86-64 CPUs with AVX-512F).
     Direct,
 }
 
@@ -288,7 +290,7 @@ impl GemmShape {
 
     /// Its [`ShapeClass`].
     pub fn class(&self) -> ShapeClass {
-        ShapeClass::of(self.m, self.n, self.k)
+        ShapeClass::of(self.m, self.n, self.k, self.rhs_transposed)
     }
 }
 
@@ -296,8 +298,11 @@ impl GemmShape {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ShapeClass {
-    /// Some dimension ≤ 64: the attention head products (head dim 32) and other thin products, where packing and
-    /// edge tiles dominate.
+    /// Under 2²⁰ multiply-adds, the right operand row-major: attention's per-head products (97×97×32 at head dim
+    /// 32), where a call's fixed costs (packing, dispatch) weigh most.
+    Small,
+    /// Otherwise some dimension ≤ 64: thin products (the MLP blocks of hidden-64 models), where packing and edge
+    /// tiles dominate.
     Thin,
     /// Every dimension > 64, under 2²⁵ multiply-adds: the row blocks of the MLP sub-layers.
     Block,
@@ -306,10 +311,12 @@ pub enum ShapeClass {
 }
 
 impl ShapeClass {
-    pub const ALL: [ShapeClass; 3] = [ShapeClass::Thin, ShapeClass::Block, ShapeClass::Large];
+    pub const ALL: [ShapeClass; 4] = [ShapeClass::Small, ShapeClass::Thin, ShapeClass::Block, ShapeClass::Large];
 
-    fn of(m: usize, n: usize, k: usize) -> Self {
-        if m.min(n).min(k) <= 64 {
+    fn of(m: usize, n: usize, k: usize, rhs_transposed: bool) -> Self {
+        if m * n * k < 1 << 20 && !rhs_transposed {
+            ShapeClass::Small
+        } else if m.min(n).min(k) <= 64 {
             ShapeClass::Thin
         } else if m * n * k < 1 << 25 {
             ShapeClass::Block
@@ -318,11 +325,13 @@ impl ShapeClass {
         }
     }
 
-    /// The shape `auto` times both paths on for this class (shapes of the bench models: the attention scores at
-    /// head dim 32, a channel-MLP row block at hidden 128, the token mixer at hidden 512).
+    /// The shape `auto` times the paths on for this class (shapes of the bench models: the attention scores at
+    /// head dim 32, the quickstart's channel MLP at hidden 64, a channel-MLP row block at hidden 128, the token
+    /// mixer at hidden 512).
     fn canonical(self) -> GemmShape {
         let (m, n, k) = match self {
-            ShapeClass::Thin => (97, 97, 32),
+            ShapeClass::Small => (97, 97, 32),
+            ShapeClass::Thin => (216, 512, 64),
             ShapeClass::Block => (128, 1024, 128),
             ShapeClass::Large => (1024, 512, 97),
         };
@@ -335,13 +344,14 @@ impl ShapeClass {
 }
 
 /// The path `auto` picks for a class. Without a system BLAS, by rule, so runs reproduce bit for bit across
-/// processes: the direct kernel for thin products where the CPU has it (attention's products at head dim 32: 1.3–1.5x
-/// the crate's GFLOP/s, `reckon bench gemm`), the crate otherwise. With one, the fastest of the class's candidates,
-/// timed once per process, the first time the class is used (the direct kernel is a candidate for thin products
-/// only: it reloads the left operand for every 96 columns).
+/// processes: the direct kernel for small products where the CPU has it (attention's products at head dim 32: 271
+/// against the crate's 247 GFLOP/s, FLOP-weighted, `reckon bench gemm --shape C`), the crate otherwise (on the thin
+/// MLP blocks of a hidden-64 model the crate is ahead, 330 to 297). With one, the fastest of the class's
+/// candidates, timed once per process, the first time the class is used (the direct kernel is a candidate for
+/// small products only: it reloads the left operand for every 96 columns).
 pub fn auto_pick(class: ShapeClass) -> GemmPath {
-    static PICKS: [OnceLock<GemmPath>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-    let direct = class == ShapeClass::Thin && direct::available();
+    static PICKS: [OnceLock<GemmPath>; 4] = [const { OnceLock::new() }; 4];
+    let direct = class == ShapeClass::Small && direct::available();
     if blas_name().is_none() {
         return if direct { GemmPath::Direct } else { GemmPath::Crate };
     }
@@ -633,9 +643,12 @@ mod tests {
 
     #[test]
     fn shape_classes() {
-        assert_eq!(ShapeClass::of(97, 97, 32), ShapeClass::Thin);
-        assert_eq!(ShapeClass::of(128, 1024, 128), ShapeClass::Block);
-        assert_eq!(ShapeClass::of(1024, 512, 97), ShapeClass::Large);
+        assert_eq!(ShapeClass::of(97, 97, 32, false), ShapeClass::Small);
+        assert_eq!(ShapeClass::of(97, 32, 97, false), ShapeClass::Small);
+        assert_eq!(ShapeClass::of(81, 256, 64, true), ShapeClass::Thin);
+        assert_eq!(ShapeClass::of(216, 512, 64, false), ShapeClass::Thin);
+        assert_eq!(ShapeClass::of(128, 1024, 128, false), ShapeClass::Block);
+        assert_eq!(ShapeClass::of(1024, 512, 97, false), ShapeClass::Large);
         for class in ShapeClass::ALL {
             assert_eq!(class.canonical().class(), class);
         }

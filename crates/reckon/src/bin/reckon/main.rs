@@ -26,7 +26,7 @@ struct Cli {
     /// N slices). Other commands run on the first.
     #[arg(long, global = true, value_delimiter = ',', value_name = "N,N,...")]
     devices: Vec<usize>,
-    /// The CPU kernels' GEMM: `auto` (the default: per shape class; the direct kernel for thin products where the
+    /// The CPU kernels' GEMM: `auto` (the default: per shape class; the direct kernel for small products where the
     /// CPU has AVX-512, else the crate; in a BLAS build the fastest path, measured once per run), `gemm` (the
     /// pure-Rust crate), `blas` (the system BLAS of a `--features openblas` or `blis` build) or `direct` (AVX-512
     /// tiles without packing). The environment's `RECKON_GEMM` when not given.

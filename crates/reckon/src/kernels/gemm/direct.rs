@@ -1,4 +1,4 @@
-//! [`super::GemmPath::Direct`]: a register-blocked AVX-512 GEMM that packs nothing, for the thin products of
+//! [`super::GemmPath::Direct`]: a register-blocked AVX-512 GEMM that packs nothing, for the small products of
 //! attention (`Q·Kᵀ`, `P·V` and their gradients at head dimension 32 and ~100 positions).
 //!
 //! At those sizes a product is one or two microseconds of arithmetic, and the `gemm` crate's fixed costs per call
