@@ -20,8 +20,8 @@
 //!
 //! Measured (`reckon bench gemm`, Intel Xeon with AVX-512, 2 cores, Debian's OpenBLAS 0.3.21): the crate is faster
 //! on the MLP blocks (346 vs 288 GFLOP/s, FLOP-weighted) and larger products (333 vs 302); OpenBLAS on the small
-//! products of attention at head dimension 32 (305 vs 253), both `Q·Kᵀ` and `P·V`. On another day, the default
-//! build: the direct kernel 271 against the crate's 247 on those, the crate 330 against the direct kernel's 297 on
+//! products of attention at head dimension 32 (305 vs 253), both `Q·Kᵀ` and `P·V`. In a later run the same day,
+//! the default build: the direct kernel 271 against the crate's 247 on those, the crate 330 against the direct kernel's 297 on
 //! the thin MLP blocks of a hidden-64 model.
 
 use std::collections::HashMap;

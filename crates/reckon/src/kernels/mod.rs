@@ -784,14 +784,7 @@ mod tests {
             for t in 1..=3 {
                 let mut g = random(n, 71 + t);
                 g.iter_mut().step_by(13).for_each(|v| *v = 0.0);
-                let step = AdamAtan2Step {
-                    lr,
-                    beta1: 0.9,
-                    beta2: 0.95,
-                    weight_decay,
-                    bias1: 1.0 - 0.9f64.powi(t as i32),
-                    bias2: 1.0 - 0.95f64.powi(t as i32),
-                };
+                let step = AdamAtan2Step { lr, beta1: 0.9, beta2: 0.95, weight_decay, step: t as usize };
                 fast = <Cpu as FusedOps>::adam_atan2_step(fast.0, flat(g.clone()), fast.1, fast.2, step);
                 composed = composed_adam_atan2_step::<Cpu>(composed.0, flat(g), composed.1, composed.2, step);
                 let (f, c) = (

@@ -40,7 +40,7 @@ use super::registry::FamilyConfig;
 use super::trm::{Block, ReasoningModule, TrmConfig};
 use super::CeKind;
 use super::{AlgGradNormSpec, HaltingRule, Heads, Latent, LossSpec, RecursiveModel, TrainRecursive};
-use crate::kernels::{FusedOps, Gate};
+use crate::kernels::{add, FusedOps, Gate};
 
 /// Where a fresh row's latent starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,7 +271,7 @@ impl<B: FusedOps> Cmm<B> {
         noise: &mut impl FnMut(Tensor<B, 3>) -> Tensor<B, 3>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         for _ in 0..self.cfg.core.l_cycles {
-            z_l = noise(self.net(z_l, z_h.clone() + x.clone()));
+            z_l = noise(self.net(z_l, add(z_h.clone(), x.clone())));
         }
         let z_h = noise(self.net(z_h, z_l.clone()));
         (z_h, z_l)

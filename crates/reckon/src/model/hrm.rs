@@ -21,7 +21,7 @@ use super::base::{size_table, ActConfig, CoreConfig, CoreDefaults, FamilyTable, 
 use super::registry::FamilyConfig;
 use super::trm::{Block, ReasoningModule};
 use super::{HaltingRule, Heads, Latent, LossSpec, RecursiveModel, TrainRecursive};
-use crate::kernels::FusedOps;
+use crate::kernels::{add, FusedOps};
 
 /// HRM's `[model]` table: the shared core and ACT keys, and HRM's own. Defaults are the paper's Sudoku/Maze
 /// recipe (hidden 512, 8 heads, H2/L2 cycles, 4+4 layers, RoPE, one prefix position).
@@ -114,7 +114,7 @@ impl<B: FusedOps> Hrm<B> {
     }
 
     fn low(&self, z_l: Tensor<B, 3>, z_h: &Tensor<B, 3>, x: &Tensor<B, 3>) -> Tensor<B, 3> {
-        self.L_level.forward(z_l, z_h.clone() + x.clone(), self.io.rope())
+        self.L_level.forward(z_l, add(z_h.clone(), x.clone()), self.io.rope())
     }
 
     fn high(&self, z_h: Tensor<B, 3>, z_l: &Tensor<B, 3>) -> Tensor<B, 3> {

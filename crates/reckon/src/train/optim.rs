@@ -50,14 +50,8 @@ impl<B: FusedOps> SimpleOptimizer<B> for AdamAtan2 {
             Some(s) => (s.exp_avg, s.exp_avg_sq, s.step + 1),
             None => (grad.zeros_like(), grad.zeros_like(), 1),
         };
-        let coefficients = AdamAtan2Step {
-            lr,
-            beta1: self.beta1,
-            beta2: self.beta2,
-            weight_decay: self.weight_decay,
-            bias1: 1.0 - self.beta1.powi(step as i32),
-            bias2: 1.0 - self.beta2.powi(step as i32),
-        };
+        let coefficients =
+            AdamAtan2Step { lr, beta1: self.beta1, beta2: self.beta2, weight_decay: self.weight_decay, step };
         let (param, exp_avg, exp_avg_sq) = adam_atan2_step(param, grad, exp_avg, exp_avg_sq, coefficients);
         (param, Some(AdamAtan2State { exp_avg, exp_avg_sq, step }))
     }

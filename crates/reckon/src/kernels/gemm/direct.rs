@@ -2,8 +2,8 @@
 //! attention (`Q·Kᵀ`, `P·V` and their gradients at head dimension 32 and ~100 positions).
 //!
 //! At those sizes a product is one or two microseconds of arithmetic, and the `gemm` crate's fixed costs per call
-//! (operand packing, dispatch, its thread-local buffers) took a third of that: 220–270 GFLOP/s against 330–350
-//! on the MLP's blocks. Here each tile of `R` rows × up to 96 columns accumulates in registers straight from the
+//! (operand packing, dispatch, its thread-local buffers) weigh: it ran them at 220–270 GFLOP/s against 330–350 on
+//! the MLP's blocks (`reckon bench gemm --shape C`). Here each tile of `R` rows × up to 96 columns accumulates in registers straight from the
 //! operands: the right operand's rows are loaded as vectors (the last one masked), the left's elements are
 //! broadcast from wherever its strides put them, so a transposed left operand costs nothing. A transposed right
 //! operand is first copied into row-major order (the attention kernels lay theirs out row-major).
