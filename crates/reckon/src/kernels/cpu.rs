@@ -3,6 +3,7 @@
 //!
 //! Any input that is not f32 falls back to the composed burn ops.
 
+use std::any::Any;
 use std::sync::{Arc, Mutex, Weak};
 
 use burn::tensor::DType;
@@ -11,7 +12,8 @@ use burn_std::Bytes;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-pub(crate) use super::gemm::{matmul_1t, Mat};
+pub(crate) use super::gemm::bf16::{Bf16Matrix, Side};
+pub(crate) use super::gemm::{forward_dtype, matmul_1t, ForwardDtype, Mat};
 use super::{simd, Gate};
 
 /// Elements per parallel task: large enough to amortise scheduling, small enough to balance 2+ cores.
@@ -62,32 +64,120 @@ pub(crate) fn dims3(x: &FlexTensor) -> [usize; 3] {
 /// value to a new allocation (the second) while a `Weak` exists, and a freed buffer's `Weak` no longer upgrades:
 /// so a hit (the same live allocation, same layout) is the same, unmodified data.
 pub(crate) fn cached_transpose(w: &FlexTensor, rows: usize, cols: usize) -> Arc<[f32]> {
+    cached_form(w, WeightForm::Transpose, || {
+        let mut transposed = vec![0.0f32; rows * cols];
+        transpose_parallel(slice(w), &mut transposed, rows, cols);
+        Arc::<[f32]>::from(transposed)
+    })
+}
+
+/// The weight `w` `[rows, cols]` rounded to bf16 and laid out as the left operand (`w` itself) or the right one
+/// (`wᵀ`) of the bf16 forward GEMMs, kept like [`cached_transpose`]: converted once per optimiser step.
+pub(crate) fn cached_bf16(w: &FlexTensor, rows: usize, cols: usize, side: Side) -> Arc<Bf16Matrix> {
+    let form = match side {
+        Side::Left => WeightForm::Bf16Left,
+        Side::Right => WeightForm::Bf16RightOfTranspose,
+    };
+    cached_form(w, form, || match side {
+        Side::Left => Arc::new(Bf16Matrix::new(Mat::rows(slice(w), cols), rows, cols, side)),
+        Side::Right => Arc::new(Bf16Matrix::new(Mat::transposed(slice(w), cols), cols, rows, side)),
+    })
+}
+
+/// A weight as an operand of the forward GEMMs, in the forward dtype ([`forward_dtype`]): f32 (the weight itself as
+/// a left operand, its kept transpose as a right one) or bf16 (kept, see [`cached_bf16`]).
+pub(crate) enum ForwardWeight {
+    Rows(FlexTensor),
+    Transposed(Arc<[f32]>),
+    Bf16(Arc<Bf16Matrix>),
+}
+
+impl ForwardWeight {
+    /// `w` `[rows, cols]` as the right operand `wᵀ` `[cols × rows]` (`x · wᵀ`: linear layers, channel MLPs).
+    pub(crate) fn right(w: &FlexTensor, rows: usize, cols: usize) -> Self {
+        match forward_dtype() {
+            ForwardDtype::F32 => ForwardWeight::Transposed(cached_transpose(w, rows, cols)),
+            ForwardDtype::Bf16 => ForwardWeight::Bf16(cached_bf16(w, rows, cols, Side::Right)),
+        }
+    }
+
+    /// `w` `[rows, cols]` as the left operand (`w · x`: the token-mixing MLP).
+    pub(crate) fn left(w: &FlexTensor, rows: usize, cols: usize) -> Self {
+        match forward_dtype() {
+            ForwardDtype::F32 => ForwardWeight::Rows(w.clone()),
+            ForwardDtype::Bf16 => ForwardWeight::Bf16(cached_bf16(w, rows, cols, Side::Left)),
+        }
+    }
+}
+
+/// `dst[m×n] = x[m×k] · w` for row-major activations `x` and a [`ForwardWeight::right`] operand.
+pub(crate) fn matmul_rows_weight(m: usize, n: usize, k: usize, dst: &mut [f32], x: &[f32], w: &ForwardWeight) {
+    match w {
+        ForwardWeight::Transposed(wt) => matmul_1t(m, n, k, dst, false, Mat::rows(x, k), Mat::rows(wt, n)),
+        ForwardWeight::Bf16(wb) => {
+            let xb = Bf16Matrix::new(Mat::rows(x, k), m, k, Side::Left);
+            super::gemm::bf16::matmul(dst, false, &xb, wb);
+        }
+        ForwardWeight::Rows(_) => unreachable!("a left operand used on the right"),
+    }
+}
+
+/// `dst[m×n] = w · x[k×n]` for a [`ForwardWeight::left`] operand and row-major activations `x`.
+pub(crate) fn matmul_weight_rows(m: usize, n: usize, k: usize, dst: &mut [f32], w: &ForwardWeight, x: &[f32]) {
+    match w {
+        ForwardWeight::Rows(w) => matmul_1t(m, n, k, dst, false, Mat::rows(slice(w), k), Mat::rows(x, n)),
+        ForwardWeight::Bf16(wb) => {
+            let xb = Bf16Matrix::new(Mat::rows(x, n), k, n, Side::Right);
+            super::gemm::bf16::matmul(dst, false, wb, &xb);
+        }
+        ForwardWeight::Transposed(_) => unreachable!("a right operand used on the left"),
+    }
+}
+
+/// The derived forms of a weight the kernels keep.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WeightForm {
+    Transpose,
+    Bf16Left,
+    Bf16RightOfTranspose,
+}
+
+/// A derived form of `w` (made by `make` on a miss; a cheap handle, an `Arc`), kept while `w`'s buffer lives
+/// unchanged (see [`cached_transpose`] for why a stale entry cannot be served).
+fn cached_form<T: Clone + Send + Sync + 'static>(w: &FlexTensor, form: WeightForm, make: impl FnOnce() -> T) -> T {
     struct Entry {
         source: Weak<Bytes>,
         layout: Layout,
-        transposed: Arc<[f32]>,
+        form: WeightForm,
+        kept: Box<dyn Any + Send + Sync>,
     }
-    // A model has a few weight matrices per layer; the capacity bounds the memory of abandoned entries.
-    const CAPACITY: usize = 32;
+    // A model has a few weight matrices per layer, each in up to two forms; the capacity bounds the memory of
+    // abandoned entries.
+    const CAPACITY: usize = 64;
     static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
     let source = w.data_arc();
-    let hit = |e: &Entry| e.layout == *w.layout() && e.source.upgrade().is_some_and(|s| Arc::ptr_eq(&s, &source));
+    let hit = |e: &Entry| {
+        e.form == form && e.layout == *w.layout() && e.source.upgrade().is_some_and(|s| Arc::ptr_eq(&s, &source))
+    };
     {
         let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
         cache.retain(|e| e.source.strong_count() > 0);
         if let Some(e) = cache.iter().find(|e| hit(e)) {
-            return e.transposed.clone();
+            return e.kept.downcast_ref::<T>().expect("one form, one type").clone();
         }
     }
-    let mut transposed = vec![0.0f32; rows * cols];
-    transpose_parallel(slice(w), &mut transposed, rows, cols);
-    let transposed: Arc<[f32]> = transposed.into();
+    let made = make();
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     if cache.len() >= CAPACITY {
         cache.remove(0);
     }
-    cache.push(Entry { source: Arc::downgrade(&source), layout: w.layout().clone(), transposed: transposed.clone() });
-    transposed
+    cache.push(Entry {
+        source: Arc::downgrade(&source),
+        layout: w.layout().clone(),
+        form,
+        kept: Box::new(made.clone()),
+    });
+    made
 }
 
 /// `dst = srcᵀ` for one `[rows, cols]` matrix, bands of `dst` rows (columns of `src`) in parallel.

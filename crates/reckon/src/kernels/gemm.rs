@@ -30,6 +30,9 @@ use std::sync::{Mutex, OnceLock};
 
 use gemm::{gemm, Parallelism};
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+mod amx;
+pub(crate) mod bf16;
 #[cfg(target_arch = "x86_64")]
 mod direct;
 /// Elsewhere the direct kernel is never available, so never called.
@@ -238,6 +241,65 @@ pub fn with_gemm_path<R>(path: GemmPath, f: impl FnOnce() -> R) -> R {
     }
     let _restore = Restore(set_gemm_choice(GemmChoice::Only(path)));
     f()
+}
+
+/// The element type of the forward GEMMs' operands (`train.dtype`, `--dtype`): f32, or bf16 with f32 sums
+/// ([`bf16`]). Backward products stay f32 either way, against f32 master weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardDtype {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl std::str::FromStr for ForwardDtype {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "f32" => Ok(ForwardDtype::F32),
+            "bf16" => Ok(ForwardDtype::Bf16),
+            other => anyhow::bail!("dtype {other:?}: expected f32 or bf16"),
+        }
+    }
+}
+
+impl ForwardDtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardDtype::F32 => "f32",
+            ForwardDtype::Bf16 => "bf16",
+        }
+    }
+}
+
+/// Whether bf16 products run on AMX tiles on this machine (else on the f32 GEMM, with the same rounded operands).
+pub fn bf16_on_amx() -> bool {
+    bf16::amx_available()
+}
+
+thread_local! {
+    static FORWARD_DTYPE: std::cell::Cell<ForwardDtype> = const { std::cell::Cell::new(ForwardDtype::F32) };
+}
+
+/// Runs `f` with the CPU kernels' forward GEMMs in `dtype` on the calling thread, then restores the previous
+/// dtype. Scoped and per thread like [`crate::kernels::with_fast_path`]: a kernel reads it once where it is called
+/// (its worker threads never do), so a bf16 run cannot change what concurrent work in the same process computes.
+pub fn with_forward_dtype<R>(dtype: ForwardDtype, f: impl FnOnce() -> R) -> R {
+    struct Restore(ForwardDtype);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORWARD_DTYPE.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(FORWARD_DTYPE.with(|d| d.replace(dtype)));
+    f()
+}
+
+/// The calling thread's [`ForwardDtype`] (f32 outside [`with_forward_dtype`]).
+pub fn forward_dtype() -> ForwardDtype {
+    FORWARD_DTYPE.with(|d| d.get())
 }
 
 /// Per-path call counters, one cache line per rayon thread slot: the attention kernels make tens of thousands of

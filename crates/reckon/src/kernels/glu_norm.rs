@@ -280,8 +280,7 @@ pub(super) mod flex {
         let dims = dims3(&x);
         if axis == MixAxis::Sequence {
             let inter = SwigluNormDims::of(dims, axis, &wgu, &wd).inter;
-            let (y, gate_up, rstd) =
-                sequence_forward(slice(&x), slice(&wgu), slice(&wd), dims, inter, gate, eps as f32);
+            let (y, gate_up, rstd) = sequence_forward(slice(&x), &wgu, &wd, dims, inter, gate, eps as f32);
             pool::give(gate_up);
             pool::give(rstd);
             return pool::tensor(y, dims);
@@ -310,8 +309,7 @@ pub(super) mod flex {
         if axis == MixAxis::Sequence {
             let inter = SwigluNormDims::of(dims, axis, &wgu, &wd).inter;
             let [b, _, d] = dims;
-            let (y, gate_up, rstd) =
-                sequence_forward(slice(&x), slice(&wgu), slice(&wd), dims, inter, gate, eps as f32);
+            let (y, gate_up, rstd) = sequence_forward(slice(&x), &wgu, &wd, dims, inter, gate, eps as f32);
             let y = pool::tensor(y, dims);
             let (gate_up, rstd) = (pool::tensor(gate_up, [b, 2 * inter, d]), pool::tensor(rstd, [b, d]));
             let saved = SwigluNormSaved { rows: x, gate_up, y: y.clone(), rstd, axis, gate, dims };
@@ -358,8 +356,8 @@ pub(super) mod flex {
         // The GEMM packs a strided right-hand side element by element for every row block; transposed once (and
         // kept while the weights are unchanged), the weights are read as plain row-major panels (this was 17% of
         // a training step).
-        let (wgu_t, wd_t) = (cached_transpose(wgu, 2 * inter, width), cached_transpose(wd, width, inter));
-        let (wgu_t, wd_t) = (&*wgu_t, &*wd_t);
+        let (wgu_t, wd_t) = (ForwardWeight::right(wgu, 2 * inter, width), ForwardWeight::right(wd, width, inter));
+        let (wgu_t, wd_t) = (&wgu_t, &wd_t);
         let block = shape.block_rows();
         y.par_chunks_mut(block * width)
             .zip(xs.par_chunks(block * width))
@@ -367,10 +365,10 @@ pub(super) mod flex {
             .zip(gate_up.par_chunks_mut(block * 2 * inter))
             .for_each(|(((y, x), rstd), g)| {
                 let m = rstd.len();
-                matmul_1t(m, 2 * inter, width, g, false, Mat::rows(x, width), Mat::rows(wgu_t, 2 * inter));
+                matmul_rows_weight(m, 2 * inter, width, g, x, wgu_t);
                 let mut act = Scratch::new(m * inter);
                 swiglu_block(gate, g, &mut act, inter);
-                matmul_1t(m, width, inter, y, false, Mat::rows(&act, inter), Mat::rows(wd_t, width));
+                matmul_rows_weight(m, width, inter, y, &act, wd_t);
                 residual_rms_norm_block(x, y, rstd, width, eps as f32);
             });
         ForwardBuffers { shape, gate_up, y, rstd }
@@ -556,8 +554,8 @@ pub(super) mod flex {
     /// pre-activations `[B, 2I, D]` and the per-column reciprocal RMS `[B, D]`.
     fn sequence_forward(
         x: &[f32],
-        wgu: &[f32],
-        wd: &[f32],
+        wgu: &FlexTensor,
+        wd: &FlexTensor,
         dims: [usize; 3],
         inter: usize,
         kind: Gate,
@@ -565,15 +563,16 @@ pub(super) mod flex {
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let [b, s, d] = dims;
         let (mut y, mut gate_up, mut rstd) = (pool::take(b * s * d), pool::take(b * 2 * inter * d), pool::take(b * d));
+        let (wgu, wd) = (&ForwardWeight::left(wgu, 2 * inter, s), &ForwardWeight::left(wd, s, inter));
         y.par_chunks_mut(s * d)
             .zip(x.par_chunks(s * d))
             .zip(gate_up.par_chunks_mut(2 * inter * d).zip(rstd.par_chunks_mut(d)))
             .for_each(|((y, x), (g, rstd))| {
-                matmul_1t(2 * inter, d, s, g, false, Mat::rows(wgu, s), Mat::rows(x, d));
+                matmul_weight_rows(2 * inter, d, s, g, wgu, x);
                 let mut act = Scratch::new(inter * d);
                 let (gate, up) = g.split_at(inter * d);
                 swiglu_halves(kind, gate, up, &mut act);
-                matmul_1t(s, d, inter, y, false, Mat::rows(wd, inter), Mat::rows(&act, d));
+                matmul_weight_rows(s, d, inter, y, wd, &act);
                 column_residual_rms_norm(x, y, rstd, d, eps);
             });
         (y, gate_up, rstd)

@@ -75,11 +75,11 @@ pub(super) mod flex {
         let (x, w) = (x.to_contiguous(), w.to_contiguous());
         let ([n, d_in], [d_out, w_in]) = (dims2(&x), dims2(&w));
         assert_eq!(d_in, w_in, "linear: input width {d_in}, weight {d_out}x{w_in}");
-        let wt = cached_transpose(&w, d_out, d_in);
+        let weight = ForwardWeight::right(&w, d_out, d_in);
         let mut y = pool::take(n * d_out);
         let block = balanced_block_rows(n, TARGET_ROWS);
         y.par_chunks_mut(block * d_out).zip(slice(&x).par_chunks(block * d_in)).for_each(|(y, x)| {
-            matmul_1t(x.len() / d_in, d_out, d_in, y, false, Mat::rows(x, d_in), Mat::rows(&wt, d_out));
+            matmul_rows_weight(x.len() / d_in, d_out, d_in, y, x, &weight);
         });
         pool::tensor(y, [n, d_out])
     }

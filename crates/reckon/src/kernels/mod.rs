@@ -978,6 +978,69 @@ mod tests {
         });
     }
 
+    /// `--dtype bf16`: the linear layer's forward multiplies bf16-rounded operands (equal to the f32 kernel on
+    /// pre-rounded input and weight, up to f32 summation; visibly off the unrounded product), and its gradients are
+    /// the f32 backward's, unchanged. The SwiGLU sub-layer on both axes stays within bf16's rounding of its f32
+    /// output while differing from it. The setting is the calling thread's only.
+    #[test]
+    fn bf16_forward_multiplies_rounded_operands() {
+        use super::gemm::bf16::{from_bf16, to_bf16};
+        use super::gemm::{forward_dtype, with_forward_dtype, ForwardDtype};
+        let dev = Default::default();
+        let round = |v: &[f32]| v.iter().map(|&x| from_bf16(to_bf16(x))).collect::<Vec<f32>>();
+        let (n, d_in, d_out) = (517, 48, 40);
+        let (x0, w0) = (random(n * d_in, 61), random(d_out * d_in, 62).iter().map(|v| v * 0.1).collect::<Vec<f32>>());
+        let probe = probe::<CpuTrain, 2>([n, d_out], 63);
+        let run = |x: &[f32], w: &[f32], dtype| {
+            with_forward_dtype(dtype, || {
+                let x = Tensor::<CpuTrain, 2>::from_data(TensorData::new(x.to_vec(), [n, d_in]), &dev).require_grad();
+                let w =
+                    Tensor::<CpuTrain, 2>::from_data(TensorData::new(w.to_vec(), [d_out, d_in]), &dev).require_grad();
+                let y = linear(x.clone(), w.clone());
+                let out: Vec<f32> = y.clone().into_data().to_vec().unwrap();
+                let grads = (y * probe.clone()).sum().backward();
+                let v = |t: Tensor<CpuTrain, 2>| t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+                (out, v(x), v(w))
+            })
+        };
+        let bf16 = run(&x0, &w0, ForwardDtype::Bf16);
+        let pre_rounded = run(&round(&x0), &round(&w0), ForwardDtype::F32);
+        let plain = run(&x0, &w0, ForwardDtype::F32);
+        assert!(
+            max_rel(&bf16.0, &pre_rounded.0) <= 1e-5,
+            "bf16 vs rounded operands: {:e}",
+            max_rel(&bf16.0, &pre_rounded.0)
+        );
+        let off = max_rel(&bf16.0, &plain.0);
+        assert!(off > 1e-4 && off < 2e-2, "bf16 vs f32: {off:e}");
+        assert_eq!(bf16.1, plain.1, "dx is the f32 backward's");
+        assert_eq!(bf16.2, plain.2, "dw is the f32 backward's");
+
+        let (b, s, d, inter) = (4, 97, 72, 40);
+        for axis in [MixAxis::Channels, MixAxis::Sequence] {
+            let width = if axis == MixAxis::Channels { d } else { s };
+            let x = Tensor::<Cpu, 3>::from_data(TensorData::new(random(b * s * d, 64), [b, s, d]), &dev);
+            let wgu = random(2 * inter * width, 65).iter().map(|v| v * 0.05).collect::<Vec<f32>>();
+            let wgu = Tensor::<Cpu, 2>::from_data(TensorData::new(wgu, [2 * inter, width]), &dev);
+            let wd = random(width * inter, 66).iter().map(|v| v * 0.05).collect::<Vec<f32>>();
+            let wd = Tensor::<Cpu, 2>::from_data(TensorData::new(wd, [width, inter]), &dev);
+            let y = |dtype| {
+                with_forward_dtype(dtype, || {
+                    let y = residual_swiglu_norm(x.clone(), wgu.clone(), wd.clone(), axis, Gate::Silu, 1e-5);
+                    y.into_data().to_vec::<f32>().unwrap()
+                })
+            };
+            let off = max_rel(&y(ForwardDtype::Bf16), &y(ForwardDtype::F32));
+            assert!(off > 1e-4 && off < 3e-2, "{axis:?}: bf16 vs f32 {off:e}");
+        }
+        with_forward_dtype(ForwardDtype::Bf16, || {
+            assert_eq!(forward_dtype(), ForwardDtype::Bf16);
+            let elsewhere = std::thread::spawn(forward_dtype).join().unwrap();
+            assert_eq!(elsewhere, ForwardDtype::F32, "another thread keeps its own setting");
+        });
+        assert_eq!(forward_dtype(), ForwardDtype::F32, "restored on leaving the scope");
+    }
+
     #[test]
     fn fused_attention_matches_the_generic_path_forward_and_backward() {
         on_every_gemm_path(check_fused_attention);

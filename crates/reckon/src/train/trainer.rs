@@ -36,6 +36,7 @@ use crate::act::{exploration_draws, ActCarry, HaltRule, SlotData};
 use crate::backend::TrainBackend;
 use crate::eval::{evaluate_verified, task_verifier, EvalReport};
 use crate::infer::Verifier;
+use crate::kernels::gemm::{with_forward_dtype, ForwardDtype};
 use crate::model::{Depth, RecursiveModel, TrainRecursive};
 use crate::objective::{surrogate, StepLoss};
 
@@ -187,6 +188,12 @@ where
         test: Option<Arc<PuzzleDataset>>,
     ) -> Result<Self> {
         check_dataset_fits(&cfg, &model, &train)?;
+        if cfg.train.dtype == ForwardDtype::Bf16 && !AB::native_attention() {
+            bail!(
+                "train.dtype = \"bf16\" rounds the CPU kernels' forward GEMMs to bf16; this backend runs burn's own \
+                 ops in f32: use --device cpu, or train.dtype = \"f32\""
+            );
+        }
         let shards = shard_ranges(cfg.train.global_batch_size, devices.len())?;
         if devices.len() > 1 && model.loss_spec().alg_grad_norm.is_some() {
             bail!("model.losses.weighting = \"alg_grad_norm\" needs every term's gradient norm over the whole batch: train it on one device");
@@ -382,6 +389,10 @@ where
     /// update; and each rank's carry advanced by the family's halting rule (with its share of the global batch's
     /// exploration draws, so that N ranks halt exactly as one).
     pub fn train_step(&mut self) -> Result<StepMetrics> {
+        with_forward_dtype(self.cfg.train.dtype, || self.train_step_in_dtype())
+    }
+
+    fn train_step_in_dtype(&mut self) -> Result<StepMetrics> {
         self.step += 1;
         let lr_mult = self.apply_curriculum();
         let graph_free = self.model.valid();
@@ -655,16 +666,11 @@ where
         let steps = model.default_steps().unwrap_or(e.steps);
         let verifier = task_verifier(&test.meta);
         let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
-        let report = evaluate_verified(
-            &model,
-            test,
-            e.batch_size,
-            steps,
-            e.max_examples,
-            verify,
-            &self.device,
-            |done, total| on_event(TrainEvent::EvalProgress { done, total }),
-        );
+        let report = with_forward_dtype(self.cfg.train.dtype, || {
+            evaluate_verified(&model, test, e.batch_size, steps, e.max_examples, verify, &self.device, |done, total| {
+                on_event(TrainEvent::EvalProgress { done, total })
+            })
+        });
         Some(report)
     }
 

@@ -542,6 +542,8 @@ fn bench_experiment(shape: &BenchShape) -> Result<ExperimentConfig> {
     let train: TrainConfig =
         toml::from_str(&format!("global_batch_size = {}\nepochs = 1000000\neval_interval = 1000000", shape.batch))
             .context("bench train config")?;
+    // The forward dtype the bench runs under (`--dtype`), which the trainer applies per step.
+    let train = TrainConfig { dtype: reckon::kernels::gemm::forward_dtype(), ..train };
     let cfg = ExperimentConfig {
         run_dir: PathBuf::from("bench-run-unused"),
         data: DataConfig { path: PathBuf::from("bench-data-unused") },
@@ -728,6 +730,9 @@ pub struct MachineInfo {
     pub matmul_peak_gflops: f64,
     /// The kernels' GEMM choice and the paths this binary has (`auto` over `gemm`, `openblas`).
     pub gemm: String,
+    /// The forward GEMMs' dtype (`--dtype`): `f32`, or `bf16 (AMX)` / `bf16 (emulated on f32)`; with bf16 the
+    /// baseline runs under PyTorch's CPU bf16 autocast.
+    pub dtype: String,
     /// reckon's own allocator setting.
     pub reckon_malloc: String,
     /// The baseline's allocator setting, when it ran.
@@ -773,6 +778,7 @@ impl MachineInfo {
             threads: rayon::current_num_threads(),
             matmul_peak_gflops: peak_gflops,
             gemm: gemm_setting(),
+            dtype: dtype_setting(),
             reckon_malloc: "mallopt: mmap threshold 32 MiB, no trimming".into(),
             torch_malloc,
             date_utc: format!(
@@ -790,7 +796,7 @@ impl MachineInfo {
     /// The table's header line.
     pub fn header(&self) -> String {
         let mut s = format!(
-            "{} ({}), {} threads of {} CPUs; {}; matmul peak {:.1} GFLOP/s; GEMM {}; {} UTC",
+            "{} ({}), {} threads of {} CPUs; {}; matmul peak {:.1} GFLOP/s (f32); GEMM {}; forward {}; {} UTC",
             self.cpu_model,
             self.cpu_vendor,
             self.threads,
@@ -798,12 +804,23 @@ impl MachineInfo {
             if self.isa.is_empty() { "no AVX2".to_string() } else { self.isa.join(" ") },
             self.matmul_peak_gflops,
             self.gemm,
+            self.dtype,
             self.date_utc
         );
         if let Some(m) = &self.torch_malloc {
             s.push_str(&format!("\nPyTorch ran under {m}; reckon sets the same itself ({})", self.reckon_malloc));
         }
         s
+    }
+}
+
+/// The forward dtype this bench runs under, with where its bf16 products run.
+fn dtype_setting() -> String {
+    use reckon::kernels::gemm::{bf16_on_amx, forward_dtype, ForwardDtype};
+    match forward_dtype() {
+        ForwardDtype::F32 => "f32".into(),
+        ForwardDtype::Bf16 if bf16_on_amx() => "bf16 (AMX; PyTorch under bf16 autocast)".into(),
+        ForwardDtype::Bf16 => "bf16 (emulated on the f32 GEMM: no AMX here; PyTorch under bf16 autocast)".into(),
     }
 }
 
@@ -955,7 +972,19 @@ pub struct TorchRun {
     pub python: PathBuf,
     /// Run it under [`TUNED_GLIBC_TUNABLES`] (else under the environment's own setting).
     pub tuned_malloc: bool,
+    /// Run its steps under `torch.autocast("cpu", dtype=torch.bfloat16)` (PyTorch's CPU mixed precision), to
+    /// compare with reckon's `--dtype bf16`.
+    pub autocast_bf16: bool,
 }
+
+/// Runs the baseline script (`sys.argv[1]`, its arguments after it) under PyTorch's CPU bf16 autocast: the
+/// script is the shared baseline, unchanged, so the autocast is applied around it rather than inside.
+const AUTOCAST_BF16_WRAPPER: &str = "import runpy, sys, torch
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+with torch.autocast('cpu', dtype=torch.bfloat16):
+    runpy.run_path(script, run_name='__main__')
+";
 
 impl TorchRun {
     /// The allocator setting the child runs under, as the table header and the JSON report state it.
@@ -1017,6 +1046,9 @@ pub fn vs_torch(
     if torch.tuned_malloc {
         command.env("GLIBC_TUNABLES", TUNED_GLIBC_TUNABLES);
     }
+    if torch.autocast_bf16 {
+        command.arg("-c").arg(AUTOCAST_BF16_WRAPPER);
+    }
     let child = command
         .arg(script)
         .args(torch_args(shape, mode, compile, warmup, steps))
@@ -1042,6 +1074,7 @@ pub fn vs_torch(
     }
     if let Some(obj) = summary.as_object_mut() {
         obj.insert("malloc".into(), serde_json::json!(torch.malloc_setting()));
+        obj.insert("autocast".into(), serde_json::json!(if torch.autocast_bf16 { "bf16" } else { "off" }));
     }
     Ok(Some(summary))
 }
@@ -1213,8 +1246,12 @@ pub fn run(cmd: BenchCommand, device: DeviceChoice) -> Result<()> {
                 !vs_torch || device == DeviceChoice::Cpu,
                 "--vs-torch compares with PyTorch on the CPU: run it without --device"
             );
-            let torch_run =
-                TorchRun { script: torch_script, python: torch_python, tuned_malloc: torch_malloc == "tuned" };
+            let torch_run = TorchRun {
+                script: torch_script,
+                python: torch_python,
+                tuned_malloc: torch_malloc == "tuned",
+                autocast_bf16: reckon::kernels::gemm::forward_dtype() == reckon::kernels::gemm::ForwardDtype::Bf16,
+            };
             let mut results = Vec::new();
             let mut torch = Vec::new();
             for name in &shapes {
@@ -1488,7 +1525,10 @@ mod tests {
         ];
         let machine = MachineInfo::here(
             205.1,
-            Some(TorchRun { script: "s".into(), python: "p".into(), tuned_malloc: true }.malloc_setting()),
+            Some(
+                TorchRun { script: "s".into(), python: "p".into(), tuned_malloc: true, autocast_bf16: false }
+                    .malloc_setting(),
+            ),
         );
         let table = format_table(&machine, std::slice::from_ref(&r), &torch);
         assert!(table.contains("1.50x") && table.contains("2.00x"), "{table}");

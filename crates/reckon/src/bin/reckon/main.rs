@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use reckon::backend::DeviceChoice;
 use reckon::cli::Command;
-use reckon::kernels::gemm::GemmChoice;
+use reckon::kernels::gemm::{with_forward_dtype, ForwardDtype, GemmChoice};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,6 +32,11 @@ struct Cli {
     /// tiles without packing). The environment's `RECKON_GEMM` when not given.
     #[arg(long, global = true, value_name = "auto|gemm|blas|direct")]
     gemm: Option<GemmChoice>,
+    /// The CPU kernels' forward GEMMs: `f32`, or `bf16` (operands rounded to bfloat16, sums in f32; AMX tiles where
+    /// the CPU has them); backward products and weights stay f32. For `train` it sets `train.dtype` (without it,
+    /// training follows its config, as the training inside `quickstart` does); other commands run in it.
+    #[arg(long, global = true, value_name = "f32|bf16")]
+    dtype: Option<ForwardDtype>,
     #[command(subcommand)]
     command: BinCommand,
 }
@@ -61,12 +66,23 @@ fn run(cli: Cli) -> Result<()> {
         None => reckon::kernels::gemm::env_gemm_choice()?,
     };
     reckon::kernels::gemm::set_gemm_choice(gemm);
-    let command = match cli.command {
-        BinCommand::Bench(cmd) => return bench::run(cmd, cli.device),
+    let dtype = cli.dtype.unwrap_or_default();
+    if dtype == ForwardDtype::Bf16 && cli.device != DeviceChoice::Cpu {
+        anyhow::bail!("--dtype bf16 rounds the CPU kernels' forward GEMMs; --device {:?} runs f32 only", cli.device);
+    }
+    let mut command = match cli.command {
+        BinCommand::Bench(cmd) => return with_forward_dtype(dtype, || bench::run(cmd, cli.device)),
         BinCommand::Library(command) => command,
     };
-    let list = |first: usize| if cli.devices.is_empty() { vec![first] } else { cli.devices.clone() };
-    match cli.device {
+    if let (Some(dtype), Command::Train { overrides, .. }) = (cli.dtype, &mut command) {
+        overrides.push(format!("train.dtype={}", dtype.name()));
+    }
+    with_forward_dtype(dtype, || run_library(command, cli.device, &cli.devices))
+}
+
+fn run_library(command: Command, device: DeviceChoice, devices: &[usize]) -> Result<()> {
+    let list = |first: usize| if devices.is_empty() { vec![first] } else { devices.to_vec() };
+    match device {
         #[cfg(not(feature = "distributed"))]
         DeviceChoice::Cpu => {
             let devices = vec![Default::default(); list(0).len()];
@@ -85,10 +101,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         #[cfg(feature = "wgpu")]
         DeviceChoice::Wgpu(index) => {
-            let devices: Vec<_> = if cli.devices.is_empty() {
+            let devices: Vec<_> = if devices.is_empty() {
                 vec![reckon::backend::wgpu_device(index)]
             } else {
-                cli.devices.iter().map(|&i| reckon::backend::wgpu_device(Some(i))).collect()
+                devices.iter().map(|&i| reckon::backend::wgpu_device(Some(i))).collect()
             };
             reckon::cli::run_on::<reckon::backend::WgpuTrain>(command, &devices)
         }

@@ -1,0 +1,142 @@
+//! The bf16 GEMM on Intel AMX tiles (`TDPBF16PS`): `C[f32] += A[bf16] · B[bf16]`, 16×16 f32 accumulators.
+//!
+//! One `TDPBF16PS` multiplies a 16×32 bf16 tile by a 32×16 one (8,192 multiply-adds); measured on this project's
+//! development machine (Xeon with AMX, one core) at 2.2–2.3 TFLOP/s in a register-only loop, against 160 GFLOP/s
+//! for AVX-512 f32 FMAs, while AVX512-BF16's `VDPBF16PS` ran at 81 (half the f32 rate there), so tiles are the
+//! only bf16 route worth taking on such a CPU. The compiler has no stable AMX intrinsics (Rust 1.95), so the
+//! tile instructions are inline assembly.
+//!
+//! The kernel takes operands already laid out for the tiles ([`super::bf16::Bf16Matrix`]): the left row-major,
+//! rows padded to 32 and columns to 32; the right in pairs of rows interleaved column by column (the layout
+//! `TDPBF16PS` reads its second operand in), rows padded to 32 and columns to 32. Padding is zeros, so every
+//! tile is whole and the edges cost nothing but the padded arithmetic. Each 32×32 block of the output takes two
+//! left tiles and two right tiles per 32-deep step into four accumulator tiles (the eight tile registers), is
+//! stored to a scratch block, and its valid part copied (or added) into the destination.
+
+use std::arch::asm;
+use std::sync::OnceLock;
+
+/// The tile configuration `LDTILECFG` reads: palette 1, eight tiles of 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    bytes_per_row: [u16; 16],
+    rows: [u8; 16],
+}
+
+impl TileConfig {
+    fn sixteen_by_sixty_four() -> Self {
+        let mut config = Self { palette: 1, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
+        for tile in 0..8 {
+            config.bytes_per_row[tile] = 64;
+            config.rows[tile] = 16;
+        }
+        config
+    }
+}
+
+/// Whether this CPU and kernel run AMX bf16 tiles: CPUID says AMX-TILE and AMX-BF16 (and AVX512-BF16, which
+/// the conversions use), and Linux grants this process the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`,
+/// asked once; without it the first tile instruction faults).
+pub(super) fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let max_leaf = std::arch::x86_64::__cpuid(0).eax;
+        if max_leaf < 7 || !std::is_x86_feature_detected!("avx512bf16") {
+            return false;
+        }
+        let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+        let (amx_bf16, amx_tile) = (edx & (1 << 22) != 0, edx & (1 << 24) != 0);
+        amx_bf16 && amx_tile && request_tile_permission()
+    })
+}
+
+/// Asks Linux for the AMX tile data state (XFEATURE 18) for this process.
+fn request_tile_permission() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl with these arguments only changes this process's permitted XSAVE features.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+}
+
+/// `dst[m×n] (+)= A · B` with `A` given as `a` (row-major bf16, `row_stride` elements a row, at least
+/// `m.next_multiple_of(32)` rows and `depth` columns) and `B` as `b` (row pairs interleaved: `depth / 2` pair
+/// rows of `pair_stride / 2` columns, at least `n.next_multiple_of(32)` of them). `depth` is a multiple of 32.
+#[allow(clippy::too_many_arguments)] // a GEMM's own argument list
+pub(super) fn matmul(
+    m: usize,
+    n: usize,
+    depth: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &[u16],
+    row_stride: usize,
+    b: &[u16],
+    pair_stride: usize,
+) {
+    assert!(available(), "the AMX GEMM needs AMX-BF16 and the kernel's permission");
+    assert!(depth.is_multiple_of(32) && row_stride >= depth && pair_stride.is_multiple_of(2));
+    let (m_pad, n_pad) = (m.next_multiple_of(32), n.next_multiple_of(32));
+    assert!(a.len() >= m_pad * row_stride, "AMX: left operand too short");
+    assert!(b.len() >= (depth / 2) * pair_stride && pair_stride >= 2 * n_pad, "AMX: right operand too short");
+    assert_eq!(dst.len(), m * n, "matmul destination size");
+    let config = TileConfig::sixteen_by_sixty_four();
+    let mut block = [0.0f32; 32 * 32];
+    // SAFETY: AMX is present and permitted (asserted); every tile load reads 16 rows of 64 bytes inside `a` or `b`
+    // (the padded extents asserted above), every store writes inside `block`; the tile registers are this
+    // function's alone between LDTILECFG and TILERELEASE (no other code on this thread runs AMX in between).
+    unsafe {
+        asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
+        for i0 in (0..m_pad).step_by(32) {
+            for j0 in (0..n_pad).step_by(32) {
+                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+                for k0 in (0..depth).step_by(32) {
+                    let a0 = a.as_ptr().add(i0 * row_stride + k0);
+                    let a1 = a0.add(16 * row_stride);
+                    let b0 = b.as_ptr().add((k0 / 2) * pair_stride + 2 * j0);
+                    let b1 = b0.add(32);
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
+                        sa = in(reg) 2 * row_stride, sb = in(reg) 2 * pair_stride,
+                        options(nostack, readonly),
+                    );
+                }
+                let c = block.as_mut_ptr();
+                asm!(
+                    "tilestored [{c0} + {s}*1], tmm0",
+                    "tilestored [{c1} + {s}*1], tmm1",
+                    "tilestored [{c2} + {s}*1], tmm2",
+                    "tilestored [{c3} + {s}*1], tmm3",
+                    c0 = in(reg) c, c1 = in(reg) c.add(16), c2 = in(reg) c.add(16 * 32), c3 = in(reg) c.add(16 * 32 + 16),
+                    s = in(reg) 32usize * 4,
+                    options(nostack),
+                );
+                write_block(&block, dst, m, n, i0, j0, accumulate);
+            }
+        }
+        asm!("tilerelease", options(nostack, nomem));
+    }
+}
+
+/// The valid part of a 32×32 output block at `(i0, j0)` into `dst` `[m×n]`.
+fn write_block(block: &[f32; 32 * 32], dst: &mut [f32], m: usize, n: usize, i0: usize, j0: usize, add: bool) {
+    let width = (n - j0).min(32);
+    for (r, row) in block.chunks(32).enumerate().take(m.saturating_sub(i0).min(32)) {
+        let out = &mut dst[(i0 + r) * n + j0..][..width];
+        if add {
+            out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+        } else {
+            out.copy_from_slice(&row[..width]);
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! bf16 operands for the forward GEMMs (`train.dtype = "bf16"`, `--dtype bf16`): values rounded to bfloat16,
+//! products summed in f32 (the mixed precision of the reference implementations, whose forward runs in bf16).
+//!
+//! A [`Bf16Matrix`] holds one operand in the layout the AMX tiles read (`gemm/amx.rs`): a left operand row-major,
+//! a right operand with its rows interleaved in pairs; both zero-padded to multiples of 32. Weights are converted
+//! once per optimiser step (the kernels keep them with the cached transposes); activations per call. Where the
+//! CPU has no AMX, [`matmul`] multiplies the same rounded values with the f32 GEMM: the numbers a bf16 run sees
+//! do not depend on the machine, only the speed does.
+//!
+//! Rounding is round-to-nearest-even with subnormals flushed to zero, as the tiles read them (AMX-BF16 treats
+//! subnormal inputs as zero), so both routes multiply identical operands. Written here rather than with the
+//! `half` crate's conversion because of that flush and because the loop must vectorise.
+
+use std::borrow::Cow;
+
+use super::Mat;
+
+/// f32 → bf16 bits, round-to-nearest-even; subnormals to signed zero, NaN stays NaN (quiet).
+#[inline(always)]
+pub(crate) fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let exponent = bits & 0x7F80_0000;
+    if exponent == 0 {
+        return ((bits >> 16) & 0x8000) as u16;
+    }
+    if exponent == 0x7F80_0000 && bits & 0x007F_FFFF != 0 {
+        return ((bits >> 16) | 0x0040) as u16;
+    }
+    let rounding = 0x7FFF + ((bits >> 16) & 1);
+    ((bits + rounding) >> 16) as u16
+}
+
+/// bf16 bits → f32 (exact).
+#[inline(always)]
+pub(crate) fn from_bf16(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// How a [`Bf16Matrix`] is laid out: as a left operand or as a right one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// Row-major, `rows` padded to 32, a row `cols.next_multiple_of(32)` long.
+    Left,
+    /// Rows in interleaved pairs: element `(p, j)` at `(p / 2) · stride + 2j + p % 2`, `rows` padded to 32,
+    /// `stride = 2 · cols.next_multiple_of(32)`.
+    Right,
+}
+
+/// One GEMM operand in bf16, laid out for the tiles (see [`Side`]).
+pub(crate) struct Bf16Matrix {
+    data: Vec<u16>,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    side: Side,
+}
+
+/// `out[j] = to_bf16(row[j])` for a contiguous row.
+fn convert_row(row: &[f32], out: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if hardware_conversion() {
+        // SAFETY: the CPU has AVX512-BF16 and AVX512-BW/VL (checked by `hardware_conversion`).
+        return unsafe { x86::convert_row(row, out) };
+    }
+    out.iter_mut().zip(row).for_each(|(o, &x)| *o = to_bf16(x));
+}
+
+/// Interleaves two rows into one pair row: `out[2j] = to_bf16(even[j])`, `out[2j + 1] = to_bf16(odd[j])`.
+fn convert_pair(even: &[f32], odd: &[f32], out: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if hardware_conversion() {
+        // SAFETY: as in `convert_row`.
+        return unsafe { x86::convert_pair(even, odd, out) };
+    }
+    for ((o, &e), &d) in out.chunks_exact_mut(2).zip(even).zip(odd) {
+        o[0] = to_bf16(e);
+        o[1] = to_bf16(d);
+    }
+}
+
+/// Whether the conversions run on `VCVTNEPS2BF16` (every AMX CPU has it): round-to-nearest-even with subnormal
+/// inputs read as zero and NaNs kept quiet, which is what [`to_bf16`] computes (the tests compare the two).
+#[cfg(target_arch = "x86_64")]
+fn hardware_conversion() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::is_x86_feature_detected!("avx512bf16")
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+    })
+}
+
+/// The conversions on `VCVTNEPS2BF16`, 16 values a vector, the tail masked.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl")]
+    fn sixteen(src: &[f32], at: usize) -> (__m256i, __mmask16) {
+        let left = (src.len() - at).min(16);
+        let mask = if left == 16 { 0xFFFF } else { ((1u32 << left) - 1) as __mmask16 };
+        // SAFETY: the mask keeps the load within `src[at..at + left]`.
+        let v = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(at)) };
+        (unsafe { std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v)) }, mask)
+    }
+
+    #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl")]
+    pub(super) fn convert_row(row: &[f32], out: &mut [u16]) {
+        assert!(out.len() >= row.len());
+        for at in (0..row.len()).step_by(16) {
+            let (bf, mask) = sixteen(row, at);
+            // SAFETY: the mask keeps the store within `out[at..at + left]` (`out` is at least as long as `row`).
+            unsafe { _mm256_mask_storeu_epi16(out.as_mut_ptr().add(at) as *mut i16, mask, bf) };
+        }
+    }
+
+    #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl")]
+    pub(super) fn convert_pair(even: &[f32], odd: &[f32], out: &mut [u16]) {
+        assert!(odd.len() == even.len() && out.len() >= 2 * even.len());
+        for at in (0..even.len()).step_by(16) {
+            let ((e, mask), (d, _)) = (sixteen(even, at), sixteen(odd, at));
+            // Each 32-bit lane j holds (even[j], odd[j]): the low half the even row's value.
+            let pairs = _mm512_or_si512(_mm512_cvtepu16_epi32(e), _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(d)));
+            // SAFETY: the mask keeps the store within `out[2 at..2 (at + left)]`.
+            unsafe { _mm512_mask_storeu_epi32(out.as_mut_ptr().add(2 * at) as *mut i32, mask, pairs) };
+        }
+    }
+}
+
+impl Bf16Matrix {
+    /// `mat` `[rows × cols]` (any strides) rounded to bf16 and laid out for `side`.
+    pub(crate) fn new(mat: Mat, rows: usize, cols: usize, side: Side) -> Self {
+        mat.assert_covers(rows, cols);
+        let (rows_pad, cols_pad) = (rows.next_multiple_of(32), cols.next_multiple_of(32));
+        let stride = match side {
+            Side::Left => cols_pad,
+            Side::Right => 2 * cols_pad,
+        };
+        // Row `r` as a slice: in place when its elements are contiguous, else gathered.
+        let row = |r: usize| -> Cow<[f32]> {
+            if mat.col_stride == 1 {
+                Cow::Borrowed(&mat.data[r * mat.row_stride..][..cols])
+            } else {
+                Cow::Owned((0..cols).map(|c| mat.data[r * mat.row_stride + c * mat.col_stride]).collect())
+            }
+        };
+        let mut data = vec![0u16; rows_pad * cols_pad];
+        match side {
+            _ if data.is_empty() => {}
+            Side::Left => {
+                for (r, out) in data.chunks_mut(stride).enumerate().take(rows) {
+                    convert_row(&row(r), &mut out[..cols]);
+                }
+            }
+            Side::Right => {
+                let zeros = vec![0.0f32; cols];
+                for (p, out) in data.chunks_mut(stride).enumerate().take(rows.div_ceil(2)) {
+                    let odd = if 2 * p + 1 < rows { row(2 * p + 1) } else { Cow::Borrowed(&zeros[..]) };
+                    convert_pair(&row(2 * p), &odd, &mut out[..2 * cols]);
+                }
+            }
+        }
+        Self { data, rows, cols, stride, side }
+    }
+
+    /// The rounded element `(r, c)` as f32.
+    fn get(&self, r: usize, c: usize) -> f32 {
+        from_bf16(match self.side {
+            Side::Left => self.data[r * self.stride + c],
+            Side::Right => self.data[(r / 2) * self.stride + 2 * c + r % 2],
+        })
+    }
+
+    /// The rounded values, row-major `[rows × cols]` f32.
+    fn to_f32(&self) -> Vec<f32> {
+        (0..self.rows).flat_map(|r| (0..self.cols).map(move |c| (r, c))).map(|(r, c)| self.get(r, c)).collect()
+    }
+}
+
+/// Whether the bf16 products run on AMX tiles here (else on the f32 GEMM with the same rounded operands).
+pub fn amx_available() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    {
+        super::amx::available()
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// `dst[m×n] (+)= lhs · rhs` in f32 from bf16 operands (`lhs` a [`Side::Left`] `m×k`, `rhs` a [`Side::Right`]
+/// `k×n`): on AMX tiles where the CPU has them, else on the f32 GEMM.
+pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, lhs: &Bf16Matrix, rhs: &Bf16Matrix) {
+    assert!(lhs.side == Side::Left && rhs.side == Side::Right, "bf16 matmul: operands laid out for the wrong side");
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "bf16 matmul: inner dimensions {k} and {}", rhs.rows);
+    assert_eq!(dst.len(), m * n, "matmul destination size");
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    if amx_available() {
+        let depth = k.next_multiple_of(32);
+        return super::amx::matmul(m, n, depth, dst, accumulate, &lhs.data, lhs.stride, &rhs.data, rhs.stride);
+    }
+    let (a, b) = (lhs.to_f32(), rhs.to_f32());
+    super::crate_matmul(m, n, k, dst, accumulate, Mat::rows(&a, k), Mat::rows(&b, n));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn rounding_is_nearest_even_and_flushes_subnormals() {
+        assert_eq!(to_bf16(1.0), 0x3F80);
+        // 1 + 2⁻⁸ is halfway between bf16 neighbours 1 and 1 + 2⁻⁷: ties go to the even one (1).
+        assert_eq!(to_bf16(1.0 + 2f32.powi(-8)), 0x3F80);
+        // 1 + 3·2⁻⁸ is halfway between 1 + 2⁻⁷ (odd) and 1 + 2⁻⁶ (even).
+        assert_eq!(to_bf16(1.0 + 3.0 * 2f32.powi(-8)), 0x3F82);
+        assert_eq!(to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20)), 0x3F81, "above the tie rounds up");
+        assert_eq!(to_bf16(-2.5), 0xC020);
+        assert_eq!(to_bf16(f32::from_bits(1)), 0, "subnormals flush to zero");
+        assert_eq!(to_bf16(-f32::from_bits(1)), 0x8000, "keeping the sign");
+        assert_eq!(to_bf16(f32::INFINITY), 0x7F80);
+        assert_eq!(to_bf16(f32::MAX), 0x7F80, "rounds past the largest bf16 to infinity");
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        for x in [0.1f32, -3.7, 1e-30, 6.5e4] {
+            let back = from_bf16(to_bf16(x));
+            assert!(((back - x) / x).abs() <= 2f32.powi(-9), "{x} → {back}: more than half a bf16 ulp");
+        }
+    }
+
+    /// The vector conversions (hardware where present) equal [`to_bf16`] on ties, subnormals, NaN, infinities and
+    /// random values, at lengths with every tail size.
+    #[test]
+    fn vector_conversions_equal_the_scalar_rounding() {
+        let mut values = vec![1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8), f32::from_bits(1), -f32::from_bits(5)];
+        values.extend([f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -0.0, 0.0, 1e-38, 3e38]);
+        values.extend(random(40, 3).iter().map(|v| v * 1e3));
+        for len in [0, 1, 15, 16, 17, values.len()] {
+            let row = &values[..len];
+            let want: Vec<u16> = row.iter().map(|&x| to_bf16(x)).collect();
+            let mut got = vec![0u16; len];
+            convert_row(row, &mut got);
+            let same = |a: u16, b: u16| a == b || (from_bf16(a).is_nan() && from_bf16(b).is_nan());
+            assert!(got.iter().zip(&want).all(|(&a, &b)| same(a, b)), "row of {len}: {got:x?} vs {want:x?}");
+            let odd: Vec<f32> = row.iter().rev().copied().collect();
+            let mut pairs = vec![0u16; 2 * len];
+            convert_pair(row, &odd, &mut pairs);
+            for j in 0..len {
+                assert!(
+                    same(pairs[2 * j], to_bf16(row[j])) && same(pairs[2 * j + 1], to_bf16(odd[j])),
+                    "pair {j} of {len}"
+                );
+            }
+        }
+    }
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    /// `Σ_p a(i,p)·b(p,j)` in f64 over the bf16-rounded operands.
+    fn reference(a: &Bf16Matrix, b: &Bf16Matrix) -> Vec<f64> {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        let mut out = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| a.get(i, p) as f64 * b.get(p, j) as f64).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn layouts_hold_the_rounded_values_of_any_strided_operand() {
+        let v = random(5 * 7, 1);
+        for side in [Side::Left, Side::Right] {
+            let plain = Bf16Matrix::new(Mat::rows(&v, 7), 5, 7, side);
+            let transposed = Bf16Matrix::new(Mat::transposed(&v, 7), 7, 5, side);
+            for (r, c) in (0..5).flat_map(|r| (0..7).map(move |c| (r, c))) {
+                assert_eq!(plain.get(r, c), from_bf16(to_bf16(v[r * 7 + c])), "{side:?} ({r}, {c})");
+                assert_eq!(transposed.get(c, r), plain.get(r, c), "{side:?} transposed ({c}, {r})");
+            }
+        }
+    }
+
+    /// The product of rounded operands, on AMX where present, else the f32 GEMM: equal to the f64 sum of the same
+    /// rounded products up to f32 accumulation, at edge sizes (1, 31, 33 …), attention's 97×97×32 and a block.
+    #[test]
+    fn bf16_products_match_the_rounded_reference() {
+        let mut seed = 10;
+        for (m, n, k) in [(1, 1, 1), (3, 5, 7), (31, 33, 17), (32, 32, 32), (97, 97, 32), (97, 32, 97), (70, 130, 65)] {
+            for accumulate in [false, true] {
+                seed += 1;
+                let (a, b) = (random(m * k, seed), random(k * n, seed + 100));
+                let (a, b) = (
+                    Bf16Matrix::new(Mat::rows(&a, k), m, k, Side::Left),
+                    Bf16Matrix::new(Mat::rows(&b, n), k, n, Side::Right),
+                );
+                let start = random(m * n, seed + 200);
+                let mut dst = start.clone();
+                matmul(&mut dst, accumulate, &a, &b);
+                let want = reference(&a, &b);
+                for (idx, (&got, &w)) in dst.iter().zip(&want).enumerate() {
+                    let w = w + if accumulate { start[idx] as f64 } else { 0.0 };
+                    let tol = 1e-5 * (k as f64).sqrt() * (1.0 + w.abs());
+                    assert!((got as f64 - w).abs() <= tol, "{m}x{n}x{k} acc={accumulate} [{idx}]: {got} vs {w}");
+                }
+            }
+        }
+    }
+
+    /// Where AMX is present, the tiles and the f32 fallback agree on the same operands.
+    #[test]
+    fn amx_agrees_with_the_fallback_where_present() {
+        if !amx_available() {
+            eprintln!("no AMX on this CPU: the fallback alone is tested");
+            return;
+        }
+        let (m, n, k) = (45, 70, 96);
+        let (a, b) = (random(m * k, 7), random(k * n, 8));
+        let (a, b) =
+            (Bf16Matrix::new(Mat::rows(&a, k), m, k, Side::Left), Bf16Matrix::new(Mat::rows(&b, n), k, n, Side::Right));
+        let mut tiles = vec![0.0; m * n];
+        matmul(&mut tiles, false, &a, &b);
+        let mut fallback = vec![0.0; m * n];
+        let (af, bf) = (a.to_f32(), b.to_f32());
+        crate::kernels::gemm::crate_matmul(m, n, k, &mut fallback, false, Mat::rows(&af, k), Mat::rows(&bf, n));
+        for (t, f) in tiles.iter().zip(&fallback) {
+            assert!((t - f).abs() <= 1e-5 * (1.0 + f.abs()), "{t} vs {f}");
+        }
+    }
+}
