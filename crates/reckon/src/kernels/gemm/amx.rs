@@ -10,8 +10,9 @@
 //! rows padded to 32 and columns to 32; the right in pairs of rows interleaved column by column (the layout
 //! `TDPBF16PS` reads its second operand in), rows padded to 32 and columns to 32. Padding is zeros, so every
 //! tile is whole and the edges cost nothing but the padded arithmetic. Each 32×32 block of the output takes two
-//! left tiles and two right tiles per 32-deep step into four accumulator tiles (the eight tile registers), is
-//! stored to a scratch block, and its valid part copied (or added) into the destination.
+//! left tiles and two right tiles per 32-deep step into four accumulator tiles (the eight tile registers), summed
+//! in place in the destination; a block on the output's edge goes through a scratch block, of which the valid part
+//! is copied (or added).
 
 use std::arch::asm;
 use std::sync::OnceLock;
@@ -85,13 +86,31 @@ pub(super) fn matmul(
     let config = TileConfig::sixteen_by_sixty_four();
     let mut block = [0.0f32; 32 * 32];
     // SAFETY: AMX is present and permitted (asserted); every tile load reads 16 rows of 64 bytes inside `a` or `b`
-    // (the padded extents asserted above), every store writes inside `block`; the tile registers are this
+    // (the padded extents asserted above), and every accumulator load or store 16 rows of 16 f32 inside `block` or,
+    // for a block wholly inside it, inside `dst` (rows `i0..i0 + 32 ≤ m`, columns `j0..j0 + 32 ≤ n`); the tile registers are this
     // function's alone between LDTILECFG and TILERELEASE (no other code on this thread runs AMX in between).
     unsafe {
         asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
         for i0 in (0..m_pad).step_by(32) {
             for j0 in (0..n_pad).step_by(32) {
-                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+                // A whole block inside `dst` is summed in place (its old values loaded when accumulating); an edge
+                // block goes through `block`.
+                let inside = i0 + 32 <= m && j0 + 32 <= n;
+                let (c, c_stride) =
+                    if inside { (dst.as_mut_ptr().add(i0 * n + j0), n) } else { (block.as_mut_ptr(), 32) };
+                if inside && accumulate {
+                    asm!(
+                        "tileloadd tmm0, [{c0} + {s}*1]",
+                        "tileloadd tmm1, [{c1} + {s}*1]",
+                        "tileloadd tmm2, [{c2} + {s}*1]",
+                        "tileloadd tmm3, [{c3} + {s}*1]",
+                        c0 = in(reg) c, c1 = in(reg) c.add(16), c2 = in(reg) c.add(16 * c_stride),
+                        c3 = in(reg) c.add(16 * c_stride + 16), s = in(reg) 4 * c_stride,
+                        options(nostack, readonly),
+                    );
+                } else {
+                    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+                }
                 for k0 in (0..depth).step_by(32) {
                     let a0 = a.as_ptr().add(i0 * row_stride + k0);
                     let a1 = a0.add(16 * row_stride);
@@ -99,11 +118,11 @@ pub(super) fn matmul(
                     let b1 = b0.add(32);
                     asm!(
                         "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm5, [{a1} + {sa}*1]",
                         "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tileloadd tmm7, [{b1} + {sb}*1]",
                         "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
                         "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
                         "tdpbf16ps tmm2, tmm5, tmm6",
                         "tdpbf16ps tmm3, tmm5, tmm7",
                         a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
@@ -111,17 +130,18 @@ pub(super) fn matmul(
                         options(nostack, readonly),
                     );
                 }
-                let c = block.as_mut_ptr();
                 asm!(
                     "tilestored [{c0} + {s}*1], tmm0",
                     "tilestored [{c1} + {s}*1], tmm1",
                     "tilestored [{c2} + {s}*1], tmm2",
                     "tilestored [{c3} + {s}*1], tmm3",
-                    c0 = in(reg) c, c1 = in(reg) c.add(16), c2 = in(reg) c.add(16 * 32), c3 = in(reg) c.add(16 * 32 + 16),
-                    s = in(reg) 32usize * 4,
+                    c0 = in(reg) c, c1 = in(reg) c.add(16), c2 = in(reg) c.add(16 * c_stride),
+                    c3 = in(reg) c.add(16 * c_stride + 16), s = in(reg) 4 * c_stride,
                     options(nostack),
                 );
-                write_block(&block, dst, m, n, i0, j0, accumulate);
+                if !inside {
+                    write_block(&block, dst, m, n, i0, j0, accumulate);
+                }
             }
         }
         asm!("tilerelease", options(nostack, nomem));
