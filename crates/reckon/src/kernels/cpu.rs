@@ -13,7 +13,7 @@ use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 pub(crate) use super::gemm::bf16::{Bf16Matrix, Side};
-pub(crate) use super::gemm::{forward_dtype, matmul_1t, ForwardDtype, Mat};
+pub(crate) use super::gemm::{gemm_dtype, matmul_1t, GemmDtype, Mat};
 use super::{simd, Gate};
 
 /// Elements per parallel task: large enough to amortise scheduling, small enough to balance 2+ cores.
@@ -71,66 +71,110 @@ pub(crate) fn cached_transpose(w: &FlexTensor, rows: usize, cols: usize) -> Arc<
     })
 }
 
-/// The weight `w` `[rows, cols]` rounded to bf16 and laid out as the left operand (`w` itself) or the right one
-/// (`wᵀ`) of the bf16 forward GEMMs, kept like [`cached_transpose`]: converted once per optimiser step.
-pub(crate) fn cached_bf16(w: &FlexTensor, rows: usize, cols: usize, side: Side) -> Arc<Bf16Matrix> {
-    let form = match side {
-        Side::Left => WeightForm::Bf16Left,
-        Side::Right => WeightForm::Bf16RightOfTranspose,
-    };
-    cached_form(w, form, || match side {
-        Side::Left => Arc::new(Bf16Matrix::new(Mat::rows(slice(w), cols), rows, cols, side)),
-        Side::Right => Arc::new(Bf16Matrix::new(Mat::transposed(slice(w), cols), cols, rows, side)),
+/// The weight `w` `[rows, cols]` (or its transpose, `transposed`) rounded to bf16 and laid out as the `side`
+/// operand of the bf16 GEMMs, kept like [`cached_transpose`]: converted once per optimiser step.
+pub(crate) fn cached_bf16(w: &FlexTensor, rows: usize, cols: usize, side: Side, transposed: bool) -> Arc<Bf16Matrix> {
+    let form = WeightForm::Bf16 { left: side == Side::Left, transposed };
+    cached_form(w, form, || {
+        Arc::new(if transposed {
+            Bf16Matrix::new(Mat::transposed(slice(w), cols), cols, rows, side)
+        } else {
+            Bf16Matrix::new(Mat::rows(slice(w), cols), rows, cols, side)
+        })
     })
 }
 
-/// A weight as an operand of the forward GEMMs, in the forward dtype ([`forward_dtype`]): f32 (the weight itself as
-/// a left operand, its kept transpose as a right one) or bf16 (kept, see [`cached_bf16`]).
-pub(crate) enum ForwardWeight {
-    Rows(FlexTensor),
-    Transposed(Arc<[f32]>),
+/// A weight `w` `[rows, cols]` as one operand of a GEMM, in the calling thread's [`GemmDtype`]: f32 (`w` itself,
+/// its transpose read in place, or its kept transpose) or bf16 (kept, see [`cached_bf16`]).
+pub(crate) enum WeightOperand {
+    /// `w` or `wᵀ` read in place.
+    F32 { w: FlexTensor, cols: usize, transposed: bool },
+    /// `wᵀ` kept row-major (`[cols × rows]`).
+    KeptTranspose { wt: Arc<[f32]>, rows: usize },
     Bf16(Arc<Bf16Matrix>),
 }
 
-impl ForwardWeight {
-    /// `w` `[rows, cols]` as the right operand `wᵀ` `[cols × rows]` (`x · wᵀ`: linear layers, channel MLPs).
+impl WeightOperand {
+    /// `wᵀ` as the right operand (`x · wᵀ`: the forward of linear layers and channel MLPs).
+    pub(crate) fn transpose_right(w: &FlexTensor, rows: usize, cols: usize) -> Self {
+        match gemm_dtype() {
+            GemmDtype::F32 => WeightOperand::KeptTranspose { wt: cached_transpose(w, rows, cols), rows },
+            GemmDtype::Bf16 => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Right, true)),
+        }
+    }
+
+    /// `w` as the right operand (`dy · w`: their input gradients).
     pub(crate) fn right(w: &FlexTensor, rows: usize, cols: usize) -> Self {
-        match forward_dtype() {
-            ForwardDtype::F32 => ForwardWeight::Transposed(cached_transpose(w, rows, cols)),
-            ForwardDtype::Bf16 => ForwardWeight::Bf16(cached_bf16(w, rows, cols, Side::Right)),
+        match gemm_dtype() {
+            GemmDtype::F32 => WeightOperand::F32 { w: w.clone(), cols, transposed: false },
+            GemmDtype::Bf16 => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Right, false)),
         }
     }
 
-    /// `w` `[rows, cols]` as the left operand (`w · x`: the token-mixing MLP).
+    /// `w` as the left operand (`w · x`: the token mixer's forward).
     pub(crate) fn left(w: &FlexTensor, rows: usize, cols: usize) -> Self {
-        match forward_dtype() {
-            ForwardDtype::F32 => ForwardWeight::Rows(w.clone()),
-            ForwardDtype::Bf16 => ForwardWeight::Bf16(cached_bf16(w, rows, cols, Side::Left)),
+        match gemm_dtype() {
+            GemmDtype::F32 => WeightOperand::F32 { w: w.clone(), cols, transposed: false },
+            GemmDtype::Bf16 => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Left, false)),
+        }
+    }
+
+    /// `wᵀ` as the left operand (`wᵀ · dy`: the token mixer's input gradients).
+    pub(crate) fn transpose_left(w: &FlexTensor, rows: usize, cols: usize) -> Self {
+        match gemm_dtype() {
+            GemmDtype::F32 => WeightOperand::F32 { w: w.clone(), cols, transposed: true },
+            GemmDtype::Bf16 => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Left, true)),
+        }
+    }
+
+    /// The f32 operand, for the f32 variants.
+    fn f32_mat(&self) -> Mat<'_> {
+        match self {
+            WeightOperand::F32 { w, cols, transposed: false } => Mat::rows(slice(w), *cols),
+            WeightOperand::F32 { w, cols, transposed: true } => Mat::transposed(slice(w), *cols),
+            WeightOperand::KeptTranspose { wt, rows } => Mat::rows(wt, *rows),
+            WeightOperand::Bf16(_) => unreachable!("a bf16 operand has no f32 matrix"),
         }
     }
 }
 
-/// `dst[m×n] = x[m×k] · w` for row-major activations `x` and a [`ForwardWeight::right`] operand.
-pub(crate) fn matmul_rows_weight(m: usize, n: usize, k: usize, dst: &mut [f32], x: &[f32], w: &ForwardWeight) {
+/// `dst[m×n] (+)= x[m×k] · w` for row-major activations `x` and a right [`WeightOperand`].
+#[allow(clippy::too_many_arguments)] // a GEMM's own argument list
+pub(crate) fn matmul_rows_weight(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    x: &[f32],
+    w: &WeightOperand,
+) {
     match w {
-        ForwardWeight::Transposed(wt) => matmul_1t(m, n, k, dst, false, Mat::rows(x, k), Mat::rows(wt, n)),
-        ForwardWeight::Bf16(wb) => {
+        WeightOperand::Bf16(wb) => {
             let xb = Bf16Matrix::new(Mat::rows(x, k), m, k, Side::Left);
-            super::gemm::bf16::matmul(dst, false, &xb, wb);
+            super::gemm::bf16::matmul(dst, accumulate, &xb, wb);
         }
-        ForwardWeight::Rows(_) => unreachable!("a left operand used on the right"),
+        f32 => matmul_1t(m, n, k, dst, accumulate, Mat::rows(x, k), f32.f32_mat()),
     }
 }
 
-/// `dst[m×n] = w · x[k×n]` for a [`ForwardWeight::left`] operand and row-major activations `x`.
-pub(crate) fn matmul_weight_rows(m: usize, n: usize, k: usize, dst: &mut [f32], w: &ForwardWeight, x: &[f32]) {
+/// `dst[m×n] (+)= w · x[k×n]` for a left [`WeightOperand`] and row-major activations `x`.
+#[allow(clippy::too_many_arguments)] // a GEMM's own argument list
+pub(crate) fn matmul_weight_rows(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    w: &WeightOperand,
+    x: &[f32],
+) {
     match w {
-        ForwardWeight::Rows(w) => matmul_1t(m, n, k, dst, false, Mat::rows(slice(w), k), Mat::rows(x, n)),
-        ForwardWeight::Bf16(wb) => {
+        WeightOperand::Bf16(wb) => {
             let xb = Bf16Matrix::new(Mat::rows(x, n), k, n, Side::Right);
-            super::gemm::bf16::matmul(dst, false, wb, &xb);
+            super::gemm::bf16::matmul(dst, accumulate, wb, &xb);
         }
-        ForwardWeight::Transposed(_) => unreachable!("a right operand used on the left"),
+        f32 => matmul_1t(m, n, k, dst, accumulate, f32.f32_mat(), Mat::rows(x, n)),
     }
 }
 
@@ -138,8 +182,7 @@ pub(crate) fn matmul_weight_rows(m: usize, n: usize, k: usize, dst: &mut [f32], 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum WeightForm {
     Transpose,
-    Bf16Left,
-    Bf16RightOfTranspose,
+    Bf16 { left: bool, transposed: bool },
 }
 
 /// A derived form of `w` (made by `make` on a miss; a cheap handle, an `Arc`), kept while `w`'s buffer lives

@@ -243,33 +243,34 @@ pub fn with_gemm_path<R>(path: GemmPath, f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// The element type of the forward GEMMs' operands (`train.dtype`, `--dtype`): f32, or bf16 with f32 sums
-/// ([`bf16`]). Backward products stay f32 either way, against f32 master weights.
+/// The element type of the CPU kernels' weight products (`train.dtype`, `--dtype`): f32, or bf16 with f32 sums
+/// ([`bf16`]) for the forward products and the input gradients' (`dy · W`); the weight gradients' products
+/// (`dyᵀ · x`), the attention's per-head products, the master weights and the optimiser stay f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ForwardDtype {
+pub enum GemmDtype {
     #[default]
     F32,
     Bf16,
 }
 
-impl std::str::FromStr for ForwardDtype {
+impl std::str::FromStr for GemmDtype {
     type Err = anyhow::Error;
 
     fn from_str(s: &str) -> anyhow::Result<Self> {
         match s {
-            "f32" => Ok(ForwardDtype::F32),
-            "bf16" => Ok(ForwardDtype::Bf16),
+            "f32" => Ok(GemmDtype::F32),
+            "bf16" => Ok(GemmDtype::Bf16),
             other => anyhow::bail!("dtype {other:?}: expected f32 or bf16"),
         }
     }
 }
 
-impl ForwardDtype {
+impl GemmDtype {
     pub fn name(self) -> &'static str {
         match self {
-            ForwardDtype::F32 => "f32",
-            ForwardDtype::Bf16 => "bf16",
+            GemmDtype::F32 => "f32",
+            GemmDtype::Bf16 => "bf16",
         }
     }
 }
@@ -280,26 +281,26 @@ pub fn bf16_on_amx() -> bool {
 }
 
 thread_local! {
-    static FORWARD_DTYPE: std::cell::Cell<ForwardDtype> = const { std::cell::Cell::new(ForwardDtype::F32) };
+    static GEMM_DTYPE: std::cell::Cell<GemmDtype> = const { std::cell::Cell::new(GemmDtype::F32) };
 }
 
-/// Runs `f` with the CPU kernels' forward GEMMs in `dtype` on the calling thread, then restores the previous
+/// Runs `f` with the CPU kernels' weight products in `dtype` on the calling thread, then restores the previous
 /// dtype. Scoped and per thread like [`crate::kernels::with_fast_path`]: a kernel reads it once where it is called
 /// (its worker threads never do), so a bf16 run cannot change what concurrent work in the same process computes.
-pub fn with_forward_dtype<R>(dtype: ForwardDtype, f: impl FnOnce() -> R) -> R {
-    struct Restore(ForwardDtype);
+pub fn with_gemm_dtype<R>(dtype: GemmDtype, f: impl FnOnce() -> R) -> R {
+    struct Restore(GemmDtype);
     impl Drop for Restore {
         fn drop(&mut self) {
-            FORWARD_DTYPE.with(|d| d.set(self.0));
+            GEMM_DTYPE.with(|d| d.set(self.0));
         }
     }
-    let _restore = Restore(FORWARD_DTYPE.with(|d| d.replace(dtype)));
+    let _restore = Restore(GEMM_DTYPE.with(|d| d.replace(dtype)));
     f()
 }
 
-/// The calling thread's [`ForwardDtype`] (f32 outside [`with_forward_dtype`]).
-pub fn forward_dtype() -> ForwardDtype {
-    FORWARD_DTYPE.with(|d| d.get())
+/// The calling thread's [`GemmDtype`] (f32 outside [`with_gemm_dtype`]).
+pub fn gemm_dtype() -> GemmDtype {
+    GEMM_DTYPE.with(|d| d.get())
 }
 
 /// Per-path call counters, one cache line per rayon thread slot: the attention kernels make tens of thousands of

@@ -356,7 +356,8 @@ pub(super) mod flex {
         // The GEMM packs a strided right-hand side element by element for every row block; transposed once (and
         // kept while the weights are unchanged), the weights are read as plain row-major panels (this was 17% of
         // a training step).
-        let (wgu_t, wd_t) = (ForwardWeight::right(wgu, 2 * inter, width), ForwardWeight::right(wd, width, inter));
+        let (wgu_t, wd_t) =
+            (WeightOperand::transpose_right(wgu, 2 * inter, width), WeightOperand::transpose_right(wd, width, inter));
         let (wgu_t, wd_t) = (&wgu_t, &wd_t);
         let block = shape.block_rows();
         y.par_chunks_mut(block * width)
@@ -365,10 +366,10 @@ pub(super) mod flex {
             .zip(gate_up.par_chunks_mut(block * 2 * inter))
             .for_each(|(((y, x), rstd), g)| {
                 let m = rstd.len();
-                matmul_rows_weight(m, 2 * inter, width, g, x, wgu_t);
+                matmul_rows_weight(m, 2 * inter, width, g, false, x, wgu_t);
                 let mut act = Scratch::new(m * inter);
                 swiglu_block(gate, g, &mut act, inter);
-                matmul_rows_weight(m, width, inter, y, &act, wd_t);
+                matmul_rows_weight(m, width, inter, y, false, &act, wd_t);
                 residual_rms_norm_block(x, y, rstd, width, eps as f32);
             });
         ForwardBuffers { shape, gate_up, y, rstd }
@@ -405,8 +406,7 @@ pub(super) mod flex {
         if axis == MixAxis::Sequence {
             let s = dims[1];
             let saved = [slice(&g), slice(&y), slice(&rstd)];
-            let (dx, dwgu, dwd) =
-                sequence_backward(slice(&x), slice(&wgu), slice(&wd), saved, slice(&dy), dims, shape.inter, gate);
+            let (dx, dwgu, dwd) = sequence_backward(slice(&x), &wgu, &wd, saved, slice(&dy), dims, shape.inter, gate);
             return (
                 pool::tensor(dx, dims),
                 pool::tensor(dwgu, [2 * shape.inter, s]),
@@ -418,10 +418,11 @@ pub(super) mod flex {
         let mut dx = pool::take(rows * width);
         let block = shape.block_rows();
         let part_rows = rows_per_part(rows, block);
+        // The input gradients' products in the calling thread's dtype (`--dtype bf16`); the weights' stay f32.
         let inputs = BackwardInputs {
             x: slice(&x),
-            wgu: slice(&wgu),
-            wd: slice(&wd),
+            wgu: WeightOperand::right(&wgu, 2 * inter, width),
+            wd: WeightOperand::right(&wd, width, inter),
             g: slice(&g),
             y: slice(&y),
             dy: slice(&dy_rows),
@@ -448,8 +449,8 @@ pub(super) mod flex {
     /// Everything one part of the backward reads, as row-major slices.
     struct BackwardInputs<'a> {
         x: &'a [f32],
-        wgu: &'a [f32],
-        wd: &'a [f32],
+        wgu: WeightOperand,
+        wd: WeightOperand,
         g: &'a [f32],
         y: &'a [f32],
         dy: &'a [f32],
@@ -488,10 +489,9 @@ pub(super) mod flex {
                     Mat::rows(&act, inter),
                 );
                 let mut d_act = act; // reuse the buffer: act is no longer needed
-                matmul_1t(m, inter, width, &mut d_act, false, Mat::rows(dx, width), Mat::rows(self.wd, inter));
+                matmul_rows_weight(m, inter, width, &mut d_act, false, dx, &self.wd);
                 let mut dg = Scratch::new(m * 2 * inter);
                 swiglu_grad_block(self.gate, g, &d_act, &mut dg, inter);
-                let dg_mat = Mat::rows(&dg, 2 * inter);
                 matmul_1t(
                     2 * inter,
                     width,
@@ -501,7 +501,7 @@ pub(super) mod flex {
                     Mat::transposed(&dg, 2 * inter),
                     Mat::rows(x, width),
                 );
-                matmul_1t(m, width, 2 * inter, dx, true, dg_mat, Mat::rows(self.wgu, width));
+                matmul_rows_weight(m, width, 2 * inter, dx, true, &dg, &self.wgu);
             }
             (dw_gate_up, dw_down)
         }
@@ -563,16 +563,16 @@ pub(super) mod flex {
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let [b, s, d] = dims;
         let (mut y, mut gate_up, mut rstd) = (pool::take(b * s * d), pool::take(b * 2 * inter * d), pool::take(b * d));
-        let (wgu, wd) = (&ForwardWeight::left(wgu, 2 * inter, s), &ForwardWeight::left(wd, s, inter));
+        let (wgu, wd) = (&WeightOperand::left(wgu, 2 * inter, s), &WeightOperand::left(wd, s, inter));
         y.par_chunks_mut(s * d)
             .zip(x.par_chunks(s * d))
             .zip(gate_up.par_chunks_mut(2 * inter * d).zip(rstd.par_chunks_mut(d)))
             .for_each(|((y, x), (g, rstd))| {
-                matmul_weight_rows(2 * inter, d, s, g, wgu, x);
+                matmul_weight_rows(2 * inter, d, s, g, false, wgu, x);
                 let mut act = Scratch::new(inter * d);
                 let (gate, up) = g.split_at(inter * d);
                 swiglu_halves(kind, gate, up, &mut act);
-                matmul_weight_rows(s, d, inter, y, wd, &act);
+                matmul_weight_rows(s, d, inter, y, false, wd, &act);
                 column_residual_rms_norm(x, y, rstd, d, eps);
             });
         (y, gate_up, rstd)
@@ -583,8 +583,8 @@ pub(super) mod flex {
     #[allow(clippy::too_many_arguments)]
     fn sequence_backward(
         x: &[f32],
-        wgu: &[f32],
-        wd: &[f32],
+        wgu: &FlexTensor,
+        wd: &FlexTensor,
         saved: [&[f32]; 3],
         dy: &[f32],
         dims: [usize; 3],
@@ -593,6 +593,8 @@ pub(super) mod flex {
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let [b, s, d] = dims;
         let [g_all, y_all, rstd_all] = saved;
+        // The input gradients' products in the calling thread's dtype (`--dtype bf16`); the weights' stay f32.
+        let (wgu_t, wd_t) = (WeightOperand::transpose_left(wgu, 2 * inter, s), WeightOperand::transpose_left(wd, s, inter));
         let mut dx = pool::take(b * s * d);
         let parts = rayon::current_num_threads().clamp(1, b.max(1));
         let per_part = b.div_ceil(parts);
@@ -615,13 +617,13 @@ pub(super) mod flex {
                     swiglu_halves(kind, gate, up, &mut act);
                     matmul_1t(s, inter, d, &mut dwd, accumulate, Mat::rows(dx, d), Mat::transposed(&act, d));
                     let mut d_act = act;
-                    matmul_1t(inter, d, s, &mut d_act, false, Mat::transposed(wd, inter), Mat::rows(dx, d));
+                    matmul_weight_rows(inter, d, s, &mut d_act, false, &wd_t, dx);
                     let mut dg = Scratch::new(2 * inter * d);
                     let (d_gate, d_up) = dg.split_at_mut(inter * d);
                     swiglu_grad_halves(kind, gate, up, &d_act, d_gate, d_up);
                     drop(d_act);
                     matmul_1t(2 * inter, s, d, &mut dwgu, accumulate, Mat::rows(&dg, d), Mat::transposed(x, d));
-                    matmul_1t(s, d, 2 * inter, dx, true, Mat::transposed(wgu, s), Mat::rows(&dg, d));
+                    matmul_weight_rows(s, d, 2 * inter, dx, true, &wgu_t, &dg);
                 }
                 (dwgu, dwd)
             })

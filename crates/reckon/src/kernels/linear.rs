@@ -75,11 +75,11 @@ pub(super) mod flex {
         let (x, w) = (x.to_contiguous(), w.to_contiguous());
         let ([n, d_in], [d_out, w_in]) = (dims2(&x), dims2(&w));
         assert_eq!(d_in, w_in, "linear: input width {d_in}, weight {d_out}x{w_in}");
-        let weight = ForwardWeight::right(&w, d_out, d_in);
+        let weight = WeightOperand::transpose_right(&w, d_out, d_in);
         let mut y = pool::take(n * d_out);
         let block = balanced_block_rows(n, TARGET_ROWS);
         y.par_chunks_mut(block * d_out).zip(slice(&x).par_chunks(block * d_in)).for_each(|(y, x)| {
-            matmul_rows_weight(x.len() / d_in, d_out, d_in, y, x, &weight);
+            matmul_rows_weight(x.len() / d_in, d_out, d_in, y, false, x, &weight);
         });
         pool::tensor(y, [n, d_out])
     }
@@ -89,7 +89,9 @@ pub(super) mod flex {
     pub fn linear_backward(x: FlexTensor, w: FlexTensor, dy: FlexTensor) -> (FlexTensor, FlexTensor) {
         let (x, w, dy) = (x.to_contiguous(), w.to_contiguous(), dy.to_contiguous());
         let ([n, d_in], [d_out, _]) = (dims2(&x), dims2(&w));
-        let (xs, ws, dys) = (slice(&x), slice(&w), slice(&dy));
+        let (xs, dys) = (slice(&x), slice(&dy));
+        // `dx = dy · w` in the calling thread's dtype (bf16 operands under `--dtype bf16`); `dw` stays f32.
+        let weight = WeightOperand::right(&w, d_out, d_in);
         let mut dx = pool::take(n * d_in);
         let block = balanced_block_rows(n, TARGET_ROWS);
         let part_rows = rows_per_part(n, block);
@@ -103,7 +105,7 @@ pub(super) mod flex {
                     let m = dx.len() / d_in;
                     let r0 = first + i * block;
                     let (x, dy) = (&xs[r0 * d_in..(r0 + m) * d_in], &dys[r0 * d_out..(r0 + m) * d_out]);
-                    matmul_1t(m, d_in, d_out, dx, false, Mat::rows(dy, d_out), Mat::rows(ws, d_in));
+                    matmul_rows_weight(m, d_in, d_out, dx, false, dy, &weight);
                     matmul_1t(d_out, d_in, m, &mut dw, i > 0, Mat::transposed(dy, d_out), Mat::rows(x, d_in));
                 }
                 dw

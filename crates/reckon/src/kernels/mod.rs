@@ -23,7 +23,9 @@
 //!
 //! Laid out per op: `swiglu.rs`, `glu_norm.rs`, `attention.rs` and `rms_norm.rs` each hold the op's composed
 //! forward and backward, its autodiff node and its Flex CPU kernel (`flex` inside); `gemm.rs` the row-major GEMM
-//! every CPU kernel runs on its blocks and the choice of its implementation (the `gemm` crate or a system BLAS);
+//! every CPU kernel runs on its blocks and the choice of its implementation (the `gemm` crate, a system BLAS or
+//! the direct kernel), and the weight products' dtype (`gemm/bf16.rs`: bf16 operands, on AMX tiles in
+//! `gemm/amx.rs` where the CPU has them; [`gemm::with_gemm_dtype`], `train.dtype`, `--dtype`);
 //! `cpu.rs` the CPU kernels' shared helpers (transposes, shared elementwise blocks), `simd.rs` the vectorised math and the
 //! run-time choice of instruction set, `pool.rs` the buffer pool. This file is the `FusedOps` trait, the
 //! tensor-level entry points and the backends' implementations.
@@ -978,67 +980,77 @@ mod tests {
         });
     }
 
-    /// `--dtype bf16`: the linear layer's forward multiplies bf16-rounded operands (equal to the f32 kernel on
-    /// pre-rounded input and weight, up to f32 summation; visibly off the unrounded product), and its gradients are
-    /// the f32 backward's, unchanged. The SwiGLU sub-layer on both axes stays within bf16's rounding of its f32
-    /// output while differing from it. The setting is the calling thread's only.
+    /// `--dtype bf16`: the linear layer's forward multiplies bf16-rounded input and weight, its input gradient the
+    /// rounded output gradient and weight (each equal to the f32 kernel on pre-rounded operands, up to f32
+    /// summation, and visibly off the unrounded products), and its weight gradient is the f32 one, unchanged. The
+    /// SwiGLU sub-layer on both axes stays within bf16's rounding of its f32 output and gradients while differing
+    /// from them. The setting is the calling thread's only.
     #[test]
-    fn bf16_forward_multiplies_rounded_operands() {
+    fn bf16_products_multiply_rounded_operands() {
         use super::gemm::bf16::{from_bf16, to_bf16};
-        use super::gemm::{forward_dtype, with_forward_dtype, ForwardDtype};
+        use super::gemm::{gemm_dtype, with_gemm_dtype, GemmDtype};
         let dev = Default::default();
         let round = |v: &[f32]| v.iter().map(|&x| from_bf16(to_bf16(x))).collect::<Vec<f32>>();
         let (n, d_in, d_out) = (517, 48, 40);
         let (x0, w0) = (random(n * d_in, 61), random(d_out * d_in, 62).iter().map(|v| v * 0.1).collect::<Vec<f32>>());
-        let probe = probe::<CpuTrain, 2>([n, d_out], 63);
-        let run = |x: &[f32], w: &[f32], dtype| {
-            with_forward_dtype(dtype, || {
+        let probe0 = normal(n * d_out, 63);
+        let run = |x: &[f32], w: &[f32], probe: &[f32], dtype| {
+            with_gemm_dtype(dtype, || {
                 let x = Tensor::<CpuTrain, 2>::from_data(TensorData::new(x.to_vec(), [n, d_in]), &dev).require_grad();
-                let w =
-                    Tensor::<CpuTrain, 2>::from_data(TensorData::new(w.to_vec(), [d_out, d_in]), &dev).require_grad();
+                let w = Tensor::<CpuTrain, 2>::from_data(TensorData::new(w.to_vec(), [d_out, d_in]), &dev).require_grad();
+                let probe = Tensor::<CpuTrain, 2>::from_data(TensorData::new(probe.to_vec(), [n, d_out]), &dev);
                 let y = linear(x.clone(), w.clone());
                 let out: Vec<f32> = y.clone().into_data().to_vec().unwrap();
-                let grads = (y * probe.clone()).sum().backward();
+                let grads = (y * probe).sum().backward();
                 let v = |t: Tensor<CpuTrain, 2>| t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
                 (out, v(x), v(w))
             })
         };
-        let bf16 = run(&x0, &w0, ForwardDtype::Bf16);
-        let pre_rounded = run(&round(&x0), &round(&w0), ForwardDtype::F32);
-        let plain = run(&x0, &w0, ForwardDtype::F32);
-        assert!(
-            max_rel(&bf16.0, &pre_rounded.0) <= 1e-5,
-            "bf16 vs rounded operands: {:e}",
-            max_rel(&bf16.0, &pre_rounded.0)
-        );
-        let off = max_rel(&bf16.0, &plain.0);
-        assert!(off > 1e-4 && off < 2e-2, "bf16 vs f32: {off:e}");
-        assert_eq!(bf16.1, plain.1, "dx is the f32 backward's");
-        assert_eq!(bf16.2, plain.2, "dw is the f32 backward's");
+        let bf16 = run(&x0, &w0, &probe0, GemmDtype::Bf16);
+        let plain = run(&x0, &w0, &probe0, GemmDtype::F32);
+        let forward_of_rounded = run(&round(&x0), &round(&w0), &probe0, GemmDtype::F32).0;
+        let dx_of_rounded = run(&x0, &round(&w0), &round(&probe0), GemmDtype::F32).1;
+        for (name, got, want) in [("y", &bf16.0, &forward_of_rounded), ("dx", &bf16.1, &dx_of_rounded)] {
+            assert!(max_rel(got, want) <= 1e-5, "{name}: bf16 vs rounded operands {:e}", max_rel(got, want));
+        }
+        for (name, got, want) in [("y", &bf16.0, &plain.0), ("dx", &bf16.1, &plain.1)] {
+            let off = max_rel(got, want);
+            assert!(off > 1e-4 && off < 2e-2, "{name}: bf16 vs f32 {off:e}");
+        }
+        assert_eq!(bf16.2, plain.2, "dw is the f32 product");
 
         let (b, s, d, inter) = (4, 97, 72, 40);
         for axis in [MixAxis::Channels, MixAxis::Sequence] {
             let width = if axis == MixAxis::Channels { d } else { s };
-            let x = Tensor::<Cpu, 3>::from_data(TensorData::new(random(b * s * d, 64), [b, s, d]), &dev);
-            let wgu = random(2 * inter * width, 65).iter().map(|v| v * 0.05).collect::<Vec<f32>>();
-            let wgu = Tensor::<Cpu, 2>::from_data(TensorData::new(wgu, [2 * inter, width]), &dev);
-            let wd = random(width * inter, 66).iter().map(|v| v * 0.05).collect::<Vec<f32>>();
-            let wd = Tensor::<Cpu, 2>::from_data(TensorData::new(wd, [width, inter]), &dev);
-            let y = |dtype| {
-                with_forward_dtype(dtype, || {
+            let x0 = TensorData::new(random(b * s * d, 64), [b, s, d]);
+            let wgu0 = TensorData::new(random(2 * inter * width, 65).iter().map(|v| v * 0.05).collect(), [2 * inter, width]);
+            let wd0 = TensorData::new(random(width * inter, 66).iter().map(|v| v * 0.05).collect(), [width, inter]);
+            let probe = probe::<CpuTrain, 3>([b, s, d], 67);
+            let run = |dtype| {
+                with_gemm_dtype(dtype, || {
+                    let x = Tensor::<CpuTrain, 3>::from_data(x0.clone(), &dev).require_grad();
+                    let wgu = Tensor::<CpuTrain, 2>::from_data(wgu0.clone(), &dev).require_grad();
+                    let wd = Tensor::<CpuTrain, 2>::from_data(wd0.clone(), &dev).require_grad();
                     let y = residual_swiglu_norm(x.clone(), wgu.clone(), wd.clone(), axis, Gate::Silu, 1e-5);
-                    y.into_data().to_vec::<f32>().unwrap()
+                    let out: Vec<f32> = y.clone().into_data().to_vec().unwrap();
+                    let grads = (y * probe.clone()).sum().backward();
+                    let v2 = |t: Tensor<CpuTrain, 2>| t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+                    let dx = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+                    [out, dx, v2(wgu), v2(wd)]
                 })
             };
-            let off = max_rel(&y(ForwardDtype::Bf16), &y(ForwardDtype::F32));
-            assert!(off > 1e-4 && off < 3e-2, "{axis:?}: bf16 vs f32 {off:e}");
+            let (bf16, plain) = (run(GemmDtype::Bf16), run(GemmDtype::F32));
+            for (name, got, want) in ["y", "dx", "dW_gate_up", "dW_down"].into_iter().zip(&bf16).zip(&plain).map(|((n, g), w)| (n, g, w)) {
+                let off = max_rel(got, want);
+                assert!(off > 1e-5 && off < 3e-2, "{axis:?} {name}: bf16 vs f32 {off:e}");
+            }
         }
-        with_forward_dtype(ForwardDtype::Bf16, || {
-            assert_eq!(forward_dtype(), ForwardDtype::Bf16);
-            let elsewhere = std::thread::spawn(forward_dtype).join().unwrap();
-            assert_eq!(elsewhere, ForwardDtype::F32, "another thread keeps its own setting");
+        with_gemm_dtype(GemmDtype::Bf16, || {
+            assert_eq!(gemm_dtype(), GemmDtype::Bf16);
+            let elsewhere = std::thread::spawn(gemm_dtype).join().unwrap();
+            assert_eq!(elsewhere, GemmDtype::F32, "another thread keeps its own setting");
         });
-        assert_eq!(forward_dtype(), ForwardDtype::F32, "restored on leaving the scope");
+        assert_eq!(gemm_dtype(), GemmDtype::F32, "restored on leaving the scope");
     }
 
     #[test]

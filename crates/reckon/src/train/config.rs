@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::curriculum::CurriculumConfig;
 use super::optim::{lr_at, lr_exponential, LrSchedule, OptimizerKind};
-use crate::kernels::gemm::ForwardDtype;
+use crate::kernels::gemm::GemmDtype;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,15 +88,16 @@ pub struct TrainConfig {
     /// EqR's path noise: a slot that carries on gets Gaussian noise of this σ on its carried state at every step.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub state_noise: f64,
-    /// The forward GEMMs' operands: `"f32"` (default) or `"bf16"` (rounded to bfloat16, summed in f32; AMX tiles
-    /// where the CPU has them). Backward products, master weights and optimiser state stay f32. The CPU kernels'
+    /// The weight products' operands: `"f32"` (default) or `"bf16"` (rounded to bfloat16, summed in f32; AMX tiles
+    /// where the CPU has them) in the forward and the input gradients; weight gradients, master weights and the
+    /// optimiser state stay f32. The CPU kernels'
     /// setting: other backends refuse `"bf16"`.
     #[serde(default, skip_serializing_if = "is_f32")]
-    pub dtype: ForwardDtype,
+    pub dtype: GemmDtype,
 }
 
-fn is_f32(dtype: &ForwardDtype) -> bool {
-    *dtype == ForwardDtype::F32
+fn is_f32(dtype: &GemmDtype) -> bool {
+    *dtype == GemmDtype::F32
 }
 
 fn is_zero(x: &f64) -> bool {

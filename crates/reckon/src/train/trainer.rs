@@ -36,7 +36,7 @@ use crate::act::{exploration_draws, ActCarry, HaltRule, SlotData};
 use crate::backend::TrainBackend;
 use crate::eval::{evaluate_verified, task_verifier, EvalReport};
 use crate::infer::Verifier;
-use crate::kernels::gemm::{with_forward_dtype, ForwardDtype};
+use crate::kernels::gemm::{with_gemm_dtype, GemmDtype};
 use crate::model::{Depth, RecursiveModel, TrainRecursive};
 use crate::objective::{surrogate, StepLoss};
 
@@ -188,9 +188,9 @@ where
         test: Option<Arc<PuzzleDataset>>,
     ) -> Result<Self> {
         check_dataset_fits(&cfg, &model, &train)?;
-        if cfg.train.dtype == ForwardDtype::Bf16 && !AB::native_attention() {
+        if cfg.train.dtype == GemmDtype::Bf16 && !AB::native_attention() {
             bail!(
-                "train.dtype = \"bf16\" rounds the CPU kernels' forward GEMMs to bf16; this backend runs burn's own \
+                "train.dtype = \"bf16\" rounds the CPU kernels' weight products to bf16; this backend runs burn's own \
                  ops in f32: use --device cpu, or train.dtype = \"f32\""
             );
         }
@@ -389,7 +389,7 @@ where
     /// update; and each rank's carry advanced by the family's halting rule (with its share of the global batch's
     /// exploration draws, so that N ranks halt exactly as one).
     pub fn train_step(&mut self) -> Result<StepMetrics> {
-        with_forward_dtype(self.cfg.train.dtype, || self.train_step_in_dtype())
+        with_gemm_dtype(self.cfg.train.dtype, || self.train_step_in_dtype())
     }
 
     fn train_step_in_dtype(&mut self) -> Result<StepMetrics> {
@@ -666,7 +666,7 @@ where
         let steps = model.default_steps().unwrap_or(e.steps);
         let verifier = task_verifier(&test.meta);
         let verify: Option<Verifier> = verifier.as_ref().map(|v| v as Verifier);
-        let report = with_forward_dtype(self.cfg.train.dtype, || {
+        let report = with_gemm_dtype(self.cfg.train.dtype, || {
             evaluate_verified(&model, test, e.batch_size, steps, e.max_examples, verify, &self.device, |done, total| {
                 on_event(TrainEvent::EvalProgress { done, total })
             })

@@ -22,7 +22,7 @@ fn small_trm_learns_easy_sudoku_and_recursion_helps() {
     breadth_on_the_trained_model(&tmp.path().join("run/checkpoints/latest"), &data.join("test"));
 }
 
-/// The same run with the forward GEMMs in bf16 (`train.dtype = "bf16"`: AMX tiles where the CPU has them, the
+/// The same run with the weight products in bf16 (`train.dtype = "bf16"`: AMX tiles where the CPU has them, the
 /// same rounded operands on the f32 GEMM elsewhere) learns too: the same bars. Short runs scatter with the seed, in
 /// both dtypes: the whole quickstart (1,200 steps) on the development machine (Intel Xeon with AMX, 2026-12-04)
 /// reached 85.5 / 75.0 / 77.3% in f32 and 39.5 / 76.4 / 83.6% in bf16 with seeds 0 / 1 / 2, and seed 0's bf16

@@ -543,7 +543,7 @@ fn bench_experiment(shape: &BenchShape) -> Result<ExperimentConfig> {
         toml::from_str(&format!("global_batch_size = {}\nepochs = 1000000\neval_interval = 1000000", shape.batch))
             .context("bench train config")?;
     // The forward dtype the bench runs under (`--dtype`), which the trainer applies per step.
-    let train = TrainConfig { dtype: reckon::kernels::gemm::forward_dtype(), ..train };
+    let train = TrainConfig { dtype: reckon::kernels::gemm::gemm_dtype(), ..train };
     let cfg = ExperimentConfig {
         run_dir: PathBuf::from("bench-run-unused"),
         data: DataConfig { path: PathBuf::from("bench-data-unused") },
@@ -730,7 +730,7 @@ pub struct MachineInfo {
     pub matmul_peak_gflops: f64,
     /// The kernels' GEMM choice and the paths this binary has (`auto` over `gemm`, `openblas`).
     pub gemm: String,
-    /// The forward GEMMs' dtype (`--dtype`): `f32`, or `bf16 (AMX)` / `bf16 (emulated on f32)`; with bf16 the
+    /// The weight products' dtype (`--dtype`): `f32`, or `bf16 (AMX)` / `bf16 (emulated on f32)`; with bf16 the
     /// baseline runs under PyTorch's CPU bf16 autocast.
     pub dtype: String,
     /// reckon's own allocator setting.
@@ -816,11 +816,11 @@ impl MachineInfo {
 
 /// The forward dtype this bench runs under, with where its bf16 products run.
 fn dtype_setting() -> String {
-    use reckon::kernels::gemm::{bf16_on_amx, forward_dtype, ForwardDtype};
-    match forward_dtype() {
-        ForwardDtype::F32 => "f32".into(),
-        ForwardDtype::Bf16 if bf16_on_amx() => "bf16 (AMX; PyTorch under bf16 autocast)".into(),
-        ForwardDtype::Bf16 => "bf16 (emulated on the f32 GEMM: no AMX here; PyTorch under bf16 autocast)".into(),
+    use reckon::kernels::gemm::{bf16_on_amx, gemm_dtype, GemmDtype};
+    match gemm_dtype() {
+        GemmDtype::F32 => "f32".into(),
+        GemmDtype::Bf16 if bf16_on_amx() => "bf16 (AMX; PyTorch under bf16 autocast)".into(),
+        GemmDtype::Bf16 => "bf16 (emulated on the f32 GEMM: no AMX here; PyTorch under bf16 autocast)".into(),
     }
 }
 
@@ -1250,7 +1250,7 @@ pub fn run(cmd: BenchCommand, device: DeviceChoice) -> Result<()> {
                 script: torch_script,
                 python: torch_python,
                 tuned_malloc: torch_malloc == "tuned",
-                autocast_bf16: reckon::kernels::gemm::forward_dtype() == reckon::kernels::gemm::ForwardDtype::Bf16,
+                autocast_bf16: reckon::kernels::gemm::gemm_dtype() == reckon::kernels::gemm::GemmDtype::Bf16,
             };
             let mut results = Vec::new();
             let mut torch = Vec::new();

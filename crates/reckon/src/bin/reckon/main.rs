@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use reckon::backend::DeviceChoice;
 use reckon::cli::Command;
-use reckon::kernels::gemm::{with_forward_dtype, ForwardDtype, GemmChoice};
+use reckon::kernels::gemm::{with_gemm_dtype, GemmDtype, GemmChoice};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,11 +32,11 @@ struct Cli {
     /// tiles without packing). The environment's `RECKON_GEMM` when not given.
     #[arg(long, global = true, value_name = "auto|gemm|blas|direct")]
     gemm: Option<GemmChoice>,
-    /// The CPU kernels' forward GEMMs: `f32`, or `bf16` (operands rounded to bfloat16, sums in f32; AMX tiles where
-    /// the CPU has them); backward products and weights stay f32. For `train` it sets `train.dtype` (without it,
+    /// The CPU kernels' weight products: `f32`, or `bf16` (operands rounded to bfloat16, sums in f32; AMX tiles
+    /// where the CPU has them) in the forward and the input gradients; weight gradients and weights stay f32. For `train` it sets `train.dtype` (without it,
     /// training follows its config, as the training inside `quickstart` does); other commands run in it.
     #[arg(long, global = true, value_name = "f32|bf16")]
-    dtype: Option<ForwardDtype>,
+    dtype: Option<GemmDtype>,
     #[command(subcommand)]
     command: BinCommand,
 }
@@ -67,17 +67,17 @@ fn run(cli: Cli) -> Result<()> {
     };
     reckon::kernels::gemm::set_gemm_choice(gemm);
     let dtype = cli.dtype.unwrap_or_default();
-    if dtype == ForwardDtype::Bf16 && cli.device != DeviceChoice::Cpu {
-        anyhow::bail!("--dtype bf16 rounds the CPU kernels' forward GEMMs; --device {:?} runs f32 only", cli.device);
+    if dtype == GemmDtype::Bf16 && cli.device != DeviceChoice::Cpu {
+        anyhow::bail!("--dtype bf16 rounds the CPU kernels' weight products; --device {:?} runs f32 only", cli.device);
     }
     let mut command = match cli.command {
-        BinCommand::Bench(cmd) => return with_forward_dtype(dtype, || bench::run(cmd, cli.device)),
+        BinCommand::Bench(cmd) => return with_gemm_dtype(dtype, || bench::run(cmd, cli.device)),
         BinCommand::Library(command) => command,
     };
     if let (Some(dtype), Command::Train { overrides, .. }) = (cli.dtype, &mut command) {
         overrides.push(format!("train.dtype={}", dtype.name()));
     }
-    with_forward_dtype(dtype, || run_library(command, cli.device, &cli.devices))
+    with_gemm_dtype(dtype, || run_library(command, cli.device, &cli.devices))
 }
 
 fn run_library(command: Command, device: DeviceChoice, devices: &[usize]) -> Result<()> {

@@ -1,5 +1,6 @@
-//! bf16 operands for the forward GEMMs (`train.dtype = "bf16"`, `--dtype bf16`): values rounded to bfloat16,
-//! products summed in f32 (the mixed precision of the reference implementations, whose forward runs in bf16).
+//! bf16 operands for the weight products (`train.dtype = "bf16"`, `--dtype bf16`: the forward's `x · Wᵀ` and the
+//! input gradients' `dy · W`, see [`super::GemmDtype`]): values rounded to bfloat16, products summed in f32 (the
+//! mixed precision of the reference implementations, whose forward runs in bf16).
 //!
 //! A [`Bf16Matrix`] holds one operand in the layout the AMX tiles read (`gemm/amx.rs`): a left operand row-major,
 //! a right operand with its rows interleaved in pairs; both zero-padded to multiples of 32. Weights are converted
