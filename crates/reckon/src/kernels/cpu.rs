@@ -88,9 +88,16 @@ pub(crate) fn cached_bf16(w: &FlexTensor, rows: usize, cols: usize, side: Side, 
 /// its transpose read in place, or its kept transpose) or bf16 (kept, see [`cached_bf16`]).
 pub(crate) enum WeightOperand {
     /// `w` or `wᵀ` read in place.
-    F32 { w: FlexTensor, cols: usize, transposed: bool },
+    F32 {
+        w: FlexTensor,
+        cols: usize,
+        transposed: bool,
+    },
     /// `wᵀ` kept row-major (`[cols × rows]`).
-    KeptTranspose { wt: Arc<[f32]>, rows: usize },
+    KeptTranspose {
+        wt: Arc<[f32]>,
+        rows: usize,
+    },
     Bf16(Arc<Bf16Matrix>),
 }
 
@@ -135,6 +142,26 @@ impl WeightOperand {
             WeightOperand::KeptTranspose { wt, rows } => Mat::rows(wt, *rows),
             WeightOperand::Bf16(_) => unreachable!("a bf16 operand has no f32 matrix"),
         }
+    }
+}
+
+/// `dst[m×n] (+)= lhs · rhs` for two activations (the weight gradients' products) in `dtype`: the f32 GEMM, or
+/// bf16-rounded operands (on AMX tiles where present). `dtype` is read on the calling thread, before the kernel's
+/// parallel loop ([`gemm_dtype`] is per thread).
+#[allow(clippy::too_many_arguments)] // a GEMM's own argument list
+pub(crate) fn matmul_in(
+    dtype: GemmDtype,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+) {
+    match dtype {
+        GemmDtype::F32 => matmul_1t(m, n, k, dst, accumulate, lhs, rhs),
+        GemmDtype::Bf16 => super::gemm::bf16::matmul_rounded(m, n, k, dst, accumulate, lhs, rhs),
     }
 }
 

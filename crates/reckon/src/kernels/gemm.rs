@@ -244,8 +244,9 @@ pub fn with_gemm_path<R>(path: GemmPath, f: impl FnOnce() -> R) -> R {
 }
 
 /// The element type of the CPU kernels' weight products (`train.dtype`, `--dtype`): f32, or bf16 with f32 sums
-/// ([`bf16`]) for the forward products and the input gradients' (`dy · W`); the weight gradients' products
-/// (`dyᵀ · x`), the attention's per-head products, the master weights and the optimiser stay f32.
+/// ([`bf16`]) for the forward products (`x · Wᵀ`), the input gradients' (`dy · W`) and the weight gradients'
+/// (`dyᵀ · x`), as PyTorch's autocast does; the attention's per-head products, norms, master weights and the
+/// optimiser stay f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GemmDtype {

@@ -418,8 +418,9 @@ pub(super) mod flex {
         let mut dx = pool::take(rows * width);
         let block = shape.block_rows();
         let part_rows = rows_per_part(rows, block);
-        // The input gradients' products in the calling thread's dtype (`--dtype bf16`); the weights' stay f32.
+        // The products in the calling thread's dtype (`--dtype bf16`).
         let inputs = BackwardInputs {
+            dtype: gemm_dtype(),
             x: slice(&x),
             wgu: WeightOperand::right(&wgu, 2 * inter, width),
             wd: WeightOperand::right(&wd, width, inter),
@@ -448,6 +449,7 @@ pub(super) mod flex {
 
     /// Everything one part of the backward reads, as row-major slices.
     struct BackwardInputs<'a> {
+        dtype: GemmDtype,
         x: &'a [f32],
         wgu: WeightOperand,
         wd: WeightOperand,
@@ -479,7 +481,9 @@ pub(super) mod flex {
                 let accumulate = i > 0;
                 let mut act = Scratch::new(m * inter);
                 swiglu_block(self.gate, g, &mut act, inter);
-                matmul_1t(
+                let dtype = self.dtype;
+                matmul_in(
+                    dtype,
                     width,
                     inter,
                     m,
@@ -492,15 +496,8 @@ pub(super) mod flex {
                 matmul_rows_weight(m, inter, width, &mut d_act, false, dx, &self.wd);
                 let mut dg = Scratch::new(m * 2 * inter);
                 swiglu_grad_block(self.gate, g, &d_act, &mut dg, inter);
-                matmul_1t(
-                    2 * inter,
-                    width,
-                    m,
-                    &mut dw_gate_up,
-                    accumulate,
-                    Mat::transposed(&dg, 2 * inter),
-                    Mat::rows(x, width),
-                );
+                let (dg_t, x) = (Mat::transposed(&dg, 2 * inter), Mat::rows(x, width));
+                matmul_in(dtype, 2 * inter, width, m, &mut dw_gate_up, accumulate, dg_t, x);
                 matmul_rows_weight(m, width, 2 * inter, dx, true, &dg, &self.wgu);
             }
             (dw_gate_up, dw_down)
@@ -593,8 +590,10 @@ pub(super) mod flex {
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let [b, s, d] = dims;
         let [g_all, y_all, rstd_all] = saved;
-        // The input gradients' products in the calling thread's dtype (`--dtype bf16`); the weights' stay f32.
-        let (wgu_t, wd_t) = (WeightOperand::transpose_left(wgu, 2 * inter, s), WeightOperand::transpose_left(wd, s, inter));
+        // The products in the calling thread's dtype (`--dtype bf16`).
+        let dtype = gemm_dtype();
+        let (wgu_t, wd_t) =
+            (WeightOperand::transpose_left(wgu, 2 * inter, s), WeightOperand::transpose_left(wd, s, inter));
         let mut dx = pool::take(b * s * d);
         let parts = rayon::current_num_threads().clamp(1, b.max(1));
         let per_part = b.div_ceil(parts);
@@ -615,14 +614,14 @@ pub(super) mod flex {
                     let (gate, up) = g.split_at(inter * d);
                     let mut act = Scratch::new(inter * d);
                     swiglu_halves(kind, gate, up, &mut act);
-                    matmul_1t(s, inter, d, &mut dwd, accumulate, Mat::rows(dx, d), Mat::transposed(&act, d));
+                    matmul_in(dtype, s, inter, d, &mut dwd, accumulate, Mat::rows(dx, d), Mat::transposed(&act, d));
                     let mut d_act = act;
                     matmul_weight_rows(inter, d, s, &mut d_act, false, &wd_t, dx);
                     let mut dg = Scratch::new(2 * inter * d);
                     let (d_gate, d_up) = dg.split_at_mut(inter * d);
                     swiglu_grad_halves(kind, gate, up, &d_act, d_gate, d_up);
                     drop(d_act);
-                    matmul_1t(2 * inter, s, d, &mut dwgu, accumulate, Mat::rows(&dg, d), Mat::transposed(x, d));
+                    matmul_in(dtype, 2 * inter, s, d, &mut dwgu, accumulate, Mat::rows(&dg, d), Mat::transposed(x, d));
                     matmul_weight_rows(s, d, 2 * inter, dx, true, &wgu_t, &dg);
                 }
                 (dwgu, dwd)

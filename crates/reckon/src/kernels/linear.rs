@@ -90,8 +90,8 @@ pub(super) mod flex {
         let (x, w, dy) = (x.to_contiguous(), w.to_contiguous(), dy.to_contiguous());
         let ([n, d_in], [d_out, _]) = (dims2(&x), dims2(&w));
         let (xs, dys) = (slice(&x), slice(&dy));
-        // `dx = dy · w` in the calling thread's dtype (bf16 operands under `--dtype bf16`); `dw` stays f32.
-        let weight = WeightOperand::right(&w, d_out, d_in);
+        // Both products in the calling thread's dtype (bf16 operands under `--dtype bf16`).
+        let (weight, dtype) = (WeightOperand::right(&w, d_out, d_in), gemm_dtype());
         let mut dx = pool::take(n * d_in);
         let block = balanced_block_rows(n, TARGET_ROWS);
         let part_rows = rows_per_part(n, block);
@@ -106,7 +106,7 @@ pub(super) mod flex {
                     let r0 = first + i * block;
                     let (x, dy) = (&xs[r0 * d_in..(r0 + m) * d_in], &dys[r0 * d_out..(r0 + m) * d_out]);
                     matmul_rows_weight(m, d_in, d_out, dx, false, dy, &weight);
-                    matmul_1t(d_out, d_in, m, &mut dw, i > 0, Mat::transposed(dy, d_out), Mat::rows(x, d_in));
+                    matmul_in(dtype, d_out, d_in, m, &mut dw, i > 0, Mat::transposed(dy, d_out), Mat::rows(x, d_in));
                 }
                 dw
             })

@@ -89,9 +89,8 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub state_noise: f64,
     /// The weight products' operands: `"f32"` (default) or `"bf16"` (rounded to bfloat16, summed in f32; AMX tiles
-    /// where the CPU has them) in the forward and the input gradients; weight gradients, master weights and the
-    /// optimiser state stay f32. The CPU kernels'
-    /// setting: other backends refuse `"bf16"`.
+    /// where the CPU has them) in the forward and both gradients; attention's per-head products, norms, master
+    /// weights and the optimiser state stay f32. The CPU kernels' setting: other backends refuse `"bf16"`.
     #[serde(default, skip_serializing_if = "is_f32")]
     pub dtype: GemmDtype,
 }

@@ -23,12 +23,12 @@ fn small_trm_learns_easy_sudoku_and_recursion_helps() {
 }
 
 /// The same run with the weight products in bf16 (`train.dtype = "bf16"`: AMX tiles where the CPU has them, the
-/// same rounded operands on the f32 GEMM elsewhere) learns too: the same bars. Short runs scatter with the seed, in
-/// both dtypes: the whole quickstart (1,200 steps) on the development machine (Intel Xeon with AMX, 2026-12-04)
-/// reached 85.5 / 75.0 / 77.3% in f32 and 39.5 / 76.4 / 83.6% in bf16 with seeds 0 / 1 / 2, and seed 0's bf16
-/// trajectory is under this test's bar at 1,000 steps (29.1%): the test trains with seed 2 (82.3% at 1,000 steps).
+/// same rounded operands on the f32 GEMM elsewhere) learns too: the same bars. Short runs scatter with the seed in
+/// both dtypes (the whole quickstart, 1,200 steps, on the development machine, an Intel Xeon with AMX, 2026-12-04:
+/// f32 85.5 / 75.0 / 77.3%, bf16 82.3 / 75.9 / 90.5% with seeds 0 / 1 / 2); this test trains seed 2 (86.4% at
+/// 1,000 steps).
 #[test]
-fn small_trm_learns_easy_sudoku_with_bf16_forward_products() {
+fn small_trm_learns_easy_sudoku_with_bf16_weight_products() {
     let tmp = tempfile::tempdir().unwrap();
     let data = quickstart_data(tmp.path());
     let report = train_quickstart(tmp.path(), &data, &["train.dtype=\"bf16\"", "train.seed=2"]);

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use reckon::backend::DeviceChoice;
 use reckon::cli::Command;
-use reckon::kernels::gemm::{with_gemm_dtype, GemmDtype, GemmChoice};
+use reckon::kernels::gemm::{with_gemm_dtype, GemmChoice, GemmDtype};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,8 +33,9 @@ struct Cli {
     #[arg(long, global = true, value_name = "auto|gemm|blas|direct")]
     gemm: Option<GemmChoice>,
     /// The CPU kernels' weight products: `f32`, or `bf16` (operands rounded to bfloat16, sums in f32; AMX tiles
-    /// where the CPU has them) in the forward and the input gradients; weight gradients and weights stay f32. For `train` it sets `train.dtype` (without it,
-    /// training follows its config, as the training inside `quickstart` does); other commands run in it.
+    /// where the CPU has them) in the forward and both gradients; the weights stay f32. For `train` it sets
+    /// `train.dtype` (without it, training follows its config, as the training inside `quickstart` does); other
+    /// commands run in it.
     #[arg(long, global = true, value_name = "f32|bf16")]
     dtype: Option<GemmDtype>,
     #[command(subcommand)]

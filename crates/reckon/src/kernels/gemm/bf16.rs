@@ -1,6 +1,6 @@
-//! bf16 operands for the weight products (`train.dtype = "bf16"`, `--dtype bf16`: the forward's `x · Wᵀ` and the
-//! input gradients' `dy · W`, see [`super::GemmDtype`]): values rounded to bfloat16, products summed in f32 (the
-//! mixed precision of the reference implementations, whose forward runs in bf16).
+//! bf16 operands for the weight products (`train.dtype = "bf16"`, `--dtype bf16`: the forward's `x · Wᵀ`, the input
+//! gradients' `dy · W` and the weight gradients' `dyᵀ · x`, see [`super::GemmDtype`]): values rounded to bfloat16,
+//! products summed in f32 (the mixed precision of the reference implementations, whose forward runs in bf16).
 //!
 //! A [`Bf16Matrix`] holds one operand in the layout the AMX tiles read (`gemm/amx.rs`): a left operand row-major,
 //! a right operand with its rows interleaved in pairs; both zero-padded to multiples of 32. Weights are converted
@@ -138,9 +138,18 @@ impl Bf16Matrix {
             Side::Left => cols_pad,
             Side::Right => 2 * cols_pad,
         };
+        // A transposed operand (the weight gradients' `dyᵀ`, `xᵀ`) is first transposed in 8×8 tiles, then read
+        // row by row like a plain one.
+        let untransposed = (mat.col_stride != 1 && mat.row_stride == 1 && rows * cols > 0).then(|| {
+            let mut plain = vec![0.0f32; rows * cols];
+            crate::kernels::cpu::transpose_band(mat.data, &mut plain, cols, mat.col_stride, 0, rows);
+            plain
+        });
         // Row `r` as a slice: in place when its elements are contiguous, else gathered.
         let row = |r: usize| -> Cow<[f32]> {
-            if mat.col_stride == 1 {
+            if let Some(plain) = &untransposed {
+                Cow::Borrowed(&plain[r * cols..][..cols])
+            } else if mat.col_stride == 1 {
                 Cow::Borrowed(&mat.data[r * mat.row_stride..][..cols])
             } else {
                 Cow::Owned((0..cols).map(|c| mat.data[r * mat.row_stride + c * mat.col_stride]).collect())
@@ -177,6 +186,14 @@ impl Bf16Matrix {
     fn to_f32(&self) -> Vec<f32> {
         (0..self.rows).flat_map(|r| (0..self.cols).map(move |c| (r, c))).map(|(r, c)| self.get(r, c)).collect()
     }
+}
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` with both f32 operands (any strides) rounded to bf16 here: the products of
+/// two activations (the weight gradients `dyᵀ · x`).
+#[allow(clippy::too_many_arguments)] // a GEMM's own argument list
+pub(crate) fn matmul_rounded(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
+    let (a, b) = (Bf16Matrix::new(lhs, m, k, Side::Left), Bf16Matrix::new(rhs, k, n, Side::Right));
+    matmul(dst, accumulate, &a, &b);
 }
 
 /// Whether the bf16 products run on AMX tiles here (else on the f32 GEMM with the same rounded operands).
