@@ -40,10 +40,14 @@ impl TileConfig {
 
 /// Whether this CPU and kernel run AMX bf16 tiles: CPUID says AMX-TILE and AMX-BF16 (and AVX512-BF16, which
 /// the conversions use), and Linux grants this process the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`,
-/// asked once; without it the first tile instruction faults).
+/// asked once; without it the first tile instruction faults). `RECKON_AMX=off` in the environment says no, so the
+/// f32 fallback (what a CPU without AMX runs) can be run and tested on a machine that has it.
 pub(super) fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
+        if std::env::var("RECKON_AMX").is_ok_and(|v| v == "off") {
+            return false;
+        }
         let max_leaf = std::arch::x86_64::__cpuid(0).eax;
         if max_leaf < 7 || !std::is_x86_feature_detected!("avx512bf16") {
             return false;

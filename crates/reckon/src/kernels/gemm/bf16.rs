@@ -175,6 +175,7 @@ impl Bf16Matrix {
     }
 
     /// The rounded element `(r, c)` as f32.
+    #[cfg(test)]
     fn get(&self, r: usize, c: usize) -> f32 {
         from_bf16(match self.side {
             Side::Left => self.data[r * self.stride + c],
@@ -182,9 +183,22 @@ impl Bf16Matrix {
         })
     }
 
-    /// The rounded values, row-major `[rows × cols]` f32.
+    /// The rounded values, row-major `[rows × cols]` f32 (the fallback's operands).
     fn to_f32(&self) -> Vec<f32> {
-        (0..self.rows).flat_map(|r| (0..self.cols).map(move |c| (r, c))).map(|(r, c)| self.get(r, c)).collect()
+        let mut out = vec![0.0f32; self.rows * self.cols];
+        if out.is_empty() {
+            return out;
+        }
+        for (r, row) in out.chunks_mut(self.cols).enumerate() {
+            let expand = |(o, &b): (&mut f32, &u16)| *o = from_bf16(b);
+            match self.side {
+                Side::Left => row.iter_mut().zip(&self.data[r * self.stride..][..self.cols]).for_each(expand),
+                Side::Right => {
+                    row.iter_mut().zip(self.data[(r / 2) * self.stride + r % 2..].iter().step_by(2)).for_each(expand)
+                }
+            }
+        }
+        out
     }
 }
 
