@@ -266,14 +266,26 @@ pub fn verify(dir: &Path, files: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Removes the temp directories of saves that were interrupted (`checkpoints/.step_N.tmp-PID`): never a
-/// checkpoint, only disk space.
+/// Removes what interrupted writes left behind: the temp directories of saves (`checkpoints/.step_N.tmp-PID`) and
+/// the temp files of the `latest` pointer and of the run's `config.toml` (`latest.tmp-PID`, `config.toml.tmp-PID`;
+/// a kill during their `fsync` leaves one). Never a checkpoint, only disk space. Called when a run starts, so no
+/// write of this process is under way.
 pub fn remove_interrupted_saves(run_dir: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(checkpoints_dir(run_dir)) else { return Ok(()) };
-    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let entries = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir).map(|e| e.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default()
+    };
+    let name = |path: &Path| path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    for path in entries(&checkpoints_dir(run_dir)) {
+        let name = name(&path);
         if name.starts_with(".step_") && name.contains(".tmp-") && path.is_dir() {
             std::fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+        } else if name.starts_with("latest.tmp-") && path.is_file() {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    for path in entries(run_dir) {
+        if name(&path).starts_with("config.toml.tmp-") && path.is_file() {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
     }
     Ok(())
@@ -459,6 +471,29 @@ mod tests {
 
     fn values(t: &Tensor<Cpu, 3>) -> Vec<f32> {
         t.to_data().to_vec().unwrap()
+    }
+
+    /// What interrupted writes leave (a save's temp directory, the pointer's and the config's temp files) is
+    /// removed; checkpoints, the pointer and other files are kept.
+    #[test]
+    fn interrupted_writes_are_cleaned_up_and_nothing_else() {
+        let run = tempfile::tempdir().unwrap();
+        let ckpts = checkpoints_dir(run.path());
+        std::fs::create_dir_all(ckpts.join("step_3")).unwrap();
+        std::fs::create_dir_all(ckpts.join(".step_4.tmp-77")).unwrap();
+        std::fs::write(ckpts.join(".step_4.tmp-77").join("weights.safetensors"), b"partial").unwrap();
+        for (file, text) in [("latest", "step_3"), ("latest.tmp-77", "step_"), ("notes.tmp-77", "kept")] {
+            std::fs::write(ckpts.join(file), text).unwrap();
+        }
+        std::fs::write(run.path().join("config.toml"), "x").unwrap();
+        std::fs::write(run.path().join("config.toml.tmp-77"), "").unwrap();
+        remove_interrupted_saves(run.path()).unwrap();
+        let mut left: Vec<String> =
+            std::fs::read_dir(&ckpts).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["latest", "notes.tmp-77", "step_3"]);
+        assert!(run.path().join("config.toml").exists() && !run.path().join("config.toml.tmp-77").exists());
+        assert_eq!(std::fs::read_to_string(ckpts.join("latest")).unwrap(), "step_3");
     }
 
     #[test]
