@@ -289,14 +289,7 @@ thread_local! {
 /// dtype. Scoped and per thread like [`crate::kernels::with_fast_path`]: a kernel reads it once where it is called
 /// (its worker threads never do), so a bf16 run cannot change what concurrent work in the same process computes.
 pub fn with_gemm_dtype<R>(dtype: GemmDtype, f: impl FnOnce() -> R) -> R {
-    struct Restore(GemmDtype);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            GEMM_DTYPE.with(|d| d.set(self.0));
-        }
-    }
-    let _restore = Restore(GEMM_DTYPE.with(|d| d.replace(dtype)));
-    f()
+    super::with_thread_setting(&GEMM_DTYPE, dtype, f)
 }
 
 /// The calling thread's [`GemmDtype`] (f32 outside [`with_gemm_dtype`]).

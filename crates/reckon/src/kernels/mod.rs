@@ -334,13 +334,23 @@ pub fn matmul_peak_gflops() -> f64 {
 /// test in the same process) computes. The kernels are chosen where an op is recorded and where autodiff runs its
 /// backward, both on the calling thread; the Flex kernels' own worker threads never read it.
 pub fn with_fast_path<R>(enabled: bool, f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
+    with_thread_setting(&FAST_PATH, enabled, f)
+}
+
+/// Runs `f` with the calling thread's `setting` set to `value`, then restores the previous value, also when `f`
+/// panics: the scoped per-thread switches of the kernels ([`with_fast_path`], [`gemm::with_gemm_dtype`]).
+pub(crate) fn with_thread_setting<T: Copy + 'static, R>(
+    setting: &'static std::thread::LocalKey<std::cell::Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<std::cell::Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            FAST_PATH.with(|flag| flag.set(self.0));
+            self.0.with(|cell| cell.set(self.1));
         }
     }
-    let _restore = Restore(FAST_PATH.with(|flag| flag.replace(enabled)));
+    let _restore = Restore(setting, setting.with(|cell| cell.replace(value)));
     f()
 }
 

@@ -12,8 +12,6 @@
 //! subnormal inputs as zero), so both routes multiply identical operands. Written here rather than with the
 //! `half` crate's conversion because of that flush and because the loop must vectorise.
 
-use std::borrow::Cow;
-
 use super::Mat;
 
 /// f32 → bf16 bits, round-to-nearest-even; subnormals to signed zero, NaN stays NaN (quiet).
@@ -139,20 +137,17 @@ impl Bf16Matrix {
             Side::Right => 2 * cols_pad,
         };
         // A transposed operand (the weight gradients' `dyᵀ`, `xᵀ`) is first transposed in 8×8 tiles, then read
-        // row by row like a plain one.
-        let untransposed = (mat.col_stride != 1 && mat.row_stride == 1 && rows * cols > 0).then(|| {
+        // row by row like a plain one (a `Mat` is either: contiguous rows, or the transpose of contiguous rows).
+        let untransposed = (mat.is_transposed() && rows * cols > 0).then(|| {
+            debug_assert_eq!(mat.row_stride, 1, "a transposed operand's rows are its source's columns");
             let mut plain = vec![0.0f32; rows * cols];
             crate::kernels::cpu::transpose_band(mat.data, &mut plain, cols, mat.col_stride, 0, rows);
             plain
         });
-        // Row `r` as a slice: in place when its elements are contiguous, else gathered.
-        let row = |r: usize| -> Cow<[f32]> {
-            if let Some(plain) = &untransposed {
-                Cow::Borrowed(&plain[r * cols..][..cols])
-            } else if mat.col_stride == 1 {
-                Cow::Borrowed(&mat.data[r * mat.row_stride..][..cols])
-            } else {
-                Cow::Owned((0..cols).map(|c| mat.data[r * mat.row_stride + c * mat.col_stride]).collect())
+        let row = |r: usize| -> &[f32] {
+            match &untransposed {
+                Some(plain) => &plain[r * cols..][..cols],
+                None => &mat.data[r * mat.row_stride..][..cols],
             }
         };
         let mut data = vec![0u16; rows_pad * cols_pad];
@@ -160,14 +155,14 @@ impl Bf16Matrix {
             _ if data.is_empty() => {}
             Side::Left => {
                 for (r, out) in data.chunks_mut(stride).enumerate().take(rows) {
-                    convert_row(&row(r), &mut out[..cols]);
+                    convert_row(row(r), &mut out[..cols]);
                 }
             }
             Side::Right => {
                 let zeros = vec![0.0f32; cols];
                 for (p, out) in data.chunks_mut(stride).enumerate().take(rows.div_ceil(2)) {
-                    let odd = if 2 * p + 1 < rows { row(2 * p + 1) } else { Cow::Borrowed(&zeros[..]) };
-                    convert_pair(&row(2 * p), &odd, &mut out[..2 * cols]);
+                    let odd = if 2 * p + 1 < rows { row(2 * p + 1) } else { &zeros[..] };
+                    convert_pair(row(2 * p), odd, &mut out[..2 * cols]);
                 }
             }
         }
