@@ -429,10 +429,8 @@ pub fn fastest_path(shape: &GemmShape, candidates: &[GemmPath]) -> GemmPath {
 /// GFLOP/s of `shape` on `path` with `parallel` threads each running its own copy (the kernels' situation: every
 /// core busy with its own block), timed for about `seconds`: (the best round's GFLOP/s, the rounds' median).
 pub fn time_shape(path: GemmPath, shape: &GemmShape, parallel: usize, seconds: f64) -> (f64, f64) {
-    use rayon::prelude::*;
     let GemmShape { m, n, k, lhs_transposed, rhs_transposed, accumulate } = *shape;
-    let reps = ((2e8 / shape.flop().max(1.0)).ceil() as usize).max(1);
-    let run = |_: usize| {
+    timed_rounds(shape, parallel, seconds, |reps| {
         let (a, b) = (vec![0.5f32; m * k], vec![0.25f32; k * n]);
         let mut c = vec![0.0f32; m * n];
         let lhs = if lhs_transposed { Mat::transposed(&a, m) } else { Mat::rows(&a, k) };
@@ -442,11 +440,39 @@ pub fn time_shape(path: GemmPath, shape: &GemmShape, parallel: usize, seconds: f
             matmul_on(path, m, n, k, &mut c, accumulate, lhs, rhs);
         }
         t.elapsed().as_secs_f64()
-    };
+    })
+}
+
+/// As [`time_shape`], for the bf16 product on AMX tiles (`--dtype bf16`'s weight products), operands converted
+/// to the tiles' layout beforehand (as a weight is, once per optimiser step); `None` without AMX.
+pub fn time_bf16_shape(shape: &GemmShape, parallel: usize, seconds: f64) -> Option<(f64, f64)> {
+    use bf16::{Bf16Matrix, Side};
+    let GemmShape { m, n, k, lhs_transposed, rhs_transposed, accumulate } = *shape;
+    bf16::amx_available().then(|| {
+        timed_rounds(shape, parallel, seconds, |reps| {
+            let (a, b) = (vec![0.5f32; m * k], vec![0.25f32; k * n]);
+            let lhs = if lhs_transposed { Mat::transposed(&a, m) } else { Mat::rows(&a, k) };
+            let rhs = if rhs_transposed { Mat::transposed(&b, k) } else { Mat::rows(&b, n) };
+            let (lhs, rhs) = (Bf16Matrix::new(lhs, m, k, Side::Left), Bf16Matrix::new(rhs, k, n, Side::Right));
+            let mut c = vec![0.0f32; m * n];
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                bf16::matmul(&mut c, accumulate, &lhs, &rhs);
+            }
+            t.elapsed().as_secs_f64()
+        })
+    })
+}
+
+/// Rounds of `run(reps)` (seconds for `reps` products) on `parallel` threads at once, for about `seconds`:
+/// (the best round's GFLOP/s, the rounds' median).
+fn timed_rounds(shape: &GemmShape, parallel: usize, seconds: f64, run: impl Fn(usize) -> f64 + Sync) -> (f64, f64) {
+    use rayon::prelude::*;
+    let reps = ((2e8 / shape.flop().max(1.0)).ceil() as usize).max(1);
     let mut rounds = Vec::new();
     let started = std::time::Instant::now();
     while rounds.len() < 3 || (started.elapsed().as_secs_f64() < seconds && rounds.len() < 50) {
-        let worst = (0..parallel).into_par_iter().map(run).reduce(|| 0.0, f64::max);
+        let worst = (0..parallel).into_par_iter().map(|_| run(reps)).reduce(|| 0.0, f64::max);
         rounds.push(parallel as f64 * shape.flop() * reps as f64 / worst / 1e9);
     }
     rounds.sort_by(f64::total_cmp);

@@ -37,7 +37,10 @@ use reckon::act::{ActCarry, HaltRule, SlotData};
 use reckon::backend::CpuTrain;
 use reckon::backend::{peak_rss_mb, vm_hwm_mb, Cpu, DeviceChoice, TrainBackend};
 use reckon::eval::batch_tensors;
-use reckon::kernels::gemm::{auto_pick, record_gemm_shapes, time_shape, GemmPath, GemmShape, ShapeClass};
+use reckon::kernels::gemm::{
+    auto_pick, record_gemm_shapes, time_bf16_shape, time_shape, with_gemm_dtype, GemmDtype, GemmPath, GemmShape,
+    ShapeClass,
+};
 use reckon::kernels::FusedOps;
 use reckon::model::layers::swiglu_width;
 use reckon::model::rsm::RsmConfig;
@@ -1337,6 +1340,9 @@ pub struct GemmRow {
     pub flop_share: f64,
     /// GFLOP/s per path (every thread running its own copy): best round.
     pub gflops: Vec<(GemmPath, f64)>,
+    /// GFLOP/s of the bf16 product on AMX tiles (`--dtype bf16`'s weight products; operands converted
+    /// beforehand), where the CPU has AMX: best round.
+    pub amx_bf16_gflops: Option<f64>,
 }
 
 /// `reckon bench gemm`'s result: the machine, every shape's row, and what `auto` picks per class.
@@ -1364,6 +1370,10 @@ impl GemmReport {
         for p in &paths {
             s += &format!(" {:>9}", format!("{} GF/s", p.name()));
         }
+        let amx = self.rows.iter().any(|r| r.amx_bf16_gflops.is_some());
+        if amx {
+            s += &format!(" {:>13}", "amx bf16 GF/s");
+        }
         s += "\n";
         for r in &self.rows {
             s += &format!(
@@ -1376,6 +1386,9 @@ impl GemmReport {
             );
             for (_, g) in &r.gflops {
                 s += &format!(" {g:>9.1}");
+            }
+            if let Some(g) = r.amx_bf16_gflops {
+                s += &format!(" {g:>13.1}");
             }
             s += "\n";
         }
@@ -1401,7 +1414,10 @@ pub fn bench_gemm(shapes: &[String], seconds: f64) -> Result<GemmReport> {
         let shape = named_shape(name)?;
         for mode in ["train", "infer"] {
             eprintln!("recording the GEMMs of {name} {mode} ...");
-            let (done, calls) = record_gemm_shapes(|| bench_on(DeviceChoice::Cpu, mode, &shape, 0, 1));
+            // Recorded in f32: under `--dtype bf16` the weight products bypass the f32 GEMM (and its recording).
+            let (done, calls) = with_gemm_dtype(GemmDtype::F32, || {
+                record_gemm_shapes(|| bench_on(DeviceChoice::Cpu, mode, &shape, 0, 1))
+            });
             done?;
             let total: f64 = calls.iter().map(|(g, c)| g.flop() * *c as f64).sum();
             for (g, c) in calls {
@@ -1418,7 +1434,8 @@ pub fn bench_gemm(shapes: &[String], seconds: f64) -> Result<GemmReport> {
         eprintln!("timing {} ...", shape.label());
         let gflops =
             GemmPath::available().into_iter().map(|p| (p, time_shape(p, &shape, threads, seconds).0)).collect();
-        rows.push(GemmRow { used_by, shape, class: shape.class(), calls, flop_share, gflops });
+        let amx_bf16_gflops = time_bf16_shape(&shape, threads, seconds).map(|(best, _)| best);
+        rows.push(GemmRow { used_by, shape, class: shape.class(), calls, flop_share, gflops, amx_bf16_gflops });
     }
     let classes = ShapeClass::ALL
         .into_iter()

@@ -6,16 +6,19 @@
 //! only bf16 route worth taking on such a CPU. The compiler has no stable AMX intrinsics (Rust 1.95), so the
 //! tile instructions are inline assembly.
 //!
-//! The kernel takes operands already laid out for the tiles ([`super::bf16::Bf16Matrix`]): the left row-major,
-//! rows padded to 32 and columns to 32; the right in pairs of rows interleaved column by column (the layout
-//! `TDPBF16PS` reads its second operand in), rows padded to 32 and columns to 32. Padding is zeros, so every
-//! tile is whole and the edges cost nothing but the padded arithmetic. Each 32×32 block of the output takes two
-//! left tiles and two right tiles per 32-deep step into four accumulator tiles (the eight tile registers), summed
-//! in place in the destination; a block on the output's edge goes through a scratch block, of which the valid part
-//! is copied (or added).
+//! The kernel takes operands already laid out for the tiles ([`super::bf16::Bf16Matrix`]): grids of whole 1 KiB
+//! tiles, zero-padded to multiples of 32 both ways, the tiles of one 16-row band of the left operand (one
+//! 16-column band of the right, its row pairs interleaved as `TDPBF16PS` reads them) consecutive along the inner
+//! dimension, so every tile load reads 1 KiB of consecutive memory and a block's operands stream front to back.
+//! Each 32×32 block of the output takes two left tiles and two right tiles per 32-deep step into four accumulator
+//! tiles (the eight tile registers), summed in place in the destination; a block on the output's edge goes
+//! through a scratch block, of which the valid part is copied (or added). The blocks run along the smaller
+//! operand, so the larger one streams through once, its next bands prefetched into L2 meanwhile.
 
 use std::arch::asm;
 use std::sync::OnceLock;
+
+use super::bf16::TILE;
 
 /// The tile configuration `LDTILECFG` reads: palette 1, eight tiles of 16 rows × 64 bytes.
 #[repr(C, align(64))]
@@ -66,89 +69,148 @@ fn request_tile_permission() -> bool {
     unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
 }
 
-/// `dst[m×n] (+)= A · B` with `A` given as `a` (row-major bf16, `row_stride` elements a row, at least
-/// `m.next_multiple_of(32)` rows and `depth` columns) and `B` as `b` (row pairs interleaved: `depth / 2` pair
-/// rows of `pair_stride / 2` columns, at least `n.next_multiple_of(32)` of them). `depth` is a multiple of 32.
-#[allow(clippy::too_many_arguments)] // a GEMM's own argument list
-pub(super) fn matmul(
+/// `dst[m×n] (+)= A · B` with `A` given as `a` and `B` as `b`, both in the tile grids of
+/// [`super::bf16::Side`] (`Left` and `Right`), `depth` tiles (of 32) deep.
+pub(super) fn matmul(m: usize, n: usize, depth: usize, dst: &mut [f32], accumulate: bool, a: &[u16], b: &[u16]) {
+    assert!(available(), "the AMX GEMM needs AMX-BF16 and the kernel's permission");
+    let (m_pad, n_pad) = (m.next_multiple_of(32), n.next_multiple_of(32));
+    let band = depth * TILE; // one 16-row band of `A`, or one 16-column band of `B`
+    assert!(a.len() >= (m_pad / 16) * band, "AMX: left operand too short");
+    assert!(b.len() >= (n_pad / 16) * band, "AMX: right operand too short");
+    assert_eq!(dst.len(), m * n, "matmul destination size");
+    let config = TileConfig::sixteen_by_sixty_four();
+    let mut block = [0.0f32; 32 * 32];
+    let mut one_block = |i0: usize, j0: usize, ahead: &mut Prefetch| {
+        // SAFETY: AMX is present and permitted (asserted) and the tiles configured (below); the tile loads read
+        // 16 rows of 64 bytes, `depth` tiles along bands `i0 / 16`, `i0 / 16 + 1` of `a` and `j0 / 16`,
+        // `j0 / 16 + 1` of `b` (inside them, asserted above); every accumulator load or store is 16 rows of 16 f32
+        // inside `block` or, for a block wholly inside `dst` (rows `i0..i0 + 32 ≤ m`, columns `j0..j0 + 32 ≤ n`),
+        // inside `dst`.
+        unsafe { block_product(i0, j0, m, n, depth, dst, accumulate, a, b, &mut block, ahead) }
+    };
+    // SAFETY: AMX is present and permitted (asserted); the tile registers are this function's alone between
+    // LDTILECFG and TILERELEASE (no other code on this thread runs AMX in between).
+    unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
+    // Each block reads two bands of each operand; the operand read again for every block of the other (from
+    // cache) is the smaller one, so the larger streams through once.
+    // While the blocks of one pair of bands of the streamed operand run, the next pair is prefetched into L2, a
+    // few lines per step, so the first block of each does not wait on memory.
+    let lines_per_step = |inner_blocks: usize| (2 * band * 2 / 64).div_ceil((inner_blocks * depth).max(1));
+    if a.len() <= b.len() {
+        let per_step = lines_per_step(m_pad / 32);
+        for j0 in (0..n_pad).step_by(32) {
+            let mut ahead = Prefetch::band_pair(b, (j0 + 32) / 16 * band, band, per_step);
+            (0..m_pad).step_by(32).for_each(|i0| one_block(i0, j0, &mut ahead));
+        }
+    } else {
+        let per_step = lines_per_step(n_pad / 32);
+        for i0 in (0..m_pad).step_by(32) {
+            let mut ahead = Prefetch::band_pair(a, (i0 + 32) / 16 * band, band, per_step);
+            (0..n_pad).step_by(32).for_each(|j0| one_block(i0, j0, &mut ahead));
+        }
+    }
+    // SAFETY: as LDTILECFG above.
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// The 32×32 output block at `(i0, j0)`: four accumulator tiles, two tiles of each operand per 32-deep step.
+/// Safety: the caller's (see [`matmul`]).
+#[allow(clippy::too_many_arguments)] // a GEMM block's own argument list
+#[inline(always)]
+unsafe fn block_product(
+    i0: usize,
+    j0: usize,
     m: usize,
     n: usize,
     depth: usize,
     dst: &mut [f32],
     accumulate: bool,
     a: &[u16],
-    row_stride: usize,
     b: &[u16],
-    pair_stride: usize,
+    block: &mut [f32; 32 * 32],
+    ahead: &mut Prefetch,
 ) {
-    assert!(available(), "the AMX GEMM needs AMX-BF16 and the kernel's permission");
-    assert!(depth.is_multiple_of(32) && row_stride >= depth && pair_stride.is_multiple_of(2));
-    let (m_pad, n_pad) = (m.next_multiple_of(32), n.next_multiple_of(32));
-    assert!(a.len() >= m_pad * row_stride, "AMX: left operand too short");
-    assert!(b.len() >= (depth / 2) * pair_stride && pair_stride >= 2 * n_pad, "AMX: right operand too short");
-    assert_eq!(dst.len(), m * n, "matmul destination size");
-    let config = TileConfig::sixteen_by_sixty_four();
-    let mut block = [0.0f32; 32 * 32];
-    // SAFETY: AMX is present and permitted (asserted); every tile load reads 16 rows of 64 bytes inside `a` or `b`
-    // (the padded extents asserted above), and every accumulator load or store 16 rows of 16 f32 inside `block` or,
-    // for a block wholly inside it, inside `dst` (rows `i0..i0 + 32 ≤ m`, columns `j0..j0 + 32 ≤ n`); the tile registers are this
-    // function's alone between LDTILECFG and TILERELEASE (no other code on this thread runs AMX in between).
+    // A whole block inside `dst` is summed in place (its old values loaded when accumulating); an edge block goes
+    // through `block`.
+    let inside = i0 + 32 <= m && j0 + 32 <= n;
+    let (c, c_stride) =
+        if inside { (unsafe { dst.as_mut_ptr().add(i0 * n + j0) }, n) } else { (block.as_mut_ptr(), 32) };
     unsafe {
-        asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
-        for i0 in (0..m_pad).step_by(32) {
-            for j0 in (0..n_pad).step_by(32) {
-                // A whole block inside `dst` is summed in place (its old values loaded when accumulating); an edge
-                // block goes through `block`.
-                let inside = i0 + 32 <= m && j0 + 32 <= n;
-                let (c, c_stride) =
-                    if inside { (dst.as_mut_ptr().add(i0 * n + j0), n) } else { (block.as_mut_ptr(), 32) };
-                if inside && accumulate {
-                    asm!(
-                        "tileloadd tmm0, [{c0} + {s}*1]",
-                        "tileloadd tmm1, [{c1} + {s}*1]",
-                        "tileloadd tmm2, [{c2} + {s}*1]",
-                        "tileloadd tmm3, [{c3} + {s}*1]",
-                        c0 = in(reg) c, c1 = in(reg) c.add(16), c2 = in(reg) c.add(16 * c_stride),
-                        c3 = in(reg) c.add(16 * c_stride + 16), s = in(reg) 4 * c_stride,
-                        options(nostack, readonly),
-                    );
-                } else {
-                    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
-                }
-                for k0 in (0..depth).step_by(32) {
-                    let a0 = a.as_ptr().add(i0 * row_stride + k0);
-                    let a1 = a0.add(16 * row_stride);
-                    let b0 = b.as_ptr().add((k0 / 2) * pair_stride + 2 * j0);
-                    let b1 = b0.add(32);
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tileloadd tmm7, [{b1} + {sb}*1]",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tileloadd tmm5, [{a1} + {sa}*1]",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
-                        sa = in(reg) 2 * row_stride, sb = in(reg) 2 * pair_stride,
-                        options(nostack, readonly),
-                    );
-                }
-                asm!(
-                    "tilestored [{c0} + {s}*1], tmm0",
-                    "tilestored [{c1} + {s}*1], tmm1",
-                    "tilestored [{c2} + {s}*1], tmm2",
-                    "tilestored [{c3} + {s}*1], tmm3",
-                    c0 = in(reg) c, c1 = in(reg) c.add(16), c2 = in(reg) c.add(16 * c_stride),
-                    c3 = in(reg) c.add(16 * c_stride + 16), s = in(reg) 4 * c_stride,
-                    options(nostack),
-                );
-                if !inside {
-                    write_block(&block, dst, m, n, i0, j0, accumulate);
-                }
-            }
+        if inside && accumulate {
+            asm!(
+                "tileloadd tmm0, [{c0} + {s}*1]",
+                "tileloadd tmm1, [{c1} + {s}*1]",
+                "tileloadd tmm2, [{c2} + {s}*1]",
+                "tileloadd tmm3, [{c3} + {s}*1]",
+                c0 = in(reg) c, c1 = in(reg) c.add(16), c2 = in(reg) c.add(16 * c_stride),
+                c3 = in(reg) c.add(16 * c_stride + 16), s = in(reg) 4 * c_stride,
+                options(nostack, readonly),
+            );
+        } else {
+            asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
         }
-        asm!("tilerelease", options(nostack, nomem));
+        let band = depth * TILE;
+        let (mut a0, mut b0) = (a.as_ptr().add((i0 / 16) * band), b.as_ptr().add((j0 / 16) * band));
+        for _ in 0..depth {
+            ahead.step();
+            asm!(
+                "tileloadd tmm4, [{a0} + {s}*1]",
+                "tileloadd tmm6, [{b0} + {s}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {s}*1]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {s}*1]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) a0, a1 = in(reg) a0.add(band), b0 = in(reg) b0, b1 = in(reg) b0.add(band),
+                s = in(reg) 64usize,
+                options(nostack, readonly),
+            );
+            (a0, b0) = (a0.add(TILE), b0.add(TILE));
+        }
+        asm!(
+            "tilestored [{c0} + {s}*1], tmm0",
+            "tilestored [{c1} + {s}*1], tmm1",
+            "tilestored [{c2} + {s}*1], tmm2",
+            "tilestored [{c3} + {s}*1], tmm3",
+            c0 = in(reg) c, c1 = in(reg) c.add(16), c2 = in(reg) c.add(16 * c_stride),
+            c3 = in(reg) c.add(16 * c_stride + 16), s = in(reg) 4 * c_stride,
+            options(nostack),
+        );
+    }
+    if !inside {
+        write_block(block, dst, m, n, i0, j0, accumulate);
+    }
+}
+
+/// Lines of one operand to bring into L2 ahead of their use, a few at a time.
+struct Prefetch {
+    next: *const u8,
+    end: *const u8,
+    per_step: usize,
+}
+
+impl Prefetch {
+    /// The two bands at element `start` of `operand` (nothing where they lie past its end).
+    fn band_pair(operand: &[u16], start: usize, band: usize, per_step: usize) -> Self {
+        let range = operand.as_ptr_range();
+        let start = start.min(operand.len());
+        let end = (start + 2 * band).min(operand.len());
+        // SAFETY: both offsets are at most `operand.len()` (clamped above).
+        let (next, end) = unsafe { (range.start.add(start) as *const u8, range.start.add(end) as *const u8) };
+        Self { next, end, per_step }
+    }
+
+    #[inline(always)]
+    fn step(&mut self) {
+        for _ in 0..self.per_step {
+            if self.next >= self.end {
+                return;
+            }
+            // SAFETY: a prefetch of an address inside the operand (`next < end`); it never faults.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(self.next as *const i8) };
+            self.next = self.next.wrapping_add(64);
+        }
     }
 }
 
