@@ -127,9 +127,11 @@ pub trait FusedOps: Backend {
         composed_residual_swiglu_norm_backward::<Self>(w_gate_up, w_down, saved, dy)
     }
 
-    /// Whether this backend has its own attention and residual-norm kernels with saved state, so that autodiff
-    /// records one node for each instead of composing them op by op.
-    fn native_attention() -> bool {
+    /// Whether this backend runs its own kernels for attention, the residual RMS norm and the same-shape add
+    /// (with saved state), so that autodiff records one node for each instead of composing them op by op; the
+    /// linear layer and the SwiGLU sub-layer have their own switches ([`Self::native_linear`],
+    /// [`Self::native_swiglu_norm`]).
+    fn native_fused_kernels() -> bool {
         false
     }
 
@@ -420,7 +422,7 @@ impl FusedOps for burn::backend::Flex {
         glu_norm::flex::residual_swiglu_norm_backward(w_gate_up, w_down, saved, dy)
     }
 
-    fn native_attention() -> bool {
+    fn native_fused_kernels() -> bool {
         fast_path()
     }
 
@@ -552,12 +554,12 @@ impl<B: TrainInner, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         B::prefers_host_loss_head()
     }
 
-    fn native_attention() -> bool {
-        B::native_attention()
+    fn native_fused_kernels() -> bool {
+        B::native_fused_kernels()
     }
 
     fn fused_attention(qkv: FloatTensor<Self>, rope: RopePair<Self>, heads: usize) -> FloatTensor<Self> {
-        if !B::native_attention() {
+        if !B::native_fused_kernels() {
             return composed_attention::<Self>(qkv, rope, heads).0;
         }
         // The tables are constants (rebuilt from the config, never trained): only qkv is a parent.
@@ -576,7 +578,7 @@ impl<B: TrainInner, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         r: FloatTensor<Self>,
         eps: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        if !B::native_attention() {
+        if !B::native_fused_kernels() {
             return composed_residual_rms_norm::<Self>(x, r, eps);
         }
         let (y, rstd) = B::residual_rms_norm(x.primitive, r.primitive, eps);
@@ -590,7 +592,7 @@ impl<B: TrainInner, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     }
 
     fn add_same_shape(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        if !B::native_attention() {
+        if !B::native_fused_kernels() {
             return composed_add::<Self>(a, b);
         }
         let out = B::add_same_shape(a.primitive, b.primitive);

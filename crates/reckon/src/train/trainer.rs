@@ -188,7 +188,7 @@ where
         test: Option<Arc<PuzzleDataset>>,
     ) -> Result<Self> {
         check_dataset_fits(&cfg, &model, &train)?;
-        if cfg.train.dtype == GemmDtype::Bf16 && !AB::native_attention() {
+        if cfg.train.dtype == GemmDtype::Bf16 && !AB::native_fused_kernels() {
             bail!(
                 "train.dtype = \"bf16\" rounds the CPU kernels' weight products to bf16; this backend runs burn's own \
                  ops in f32: use --device cpu, or train.dtype = \"f32\""

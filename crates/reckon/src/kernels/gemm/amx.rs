@@ -12,8 +12,8 @@
 //! dimension, so every tile load reads 1 KiB of consecutive memory and a block's operands stream front to back.
 //! Each 32×32 block of the output takes two left tiles and two right tiles per 32-deep step into four accumulator
 //! tiles (the eight tile registers), summed in place in the destination; a block on the output's edge goes
-//! through a scratch block, of which the valid part is copied (or added). The blocks run along the smaller
-//! operand, so the larger one streams through once, its next bands prefetched into L2 meanwhile.
+//! through a scratch block, of which the valid part is copied (or added). (Software prefetching of the next
+//! bands into L2 was tried: a tenth faster in isolation, a fifth slower in shape A's inference step.)
 
 use std::arch::asm;
 use std::sync::OnceLock;
@@ -80,34 +80,22 @@ pub(super) fn matmul(m: usize, n: usize, depth: usize, dst: &mut [f32], accumula
     assert_eq!(dst.len(), m * n, "matmul destination size");
     let config = TileConfig::sixteen_by_sixty_four();
     let mut block = [0.0f32; 32 * 32];
-    let mut one_block = |i0: usize, j0: usize, ahead: &mut Prefetch| {
+    let mut one_block = |i0: usize, j0: usize| {
         // SAFETY: AMX is present and permitted (asserted) and the tiles configured (below); the tile loads read
         // 16 rows of 64 bytes, `depth` tiles along bands `i0 / 16`, `i0 / 16 + 1` of `a` and `j0 / 16`,
         // `j0 / 16 + 1` of `b` (inside them, asserted above); every accumulator load or store is 16 rows of 16 f32
         // inside `block` or, for a block wholly inside `dst` (rows `i0..i0 + 32 ≤ m`, columns `j0..j0 + 32 ≤ n`),
         // inside `dst`.
-        unsafe { block_product(i0, j0, m, n, depth, dst, accumulate, a, b, &mut block, ahead) }
+        unsafe { block_product(i0, j0, m, n, depth, dst, accumulate, a, b, &mut block) }
     };
     // SAFETY: AMX is present and permitted (asserted); the tile registers are this function's alone between
     // LDTILECFG and TILERELEASE (no other code on this thread runs AMX in between).
     unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
-    // Each block reads two bands of each operand; the operand read again for every block of the other (from
-    // cache) is the smaller one, so the larger streams through once.
-    // While the blocks of one pair of bands of the streamed operand run, the next pair is prefetched into L2, a
-    // few lines per step, so the first block of each does not wait on memory.
-    let lines_per_step = |inner_blocks: usize| (2 * band * 2 / 64).div_ceil((inner_blocks * depth).max(1));
-    if a.len() <= b.len() {
-        let per_step = lines_per_step(m_pad / 32);
-        for j0 in (0..n_pad).step_by(32) {
-            let mut ahead = Prefetch::band_pair(b, (j0 + 32) / 16 * band, band, per_step);
-            (0..m_pad).step_by(32).for_each(|i0| one_block(i0, j0, &mut ahead));
-        }
-    } else {
-        let per_step = lines_per_step(n_pad / 32);
-        for i0 in (0..m_pad).step_by(32) {
-            let mut ahead = Prefetch::band_pair(a, (i0 + 32) / 16 * band, band, per_step);
-            (0..n_pad).step_by(32).for_each(|j0| one_block(i0, j0, &mut ahead));
-        }
+    // Row blocks outer: a row block's two bands of `a` stay in cache while every column block's bands of `b`
+    // stream past. (Columns outer when `b` is the larger operand, measured on shape B's inference step: a tenth
+    // slower.)
+    for i0 in (0..m_pad).step_by(32) {
+        (0..n_pad).step_by(32).for_each(|j0| one_block(i0, j0));
     }
     // SAFETY: as LDTILECFG above.
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
@@ -128,7 +116,6 @@ unsafe fn block_product(
     a: &[u16],
     b: &[u16],
     block: &mut [f32; 32 * 32],
-    ahead: &mut Prefetch,
 ) {
     // A whole block inside `dst` is summed in place (its old values loaded when accumulating); an edge block goes
     // through `block`.
@@ -152,7 +139,6 @@ unsafe fn block_product(
         let band = depth * TILE;
         let (mut a0, mut b0) = (a.as_ptr().add((i0 / 16) * band), b.as_ptr().add((j0 / 16) * band));
         for _ in 0..depth {
-            ahead.step();
             asm!(
                 "tileloadd tmm4, [{a0} + {s}*1]",
                 "tileloadd tmm6, [{b0} + {s}*1]",
@@ -180,37 +166,6 @@ unsafe fn block_product(
     }
     if !inside {
         write_block(block, dst, m, n, i0, j0, accumulate);
-    }
-}
-
-/// Lines of one operand to bring into L2 ahead of their use, a few at a time.
-struct Prefetch {
-    next: *const u8,
-    end: *const u8,
-    per_step: usize,
-}
-
-impl Prefetch {
-    /// The two bands at element `start` of `operand` (nothing where they lie past its end).
-    fn band_pair(operand: &[u16], start: usize, band: usize, per_step: usize) -> Self {
-        let range = operand.as_ptr_range();
-        let start = start.min(operand.len());
-        let end = (start + 2 * band).min(operand.len());
-        // SAFETY: both offsets are at most `operand.len()` (clamped above).
-        let (next, end) = unsafe { (range.start.add(start) as *const u8, range.start.add(end) as *const u8) };
-        Self { next, end, per_step }
-    }
-
-    #[inline(always)]
-    fn step(&mut self) {
-        for _ in 0..self.per_step {
-            if self.next >= self.end {
-                return;
-            }
-            // SAFETY: a prefetch of an address inside the operand (`next < end`); it never faults.
-            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(self.next as *const i8) };
-            self.next = self.next.wrapping_add(64);
-        }
     }
 }
 

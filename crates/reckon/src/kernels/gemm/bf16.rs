@@ -61,6 +61,9 @@ pub(crate) struct Bf16Matrix {
     rows: usize,
     cols: usize,
     side: Side,
+    /// The rounded values as row-major f32, made on the fallback's first use and kept: a cached weight is
+    /// expanded once per optimiser step, not once per product.
+    expanded: std::sync::OnceLock<Vec<f32>>,
 }
 
 /// `out[j] = to_bf16(row[j])` for a contiguous row.
@@ -154,8 +157,8 @@ impl Bf16Matrix {
                 None => &mat.data[r * mat.row_stride..][..cols],
             }
         };
-        let mut out =
-            Self { data: vec![0u16; rows.next_multiple_of(32) * cols.next_multiple_of(32)], rows, cols, side };
+        let data = vec![0u16; rows.next_multiple_of(32) * cols.next_multiple_of(32)];
+        let mut out = Self { data, rows, cols, side, expanded: std::sync::OnceLock::new() };
         match side {
             _ if out.data.is_empty() => {}
             Side::Left => {
@@ -207,7 +210,12 @@ impl Bf16Matrix {
         from_bf16(self.data[self.index(r, c)])
     }
 
-    /// The rounded values, row-major `[rows × cols]` f32 (the fallback's operands).
+    /// The rounded values, row-major `[rows × cols]` f32 (the fallback's operands), expanded once.
+    fn expanded(&self) -> &[f32] {
+        self.expanded.get_or_init(|| self.to_f32())
+    }
+
+    /// The rounded values, row-major `[rows × cols]` f32.
     fn to_f32(&self) -> Vec<f32> {
         let mut out = vec![0.0f32; self.rows * self.cols];
         if out.is_empty() {
@@ -264,8 +272,7 @@ pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, lhs: &Bf16Matrix, rhs: &
     if amx_available() {
         return super::amx::matmul(m, n, lhs.depth_tiles(), dst, accumulate, &lhs.data, &rhs.data);
     }
-    let (a, b) = (lhs.to_f32(), rhs.to_f32());
-    super::crate_matmul(m, n, k, dst, accumulate, Mat::rows(&a, k), Mat::rows(&b, n));
+    super::crate_matmul(m, n, k, dst, accumulate, Mat::rows(lhs.expanded(), k), Mat::rows(rhs.expanded(), n));
 }
 
 #[cfg(test)]
@@ -345,7 +352,10 @@ mod tests {
             for (r, c) in (0..5).flat_map(|r| (0..7).map(move |c| (r, c))) {
                 assert_eq!(plain.get(r, c), from_bf16(to_bf16(v[r * 7 + c])), "{side:?} ({r}, {c})");
                 assert_eq!(transposed.get(c, r), plain.get(r, c), "{side:?} transposed ({c}, {r})");
+                assert_eq!(plain.expanded()[r * 7 + c], plain.get(r, c), "{side:?} expanded ({r}, {c})");
             }
+            let first = plain.expanded().as_ptr();
+            assert_eq!(plain.expanded().as_ptr(), first, "the fallback's expansion is made once and kept");
         }
     }
 
