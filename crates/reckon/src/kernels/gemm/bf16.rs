@@ -40,7 +40,7 @@ pub(crate) fn from_bf16(b: u16) -> f32 {
 /// tiles along the inner (summed) dimension consecutive: a GEMM streams each operand front to back. Strided rows
 /// would put a tile's 16 rows a multiple of 4 KiB apart whenever a row is 1, 2, 3 … KiB long (every hidden size
 /// here), all in one L1 set: measured on one core of the development machine (2026-12-04), a `194×3072 · 3072×3072`
-/// product took 22.2 ms with strided rows and 5.3 ms in this layout, `194×512 · 512×3072` 1.84 and 1.00 ms.
+/// product took 22.2 ms with strided rows and 5.0 ms in this layout, `194×512 · 512×3072` 1.84 and 1.1 ms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Side {
     /// `m × k`: tile `(r / 16, c / 32)` holds rows `r` of 32 consecutive columns; the tiles of one 16-row band are
