@@ -89,6 +89,15 @@ fn convert_pair(even: &[f32], odd: &[f32], out: &mut [u16]) {
     }
 }
 
+/// `dst` = `src` with its 16 × 16 grid of 32-bit pairs transposed: `dst[r][q] = src[q][r]`, pairs of bf16 kept.
+fn transpose_pairs(src: &[u16; TILE], dst: &mut [u16]) {
+    for (r, out) in dst.chunks_exact_mut(32).enumerate() {
+        for (q, pair) in out.chunks_exact_mut(2).enumerate() {
+            pair.copy_from_slice(&src[q * 32 + 2 * r..][..2]);
+        }
+    }
+}
+
 /// Whether the conversions run on `VCVTNEPS2BF16` (every AMX CPU has it): round-to-nearest-even with subnormal
 /// inputs read as zero and NaNs kept quiet, which is what [`to_bf16`] computes (the tests compare the two).
 #[cfg(target_arch = "x86_64")]
@@ -143,47 +152,88 @@ impl Bf16Matrix {
     /// `mat` `[rows × cols]` (any strides) rounded to bf16 and laid out for `side`.
     pub(crate) fn new(mat: Mat, rows: usize, cols: usize, side: Side) -> Self {
         mat.assert_covers(rows, cols);
-        // A transposed operand (the weight gradients' `dyᵀ`, `xᵀ`) is first transposed in 8×8 tiles, then read
-        // row by row like a plain one (a `Mat` is either: contiguous rows, or the transpose of contiguous rows).
-        let untransposed = (mat.is_transposed() && rows * cols > 0).then(|| {
-            debug_assert_eq!(mat.row_stride, 1, "a transposed operand's rows are its source's columns");
-            let mut plain = vec![0.0f32; rows * cols];
-            crate::kernels::cpu::transpose_band(mat.data, &mut plain, cols, mat.col_stride, 0, rows);
-            plain
-        });
-        let row = |r: usize| -> &[f32] {
-            match &untransposed {
-                Some(plain) => &plain[r * cols..][..cols],
-                None => &mat.data[r * mat.row_stride..][..cols],
-            }
-        };
         let data = vec![0u16; rows.next_multiple_of(32) * cols.next_multiple_of(32)];
         let mut out = Self { data, rows, cols, side, expanded: std::sync::OnceLock::new() };
-        match side {
+        match (side, mat.is_transposed()) {
             _ if out.data.is_empty() => {}
-            Side::Left => {
-                for r in 0..rows {
-                    let src = row(r);
-                    for c0 in (0..cols).step_by(32) {
-                        let len = (cols - c0).min(32);
-                        let at = out.index(r, c0);
-                        convert_row(&src[c0..c0 + len], &mut out.data[at..at + len]);
-                    }
-                }
-            }
-            Side::Right => {
-                let zeros = vec![0.0f32; cols];
-                for p in (0..rows).step_by(2) {
-                    let (even, odd) = (row(p), if p + 1 < rows { row(p + 1) } else { &zeros[..] });
-                    for c0 in (0..cols).step_by(16) {
-                        let len = (cols - c0).min(16);
-                        let at = out.index(p, c0);
-                        convert_pair(&even[c0..c0 + len], &odd[c0..c0 + len], &mut out.data[at..at + 2 * len]);
-                    }
-                }
+            (Side::Left, false) => out.fill_left(|r| &mat.data[r * mat.row_stride..][..cols]),
+            (Side::Right, false) => out.fill_right(|r| &mat.data[r * mat.row_stride..][..cols]),
+            // A transposed operand (the weight gradients' `dyᵀ`, `xᵀ`, the token mixer's `xᵀ`) is the transpose
+            // of contiguous rows (`row_stride` 1): its tiles are converted from those rows and transposed as 16×16
+            // bf16 pairs (see `fill_transposed`), with no f32 copy of the transpose.
+            (_, true) => {
+                debug_assert_eq!(mat.row_stride, 1, "a transposed operand's rows are its source's columns");
+                out.fill_transposed(|c| &mat.data[c * mat.col_stride..][..rows]);
             }
         }
         out
+    }
+
+    /// Left layout from contiguous rows (`row(r)`, `cols` long).
+    fn fill_left<'a>(&mut self, row: impl Fn(usize) -> &'a [f32]) {
+        for r in 0..self.rows {
+            let src = row(r);
+            for c0 in (0..self.cols).step_by(32) {
+                let (len, at) = ((self.cols - c0).min(32), self.index(r, c0));
+                convert_row(&src[c0..c0 + len], &mut self.data[at..at + len]);
+            }
+        }
+    }
+
+    /// Right layout from contiguous rows (`row(r)`, `cols` long).
+    fn fill_right<'a>(&mut self, row: impl Fn(usize) -> &'a [f32]) {
+        let zeros = vec![0.0f32; self.cols];
+        for p in (0..self.rows).step_by(2) {
+            let (even, odd) = (row(p), if p + 1 < self.rows { row(p + 1) } else { &zeros[..] });
+            for c0 in (0..self.cols).step_by(16) {
+                let (len, at) = ((self.cols - c0).min(16), self.index(p, c0));
+                convert_pair(&even[c0..c0 + len], &odd[c0..c0 + len], &mut self.data[at..at + 2 * len]);
+            }
+        }
+    }
+
+    /// Either layout of a matrix given by its contiguous columns (`column(c)`, `rows` long). Both layouts hold
+    /// a tile as 16 × 16 pairs of bf16 values: a left tile pairs columns `(2q, 2q + 1)` of each of 16 rows, a
+    /// right tile pairs rows `(2q, 2q + 1)` of each of 16 columns. Converting the source's contiguous runs the way
+    /// the other side's plain layout does gives those pairs with the 16 × 16 grid transposed, so each tile is
+    /// converted into a scratch tile and its 32-bit pairs transposed into place.
+    fn fill_transposed<'a>(&mut self, column: impl Fn(usize) -> &'a [f32]) {
+        let mut scratch = [0u16; TILE];
+        let (outer, inner) = match self.side {
+            Side::Left => (self.rows, self.cols), // tiles: 16 rows × 32 columns; the source runs along rows
+            Side::Right => (self.cols, self.rows), // tiles: 32 rows × 16 columns; the source runs along columns
+        };
+        let zeros = vec![0.0f32; outer];
+        for o0 in (0..outer).step_by(16) {
+            let width = (outer - o0).min(16);
+            for i0 in (0..inner).step_by(32) {
+                let depth = (inner - i0).min(32);
+                if width < 16 || depth < 32 {
+                    scratch.fill(0);
+                }
+                let at = match self.side {
+                    Side::Left => {
+                        // Pair q of the scratch: source runs `i0 + 2q`, `i0 + 2q + 1` (columns of the matrix),
+                        // over the band's rows.
+                        for q in 0..depth.div_ceil(2) {
+                            let (c, run) = (i0 + 2 * q, o0..o0 + width);
+                            let odd = if c + 1 < inner { &column(c + 1)[run.clone()] } else { &zeros[..width] };
+                            convert_pair(&column(c)[run], odd, &mut scratch[q * 32..q * 32 + 2 * width]);
+                        }
+                        self.index(o0, i0)
+                    }
+                    Side::Right => {
+                        // Row j of the scratch: source run `o0 + j` (a column of the matrix) over the tile's rows.
+                        for j in 0..width {
+                            let run = &column(o0 + j)[i0..i0 + depth];
+                            convert_row(run, &mut scratch[j * 32..j * 32 + depth]);
+                        }
+                        self.index(i0, o0)
+                    }
+                };
+                transpose_pairs(&scratch, &mut self.data[at..at + TILE]);
+            }
+        }
     }
 
     /// Tiles along the inner dimension (`k / 32`, rounded up).
@@ -345,17 +395,27 @@ mod tests {
 
     #[test]
     fn layouts_hold_the_rounded_values_of_any_strided_operand() {
-        let v = random(5 * 7, 1);
-        for side in [Side::Left, Side::Right] {
-            let plain = Bf16Matrix::new(Mat::rows(&v, 7), 5, 7, side);
-            let transposed = Bf16Matrix::new(Mat::transposed(&v, 7), 7, 5, side);
-            for (r, c) in (0..5).flat_map(|r| (0..7).map(move |c| (r, c))) {
-                assert_eq!(plain.get(r, c), from_bf16(to_bf16(v[r * 7 + c])), "{side:?} ({r}, {c})");
-                assert_eq!(transposed.get(c, r), plain.get(r, c), "{side:?} transposed ({c}, {r})");
-                assert_eq!(plain.expanded()[r * 7 + c], plain.get(r, c), "{side:?} expanded ({r}, {c})");
+        // One tile and less; several tiles with partial edges both ways (the transposed fill's scratch tiles).
+        for (rows, cols) in [(5, 7), (37, 70), (64, 33)] {
+            let v = random(rows * cols, 1);
+            for side in [Side::Left, Side::Right] {
+                let plain = Bf16Matrix::new(Mat::rows(&v, cols), rows, cols, side);
+                let transposed = Bf16Matrix::new(Mat::transposed(&v, cols), cols, rows, side);
+                for (r, c) in (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))) {
+                    let want = from_bf16(to_bf16(v[r * cols + c]));
+                    assert_eq!(plain.get(r, c), want, "{side:?} {rows}x{cols} ({r}, {c})");
+                    assert_eq!(transposed.get(c, r), want, "{side:?} {rows}x{cols} transposed ({c}, {r})");
+                    assert_eq!(plain.expanded()[r * cols + c], want, "{side:?} {rows}x{cols} expanded ({r}, {c})");
+                }
+                // The padding is zeros (a stale NaN there would poison the products' sums).
+                for (m, (h, w)) in [(&plain, (rows, cols)), (&transposed, (cols, rows))] {
+                    let mut held = vec![false; m.data.len()];
+                    (0..h).flat_map(|r| (0..w).map(move |c| (r, c))).for_each(|(r, c)| held[m.index(r, c)] = true);
+                    assert!(m.data.iter().zip(&held).all(|(&x, &h)| h || x == 0), "{side:?} {h}x{w}: padding");
+                }
+                let first = plain.expanded().as_ptr();
+                assert_eq!(plain.expanded().as_ptr(), first, "the fallback's expansion is made once and kept");
             }
-            let first = plain.expanded().as_ptr();
-            assert_eq!(plain.expanded().as_ptr(), first, "the fallback's expansion is made once and kept");
         }
     }
 
