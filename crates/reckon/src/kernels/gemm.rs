@@ -429,31 +429,38 @@ pub fn fastest_path(shape: &GemmShape, candidates: &[GemmPath]) -> GemmPath {
 /// GFLOP/s of `shape` on `path` with `parallel` threads each running its own copy (the kernels' situation: every
 /// core busy with its own block), timed for about `seconds`: (the best round's GFLOP/s, the rounds' median).
 pub fn time_shape(path: GemmPath, shape: &GemmShape, parallel: usize, seconds: f64) -> (f64, f64) {
-    let GemmShape { m, n, k, lhs_transposed, rhs_transposed, accumulate } = *shape;
+    let GemmShape { m, n, k, accumulate, .. } = *shape;
     timed_rounds(shape, parallel, seconds, |reps| {
-        let (a, b) = (vec![0.5f32; m * k], vec![0.25f32; k * n]);
-        let mut c = vec![0.0f32; m * n];
-        let lhs = if lhs_transposed { Mat::transposed(&a, m) } else { Mat::rows(&a, k) };
-        let rhs = if rhs_transposed { Mat::transposed(&b, k) } else { Mat::rows(&b, n) };
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            matmul_on(path, m, n, k, &mut c, accumulate, lhs, rhs);
-        }
-        t.elapsed().as_secs_f64()
+        with_operands(shape, |lhs, rhs| {
+            let mut c = vec![0.0f32; m * n];
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                matmul_on(path, m, n, k, &mut c, accumulate, lhs, rhs);
+            }
+            t.elapsed().as_secs_f64()
+        })
     })
+}
+
+/// `f` on constant operands of `shape` (transposed where it says).
+fn with_operands<R>(shape: &GemmShape, f: impl FnOnce(Mat, Mat) -> R) -> R {
+    let GemmShape { m, n, k, lhs_transposed, rhs_transposed, .. } = *shape;
+    let (a, b) = (vec![0.5f32; m * k], vec![0.25f32; k * n]);
+    let lhs = if lhs_transposed { Mat::transposed(&a, m) } else { Mat::rows(&a, k) };
+    let rhs = if rhs_transposed { Mat::transposed(&b, k) } else { Mat::rows(&b, n) };
+    f(lhs, rhs)
 }
 
 /// As [`time_shape`], for the bf16 product on AMX tiles (`--dtype bf16`'s weight products), operands converted
 /// to the tiles' layout beforehand (as a weight is, once per optimiser step); `None` without AMX.
 pub fn time_bf16_shape(shape: &GemmShape, parallel: usize, seconds: f64) -> Option<(f64, f64)> {
     use bf16::{Bf16Matrix, Side};
-    let GemmShape { m, n, k, lhs_transposed, rhs_transposed, accumulate } = *shape;
+    let GemmShape { m, n, k, accumulate, .. } = *shape;
     bf16::amx_available().then(|| {
         timed_rounds(shape, parallel, seconds, |reps| {
-            let (a, b) = (vec![0.5f32; m * k], vec![0.25f32; k * n]);
-            let lhs = if lhs_transposed { Mat::transposed(&a, m) } else { Mat::rows(&a, k) };
-            let rhs = if rhs_transposed { Mat::transposed(&b, k) } else { Mat::rows(&b, n) };
-            let (lhs, rhs) = (Bf16Matrix::new(lhs, m, k, Side::Left), Bf16Matrix::new(rhs, k, n, Side::Right));
+            let (lhs, rhs) = with_operands(shape, |lhs, rhs| {
+                (Bf16Matrix::new(lhs, m, k, Side::Left), Bf16Matrix::new(rhs, k, n, Side::Right))
+            });
             let mut c = vec![0.0f32; m * n];
             let t = std::time::Instant::now();
             for _ in 0..reps {

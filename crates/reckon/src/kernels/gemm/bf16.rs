@@ -2,9 +2,9 @@
 //! gradients' `dy · W` and the weight gradients' `dyᵀ · x`, see [`super::GemmDtype`]): values rounded to bfloat16,
 //! products summed in f32 (the mixed precision of the reference implementations, whose forward runs in bf16).
 //!
-//! A [`Bf16Matrix`] holds one operand in the layout the AMX tiles read (`gemm/amx.rs`): a left operand row-major,
-//! a right operand with its rows interleaved in pairs; both zero-padded to multiples of 32. Weights are converted
-//! once per optimiser step (the kernels keep them with the cached transposes); activations per call. Where the
+//! A [`Bf16Matrix`] holds one operand in the layout the AMX tiles read (`gemm/amx.rs`): a grid of whole 1 KiB
+//! tiles (see [`Side`]), a right operand's rows interleaved in pairs, zero-padded to multiples of 32. Weights are
+//! converted once per optimiser step (the kernels keep them with the cached transposes); activations per call. Where the
 //! CPU has no AMX, [`matmul`] multiplies the same rounded values with the f32 GEMM: the numbers a bf16 run sees
 //! do not depend on the machine, only the speed does.
 //!
@@ -424,8 +424,7 @@ mod tests {
     #[test]
     fn bf16_products_match_the_rounded_reference() {
         let mut seed = 10;
-        // Both loop orders of the tile kernel (the larger operand streamed: here `m > n`, there `n > m`), and depths
-        // of many tiles (the prefetch of the next bands running past the operand's end on the last).
+        // Operands of several bands each way, either one the larger (`m > n`, `n > m`), ten tiles deep.
         let shapes = [(1, 1, 1), (3, 5, 7), (31, 33, 17), (32, 32, 32), (97, 97, 32), (97, 32, 97), (70, 130, 65)];
         for (m, n, k) in shapes.into_iter().chain([(200, 40, 300), (40, 200, 300)]) {
             for accumulate in [false, true] {
