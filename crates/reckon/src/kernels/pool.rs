@@ -16,51 +16,75 @@ use burn::tensor::{DType, Shape};
 use burn_flex::{FlexTensor, Layout};
 use burn_std::bytes::{AllocationController, AllocationProperty, Bytes};
 
-/// At most this many bytes sit idle in the pool; beyond it, returned buffers are freed.
+/// At most this many bytes sit idle in each of the pool's shelves (f32, bf16); beyond it, returned buffers are freed.
 const MAX_IDLE_BYTES: usize = 4 << 30;
 
 /// Below this size a buffer is not worth pooling (malloc's own free lists serve it without faults).
 const MIN_POOLED_LEN: usize = 16 * 1024;
 
-#[derive(Default)]
-struct Idle {
-    by_len: HashMap<usize, Vec<Vec<f32>>>,
+/// Idle buffers of one element type, by exact length.
+struct Shelf<T> {
+    by_len: HashMap<usize, Vec<Vec<T>>>,
     bytes: usize,
 }
 
-static IDLE: Mutex<Option<Idle>> = Mutex::new(None);
+impl<T> Shelf<T> {
+    /// A buffer of `len` from `slot`'s shelf, if it holds one.
+    fn take(slot: &Mutex<Option<Self>>, len: usize) -> Option<Vec<T>> {
+        if len < MIN_POOLED_LEN {
+            return None;
+        }
+        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let shelf = guard.as_mut()?;
+        let buf = shelf.by_len.get_mut(&len).and_then(Vec::pop)?;
+        shelf.bytes -= len * std::mem::size_of::<T>();
+        Some(buf)
+    }
+
+    /// Puts `buf` on `slot`'s shelf, or frees it when it is small or the shelf is full.
+    fn give(slot: &Mutex<Option<Self>>, buf: Vec<T>) {
+        let (len, bytes) = (buf.len(), std::mem::size_of_val(buf.as_slice()));
+        if len < MIN_POOLED_LEN {
+            return;
+        }
+        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let shelf = guard.get_or_insert_with(|| Shelf { by_len: HashMap::new(), bytes: 0 });
+        if shelf.bytes + bytes <= MAX_IDLE_BYTES {
+            shelf.bytes += bytes;
+            shelf.by_len.entry(len).or_default().push(buf);
+        }
+    }
+}
+
+static IDLE: Mutex<Option<Shelf<f32>>> = Mutex::new(None);
+
+/// The bf16 operands' buffers (`gemm/bf16.rs`), kept apart from the f32 ones.
+static IDLE_BF16: Mutex<Option<Shelf<u16>>> = Mutex::new(None);
 
 /// A buffer of exactly `len` elements with unspecified contents (a reused one when the pool has it).
 pub fn take(len: usize) -> Vec<f32> {
-    if len >= MIN_POOLED_LEN {
-        let mut guard = IDLE.lock().unwrap_or_else(|e| e.into_inner());
-        let idle = guard.get_or_insert_with(Idle::default);
-        if let Some(buf) = idle.by_len.get_mut(&len).and_then(Vec::pop) {
-            idle.bytes -= len * 4;
-            return buf;
-        }
-    }
-    vec![0.0; len]
+    Shelf::take(&IDLE, len).unwrap_or_else(|| vec![0.0; len])
 }
 
 /// Hands a buffer back for reuse.
 pub fn give(buf: Vec<f32>) {
-    let len = buf.len();
-    if len < MIN_POOLED_LEN {
-        return;
-    }
-    let mut guard = IDLE.lock().unwrap_or_else(|e| e.into_inner());
-    let idle = guard.get_or_insert_with(Idle::default);
-    if idle.bytes + len * 4 <= MAX_IDLE_BYTES {
-        idle.bytes += len * 4;
-        idle.by_len.entry(len).or_default().push(buf);
-    }
+    Shelf::give(&IDLE, buf);
+}
+
+/// A buffer of exactly `len` bf16 values (as bits) with unspecified contents, as [`take`].
+pub(crate) fn take_bf16(len: usize) -> Vec<u16> {
+    Shelf::take(&IDLE_BF16, len).unwrap_or_else(|| vec![0; len])
+}
+
+/// Hands a bf16 buffer back for reuse, as [`give`].
+pub(crate) fn give_bf16(buf: Vec<u16>) {
+    Shelf::give(&IDLE_BF16, buf);
 }
 
 /// Frees every idle buffer (e.g. between benchmarks, so one's buffers do not count in the next one's memory).
 pub fn release_idle() {
-    let mut guard = IDLE.lock().unwrap_or_else(|e| e.into_inner());
-    *guard = None;
+    *IDLE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    *IDLE_BF16.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 /// A buffer taken from the pool for the duration of a scope.

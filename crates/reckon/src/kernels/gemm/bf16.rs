@@ -13,6 +13,7 @@
 //! `half` crate's conversion because of that flush and because the loop must vectorise.
 
 use super::Mat;
+use crate::kernels::pool;
 
 /// f32 → bf16 bits, round-to-nearest-even; subnormals to signed zero, NaN stays NaN (quiet).
 #[inline(always)]
@@ -64,6 +65,12 @@ pub(crate) struct Bf16Matrix {
     /// The rounded values as row-major f32, made on the fallback's first use and kept: a cached weight is
     /// expanded once per optimiser step, not once per product.
     expanded: std::sync::OnceLock<Vec<f32>>,
+}
+
+impl Drop for Bf16Matrix {
+    fn drop(&mut self) {
+        pool::give_bf16(std::mem::take(&mut self.data));
+    }
 }
 
 /// `out[j] = to_bf16(row[j])` for a contiguous row.
@@ -152,21 +159,78 @@ impl Bf16Matrix {
     /// `mat` `[rows × cols]` (any strides) rounded to bf16 and laid out for `side`.
     pub(crate) fn new(mat: Mat, rows: usize, cols: usize, side: Side) -> Self {
         mat.assert_covers(rows, cols);
-        let data = vec![0u16; rows.next_multiple_of(32) * cols.next_multiple_of(32)];
+        // A reused buffer (stale contents): the fills write every value, and `zero_padding` the padding.
+        let data = pool::take_bf16(rows.next_multiple_of(32) * cols.next_multiple_of(32));
         let mut out = Self { data, rows, cols, side, expanded: std::sync::OnceLock::new() };
         match (side, mat.is_transposed()) {
             _ if out.data.is_empty() => {}
-            (Side::Left, false) => out.fill_left(|r| &mat.data[r * mat.row_stride..][..cols]),
-            (Side::Right, false) => out.fill_right(|r| &mat.data[r * mat.row_stride..][..cols]),
+            (Side::Left, false) => {
+                out.fill_left(|r| &mat.data[r * mat.row_stride..][..cols]);
+                out.zero_padding(false);
+            }
+            (Side::Right, false) => {
+                out.fill_right(|r| &mat.data[r * mat.row_stride..][..cols]);
+                out.zero_padding(false);
+            }
             // A transposed operand (the weight gradients' `dyᵀ`, `xᵀ`, the token mixer's `xᵀ`) is the transpose
             // of contiguous rows (`row_stride` 1): its tiles are converted from those rows and transposed as 16×16
             // bf16 pairs (see `fill_transposed`), with no f32 copy of the transpose.
             (_, true) => {
                 debug_assert_eq!(mat.row_stride, 1, "a transposed operand's rows are its source's columns");
                 out.fill_transposed(|c| &mat.data[c * mat.col_stride..][..rows]);
+                out.zero_padding(true);
             }
         }
         out
+    }
+
+    /// Zeroes the padding the fills leave unwritten (a stale NaN there would poison the products' sums): past
+    /// `rows` and `cols` up to the multiples of 32. `whole_tiles`: the fill wrote whole tiles up to the next
+    /// multiple of 16 of the outer dimension (zeros included), as [`Self::fill_transposed`] does; else it wrote
+    /// exactly the values, and the odd row of a right operand's last pair.
+    fn zero_padding(&mut self, whole_tiles: bool) {
+        let (rows, cols) = (self.rows, self.cols);
+        let (rows_pad, cols_pad) = (rows.next_multiple_of(32), cols.next_multiple_of(32));
+        match self.side {
+            Side::Left => {
+                // Rows past the written ones, one 32-value run per tile along `k`.
+                let written = if whole_tiles { rows.next_multiple_of(16) } else { rows };
+                for r in written..rows_pad {
+                    for c0 in (0..cols_pad).step_by(32) {
+                        let at = self.index(r, c0);
+                        self.data[at..at + 32].fill(0);
+                    }
+                }
+                // Columns past `cols` in each written row's last tile.
+                if !whole_tiles && cols < cols_pad {
+                    for r in 0..rows {
+                        let at = self.index(r, cols);
+                        self.data[at..at + (cols_pad - cols)].fill(0);
+                    }
+                }
+            }
+            Side::Right => {
+                // Pair rows past the written ones, one 16-pair run per column band.
+                let written_rows = if whole_tiles { rows_pad } else { rows.next_multiple_of(2) };
+                for p in (written_rows..rows_pad).step_by(2) {
+                    for c0 in (0..cols_pad).step_by(16) {
+                        let at = self.index(p, c0);
+                        self.data[at..at + 32].fill(0);
+                    }
+                }
+                // Columns past the written ones in every pair row, band by band.
+                let written = if whole_tiles { cols.next_multiple_of(16) } else { cols };
+                for p in (0..written_rows).step_by(2) {
+                    let mut c = written;
+                    while c < cols_pad {
+                        let run = 16 - c % 16;
+                        let at = self.index(p, c);
+                        self.data[at..at + 2 * run].fill(0);
+                        c += run;
+                    }
+                }
+            }
+        }
     }
 
     /// Left layout from contiguous rows (`row(r)`, `cols` long).
@@ -395,11 +459,15 @@ mod tests {
 
     #[test]
     fn layouts_hold_the_rounded_values_of_any_strided_operand() {
-        // One tile and less; several tiles with partial edges both ways (the transposed fill's scratch tiles).
-        for (rows, cols) in [(5, 7), (37, 70), (64, 33)] {
+        // One tile and less; several tiles with partial edges both ways (the transposed fill's scratch tiles);
+        // large enough for pooled buffers, given stale contents (all NaN) first, as a reused buffer has.
+        for (rows, cols) in [(5, 7), (37, 70), (64, 33), (150, 230), (161, 97)] {
             let v = random(rows * cols, 1);
+            let stale = || pool::give_bf16(vec![0xFFFF; rows.next_multiple_of(32) * cols.next_multiple_of(32)]);
             for side in [Side::Left, Side::Right] {
+                stale();
                 let plain = Bf16Matrix::new(Mat::rows(&v, cols), rows, cols, side);
+                stale();
                 let transposed = Bf16Matrix::new(Mat::transposed(&v, cols), cols, rows, side);
                 for (r, c) in (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))) {
                     let want = from_bf16(to_bf16(v[r * cols + c]));
