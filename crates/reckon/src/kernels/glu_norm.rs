@@ -367,9 +367,18 @@ pub(super) mod flex {
             .for_each(|(((y, x), rstd), g)| {
                 let m = rstd.len();
                 matmul_rows_weight(m, 2 * inter, width, g, false, x, wgu_t);
-                let mut act = Scratch::new(m * inter);
-                swiglu_block(gate, g, &mut act, inter);
-                matmul_rows_weight(m, width, inter, y, false, &act, wd_t);
+                if let WeightOperand::Bf16(wd_t) = wd_t {
+                    // bf16: the gated rows go straight into the down product's operand.
+                    let act = Bf16Matrix::from_rows(m, inter, Side::Left, |r, act| {
+                        let (gate_row, up_row) = g[r * 2 * inter..][..2 * inter].split_at(inter);
+                        simd::glu_mul(gate, gate_row, up_row, act);
+                    });
+                    bf16_matmul(y, false, &act, wd_t);
+                } else {
+                    let mut act = Scratch::new(m * inter);
+                    swiglu_block(gate, g, &mut act, inter);
+                    matmul_rows_weight(m, width, inter, y, false, &act, wd_t);
+                }
                 residual_rms_norm_block(x, y, rstd, width, eps as f32);
             });
         ForwardBuffers { shape, gate_up, y, rstd }
@@ -566,10 +575,18 @@ pub(super) mod flex {
             .zip(gate_up.par_chunks_mut(2 * inter * d).zip(rstd.par_chunks_mut(d)))
             .for_each(|((y, x), (g, rstd))| {
                 matmul_weight_rows(2 * inter, d, s, g, false, wgu, x);
-                let mut act = Scratch::new(inter * d);
                 let (gate, up) = g.split_at(inter * d);
-                swiglu_halves(kind, gate, up, &mut act);
-                matmul_weight_rows(s, d, inter, y, false, wd, &act);
+                if let WeightOperand::Bf16(wd) = wd {
+                    // bf16: the gated rows go straight into the down product's operand.
+                    let act = Bf16Matrix::from_rows(inter, d, Side::Right, |i, act| {
+                        simd::glu_mul(kind, &gate[i * d..][..d], &up[i * d..][..d], act);
+                    });
+                    bf16_matmul(y, false, wd, &act);
+                } else {
+                    let mut act = Scratch::new(inter * d);
+                    swiglu_halves(kind, gate, up, &mut act);
+                    matmul_weight_rows(s, d, inter, y, false, wd, &act);
+                }
                 column_residual_rms_norm(x, y, rstd, d, eps);
             });
         (y, gate_up, rstd)

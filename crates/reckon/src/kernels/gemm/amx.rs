@@ -1,7 +1,7 @@
 //! The bf16 GEMM on Intel AMX tiles (`TDPBF16PS`): `C[f32] += A[bf16] · B[bf16]`, 16×16 f32 accumulators.
 //!
 //! One `TDPBF16PS` multiplies a 16×32 bf16 tile by a 32×16 one (8,192 multiply-adds); measured on this project's
-//! development machine (Xeon with AMX, one core) at 2.2–2.3 TFLOP/s in a register-only loop, against 160 GFLOP/s
+//! development machine (Xeon with AMX, one core) at 2.2–3.5 TFLOP/s (on different days) in a register-only loop, against 160 GFLOP/s
 //! for AVX-512 f32 FMAs, while AVX512-BF16's `VDPBF16PS` ran at 81 (half the f32 rate there), so tiles are the
 //! only bf16 route worth taking on such a CPU. The compiler has no stable AMX intrinsics (Rust 1.95), so the
 //! tile instructions are inline assembly.
@@ -9,16 +9,23 @@
 //! The kernel takes operands already laid out for the tiles ([`super::bf16::Bf16Matrix`]): grids of whole 1 KiB
 //! tiles, zero-padded to multiples of 32 both ways, the tiles of one 16-row band of the left operand (one
 //! 16-column band of the right, its row pairs interleaved as `TDPBF16PS` reads them) consecutive along the inner
-//! dimension, so every tile load reads 1 KiB of consecutive memory and a block's operands stream front to back.
+//! dimension, so every tile load reads 1 KiB of consecutive memory and a block's operands stream front to back;
+//! every tile starts on a cache line (a tile row across two lines made the loads three times slower).
 //! Each 32×32 block of the output takes two left tiles and two right tiles per 32-deep step into four accumulator
 //! tiles (the eight tile registers), summed in place in the destination; a block on the output's edge goes
-//! through a scratch block, of which the valid part is copied (or added). (Software prefetching of the next
-//! bands into L2 was tried: a tenth faster in isolation, a fifth slower in shape A's inference step.)
+//! through a scratch block, of which the valid part is copied (or added). The blocks run in panels of columns
+//! (see [`panel_columns`]); each step's tile loads are issued right after the last product that reads the
+//! register they overwrite. (Software prefetching of the next bands into L2 was tried: a tenth faster in
+//! isolation, a fifth slower in shape A's inference step.)
 
 use std::arch::asm;
 use std::sync::OnceLock;
 
 use super::bf16::TILE;
+
+/// The scratch for an output block on the edge, aligned as the tile stores want (see `pool::Bf16Block`).
+#[repr(C, align(64))]
+struct AlignedBlock([f32; 32 * 32]);
 
 /// The tile configuration `LDTILECFG` reads: palette 1, eight tiles of 16 rows × 64 bytes.
 #[repr(C, align(64))]
@@ -78,27 +85,42 @@ pub(super) fn matmul(m: usize, n: usize, depth: usize, dst: &mut [f32], accumula
     assert!(a.len() >= (m_pad / 16) * band, "AMX: left operand too short");
     assert!(b.len() >= (n_pad / 16) * band, "AMX: right operand too short");
     assert_eq!(dst.len(), m * n, "matmul destination size");
+    assert!(
+        a.as_ptr().cast::<u8>().align_offset(64) == 0 && b.as_ptr().cast::<u8>().align_offset(64) == 0,
+        "AMX: operands not cache-line aligned"
+    );
     let config = TileConfig::sixteen_by_sixty_four();
-    let mut block = [0.0f32; 32 * 32];
+    let mut block = AlignedBlock([0.0f32; 32 * 32]);
     let mut one_block = |i0: usize, j0: usize| {
         // SAFETY: AMX is present and permitted (asserted) and the tiles configured (below); the tile loads read
         // 16 rows of 64 bytes, `depth` tiles along bands `i0 / 16`, `i0 / 16 + 1` of `a` and `j0 / 16`,
         // `j0 / 16 + 1` of `b` (inside them, asserted above); every accumulator load or store is 16 rows of 16 f32
         // inside `block` or, for a block wholly inside `dst` (rows `i0..i0 + 32 ≤ m`, columns `j0..j0 + 32 ≤ n`),
         // inside `dst`.
-        unsafe { block_product(i0, j0, m, n, depth, dst, accumulate, a, b, &mut block) }
+        unsafe { block_product(i0, j0, m, n, depth, dst, accumulate, a, b, &mut block.0) }
     };
     // SAFETY: AMX is present and permitted (asserted); the tile registers are this function's alone between
     // LDTILECFG and TILERELEASE (no other code on this thread runs AMX in between).
     unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
-    // Row blocks outer: a row block's two bands of `a` stay in cache while every column block's bands of `b`
-    // stream past. (Columns outer when `b` is the larger operand, measured on shape B's inference step: a tenth
-    // slower.)
-    for i0 in (0..m_pad).step_by(32) {
-        (0..n_pad).step_by(32).for_each(|j0| one_block(i0, j0));
+    // Panels of columns outer, row blocks inside: a row block's two bands of `a` stay in L1 while the panel's
+    // column blocks pass, and the panel's bands of `b` stay in L2 for every row block.
+    let panel = panel_columns(depth);
+    for p0 in (0..n_pad).step_by(panel) {
+        for i0 in (0..m_pad).step_by(32) {
+            (p0..n_pad.min(p0 + panel)).step_by(32).for_each(|j0| one_block(i0, j0));
+        }
     }
     // SAFETY: as LDTILECFG above.
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// Output columns per panel: the panel's bands of `b` (`depth` KiB per 16 columns) about 256 KiB, so they stay
+/// in L2 while every row block of `a` passes over them, and `b` is read from memory once, not once per row block.
+/// Measured on one core of the development machine (2026-12-05), `256×3072·3072×512`-class products (a 3 MiB
+/// weight): 0.68 TFLOP/s with whole rows of blocks, 1.09 in panels of 256 columns; panels of 64 columns for a
+/// depth of 48 tiles were level with whole rows or faster; products whose `b` fits anyway are one panel.
+fn panel_columns(depth: usize) -> usize {
+    (256 / depth.max(1) * 16 / 32 * 32).max(32)
 }
 
 /// The 32×32 output block at `(i0, j0)`: four accumulator tiles, two tiles of each operand per 32-deep step.
@@ -138,22 +160,42 @@ unsafe fn block_product(
         }
         let band = depth * TILE;
         let (mut a0, mut b0) = (a.as_ptr().add((i0 / 16) * band), b.as_ptr().add((j0 / 16) * band));
-        for _ in 0..depth {
+        // Software-pipelined: tiles carry no register renaming, so a tile is reloaded for the next step as soon as
+        // the last product reading it has been issued, and each product finds its operands loaded one or two
+        // products earlier (loading each step's operands just before its products left every product waiting
+        // for a load).
+        asm!(
+            "tileloadd tmm4, [{a0} + {s}*1]",
+            "tileloadd tmm6, [{b0} + {s}*1]",
+            "tileloadd tmm7, [{b1} + {s}*1]",
+            "tileloadd tmm5, [{a1} + {s}*1]",
+            a0 = in(reg) a0, a1 = in(reg) a0.add(band), b0 = in(reg) b0, b1 = in(reg) b0.add(band),
+            s = in(reg) 64usize,
+            options(nostack, readonly),
+        );
+        for _ in 1..depth {
+            (a0, b0) = (a0.add(TILE), b0.add(TILE));
             asm!(
-                "tileloadd tmm4, [{a0} + {s}*1]",
-                "tileloadd tmm6, [{b0} + {s}*1]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
-                "tileloadd tmm7, [{b1} + {s}*1]",
                 "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{a1} + {s}*1]",
+                "tileloadd tmm4, [{a0} + {s}*1]",
                 "tdpbf16ps tmm2, tmm5, tmm6",
+                "tileloadd tmm6, [{b0} + {s}*1]",
                 "tdpbf16ps tmm3, tmm5, tmm7",
+                "tileloadd tmm5, [{a1} + {s}*1]",
+                "tileloadd tmm7, [{b1} + {s}*1]",
                 a0 = in(reg) a0, a1 = in(reg) a0.add(band), b0 = in(reg) b0, b1 = in(reg) b0.add(band),
                 s = in(reg) 64usize,
                 options(nostack, readonly),
             );
-            (a0, b0) = (a0.add(TILE), b0.add(TILE));
         }
+        asm!(
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            options(nostack, nomem),
+        );
         asm!(
             "tilestored [{c0} + {s}*1], tmm0",
             "tilestored [{c1} + {s}*1], tmm1",

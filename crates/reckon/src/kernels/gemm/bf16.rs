@@ -13,7 +13,7 @@
 //! `half` crate's conversion because of that flush and because the loop must vectorise.
 
 use super::Mat;
-use crate::kernels::pool;
+use crate::kernels::pool::{self, Bf16Block};
 
 /// f32 → bf16 bits, round-to-nearest-even; subnormals to signed zero, NaN stays NaN (quiet).
 #[inline(always)]
@@ -58,7 +58,8 @@ pub(crate) const TILE: usize = 512;
 
 /// One GEMM operand in bf16, laid out for the tiles (see [`Side`]), zero-padded to multiples of 32 both ways.
 pub(crate) struct Bf16Matrix {
-    data: Vec<u16>,
+    /// The tiles (cache-line aligned), `TILE` values each.
+    tiles: Vec<Bf16Block>,
     rows: usize,
     cols: usize,
     side: Side,
@@ -69,7 +70,7 @@ pub(crate) struct Bf16Matrix {
 
 impl Drop for Bf16Matrix {
     fn drop(&mut self) {
-        pool::give_bf16(std::mem::take(&mut self.data));
+        pool::give_bf16(std::mem::take(&mut self.tiles));
     }
 }
 
@@ -160,10 +161,9 @@ impl Bf16Matrix {
     pub(crate) fn new(mat: Mat, rows: usize, cols: usize, side: Side) -> Self {
         mat.assert_covers(rows, cols);
         // A reused buffer (stale contents): the fills write every value, and `zero_padding` the padding.
-        let data = pool::take_bf16(rows.next_multiple_of(32) * cols.next_multiple_of(32));
-        let mut out = Self { data, rows, cols, side, expanded: std::sync::OnceLock::new() };
+        let mut out = Self::stale(rows, cols, side);
         match (side, mat.is_transposed()) {
-            _ if out.data.is_empty() => {}
+            _ if out.tiles.is_empty() => {}
             (Side::Left, false) => {
                 out.fill_left(|r| &mat.data[r * mat.row_stride..][..cols]);
                 out.zero_padding(false);
@@ -198,14 +198,14 @@ impl Bf16Matrix {
                 for r in written..rows_pad {
                     for c0 in (0..cols_pad).step_by(32) {
                         let at = self.index(r, c0);
-                        self.data[at..at + 32].fill(0);
+                        self.data_mut()[at..at + 32].fill(0);
                     }
                 }
                 // Columns past `cols` in each written row's last tile.
                 if !whole_tiles && cols < cols_pad {
                     for r in 0..rows {
                         let at = self.index(r, cols);
-                        self.data[at..at + (cols_pad - cols)].fill(0);
+                        self.data_mut()[at..at + (cols_pad - cols)].fill(0);
                     }
                 }
             }
@@ -215,7 +215,7 @@ impl Bf16Matrix {
                 for p in (written_rows..rows_pad).step_by(2) {
                     for c0 in (0..cols_pad).step_by(16) {
                         let at = self.index(p, c0);
-                        self.data[at..at + 32].fill(0);
+                        self.data_mut()[at..at + 32].fill(0);
                     }
                 }
                 // Columns past the written ones in every pair row, band by band.
@@ -225,7 +225,7 @@ impl Bf16Matrix {
                     while c < cols_pad {
                         let run = 16 - c % 16;
                         let at = self.index(p, c);
-                        self.data[at..at + 2 * run].fill(0);
+                        self.data_mut()[at..at + 2 * run].fill(0);
                         c += run;
                     }
                 }
@@ -233,14 +233,36 @@ impl Bf16Matrix {
         }
     }
 
+    /// A `rows × cols` operand for `side` on a reused buffer, contents unspecified: the caller fills it.
+    fn stale(rows: usize, cols: usize, side: Side) -> Self {
+        let tiles = pool::take_bf16(rows.next_multiple_of(32) * cols.next_multiple_of(32) / TILE);
+        Self { tiles, rows, cols, side, expanded: std::sync::OnceLock::new() }
+    }
+
+    /// The values, tile after tile.
+    fn data(&self) -> &[u16] {
+        // SAFETY: `Bf16Block` is `repr(C)` around `[u16; TILE]`, 1 KiB with no padding.
+        unsafe { std::slice::from_raw_parts(self.tiles.as_ptr().cast::<u16>(), self.tiles.len() * TILE) }
+    }
+
+    /// The values, mutable.
+    fn data_mut(&mut self) -> &mut [u16] {
+        // SAFETY: as in `data`.
+        unsafe { std::slice::from_raw_parts_mut(self.tiles.as_mut_ptr().cast::<u16>(), self.tiles.len() * TILE) }
+    }
+
     /// Left layout from contiguous rows (`row(r)`, `cols` long).
     fn fill_left<'a>(&mut self, row: impl Fn(usize) -> &'a [f32]) {
         for r in 0..self.rows {
-            let src = row(r);
-            for c0 in (0..self.cols).step_by(32) {
-                let (len, at) = ((self.cols - c0).min(32), self.index(r, c0));
-                convert_row(&src[c0..c0 + len], &mut self.data[at..at + len]);
-            }
+            self.fill_left_row(r, row(r));
+        }
+    }
+
+    /// Row `r` of a left operand from `src` (`cols` long).
+    fn fill_left_row(&mut self, r: usize, src: &[f32]) {
+        for c0 in (0..self.cols).step_by(32) {
+            let (len, at) = ((self.cols - c0).min(32), self.index(r, c0));
+            convert_row(&src[c0..c0 + len], &mut self.data_mut()[at..at + len]);
         }
     }
 
@@ -248,12 +270,44 @@ impl Bf16Matrix {
     fn fill_right<'a>(&mut self, row: impl Fn(usize) -> &'a [f32]) {
         let zeros = vec![0.0f32; self.cols];
         for p in (0..self.rows).step_by(2) {
-            let (even, odd) = (row(p), if p + 1 < self.rows { row(p + 1) } else { &zeros[..] });
-            for c0 in (0..self.cols).step_by(16) {
-                let (len, at) = ((self.cols - c0).min(16), self.index(p, c0));
-                convert_pair(&even[c0..c0 + len], &odd[c0..c0 + len], &mut self.data[at..at + 2 * len]);
-            }
+            self.fill_right_pair(p, row(p), if p + 1 < self.rows { row(p + 1) } else { &zeros[..] });
         }
+    }
+
+    /// Rows `p` (even) and `p + 1` of a right operand from `even` and `odd` (`cols` long each).
+    fn fill_right_pair(&mut self, p: usize, even: &[f32], odd: &[f32]) {
+        for c0 in (0..self.cols).step_by(16) {
+            let (len, at) = ((self.cols - c0).min(16), self.index(p, c0));
+            convert_pair(&even[c0..c0 + len], &odd[c0..c0 + len], &mut self.data_mut()[at..at + 2 * len]);
+        }
+    }
+
+    /// A `rows × cols` operand for `side` whose rows are computed as they are laid out: `row(r, out)` writes row
+    /// `r` (`cols` f32 values), rows in order. An activation made by an elementwise pass (the GLU's
+    /// `gate(g) · u`) so goes straight into the next product's operand, with no f32 copy of it in memory.
+    pub(crate) fn from_rows(rows: usize, cols: usize, side: Side, mut row: impl FnMut(usize, &mut [f32])) -> Self {
+        let mut out = Self::stale(rows, cols, side);
+        if out.tiles.is_empty() {
+            return out;
+        }
+        let (mut even, mut odd) = (vec![0.0f32; cols], vec![0.0f32; cols]);
+        match side {
+            Side::Left => (0..rows).for_each(|r| {
+                row(r, &mut even);
+                out.fill_left_row(r, &even);
+            }),
+            Side::Right => (0..rows).step_by(2).for_each(|p| {
+                row(p, &mut even);
+                if p + 1 < rows {
+                    row(p + 1, &mut odd);
+                } else {
+                    odd.fill(0.0);
+                }
+                out.fill_right_pair(p, &even, &odd);
+            }),
+        }
+        out.zero_padding(false);
+        out
     }
 
     /// Either layout of a matrix given by its contiguous columns (`column(c)`, `rows` long). Both layouts hold
@@ -295,7 +349,7 @@ impl Bf16Matrix {
                         self.index(i0, o0)
                     }
                 };
-                transpose_pairs(&scratch, &mut self.data[at..at + TILE]);
+                transpose_pairs(&scratch, &mut self.data_mut()[at..at + TILE]);
             }
         }
     }
@@ -321,7 +375,7 @@ impl Bf16Matrix {
     /// The rounded element `(r, c)` as f32.
     #[cfg(test)]
     fn get(&self, r: usize, c: usize) -> f32 {
-        from_bf16(self.data[self.index(r, c)])
+        from_bf16(self.data()[self.index(r, c)])
     }
 
     /// The rounded values, row-major `[rows × cols]` f32 (the fallback's operands), expanded once.
@@ -340,13 +394,13 @@ impl Bf16Matrix {
                 Side::Left => {
                     for (c0, run) in (0..self.cols).step_by(32).zip(row.chunks_mut(32)) {
                         let at = self.index(r, c0);
-                        run.iter_mut().zip(&self.data[at..]).for_each(|(o, &b)| *o = from_bf16(b));
+                        run.iter_mut().zip(&self.data()[at..]).for_each(|(o, &b)| *o = from_bf16(b));
                     }
                 }
                 Side::Right => {
                     for (c0, run) in (0..self.cols).step_by(16).zip(row.chunks_mut(16)) {
                         let at = self.index(r, c0);
-                        run.iter_mut().zip(self.data[at..].iter().step_by(2)).for_each(|(o, &b)| *o = from_bf16(b));
+                        run.iter_mut().zip(self.data()[at..].iter().step_by(2)).for_each(|(o, &b)| *o = from_bf16(b));
                     }
                 }
             }
@@ -384,7 +438,7 @@ pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, lhs: &Bf16Matrix, rhs: &
     assert_eq!(dst.len(), m * n, "matmul destination size");
     #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
     if amx_available() {
-        return super::amx::matmul(m, n, lhs.depth_tiles(), dst, accumulate, &lhs.data, &rhs.data);
+        return super::amx::matmul(m, n, lhs.depth_tiles(), dst, accumulate, lhs.data(), rhs.data());
     }
     super::crate_matmul(m, n, k, dst, accumulate, Mat::rows(lhs.expanded(), k), Mat::rows(rhs.expanded(), n));
 }
@@ -461,9 +515,14 @@ mod tests {
     fn layouts_hold_the_rounded_values_of_any_strided_operand() {
         // One tile and less; several tiles with partial edges both ways (the transposed fill's scratch tiles);
         // large enough for pooled buffers, given stale contents (all NaN) first, as a reused buffer has.
-        for (rows, cols) in [(5, 7), (37, 70), (64, 33), (150, 230), (161, 97)] {
+        for (rows, cols) in [(5, 7), (37, 70), (64, 33), (150, 230), (161, 197)] {
             let v = random(rows * cols, 1);
-            let stale = || pool::give_bf16(vec![0xFFFF; rows.next_multiple_of(32) * cols.next_multiple_of(32)]);
+            let stale = || {
+                pool::give_bf16(vec![
+                    Bf16Block([0xFFFF; TILE]);
+                    rows.next_multiple_of(32) * cols.next_multiple_of(32) / TILE
+                ])
+            };
             for side in [Side::Left, Side::Right] {
                 stale();
                 let plain = Bf16Matrix::new(Mat::rows(&v, cols), rows, cols, side);
@@ -477,12 +536,35 @@ mod tests {
                 }
                 // The padding is zeros (a stale NaN there would poison the products' sums).
                 for (m, (h, w)) in [(&plain, (rows, cols)), (&transposed, (cols, rows))] {
-                    let mut held = vec![false; m.data.len()];
+                    let mut held = vec![false; m.data().len()];
                     (0..h).flat_map(|r| (0..w).map(move |c| (r, c))).for_each(|(r, c)| held[m.index(r, c)] = true);
-                    assert!(m.data.iter().zip(&held).all(|(&x, &h)| h || x == 0), "{side:?} {h}x{w}: padding");
+                    assert!(m.data().iter().zip(&held).all(|(&x, &h)| h || x == 0), "{side:?} {h}x{w}: padding");
+                }
+                for m in [&plain, &transposed] {
+                    assert_eq!(m.data().as_ptr().cast::<u8>().align_offset(64), 0, "tiles start on cache lines");
                 }
                 let first = plain.expanded().as_ptr();
                 assert_eq!(plain.expanded().as_ptr(), first, "the fallback's expansion is made once and kept");
+            }
+        }
+    }
+
+    /// An operand made row by row holds what the same rows converted at once hold, padding included, on a stale
+    /// buffer.
+    #[test]
+    fn operands_made_row_by_row_equal_converted_ones() {
+        for (rows, cols) in [(1, 1), (33, 17), (161, 197)] {
+            let v = random(rows * cols, 4);
+            for side in [Side::Left, Side::Right] {
+                let whole = Bf16Matrix::new(Mat::rows(&v, cols), rows, cols, side);
+                pool::give_bf16(vec![Bf16Block([0xFFFF; TILE]); whole.tiles.len()]);
+                let mut order = Vec::new();
+                let made = Bf16Matrix::from_rows(rows, cols, side, |r, out| {
+                    order.push(r);
+                    out.copy_from_slice(&v[r * cols..][..cols]);
+                });
+                assert_eq!(order, (0..rows).collect::<Vec<_>>(), "{side:?}: each row once, in order");
+                assert!(made.data() == whole.data(), "{side:?} {rows}x{cols}: made row by row");
             }
         }
     }
