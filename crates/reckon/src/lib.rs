@@ -32,3 +32,8 @@ pub mod kernels;
 pub mod objective;
 pub mod plot;
 pub mod train;
+
+/// The unit tests run under the binary's allocator (see [`backend::CacheLineAligned`]).
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: backend::CacheLineAligned = backend::CacheLineAligned;

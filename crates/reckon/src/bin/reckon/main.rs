@@ -3,6 +3,10 @@
 
 mod bench;
 
+/// Large blocks on cache lines (see [`reckon::backend::CacheLineAligned`]).
+#[global_allocator]
+static ALLOCATOR: reckon::backend::CacheLineAligned = reckon::backend::CacheLineAligned;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use reckon::backend::DeviceChoice;
