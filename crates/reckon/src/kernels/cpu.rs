@@ -333,6 +333,14 @@ simd::multiversion! {
     }
 }
 
+simd::multiversion! {
+    /// `act = kind(gate) · up` and the gradients of `gate`, `up` from that of `act`, in one pass (see
+    /// [`simd::glu_mul_and_grad`]).
+    pub(crate) fn swiglu_with_grad_halves(kind: Gate, gate: &[f32], up: &[f32], d_act: &[f32], act: &mut [f32], d_gate: &mut [f32], d_up: &mut [f32]) {
+        simd::glu_mul_and_grad(kind, gate, up, d_act, act, d_gate, d_up);
+    }
+}
+
 // The RMSNorm backward on a block of rows, shared by the GLU sub-layer and the residual RMSNorm.
 simd::multiversion! {
     /// `dz[r] = rstd[r] · (dy[r] − y[r] · mean(dy[r] · y[r]))`: the RMSNorm backward, for a block of rows.

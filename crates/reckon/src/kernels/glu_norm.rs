@@ -384,17 +384,6 @@ pub(super) mod flex {
         ForwardBuffers { shape, gate_up, y, rstd }
     }
 
-    simd::multiversion! {
-        /// The gradient of the gate/up pre-activations from that of the SwiGLU output, for a block of rows.
-        fn swiglu_grad_block(kind: Gate, g: &[f32], d_act: &[f32], dg: &mut [f32], inter: usize) {
-            for ((dg, g), da) in dg.chunks_mut(2 * inter).zip(g.chunks(2 * inter)).zip(d_act.chunks(inter)) {
-                let (gate, up) = g.split_at(inter);
-                let (d_gate, d_up) = dg.split_at_mut(inter);
-                simd::glu_mul_grad(kind, gate, up, da, d_gate, d_up);
-            }
-        }
-    }
-
     /// Backward of [`residual_swiglu_norm`]: `(dx, dw_gate_up, dw_down)`, `dx` in `x`'s `[B, S, D]` layout.
     ///
     /// Row blocks are independent except for the weight gradients, which each of a fixed number of parts (one
@@ -488,23 +477,29 @@ pub(super) mod flex {
                 // dz, the gradient at the residual sum, is both dx's direct part and the MLP output's gradient.
                 rms_norm_grad_block(y, dy, rstd, dx, width);
                 let accumulate = i > 0;
-                let mut act = Scratch::new(m * inter);
-                swiglu_block(self.gate, g, &mut act, inter);
                 let dtype = self.dtype;
-                matmul_in(
-                    dtype,
-                    width,
-                    inter,
-                    m,
-                    &mut dw_down,
-                    accumulate,
-                    Mat::transposed(dx, width),
-                    Mat::rows(&act, inter),
-                );
-                let mut d_act = act; // reuse the buffer: act is no longer needed
+                // The GLU output's gradient first (it does not need the output), then the output and the gate/up
+                // gradients in one pass over the pre-activations.
+                let mut d_act = Scratch::new(m * inter);
                 matmul_rows_weight(m, inter, width, &mut d_act, false, dx, &self.wd);
                 let mut dg = Scratch::new(m * 2 * inter);
-                swiglu_grad_block(self.gate, g, &d_act, &mut dg, inter);
+                let mut glu_row = |r: usize, act: &mut [f32]| {
+                    let (gate, up) = g[r * 2 * inter..][..2 * inter].split_at(inter);
+                    let (d_gate, d_up) = dg[r * 2 * inter..][..2 * inter].split_at_mut(inter);
+                    swiglu_with_grad_halves(self.gate, gate, up, &d_act[r * inter..][..inter], act, d_gate, d_up);
+                };
+                let dx_t = Mat::transposed(dx, width);
+                if dtype == GemmDtype::Bf16 {
+                    // bf16: the output rows go straight into the weight gradient's operand.
+                    let act = Bf16Matrix::from_rows(m, inter, Side::Right, glu_row);
+                    let dx_t = Bf16Matrix::new(dx_t, width, m, Side::Left);
+                    bf16_matmul(&mut dw_down, accumulate, &dx_t, &act);
+                } else {
+                    let mut act = Scratch::new(m * inter);
+                    act.chunks_mut(inter).enumerate().for_each(|(r, act)| glu_row(r, act));
+                    matmul_in(dtype, width, inter, m, &mut dw_down, accumulate, dx_t, Mat::rows(&act, inter));
+                }
+                drop(d_act);
                 let (dg_t, x) = (Mat::transposed(&dg, 2 * inter), Mat::rows(x, width));
                 matmul_in(dtype, 2 * inter, width, m, &mut dw_gate_up, accumulate, dg_t, x);
                 matmul_rows_weight(m, width, 2 * inter, dx, true, &dg, &self.wgu);
@@ -629,15 +624,15 @@ pub(super) mod flex {
                     column_rms_norm_grad(y, dy, rstd, dx, &mut mean);
                     let accumulate = i > 0;
                     let (gate, up) = g.split_at(inter * d);
-                    let mut act = Scratch::new(inter * d);
-                    swiglu_halves(kind, gate, up, &mut act);
-                    matmul_in(dtype, s, inter, d, &mut dwd, accumulate, Mat::rows(dx, d), Mat::transposed(&act, d));
-                    let mut d_act = act;
+                    // The GLU output's gradient first, then the output and the gate/up gradients in one pass.
+                    let mut d_act = Scratch::new(inter * d);
                     matmul_weight_rows(inter, d, s, &mut d_act, false, &wd_t, dx);
-                    let mut dg = Scratch::new(2 * inter * d);
+                    let (mut act, mut dg) = (Scratch::new(inter * d), Scratch::new(2 * inter * d));
                     let (d_gate, d_up) = dg.split_at_mut(inter * d);
-                    swiglu_grad_halves(kind, gate, up, &d_act, d_gate, d_up);
+                    swiglu_with_grad_halves(kind, gate, up, &d_act, &mut act, d_gate, d_up);
                     drop(d_act);
+                    matmul_in(dtype, s, inter, d, &mut dwd, accumulate, Mat::rows(dx, d), Mat::transposed(&act, d));
+                    drop(act);
                     matmul_in(dtype, 2 * inter, s, d, &mut dwgu, accumulate, Mat::rows(&dg, d), Mat::transposed(x, d));
                     matmul_weight_rows(s, d, 2 * inter, dx, true, &wgu_t, &dg);
                 }

@@ -236,6 +236,29 @@ mod avx512 {
         }
     }
 
+    /// [`silu_mul`] and [`silu_mul_grad`] in one pass, the same expressions in the same order.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn silu_mul_and_grad(g: &[f32], u: &[f32], da: &[f32], act: &mut [f32], dg: &mut [f32], du: &mut [f32]) {
+        let len = da.len();
+        assert!(g.len() >= len && u.len() >= len && act.len() >= len && dg.len() >= len && du.len() >= len);
+        let one = _mm512_set1_ps(1.0);
+        for i in (0..len).step_by(16) {
+            let m = tail_mask(len - i);
+            // SAFETY: as in `silu_mul`: masked lanes, i < len ≤ each slice's length.
+            unsafe {
+                let gv = _mm512_maskz_loadu_ps(m, g.as_ptr().add(i));
+                let uv = _mm512_maskz_loadu_ps(m, u.as_ptr().add(i));
+                let dav = _mm512_maskz_loadu_ps(m, da.as_ptr().add(i));
+                let s = sigmoid16(gv);
+                _mm512_mask_storeu_ps(act.as_mut_ptr().add(i), m, _mm512_mul_ps(_mm512_mul_ps(gv, s), uv));
+                _mm512_mask_storeu_ps(du.as_mut_ptr().add(i), m, _mm512_mul_ps(_mm512_mul_ps(dav, gv), s));
+                let factor = _mm512_fmadd_ps(gv, _mm512_sub_ps(one, s), one);
+                let dgv = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dav, uv), s), factor);
+                _mm512_mask_storeu_ps(dg.as_mut_ptr().add(i), m, dgv);
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f")]
     pub(super) fn silu_mul_grad(g: &[f32], u: &[f32], da: &[f32], dg: &mut [f32], du: &mut [f32]) {
         let len = da.len();
@@ -312,6 +335,31 @@ pub fn glu_mul_grad(kind: super::Gate, g: &[f32], u: &[f32], da: &[f32], dg: &mu
         super::Gate::Silu => silu_mul_grad(g, u, da, dg, du),
         super::Gate::Tanh => tanh_mul_grad(g, u, da, dg, du),
     }
+}
+
+/// The gated product and its gradients in one pass (the backward needs both: the product for the down
+/// projection's weight gradient, the gradients for the gate/up pre-activations), each value computed as
+/// [`glu_mul`] and [`glu_mul_grad`] compute it, so the results are the same bits; the gate's sigmoid is evaluated
+/// once, not twice, where the CPU has AVX-512.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // two inputs, the incoming gradient and three outputs
+pub fn glu_mul_and_grad(
+    kind: super::Gate,
+    g: &[f32],
+    u: &[f32],
+    da: &[f32],
+    act: &mut [f32],
+    dg: &mut [f32],
+    du: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if kind == super::Gate::Silu && std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        unsafe { avx512::silu_mul_and_grad(g, u, da, act, dg, du) };
+        return;
+    }
+    glu_mul(kind, g, u, act);
+    glu_mul_grad(kind, g, u, da, dg, du);
 }
 
 /// `Σ a·b` with 16 independent partial sums (so it vectorises; the order differs from a sequential sum only
@@ -421,6 +469,28 @@ mod tests {
         for i in 0..x.len() {
             let exact = x[i] as f64 / (1.0 + (-(x[i] as f64)).exp()) * u[i] as f64;
             assert!((act[i] as f64 - exact).abs() <= 1e-6 * exact.abs().max(1e-3), "silu·u at {i}");
+        }
+    }
+
+    /// The one-pass product and gradients are the same bits as the two passes, for both gates, at lengths with
+    /// every tail.
+    #[test]
+    fn one_pass_glu_and_gradients_equal_the_two_passes() {
+        for kind in [super::super::Gate::Silu, super::super::Gate::Tanh] {
+            for len in [1, 15, 16, 17, 100] {
+                let g: Vec<f32> = (0..len).map(|i| (i as f32 - 50.0) * 0.13).collect();
+                let u: Vec<f32> = g.iter().map(|v| (0.3 * v).sin() + 0.5).collect();
+                let da: Vec<f32> = g.iter().map(|v| (0.7 * v).cos()).collect();
+                let (mut act, mut dg, mut du) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+                glu_mul(kind, &g, &u, &mut act);
+                glu_mul_grad(kind, &g, &u, &da, &mut dg, &mut du);
+                let (mut act1, mut dg1, mut du1) = (vec![f32::NAN; len], vec![f32::NAN; len], vec![f32::NAN; len]);
+                glu_mul_and_grad(kind, &g, &u, &da, &mut act1, &mut dg1, &mut du1);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&act1), bits(&act), "{kind:?} {len}: act");
+                assert_eq!(bits(&dg1), bits(&dg), "{kind:?} {len}: d_gate");
+                assert_eq!(bits(&du1), bits(&du), "{kind:?} {len}: d_up");
+            }
         }
     }
 
