@@ -12,7 +12,7 @@ use burn_std::Bytes;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-pub(crate) use super::gemm::bf16::{matmul as bf16_matmul, Bf16Matrix, Side};
+pub(crate) use super::gemm::bf16::{matmul as bf16_matmul, matmul_rows as bf16_matmul_rows, Bf16Matrix, Side};
 pub(crate) use super::gemm::{gemm_dtype, matmul_1t, GemmDtype, Mat};
 use super::{simd, Gate};
 

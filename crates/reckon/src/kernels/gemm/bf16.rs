@@ -417,6 +417,30 @@ pub(crate) fn matmul_rounded(m: usize, n: usize, k: usize, dst: &mut [f32], accu
     matmul(dst, accumulate, &a, &b);
 }
 
+/// `dst[(r1 − r0)×n] (+)= lhs[r0..r1, :] · rhs`: rows `r0..r1` of a [`Side::Left`] operand (`r0` a multiple of 32,
+/// where its tile bands start), so a product can be computed a slice of rows at a time while its output stays in
+/// cache.
+pub(crate) fn matmul_rows(
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &Bf16Matrix,
+    rows: std::ops::Range<usize>,
+    rhs: &Bf16Matrix,
+) {
+    assert!(lhs.side == Side::Left && rhs.side == Side::Right, "bf16 matmul: operands laid out for the wrong side");
+    let (k, n, m) = (lhs.cols, rhs.cols, rows.len());
+    assert!(rows.start.is_multiple_of(32) && rows.end <= lhs.rows, "bf16 matmul: rows {rows:?} of {}", lhs.rows);
+    assert_eq!(rhs.rows, k, "bf16 matmul: inner dimensions {k} and {}", rhs.rows);
+    assert_eq!(dst.len(), m * n, "matmul destination size");
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    if amx_available() {
+        let first = (rows.start / 16) * lhs.depth_tiles() * TILE;
+        return super::amx::matmul(m, n, lhs.depth_tiles(), dst, accumulate, &lhs.data()[first..], rhs.data());
+    }
+    let a = &lhs.expanded()[rows.start * k..rows.end * k];
+    super::crate_matmul(m, n, k, dst, accumulate, Mat::rows(a, k), Mat::rows(rhs.expanded(), n));
+}
+
 /// Whether the bf16 products run on AMX tiles here (else on the f32 GEMM with the same rounded operands).
 pub fn amx_available() -> bool {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
