@@ -239,39 +239,40 @@ mod avx512 {
     /// [`silu_mul`] and [`silu_mul_grad`] in one pass, the same expressions in the same order.
     #[target_feature(enable = "avx512f")]
     pub(super) fn silu_mul_and_grad(g: &[f32], u: &[f32], da: &[f32], act: &mut [f32], dg: &mut [f32], du: &mut [f32]) {
-        let len = da.len();
-        assert!(g.len() >= len && u.len() >= len && act.len() >= len && dg.len() >= len && du.len() >= len);
-        let one = _mm512_set1_ps(1.0);
-        for i in (0..len).step_by(16) {
-            let m = tail_mask(len - i);
-            // SAFETY: as in `silu_mul`: masked lanes, i < len ≤ each slice's length.
-            unsafe {
-                let gv = _mm512_maskz_loadu_ps(m, g.as_ptr().add(i));
-                let uv = _mm512_maskz_loadu_ps(m, u.as_ptr().add(i));
-                let dav = _mm512_maskz_loadu_ps(m, da.as_ptr().add(i));
-                let s = sigmoid16(gv);
-                _mm512_mask_storeu_ps(act.as_mut_ptr().add(i), m, _mm512_mul_ps(_mm512_mul_ps(gv, s), uv));
-                _mm512_mask_storeu_ps(du.as_mut_ptr().add(i), m, _mm512_mul_ps(_mm512_mul_ps(dav, gv), s));
-                let factor = _mm512_fmadd_ps(gv, _mm512_sub_ps(one, s), one);
-                let dgv = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dav, uv), s), factor);
-                _mm512_mask_storeu_ps(dg.as_mut_ptr().add(i), m, dgv);
-            }
-        }
+        silu_pass::<true>(g, u, da, act, dg, du);
     }
 
     #[target_feature(enable = "avx512f")]
     pub(super) fn silu_mul_grad(g: &[f32], u: &[f32], da: &[f32], dg: &mut [f32], du: &mut [f32]) {
+        silu_pass::<false>(g, u, da, &mut [], dg, du);
+    }
+
+    /// The gradients of `silu(g) · u`, and with `WITH_ACT` the product itself, 16 lanes at a time.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn silu_pass<const WITH_ACT: bool>(
+        g: &[f32],
+        u: &[f32],
+        da: &[f32],
+        act: &mut [f32],
+        dg: &mut [f32],
+        du: &mut [f32],
+    ) {
         let len = da.len();
         assert!(g.len() >= len && u.len() >= len && dg.len() >= len && du.len() >= len);
+        assert!(!WITH_ACT || act.len() >= len);
         let one = _mm512_set1_ps(1.0);
         for i in (0..len).step_by(16) {
             let m = tail_mask(len - i);
-            // SAFETY: as in `silu_mul`: masked lanes, i < len ≤ each slice's length.
+            // SAFETY: as in `silu_mul`: masked lanes, i < len ≤ each slice's length (`act`'s when it is written).
             unsafe {
                 let gv = _mm512_maskz_loadu_ps(m, g.as_ptr().add(i));
                 let uv = _mm512_maskz_loadu_ps(m, u.as_ptr().add(i));
                 let dav = _mm512_maskz_loadu_ps(m, da.as_ptr().add(i));
                 let s = sigmoid16(gv);
+                if WITH_ACT {
+                    _mm512_mask_storeu_ps(act.as_mut_ptr().add(i), m, _mm512_mul_ps(_mm512_mul_ps(gv, s), uv));
+                }
                 _mm512_mask_storeu_ps(du.as_mut_ptr().add(i), m, _mm512_mul_ps(_mm512_mul_ps(dav, gv), s));
                 // da · u · σ · (1 + g · (1 − σ))
                 let factor = _mm512_fmadd_ps(gv, _mm512_sub_ps(one, s), one);
