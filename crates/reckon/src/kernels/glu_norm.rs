@@ -371,7 +371,7 @@ pub(super) mod flex {
                     // bf16: the gated rows go straight into the down product's operand.
                     let act = Bf16Matrix::from_rows(m, inter, Side::Left, |r, act| {
                         let (gate_row, up_row) = g[r * 2 * inter..][..2 * inter].split_at(inter);
-                        simd::glu_mul(gate, gate_row, up_row, act);
+                        swiglu_halves(gate, gate_row, up_row, act);
                     });
                     bf16_matmul(y, false, &act, wd_t);
                 } else {
@@ -579,16 +579,15 @@ pub(super) mod flex {
                     // straight into the down product's operand. (Slices start on the weight's tile bands: the
                     // up rows start at `I`, a multiple of 32 at every width the reference rounds to.)
                     let x = Bf16Matrix::new(Mat::rows(x, d), s, d, Side::Right);
-                    let slice = GATE_SLICE_ROWS;
                     let (gate, up) = g.split_at_mut(inter * d);
                     let act = Bf16Matrix::from_rows(inter, d, Side::Right, |i, act| {
-                        if i % slice == 0 {
-                            let rows = i..inter.min(i + slice);
+                        if i % GATE_SLICE_ROWS == 0 {
+                            let rows = i..inter.min(i + GATE_SLICE_ROWS);
                             let span = rows.start * d..rows.end * d;
                             bf16_matmul_rows(&mut gate[span.clone()], false, wgu, rows.clone(), &x);
                             bf16_matmul_rows(&mut up[span], false, wgu, inter + rows.start..inter + rows.end, &x);
                         }
-                        simd::glu_mul(kind, &gate[i * d..][..d], &up[i * d..][..d], act);
+                        swiglu_halves(kind, &gate[i * d..][..d], &up[i * d..][..d], act);
                     });
                     bf16_matmul(y, false, wd, &act);
                 } else {

@@ -456,15 +456,7 @@ pub fn amx_available() -> bool {
 /// `dst[m×n] (+)= lhs · rhs` in f32 from bf16 operands (`lhs` a [`Side::Left`] `m×k`, `rhs` a [`Side::Right`]
 /// `k×n`): on AMX tiles where the CPU has them, else on the f32 GEMM.
 pub(crate) fn matmul(dst: &mut [f32], accumulate: bool, lhs: &Bf16Matrix, rhs: &Bf16Matrix) {
-    assert!(lhs.side == Side::Left && rhs.side == Side::Right, "bf16 matmul: operands laid out for the wrong side");
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    assert_eq!(rhs.rows, k, "bf16 matmul: inner dimensions {k} and {}", rhs.rows);
-    assert_eq!(dst.len(), m * n, "matmul destination size");
-    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
-    if amx_available() {
-        return super::amx::matmul(m, n, lhs.depth_tiles(), dst, accumulate, lhs.data(), rhs.data());
-    }
-    super::crate_matmul(m, n, k, dst, accumulate, Mat::rows(lhs.expanded(), k), Mat::rows(rhs.expanded(), n));
+    matmul_rows(dst, accumulate, lhs, 0..lhs.rows, rhs);
 }
 
 #[cfg(test)]
