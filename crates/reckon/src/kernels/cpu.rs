@@ -12,7 +12,9 @@ use burn_std::Bytes;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-pub(crate) use super::gemm::bf16::{matmul as bf16_matmul, matmul_rows as bf16_matmul_rows, Bf16Matrix, Side};
+pub(crate) use super::gemm::bf16::{
+    matmul as bf16_matmul, matmul_rows as bf16_matmul_rows, Bf16Matrix, Precision, Side,
+};
 pub(crate) use super::gemm::{gemm_dtype, matmul_1t, GemmDtype, Mat};
 use super::{simd, Gate};
 
@@ -71,15 +73,22 @@ pub(crate) fn cached_transpose(w: &FlexTensor, rows: usize, cols: usize) -> Arc<
     })
 }
 
-/// The weight `w` `[rows, cols]` (or its transpose, `transposed`) rounded to bf16 and laid out as the `side`
-/// operand of the bf16 GEMMs, kept like [`cached_transpose`]: converted once per optimiser step.
-pub(crate) fn cached_bf16(w: &FlexTensor, rows: usize, cols: usize, side: Side, transposed: bool) -> Arc<Bf16Matrix> {
-    let form = WeightForm::Bf16 { left: side == Side::Left, transposed };
+/// The weight `w` `[rows, cols]` (or its transpose, `transposed`) in `precision`'s bf16 terms, laid out as the
+/// `side` operand of the bf16 GEMMs, kept like [`cached_transpose`]: converted once per optimiser step.
+fn cached_bf16(
+    w: &FlexTensor,
+    rows: usize,
+    cols: usize,
+    side: Side,
+    transposed: bool,
+    precision: Precision,
+) -> Arc<Bf16Matrix> {
+    let form = WeightForm::Bf16 { left: side == Side::Left, transposed, precision };
     cached_form(w, form, || {
         Arc::new(if transposed {
-            Bf16Matrix::new(Mat::transposed(slice(w), cols), cols, rows, side)
+            Bf16Matrix::new(Mat::transposed(slice(w), cols), cols, rows, side, precision)
         } else {
-            Bf16Matrix::new(Mat::rows(slice(w), cols), rows, cols, side)
+            Bf16Matrix::new(Mat::rows(slice(w), cols), rows, cols, side, precision)
         })
     })
 }
@@ -104,33 +113,33 @@ pub(crate) enum WeightOperand {
 impl WeightOperand {
     /// `wᵀ` as the right operand (`x · wᵀ`: the forward of linear layers and channel MLPs).
     pub(crate) fn transpose_right(w: &FlexTensor, rows: usize, cols: usize) -> Self {
-        match gemm_dtype() {
-            GemmDtype::F32 => WeightOperand::KeptTranspose { wt: cached_transpose(w, rows, cols), rows },
-            GemmDtype::Bf16 => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Right, true)),
+        match gemm_dtype().bf16_precision() {
+            None => WeightOperand::KeptTranspose { wt: cached_transpose(w, rows, cols), rows },
+            Some(p) => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Right, true, p)),
         }
     }
 
     /// `w` as the right operand (`dy · w`: their input gradients).
     pub(crate) fn right(w: &FlexTensor, rows: usize, cols: usize) -> Self {
-        match gemm_dtype() {
-            GemmDtype::F32 => WeightOperand::F32 { w: w.clone(), cols, transposed: false },
-            GemmDtype::Bf16 => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Right, false)),
+        match gemm_dtype().bf16_precision() {
+            None => WeightOperand::F32 { w: w.clone(), cols, transposed: false },
+            Some(p) => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Right, false, p)),
         }
     }
 
     /// `w` as the left operand (`w · x`: the token mixer's forward).
     pub(crate) fn left(w: &FlexTensor, rows: usize, cols: usize) -> Self {
-        match gemm_dtype() {
-            GemmDtype::F32 => WeightOperand::F32 { w: w.clone(), cols, transposed: false },
-            GemmDtype::Bf16 => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Left, false)),
+        match gemm_dtype().bf16_precision() {
+            None => WeightOperand::F32 { w: w.clone(), cols, transposed: false },
+            Some(p) => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Left, false, p)),
         }
     }
 
     /// `wᵀ` as the left operand (`wᵀ · dy`: the token mixer's input gradients).
     pub(crate) fn transpose_left(w: &FlexTensor, rows: usize, cols: usize) -> Self {
-        match gemm_dtype() {
-            GemmDtype::F32 => WeightOperand::F32 { w: w.clone(), cols, transposed: true },
-            GemmDtype::Bf16 => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Left, true)),
+        match gemm_dtype().bf16_precision() {
+            None => WeightOperand::F32 { w: w.clone(), cols, transposed: true },
+            Some(p) => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Left, true, p)),
         }
     }
 
@@ -159,9 +168,9 @@ pub(crate) fn matmul_in(
     lhs: Mat,
     rhs: Mat,
 ) {
-    match dtype {
-        GemmDtype::F32 => matmul_1t(m, n, k, dst, accumulate, lhs, rhs),
-        GemmDtype::Bf16 => super::gemm::bf16::matmul_rounded(m, n, k, dst, accumulate, lhs, rhs),
+    match dtype.bf16_precision() {
+        None => matmul_1t(m, n, k, dst, accumulate, lhs, rhs),
+        Some(p) => super::gemm::bf16::matmul_rounded(p, m, n, k, dst, accumulate, lhs, rhs),
     }
 }
 
@@ -178,7 +187,7 @@ pub(crate) fn matmul_rows_weight(
 ) {
     match w {
         WeightOperand::Bf16(wb) => {
-            let xb = Bf16Matrix::new(Mat::rows(x, k), m, k, Side::Left);
+            let xb = Bf16Matrix::new(Mat::rows(x, k), m, k, Side::Left, wb.precision());
             super::gemm::bf16::matmul(dst, accumulate, &xb, wb);
         }
         f32 => matmul_1t(m, n, k, dst, accumulate, Mat::rows(x, k), f32.f32_mat()),
@@ -198,7 +207,7 @@ pub(crate) fn matmul_weight_rows(
 ) {
     match w {
         WeightOperand::Bf16(wb) => {
-            let xb = Bf16Matrix::new(Mat::rows(x, n), k, n, Side::Right);
+            let xb = Bf16Matrix::new(Mat::rows(x, n), k, n, Side::Right, wb.precision());
             super::gemm::bf16::matmul(dst, accumulate, wb, &xb);
         }
         f32 => matmul_1t(m, n, k, dst, accumulate, f32.f32_mat(), Mat::rows(x, n)),
@@ -209,7 +218,7 @@ pub(crate) fn matmul_weight_rows(
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum WeightForm {
     Transpose,
-    Bf16 { left: bool, transposed: bool },
+    Bf16 { left: bool, transposed: bool, precision: Precision },
 }
 
 /// A derived form of `w` (made by `make` on a miss; a cheap handle, an `Arc`), kept while `w`'s buffer lives

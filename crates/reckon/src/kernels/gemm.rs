@@ -245,14 +245,16 @@ pub fn with_gemm_path<R>(path: GemmPath, f: impl FnOnce() -> R) -> R {
 
 /// The element type of the CPU kernels' weight products (`train.dtype`, `--dtype`): f32, or bf16 with f32 sums
 /// ([`bf16`]) for the forward products (`x · Wᵀ`), the input gradients' (`dy · W`) and the weight gradients'
-/// (`dyᵀ · x`), as PyTorch's autocast does; the attention's per-head products, norms, master weights and the
-/// optimiser stay f32.
+/// (`dyᵀ · x`), as PyTorch's autocast does, or f32 values split into two bf16 terms in three products (`bf16x3`,
+/// 16 significant bits: PyTorch's `"high"` float32 matmul precision); the attention's per-head products, norms,
+/// master weights and the optimiser stay f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GemmDtype {
     #[default]
     F32,
     Bf16,
+    Bf16x3,
 }
 
 impl std::str::FromStr for GemmDtype {
@@ -262,7 +264,8 @@ impl std::str::FromStr for GemmDtype {
         match s {
             "f32" => Ok(GemmDtype::F32),
             "bf16" => Ok(GemmDtype::Bf16),
-            other => anyhow::bail!("dtype {other:?}: expected f32 or bf16"),
+            "bf16x3" => Ok(GemmDtype::Bf16x3),
+            other => anyhow::bail!("dtype {other:?}: expected f32, bf16 or bf16x3"),
         }
     }
 }
@@ -272,6 +275,16 @@ impl GemmDtype {
         match self {
             GemmDtype::F32 => "f32",
             GemmDtype::Bf16 => "bf16",
+            GemmDtype::Bf16x3 => "bf16x3",
+        }
+    }
+
+    /// The bf16 operands' precision, for the dtypes whose products run on bf16 operands.
+    pub(crate) fn bf16_precision(self) -> Option<bf16::Precision> {
+        match self {
+            GemmDtype::F32 => None,
+            GemmDtype::Bf16 => Some(bf16::Precision::Bf16),
+            GemmDtype::Bf16x3 => Some(bf16::Precision::Bf16x3),
         }
     }
 }
@@ -459,7 +472,8 @@ pub fn time_bf16_shape(shape: &GemmShape, parallel: usize, seconds: f64) -> Opti
     bf16::amx_available().then(|| {
         timed_rounds(shape, parallel, seconds, |reps| {
             let (lhs, rhs) = with_operands(shape, |lhs, rhs| {
-                (Bf16Matrix::new(lhs, m, k, Side::Left), Bf16Matrix::new(rhs, k, n, Side::Right))
+                let precision = bf16::Precision::Bf16;
+                (Bf16Matrix::new(lhs, m, k, Side::Left, precision), Bf16Matrix::new(rhs, k, n, Side::Right, precision))
             });
             let mut c = vec![0.0f32; m * n];
             let t = std::time::Instant::now();

@@ -369,7 +369,7 @@ pub(super) mod flex {
                 matmul_rows_weight(m, 2 * inter, width, g, false, x, wgu_t);
                 if let WeightOperand::Bf16(wd_t) = wd_t {
                     // bf16: the gated rows go straight into the down product's operand.
-                    let act = Bf16Matrix::from_rows(m, inter, Side::Left, |r, act| {
+                    let act = Bf16Matrix::from_rows(m, inter, Side::Left, wd_t.precision(), |r, act| {
                         let (gate_row, up_row) = g[r * 2 * inter..][..2 * inter].split_at(inter);
                         swiglu_halves(gate, gate_row, up_row, act);
                     });
@@ -489,10 +489,10 @@ pub(super) mod flex {
                     swiglu_with_grad_halves(self.gate, gate, up, &d_act[r * inter..][..inter], act, d_gate, d_up);
                 };
                 let dx_t = Mat::transposed(dx, width);
-                if dtype == GemmDtype::Bf16 {
+                if let Some(precision) = dtype.bf16_precision() {
                     // bf16: the output rows go straight into the weight gradient's operand.
-                    let act = Bf16Matrix::from_rows(m, inter, Side::Right, glu_row);
-                    let dx_t = Bf16Matrix::new(dx_t, width, m, Side::Left);
+                    let act = Bf16Matrix::from_rows(m, inter, Side::Right, precision, glu_row);
+                    let dx_t = Bf16Matrix::new(dx_t, width, m, Side::Left, precision);
                     bf16_matmul(&mut dw_down, accumulate, &dx_t, &act);
                 } else {
                     let mut act = Scratch::new(m * inter);
@@ -578,9 +578,9 @@ pub(super) mod flex {
                     // (one batch row's `[2I, D]` f32 pre-activations are 2 MiB at hidden 512), the gated rows
                     // straight into the down product's operand. (Slices start on the weight's tile bands: the
                     // up rows start at `I`, a multiple of 32 at every width the reference rounds to.)
-                    let x = Bf16Matrix::new(Mat::rows(x, d), s, d, Side::Right);
+                    let x = Bf16Matrix::new(Mat::rows(x, d), s, d, Side::Right, wgu.precision());
                     let (gate, up) = g.split_at_mut(inter * d);
-                    let act = Bf16Matrix::from_rows(inter, d, Side::Right, |i, act| {
+                    let act = Bf16Matrix::from_rows(inter, d, Side::Right, wd.precision(), |i, act| {
                         if i % GATE_SLICE_ROWS == 0 {
                             let rows = i..inter.min(i + GATE_SLICE_ROWS);
                             let span = rows.start * d..rows.end * d;

@@ -672,6 +672,7 @@ impl<B: TrainInner, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 
 #[cfg(test)]
 mod tests {
+    use super::gemm::{gemm_dtype, with_gemm_dtype, GemmDtype};
     use super::glu_norm::glu_backward;
     use super::*;
     use crate::backend::{Cpu, CpuTrain};
@@ -992,6 +993,56 @@ mod tests {
         });
     }
 
+    /// The linear layer's output and its two gradients (`y`, `dx`, `dw`) for `x` `[n, d_in]`, `w` `[d_out, d_in]`
+    /// and the output gradient `probe`, with the weight products in `dtype`.
+    fn linear_in(
+        dtype: GemmDtype,
+        (n, d_in, d_out): (usize, usize, usize),
+        x: &[f32],
+        w: &[f32],
+        probe: &[f32],
+    ) -> [Vec<f32>; 3] {
+        let dev = Default::default();
+        with_gemm_dtype(dtype, || {
+            let x = Tensor::<CpuTrain, 2>::from_data(TensorData::new(x.to_vec(), [n, d_in]), &dev).require_grad();
+            let w = Tensor::<CpuTrain, 2>::from_data(TensorData::new(w.to_vec(), [d_out, d_in]), &dev).require_grad();
+            let probe = Tensor::<CpuTrain, 2>::from_data(TensorData::new(probe.to_vec(), [n, d_out]), &dev);
+            let y = linear(x.clone(), w.clone());
+            let out: Vec<f32> = y.clone().into_data().to_vec().unwrap();
+            let grads = (y * probe).sum().backward();
+            let v = |t: Tensor<CpuTrain, 2>| t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            [out, v(x), v(w)]
+        })
+    }
+
+    /// The SwiGLU sub-layer's output and gradients (`y`, `dx`, `dW_gate_up`, `dW_down`) mixing `axis` at
+    /// intermediate width `inter`, on seeded `[4, 97, 72]` input, with the weight products in `dtype`. A width of 96
+    /// takes the token mixer's sliced bf16 path (slices of 64 rows, the last one partial), 40 the whole-matrix one.
+    fn swiglu_in(dtype: GemmDtype, axis: MixAxis, inter: usize) -> [Vec<f32>; 4] {
+        let (dev, (b, s, d)) = (Default::default(), (4, 97, 72));
+        let width = if axis == MixAxis::Channels { d } else { s };
+        let x0 = TensorData::new(random(b * s * d, 64), [b, s, d]);
+        let wgu0 =
+            TensorData::new(random(2 * inter * width, 65).iter().map(|v| v * 0.05).collect(), [2 * inter, width]);
+        let wd0 = TensorData::new(random(width * inter, 66).iter().map(|v| v * 0.05).collect(), [width, inter]);
+        let probe = probe::<CpuTrain, 3>([b, s, d], 67);
+        with_gemm_dtype(dtype, || {
+            let x = Tensor::<CpuTrain, 3>::from_data(x0, &dev).require_grad();
+            let wgu = Tensor::<CpuTrain, 2>::from_data(wgu0, &dev).require_grad();
+            let wd = Tensor::<CpuTrain, 2>::from_data(wd0, &dev).require_grad();
+            let y = residual_swiglu_norm(x.clone(), wgu.clone(), wd.clone(), axis, Gate::Silu, 1e-5);
+            let out: Vec<f32> = y.clone().into_data().to_vec().unwrap();
+            let grads = (y * probe).sum().backward();
+            let v2 = |t: Tensor<CpuTrain, 2>| t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            let dx = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            [out, dx, v2(wgu), v2(wd)]
+        })
+    }
+
+    /// The SwiGLU sub-layers the dtype tests run: both axes, both of the bf16 token mixer's paths.
+    const SWIGLU_CASES: [(MixAxis, usize); 4] =
+        [(MixAxis::Channels, 40), (MixAxis::Channels, 96), (MixAxis::Sequence, 40), (MixAxis::Sequence, 96)];
+
     /// `--dtype bf16`: the linear layer's three products (`x·wᵀ`, `dy·w`, `dyᵀ·x`) multiply bf16-rounded operands,
     /// each equal to the f32 kernel on pre-rounded input, weight and output gradient (up to f32 summation) and
     /// visibly off the unrounded products. The SwiGLU sub-layer on both axes stays within bf16's rounding of its f32
@@ -999,66 +1050,21 @@ mod tests {
     #[test]
     fn bf16_products_multiply_rounded_operands() {
         use super::gemm::bf16::{from_bf16, to_bf16};
-        use super::gemm::{gemm_dtype, with_gemm_dtype, GemmDtype};
-        let dev = Default::default();
         let round = |v: &[f32]| v.iter().map(|&x| from_bf16(to_bf16(x))).collect::<Vec<f32>>();
-        let (n, d_in, d_out) = (517, 48, 40);
-        let (x0, w0) = (random(n * d_in, 61), random(d_out * d_in, 62).iter().map(|v| v * 0.1).collect::<Vec<f32>>());
-        let probe0 = normal(n * d_out, 63);
-        let run = |x: &[f32], w: &[f32], probe: &[f32], dtype| {
-            with_gemm_dtype(dtype, || {
-                let x = Tensor::<CpuTrain, 2>::from_data(TensorData::new(x.to_vec(), [n, d_in]), &dev).require_grad();
-                let w =
-                    Tensor::<CpuTrain, 2>::from_data(TensorData::new(w.to_vec(), [d_out, d_in]), &dev).require_grad();
-                let probe = Tensor::<CpuTrain, 2>::from_data(TensorData::new(probe.to_vec(), [n, d_out]), &dev);
-                let y = linear(x.clone(), w.clone());
-                let out: Vec<f32> = y.clone().into_data().to_vec().unwrap();
-                let grads = (y * probe).sum().backward();
-                let v = |t: Tensor<CpuTrain, 2>| t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
-                (out, v(x), v(w))
-            })
-        };
-        let bf16 = run(&x0, &w0, &probe0, GemmDtype::Bf16);
-        let plain = run(&x0, &w0, &probe0, GemmDtype::F32);
-        let of_rounded = run(&round(&x0), &round(&w0), &round(&probe0), GemmDtype::F32);
-        let names = ["y", "dx", "dw"];
-        for (name, (got, want)) in
-            names.iter().zip([(&bf16.0, &of_rounded.0), (&bf16.1, &of_rounded.1), (&bf16.2, &of_rounded.2)])
-        {
-            assert!(max_rel(got, want) <= 1e-5, "{name}: bf16 vs rounded operands {:e}", max_rel(got, want));
-        }
-        for (name, (got, want)) in names.iter().zip([(&bf16.0, &plain.0), (&bf16.1, &plain.1), (&bf16.2, &plain.2)]) {
-            let off = max_rel(got, want);
+        let dims = (517, 48, 40);
+        let (x0, w0) = (random(517 * 48, 61), random(40 * 48, 62).iter().map(|v| v * 0.1).collect::<Vec<f32>>());
+        let probe0 = normal(517 * 40, 63);
+        let bf16 = linear_in(GemmDtype::Bf16, dims, &x0, &w0, &probe0);
+        let plain = linear_in(GemmDtype::F32, dims, &x0, &w0, &probe0);
+        let of_rounded = linear_in(GemmDtype::F32, dims, &round(&x0), &round(&w0), &round(&probe0));
+        for (name, ((got, rounded), plain)) in ["y", "dx", "dw"].iter().zip(bf16.iter().zip(&of_rounded).zip(&plain)) {
+            assert!(max_rel(got, rounded) <= 1e-5, "{name}: bf16 vs rounded operands {:e}", max_rel(got, rounded));
+            let off = max_rel(got, plain);
             assert!(off > 1e-4 && off < 2e-2, "{name}: bf16 vs f32 {off:e}");
         }
-
-        // An intermediate width of 96 takes the token mixer's sliced bf16 path (slices of 64 rows, the last one
-        // partial); 40 the whole-matrix one.
-        let (b, s, d) = (4, 97, 72);
-        for (axis, inter) in [MixAxis::Channels, MixAxis::Sequence].into_iter().flat_map(|a| [(a, 40), (a, 96)]) {
-            let width = if axis == MixAxis::Channels { d } else { s };
-            let x0 = TensorData::new(random(b * s * d, 64), [b, s, d]);
-            let wgu0 =
-                TensorData::new(random(2 * inter * width, 65).iter().map(|v| v * 0.05).collect(), [2 * inter, width]);
-            let wd0 = TensorData::new(random(width * inter, 66).iter().map(|v| v * 0.05).collect(), [width, inter]);
-            let probe = probe::<CpuTrain, 3>([b, s, d], 67);
-            let run = |dtype| {
-                with_gemm_dtype(dtype, || {
-                    let x = Tensor::<CpuTrain, 3>::from_data(x0.clone(), &dev).require_grad();
-                    let wgu = Tensor::<CpuTrain, 2>::from_data(wgu0.clone(), &dev).require_grad();
-                    let wd = Tensor::<CpuTrain, 2>::from_data(wd0.clone(), &dev).require_grad();
-                    let y = residual_swiglu_norm(x.clone(), wgu.clone(), wd.clone(), axis, Gate::Silu, 1e-5);
-                    let out: Vec<f32> = y.clone().into_data().to_vec().unwrap();
-                    let grads = (y * probe.clone()).sum().backward();
-                    let v2 = |t: Tensor<CpuTrain, 2>| t.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
-                    let dx = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
-                    [out, dx, v2(wgu), v2(wd)]
-                })
-            };
-            let (bf16, plain) = (run(GemmDtype::Bf16), run(GemmDtype::F32));
-            for (name, got, want) in
-                ["y", "dx", "dW_gate_up", "dW_down"].into_iter().zip(&bf16).zip(&plain).map(|((n, g), w)| (n, g, w))
-            {
+        for (axis, inter) in SWIGLU_CASES {
+            let (bf16, plain) = (swiglu_in(GemmDtype::Bf16, axis, inter), swiglu_in(GemmDtype::F32, axis, inter));
+            for (name, (got, want)) in ["y", "dx", "dW_gate_up", "dW_down"].into_iter().zip(bf16.iter().zip(&plain)) {
                 let off = max_rel(got, want);
                 assert!(off > 1e-5 && off < 3e-2, "{axis:?} I={inter} {name}: bf16 vs f32 {off:e}");
             }
@@ -1069,6 +1075,31 @@ mod tests {
             assert_eq!(elsewhere, GemmDtype::F32, "another thread keeps its own setting");
         });
         assert_eq!(gemm_dtype(), GemmDtype::F32, "restored on leaving the scope");
+    }
+
+    /// `--dtype bf16x3`: the linear layer and the SwiGLU sub-layer (both axes, both token-mixer paths) stay within
+    /// about 16 bits of their f32 outputs and gradients (5·10⁻⁵ of the largest), at least 100 times closer than one bf16 term gets, and
+    /// still not the f32 results bit for bit (the split products ran).
+    #[test]
+    fn bf16x3_products_stay_close_to_f32() {
+        let dims = (517, 48, 40);
+        let (x0, w0) = (random(517 * 48, 61), random(40 * 48, 62).iter().map(|v| v * 0.1).collect::<Vec<f32>>());
+        let probe0 = normal(517 * 40, 63);
+        let [split, single, plain] =
+            [GemmDtype::Bf16x3, GemmDtype::Bf16, GemmDtype::F32].map(|dtype| linear_in(dtype, dims, &x0, &w0, &probe0));
+        let close = |case: &str, split: &[Vec<f32>], single: &[Vec<f32>], plain: &[Vec<f32>]| {
+            for (i, ((split, single), plain)) in split.iter().zip(single).zip(plain).enumerate() {
+                let (off, single_off) = (max_rel(split, plain), max_rel(single, plain));
+                assert!(off > 0.0 && off < 5e-5, "{case} output {i}: bf16x3 vs f32 {off:e}");
+                assert!(off * 100.0 < single_off, "{case} output {i}: bf16x3 {off:e}, bf16 {single_off:e}");
+            }
+        };
+        close("linear", &split, &single, &plain);
+        for (axis, inter) in SWIGLU_CASES {
+            let [split, single, plain] =
+                [GemmDtype::Bf16x3, GemmDtype::Bf16, GemmDtype::F32].map(|dtype| swiglu_in(dtype, axis, inter));
+            close(&format!("{axis:?} I={inter}"), &split, &single, &plain);
+        }
     }
 
     #[test]

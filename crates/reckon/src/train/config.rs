@@ -88,9 +88,11 @@ pub struct TrainConfig {
     /// EqR's path noise: a slot that carries on gets Gaussian noise of this σ on its carried state at every step.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub state_noise: f64,
-    /// The weight products' operands: `"f32"` (default) or `"bf16"` (rounded to bfloat16, summed in f32; AMX tiles
-    /// where the CPU has them) in the forward and both gradients; attention's per-head products, norms, master
-    /// weights and the optimiser state stay f32. The CPU kernels' setting: other backends refuse `"bf16"`.
+    /// The weight products' operands: `"f32"` (default), `"bf16"` (rounded to bfloat16, summed in f32; AMX tiles
+    /// where the CPU has them) or `"bf16x3"` (each value split into two bf16 terms, three products: 16 significant
+    /// bits, PyTorch's `"high"` float32 matmul precision; about twice the f32 GEMM's speed on AMX) in the forward
+    /// and both gradients; attention's per-head products, norms, master weights and the optimiser state stay f32.
+    /// The CPU kernels' setting: other backends refuse all but `"f32"`.
     #[serde(default, skip_serializing_if = "is_f32")]
     pub dtype: GemmDtype,
 }

@@ -188,10 +188,11 @@ where
         test: Option<Arc<PuzzleDataset>>,
     ) -> Result<Self> {
         check_dataset_fits(&cfg, &model, &train)?;
-        if cfg.train.dtype == GemmDtype::Bf16 && !AB::native_fused_kernels() {
+        if cfg.train.dtype != GemmDtype::F32 && !AB::native_fused_kernels() {
             bail!(
-                "train.dtype = \"bf16\" rounds the CPU kernels' weight products to bf16; this backend runs burn's own \
-                 ops in f32: use --device cpu, or train.dtype = \"f32\""
+                "train.dtype = {:?} puts the CPU kernels' weight products on bf16 operands; this backend runs burn's \
+                 own ops in f32: use --device cpu, or train.dtype = \"f32\"",
+                cfg.train.dtype.name()
             );
         }
         let shards = shard_ranges(cfg.train.global_batch_size, devices.len())?;

@@ -824,6 +824,12 @@ fn dtype_setting() -> String {
         GemmDtype::F32 => "f32".into(),
         GemmDtype::Bf16 if bf16_on_amx() => "bf16 (AMX; PyTorch under bf16 autocast)".into(),
         GemmDtype::Bf16 => "bf16 (emulated on the f32 GEMM: no AMX here; PyTorch under bf16 autocast)".into(),
+        GemmDtype::Bf16x3 if bf16_on_amx() => {
+            "bf16x3 (two bf16 terms, three products on AMX; PyTorch at float32 matmul precision \"high\")".into()
+        }
+        GemmDtype::Bf16x3 => {
+            "bf16x3 (emulated on the f32 GEMM: no AMX here; PyTorch at float32 matmul precision \"high\")".into()
+        }
     }
 }
 
@@ -975,19 +981,51 @@ pub struct TorchRun {
     pub python: PathBuf,
     /// Run it under [`TUNED_GLIBC_TUNABLES`] (else under the environment's own setting).
     pub tuned_malloc: bool,
-    /// Run its steps under `torch.autocast("cpu", dtype=torch.bfloat16)` (PyTorch's CPU mixed precision), to
-    /// compare with reckon's `--dtype bf16`.
-    pub autocast_bf16: bool,
+    /// The precision its steps run in, matched to reckon's `--dtype`.
+    pub precision: TorchPrecision,
 }
 
-/// Runs the baseline script (`sys.argv[1]`, its arguments after it) under PyTorch's CPU bf16 autocast: the
-/// script is the shared baseline, unchanged, so the autocast is applied around it rather than inside.
-const AUTOCAST_BF16_WRAPPER: &str = "import runpy, sys, torch
-script = sys.argv[1]
-sys.argv = sys.argv[1:]
-with torch.autocast('cpu', dtype=torch.bfloat16):
-    runpy.run_path(script, run_name='__main__')
-";
+/// The precision the PyTorch baseline runs in: the setting of PyTorch's that asks for what reckon's `--dtype`
+/// computes. The baseline script is shared and unchanged, so the setting is applied around it (see
+/// [`TorchPrecision::wrapper`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TorchPrecision {
+    /// f32 throughout (`--dtype f32`; PyTorch's defaults).
+    F32,
+    /// Its steps under `torch.autocast("cpu", dtype=torch.bfloat16)`, PyTorch's CPU mixed precision (`--dtype bf16`).
+    AutocastBf16,
+    /// `torch.set_float32_matmul_precision("high")` (`--dtype bf16x3`): f32 products may use a faster format of at
+    /// least 10 significant bits (TF32, or two bf16 terms) where the machine has one.
+    MatmulHigh,
+}
+
+impl TorchPrecision {
+    /// The setting that matches reckon's `dtype`.
+    pub fn matching(dtype: reckon::kernels::gemm::GemmDtype) -> Self {
+        use reckon::kernels::gemm::GemmDtype;
+        match dtype {
+            GemmDtype::F32 => TorchPrecision::F32,
+            GemmDtype::Bf16 => TorchPrecision::AutocastBf16,
+            GemmDtype::Bf16x3 => TorchPrecision::MatmulHigh,
+        }
+    }
+
+    /// Python that runs the baseline script (`sys.argv[1]`, its arguments after it) in this precision, if it needs
+    /// more than the script itself.
+    fn wrapper(self) -> Option<&'static str> {
+        match self {
+            TorchPrecision::F32 => None,
+            TorchPrecision::AutocastBf16 => Some(
+                "import runpy, sys, torch\nscript = sys.argv[1]\nsys.argv = sys.argv[1:]\n\
+                 with torch.autocast('cpu', dtype=torch.bfloat16):\n    runpy.run_path(script, run_name='__main__')\n",
+            ),
+            TorchPrecision::MatmulHigh => Some(
+                "import runpy, sys, torch\nscript = sys.argv[1]\nsys.argv = sys.argv[1:]\n\
+                 torch.set_float32_matmul_precision('high')\nrunpy.run_path(script, run_name='__main__')\n",
+            ),
+        }
+    }
+}
 
 impl TorchRun {
     /// The allocator setting the child runs under, as the table header and the JSON report state it.
@@ -1049,8 +1087,8 @@ pub fn vs_torch(
     if torch.tuned_malloc {
         command.env("GLIBC_TUNABLES", TUNED_GLIBC_TUNABLES);
     }
-    if torch.autocast_bf16 {
-        command.arg("-c").arg(AUTOCAST_BF16_WRAPPER);
+    if let Some(wrapper) = torch.precision.wrapper() {
+        command.arg("-c").arg(wrapper);
     }
     let child = command
         .arg(script)
@@ -1077,7 +1115,10 @@ pub fn vs_torch(
     }
     if let Some(obj) = summary.as_object_mut() {
         obj.insert("malloc".into(), serde_json::json!(torch.malloc_setting()));
-        obj.insert("autocast".into(), serde_json::json!(if torch.autocast_bf16 { "bf16" } else { "off" }));
+        let autocast = if torch.precision == TorchPrecision::AutocastBf16 { "bf16" } else { "off" };
+        let matmul = if torch.precision == TorchPrecision::MatmulHigh { "high" } else { "highest" };
+        obj.insert("autocast".into(), serde_json::json!(autocast));
+        obj.insert("float32_matmul_precision".into(), serde_json::json!(matmul));
     }
     Ok(Some(summary))
 }
@@ -1253,7 +1294,7 @@ pub fn run(cmd: BenchCommand, device: DeviceChoice) -> Result<()> {
                 script: torch_script,
                 python: torch_python,
                 tuned_malloc: torch_malloc == "tuned",
-                autocast_bf16: reckon::kernels::gemm::gemm_dtype() == reckon::kernels::gemm::GemmDtype::Bf16,
+                precision: TorchPrecision::matching(reckon::kernels::gemm::gemm_dtype()),
             };
             let mut results = Vec::new();
             let mut torch = Vec::new();
@@ -1543,7 +1584,7 @@ mod tests {
         let machine = MachineInfo::here(
             205.1,
             Some(
-                TorchRun { script: "s".into(), python: "p".into(), tuned_malloc: true, autocast_bf16: false }
+                TorchRun { script: "s".into(), python: "p".into(), tuned_malloc: true, precision: TorchPrecision::F32 }
                     .malloc_setting(),
             ),
         );

@@ -36,11 +36,12 @@ struct Cli {
     /// tiles without packing). The environment's `RECKON_GEMM` when not given.
     #[arg(long, global = true, value_name = "auto|gemm|blas|direct")]
     gemm: Option<GemmChoice>,
-    /// The CPU kernels' weight products: `f32`, or `bf16` (operands rounded to bfloat16, sums in f32; AMX tiles
-    /// where the CPU has them) in the forward and both gradients; the weights stay f32. For `train` it sets
-    /// `train.dtype` (without it, training follows its config, as the training inside `quickstart` does); other
-    /// commands run in it.
-    #[arg(long, global = true, value_name = "f32|bf16")]
+    /// The CPU kernels' weight products: `f32`, `bf16` (operands rounded to bfloat16, sums in f32; AMX tiles
+    /// where the CPU has them) or `bf16x3` (f32 values as two bf16 terms in three products: 16 significant bits,
+    /// PyTorch's "high" float32 matmul precision, about twice the f32 GEMM's speed on AMX) in the forward and both
+    /// gradients; the weights stay f32. For `train` it sets `train.dtype` (without it, training follows its config,
+    /// as the training inside `quickstart` does); other commands run in it.
+    #[arg(long, global = true, value_name = "f32|bf16|bf16x3")]
     dtype: Option<GemmDtype>,
     #[command(subcommand)]
     command: BinCommand,
@@ -72,8 +73,12 @@ fn run(cli: Cli) -> Result<()> {
     };
     reckon::kernels::gemm::set_gemm_choice(gemm);
     let dtype = cli.dtype.unwrap_or_default();
-    if dtype == GemmDtype::Bf16 && cli.device != DeviceChoice::Cpu {
-        anyhow::bail!("--dtype bf16 rounds the CPU kernels' weight products; --device {:?} runs f32 only", cli.device);
+    if dtype != GemmDtype::F32 && cli.device != DeviceChoice::Cpu {
+        anyhow::bail!(
+            "--dtype {} puts the CPU kernels' weight products on bf16 operands; --device {:?} runs f32 only",
+            dtype.name(),
+            cli.device
+        );
     }
     let mut command = match cli.command {
         BinCommand::Bench(cmd) => return with_gemm_dtype(dtype, || bench::run(cmd, cli.device)),

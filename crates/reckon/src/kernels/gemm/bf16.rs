@@ -8,6 +8,14 @@
 //! CPU has no AMX, [`matmul`] multiplies the same rounded values with the f32 GEMM: the numbers a bf16 run sees
 //! do not depend on the machine, only the speed does.
 //!
+//! `train.dtype = "bf16x3"` keeps f32's matmul precision close to what PyTorch calls `"high"`
+//! (`torch.set_float32_matmul_precision`): each f32 value is split into two bf16 terms, `x ≈ hi + lo` with
+//! `hi = bf16(x)` and `lo = bf16(x − hi)` (16 significant bits instead of 24), and a product keeps three of the four
+//! cross terms, `a·b ≈ aₕ·bₕ + aₕ·bₗ + aₗ·bₕ` (`aₗ·bₗ` is below f32's own rounding of the `hi` parts' sums at this
+//! split). The three terms are one bf16 product three times as deep: the left operand holds `[aₕ | aₕ | aₗ]` along
+//! the summed dimension, the right one `[bₕ ; bₗ ; bₕ]` (see [`Precision`]), so the same AMX kernel computes it, and
+//! on AMX it runs about twice as fast as the f32 GEMM.
+//!
 //! Rounding is round-to-nearest-even with subnormals flushed to zero, as the tiles read them (AMX-BF16 treats
 //! subnormal inputs as zero), so both routes multiply identical operands. Written here rather than with the
 //! `half` crate's conversion because of that flush and because the loop must vectorise.
@@ -34,6 +42,44 @@ pub(crate) fn to_bf16(x: f32) -> u16 {
 #[inline(always)]
 pub(crate) fn from_bf16(b: u16) -> f32 {
     f32::from_bits((b as u32) << 16)
+}
+
+/// How many bf16 terms stand for each f32 value of an operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Precision {
+    /// One: the value rounded to bf16 (`train.dtype = "bf16"`).
+    Bf16,
+    /// Two, `hi + lo`, in three products (`train.dtype = "bf16x3"`, see the module's documentation): the operand
+    /// is three parts deep along the summed dimension, each part padded to a whole number of tiles on its own.
+    /// A left operand's parts are `[hi, hi, lo]`, a right one's `[hi, lo, hi]`: part by part they pair into
+    /// `hi·hi + hi·lo + lo·hi`.
+    Bf16x3,
+}
+
+/// Which of a value's bf16 terms a conversion writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Term {
+    /// `bf16(x)`.
+    Hi,
+    /// `bf16(x − hi)`: what the first term leaves (0 where that is not finite, so an infinite `x` stays infinite
+    /// through its `hi` term instead of turning into NaN).
+    Lo,
+}
+
+/// `x`'s bf16 term `term` (bits).
+#[inline(always)]
+fn term_bf16(x: f32, term: Term) -> u16 {
+    match term {
+        Term::Hi => to_bf16(x),
+        Term::Lo => {
+            let rest = x - from_bf16(to_bf16(x));
+            if rest.is_finite() {
+                to_bf16(rest)
+            } else {
+                0
+            }
+        }
+    }
 }
 
 /// How a [`Bf16Matrix`] is laid out: as a left operand or as a right one. Either way the matrix is a grid of
@@ -63,6 +109,7 @@ pub(crate) struct Bf16Matrix {
     rows: usize,
     cols: usize,
     side: Side,
+    precision: Precision,
     /// The rounded values as row-major f32, made on the fallback's first use and kept: a cached weight is
     /// expanded once per optimiser step, not once per product.
     expanded: std::sync::OnceLock<Vec<f32>>,
@@ -74,26 +121,26 @@ impl Drop for Bf16Matrix {
     }
 }
 
-/// `out[j] = to_bf16(row[j])` for a contiguous row.
-fn convert_row(row: &[f32], out: &mut [u16]) {
+/// `out[j] = term_bf16(row[j], term)` for a contiguous row.
+fn convert_row(row: &[f32], out: &mut [u16], term: Term) {
     #[cfg(target_arch = "x86_64")]
     if hardware_conversion() {
         // SAFETY: the CPU has AVX512-BF16 and AVX512-BW/VL (checked by `hardware_conversion`).
-        return unsafe { x86::convert_row(row, out) };
+        return unsafe { x86::convert_row(row, out, term == Term::Lo) };
     }
-    out.iter_mut().zip(row).for_each(|(o, &x)| *o = to_bf16(x));
+    out.iter_mut().zip(row).for_each(|(o, &x)| *o = term_bf16(x, term));
 }
 
-/// Interleaves two rows into one pair row: `out[2j] = to_bf16(even[j])`, `out[2j + 1] = to_bf16(odd[j])`.
-fn convert_pair(even: &[f32], odd: &[f32], out: &mut [u16]) {
+/// Interleaves two rows into one pair row: `out[2j] = term_bf16(even[j])`, `out[2j + 1] = term_bf16(odd[j])`.
+fn convert_pair(even: &[f32], odd: &[f32], out: &mut [u16], term: Term) {
     #[cfg(target_arch = "x86_64")]
     if hardware_conversion() {
         // SAFETY: as in `convert_row`.
-        return unsafe { x86::convert_pair(even, odd, out) };
+        return unsafe { x86::convert_pair(even, odd, out, term == Term::Lo) };
     }
     for ((o, &e), &d) in out.chunks_exact_mut(2).zip(even).zip(odd) {
-        o[0] = to_bf16(e);
-        o[1] = to_bf16(d);
+        o[0] = term_bf16(e, term);
+        o[1] = term_bf16(d, term);
     }
 }
 
@@ -124,30 +171,39 @@ fn hardware_conversion() -> bool {
 mod x86 {
     use std::arch::x86_64::*;
 
+    /// Sixteen values from `src[at..]` (fewer at the end, masked) as bf16: their first term, or with `lo` their
+    /// second (see `super::term_bf16`).
     #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl")]
-    fn sixteen(src: &[f32], at: usize) -> (__m256i, __mmask16) {
+    fn sixteen(src: &[f32], at: usize, lo: bool) -> (__m256i, __mmask16) {
         let left = (src.len() - at).min(16);
         let mask = if left == 16 { 0xFFFF } else { ((1u32 << left) - 1) as __mmask16 };
         // SAFETY: the mask keeps the load within `src[at..at + left]`.
-        let v = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(at)) };
-        (unsafe { std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v)) }, mask)
+        let mut v = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(at)) };
+        let to_bits = |v: __m512| unsafe { std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v)) };
+        if lo {
+            let hi = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(to_bits(v))));
+            let rest = _mm512_sub_ps(v, hi);
+            let finite = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(rest), _mm512_set1_ps(f32::INFINITY));
+            v = _mm512_maskz_mov_ps(finite, rest);
+        }
+        (to_bits(v), mask)
     }
 
     #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl")]
-    pub(super) fn convert_row(row: &[f32], out: &mut [u16]) {
+    pub(super) fn convert_row(row: &[f32], out: &mut [u16], lo: bool) {
         assert!(out.len() >= row.len());
         for at in (0..row.len()).step_by(16) {
-            let (bf, mask) = sixteen(row, at);
+            let (bf, mask) = sixteen(row, at, lo);
             // SAFETY: the mask keeps the store within `out[at..at + left]` (`out` is at least as long as `row`).
             unsafe { _mm256_mask_storeu_epi16(out.as_mut_ptr().add(at) as *mut i16, mask, bf) };
         }
     }
 
     #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl")]
-    pub(super) fn convert_pair(even: &[f32], odd: &[f32], out: &mut [u16]) {
+    pub(super) fn convert_pair(even: &[f32], odd: &[f32], out: &mut [u16], lo: bool) {
         assert!(odd.len() == even.len() && out.len() >= 2 * even.len());
         for at in (0..even.len()).step_by(16) {
-            let ((e, mask), (d, _)) = (sixteen(even, at), sixteen(odd, at));
+            let ((e, mask), (d, _)) = (sixteen(even, at, lo), sixteen(odd, at, lo));
             // Each 32-bit lane j holds (even[j], odd[j]): the low half the even row's value.
             let pairs = _mm512_or_si512(_mm512_cvtepu16_epi32(e), _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(d)));
             // SAFETY: the mask keeps the store within `out[2 at..2 (at + left)]`.
@@ -157,38 +213,90 @@ mod x86 {
 }
 
 impl Bf16Matrix {
-    /// `mat` `[rows × cols]` (any strides) rounded to bf16 and laid out for `side`.
-    pub(crate) fn new(mat: Mat, rows: usize, cols: usize, side: Side) -> Self {
+    /// `mat` `[rows × cols]` (any strides) in `precision`'s bf16 terms, laid out for `side`.
+    pub(crate) fn new(mat: Mat, rows: usize, cols: usize, side: Side, precision: Precision) -> Self {
         mat.assert_covers(rows, cols);
         // A reused buffer (stale contents): the fills write every value, and `zero_padding` the padding.
-        let mut out = Self::stale(rows, cols, side);
+        let mut out = Self::stale(rows, cols, side, precision);
         match (side, mat.is_transposed()) {
             _ if out.tiles.is_empty() => {}
-            (Side::Left, false) => {
-                out.fill_left(|r| &mat.data[r * mat.row_stride..][..cols]);
-                out.zero_padding(false);
-            }
-            (Side::Right, false) => {
-                out.fill_right(|r| &mat.data[r * mat.row_stride..][..cols]);
-                out.zero_padding(false);
-            }
+            (Side::Left, false) => out.fill_terms(false, |out, term, at| {
+                (0..rows).for_each(|r| out.fill_left_row(r, &mat.data[r * mat.row_stride..][..cols], term, at))
+            }),
+            (Side::Right, false) => out.fill_terms(false, |out, term, at| {
+                let row = |r: usize| &mat.data[r * mat.row_stride..][..cols];
+                let zeros = vec![0.0f32; cols];
+                for p in (0..rows).step_by(2) {
+                    out.fill_right_pair(p, row(p), if p + 1 < rows { row(p + 1) } else { &zeros[..] }, term, at);
+                }
+            }),
             // A transposed operand (the weight gradients' `dyᵀ`, `xᵀ`, the token mixer's `xᵀ`) is the transpose
             // of contiguous rows (`row_stride` 1): its tiles are converted from those rows and transposed as 16×16
             // bf16 pairs (see `fill_transposed`), with no f32 copy of the transpose.
             (_, true) => {
                 debug_assert_eq!(mat.row_stride, 1, "a transposed operand's rows are its source's columns");
-                out.fill_transposed(|c| &mat.data[c * mat.col_stride..][..rows]);
-                out.zero_padding(true);
+                out.fill_terms(true, |out, term, at| {
+                    out.fill_transposed(|c| &mat.data[c * mat.col_stride..][..rows], term, at)
+                });
             }
         }
         out
     }
 
-    /// Zeroes the padding the fills leave unwritten (a stale NaN there would poison the products' sums): past
-    /// `rows` and `cols` up to the multiples of 32. `whole_tiles`: the fill wrote whole tiles up to the next
-    /// multiple of 16 of the outer dimension (zeros included), as [`Self::fill_transposed`] does; else it wrote
-    /// exactly the values, and the odd row of a right operand's last pair.
-    fn zero_padding(&mut self, whole_tiles: bool) {
+    /// Writes each term's part with `fill(self, term, at)` (`at`: where the part starts along the summed
+    /// dimension), zeroes its padding (`whole_tiles` as in [`Self::zero_padding`]) and copies the `hi` part into
+    /// the second place [`Precision::Bf16x3`] holds it.
+    fn fill_terms(&mut self, whole_tiles: bool, mut fill: impl FnMut(&mut Self, Term, usize)) {
+        fill(self, Term::Hi, 0);
+        self.zero_padding(whole_tiles, 0);
+        if self.precision == Precision::Bf16x3 {
+            let at = self.part_start(self.lo_part());
+            fill(self, Term::Lo, at);
+            self.zero_padding(whole_tiles, at);
+            self.copy_hi_part();
+        }
+    }
+
+    /// Which of [`Precision::Bf16x3`]'s three parts holds `lo` (the other two hold `hi`): the last on the left,
+    /// the middle on the right, so `[hi, hi, lo] · [hi; lo; hi]` pairs into `hi·hi + hi·lo + lo·hi`.
+    fn lo_part(&self) -> usize {
+        match self.side {
+            Side::Left => 2,
+            Side::Right => 1,
+        }
+    }
+
+    /// Where part `part` starts along the summed dimension: each part is padded to whole tiles.
+    fn part_start(&self, part: usize) -> usize {
+        part * self.inner().next_multiple_of(32)
+    }
+
+    /// The summed dimension's length (one part's).
+    fn inner(&self) -> usize {
+        match self.side {
+            Side::Left => self.cols,
+            Side::Right => self.rows,
+        }
+    }
+
+    /// Copies part 0 (`hi`, tiles `0..k/32` of each band) into the other `hi` part of a [`Precision::Bf16x3`]
+    /// operand.
+    fn copy_hi_part(&mut self) {
+        let part_tiles = self.inner().div_ceil(32);
+        let to = 3 - self.lo_part(); // the left's second `hi` part is 1, the right's 2
+        let depth = self.depth_tiles();
+        for band in self.tiles.chunks_exact_mut(depth) {
+            let (hi, rest) = band.split_at_mut(part_tiles);
+            rest[(to - 1) * part_tiles..to * part_tiles].copy_from_slice(hi);
+        }
+    }
+
+    /// Zeroes the padding the fills leave unwritten in the part starting at `at` along the summed dimension (a
+    /// stale NaN there would poison the products' sums): past `rows` and `cols` up to the multiples of 32.
+    /// `whole_tiles`: the fill wrote whole tiles up to the next multiple of 16 of the outer dimension (zeros
+    /// included), as [`Self::fill_transposed`] does; else it wrote exactly the values, and the odd row of a right
+    /// operand's last pair.
+    fn zero_padding(&mut self, whole_tiles: bool, at: usize) {
         let (rows, cols) = (self.rows, self.cols);
         let (rows_pad, cols_pad) = (rows.next_multiple_of(32), cols.next_multiple_of(32));
         match self.side {
@@ -197,15 +305,15 @@ impl Bf16Matrix {
                 let written = if whole_tiles { rows.next_multiple_of(16) } else { rows };
                 for r in written..rows_pad {
                     for c0 in (0..cols_pad).step_by(32) {
-                        let at = self.index(r, c0);
-                        self.data_mut()[at..at + 32].fill(0);
+                        let i = self.index(r, at + c0);
+                        self.data_mut()[i..i + 32].fill(0);
                     }
                 }
                 // Columns past `cols` in each written row's last tile.
                 if !whole_tiles && cols < cols_pad {
                     for r in 0..rows {
-                        let at = self.index(r, cols);
-                        self.data_mut()[at..at + (cols_pad - cols)].fill(0);
+                        let i = self.index(r, at + cols);
+                        self.data_mut()[i..i + (cols_pad - cols)].fill(0);
                     }
                 }
             }
@@ -214,8 +322,8 @@ impl Bf16Matrix {
                 let written_rows = if whole_tiles { rows_pad } else { rows.next_multiple_of(2) };
                 for p in (written_rows..rows_pad).step_by(2) {
                     for c0 in (0..cols_pad).step_by(16) {
-                        let at = self.index(p, c0);
-                        self.data_mut()[at..at + 32].fill(0);
+                        let i = self.index(at + p, c0);
+                        self.data_mut()[i..i + 32].fill(0);
                     }
                 }
                 // Columns past the written ones in every pair row, band by band.
@@ -224,8 +332,8 @@ impl Bf16Matrix {
                     let mut c = written;
                     while c < cols_pad {
                         let run = 16 - c % 16;
-                        let at = self.index(p, c);
-                        self.data_mut()[at..at + 2 * run].fill(0);
+                        let i = self.index(at + p, c);
+                        self.data_mut()[i..i + 2 * run].fill(0);
                         c += run;
                     }
                 }
@@ -234,9 +342,18 @@ impl Bf16Matrix {
     }
 
     /// A `rows × cols` operand for `side` on a reused buffer, contents unspecified: the caller fills it.
-    fn stale(rows: usize, cols: usize, side: Side) -> Self {
-        let tiles = pool::take_bf16(rows.next_multiple_of(32) * cols.next_multiple_of(32) / TILE);
-        Self { tiles, rows, cols, side, expanded: std::sync::OnceLock::new() }
+    fn stale(rows: usize, cols: usize, side: Side, precision: Precision) -> Self {
+        let parts = match precision {
+            Precision::Bf16 => 1,
+            Precision::Bf16x3 => 3,
+        };
+        let tiles = pool::take_bf16(parts * rows.next_multiple_of(32) * cols.next_multiple_of(32) / TILE);
+        Self { tiles, rows, cols, side, precision, expanded: std::sync::OnceLock::new() }
+    }
+
+    /// How many bf16 terms stand for each value.
+    pub(crate) fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The values, tile after tile.
@@ -251,50 +368,46 @@ impl Bf16Matrix {
         unsafe { std::slice::from_raw_parts_mut(self.tiles.as_mut_ptr().cast::<u16>(), self.tiles.len() * TILE) }
     }
 
-    /// Left layout from contiguous rows (`row(r)`, `cols` long).
-    fn fill_left<'a>(&mut self, row: impl Fn(usize) -> &'a [f32]) {
-        for r in 0..self.rows {
-            self.fill_left_row(r, row(r));
-        }
-    }
-
-    /// Row `r` of a left operand from `src` (`cols` long).
-    fn fill_left_row(&mut self, r: usize, src: &[f32]) {
+    /// Row `r` of a left operand from `src` (`cols` long): its `term`, into the part starting at column `at`.
+    fn fill_left_row(&mut self, r: usize, src: &[f32], term: Term, at: usize) {
         for c0 in (0..self.cols).step_by(32) {
-            let (len, at) = ((self.cols - c0).min(32), self.index(r, c0));
-            convert_row(&src[c0..c0 + len], &mut self.data_mut()[at..at + len]);
+            let (len, i) = ((self.cols - c0).min(32), self.index(r, at + c0));
+            convert_row(&src[c0..c0 + len], &mut self.data_mut()[i..i + len], term);
         }
     }
 
-    /// Right layout from contiguous rows (`row(r)`, `cols` long).
-    fn fill_right<'a>(&mut self, row: impl Fn(usize) -> &'a [f32]) {
-        let zeros = vec![0.0f32; self.cols];
-        for p in (0..self.rows).step_by(2) {
-            self.fill_right_pair(p, row(p), if p + 1 < self.rows { row(p + 1) } else { &zeros[..] });
-        }
-    }
-
-    /// Rows `p` (even) and `p + 1` of a right operand from `even` and `odd` (`cols` long each).
-    fn fill_right_pair(&mut self, p: usize, even: &[f32], odd: &[f32]) {
+    /// Rows `p` (even) and `p + 1` of a right operand from `even` and `odd` (`cols` long each): their `term`, into
+    /// the part starting at row `at`.
+    fn fill_right_pair(&mut self, p: usize, even: &[f32], odd: &[f32], term: Term, at: usize) {
         for c0 in (0..self.cols).step_by(16) {
-            let (len, at) = ((self.cols - c0).min(16), self.index(p, c0));
-            convert_pair(&even[c0..c0 + len], &odd[c0..c0 + len], &mut self.data_mut()[at..at + 2 * len]);
+            let (len, i) = ((self.cols - c0).min(16), self.index(at + p, c0));
+            convert_pair(&even[c0..c0 + len], &odd[c0..c0 + len], &mut self.data_mut()[i..i + 2 * len], term);
         }
     }
 
     /// A `rows × cols` operand for `side` whose rows are computed as they are laid out: `row(r, out)` writes row
-    /// `r` (`cols` f32 values), rows in order. An activation made by an elementwise pass (the GLU's
+    /// `r` (`cols` f32 values), rows in order, each once. An activation made by an elementwise pass (the GLU's
     /// `gate(g) · u`) so goes straight into the next product's operand, with no f32 copy of it in memory.
-    pub(crate) fn from_rows(rows: usize, cols: usize, side: Side, mut row: impl FnMut(usize, &mut [f32])) -> Self {
-        let mut out = Self::stale(rows, cols, side);
+    pub(crate) fn from_rows(
+        rows: usize,
+        cols: usize,
+        side: Side,
+        precision: Precision,
+        mut row: impl FnMut(usize, &mut [f32]),
+    ) -> Self {
+        let mut out = Self::stale(rows, cols, side, precision);
         if out.tiles.is_empty() {
             return out;
         }
+        let terms: &[(Term, usize)] = match precision {
+            Precision::Bf16 => &[(Term::Hi, 0)],
+            Precision::Bf16x3 => &[(Term::Hi, 0), (Term::Lo, out.part_start(out.lo_part()))],
+        };
         let (mut even, mut odd) = (vec![0.0f32; cols], vec![0.0f32; cols]);
         match side {
             Side::Left => (0..rows).for_each(|r| {
                 row(r, &mut even);
-                out.fill_left_row(r, &even);
+                terms.iter().for_each(|&(term, at)| out.fill_left_row(r, &even, term, at));
             }),
             Side::Right => (0..rows).step_by(2).for_each(|p| {
                 row(p, &mut even);
@@ -303,19 +416,25 @@ impl Bf16Matrix {
                 } else {
                     odd.fill(0.0);
                 }
-                out.fill_right_pair(p, &even, &odd);
+                terms.iter().for_each(|&(term, at)| out.fill_right_pair(p, &even, &odd, term, at));
             }),
         }
-        out.zero_padding(false);
+        for &(_, at) in terms {
+            out.zero_padding(false, at);
+        }
+        if precision == Precision::Bf16x3 {
+            out.copy_hi_part();
+        }
         out
     }
 
-    /// Either layout of a matrix given by its contiguous columns (`column(c)`, `rows` long). Both layouts hold
-    /// a tile as 16 × 16 pairs of bf16 values: a left tile pairs columns `(2q, 2q + 1)` of each of 16 rows, a
-    /// right tile pairs rows `(2q, 2q + 1)` of each of 16 columns. Converting the source's contiguous runs the way
-    /// the other side's plain layout does gives those pairs with the 16 × 16 grid transposed, so each tile is
-    /// converted into a scratch tile and its 32-bit pairs transposed into place.
-    fn fill_transposed<'a>(&mut self, column: impl Fn(usize) -> &'a [f32]) {
+    /// Either layout of a matrix given by its contiguous columns (`column(c)`, `rows` long): its `term`, into the
+    /// part starting at `at` along the summed dimension. Both layouts hold a tile as 16 × 16 pairs of bf16 values:
+    /// a left tile pairs columns `(2q, 2q + 1)` of each of 16 rows, a right tile pairs rows `(2q, 2q + 1)` of each
+    /// of 16 columns. Converting the source's contiguous runs the way the other side's plain layout does gives
+    /// those pairs with the 16 × 16 grid transposed, so each tile is converted into a scratch tile and its 32-bit
+    /// pairs transposed into place.
+    fn fill_transposed<'a>(&mut self, column: impl Fn(usize) -> &'a [f32], term: Term, at: usize) {
         let mut scratch = [0u16; TILE];
         let (outer, inner) = match self.side {
             Side::Left => (self.rows, self.cols), // tiles: 16 rows × 32 columns; the source runs along rows
@@ -329,40 +448,56 @@ impl Bf16Matrix {
                 if width < 16 || depth < 32 {
                     scratch.fill(0);
                 }
-                let at = match self.side {
+                let i = match self.side {
                     Side::Left => {
                         // Pair q of the scratch: source runs `i0 + 2q`, `i0 + 2q + 1` (columns of the matrix),
                         // over the band's rows.
                         for q in 0..depth.div_ceil(2) {
                             let (c, run) = (i0 + 2 * q, o0..o0 + width);
                             let odd = if c + 1 < inner { &column(c + 1)[run.clone()] } else { &zeros[..width] };
-                            convert_pair(&column(c)[run], odd, &mut scratch[q * 32..q * 32 + 2 * width]);
+                            convert_pair(&column(c)[run], odd, &mut scratch[q * 32..q * 32 + 2 * width], term);
                         }
-                        self.index(o0, i0)
+                        self.index(o0, at + i0)
                     }
                     Side::Right => {
                         // Row j of the scratch: source run `o0 + j` (a column of the matrix) over the tile's rows.
                         for j in 0..width {
                             let run = &column(o0 + j)[i0..i0 + depth];
-                            convert_row(run, &mut scratch[j * 32..j * 32 + depth]);
+                            convert_row(run, &mut scratch[j * 32..j * 32 + depth], term);
                         }
-                        self.index(i0, o0)
+                        self.index(at + i0, o0)
                     }
                 };
-                transpose_pairs(&scratch, &mut self.data_mut()[at..at + TILE]);
+                transpose_pairs(&scratch, &mut self.data_mut()[i..i + TILE]);
             }
         }
     }
 
-    /// Tiles along the inner dimension (`k / 32`, rounded up).
+    /// Tiles along the summed dimension: `k / 32` rounded up, times the parts (three for [`Precision::Bf16x3`]).
     pub(crate) fn depth_tiles(&self) -> usize {
-        match self.side {
-            Side::Left => self.cols.div_ceil(32),
-            Side::Right => self.rows.div_ceil(32),
+        self.tiles_deep() / 32
+    }
+
+    /// The summed dimension as the tiles hold it: one part per term product, each padded to a multiple of 32 (for
+    /// [`Precision::Bf16`], exactly `k`; the fallback's operands are this deep).
+    fn tiles_deep(&self) -> usize {
+        match self.precision {
+            Precision::Bf16 => self.inner().next_multiple_of(32),
+            Precision::Bf16x3 => self.part_start(3),
         }
     }
 
-    /// Where element `(r, c)` lives in `data`.
+    /// How deep the fallback's f32 operands are: `k`, or all three parts (padding included) for
+    /// [`Precision::Bf16x3`].
+    fn expanded_depth(&self) -> usize {
+        match self.precision {
+            Precision::Bf16 => self.inner(),
+            Precision::Bf16x3 => self.part_start(3),
+        }
+    }
+
+    /// Where element `(r, c)` lives in `data` (`c` of a left operand, `r` of a right one, counted through all the
+    /// parts along the summed dimension).
     #[inline(always)]
     fn index(&self, r: usize, c: usize) -> usize {
         let depth = self.depth_tiles();
@@ -372,33 +507,39 @@ impl Bf16Matrix {
         }
     }
 
-    /// The rounded element `(r, c)` as f32.
+    /// The rounded element `(r, c)` as f32 (its `hi` term).
     #[cfg(test)]
     fn get(&self, r: usize, c: usize) -> f32 {
         from_bf16(self.data()[self.index(r, c)])
     }
 
-    /// The rounded values, row-major `[rows × cols]` f32 (the fallback's operands), expanded once.
+    /// The rounded values, row-major f32 (the fallback's operands), expanded once: `[rows × cols]` for
+    /// [`Precision::Bf16`]; for [`Precision::Bf16x3`] its three parts side by side along the summed dimension
+    /// (padding included, see [`Self::expanded_depth`]).
     fn expanded(&self) -> &[f32] {
         self.expanded.get_or_init(|| self.to_f32())
     }
 
-    /// The rounded values, row-major `[rows × cols]` f32.
+    /// The rounded values as [`Self::expanded`] lays them out.
     fn to_f32(&self) -> Vec<f32> {
-        let mut out = vec![0.0f32; self.rows * self.cols];
+        let (rows, cols) = match self.side {
+            Side::Left => (self.rows, self.expanded_depth()),
+            Side::Right => (self.expanded_depth(), self.cols),
+        };
+        let mut out = vec![0.0f32; rows * cols];
         if out.is_empty() {
             return out;
         }
-        for (r, row) in out.chunks_mut(self.cols).enumerate() {
+        for (r, row) in out.chunks_mut(cols).enumerate() {
             match self.side {
                 Side::Left => {
-                    for (c0, run) in (0..self.cols).step_by(32).zip(row.chunks_mut(32)) {
+                    for (c0, run) in (0..cols).step_by(32).zip(row.chunks_mut(32)) {
                         let at = self.index(r, c0);
                         run.iter_mut().zip(&self.data()[at..]).for_each(|(o, &b)| *o = from_bf16(b));
                     }
                 }
                 Side::Right => {
-                    for (c0, run) in (0..self.cols).step_by(16).zip(row.chunks_mut(16)) {
+                    for (c0, run) in (0..cols).step_by(16).zip(row.chunks_mut(16)) {
                         let at = self.index(r, c0);
                         run.iter_mut().zip(self.data()[at..].iter().step_by(2)).for_each(|(o, &b)| *o = from_bf16(b));
                     }
@@ -409,11 +550,21 @@ impl Bf16Matrix {
     }
 }
 
-/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` with both f32 operands (any strides) rounded to bf16 here: the products of
-/// two activations (the weight gradients `dyᵀ · x`).
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` with both f32 operands (any strides) converted to `precision`'s bf16 terms
+/// here: the products of two activations (the weight gradients `dyᵀ · x`).
 #[allow(clippy::too_many_arguments)] // a GEMM's own argument list
-pub(crate) fn matmul_rounded(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
-    let (a, b) = (Bf16Matrix::new(lhs, m, k, Side::Left), Bf16Matrix::new(rhs, k, n, Side::Right));
+pub(crate) fn matmul_rounded(
+    precision: Precision,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+) {
+    let (a, b) =
+        (Bf16Matrix::new(lhs, m, k, Side::Left, precision), Bf16Matrix::new(rhs, k, n, Side::Right, precision));
     matmul(dst, accumulate, &a, &b);
 }
 
@@ -428,6 +579,7 @@ pub(crate) fn matmul_rows(
     rhs: &Bf16Matrix,
 ) {
     assert!(lhs.side == Side::Left && rhs.side == Side::Right, "bf16 matmul: operands laid out for the wrong side");
+    assert_eq!(lhs.precision, rhs.precision, "bf16 matmul: operands of different precisions");
     let (k, n, m) = (lhs.cols, rhs.cols, rows.len());
     assert!(rows.start.is_multiple_of(32) && rows.end <= lhs.rows, "bf16 matmul: rows {rows:?} of {}", lhs.rows);
     assert_eq!(rhs.rows, k, "bf16 matmul: inner dimensions {k} and {}", rhs.rows);
@@ -437,8 +589,9 @@ pub(crate) fn matmul_rows(
         let first = (rows.start / 16) * lhs.depth_tiles() * TILE;
         return super::amx::matmul(m, n, lhs.depth_tiles(), dst, accumulate, &lhs.data()[first..], rhs.data());
     }
-    let a = &lhs.expanded()[rows.start * k..rows.end * k];
-    super::crate_matmul(m, n, k, dst, accumulate, Mat::rows(a, k), Mat::rows(rhs.expanded(), n));
+    let deep = lhs.expanded_depth();
+    let a = &lhs.expanded()[rows.start * deep..rows.end * deep];
+    super::crate_matmul(m, n, deep, dst, accumulate, Mat::rows(a, deep), Mat::rows(rhs.expanded(), n));
 }
 
 /// Whether the bf16 products run on AMX tiles here (else on the f32 GEMM with the same rounded operands).
@@ -491,23 +644,39 @@ mod tests {
         let mut values = vec![1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8), f32::from_bits(1), -f32::from_bits(5)];
         values.extend([f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -0.0, 0.0, 1e-38, 3e38]);
         values.extend(random(40, 3).iter().map(|v| v * 1e3));
-        for len in [0, 1, 15, 16, 17, values.len()] {
+        for (len, term) in [0, 1, 15, 16, 17, values.len()].into_iter().flat_map(|l| [(l, Term::Hi), (l, Term::Lo)]) {
             let row = &values[..len];
-            let want: Vec<u16> = row.iter().map(|&x| to_bf16(x)).collect();
+            let want: Vec<u16> = row.iter().map(|&x| term_bf16(x, term)).collect();
             let mut got = vec![0u16; len];
-            convert_row(row, &mut got);
+            convert_row(row, &mut got, term);
             let same = |a: u16, b: u16| a == b || (from_bf16(a).is_nan() && from_bf16(b).is_nan());
-            assert!(got.iter().zip(&want).all(|(&a, &b)| same(a, b)), "row of {len}: {got:x?} vs {want:x?}");
+            assert!(got.iter().zip(&want).all(|(&a, &b)| same(a, b)), "{term:?} row of {len}: {got:x?} vs {want:x?}");
             let odd: Vec<f32> = row.iter().rev().copied().collect();
             let mut pairs = vec![0u16; 2 * len];
-            convert_pair(row, &odd, &mut pairs);
+            convert_pair(row, &odd, &mut pairs, term);
             for j in 0..len {
                 assert!(
-                    same(pairs[2 * j], to_bf16(row[j])) && same(pairs[2 * j + 1], to_bf16(odd[j])),
-                    "pair {j} of {len}"
+                    same(pairs[2 * j], term_bf16(row[j], term)) && same(pairs[2 * j + 1], term_bf16(odd[j], term)),
+                    "{term:?} pair {j} of {len}"
                 );
             }
         }
+    }
+
+    /// The second term holds what the first leaves to 16 significant bits, is 0 where that is not finite, and
+    /// rounds subnormals to zero as the first does.
+    #[test]
+    fn the_two_terms_hold_sixteen_bits() {
+        for x in random(1000, 12).into_iter().map(|v| v * 37.0).chain([1.0 / 3.0, -7.1e-3, 6.0e4]) {
+            let sum = from_bf16(term_bf16(x, Term::Hi)) as f64 + from_bf16(term_bf16(x, Term::Lo)) as f64;
+            assert!(((sum - x as f64) / x as f64).abs() <= 2f64.powi(-16), "{x}: hi + lo = {sum}");
+        }
+        assert!(term_bf16(1.0 / 3.0, Term::Lo) & 0x7FFF != 0, "a third has bits past the first term");
+        assert_eq!(term_bf16(1.5, Term::Lo), 0, "a bf16 value has no second term");
+        assert_eq!(term_bf16(f32::INFINITY, Term::Lo), 0, "infinity stays in the first term");
+        assert_eq!(term_bf16(f32::MAX, Term::Lo), 0, "a value rounding to infinity has no finite remainder");
+        assert_eq!(term_bf16(f32::NAN, Term::Lo), 0, "NaN stays in the first term");
+        assert_eq!(term_bf16(f32::from_bits(3), Term::Lo), 0, "subnormals flush");
     }
 
     fn random(len: usize, seed: u64) -> Vec<f32> {
@@ -515,7 +684,9 @@ mod tests {
         (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     }
 
-    /// `Σ_p a(i,p)·b(p,j)` in f64 over the bf16-rounded operands.
+    const PRECISIONS: [Precision; 2] = [Precision::Bf16, Precision::Bf16x3];
+
+    /// `Σ_p a(i,p)·b(p,j)` in f64 over the bf16-rounded operands (their `hi` terms).
     fn reference(a: &Bf16Matrix, b: &Bf16Matrix) -> Vec<f64> {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         let mut out = vec![0.0f64; m * n];
@@ -534,27 +705,61 @@ mod tests {
         for (rows, cols) in [(5, 7), (37, 70), (64, 33), (150, 230), (161, 197)] {
             let v = random(rows * cols, 1);
             let stale = || {
-                pool::give_bf16(vec![
-                    Bf16Block([0xFFFF; TILE]);
-                    rows.next_multiple_of(32) * cols.next_multiple_of(32) / TILE
-                ])
-            };
-            for side in [Side::Left, Side::Right] {
-                stale();
-                let plain = Bf16Matrix::new(Mat::rows(&v, cols), rows, cols, side);
-                stale();
-                let transposed = Bf16Matrix::new(Mat::transposed(&v, cols), cols, rows, side);
-                for (r, c) in (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))) {
-                    let want = from_bf16(to_bf16(v[r * cols + c]));
-                    assert_eq!(plain.get(r, c), want, "{side:?} {rows}x{cols} ({r}, {c})");
-                    assert_eq!(transposed.get(c, r), want, "{side:?} {rows}x{cols} transposed ({c}, {r})");
-                    assert_eq!(plain.expanded()[r * cols + c], want, "{side:?} {rows}x{cols} expanded ({r}, {c})");
+                for parts in [1, 3] {
+                    pool::give_bf16(vec![
+                        Bf16Block([0xFFFF; TILE]);
+                        parts * rows.next_multiple_of(32) * cols.next_multiple_of(32) / TILE
+                    ])
                 }
-                // The padding is zeros (a stale NaN there would poison the products' sums).
-                for (m, (h, w)) in [(&plain, (rows, cols)), (&transposed, (cols, rows))] {
+            };
+            for (side, precision) in [Side::Left, Side::Right].into_iter().flat_map(|s| PRECISIONS.map(|p| (s, p))) {
+                stale();
+                let plain = Bf16Matrix::new(Mat::rows(&v, cols), rows, cols, side, precision);
+                stale();
+                let transposed = Bf16Matrix::new(Mat::transposed(&v, cols), cols, rows, side, precision);
+                let case = format!("{side:?} {precision:?} {rows}x{cols}");
+                if precision == Precision::Bf16 {
+                    for (r, c) in (0..rows).flat_map(|r| (0..cols).map(move |c| (r, c))) {
+                        let want = from_bf16(to_bf16(v[r * cols + c]));
+                        assert_eq!(plain.expanded()[r * cols + c], want, "{case} expanded ({r}, {c})");
+                    }
+                }
+                // Every part holds its term of every value, and the padding is zeros (a stale NaN there would
+                // poison the products' sums).
+                for (m, (h, w), transposed) in [(&plain, (rows, cols), false), (&transposed, (cols, rows), true)] {
+                    let parts = m.depth_tiles() / m.inner().div_ceil(32);
+                    assert_eq!(parts, if precision == Precision::Bf16 { 1 } else { 3 }, "{case}");
                     let mut held = vec![false; m.data().len()];
-                    (0..h).flat_map(|r| (0..w).map(move |c| (r, c))).for_each(|(r, c)| held[m.index(r, c)] = true);
-                    assert!(m.data().iter().zip(&held).all(|(&x, &h)| h || x == 0), "{side:?} {h}x{w}: padding");
+                    for (part, (r, c)) in
+                        (0..parts).flat_map(|p| (0..h).flat_map(move |r| (0..w).map(move |c| (p, (r, c)))))
+                    {
+                        let x = if transposed { v[c * cols + r] } else { v[r * cols + c] };
+                        let term = if parts == 3 && part == m.lo_part() { Term::Lo } else { Term::Hi };
+                        let (at_r, at_c) = match side {
+                            Side::Left => (r, m.part_start(part) + c),
+                            Side::Right => (m.part_start(part) + r, c),
+                        };
+                        let i = m.index(at_r, at_c);
+                        assert_eq!(
+                            m.data()[i],
+                            term_bf16(x, term),
+                            "{case} transposed={transposed} part {part} ({r}, {c})"
+                        );
+                        assert_eq!(m.get(at_r, at_c), from_bf16(term_bf16(x, term)));
+                        held[i] = true;
+                    }
+                    assert!(m.data().iter().zip(&held).all(|(&x, &h)| h || x == 0), "{case} {h}x{w}: padding");
+                    // The fallback's operand holds the same values, parts side by side.
+                    let deep = m.expanded_depth();
+                    for (r, c) in (0..h).flat_map(|r| (0..w).map(move |c| (r, c))).step_by(7) {
+                        for part in 0..parts {
+                            let (e, i) = match side {
+                                Side::Left => (r * deep + m.part_start(part) + c, m.index(r, m.part_start(part) + c)),
+                                Side::Right => ((m.part_start(part) + r) * w + c, m.index(m.part_start(part) + r, c)),
+                            };
+                            assert_eq!(m.expanded()[e], from_bf16(m.data()[i]), "{case} expanded part {part}");
+                        }
+                    }
                 }
                 for m in [&plain, &transposed] {
                     assert_eq!(m.data().as_ptr().cast::<u8>().align_offset(64), 0, "tiles start on cache lines");
@@ -571,16 +776,16 @@ mod tests {
     fn operands_made_row_by_row_equal_converted_ones() {
         for (rows, cols) in [(1, 1), (33, 17), (161, 197)] {
             let v = random(rows * cols, 4);
-            for side in [Side::Left, Side::Right] {
-                let whole = Bf16Matrix::new(Mat::rows(&v, cols), rows, cols, side);
+            for (side, precision) in [Side::Left, Side::Right].into_iter().flat_map(|s| PRECISIONS.map(|p| (s, p))) {
+                let whole = Bf16Matrix::new(Mat::rows(&v, cols), rows, cols, side, precision);
                 pool::give_bf16(vec![Bf16Block([0xFFFF; TILE]); whole.tiles.len()]);
                 let mut order = Vec::new();
-                let made = Bf16Matrix::from_rows(rows, cols, side, |r, out| {
+                let made = Bf16Matrix::from_rows(rows, cols, side, precision, |r, out| {
                     order.push(r);
                     out.copy_from_slice(&v[r * cols..][..cols]);
                 });
-                assert_eq!(order, (0..rows).collect::<Vec<_>>(), "{side:?}: each row once, in order");
-                assert!(made.data() == whole.data(), "{side:?} {rows}x{cols}: made row by row");
+                assert_eq!(order, (0..rows).collect::<Vec<_>>(), "{side:?} {precision:?}: each row once, in order");
+                assert!(made.data() == whole.data(), "{side:?} {precision:?} {rows}x{cols}: made row by row");
             }
         }
     }
@@ -597,8 +802,8 @@ mod tests {
                 seed += 1;
                 let (a, b) = (random(m * k, seed), random(k * n, seed + 100));
                 let (a, b) = (
-                    Bf16Matrix::new(Mat::rows(&a, k), m, k, Side::Left),
-                    Bf16Matrix::new(Mat::rows(&b, n), k, n, Side::Right),
+                    Bf16Matrix::new(Mat::rows(&a, k), m, k, Side::Left, Precision::Bf16),
+                    Bf16Matrix::new(Mat::rows(&b, n), k, n, Side::Right, Precision::Bf16),
                 );
                 let start = random(m * n, seed + 200);
                 let mut dst = start.clone();
@@ -613,7 +818,52 @@ mod tests {
         }
     }
 
-    /// Where AMX is present, the tiles and the f32 fallback agree on the same operands.
+    /// `bf16x3` products keep about 16 significant bits of the exact product of the f32 operands (f32's own GEMM
+    /// 24, one bf16 term 8), at the same edge sizes, partial parts included (`k` 7, 17, 65 pad
+    /// each part on its own).
+    #[test]
+    fn bf16x3_products_keep_sixteen_bits() {
+        let mut seed = 40;
+        for (m, n, k) in [(1, 1, 1), (3, 5, 7), (31, 33, 17), (32, 32, 32), (97, 97, 32), (70, 130, 65), (40, 200, 300)]
+        {
+            for accumulate in [false, true] {
+                seed += 1;
+                // Values spread over magnitudes, so the second term is not a fixed fraction of the first.
+                let spread = |v: Vec<f32>| v.into_iter().map(|x| x * (4.0 * x).exp()).collect::<Vec<f32>>();
+                let (af, bf) = (spread(random(m * k, seed)), spread(random(k * n, seed + 100)));
+                let precise = |precision| {
+                    let a = Bf16Matrix::new(Mat::rows(&af, k), m, k, Side::Left, precision);
+                    let b = Bf16Matrix::new(Mat::rows(&bf, n), k, n, Side::Right, precision);
+                    let mut dst = random(m * n, seed + 200);
+                    matmul(&mut dst, accumulate, &a, &b);
+                    dst
+                };
+                let (split, single) = (precise(Precision::Bf16x3), precise(Precision::Bf16));
+                let start = random(m * n, seed + 200);
+                let (mut worst_split, mut worst_single) = (0.0f64, 0.0f64);
+                for i in 0..m {
+                    for j in 0..n {
+                        let terms = (0..k).map(|p| af[i * k + p] as f64 * bf[p * n + j] as f64);
+                        let (exact, scale) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+                        let exact = exact + if accumulate { start[i * n + j] as f64 } else { 0.0 };
+                        let scale = scale + if accumulate { start[i * n + j].abs() as f64 } else { 0.0 };
+                        let err = |got: &[f32]| (got[i * n + j] as f64 - exact).abs() / scale.max(1e-30);
+                        worst_split = worst_split.max(err(&split));
+                        worst_single = worst_single.max(err(&single));
+                    }
+                }
+                let case = format!("{m}x{n}x{k} acc={accumulate}");
+                // Each value is `hi + lo` within 2⁻¹⁶ of itself (8 bits, then 8 more of the rest), so a product
+                // of two is within 2·2⁻¹⁶, and the dropped `lo·lo` adds at most 2⁻¹⁶ more.
+                assert!(worst_split <= 3.0 * 2f64.powi(-16), "{case}: bf16x3 relative error {worst_split:e}");
+                if k >= 17 {
+                    assert!(worst_single > 2f64.powi(-12), "{case}: one bf16 term is as close ({worst_single:e})?");
+                }
+            }
+        }
+    }
+
+    /// Where AMX is present, the tiles and the f32 fallback agree on the same operands, in both precisions.
     #[test]
     fn amx_agrees_with_the_fallback_where_present() {
         if !amx_available() {
@@ -622,15 +872,27 @@ mod tests {
         }
         let (m, n, k) = (45, 70, 96);
         let (a, b) = (random(m * k, 7), random(k * n, 8));
-        let (a, b) =
-            (Bf16Matrix::new(Mat::rows(&a, k), m, k, Side::Left), Bf16Matrix::new(Mat::rows(&b, n), k, n, Side::Right));
-        let mut tiles = vec![0.0; m * n];
-        matmul(&mut tiles, false, &a, &b);
-        let mut fallback = vec![0.0; m * n];
-        let (af, bf) = (a.to_f32(), b.to_f32());
-        crate::kernels::gemm::crate_matmul(m, n, k, &mut fallback, false, Mat::rows(&af, k), Mat::rows(&bf, n));
-        for (t, f) in tiles.iter().zip(&fallback) {
-            assert!((t - f).abs() <= 1e-5 * (1.0 + f.abs()), "{t} vs {f}");
+        for precision in PRECISIONS {
+            let (a, b) = (
+                Bf16Matrix::new(Mat::rows(&a, k), m, k, Side::Left, precision),
+                Bf16Matrix::new(Mat::rows(&b, n), k, n, Side::Right, precision),
+            );
+            let mut tiles = vec![0.0; m * n];
+            matmul(&mut tiles, false, &a, &b);
+            let mut fallback = vec![0.0; m * n];
+            let (af, bf, deep) = (a.to_f32(), b.to_f32(), a.expanded_depth());
+            crate::kernels::gemm::crate_matmul(
+                m,
+                n,
+                deep,
+                &mut fallback,
+                false,
+                Mat::rows(&af, deep),
+                Mat::rows(&bf, n),
+            );
+            for (t, f) in tiles.iter().zip(&fallback) {
+                assert!((t - f).abs() <= 1e-5 * (1.0 + f.abs()), "{precision:?}: {t} vs {f}");
+            }
         }
     }
 }
