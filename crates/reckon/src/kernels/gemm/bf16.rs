@@ -121,26 +121,51 @@ impl Drop for Bf16Matrix {
     }
 }
 
-/// `out[j] = term_bf16(row[j], term)` for a contiguous row.
-fn convert_row(row: &[f32], out: &mut [u16], term: Term) {
+/// `out[j] = to_bf16(row[j])` for a contiguous row.
+fn convert_row(row: &[f32], out: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
     if hardware_conversion() {
         // SAFETY: the CPU has AVX512-BF16 and AVX512-BW/VL (checked by `hardware_conversion`).
-        return unsafe { x86::convert_row(row, out, term == Term::Lo) };
+        return unsafe { x86::convert_row(row, out, None) };
     }
-    out.iter_mut().zip(row).for_each(|(o, &x)| *o = term_bf16(x, term));
+    out.iter_mut().zip(row).for_each(|(o, &x)| *o = to_bf16(x));
 }
 
-/// Interleaves two rows into one pair row: `out[2j] = term_bf16(even[j])`, `out[2j + 1] = term_bf16(odd[j])`.
-fn convert_pair(even: &[f32], odd: &[f32], out: &mut [u16], term: Term) {
+/// Both terms of a contiguous row in one pass: `hi[j]`, `lo[j]` = `row[j]`'s [`Term::Hi`], [`Term::Lo`].
+fn convert_row_split(row: &[f32], hi: &mut [u16], lo: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
     if hardware_conversion() {
         // SAFETY: as in `convert_row`.
-        return unsafe { x86::convert_pair(even, odd, out, term == Term::Lo) };
+        return unsafe { x86::convert_row(row, hi, Some(lo)) };
+    }
+    for ((h, l), &x) in hi.iter_mut().zip(lo.iter_mut()).zip(row) {
+        (*h, *l) = (term_bf16(x, Term::Hi), term_bf16(x, Term::Lo));
+    }
+}
+
+/// Interleaves two rows into one pair row: `out[2j] = to_bf16(even[j])`, `out[2j + 1] = to_bf16(odd[j])`.
+fn convert_pair(even: &[f32], odd: &[f32], out: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if hardware_conversion() {
+        // SAFETY: as in `convert_row`.
+        return unsafe { x86::convert_pair(even, odd, out, None) };
     }
     for ((o, &e), &d) in out.chunks_exact_mut(2).zip(even).zip(odd) {
-        o[0] = term_bf16(e, term);
-        o[1] = term_bf16(d, term);
+        (o[0], o[1]) = (to_bf16(e), to_bf16(d));
+    }
+}
+
+/// [`convert_pair`] for both terms in one pass: the pair rows of the `hi` terms into `hi`, of the `lo` ones into
+/// `lo`.
+fn convert_pair_split(even: &[f32], odd: &[f32], hi: &mut [u16], lo: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if hardware_conversion() {
+        // SAFETY: as in `convert_row`.
+        return unsafe { x86::convert_pair(even, odd, hi, Some(lo)) };
+    }
+    for (((h, l), &e), &d) in hi.chunks_exact_mut(2).zip(lo.chunks_exact_mut(2)).zip(even).zip(odd) {
+        (h[0], h[1]) = (term_bf16(e, Term::Hi), term_bf16(d, Term::Hi));
+        (l[0], l[1]) = (term_bf16(e, Term::Lo), term_bf16(d, Term::Lo));
     }
 }
 
@@ -171,43 +196,55 @@ fn hardware_conversion() -> bool {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// Sixteen values from `src[at..]` (fewer at the end, masked) as bf16: their first term, or with `lo` their
-    /// second (see `super::term_bf16`).
+    /// Sixteen values from `src[at..]` (fewer at the end, masked) as bf16 (their `hi` terms), with their `lo`
+    /// terms (see `super::term_bf16`) where `split`.
     #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl")]
-    fn sixteen(src: &[f32], at: usize, lo: bool) -> (__m256i, __mmask16) {
+    fn sixteen(src: &[f32], at: usize, split: bool) -> (__m256i, __m256i, __mmask16) {
         let left = (src.len() - at).min(16);
         let mask = if left == 16 { 0xFFFF } else { ((1u32 << left) - 1) as __mmask16 };
         // SAFETY: the mask keeps the load within `src[at..at + left]`.
-        let mut v = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(at)) };
+        let v = unsafe { _mm512_maskz_loadu_ps(mask, src.as_ptr().add(at)) };
         let to_bits = |v: __m512| unsafe { std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v)) };
-        if lo {
-            let hi = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(to_bits(v))));
-            let rest = _mm512_sub_ps(v, hi);
-            let finite = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(rest), _mm512_set1_ps(f32::INFINITY));
-            v = _mm512_maskz_mov_ps(finite, rest);
+        let hi = to_bits(v);
+        if !split {
+            return (hi, hi, mask);
         }
-        (to_bits(v), mask)
+        let rest = _mm512_sub_ps(v, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(hi))));
+        let finite = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(rest), _mm512_set1_ps(f32::INFINITY));
+        (hi, to_bits(_mm512_maskz_mov_ps(finite, rest)), mask)
     }
 
+    /// `super::convert_row` (`lo`: `None`) or `super::convert_row_split` (the `hi` terms into `out`).
     #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl")]
-    pub(super) fn convert_row(row: &[f32], out: &mut [u16], lo: bool) {
-        assert!(out.len() >= row.len());
+    pub(super) fn convert_row(row: &[f32], out: &mut [u16], mut lo: Option<&mut [u16]>) {
+        assert!(out.len() >= row.len() && lo.as_ref().is_none_or(|lo| lo.len() >= row.len()));
         for at in (0..row.len()).step_by(16) {
-            let (bf, mask) = sixteen(row, at, lo);
-            // SAFETY: the mask keeps the store within `out[at..at + left]` (`out` is at least as long as `row`).
-            unsafe { _mm256_mask_storeu_epi16(out.as_mut_ptr().add(at) as *mut i16, mask, bf) };
+            let (hi, low, mask) = sixteen(row, at, lo.is_some());
+            // SAFETY: the mask keeps the stores within `out[at..at + left]` and `lo[at..at + left]` (each at least
+            // as long as `row`).
+            unsafe { _mm256_mask_storeu_epi16(out.as_mut_ptr().add(at) as *mut i16, mask, hi) };
+            if let Some(lo) = lo.as_deref_mut() {
+                unsafe { _mm256_mask_storeu_epi16(lo.as_mut_ptr().add(at) as *mut i16, mask, low) };
+            }
         }
     }
 
     #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl")]
-    pub(super) fn convert_pair(even: &[f32], odd: &[f32], out: &mut [u16], lo: bool) {
-        assert!(odd.len() == even.len() && out.len() >= 2 * even.len());
-        for at in (0..even.len()).step_by(16) {
-            let ((e, mask), (d, _)) = (sixteen(even, at, lo), sixteen(odd, at, lo));
-            // Each 32-bit lane j holds (even[j], odd[j]): the low half the even row's value.
-            let pairs = _mm512_or_si512(_mm512_cvtepu16_epi32(e), _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(d)));
-            // SAFETY: the mask keeps the store within `out[2 at..2 (at + left)]`.
-            unsafe { _mm512_mask_storeu_epi32(out.as_mut_ptr().add(2 * at) as *mut i32, mask, pairs) };
+    /// `super::convert_pair` (`lo`: `None`) or `super::convert_pair_split` (the `hi` terms into `out`).
+    #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl")]
+    pub(super) fn convert_pair(even: &[f32], odd: &[f32], out: &mut [u16], mut lo: Option<&mut [u16]>) {
+        let len = even.len();
+        assert!(odd.len() == len && out.len() >= 2 * len && lo.as_ref().is_none_or(|lo| lo.len() >= 2 * len));
+        // Each 32-bit lane j holds (even[j], odd[j]): the low half the even row's value.
+        let pairs = |e, d| _mm512_or_si512(_mm512_cvtepu16_epi32(e), _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(d)));
+        for at in (0..len).step_by(16) {
+            let ((e_hi, e_lo, mask), (d_hi, d_lo, _)) =
+                (sixteen(even, at, lo.is_some()), sixteen(odd, at, lo.is_some()));
+            // SAFETY: the mask keeps the stores within `out[2 at..2 (at + left)]` and the same of `lo`.
+            unsafe { _mm512_mask_storeu_epi32(out.as_mut_ptr().add(2 * at) as *mut i32, mask, pairs(e_hi, d_hi)) };
+            if let Some(lo) = lo.as_deref_mut() {
+                unsafe { _mm512_mask_storeu_epi32(lo.as_mut_ptr().add(2 * at) as *mut i32, mask, pairs(e_lo, d_lo)) };
+            }
         }
     }
 }
@@ -220,41 +257,28 @@ impl Bf16Matrix {
         let mut out = Self::stale(rows, cols, side, precision);
         match (side, mat.is_transposed()) {
             _ if out.tiles.is_empty() => {}
-            (Side::Left, false) => out.fill_terms(false, |out, term, at| {
-                (0..rows).for_each(|r| out.fill_left_row(r, &mat.data[r * mat.row_stride..][..cols], term, at))
-            }),
-            (Side::Right, false) => out.fill_terms(false, |out, term, at| {
+            (Side::Left, false) => {
+                (0..rows).for_each(|r| out.fill_left_row(r, &mat.data[r * mat.row_stride..][..cols]));
+                out.complete(false);
+            }
+            (Side::Right, false) => {
                 let row = |r: usize| &mat.data[r * mat.row_stride..][..cols];
                 let zeros = vec![0.0f32; cols];
                 for p in (0..rows).step_by(2) {
-                    out.fill_right_pair(p, row(p), if p + 1 < rows { row(p + 1) } else { &zeros[..] }, term, at);
+                    out.fill_right_pair(p, row(p), if p + 1 < rows { row(p + 1) } else { &zeros[..] });
                 }
-            }),
+                out.complete(false);
+            }
             // A transposed operand (the weight gradients' `dyᵀ`, `xᵀ`, the token mixer's `xᵀ`) is the transpose
             // of contiguous rows (`row_stride` 1): its tiles are converted from those rows and transposed as 16×16
             // bf16 pairs (see `fill_transposed`), with no f32 copy of the transpose.
             (_, true) => {
                 debug_assert_eq!(mat.row_stride, 1, "a transposed operand's rows are its source's columns");
-                out.fill_terms(true, |out, term, at| {
-                    out.fill_transposed(|c| &mat.data[c * mat.col_stride..][..rows], term, at)
-                });
+                out.fill_transposed(|c| &mat.data[c * mat.col_stride..][..rows]);
+                out.complete(true);
             }
         }
         out
-    }
-
-    /// Writes each term's part with `fill(self, term, at)` (`at`: where the part starts along the summed
-    /// dimension), zeroes its padding (`whole_tiles` as in [`Self::zero_padding`]) and copies the `hi` part into
-    /// the second place [`Precision::Bf16x3`] holds it.
-    fn fill_terms(&mut self, whole_tiles: bool, mut fill: impl FnMut(&mut Self, Term, usize)) {
-        fill(self, Term::Hi, 0);
-        self.zero_padding(whole_tiles, 0);
-        if self.precision == Precision::Bf16x3 {
-            let at = self.part_start(self.lo_part());
-            fill(self, Term::Lo, at);
-            self.zero_padding(whole_tiles, at);
-            self.copy_hi_part();
-        }
     }
 
     /// Which of [`Precision::Bf16x3`]'s three parts holds `lo` (the other two hold `hi`): the last on the left,
@@ -279,24 +303,57 @@ impl Bf16Matrix {
         }
     }
 
-    /// Copies part 0 (`hi`, tiles `0..k/32` of each band) into the other `hi` part of a [`Precision::Bf16x3`]
-    /// operand.
-    fn copy_hi_part(&mut self) {
-        let part_tiles = self.inner().div_ceil(32);
-        let to = 3 - self.lo_part(); // the left's second `hi` part is 1, the right's 2
-        let depth = self.depth_tiles();
-        for band in self.tiles.chunks_exact_mut(depth) {
-            let (hi, rest) = band.split_at_mut(part_tiles);
-            rest[(to - 1) * part_tiles..to * part_tiles].copy_from_slice(hi);
+    /// How many parts deep the operand is along the summed dimension (three for [`Precision::Bf16x3`]).
+    fn parts(&self) -> usize {
+        match self.precision {
+            Precision::Bf16 => 1,
+            Precision::Bf16x3 => 3,
         }
     }
 
-    /// Zeroes the padding the fills leave unwritten in the part starting at `at` along the summed dimension (a
-    /// stale NaN there would poison the products' sums): past `rows` and `cols` up to the multiples of 32.
-    /// `whole_tiles`: the fill wrote whole tiles up to the next multiple of 16 of the outer dimension (zeros
-    /// included), as [`Self::fill_transposed`] does; else it wrote exactly the values, and the odd row of a right
-    /// operand's last pair.
-    fn zero_padding(&mut self, whole_tiles: bool, at: usize) {
+    /// Where element `(r, c)` of part `part` lives in `data`.
+    fn part_index(&self, part: usize, r: usize, c: usize) -> usize {
+        match self.side {
+            Side::Left => self.index(r, self.part_start(part) + c),
+            Side::Right => self.index(self.part_start(part) + r, c),
+        }
+    }
+
+    /// The runs of `len` values starting at element `(r, c)` in the first `hi` part and in the `lo` part of a
+    /// [`Precision::Bf16x3`] operand, for a fill to write (the second `hi` part is copied from the first when the
+    /// operand is complete, see [`Self::complete`]).
+    fn hi_lo_runs(&mut self, r: usize, c: usize, len: usize) -> (&mut [u16], &mut [u16]) {
+        let (hi, lo) = (self.part_index(0, r, c), self.part_index(self.lo_part(), r, c));
+        let (head, tail) = self.data_mut().split_at_mut(lo); // the `lo` part comes after the first `hi` part
+        (&mut head[hi..hi + len], &mut tail[..len])
+    }
+
+    /// Completes an operand after its fills: zeroes the padding (`whole_tiles` as in [`Self::zero_padding`]) and
+    /// copies the first `hi` part into the second.
+    fn complete(&mut self, whole_tiles: bool) {
+        self.zero_padding(whole_tiles);
+        if self.precision == Precision::Bf16x3 {
+            // Tiles `0..k/32` of each band are the first `hi` part; whole bands at once, one copy each.
+            let (part_tiles, depth, to) = (self.inner().div_ceil(32), self.depth_tiles(), 3 - self.lo_part());
+            for band in self.tiles.chunks_exact_mut(depth) {
+                let (hi, rest) = band.split_at_mut(part_tiles);
+                rest[(to - 1) * part_tiles..to * part_tiles].copy_from_slice(hi);
+            }
+        }
+    }
+
+    /// Zeroes the padding the fills leave unwritten in every part (a stale NaN there would poison the products'
+    /// sums): past `rows` and `cols` up to the multiples of 32. `whole_tiles`: the fill wrote whole tiles up to the
+    /// next multiple of 16 of the outer dimension (zeros included), as [`Self::fill_transposed`] does; else it
+    /// wrote exactly the values, and the odd row of a right operand's last pair.
+    fn zero_padding(&mut self, whole_tiles: bool) {
+        for part in 0..self.parts() {
+            self.zero_part_padding(whole_tiles, self.part_start(part));
+        }
+    }
+
+    /// [`Self::zero_padding`] in the part starting at `at` along the summed dimension.
+    fn zero_part_padding(&mut self, whole_tiles: bool, at: usize) {
         let (rows, cols) = (self.rows, self.cols);
         let (rows_pad, cols_pad) = (rows.next_multiple_of(32), cols.next_multiple_of(32));
         match self.side {
@@ -343,12 +400,9 @@ impl Bf16Matrix {
 
     /// A `rows × cols` operand for `side` on a reused buffer, contents unspecified: the caller fills it.
     fn stale(rows: usize, cols: usize, side: Side, precision: Precision) -> Self {
-        let parts = match precision {
-            Precision::Bf16 => 1,
-            Precision::Bf16x3 => 3,
-        };
-        let tiles = pool::take_bf16(parts * rows.next_multiple_of(32) * cols.next_multiple_of(32) / TILE);
-        Self { tiles, rows, cols, side, precision, expanded: std::sync::OnceLock::new() }
+        let mut out = Self { tiles: Vec::new(), rows, cols, side, precision, expanded: std::sync::OnceLock::new() };
+        out.tiles = pool::take_bf16(out.parts() * rows.next_multiple_of(32) * cols.next_multiple_of(32) / TILE);
+        out
     }
 
     /// How many bf16 terms stand for each value.
@@ -368,20 +422,32 @@ impl Bf16Matrix {
         unsafe { std::slice::from_raw_parts_mut(self.tiles.as_mut_ptr().cast::<u16>(), self.tiles.len() * TILE) }
     }
 
-    /// Row `r` of a left operand from `src` (`cols` long): its `term`, into the part starting at column `at`.
-    fn fill_left_row(&mut self, r: usize, src: &[f32], term: Term, at: usize) {
+    /// Row `r` of a left operand from `src` (`cols` long), every part.
+    fn fill_left_row(&mut self, r: usize, src: &[f32]) {
         for c0 in (0..self.cols).step_by(32) {
-            let (len, i) = ((self.cols - c0).min(32), self.index(r, at + c0));
-            convert_row(&src[c0..c0 + len], &mut self.data_mut()[i..i + len], term);
+            let (len, i, src) = ((self.cols - c0).min(32), self.index(r, c0), &src[c0..]);
+            match self.precision {
+                Precision::Bf16 => convert_row(&src[..len], &mut self.data_mut()[i..i + len]),
+                Precision::Bf16x3 => {
+                    let (hi, lo) = self.hi_lo_runs(r, c0, len);
+                    convert_row_split(&src[..len], hi, lo);
+                }
+            }
         }
     }
 
-    /// Rows `p` (even) and `p + 1` of a right operand from `even` and `odd` (`cols` long each): their `term`, into
-    /// the part starting at row `at`.
-    fn fill_right_pair(&mut self, p: usize, even: &[f32], odd: &[f32], term: Term, at: usize) {
+    /// Rows `p` (even) and `p + 1` of a right operand from `even` and `odd` (`cols` long each), every part.
+    fn fill_right_pair(&mut self, p: usize, even: &[f32], odd: &[f32]) {
         for c0 in (0..self.cols).step_by(16) {
-            let (len, i) = ((self.cols - c0).min(16), self.index(at + p, c0));
-            convert_pair(&even[c0..c0 + len], &odd[c0..c0 + len], &mut self.data_mut()[i..i + 2 * len], term);
+            let (len, i) = ((self.cols - c0).min(16), self.index(p, c0));
+            let (even, odd) = (&even[c0..c0 + len], &odd[c0..c0 + len]);
+            match self.precision {
+                Precision::Bf16 => convert_pair(even, odd, &mut self.data_mut()[i..i + 2 * len]),
+                Precision::Bf16x3 => {
+                    let (hi, lo) = self.hi_lo_runs(p, c0, 2 * len);
+                    convert_pair_split(even, odd, hi, lo);
+                }
+            }
         }
     }
 
@@ -399,15 +465,11 @@ impl Bf16Matrix {
         if out.tiles.is_empty() {
             return out;
         }
-        let terms: &[(Term, usize)] = match precision {
-            Precision::Bf16 => &[(Term::Hi, 0)],
-            Precision::Bf16x3 => &[(Term::Hi, 0), (Term::Lo, out.part_start(out.lo_part()))],
-        };
         let (mut even, mut odd) = (vec![0.0f32; cols], vec![0.0f32; cols]);
         match side {
             Side::Left => (0..rows).for_each(|r| {
                 row(r, &mut even);
-                terms.iter().for_each(|&(term, at)| out.fill_left_row(r, &even, term, at));
+                out.fill_left_row(r, &even);
             }),
             Side::Right => (0..rows).step_by(2).for_each(|p| {
                 row(p, &mut even);
@@ -416,26 +478,22 @@ impl Bf16Matrix {
                 } else {
                     odd.fill(0.0);
                 }
-                terms.iter().for_each(|&(term, at)| out.fill_right_pair(p, &even, &odd, term, at));
+                out.fill_right_pair(p, &even, &odd);
             }),
         }
-        for &(_, at) in terms {
-            out.zero_padding(false, at);
-        }
-        if precision == Precision::Bf16x3 {
-            out.copy_hi_part();
-        }
+        out.complete(false);
         out
     }
 
-    /// Either layout of a matrix given by its contiguous columns (`column(c)`, `rows` long): its `term`, into the
-    /// part starting at `at` along the summed dimension. Both layouts hold a tile as 16 × 16 pairs of bf16 values:
+    /// Either layout of a matrix given by its contiguous columns (`column(c)`, `rows` long), every part. Both layouts hold a tile as 16 × 16 pairs of bf16 values:
     /// a left tile pairs columns `(2q, 2q + 1)` of each of 16 rows, a right tile pairs rows `(2q, 2q + 1)` of each
     /// of 16 columns. Converting the source's contiguous runs the way the other side's plain layout does gives
     /// those pairs with the 16 × 16 grid transposed, so each tile is converted into a scratch tile and its 32-bit
     /// pairs transposed into place.
-    fn fill_transposed<'a>(&mut self, column: impl Fn(usize) -> &'a [f32], term: Term, at: usize) {
-        let mut scratch = [0u16; TILE];
+    fn fill_transposed<'a>(&mut self, column: impl Fn(usize) -> &'a [f32]) {
+        // The tile's `hi` terms, and its `lo` terms for `Bf16x3`.
+        let (mut scratch, mut scratch_lo) = ([0u16; TILE], [0u16; TILE]);
+        let split = self.precision == Precision::Bf16x3;
         let (outer, inner) = match self.side {
             Side::Left => (self.rows, self.cols), // tiles: 16 rows × 32 columns; the source runs along rows
             Side::Right => (self.cols, self.rows), // tiles: 32 rows × 16 columns; the source runs along columns
@@ -447,28 +505,43 @@ impl Bf16Matrix {
                 let depth = (inner - i0).min(32);
                 if width < 16 || depth < 32 {
                     scratch.fill(0);
+                    scratch_lo.fill(0);
                 }
-                let i = match self.side {
+                let (r, c) = match self.side {
                     Side::Left => {
                         // Pair q of the scratch: source runs `i0 + 2q`, `i0 + 2q + 1` (columns of the matrix),
                         // over the band's rows.
                         for q in 0..depth.div_ceil(2) {
                             let (c, run) = (i0 + 2 * q, o0..o0 + width);
                             let odd = if c + 1 < inner { &column(c + 1)[run.clone()] } else { &zeros[..width] };
-                            convert_pair(&column(c)[run], odd, &mut scratch[q * 32..q * 32 + 2 * width], term);
+                            let (out, lo) =
+                                (&mut scratch[q * 32..][..2 * width], &mut scratch_lo[q * 32..][..2 * width]);
+                            match split {
+                                false => convert_pair(&column(c)[run], odd, out),
+                                true => convert_pair_split(&column(c)[run], odd, out, lo),
+                            }
                         }
-                        self.index(o0, at + i0)
+                        (o0, i0)
                     }
                     Side::Right => {
                         // Row j of the scratch: source run `o0 + j` (a column of the matrix) over the tile's rows.
                         for j in 0..width {
                             let run = &column(o0 + j)[i0..i0 + depth];
-                            convert_row(run, &mut scratch[j * 32..j * 32 + depth], term);
+                            let (out, lo) = (&mut scratch[j * 32..][..depth], &mut scratch_lo[j * 32..][..depth]);
+                            match split {
+                                false => convert_row(run, out),
+                                true => convert_row_split(run, out, lo),
+                            }
                         }
-                        self.index(at + i0, o0)
+                        (i0, o0)
                     }
                 };
+                let i = self.index(r, c);
                 transpose_pairs(&scratch, &mut self.data_mut()[i..i + TILE]);
+                if split {
+                    let i = self.part_index(self.lo_part(), r, c);
+                    transpose_pairs(&scratch_lo, &mut self.data_mut()[i..i + TILE]);
+                }
             }
         }
     }
@@ -637,29 +710,35 @@ mod tests {
         }
     }
 
-    /// The vector conversions (hardware where present) equal [`to_bf16`] on ties, subnormals, NaN, infinities and
-    /// random values, at lengths with every tail size.
+    /// The vector conversions (hardware where present) equal [`to_bf16`] and [`term_bf16`] on ties, subnormals,
+    /// NaN, infinities and random values, at lengths with every tail size, one term or both.
     #[test]
     fn vector_conversions_equal_the_scalar_rounding() {
         let mut values = vec![1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8), f32::from_bits(1), -f32::from_bits(5)];
         values.extend([f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, -0.0, 0.0, 1e-38, 3e38]);
         values.extend(random(40, 3).iter().map(|v| v * 1e3));
-        for (len, term) in [0, 1, 15, 16, 17, values.len()].into_iter().flat_map(|l| [(l, Term::Hi), (l, Term::Lo)]) {
-            let row = &values[..len];
-            let want: Vec<u16> = row.iter().map(|&x| term_bf16(x, term)).collect();
-            let mut got = vec![0u16; len];
-            convert_row(row, &mut got, term);
-            let same = |a: u16, b: u16| a == b || (from_bf16(a).is_nan() && from_bf16(b).is_nan());
-            assert!(got.iter().zip(&want).all(|(&a, &b)| same(a, b)), "{term:?} row of {len}: {got:x?} vs {want:x?}");
-            let odd: Vec<f32> = row.iter().rev().copied().collect();
-            let mut pairs = vec![0u16; 2 * len];
-            convert_pair(row, &odd, &mut pairs, term);
-            for j in 0..len {
-                assert!(
-                    same(pairs[2 * j], term_bf16(row[j], term)) && same(pairs[2 * j + 1], term_bf16(odd[j], term)),
-                    "{term:?} pair {j} of {len}"
-                );
-            }
+        let same = |a: u16, b: u16| a == b || (from_bf16(a).is_nan() && from_bf16(b).is_nan());
+        let want = |row: &[f32], term| row.iter().map(|&x| term_bf16(x, term)).collect::<Vec<u16>>();
+        let check = |got: &[u16], want: &[u16], what: &str| {
+            assert!(got.iter().zip(want).all(|(&a, &b)| same(a, b)), "{what}: {got:x?} vs {want:x?}");
+        };
+        let interleave =
+            |a: Vec<u16>, b: Vec<u16>| a.into_iter().zip(b).flat_map(|(a, b)| [a, b]).collect::<Vec<u16>>();
+        for len in [0, 1, 15, 16, 17, values.len()] {
+            let (row, odd) = (&values[..len], values[..len].iter().rev().copied().collect::<Vec<f32>>());
+            let (mut one, mut hi, mut lo) = (vec![0u16; len], vec![0u16; len], vec![0u16; len]);
+            convert_row(row, &mut one);
+            convert_row_split(row, &mut hi, &mut lo);
+            check(&one, &want(row, Term::Hi), &format!("row of {len}"));
+            check(&hi, &want(row, Term::Hi), &format!("hi row of {len}"));
+            check(&lo, &want(row, Term::Lo), &format!("lo row of {len}"));
+            let (mut one, mut hi, mut lo) = (vec![0u16; 2 * len], vec![0u16; 2 * len], vec![0u16; 2 * len]);
+            convert_pair(row, &odd, &mut one);
+            convert_pair_split(row, &odd, &mut hi, &mut lo);
+            let pairs = |term| interleave(want(row, term), want(&odd, term));
+            check(&one, &pairs(Term::Hi), &format!("pairs of {len}"));
+            check(&hi, &pairs(Term::Hi), &format!("hi pairs of {len}"));
+            check(&lo, &pairs(Term::Lo), &format!("lo pairs of {len}"));
         }
     }
 
