@@ -229,7 +229,6 @@ mod x86 {
         }
     }
 
-    #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl")]
     /// `super::convert_pair` (`lo`: `None`) or `super::convert_pair_split` (the `hi` terms into `out`).
     #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl")]
     pub(super) fn convert_pair(even: &[f32], odd: &[f32], out: &mut [u16], mut lo: Option<&mut [u16]>) {
