@@ -143,6 +143,58 @@ fn convert_row_split(row: &[f32], hi: &mut [u16], lo: &mut [u16]) {
     }
 }
 
+/// One row (or pair row) of an operand as a fill writes it: consecutive runs of `run` source values (of `run`
+/// pairs where `pairs`), run `i` at `hi + i·stride` in the tiles (its `lo` terms, for `Bf16x3`, at `lo + i·stride`).
+/// The element `j` of a run is at offset `j`, or its pair at `2j, 2j + 1`.
+struct Runs<'a> {
+    /// The source row, or the even and odd rows of a pair row (a plain row: the same slice twice).
+    src: [&'a [f32]; 2],
+    hi: usize,
+    lo: Option<usize>,
+    stride: usize,
+    run: usize,
+    pairs: bool,
+}
+
+/// Converts `runs` into the tiles at `data`.
+///
+/// # Safety
+/// Every run must lie within `data`'s allocation (as [`Bf16Matrix::fill_runs`] checks).
+unsafe fn convert_runs(runs: &Runs, data: *mut u16) {
+    #[cfg(target_arch = "x86_64")]
+    if hardware_conversion() {
+        // SAFETY: the CPU has AVX512-BF16 and AVX512-BW/VL; the caller's bounds.
+        return unsafe { x86::convert_runs(runs, data) };
+    }
+    // SAFETY: the caller's bounds.
+    unsafe { convert_runs_scalar(runs, data) }
+}
+
+/// [`convert_runs`] one value at a time.
+///
+/// # Safety
+/// As [`convert_runs`].
+unsafe fn convert_runs_scalar(runs: &Runs, data: *mut u16) {
+    let [even, odd] = runs.src;
+    for (i, c0) in (0..even.len()).step_by(runs.run).enumerate() {
+        for j in 0..(even.len() - c0).min(runs.run) {
+            let (e, d) = (even[c0 + j], odd[c0 + j]);
+            for (at, term) in [(Some(runs.hi), Term::Hi), (runs.lo, Term::Lo)] {
+                let Some(at) = at.map(|at| at + i * runs.stride) else { continue };
+                // SAFETY: the caller's bounds.
+                unsafe {
+                    if runs.pairs {
+                        *data.add(at + 2 * j) = term_bf16(e, term);
+                        *data.add(at + 2 * j + 1) = term_bf16(d, term);
+                    } else {
+                        *data.add(at + j) = term_bf16(e, term);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Interleaves two rows into one pair row: `out[2j] = to_bf16(even[j])`, `out[2j + 1] = to_bf16(odd[j])`.
 fn convert_pair(even: &[f32], odd: &[f32], out: &mut [u16]) {
     #[cfg(target_arch = "x86_64")]
@@ -225,6 +277,38 @@ mod x86 {
             unsafe { _mm256_mask_storeu_epi16(out.as_mut_ptr().add(at) as *mut i16, mask, hi) };
             if let Some(lo) = lo.as_deref_mut() {
                 unsafe { _mm256_mask_storeu_epi16(lo.as_mut_ptr().add(at) as *mut i16, mask, low) };
+            }
+        }
+    }
+
+    /// `super::convert_runs` on `VCVTNEPS2BF16`.
+    ///
+    /// # Safety
+    /// As `super::convert_runs`.
+    #[target_feature(enable = "avx512bf16,avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn convert_runs(runs: &super::Runs, data: *mut u16) {
+        let ([even, odd], split) = (runs.src, runs.lo.is_some());
+        for (i, c0) in (0..even.len()).step_by(runs.run).enumerate() {
+            let (even, odd) = (&even[c0..(c0 + runs.run).min(even.len())], &odd[c0..(c0 + runs.run).min(odd.len())]);
+            let (hi, lo) = (runs.hi + i * runs.stride, runs.lo.map(|lo| lo + i * runs.stride));
+            for at in (0..even.len()).step_by(16) {
+                let (e_hi, e_lo, mask) = sixteen(even, at, split);
+                // SAFETY (all stores): the caller's bounds; the mask keeps each within its run.
+                if runs.pairs {
+                    let (d_hi, d_lo, _) = sixteen(odd, at, split);
+                    let pairs = |e, d| {
+                        _mm512_or_si512(_mm512_cvtepu16_epi32(e), _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(d)))
+                    };
+                    unsafe { _mm512_mask_storeu_epi32(data.add(hi + 2 * at) as *mut i32, mask, pairs(e_hi, d_hi)) };
+                    if let Some(lo) = lo {
+                        unsafe { _mm512_mask_storeu_epi32(data.add(lo + 2 * at) as *mut i32, mask, pairs(e_lo, d_lo)) };
+                    }
+                } else {
+                    unsafe { _mm256_mask_storeu_epi16(data.add(hi + at) as *mut i16, mask, e_hi) };
+                    if let Some(lo) = lo {
+                        unsafe { _mm256_mask_storeu_epi16(data.add(lo + at) as *mut i16, mask, e_lo) };
+                    }
+                }
             }
         }
     }
@@ -316,15 +400,6 @@ impl Bf16Matrix {
             Side::Left => self.index(r, self.part_start(part) + c),
             Side::Right => self.index(self.part_start(part) + r, c),
         }
-    }
-
-    /// The runs of `len` values starting at element `(r, c)` in the first `hi` part and in the `lo` part of a
-    /// [`Precision::Bf16x3`] operand, for a fill to write (the second `hi` part is copied from the first when the
-    /// operand is complete, see [`Self::complete`]).
-    fn hi_lo_runs(&mut self, r: usize, c: usize, len: usize) -> (&mut [u16], &mut [u16]) {
-        let (hi, lo) = (self.part_index(0, r, c), self.part_index(self.lo_part(), r, c));
-        let (head, tail) = self.data_mut().split_at_mut(lo); // the `lo` part comes after the first `hi` part
-        (&mut head[hi..hi + len], &mut tail[..len])
     }
 
     /// Completes an operand after its fills: zeroes the padding (`whole_tiles` as in [`Self::zero_padding`]) and
@@ -421,33 +496,34 @@ impl Bf16Matrix {
         unsafe { std::slice::from_raw_parts_mut(self.tiles.as_mut_ptr().cast::<u16>(), self.tiles.len() * TILE) }
     }
 
-    /// Row `r` of a left operand from `src` (`cols` long), every part.
+    /// Row `r` of a left operand from `src` (`cols` long), every part: runs of 32 values, one per tile along `k`.
     fn fill_left_row(&mut self, r: usize, src: &[f32]) {
-        for c0 in (0..self.cols).step_by(32) {
-            let (len, i, src) = ((self.cols - c0).min(32), self.index(r, c0), &src[c0..]);
-            match self.precision {
-                Precision::Bf16 => convert_row(&src[..len], &mut self.data_mut()[i..i + len]),
-                Precision::Bf16x3 => {
-                    let (hi, lo) = self.hi_lo_runs(r, c0, len);
-                    convert_row_split(&src[..len], hi, lo);
-                }
-            }
-        }
+        let lo = (self.precision == Precision::Bf16x3).then(|| self.part_index(self.lo_part(), r, 0));
+        self.fill_runs(Runs { src: [src, src], hi: self.index(r, 0), lo, stride: TILE, run: 32, pairs: false });
     }
 
-    /// Rows `p` (even) and `p + 1` of a right operand from `even` and `odd` (`cols` long each), every part.
+    /// Rows `p` (even) and `p + 1` of a right operand from `even` and `odd` (`cols` long each), every part: runs of
+    /// 16 pairs, one per column band.
     fn fill_right_pair(&mut self, p: usize, even: &[f32], odd: &[f32]) {
-        for c0 in (0..self.cols).step_by(16) {
-            let (len, i) = ((self.cols - c0).min(16), self.index(p, c0));
-            let (even, odd) = (&even[c0..c0 + len], &odd[c0..c0 + len]);
-            match self.precision {
-                Precision::Bf16 => convert_pair(even, odd, &mut self.data_mut()[i..i + 2 * len]),
-                Precision::Bf16x3 => {
-                    let (hi, lo) = self.hi_lo_runs(p, c0, 2 * len);
-                    convert_pair_split(even, odd, hi, lo);
-                }
-            }
+        let lo = (self.precision == Precision::Bf16x3).then(|| self.part_index(self.lo_part(), p, 0));
+        let stride = self.depth_tiles() * TILE;
+        self.fill_runs(Runs { src: [even, odd], hi: self.index(p, 0), lo, stride, run: 16, pairs: true });
+    }
+
+    /// Writes `runs` (a row or a pair row of the operand, in every part) after checking that each of its runs
+    /// lies within the tiles.
+    fn fill_runs(&mut self, runs: Runs) {
+        let len = runs.src[0].len();
+        assert_eq!(runs.src[1].len(), len, "a pair row's two rows");
+        if len == 0 {
+            return;
         }
+        let width = if runs.pairs { 2 } else { 1 };
+        let last = (len - 1) / runs.run * runs.stride + width * (len - 1) % (width * runs.run) + width;
+        let data = self.data_mut();
+        assert!(runs.hi.max(runs.lo.unwrap_or(0)) + last <= data.len(), "bf16 operand: a row past its tiles");
+        // SAFETY: every store is within the run bounds just checked (see `Runs`).
+        unsafe { convert_runs(&runs, data.as_mut_ptr()) }
     }
 
     /// A `rows × cols` operand for `side` whose rows are computed as they are laid out: `row(r, out)` writes row
@@ -738,6 +814,31 @@ mod tests {
             check(&one, &pairs(Term::Hi), &format!("pairs of {len}"));
             check(&hi, &pairs(Term::Hi), &format!("hi pairs of {len}"));
             check(&lo, &pairs(Term::Lo), &format!("lo pairs of {len}"));
+        }
+    }
+
+    /// Writing a row's runs: the vector path (where present) and the scalar one write the same values at the
+    /// same places, rows and pair rows, one term or two, every tail length.
+    #[test]
+    fn row_runs_are_written_alike_by_both_paths() {
+        let (even, odd) = (random(75, 21), random(75, 22));
+        for (len, pairs, split) in [1, 16, 31, 32, 33, 75]
+            .into_iter()
+            .flat_map(|l| [(l, false, false), (l, true, false), (l, false, true), (l, true, true)])
+        {
+            let run = if pairs { 16 } else { 32 };
+            let runs =
+                Runs { src: [&even[..len], &odd[..len]], hi: 3, lo: split.then_some(40), stride: 100, run, pairs };
+            let (mut vector, mut scalar) = (vec![7u16; 600], vec![7u16; 600]);
+            // SAFETY: at most 5 runs (of 16 pairs), 100 apart from 3 or 40, end by 40 + 4·100 + 32 < 600.
+            unsafe {
+                convert_runs(&runs, vector.as_mut_ptr());
+                convert_runs_scalar(&runs, scalar.as_mut_ptr());
+            }
+            assert_eq!(vector, scalar, "{len} values, pairs {pairs}, split {split}");
+            let second = if pairs { odd[0] } else { even[1] };
+            assert_eq!(scalar[3], to_bf16(even[0]), "the first run starts at hi");
+            assert!(len == 1 && !pairs || scalar[4] == to_bf16(second), "then its pair, or the next value");
         }
     }
 
