@@ -35,6 +35,17 @@ fn small_trm_learns_easy_sudoku_with_bf16_weight_products() {
     assert_learned(&report);
 }
 
+/// The same run with f32 products at about 16 bits (`train.dtype = "bf16x3"`: two bf16 terms a value, three
+/// products; on AMX tiles where the CPU has them) learns to the same bars: the dtype reaches the trainer through the
+/// config and the whole step (forward, both gradients, evaluation) runs in it.
+#[test]
+fn small_trm_learns_easy_sudoku_with_bf16x3_weight_products() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = quickstart_data(tmp.path());
+    let report = train_quickstart(tmp.path(), &data, &["train.dtype=\"bf16x3\"", "train.seed=2"]);
+    assert_learned(&report);
+}
+
 /// The quickstart's data: 2,200 generated puzzles with 45–55 clues, 10% held out.
 fn quickstart_data(dir: &std::path::Path) -> std::path::PathBuf {
     common::sudoku_dataset(dir, 2200, (45, 55), 0, 0)
