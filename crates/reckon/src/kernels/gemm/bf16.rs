@@ -222,10 +222,15 @@ fn convert_pair_split(even: &[f32], odd: &[f32], hi: &mut [u16], lo: &mut [u16])
 }
 
 /// `dst` = `src` with its 16 × 16 grid of 32-bit pairs transposed: `dst[r][q] = src[q][r]`, pairs of bf16 kept.
-fn transpose_pairs(src: &[u16; TILE], dst: &mut [u16]) {
-    for (r, out) in dst.chunks_exact_mut(32).enumerate() {
-        for (q, pair) in out.chunks_exact_mut(2).enumerate() {
-            pair.copy_from_slice(&src[q * 32 + 2 * r..][..2]);
+/// Moved as whole 32-bit words of fixed-size arrays, so the loop has no bounds checks and no per-pair copy call.
+fn transpose_pairs(src: &Bf16Block, dst: &mut Bf16Block) {
+    // SAFETY: a `Bf16Block` is 1 KiB aligned to 64 bytes, so it is also a valid, aligned `[u32; 256]`.
+    let (src, dst) = unsafe {
+        (&*(src as *const Bf16Block).cast::<[u32; 256]>(), &mut *(dst as *mut Bf16Block).cast::<[u32; 256]>())
+    };
+    for r in 0..16 {
+        for q in 0..16 {
+            dst[r * 16 + q] = src[q * 16 + r];
         }
     }
 }
@@ -567,7 +572,7 @@ impl Bf16Matrix {
     /// pairs transposed into place.
     fn fill_transposed<'a>(&mut self, column: impl Fn(usize) -> &'a [f32]) {
         // The tile's `hi` terms, and its `lo` terms for `Bf16x3`.
-        let (mut scratch, mut scratch_lo) = ([0u16; TILE], [0u16; TILE]);
+        let (mut scratch_block, mut scratch_lo_block) = (Bf16Block([0; TILE]), Bf16Block([0; TILE]));
         let split = self.precision == Precision::Bf16x3;
         let (outer, inner) = match self.side {
             Side::Left => (self.rows, self.cols), // tiles: 16 rows × 32 columns; the source runs along rows
@@ -578,6 +583,7 @@ impl Bf16Matrix {
             let width = (outer - o0).min(16);
             for i0 in (0..inner).step_by(32) {
                 let depth = (inner - i0).min(32);
+                let (scratch, scratch_lo) = (&mut scratch_block.0, &mut scratch_lo_block.0);
                 if width < 16 || depth < 32 {
                     scratch.fill(0);
                     scratch_lo.fill(0);
@@ -611,11 +617,12 @@ impl Bf16Matrix {
                         (i0, o0)
                     }
                 };
-                let i = self.index(r, c);
-                transpose_pairs(&scratch, &mut self.data_mut()[i..i + TILE]);
+                // Tiles start at multiples of `TILE`: element `(r, c)` opens tile `index / TILE`.
+                let tile = self.index(r, c) / TILE;
+                transpose_pairs(&scratch_block, &mut self.tiles[tile]);
                 if split {
-                    let i = self.part_index(self.lo_part(), r, c);
-                    transpose_pairs(&scratch_lo, &mut self.data_mut()[i..i + TILE]);
+                    let tile = self.part_index(self.lo_part(), r, c) / TILE;
+                    transpose_pairs(&scratch_lo_block, &mut self.tiles[tile]);
                 }
             }
         }
