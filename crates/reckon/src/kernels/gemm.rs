@@ -246,7 +246,7 @@ pub fn with_gemm_path<R>(path: GemmPath, f: impl FnOnce() -> R) -> R {
 /// The element type of the CPU kernels' weight products (`train.dtype`, `--dtype`): f32, or bf16 with f32 sums
 /// ([`bf16`]) for the forward products (`x · Wᵀ`), the input gradients' (`dy · W`) and the weight gradients'
 /// (`dyᵀ · x`), as PyTorch's autocast does, or f32 values split into two bf16 terms in three products (`bf16x3`,
-/// 16 significant bits: PyTorch's `"high"` float32 matmul precision); the attention's per-head products, norms,
+/// 16 significant bits: PyTorch's `"high"` float32 matmul precision; IEEE f32 where the CPU has no AMX); the attention's per-head products, norms,
 /// master weights and the optimiser stay f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -279,12 +279,17 @@ impl GemmDtype {
         }
     }
 
-    /// The bf16 operands' precision, for the dtypes whose products run on bf16 operands.
+    /// The bf16 operands' precision, for the dtypes whose products run on bf16 operands here.
+    ///
+    /// `bf16x3` runs on bf16 operands only where AMX is: without it, its three products (emulated on the f32 GEMM
+    /// at three times the depth) would cost about three f32 products, so the products run in IEEE f32, which keeps
+    /// more than the 16 bits promised. PyTorch's `"high"` float32 matmul precision does the same on a CPU without
+    /// a faster path.
     pub(crate) fn bf16_precision(self) -> Option<bf16::Precision> {
         match self {
             GemmDtype::F32 => None,
             GemmDtype::Bf16 => Some(bf16::Precision::Bf16),
-            GemmDtype::Bf16x3 => Some(bf16::Precision::Bf16x3),
+            GemmDtype::Bf16x3 => bf16::amx_available().then_some(bf16::Precision::Bf16x3),
         }
     }
 }

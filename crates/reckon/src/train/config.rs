@@ -90,7 +90,8 @@ pub struct TrainConfig {
     pub state_noise: f64,
     /// The weight products' operands: `"f32"` (default), `"bf16"` (rounded to bfloat16, summed in f32; AMX tiles
     /// where the CPU has them) or `"bf16x3"` (each value split into two bf16 terms, three products: 16 significant
-    /// bits, PyTorch's `"high"` float32 matmul precision; about twice the f32 GEMM's speed on AMX) in the forward
+    /// bits, PyTorch's `"high"` float32 matmul precision; about twice the f32 GEMM's speed on AMX, IEEE f32 products
+    /// on a CPU without AMX) in the forward
     /// and both gradients; attention's per-head products, norms, master weights and the optimiser state stay f32.
     /// The CPU kernels' setting: other backends refuse all but `"f32"`.
     #[serde(default, skip_serializing_if = "is_f32")]

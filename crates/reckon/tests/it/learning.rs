@@ -37,7 +37,8 @@ fn small_trm_learns_easy_sudoku_with_bf16_weight_products() {
 
 /// The same run with f32 products at about 16 bits (`train.dtype = "bf16x3"`: two bf16 terms a value, three
 /// products; on AMX tiles where the CPU has them) learns to the same bars: the dtype reaches the trainer through the
-/// config and the whole step (forward, both gradients, evaluation) runs in it.
+/// config and the whole step (forward, both gradients, evaluation) runs in it. On a CPU without AMX `bf16x3` runs
+/// IEEE f32 products, so there it checks that the setting trains as f32 does.
 #[test]
 fn small_trm_learns_easy_sudoku_with_bf16x3_weight_products() {
     let tmp = tempfile::tempdir().unwrap();

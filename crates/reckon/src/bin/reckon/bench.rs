@@ -828,7 +828,7 @@ fn dtype_setting() -> String {
             "bf16x3 (two bf16 terms, three products on AMX; PyTorch at float32 matmul precision \"high\")".into()
         }
         GemmDtype::Bf16x3 => {
-            "bf16x3 (emulated on the f32 GEMM: no AMX here; PyTorch at float32 matmul precision \"high\")".into()
+            "bf16x3 (IEEE f32 products: no AMX here; PyTorch at float32 matmul precision \"high\")".into()
         }
     }
 }
