@@ -35,6 +35,8 @@ mod amx;
 pub(crate) mod bf16;
 #[cfg(target_arch = "x86_64")]
 mod direct;
+#[cfg(target_arch = "x86_64")]
+mod dot;
 /// Elsewhere the direct kernel is never available, so never called.
 #[cfg(not(target_arch = "x86_64"))]
 mod direct {
@@ -294,9 +296,45 @@ impl GemmDtype {
     }
 }
 
-/// Whether bf16 products run on AMX tiles on this machine (else on the f32 GEMM, with the same rounded operands).
+/// Whether bf16 products run on AMX tiles on this machine (see [`bf16_engine`]).
 pub fn bf16_on_amx() -> bool {
     bf16::amx_available()
+}
+
+/// Where the products of `--dtype bf16` run on this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Engine {
+    /// AMX tiles (Intel Sapphire Rapids and later).
+    Amx,
+    /// AVX512-BF16 dot products (AMD Zen 4 and later, Intel Cooper Lake).
+    DotProducts,
+    /// The f32 GEMM on the rounded operands: the same results, slower than f32.
+    Emulated,
+}
+
+impl Bf16Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Engine::Amx => "AMX tiles",
+            Bf16Engine::DotProducts => "AVX512-BF16 dot products",
+            Bf16Engine::Emulated => "emulated on the f32 GEMM",
+        }
+    }
+}
+
+/// The engine of this machine's bf16 products (`RECKON_AMX=off` rules out AMX).
+pub fn bf16_engine() -> Bf16Engine {
+    #[cfg(target_arch = "x86_64")]
+    let dot = dot::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let dot = false;
+    if bf16::amx_available() {
+        Bf16Engine::Amx
+    } else if dot {
+        Bf16Engine::DotProducts
+    } else {
+        Bf16Engine::Emulated
+    }
 }
 
 thread_local! {
@@ -469,12 +507,13 @@ fn with_operands<R>(shape: &GemmShape, f: impl FnOnce(Mat, Mat) -> R) -> R {
     f(lhs, rhs)
 }
 
-/// As [`time_shape`], for the bf16 product on AMX tiles (`--dtype bf16`'s weight products), operands converted
-/// to the tiles' layout beforehand (as a weight is, once per optimiser step); `None` without AMX.
+/// As [`time_shape`], for the bf16 product (`--dtype bf16`'s weight products, on [`bf16_engine`]), operands
+/// converted to the tiles' layout beforehand (as a weight is, once per optimiser step); `None` where the bf16
+/// products are only emulated.
 pub fn time_bf16_shape(shape: &GemmShape, parallel: usize, seconds: f64) -> Option<(f64, f64)> {
     use bf16::{Bf16Matrix, Side};
     let GemmShape { m, n, k, accumulate, .. } = *shape;
-    bf16::amx_available().then(|| {
+    (bf16_engine() != Bf16Engine::Emulated).then(|| {
         timed_rounds(shape, parallel, seconds, |reps| {
             let (lhs, rhs) = with_operands(shape, |lhs, rhs| {
                 let precision = bf16::Precision::Bf16;

@@ -819,11 +819,10 @@ impl MachineInfo {
 
 /// The forward dtype this bench runs under, with where its bf16 products run.
 fn dtype_setting() -> String {
-    use reckon::kernels::gemm::{bf16_on_amx, gemm_dtype, GemmDtype};
+    use reckon::kernels::gemm::{bf16_engine, bf16_on_amx, gemm_dtype, GemmDtype};
     match gemm_dtype() {
         GemmDtype::F32 => "f32".into(),
-        GemmDtype::Bf16 if bf16_on_amx() => "bf16 (AMX; PyTorch under bf16 autocast)".into(),
-        GemmDtype::Bf16 => "bf16 (emulated on the f32 GEMM: no AMX here; PyTorch under bf16 autocast)".into(),
+        GemmDtype::Bf16 => format!("bf16 ({}; PyTorch under bf16 autocast)", bf16_engine().name()),
         GemmDtype::Bf16x3 if bf16_on_amx() => {
             "bf16x3 (two bf16 terms, three products on AMX; PyTorch at float32 matmul precision \"high\")".into()
         }
@@ -1381,9 +1380,9 @@ pub struct GemmRow {
     pub flop_share: f64,
     /// GFLOP/s per path (every thread running its own copy): best round.
     pub gflops: Vec<(GemmPath, f64)>,
-    /// GFLOP/s of the bf16 product on AMX tiles (`--dtype bf16`'s weight products; operands converted
-    /// beforehand), where the CPU has AMX: best round.
-    pub amx_bf16_gflops: Option<f64>,
+    /// GFLOP/s of the bf16 product (`--dtype bf16`'s weight products; operands converted beforehand) on the
+    /// report's `bf16_engine`, where the CPU runs bf16 products (AMX or AVX512-BF16): best round.
+    pub bf16_gflops: Option<f64>,
 }
 
 /// `reckon bench gemm`'s result: the machine, every shape's row, and what `auto` picks per class.
@@ -1392,6 +1391,8 @@ pub struct GemmReport {
     pub machine: MachineInfo,
     pub rows: Vec<GemmRow>,
     pub classes: Vec<ClassSummary>,
+    /// Where the bf16 products run here (`bf16_gflops`): AMX tiles, AVX512-BF16 dot products, or emulated.
+    pub bf16_engine: &'static str,
 }
 
 /// One shape class in [`GemmReport`]: the throughput of each path over the class's whole GEMM work, and `auto`'s
@@ -1411,11 +1412,14 @@ impl GemmReport {
         for p in &paths {
             s += &format!(" {:>9}", format!("{} GF/s", p.name()));
         }
-        let amx = self.rows.iter().any(|r| r.amx_bf16_gflops.is_some());
-        if amx {
-            s += &format!(" {:>13}", "amx bf16 GF/s");
+        let bf16 = self.rows.iter().any(|r| r.bf16_gflops.is_some());
+        if bf16 {
+            s += &format!(" {:>13}", "bf16 GF/s");
         }
         s += "\n";
+        if bf16 {
+            s += &format!("(bf16: {})\n", self.bf16_engine);
+        }
         for r in &self.rows {
             s += &format!(
                 "{:<24} {:<6} {:<14} {:>6} {:>6.1}%",
@@ -1428,7 +1432,7 @@ impl GemmReport {
             for (_, g) in &r.gflops {
                 s += &format!(" {g:>9.1}");
             }
-            if let Some(g) = r.amx_bf16_gflops {
+            if let Some(g) = r.bf16_gflops {
                 s += &format!(" {g:>13.1}");
             }
             s += "\n";
@@ -1475,8 +1479,8 @@ pub fn bench_gemm(shapes: &[String], seconds: f64) -> Result<GemmReport> {
         eprintln!("timing {} ...", shape.label());
         let gflops =
             GemmPath::available().into_iter().map(|p| (p, time_shape(p, &shape, threads, seconds).0)).collect();
-        let amx_bf16_gflops = time_bf16_shape(&shape, threads, seconds).map(|(best, _)| best);
-        rows.push(GemmRow { used_by, shape, class: shape.class(), calls, flop_share, gflops, amx_bf16_gflops });
+        let bf16_gflops = time_bf16_shape(&shape, threads, seconds).map(|(best, _)| best);
+        rows.push(GemmRow { used_by, shape, class: shape.class(), calls, flop_share, gflops, bf16_gflops });
     }
     let classes = ShapeClass::ALL
         .into_iter()
@@ -1502,7 +1506,8 @@ pub fn bench_gemm(shapes: &[String], seconds: f64) -> Result<GemmReport> {
             })
         })
         .collect();
-    Ok(GemmReport { machine: MachineInfo::here(reckon::kernels::matmul_peak_gflops(), None), rows, classes })
+    let machine = MachineInfo::here(reckon::kernels::matmul_peak_gflops(), None);
+    Ok(GemmReport { machine, rows, classes, bf16_engine: reckon::kernels::gemm::bf16_engine().name() })
 }
 
 #[cfg(test)]

@@ -490,7 +490,7 @@ impl Bf16Matrix {
     }
 
     /// The values, tile after tile.
-    fn data(&self) -> &[u16] {
+    pub(super) fn data(&self) -> &[u16] {
         // SAFETY: `Bf16Block` is `repr(C)` around `[u16; TILE]`, 1 KiB with no padding.
         unsafe { std::slice::from_raw_parts(self.tiles.as_ptr().cast::<u16>(), self.tiles.len() * TILE) }
     }
@@ -739,17 +739,34 @@ pub(crate) fn matmul_rows(
     assert!(rows.start.is_multiple_of(32) && rows.end <= lhs.rows, "bf16 matmul: rows {rows:?} of {}", lhs.rows);
     assert_eq!(rhs.rows, k, "bf16 matmul: inner dimensions {k} and {}", rhs.rows);
     assert_eq!(dst.len(), m * n, "matmul destination size");
+    let first = (rows.start / 16) * lhs.depth_tiles() * TILE;
     #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
     if amx_available() {
-        let first = (rows.start / 16) * lhs.depth_tiles() * TILE;
         return super::amx::matmul(m, n, lhs.depth_tiles(), dst, accumulate, &lhs.data()[first..], rhs.data());
     }
-    let deep = lhs.expanded_depth();
-    let a = &lhs.expanded()[rows.start * deep..rows.end * deep];
-    super::crate_matmul(m, n, deep, dst, accumulate, Mat::rows(a, deep), Mat::rows(rhs.expanded(), n));
+    #[cfg(target_arch = "x86_64")]
+    if super::dot::available() {
+        return super::dot::matmul(m, n, lhs.depth_tiles(), dst, accumulate, &lhs.data()[first..], rhs.data());
+    }
+    emulated_rows(dst, accumulate, lhs, rows, rhs);
 }
 
-/// Whether the bf16 products run on AMX tiles here (else on the f32 GEMM with the same rounded operands).
+/// [`matmul_rows`] on the f32 GEMM, its operands the rounded values expanded to f32: what a CPU without bf16
+/// arithmetic runs, and the reference the bf16 kernels are tested against.
+fn emulated_rows(dst: &mut [f32], accumulate: bool, lhs: &Bf16Matrix, rows: std::ops::Range<usize>, rhs: &Bf16Matrix) {
+    let (deep, n) = (lhs.expanded_depth(), rhs.cols);
+    let a = &lhs.expanded()[rows.start * deep..rows.end * deep];
+    super::crate_matmul(rows.len(), n, deep, dst, accumulate, Mat::rows(a, deep), Mat::rows(rhs.expanded(), n));
+}
+
+/// [`matmul`] on the f32 GEMM (see [`emulated_rows`]).
+#[cfg(test)]
+pub(super) fn emulated_matmul(dst: &mut [f32], accumulate: bool, lhs: &Bf16Matrix, rhs: &Bf16Matrix) {
+    emulated_rows(dst, accumulate, lhs, 0..lhs.rows, rhs);
+}
+
+/// Whether the bf16 products run on AMX tiles here (else on AVX512-BF16 dot products where the CPU has them, or
+/// on the f32 GEMM with the same rounded operands).
 pub fn amx_available() -> bool {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
     {
