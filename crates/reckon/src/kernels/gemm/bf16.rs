@@ -746,7 +746,7 @@ pub(crate) fn matmul_rows(
     }
     #[cfg(target_arch = "x86_64")]
     if super::dot::available() {
-        return super::dot::matmul(m, n, lhs.depth_tiles(), dst, accumulate, &lhs.data()[first..], rhs.data());
+        return super::dot::matmul(m, n, k, lhs.depth_tiles(), dst, accumulate, &lhs.data()[first..], rhs.data());
     }
     emulated_rows(dst, accumulate, lhs, rows, rhs);
 }

@@ -25,9 +25,28 @@ pub(super) fn available() -> bool {
 }
 
 /// `dst[m×n] (+)= A · B` with `A` given as `a` and `B` as `b`, both in the tile grids of [`super::bf16::Side`]
-/// (`Left` and `Right`, zero-padded to multiples of 32 both ways), `depth` tiles (of 32) deep. One thread.
-pub(super) fn matmul(m: usize, n: usize, depth: usize, dst: &mut [f32], accumulate: bool, a: &[u16], b: &[u16]) {
+/// (`Left` and `Right`, zero-padded to multiples of 32 both ways), `depth` tiles (of 32) deep: one or more parts
+/// (the terms of `bf16x3`), each `k` deep and padded to whole tiles on its own. One thread.
+///
+/// Unlike the AMX tiles, the dot products need not run through the padding: the last tile of each part stops
+/// at the pair that holds its last value (the token mixer's depth of 97 would otherwise run 128 deep).
+#[allow(clippy::too_many_arguments)] // a GEMM's own argument list
+pub(super) fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    depth: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &[u16],
+    b: &[u16],
+) {
     assert!(available(), "the bf16 dot-product GEMM needs AVX512-BF16");
+    let part_tiles = k.div_ceil(32).max(1);
+    assert!(depth.is_multiple_of(part_tiles), "bf16 dot GEMM: {depth} tiles are not whole parts of depth {k}");
+    let tail_pairs = (k - (part_tiles - 1) * 32).div_ceil(2).clamp(1, 16);
+    // The pairs each tile holds: 16, but in the last tile of a part.
+    let pairs = |t: usize| if (t + 1) % part_tiles == 0 { tail_pairs } else { 16 };
     let (m_pad, n_pad) = (m.next_multiple_of(32), n.next_multiple_of(32));
     let band = depth * TILE; // one 16-row band of `A`, or one 16-column band of `B`
     assert!(a.len() >= (m_pad / 16) * band, "bf16 dot GEMM: left operand too short");
@@ -43,7 +62,7 @@ pub(super) fn matmul(m: usize, n: usize, depth: usize, dst: &mut [f32], accumula
                 // (`m_pad` is a multiple of 32, hence of `ROWS`) and bands `j0 / 16`, `j0 / 16 + 1` below
                 // `n_pad / 16`, so every operand read is inside `a` and `b` (asserted above); the stores are
                 // masked to rows below `m` and columns below `n`, inside `dst`.
-                unsafe { micro_tile(i0, j0, m, n, depth, dst, accumulate, a, b) }
+                unsafe { micro_tile(i0, j0, (m, n), depth, &pairs, dst, accumulate, a, b) }
             }
         }
     }
@@ -62,9 +81,9 @@ fn panel_columns(depth: usize) -> usize {
 unsafe fn micro_tile(
     i0: usize,
     j0: usize,
-    m: usize,
-    n: usize,
+    (m, n): (usize, usize),
     depth: usize,
+    pairs: &impl Fn(usize) -> usize,
     dst: &mut [f32],
     accumulate: bool,
     a: &[u16],
@@ -82,7 +101,7 @@ unsafe fn micro_tile(
     let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
     for t in 0..depth {
         let tile = t * TILE;
-        for p in 0..16 {
+        for p in 0..pairs(t) {
             // SAFETY: 64-byte rows of the tiles read, inside `b` (the caller's bounds).
             let (b0, b1) = unsafe {
                 (
@@ -146,7 +165,9 @@ mod tests {
             return;
         }
         for (case, &(m, n, k)) in
-            [(45, 70, 96), (8, 16, 32), (33, 17, 5), (100, 300, 200), (1, 1, 1)].iter().enumerate()
+            [(45, 70, 96), (8, 16, 32), (33, 17, 5), (100, 300, 200), (1, 1, 1), (40, 48, 97), (9, 33, 66)]
+                .iter()
+                .enumerate()
         {
             let (av, bv, base) = (random(m * k, 11 + case as u64), random(k * n, 21 + case as u64), random(m * n, 31));
             for precision in [Precision::Bf16, Precision::Bf16x3] {
@@ -154,7 +175,7 @@ mod tests {
                 let rhs = Bf16Matrix::new(Mat::rows(&bv, n), k, n, Side::Right, precision);
                 for accumulate in [false, true] {
                     let mut dots = base.clone();
-                    matmul(m, n, lhs.depth_tiles(), &mut dots, accumulate, lhs.data(), rhs.data());
+                    matmul(m, n, k, lhs.depth_tiles(), &mut dots, accumulate, lhs.data(), rhs.data());
                     let mut fallback = base.clone();
                     super::super::bf16::emulated_matmul(&mut fallback, accumulate, &lhs, &rhs);
                     for (i, (d, f)) in dots.iter().zip(&fallback).enumerate() {
