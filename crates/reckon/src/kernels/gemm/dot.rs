@@ -46,7 +46,7 @@ pub(super) fn matmul(
     assert!(depth.is_multiple_of(part_tiles), "bf16 dot GEMM: {depth} tiles are not whole parts of depth {k}");
     let tail_pairs = (k - (part_tiles - 1) * 32).div_ceil(2).clamp(1, 16);
     // The pairs each tile holds: 16, but in the last tile of a part.
-    let pairs = |t: usize| if (t + 1) % part_tiles == 0 { tail_pairs } else { 16 };
+    let pairs = |t: usize| if (t + 1).is_multiple_of(part_tiles) { tail_pairs } else { 16 };
     let (m_pad, n_pad) = (m.next_multiple_of(32), n.next_multiple_of(32));
     let band = depth * TILE; // one 16-row band of `A`, or one 16-column band of `B`
     assert!(a.len() >= (m_pad / 16) * band, "bf16 dot GEMM: left operand too short");
