@@ -89,7 +89,7 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub state_noise: f64,
     /// The weight products' operands: `"f32"` (default), `"bf16"` (rounded to bfloat16, summed in f32; AMX tiles
-    /// where the CPU has them) or `"bf16x3"` (each value split into two bf16 terms, three products: 16 significant
+    /// where the CPU has them, else AVX512-BF16 dot products where it has those) or `"bf16x3"` (each value split into two bf16 terms, three products: 16 significant
     /// bits, PyTorch's `"high"` float32 matmul precision; about twice the f32 GEMM's speed on AMX, IEEE f32 products
     /// on a CPU without AMX) in the forward
     /// and both gradients; attention's per-head products, norms, master weights and the optimiser state stay f32.

@@ -37,7 +37,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "auto|gemm|blas|direct")]
     gemm: Option<GemmChoice>,
     /// The CPU kernels' weight products: `f32`, `bf16` (operands rounded to bfloat16, sums in f32; AMX tiles
-    /// where the CPU has them) or `bf16x3` (f32 values as two bf16 terms in three products: 16 significant bits,
+    /// where the CPU has them, else AVX512-BF16 dot products where it has those) or `bf16x3` (f32 values as two bf16 terms in three products: 16 significant bits,
     /// PyTorch's "high" float32 matmul precision, about twice the f32 GEMM's speed on AMX; IEEE f32 products on a
     /// CPU without AMX) in the forward and both
     /// gradients; the weights stay f32. For `train` it sets `train.dtype` (without it, training follows its config,
