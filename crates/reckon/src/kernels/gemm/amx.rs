@@ -21,7 +21,7 @@
 use std::arch::asm;
 use std::sync::OnceLock;
 
-use super::bf16::TILE;
+use super::bf16::{panel_columns, TILE};
 
 /// The scratch for an output block on the edge, aligned as the tile stores want (see `pool::Bf16Block`).
 #[repr(C, align(64))]
@@ -112,15 +112,6 @@ pub(super) fn matmul(m: usize, n: usize, depth: usize, dst: &mut [f32], accumula
     }
     // SAFETY: as LDTILECFG above.
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
-}
-
-/// Output columns per panel: the panel's bands of `b` (`depth` KiB per 16 columns) about 256 KiB, so they stay
-/// in L2 while every row block of `a` passes over them, and `b` is read from memory once, not once per row block.
-/// Measured on one core of the development machine (2026-12-05), `256×512 · 512×3072` (a 3 MiB weight):
-/// 0.68 TFLOP/s with whole rows of blocks, 1.09 in panels of 256 columns; panels of 64 columns for a depth of 48
-/// tiles were level with whole rows or faster; products whose `b` fits anyway are one panel.
-fn panel_columns(depth: usize) -> usize {
-    (256 / depth.max(1) * 16 / 32 * 32).max(32)
 }
 
 /// The 32×32 output block at `(i0, j0)`: four accumulator tiles, two tiles of each operand per 32-deep step.

@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::bf16::TILE;
+use super::bf16::{panel_columns, TILE};
 
 /// Output rows of one micro-tile: with two 16-column bands, 16 accumulators of the 32 vector registers.
 const ROWS: usize = 8;
@@ -66,12 +66,6 @@ pub(super) fn matmul(
             }
         }
     }
-}
-
-/// Output columns per panel: the panel's bands of `b` (`depth` KiB per 16 columns) about 256 KiB, so they stay
-/// in L2 while the row groups pass over them (the AMX kernel's rule, measured there).
-fn panel_columns(depth: usize) -> usize {
-    (256 / depth.max(1) * 16 / 32 * 32).max(32)
 }
 
 /// Rows `i0..i0 + ROWS` and columns `j0..j0 + 32` of the product, summed over the whole depth in registers, then
