@@ -15,7 +15,7 @@ use rayon::prelude::*;
 pub(crate) use super::gemm::bf16::{
     matmul as bf16_matmul, matmul_rows as bf16_matmul_rows, Bf16Matrix, Precision, Side,
 };
-pub(crate) use super::gemm::{gemm_dtype, matmul_1t, GemmDtype, Mat};
+pub(crate) use super::gemm::{gemm_dtype, matmul_1t, matmul_panels_1t, weight_panels, GemmDtype, Mat, Panels};
 use super::{simd, Gate};
 
 /// Elements per parallel task: large enough to amortise scheduling, small enough to balance 2+ cores.
@@ -93,8 +93,21 @@ fn cached_bf16(
     })
 }
 
+/// The weight `w` `[rows, cols]` (or its transpose, `transposed`) as the right operand of the direct kernel's
+/// panels ([`Panels`]), kept like [`cached_transpose`]: laid out once per optimiser step.
+fn cached_panels(w: &FlexTensor, rows: usize, cols: usize, transposed: bool) -> Arc<Panels> {
+    cached_form(w, WeightForm::Panels { transposed }, || {
+        Arc::new(if transposed {
+            Panels::new(Mat::transposed(slice(w), cols), cols, rows)
+        } else {
+            Panels::new(Mat::rows(slice(w), cols), rows, cols)
+        })
+    })
+}
+
 /// A weight `w` `[rows, cols]` as one operand of a GEMM, in the calling thread's [`GemmDtype`]: f32 (`w` itself,
-/// its transpose read in place, or its kept transpose) or bf16 (kept, see [`cached_bf16`]).
+/// its transpose read in place, its kept transpose, or either laid out in panels) or bf16 (kept, see
+/// [`cached_bf16`]).
 pub(crate) enum WeightOperand {
     /// `w` or `wᵀ` read in place.
     F32 {
@@ -107,6 +120,8 @@ pub(crate) enum WeightOperand {
         wt: Arc<[f32]>,
         rows: usize,
     },
+    /// A right operand in the direct kernel's panels (where [`weight_panels`] says so).
+    Panels(Arc<Panels>),
     Bf16(Arc<Bf16Matrix>),
 }
 
@@ -114,6 +129,7 @@ impl WeightOperand {
     /// `wᵀ` as the right operand (`x · wᵀ`: the forward of linear layers and channel MLPs).
     pub(crate) fn transpose_right(w: &FlexTensor, rows: usize, cols: usize) -> Self {
         match gemm_dtype().bf16_precision() {
+            None if weight_panels() => WeightOperand::Panels(cached_panels(w, rows, cols, true)),
             None => WeightOperand::KeptTranspose { wt: cached_transpose(w, rows, cols), rows },
             Some(p) => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Right, true, p)),
         }
@@ -122,6 +138,7 @@ impl WeightOperand {
     /// `w` as the right operand (`dy · w`: their input gradients).
     pub(crate) fn right(w: &FlexTensor, rows: usize, cols: usize) -> Self {
         match gemm_dtype().bf16_precision() {
+            None if weight_panels() => WeightOperand::Panels(cached_panels(w, rows, cols, false)),
             None => WeightOperand::F32 { w: w.clone(), cols, transposed: false },
             Some(p) => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Right, false, p)),
         }
@@ -149,6 +166,7 @@ impl WeightOperand {
             WeightOperand::F32 { w, cols, transposed: false } => Mat::rows(slice(w), *cols),
             WeightOperand::F32 { w, cols, transposed: true } => Mat::transposed(slice(w), *cols),
             WeightOperand::KeptTranspose { wt, rows } => Mat::rows(wt, *rows),
+            WeightOperand::Panels(_) => unreachable!("panels are a right operand, multiplied by matmul_panels_1t"),
             WeightOperand::Bf16(_) => unreachable!("a bf16 operand has no f32 matrix"),
         }
     }
@@ -190,6 +208,10 @@ pub(crate) fn matmul_rows_weight(
             let xb = Bf16Matrix::new(Mat::rows(x, k), m, k, Side::Left, wb.precision());
             super::gemm::bf16::matmul(dst, accumulate, &xb, wb);
         }
+        WeightOperand::Panels(panels) => {
+            assert_eq!((panels.depth(), panels.cols()), (k, n), "panels of another shape");
+            matmul_panels_1t(m, dst, accumulate, Mat::rows(x, k), panels)
+        }
         f32 => matmul_1t(m, n, k, dst, accumulate, Mat::rows(x, k), f32.f32_mat()),
     }
 }
@@ -219,6 +241,7 @@ pub(crate) fn matmul_weight_rows(
 enum WeightForm {
     Transpose,
     Bf16 { left: bool, transposed: bool, precision: Precision },
+    Panels { transposed: bool },
 }
 
 /// A derived form of `w` (made by `make` on a miss; a cheap handle, an `Arc`), kept while `w`'s buffer lives

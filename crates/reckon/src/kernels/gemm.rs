@@ -8,7 +8,9 @@
 //!   the work across rayon's threads, one GEMM per task.
 //! - [`GemmPath::Direct`]: register-blocked AVX-512 tiles straight from the operands, no packing (`gemm/direct.rs`),
 //!   for the small products of attention, where the other two spend much of each call on fixed costs. Built on
-//!   x86-64, available where the CPU has AVX-512F.
+//!   x86-64, available where the CPU has AVX-512F. It also runs the f32 weight products whose right operand is a
+//!   weight (`x · Wᵀ`, `dy · W`) from the weight laid out once per optimiser step in [`Panels`]
+//!   ([`weight_panels`]: under `direct`, and under `auto` in a build without a system BLAS).
 //!
 //! Which one runs is a process-wide [`GemmChoice`] (`--gemm`, or the environment's `RECKON_GEMM`): one path for
 //! every call, or `auto`, which picks per shape class ([`ShapeClass`]): without a system BLAS by rule (the direct
@@ -46,7 +48,24 @@ mod direct {
     pub(super) fn matmul(_: usize, _: usize, _: usize, _: &mut [f32], _: bool, _: super::Mat, _: super::Mat) {
         unreachable!("the direct GEMM is x86-64 only")
     }
+    /// Never made: [`super::weight_panels`] is false without the direct kernel.
+    pub(crate) enum Panels {}
+    impl Panels {
+        pub(crate) fn new(_: super::Mat, _: usize, _: usize) -> Self {
+            unreachable!("the direct GEMM is x86-64 only")
+        }
+        pub(crate) fn depth(&self) -> usize {
+            match *self {}
+        }
+        pub(crate) fn cols(&self) -> usize {
+            match *self {}
+        }
+    }
+    pub(crate) fn matmul_panels(_: usize, _: &mut [f32], _: bool, _: super::Mat, panels: &Panels) {
+        match *panels {}
+    }
 }
+pub(crate) use direct::Panels;
 
 /// A matrix operand of [`matmul_1t`]: its elements and the strides (in elements) between rows and columns.
 #[derive(Clone, Copy)]
@@ -565,16 +584,43 @@ pub fn record_gemm_shapes<R>(f: impl FnOnce() -> R) -> (R, Vec<(GemmShape, u64)>
 pub(crate) fn matmul_1t(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
     let shape =
         GemmShape { m, n, k, lhs_transposed: lhs.is_transposed(), rhs_transposed: rhs.is_transposed(), accumulate };
-    if RECORDING.load(Ordering::Relaxed) {
-        if let Some(map) = RECORDED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            *map.entry(shape).or_default() += 1;
-        }
-    }
+    record(shape);
     let path = match gemm_choice() {
         GemmChoice::Only(path) => path,
         GemmChoice::Auto => auto_pick(shape.class()),
     };
     matmul_on(path, m, n, k, dst, accumulate, lhs, rhs);
+}
+
+/// Whether the f32 weight products take their right operand as [`Panels`] on the direct kernel: where the CPU has
+/// AVX-512F and the choice is `direct`, or `auto` without a system BLAS (with one, `auto` times the paths per class
+/// instead). On the Zen 4 development machine this took the channel MLP's products off the `gemm` crate, which
+/// repacks the weight in every call, mostly from beyond L2 (9% of shape B's training step went to packing).
+pub(crate) fn weight_panels() -> bool {
+    direct::available()
+        && match gemm_choice() {
+            GemmChoice::Only(path) => path == GemmPath::Direct,
+            GemmChoice::Auto => blas_name().is_none(),
+        }
+}
+
+/// `dst[m×n] (+)= lhs[m×k] · B` for a weight `B` laid out as [`Panels`] (see [`weight_panels`]), on the calling
+/// thread.
+pub(crate) fn matmul_panels_1t(m: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, panels: &Panels) {
+    let (n, k) = (panels.cols(), panels.depth());
+    let shape = GemmShape { m, n, k, lhs_transposed: lhs.is_transposed(), rhs_transposed: false, accumulate };
+    record(shape);
+    lhs.assert_covers(m, k);
+    count_call(GemmPath::Direct);
+    direct::matmul_panels(m, dst, accumulate, lhs, panels);
+}
+
+fn record(shape: GemmShape) {
+    if RECORDING.load(Ordering::Relaxed) {
+        if let Some(map) = RECORDED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            *map.entry(shape).or_default() += 1;
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // a GEMM's own argument list
@@ -712,6 +758,40 @@ mod tests {
             }
         }
         c
+    }
+
+    /// The weight products' panels ([`Panels`], where the CPU has AVX-512F): made from a row-major and from a
+    /// transposed operand, against the f64 triple loop, writing and accumulating, at sizes that leave a narrow
+    /// last panel (200 = 96 + 96 + 8 columns), a single partial vector, partial row tiles and a zero depth. They
+    /// serve the weight products exactly when the choice is `direct`, or `auto` without a system BLAS.
+    #[test]
+    fn panels_compute_the_weight_products() {
+        use rand::{Rng, SeedableRng};
+        if !direct::available() {
+            eprintln!("no AVX-512F on this CPU: the panels are not built here");
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        for (m, n, k) in [(37, 200, 53), (1, 7, 32), (9, 96, 97), (194, 130, 64), (5, 3, 0)] {
+            for (rt, acc) in [(false, false), (true, true), (false, true)] {
+                let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let old: Vec<f32> = (0..m * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let panels = Panels::new(if rt { Mat::transposed(&b, k) } else { Mat::rows(&b, n) }, k, n);
+                let mut c = old.clone();
+                let before = gemm_calls(GemmPath::Direct);
+                matmul_panels_1t(m, &mut c, acc, Mat::rows(&a, k), &panels);
+                assert!(gemm_calls(GemmPath::Direct) > before);
+                let want = reference(m, n, k, &a, &b, false, rt);
+                for (i, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                    let w = w + if acc { old[i] } else { 0.0 };
+                    assert!((got - w).abs() <= 1e-4 * (1.0 + w.abs()), "{m}x{n}x{k} rt={rt}: {got} vs {w} at {i}");
+                }
+            }
+        }
+        for (path, panels) in [(GemmPath::Crate, false), (GemmPath::Direct, true)] {
+            assert_eq!(with_gemm_path(path, weight_panels), panels, "{path:?}");
+        }
     }
 
     /// Every available path, on every layout and with accumulation, against a plain f64 triple loop, at odd sizes

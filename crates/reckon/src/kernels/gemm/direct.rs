@@ -10,6 +10,8 @@
 
 use std::arch::x86_64::*;
 
+use rayon::prelude::*;
+
 use super::Mat;
 
 /// Whether this CPU runs the direct kernel (AVX-512F).
@@ -38,10 +40,78 @@ pub(super) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: 
         }
         return matmul(m, n, k, dst, accumulate, lhs, Mat::rows(&rows, n));
     }
-    let (dims, ops) = (Dims { m, n, k }, Operands { dst, accumulate, lhs, rhs });
+    let (dims, ops) = (Dims { m, n, k, dst_stride: n }, Operands { dst, accumulate, lhs, rhs });
     // SAFETY: AVX-512F is present (asserted above); `ops` covers `dims` (checked by the caller, and `dst` is
     // `m·n` long), which is all the tiles read and write.
     unsafe { columns(dims, ops) }
+}
+
+/// A right operand `[k×n]` (a weight) laid out once for [`matmul_panels`]: its columns in panels of
+/// [`Panels::WIDTH`] (the last one narrower), each panel's rows contiguous. A row-major weight's rows are `n` apart,
+/// so a tile walking down 512 of them touches 512 pages and a new cache line set each step; a panel is one
+/// sequential stream the prefetchers follow (`194x3072x512` on one Zen 4 core: 110 GFLOP/s from panels, 95–100 from
+/// the row-major weight). Made once per optimiser step and reused by every product with that weight, as the
+/// `gemm` crate would repack the weight in every call.
+pub(crate) struct Panels {
+    data: Vec<f32>,
+    k: usize,
+    n: usize,
+}
+
+impl Panels {
+    /// Columns per panel: six vectors, the widest tile [`columns`] runs.
+    pub(crate) const WIDTH: usize = 96;
+
+    /// `b` (`k×n`, any strides) in panels.
+    pub(crate) fn new(b: Mat, k: usize, n: usize) -> Self {
+        b.assert_covers(k, n);
+        let mut data = vec![0.0f32; k * n];
+        if !data.is_empty() {
+            data.par_chunks_mut(Self::WIDTH * k).enumerate().for_each(|(g, panel)| {
+                let c0 = g * Self::WIDTH;
+                for (p, row) in panel.chunks_mut(panel.len() / k).enumerate() {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = b.data[p * b.row_stride + (c0 + j) * b.col_stride];
+                    }
+                }
+            });
+        }
+        Self { data, k, n }
+    }
+
+    pub(crate) fn depth(&self) -> usize {
+        self.k
+    }
+
+    pub(crate) fn cols(&self) -> usize {
+        self.n
+    }
+}
+
+/// `dst[m×n] (+)= lhs[m×k] · B` for `B` laid out as [`Panels`]: each panel swept down the rows in register tiles as
+/// [`matmul`] does, writing its columns of `dst`. The left operand was bounds-checked by the caller.
+pub(crate) fn matmul_panels(m: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, panels: &Panels) {
+    assert!(available(), "the direct GEMM needs AVX-512F");
+    let (n, k) = (panels.n, panels.k);
+    assert_eq!(dst.len(), m * n, "matmul destination size");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    for (g, panel) in panels.data.chunks(Panels::WIDTH * k).enumerate() {
+        let width = panel.len() / k;
+        let dims = Dims { m, n: width, k, dst_stride: n };
+        let ops = Operands { dst: &mut dst[g * Panels::WIDTH..], accumulate, lhs, rhs: Mat::rows(panel, width) };
+        // SAFETY: AVX-512F is present (asserted above); the panel is `k×width` row-major, `lhs` covers `m×k`
+        // (the caller's check) and `dst` from column `g·WIDTH` holds rows `n` apart with `width` columns in each
+        // of the `m` rows (`g·WIDTH + width ≤ n`).
+        unsafe { columns(dims, ops) }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -49,6 +119,8 @@ struct Dims {
     m: usize,
     n: usize,
     k: usize,
+    /// Elements between rows of `dst` (`n`, or more for a panel's columns of a wider product).
+    dst_stride: usize,
 }
 
 struct Operands<'a, 'b> {
@@ -127,9 +199,10 @@ fn tile<const V: usize, const R: usize>(
         }
     }
     for (r, acc) in acc.iter().enumerate().take(rows) {
-        let c = ops.dst[(row + r) * dims.n + col..].as_mut_ptr();
+        let c = ops.dst[(row + r) * dims.dst_stride + col..].as_mut_ptr();
         for (v, &sum) in acc.iter().enumerate() {
-            // SAFETY: row `row + r` < m and the lanes written are columns < n of a `m·n` destination.
+            // SAFETY: row `row + r` < m and the lanes written are columns < n of a destination with rows
+            // `dst_stride` apart.
             unsafe {
                 let out = c.add(16 * v);
                 let value = if ops.accumulate { _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask(v), out)) } else { sum };
