@@ -22,13 +22,7 @@ pub(super) fn available() -> bool {
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`; the operands were bounds-checked by the caller.
 pub(super) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
     assert!(available(), "the direct GEMM needs AVX-512F");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst.fill(0.0);
-        }
+    if empty_product(m, n, k, dst, accumulate) {
         return;
     }
     if rhs.is_transposed() {
@@ -44,6 +38,15 @@ pub(super) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: 
     // SAFETY: AVX-512F is present (asserted above); `ops` covers `dims` (checked by the caller, and `dst` is
     // `m·n` long), which is all the tiles read and write.
     unsafe { columns(dims, ops) }
+}
+
+/// Whether the product has nothing to multiply (a zero dimension); a zero depth leaves `dst` zero, or as it was
+/// when `accumulate`.
+fn empty_product(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool) -> bool {
+    if k == 0 && !accumulate {
+        dst.fill(0.0);
+    }
+    m == 0 || n == 0 || k == 0
 }
 
 /// A right operand `[k×n]` (a weight) laid out once for [`matmul_panels`]: its columns in panels of
@@ -94,13 +97,7 @@ pub(crate) fn matmul_panels(m: usize, dst: &mut [f32], accumulate: bool, lhs: Ma
     assert!(available(), "the direct GEMM needs AVX-512F");
     let (n, k) = (panels.n, panels.k);
     assert_eq!(dst.len(), m * n, "matmul destination size");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst.fill(0.0);
-        }
+    if empty_product(m, n, k, dst, accumulate) {
         return;
     }
     for (g, panel) in panels.data.chunks(Panels::WIDTH * k).enumerate() {
