@@ -1,4 +1,4 @@
-//! [`super::GemmPath::Direct`]: a register-blocked AVX-512 GEMM that packs nothing, for the small products of
+//! [`super::GemmPath::Direct`]: a register-blocked AVX-512 GEMM that packs no left operand, for the small products of
 //! attention (`Q·Kᵀ`, `P·V` and their gradients at head dimension 32 and ~100 positions).
 //!
 //! At those sizes a product is one or two microseconds of arithmetic, and the `gemm` crate's fixed costs per call
@@ -6,7 +6,10 @@
 //! the MLP's blocks (`reckon bench gemm --shape C`). Here each tile of `R` rows × up to 96 columns accumulates in registers straight from the
 //! operands: the right operand's rows are loaded as vectors (the last one masked), the left's elements are
 //! broadcast from wherever its strides put them, so a transposed left operand costs nothing. A transposed right
-//! operand is first copied into row-major order (the attention kernels lay theirs out row-major).
+//! operand is first copied into [`Panels`] (the attention kernels lay theirs out row-major).
+//!
+//! [`Panels`] also serve the f32 weight products (`super::weight_panels`): a weight laid out once per optimiser
+//! step, each 96-column panel one sequential stream, multiplied by the same tiles.
 
 use std::arch::x86_64::*;
 
@@ -26,13 +29,7 @@ pub(super) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: 
         return;
     }
     if rhs.is_transposed() {
-        let mut rows = vec![0.0f32; k * n];
-        for (p, row) in rows.chunks_mut(n.max(1)).enumerate().take(k) {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = rhs.data[p * rhs.row_stride + j * rhs.col_stride];
-            }
-        }
-        return matmul(m, n, k, dst, accumulate, lhs, Mat::rows(&rows, n));
+        return matmul_panels(m, dst, accumulate, lhs, &Panels::new(rhs, k, n));
     }
     let (dims, ops) = (Dims { m, n, k, dst_stride: n }, Operands { dst, accumulate, lhs, rhs });
     // SAFETY: AVX-512F is present (asserted above); `ops` covers `dims` (checked by the caller, and `dst` is
@@ -52,7 +49,7 @@ fn empty_product(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool
 /// A right operand `[k×n]` (a weight) laid out once for [`matmul_panels`]: its columns in panels of
 /// [`Panels::WIDTH`] (the last one narrower), each panel's rows contiguous. A row-major weight's rows are `n` apart,
 /// so a tile walking down 512 of them touches 512 pages and a new cache line set each step; a panel is one
-/// sequential stream the prefetchers follow (`194x3072x512` on one Zen 4 core: 110 GFLOP/s from panels, 95–100 from
+/// sequential stream the prefetchers follow (`194x3072x512` on one Zen 4 core: 110 GFLOP/s from panels, 95–103 from
 /// the row-major weight). Made once per optimiser step and reused by every product with that weight, as the
 /// `gemm` crate would repack the weight in every call.
 pub(crate) struct Panels {
