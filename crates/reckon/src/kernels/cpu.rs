@@ -15,7 +15,9 @@ use rayon::prelude::*;
 pub(crate) use super::gemm::bf16::{
     matmul as bf16_matmul, matmul_rows as bf16_matmul_rows, Bf16Matrix, Precision, Side,
 };
-pub(crate) use super::gemm::{gemm_dtype, matmul_1t, matmul_panels_1t, weight_panels, GemmDtype, Mat, Panels};
+pub(crate) use super::gemm::{
+    gemm_dtype, matmul_1t, matmul_direct_1t, matmul_panel_1t, matmul_panels_1t, weight_panels, GemmDtype, Mat, Panels,
+};
 use super::{simd, Gate};
 
 /// Elements per parallel task: large enough to amortise scheduling, small enough to balance 2+ cores.

@@ -60,8 +60,17 @@ mod direct {
         pub(crate) fn cols(&self) -> usize {
             match *self {}
         }
+        pub(crate) fn count(&self) -> usize {
+            match *self {}
+        }
+        pub(crate) fn width(&self, _: usize) -> usize {
+            match *self {}
+        }
     }
     pub(crate) fn matmul_panels(_: usize, _: &mut [f32], _: bool, _: super::Mat, panels: &Panels) {
+        match *panels {}
+    }
+    pub(crate) fn matmul_panel(_: usize, _: &mut [f32], _: usize, _: bool, _: super::Mat, panels: &Panels, _: usize) {
         match *panels {}
     }
 }
@@ -615,6 +624,35 @@ pub(crate) fn matmul_panels_1t(m: usize, dst: &mut [f32], accumulate: bool, lhs:
     direct::matmul_panels(m, dst, accumulate, lhs, panels);
 }
 
+/// `dst[m×w] (+)= lhs[m×k] · B[:, g·WIDTH..][..w]` for panel `g` (`w` wide) of a weight laid out as [`Panels`], into
+/// the first `w` columns of `dst`'s rows (`dst_stride` apart), on the calling thread: the fused SwiGLU forward's
+/// products (see [`weight_panels`]).
+pub(crate) fn matmul_panel_1t(
+    m: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+    accumulate: bool,
+    lhs: Mat,
+    panels: &Panels,
+    g: usize,
+) {
+    let (n, k) = (panels.width(g), panels.depth());
+    record(GemmShape { m, n, k, lhs_transposed: lhs.is_transposed(), rhs_transposed: false, accumulate });
+    lhs.assert_covers(m, k);
+    count_call(GemmPath::Direct);
+    direct::matmul_panel(m, dst, dst_stride, accumulate, lhs, panels, g);
+}
+
+/// [`matmul_1t`] on the direct kernel whatever the choice (the CPU must have AVX-512F): for the slices of the fused
+/// token-mixer forward, which its caller runs where [`weight_panels`] says the weight products take the direct
+/// kernel (on the `gemm` crate, each slice would repack the whole right operand).
+pub(crate) fn matmul_direct_1t(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: Mat, rhs: Mat) {
+    let shape =
+        GemmShape { m, n, k, lhs_transposed: lhs.is_transposed(), rhs_transposed: rhs.is_transposed(), accumulate };
+    record(shape);
+    matmul_on(GemmPath::Direct, m, n, k, dst, accumulate, lhs, rhs);
+}
+
 fn record(shape: GemmShape) {
     if RECORDING.load(Ordering::Relaxed) {
         if let Some(map) = RECORDED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
@@ -762,8 +800,9 @@ mod tests {
 
     /// The weight products' panels ([`Panels`], where the CPU has AVX-512F): made from a row-major and from a
     /// transposed operand, against the f64 triple loop, writing and accumulating, at sizes that leave a narrow
-    /// last panel (200 = 96 + 96 + 8 columns), a single partial vector, partial row tiles and a zero depth. They
-    /// serve the weight products exactly when the choice is `direct`, or `auto` without a system BLAS.
+    /// last panel (200 = 96 + 96 + 8 columns), a single partial vector, partial row tiles and a zero depth; and one
+    /// panel at a time ([`matmul_panel_1t`], the fused SwiGLU's products) against the whole. They serve the weight
+    /// products exactly when the choice is `direct`, or `auto` without a system BLAS.
     #[test]
     fn panels_compute_the_weight_products() {
         use rand::{Rng, SeedableRng};
@@ -786,6 +825,19 @@ mod tests {
                 for (i, (&got, &w)) in c.iter().zip(&want).enumerate() {
                     let w = w + if acc { old[i] } else { 0.0 };
                     assert!((got - w).abs() <= 1e-4 * (1.0 + w.abs()), "{m}x{n}x{k} rt={rt}: {got} vs {w} at {i}");
+                }
+                // One panel at a time into rows wider than the product (padding 5): the same bits in its columns,
+                // nothing written outside them.
+                let stride = n + 5;
+                let mut one = vec![f32::NAN; m * stride];
+                one.chunks_mut(stride).zip(old.chunks(n.max(1))).for_each(|(row, old)| row[..n].copy_from_slice(old));
+                for g in 0..panels.count() {
+                    matmul_panel_1t(m, &mut one[g * Panels::WIDTH..], stride, acc, Mat::rows(&a, k), &panels, g);
+                }
+                for (r, row) in one.chunks(stride).enumerate() {
+                    assert!(row[n..].iter().all(|v| v.is_nan()), "{m}x{n}x{k}: a panel wrote past its columns");
+                    let same = row[..n].iter().zip(&c[r * n..][..n]).all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(same, "{m}x{n}x{k} rt={rt} acc={acc}: panel by panel differs in row {r}");
                 }
             }
         }

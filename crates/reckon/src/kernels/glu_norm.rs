@@ -280,14 +280,12 @@ pub(super) mod flex {
         let dims = dims3(&x);
         if axis == MixAxis::Sequence {
             let inter = SwigluNormDims::of(dims, axis, &wgu, &wd).inter;
-            let (y, gate_up, rstd) = sequence_forward(slice(&x), &wgu, &wd, dims, inter, gate, eps as f32);
-            pool::give(gate_up);
+            let (y, _, rstd) = sequence_forward(slice(&x), &wgu, &wd, dims, inter, gate, eps as f32, false);
             pool::give(rstd);
             return pool::tensor(y, dims);
         }
         let rows = channel_rows(&x, dims);
-        let out = swiglu_norm_forward(&rows, &wgu, &wd, dims, axis, gate, eps);
-        pool::give(out.gate_up);
+        let out = swiglu_norm_forward(&rows, &wgu, &wd, dims, axis, gate, eps, false);
         pool::give(out.rstd);
         pool::tensor(out.y, dims)
     }
@@ -309,14 +307,15 @@ pub(super) mod flex {
         if axis == MixAxis::Sequence {
             let inter = SwigluNormDims::of(dims, axis, &wgu, &wd).inter;
             let [b, _, d] = dims;
-            let (y, gate_up, rstd) = sequence_forward(slice(&x), &wgu, &wd, dims, inter, gate, eps as f32);
+            let (y, gate_up, rstd) = sequence_forward(slice(&x), &wgu, &wd, dims, inter, gate, eps as f32, true);
             let y = pool::tensor(y, dims);
             let (gate_up, rstd) = (pool::tensor(gate_up, [b, 2 * inter, d]), pool::tensor(rstd, [b, d]));
             let saved = SwigluNormSaved { rows: x, gate_up, y: y.clone(), rstd, axis, gate, dims };
             return (y, saved);
         }
         let rows = channel_rows(&x, dims);
-        let ForwardBuffers { shape, gate_up, y, rstd } = swiglu_norm_forward(&rows, &wgu, &wd, dims, axis, gate, eps);
+        let ForwardBuffers { shape, gate_up, y, rstd } =
+            swiglu_norm_forward(&rows, &wgu, &wd, dims, axis, gate, eps, true);
         let y_rows = pool::tensor(y, [shape.rows, shape.width]);
         let out = y_rows.reshape(dims.into());
         let saved = SwigluNormSaved {
@@ -333,11 +332,14 @@ pub(super) mod flex {
 
     struct ForwardBuffers {
         shape: SwigluNormDims,
+        /// The gate/up pre-activations, when kept for the backward (empty otherwise).
         gate_up: Vec<f32>,
         y: Vec<f32>,
         rstd: Vec<f32>,
     }
 
+    /// The channel forward; `keep_gate_up` keeps the gate/up pre-activations (`[rows, 2I]`) for the backward.
+    #[allow(clippy::too_many_arguments)]
     fn swiglu_norm_forward(
         rows: &FlexTensor,
         wgu: &FlexTensor,
@@ -346,11 +348,14 @@ pub(super) mod flex {
         axis: MixAxis,
         gate: Gate,
         eps: f64,
+        keep_gate_up: bool,
     ) -> ForwardBuffers {
         let shape = SwigluNormDims::of(dims, axis, wgu, wd);
         let SwigluNormDims { rows: n, width, inter } = shape;
         let xs = slice(rows);
-        let mut gate_up = pool::take(n * 2 * inter);
+        let block = shape.block_rows();
+        let mut gate_up = if keep_gate_up { pool::take(n * 2 * inter) } else { Vec::new() };
+        let kept = kept_blocks(&mut gate_up, n.div_ceil(block), block * 2 * inter);
         let mut y = pool::take(n * width);
         let mut rstd = pool::take(n);
         // The GEMM packs a strided right-hand side element by element for every row block; transposed once (and
@@ -359,13 +364,24 @@ pub(super) mod flex {
         let (wgu_t, wd_t) =
             (WeightOperand::transpose_right(wgu, 2 * inter, width), WeightOperand::transpose_right(wd, width, inter));
         let (wgu_t, wd_t) = (&wgu_t, &wd_t);
-        let block = shape.block_rows();
         y.par_chunks_mut(block * width)
             .zip(xs.par_chunks(block * width))
             .zip(rstd.par_chunks_mut(block))
-            .zip(gate_up.par_chunks_mut(block * 2 * inter))
-            .for_each(|(((y, x), rstd), g)| {
+            .zip(kept)
+            .for_each(|(((y, x), rstd), kept)| {
                 let m = rstd.len();
+                if let (WeightOperand::Panels(wgu_t), true) = (wgu_t, inter.is_multiple_of(Panels::WIDTH)) {
+                    let mut act = Scratch::new(m * inter);
+                    gate_up_by_panels(gate, x, width, wgu_t, kept, &mut act);
+                    matmul_rows_weight(m, width, inter, y, false, &act, wd_t);
+                    residual_rms_norm_block(x, y, rstd, width, eps as f32);
+                    return;
+                }
+                let mut own = None;
+                let g: &mut [f32] = match kept {
+                    Some(g) => g,
+                    None => own.insert(Scratch::new(m * 2 * inter)),
+                };
                 matmul_rows_weight(m, 2 * inter, width, g, false, x, wgu_t);
                 if let WeightOperand::Bf16(wd_t) = wd_t {
                     // bf16: the gated rows go straight into the down product's operand.
@@ -382,6 +398,62 @@ pub(super) mod flex {
                 residual_rms_norm_block(x, y, rstd, width, eps as f32);
             });
         ForwardBuffers { shape, gate_up, y, rstd }
+    }
+
+    /// `blocks` chunks of `len` elements of `kept` for the parallel loops, or as many `None`s when `kept` is empty
+    /// (the pre-activations are not kept).
+    fn kept_blocks(kept: &mut [f32], blocks: usize, len: usize) -> Vec<Option<&mut [f32]>> {
+        if kept.is_empty() {
+            (0..blocks).map(|_| None).collect()
+        } else {
+            kept.chunks_mut(len).map(Some).collect()
+        }
+    }
+
+    /// `act = gate(x·W_gᵀ) · (x·W_uᵀ)` for one block of rows, from `W_guᵀ` in panels (the intermediate width a
+    /// multiple of [`Panels::WIDTH`], so panel `j` holds gate columns and panel `I/96 + j` the matching up columns):
+    /// one pair of panels at a time, each pair's `m × 192` pre-activations gated while they are still in L2. (The
+    /// two-pass forward wrote all `m × 2I` of them, then read them back from beyond L2 to gate them: 4–7% of shape
+    /// B's training step.) The pre-activations go to `kept` (`[m, 2I]`, for the backward) when given, else to a
+    /// scratch pair.
+    fn gate_up_by_panels(
+        kind: Gate,
+        x: &[f32],
+        width: usize,
+        panels: &Panels,
+        kept: Option<&mut [f32]>,
+        act: &mut [f32],
+    ) {
+        let (w, inter) = (Panels::WIDTH, panels.cols() / 2);
+        let (m, pairs, lhs) = (x.len() / width, inter / w, Mat::rows(x, width));
+        match kept {
+            Some(g) => {
+                for j in 0..pairs {
+                    matmul_panel_1t(m, &mut g[j * w..], 2 * inter, false, lhs, panels, j);
+                    matmul_panel_1t(m, &mut g[inter + j * w..], 2 * inter, false, lhs, panels, pairs + j);
+                    gate_columns(kind, &g[j * w..], &g[inter + j * w..], 2 * inter, &mut act[j * w..], inter, m, w);
+                }
+            }
+            None => {
+                let mut pair = Scratch::new(2 * m * w);
+                let (gate, up) = pair.split_at_mut(m * w);
+                for j in 0..pairs {
+                    matmul_panel_1t(m, gate, w, false, lhs, panels, j);
+                    matmul_panel_1t(m, up, w, false, lhs, panels, pairs + j);
+                    gate_columns(kind, gate, up, w, &mut act[j * w..], inter, m, w);
+                }
+            }
+        }
+    }
+
+    simd::multiversion! {
+        /// `act[r, :w] = gate(g[r, :w]) · u[r, :w]` for `m` rows, the inputs' rows `stride` apart, `act`'s `act_stride`.
+        #[allow(clippy::too_many_arguments)]
+        fn gate_columns(kind: Gate, g: &[f32], u: &[f32], stride: usize, act: &mut [f32], act_stride: usize, m: usize, w: usize) {
+            for r in 0..m {
+                simd::glu_mul(kind, &g[r * stride..][..w], &u[r * stride..][..w], &mut act[r * act_stride..][..w]);
+            }
+        }
     }
 
     /// Backward of [`residual_swiglu_norm`]: `(dx, dw_gate_up, dw_down)`, `dx` in `x`'s `[B, S, D]` layout.
@@ -556,7 +628,8 @@ pub(super) mod flex {
     const GATE_SLICE_ROWS: usize = 64;
 
     /// Forward along the sequence axis, one task per batch row: the output `[B, S, D]`, the gate/up
-    /// pre-activations `[B, 2I, D]` and the per-column reciprocal RMS `[B, D]`.
+    /// pre-activations `[B, 2I, D]` (when `keep_gate_up`, else empty) and the per-column reciprocal RMS `[B, D]`.
+    #[allow(clippy::too_many_arguments)]
     fn sequence_forward(
         x: &[f32],
         wgu: &FlexTensor,
@@ -565,14 +638,30 @@ pub(super) mod flex {
         inter: usize,
         kind: Gate,
         eps: f32,
+        keep_gate_up: bool,
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let [b, s, d] = dims;
-        let (mut y, mut gate_up, mut rstd) = (pool::take(b * s * d), pool::take(b * 2 * inter * d), pool::take(b * d));
+        let (mut y, mut rstd) = (pool::take(b * s * d), pool::take(b * d));
+        let mut gate_up = if keep_gate_up { pool::take(b * 2 * inter * d) } else { Vec::new() };
+        let kept = kept_blocks(&mut gate_up, b, 2 * inter * d);
+        let w_gate_up = slice(wgu);
         let (wgu, wd) = (&WeightOperand::left(wgu, 2 * inter, s), &WeightOperand::left(wd, s, inter));
         y.par_chunks_mut(s * d)
             .zip(x.par_chunks(s * d))
-            .zip(gate_up.par_chunks_mut(2 * inter * d).zip(rstd.par_chunks_mut(d)))
-            .for_each(|((y, x), (g, rstd))| {
+            .zip(kept.into_par_iter().zip(rstd.par_chunks_mut(d)))
+            .for_each(|((y, x), (kept, rstd))| {
+                if let (WeightOperand::F32 { .. }, true) = (wgu, weight_panels()) {
+                    let mut act = Scratch::new(inter * d);
+                    gate_up_by_slices(kind, w_gate_up, x, d, kept, &mut act);
+                    matmul_weight_rows(s, d, inter, y, false, wd, &act);
+                    column_residual_rms_norm(x, y, rstd, d, eps);
+                    return;
+                }
+                let mut own = None;
+                let g: &mut [f32] = match kept {
+                    Some(g) => g,
+                    None => own.insert(Scratch::new(2 * inter * d)),
+                };
                 if let (WeightOperand::Bf16(wgu), WeightOperand::Bf16(wd), true) = (wgu, wd, inter.is_multiple_of(32)) {
                     // bf16: the gate/up products a slice of rows at a time, each slice gated while it is in cache
                     // (one batch row's `[2I, D]` f32 pre-activations are 2 MiB at hidden 512), the gated rows
@@ -600,6 +689,36 @@ pub(super) mod flex {
                 column_residual_rms_norm(x, y, rstd, d, eps);
             });
         (y, gate_up, rstd)
+    }
+
+    /// `act = gate(W_g · x) · (W_u · x)` for one batch row of the token mixer (`x` `[S, D]`, `W_gu` `[2I, S]`
+    /// row-major, on the direct kernel): [`GATE_SLICE_ROWS`] rows of the gate and as many of the up projection at a
+    /// time, each slice gated while it is in L2 (one batch row's `[2I, D]` pre-activations are 2 MiB at hidden 512,
+    /// which the two-pass forward wrote and read back from beyond L2). The pre-activations go to `kept` (`[2I, D]`,
+    /// for the backward) when given, else to a scratch slice pair.
+    fn gate_up_by_slices(
+        kind: Gate,
+        w_gate_up: &[f32],
+        x: &[f32],
+        d: usize,
+        kept: Option<&mut [f32]>,
+        act: &mut [f32],
+    ) {
+        let (s, inter) = (x.len() / d, act.len() / d);
+        let (keep, mut own) = (kept.is_some(), None);
+        let (gate, up): (&mut [f32], &mut [f32]) = match kept {
+            Some(g) => g.split_at_mut(inter * d),
+            None => own.insert(Scratch::new(2 * GATE_SLICE_ROWS * d)).split_at_mut(GATE_SLICE_ROWS * d),
+        };
+        for r0 in (0..inter).step_by(GATE_SLICE_ROWS) {
+            let rows = GATE_SLICE_ROWS.min(inter - r0);
+            let at = if keep { r0 * d } else { 0 };
+            let (gate, up) = (&mut gate[at..][..rows * d], &mut up[at..][..rows * d]);
+            let weight_rows = |first: usize| Mat::rows(&w_gate_up[first * s..][..rows * s], s);
+            matmul_direct_1t(rows, d, s, gate, false, weight_rows(r0), Mat::rows(x, d));
+            matmul_direct_1t(rows, d, s, up, false, weight_rows(inter + r0), Mat::rows(x, d));
+            swiglu_halves(kind, gate, up, &mut act[r0 * d..][..rows * d]);
+        }
     }
 
     /// Backward along the sequence axis: `(dx, dW_gate_up, dW_down)`. Batch rows are split into one contiguous part
@@ -669,5 +788,109 @@ pub(super) mod flex {
             pool::give(dwd);
         }
         (dw_gate_up, dw_down)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::kernels::gemm::{with_gemm_path, GemmPath};
+
+        fn uniform(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+        }
+
+        /// `(g, act)` in f64 from a row-major `[m, k]` left operand and `B` given by `b(p, c)` (`[k, 2I]`).
+        fn reference(
+            kind: Gate,
+            a: &[f32],
+            k: usize,
+            inter: usize,
+            b: impl Fn(usize, usize) -> f32,
+        ) -> (Vec<f64>, Vec<f64>) {
+            let m = a.len() / k;
+            let g: Vec<f64> = (0..m * 2 * inter)
+                .map(|i| (0..k).map(|p| a[i / (2 * inter) * k + p] as f64 * b(p, i % (2 * inter)) as f64).sum())
+                .collect();
+            let act = (0..m * inter)
+                .map(|i| {
+                    let (gate, up) =
+                        (g[i / inter * 2 * inter + i % inter], g[i / inter * 2 * inter + inter + i % inter]);
+                    let gated = match kind {
+                        Gate::Silu => gate / (1.0 + (-gate).exp()),
+                        Gate::Tanh => gate.tanh(),
+                    };
+                    gated * up
+                })
+                .collect();
+            (g, act)
+        }
+
+        fn assert_close(name: &str, got: &[f32], want: &[f64]) {
+            assert_eq!(got.len(), want.len(), "{name}: length");
+            for (i, (&x, &w)) in got.iter().zip(want).enumerate() {
+                assert!((x as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()), "{name}: {x} vs {w} at {i}");
+            }
+        }
+
+        /// The channel forward's gating panel pair by panel pair (three pairs, 13 rows: a partial row tile), with
+        /// the pre-activations kept and not kept, against f64; the two give the same bits.
+        #[test]
+        fn gating_by_panel_pairs_matches_the_two_pass_products() {
+            if !weight_panels_possible() {
+                return;
+            }
+            let (m, width, inter) = (13, 72, 288);
+            let x = uniform(m * width, 81, 1.0);
+            let wgu = uniform(2 * inter * width, 82, 0.2); // [2I, width], as the model stores it
+            let panels = Panels::new(Mat::transposed(&wgu, width), width, 2 * inter);
+            for kind in [Gate::Silu, Gate::Tanh] {
+                let (g_want, act_want) = reference(kind, &x, width, inter, |p, c| wgu[c * width + p]);
+                let (mut kept, mut act) = (vec![0.0; m * 2 * inter], vec![0.0; m * inter]);
+                with_gemm_path(GemmPath::Direct, || {
+                    gate_up_by_panels(kind, &x, width, &panels, Some(&mut kept), &mut act)
+                });
+                assert_close("kept pre-activations", &kept, &g_want);
+                assert_close("act", &act, &act_want);
+                let mut alone = vec![0.0; m * inter];
+                with_gemm_path(GemmPath::Direct, || gate_up_by_panels(kind, &x, width, &panels, None, &mut alone));
+                assert!(alone.iter().zip(&act).all(|(a, b)| a.to_bits() == b.to_bits()), "{kind:?}: kept vs not");
+            }
+        }
+
+        /// The token mixer's gating slice by slice (150 rows: two slices of 64 and a partial one), kept and not kept,
+        /// against f64; the two give the same bits.
+        #[test]
+        fn gating_by_slices_matches_the_two_pass_products() {
+            if !weight_panels_possible() {
+                return;
+            }
+            let (s, d, inter) = (37, 40, 150);
+            let x = uniform(s * d, 83, 1.0); // [S, D]
+            let wgu = uniform(2 * inter * s, 84, 0.2); // [2I, S]
+            for kind in [Gate::Silu, Gate::Tanh] {
+                // G = W_gu · x is [2I, D]: as the reference's `[m, k]·[k, 2I]` with m = D, transposed back.
+                let xt: Vec<f32> = (0..d * s).map(|i| x[i % s * d + i / s]).collect();
+                let (gt, act_t) = reference(kind, &xt, s, inter, |p, c| wgu[c * s + p]);
+                let g_want: Vec<f64> = (0..2 * inter * d).map(|i| gt[i % d * 2 * inter + i / d]).collect();
+                let act_want: Vec<f64> = (0..inter * d).map(|i| act_t[i % d * inter + i / d]).collect();
+                let (mut kept, mut act) = (vec![0.0; 2 * inter * d], vec![0.0; inter * d]);
+                with_gemm_path(GemmPath::Direct, || gate_up_by_slices(kind, &wgu, &x, d, Some(&mut kept), &mut act));
+                assert_close("kept pre-activations", &kept, &g_want);
+                assert_close("act", &act, &act_want);
+                let mut alone = vec![0.0; inter * d];
+                with_gemm_path(GemmPath::Direct, || gate_up_by_slices(kind, &wgu, &x, d, None, &mut alone));
+                assert!(alone.iter().zip(&act).all(|(a, b)| a.to_bits() == b.to_bits()), "{kind:?}: kept vs not");
+            }
+        }
+
+        fn weight_panels_possible() -> bool {
+            let possible = GemmPath::available().contains(&GemmPath::Direct);
+            if !possible {
+                eprintln!("no AVX-512F on this CPU: the fused gating does not run here");
+            }
+            possible
+        }
     }
 }

@@ -86,6 +86,17 @@ impl Panels {
     pub(crate) fn cols(&self) -> usize {
         self.n
     }
+
+    /// How many panels: `n / WIDTH` rounded up.
+    pub(crate) fn count(&self) -> usize {
+        self.n.div_ceil(Self::WIDTH)
+    }
+
+    /// Panel `g`'s width: [`Panels::WIDTH`], less for the last one.
+    pub(crate) fn width(&self, g: usize) -> usize {
+        assert!(g < self.count(), "panel {g} of {}", self.count());
+        (self.n - g * Self::WIDTH).min(Self::WIDTH)
+    }
 }
 
 /// `dst[m×n] (+)= lhs[m×k] · B` for `B` laid out as [`Panels`]: each panel swept down the rows in register tiles as
@@ -97,15 +108,45 @@ pub(crate) fn matmul_panels(m: usize, dst: &mut [f32], accumulate: bool, lhs: Ma
     if empty_product(m, n, k, dst, accumulate) {
         return;
     }
-    for (g, panel) in panels.data.chunks(Panels::WIDTH * k).enumerate() {
-        let width = panel.len() / k;
-        let dims = Dims { m, n: width, k, dst_stride: n };
-        let ops = Operands { dst: &mut dst[g * Panels::WIDTH..], accumulate, lhs, rhs: Mat::rows(panel, width) };
-        // SAFETY: AVX-512F is present (asserted above); the panel is `k×width` row-major, `lhs` covers `m×k`
-        // (the caller's check) and `dst` from column `g·WIDTH` holds rows `n` apart with `width` columns in each
-        // of the `m` rows (`g·WIDTH + width ≤ n`).
-        unsafe { columns(dims, ops) }
+    for g in 0..panels.count() {
+        panel_product(m, &mut dst[g * Panels::WIDTH..], n, accumulate, lhs, panels, g);
     }
+}
+
+/// `dst[m×w] (+)= lhs[m×k] · B[:, g·WIDTH..][..w]`: panel `g` of `panels` alone (`w` its width), into the first
+/// `w` columns of `dst`'s rows, `dst_stride` apart. Each element is the same sum in the same order as in
+/// [`matmul_panels`]. The fused SwiGLU forward takes the gate's and the up projection's panels pair by pair, so each
+/// pair's pre-activations are gated while they are still in cache. The left operand was bounds-checked by the
+/// caller.
+pub(crate) fn matmul_panel(
+    m: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+    accumulate: bool,
+    lhs: Mat,
+    panels: &Panels,
+    g: usize,
+) {
+    assert!(available(), "the direct GEMM needs AVX-512F");
+    if panels.k == 0 && !accumulate {
+        let width = panels.width(g);
+        dst.chunks_mut(dst_stride).take(m).for_each(|row| row[..width].fill(0.0));
+    }
+    if m > 0 && panels.k > 0 {
+        panel_product(m, dst, dst_stride, accumulate, lhs, panels, g);
+    }
+}
+
+/// [`matmul_panel`] for `m, k > 0`.
+fn panel_product(m: usize, dst: &mut [f32], dst_stride: usize, accumulate: bool, lhs: Mat, panels: &Panels, g: usize) {
+    let (k, width) = (panels.k, panels.width(g));
+    assert!(width <= dst_stride && dst.len() >= (m - 1) * dst_stride + width, "panel destination size");
+    let panel = &panels.data[g * Panels::WIDTH * k..][..width * k];
+    let dims = Dims { m, n: width, k, dst_stride };
+    let ops = Operands { dst, accumulate, lhs, rhs: Mat::rows(panel, width) };
+    // SAFETY: AVX-512F is present (the callers assert it); the panel is `k×width` row-major, `lhs` covers `m×k`
+    // (the caller's check) and `dst` holds `m` rows `dst_stride` apart with `width` columns each (asserted above).
+    unsafe { columns(dims, ops) }
 }
 
 #[derive(Clone, Copy)]
