@@ -6,15 +6,15 @@
 //! - [`GemmPath::Blas`]: a system BLAS through its CBLAS interface: OpenBLAS (`--features openblas`, Debian's
 //!   `libopenblas-dev`) or BLIS (`--features blis`, `libblis-dev`). Run single-threaded: the kernels already split
 //!   the work across rayon's threads, one GEMM per task.
-//! - [`GemmPath::Direct`]: register-blocked AVX-512 tiles straight from the operands, no packing (`gemm/direct.rs`),
-//!   for the small products of attention, where the other two spend much of each call on fixed costs. Built on
-//!   x86-64, available where the CPU has AVX-512F. It also runs the f32 weight products whose right operand is a
-//!   weight (`x · Wᵀ`, `dy · W`) from the weight laid out once per optimiser step in [`Panels`]
-//!   ([`weight_panels`]: under `direct`, and under `auto` in a build without a system BLAS).
+//! - [`GemmPath::Direct`]: register-blocked AVX-512 tiles straight from the operands, no packing (`gemm/direct.rs`).
+//!   Built on x86-64, available where the CPU has AVX-512F. It runs the f32 weight products whose right operand is
+//!   a weight (`x · Wᵀ`, `dy · W`) from the weight laid out once per optimiser step in [`Panels`] ([`weight_panels`]:
+//!   under `direct`, and under `auto` in a build without a system BLAS), and under `auto` every product but thin
+//!   ones ([`auto_pick`]).
 //!
 //! Which one runs is a process-wide [`GemmChoice`] (`--gemm`, or the environment's `RECKON_GEMM`): one path for
 //! every call, or `auto`, which picks per shape class ([`ShapeClass`]): without a system BLAS by rule (the direct
-//! kernel for small products where the CPU has it, the crate otherwise), with one by timing the paths on that
+//! kernel but for thin products where the CPU has it, the crate otherwise), with one by timing the paths on that
 //! class's canonical shape once per process. The paths compute the same products up to rounding; `kernels::tests`
 //! runs every fused kernel on each path against the composed burn ops. (A build without a BLAS picks by rule, so
 //! its runs are bit-reproducible; in a BLAS build, `auto` may pick differently from one process to the next, so a
@@ -485,14 +485,16 @@ impl ShapeClass {
 }
 
 /// The path `auto` picks for a class. Without a system BLAS, by rule, so runs reproduce bit for bit across
-/// processes: the direct kernel for small products where the CPU has it (attention's products at head dim 32: 271
-/// against the crate's 247 GFLOP/s, FLOP-weighted, `reckon bench gemm --shape C`), the crate otherwise (on the thin
-/// MLP blocks of a hidden-64 model the crate is ahead, 330 to 297). With one, the fastest of the class's
-/// candidates, timed once per process, the first time the class is used (the direct kernel is a candidate for
-/// small products only: it reloads the left operand for every 96 columns).
+/// processes: the direct kernel for every class but thin products where the CPU has it, the crate for thin products
+/// and where it has not. Measured with `reckon bench gemm` on the shapes of the bench models, FLOP-weighted, direct
+/// against the crate: on the Zen 4 development machine (2 cores, 2026-12-05) small 216 vs 204 GFLOP/s, block 222
+/// vs 218 (shapes A and C), block 205 vs 193 and large 221 vs 214 (shape B); on an Intel Xeon (2026-12-04)
+/// attention's small products 271 vs 247, but on the thin MLP blocks of a hidden-64 model the crate was ahead, 330
+/// to 297. With a BLAS, the fastest of the class's candidates (the direct kernel among them, but for thin
+/// products), timed once per process, the first time the class is used.
 pub fn auto_pick(class: ShapeClass) -> GemmPath {
     static PICKS: [OnceLock<GemmPath>; 4] = [const { OnceLock::new() }; 4];
-    let direct = class == ShapeClass::Small && direct::available();
+    let direct = class != ShapeClass::Thin && direct::available();
     if blas_name().is_none() {
         return if direct { GemmPath::Direct } else { GemmPath::Crate };
     }

@@ -9,7 +9,10 @@
 //! operand is first copied into [`Panels`] (the attention kernels lay theirs out row-major).
 //!
 //! [`Panels`] also serve the f32 weight products (`super::weight_panels`): a weight laid out once per optimiser
-//! step, each 96-column panel one sequential stream, multiplied by the same tiles.
+//! step, each 96-column panel one sequential stream, multiplied by the same tiles; one panel at a time
+//! ([`matmul_panel`]) for the fused SwiGLU forward. On the Zen 4 development machine the tiles also beat the `gemm`
+//! crate on the MLPs' row blocks and weight gradients, so `auto` takes them for every product but thin ones
+//! (`super::auto_pick`).
 
 use std::arch::x86_64::*;
 
