@@ -413,7 +413,7 @@ pub(super) mod flex {
     /// `act = gate(x·W_gᵀ) · (x·W_uᵀ)` for one block of rows, from `W_guᵀ` in panels (the intermediate width a
     /// multiple of [`Panels::WIDTH`], so panel `j` holds gate columns and panel `I/96 + j` the matching up columns):
     /// one pair of panels at a time, each pair's `m × 192` pre-activations gated while they are still in L2. (The
-    /// two-pass forward wrote all `m × 2I` of them, then read them back from beyond L2 to gate them: 4–7% of shape
+    /// two-pass forward wrote all `m × 2I` of them, then read them back from beyond L2 to gate them: 2–4% of shape
     /// B's training step.) The pre-activations go to `kept` (`[m, 2I]`, for the backward) when given, else to a
     /// scratch pair.
     fn gate_up_by_panels(
@@ -646,11 +646,13 @@ pub(super) mod flex {
         let kept = kept_blocks(&mut gate_up, b, 2 * inter * d);
         let w_gate_up = slice(wgu);
         let (wgu, wd) = (&WeightOperand::left(wgu, 2 * inter, s), &WeightOperand::left(wd, s, inter));
+        // Decided once for the whole batch: f32 weights whose products run on the direct kernel.
+        let sliced = matches!(wgu, WeightOperand::F32 { .. }) && weight_panels();
         y.par_chunks_mut(s * d)
             .zip(x.par_chunks(s * d))
             .zip(kept.into_par_iter().zip(rstd.par_chunks_mut(d)))
             .for_each(|((y, x), (kept, rstd))| {
-                if let (WeightOperand::F32 { .. }, true) = (wgu, weight_panels()) {
+                if sliced {
                     let mut act = Scratch::new(inter * d);
                     gate_up_by_slices(kind, w_gate_up, x, d, kept, &mut act);
                     matmul_weight_rows(s, d, inter, y, false, wd, &act);

@@ -108,7 +108,7 @@ impl Panels {
 /// The panel of `b`'s columns from `c0` (`panel.len() / k` of them) when `b` is a transposed operand (each of its
 /// columns contiguous, `col_stride` apart), eight columns at a time. Filled row by row, one panel row would read 96
 /// columns whose addresses (2 KiB apart at depth 512) fall in two of L1's 64 sets, so nearly every read missed L1:
-/// the token mixer's weight gradient spent 2–3% of shape B's training step (`perf`) in that copy. Eight columns
+/// the token mixer's weight gradient spent 1.7–2.7% of shape B's training step (`perf`) in that copy. Eight columns
 /// fit in those sets and are read once each.
 fn transposed_panel(b: Mat, c0: usize, k: usize, panel: &mut [f32]) {
     const COLUMNS: usize = 8;
