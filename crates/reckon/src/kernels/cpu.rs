@@ -16,7 +16,8 @@ pub(crate) use super::gemm::bf16::{
     matmul as bf16_matmul, matmul_rows as bf16_matmul_rows, Bf16Matrix, Precision, Side,
 };
 pub(crate) use super::gemm::{
-    gemm_dtype, matmul_1t, matmul_direct_1t, matmul_panel_1t, matmul_panels_1t, weight_panels, GemmDtype, Mat, Panels,
+    gemm_dtype, matmul_1t, matmul_direct_1t, matmul_glu_grads_1t, matmul_panel_1t, matmul_panels_1t,
+    matmul_panels_glu_grads_1t, weight_panels, GemmDtype, GluGrads, Mat, Panels,
 };
 use super::{simd, Gate};
 
@@ -159,6 +160,15 @@ impl WeightOperand {
         match gemm_dtype().bf16_precision() {
             None => WeightOperand::F32 { w: w.clone(), cols, transposed: true },
             Some(p) => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Left, true, p)),
+        }
+    }
+
+    /// The f32 matrix of an f32 left operand where [`weight_panels`] says the f32 products run on the direct kernel
+    /// (which then takes it in place, at any strides); `None` otherwise.
+    pub(crate) fn direct_left(&self) -> Option<Mat<'_>> {
+        match self {
+            WeightOperand::F32 { .. } | WeightOperand::KeptTranspose { .. } if weight_panels() => Some(self.f32_mat()),
+            _ => None,
         }
     }
 

@@ -73,8 +73,22 @@ mod direct {
     pub(crate) fn matmul_panel(_: usize, _: &mut [f32], _: usize, _: bool, _: super::Mat, panels: &Panels, _: usize) {
         match *panels {}
     }
+    pub(crate) struct GluGrads<'a> {
+        pub g: &'a [f32],
+        pub dg: &'a mut [f32],
+        pub stride: usize,
+        pub up: usize,
+        pub act: &'a mut [f32],
+        pub act_stride: usize,
+    }
+    pub(crate) fn matmul_glu_grads(_: usize, _: usize, _: usize, _: super::Mat, _: super::Mat, _: GluGrads) {
+        unreachable!("the direct GEMM is x86-64 only")
+    }
+    pub(crate) fn matmul_panels_glu_grads(_: usize, _: super::Mat, panels: &Panels, _: GluGrads) {
+        match *panels {}
+    }
 }
-pub(crate) use direct::Panels;
+pub(crate) use direct::{GluGrads, Panels};
 
 /// A matrix operand of [`matmul_1t`]: its elements and the strides (in elements) between rows and columns.
 #[derive(Clone, Copy)]
@@ -655,6 +669,26 @@ pub(crate) fn matmul_direct_1t(m: usize, n: usize, k: usize, dst: &mut [f32], ac
     matmul_on(GemmPath::Direct, m, n, k, dst, accumulate, lhs, rhs);
 }
 
+/// `d_act[m×n] = lhs[m×k] · rhs[k×n]` on the direct kernel (`rhs` row-major), and from each finished tile the
+/// SwiGLU gradients into `grads` instead of `d_act` itself (see [`GluGrads`]): the token mixer's backward, which
+/// runs it where [`weight_panels`] says the f32 products take the direct kernel.
+pub(crate) fn matmul_glu_grads_1t(m: usize, n: usize, k: usize, lhs: Mat, rhs: Mat, grads: GluGrads) {
+    record(GemmShape { m, n, k, lhs_transposed: lhs.is_transposed(), rhs_transposed: false, accumulate: false });
+    lhs.assert_covers(m, k);
+    rhs.assert_covers(k, n);
+    count_call(GemmPath::Direct);
+    direct::matmul_glu_grads(m, n, k, lhs, rhs, grads);
+}
+
+/// [`matmul_glu_grads_1t`] for a weight laid out as [`Panels`] (see [`weight_panels`]): the channel MLP's backward.
+pub(crate) fn matmul_panels_glu_grads_1t(m: usize, lhs: Mat, panels: &Panels, grads: GluGrads) {
+    let (n, k) = (panels.cols(), panels.depth());
+    record(GemmShape { m, n, k, lhs_transposed: lhs.is_transposed(), rhs_transposed: false, accumulate: false });
+    lhs.assert_covers(m, k);
+    count_call(GemmPath::Direct);
+    direct::matmul_panels_glu_grads(m, lhs, panels, grads);
+}
+
 fn record(shape: GemmShape) {
     if RECORDING.load(Ordering::Relaxed) {
         if let Some(map) = RECORDED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
@@ -845,6 +879,82 @@ mod tests {
         }
         for (path, panels) in [(GemmPath::Crate, false), (GemmPath::Direct, true)] {
             assert_eq!(with_gemm_path(path, weight_panels), panels, "{path:?}");
+        }
+    }
+
+    /// The direct kernel's tiles at every row count up to 13 (every tile height, and every remainder of the last
+    /// tile below it) and column widths of one to six vectors, full and partial, against the f64 triple loop.
+    #[test]
+    fn direct_tiles_cover_every_row_remainder() {
+        use rand::{Rng, SeedableRng};
+        if !direct::available() {
+            eprintln!("no AVX-512F on this CPU: the direct kernel does not run here");
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+        let k = 19;
+        for n in [16, 31, 48, 64, 79, 96] {
+            for m in 1..=13 {
+                let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let mut c = vec![f32::NAN; m * n];
+                matmul_on(GemmPath::Direct, m, n, k, &mut c, false, Mat::transposed(&a, m), Mat::rows(&b, n));
+                let want = reference(m, n, k, &a, &b, true, false);
+                for (i, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                    assert!((got - w).abs() <= 1e-4 * (1.0 + w.abs()), "{m}x{n}x{k}: {got} vs {w} at {i}");
+                }
+            }
+        }
+    }
+
+    /// The SwiGLU gradients computed in the direct kernel's epilogue ([`matmul_glu_grads_1t`] and, from panels,
+    /// [`matmul_panels_glu_grads_1t`]) give the same bits as the product written out and then the SiLU pass, in the
+    /// channel MLP's layout (gate and up halves side by side in each row) and the token mixer's (the up rows below
+    /// the gate rows), and write nothing outside their places.
+    #[test]
+    fn glu_grads_in_the_epilogue_match_the_product_then_the_pass() {
+        use crate::kernels::{simd, Gate};
+        use rand::{Rng, SeedableRng};
+        if !direct::available() {
+            eprintln!("no AVX-512F on this CPU: the direct kernel does not run here");
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(14);
+        let mut uniform =
+            |len: usize, scale: f32| -> Vec<f32> { (0..len).map(|_| rng.random_range(-scale..scale)).collect() };
+        for (m, n, k) in [(13, 200, 37), (97, 64, 97), (5, 7, 3)] {
+            let (lhs_t, rhs) = (uniform(k * m, 1.0), uniform(k * n, 1.0));
+            let lhs = Mat::transposed(&lhs_t, m);
+            let mut d_act = vec![0.0; m * n];
+            matmul_on(GemmPath::Direct, m, n, k, &mut d_act, false, lhs, Mat::rows(&rhs, n));
+            // (stride, up): side by side with a gap of 3; below all the gate rows.
+            for (stride, up) in [(2 * n + 3, n + 1), (n, m * n)] {
+                let g = uniform(up + (m - 1) * stride + n, 3.0);
+                let act_stride = n + 5;
+                let (mut want_dg, mut want_act) = (vec![f32::NAN; g.len()], vec![f32::NAN; m * act_stride]);
+                for r in 0..m {
+                    let (gate, up_row) = (&g[r * stride..][..n], &g[r * stride + up..][..n]);
+                    let (mut d_gate, mut d_up) = (vec![0.0; n], vec![0.0; n]);
+                    let act = &mut want_act[r * act_stride..][..n];
+                    simd::glu_mul_and_grad(Gate::Silu, gate, up_row, &d_act[r * n..][..n], act, &mut d_gate, &mut d_up);
+                    want_dg[r * stride..][..n].copy_from_slice(&d_gate);
+                    want_dg[r * stride + up..][..n].copy_from_slice(&d_up);
+                }
+                let panels = Panels::new(Mat::rows(&rhs, n), k, n);
+                for from_panels in [false, true] {
+                    let (mut dg, mut act) = (vec![f32::NAN; g.len()], vec![f32::NAN; m * act_stride]);
+                    let grads = GluGrads { g: &g, dg: &mut dg, stride, up, act: &mut act, act_stride };
+                    if from_panels {
+                        matmul_panels_glu_grads_1t(m, lhs, &panels, grads);
+                    } else {
+                        matmul_glu_grads_1t(m, n, k, lhs, Mat::rows(&rhs, n), grads);
+                    }
+                    let same = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits());
+                    let case = format!("{m}x{n}x{k} stride {stride} up {up} panels {from_panels}");
+                    assert!(same(&dg, &want_dg), "{case}: gate/up gradients (or a write outside them)");
+                    assert!(same(&act, &want_act), "{case}: the product (or a write outside it)");
+                }
+            }
         }
     }
 

@@ -550,33 +550,51 @@ pub(super) mod flex {
                 rms_norm_grad_block(y, dy, rstd, dx, width);
                 let accumulate = i > 0;
                 let dtype = self.dtype;
-                // The GLU output's gradient first (it does not need the output), then the output and the gate/up
-                // gradients in one pass over the pre-activations.
-                let mut d_act = Scratch::new(m * inter);
-                matmul_rows_weight(m, inter, width, &mut d_act, false, dx, &self.wd);
                 let mut dg = Scratch::new(m * 2 * inter);
-                let mut glu_row = |r: usize, act: &mut [f32]| {
-                    let (gate, up) = g[r * 2 * inter..][..2 * inter].split_at(inter);
-                    let (d_gate, d_up) = dg[r * 2 * inter..][..2 * inter].split_at_mut(inter);
-                    swiglu_with_grad_halves(self.gate, gate, up, &d_act[r * inter..][..inter], act, d_gate, d_up);
-                };
-                let dx_t = Mat::transposed(dx, width);
-                if let Some(precision) = dtype.bf16_precision() {
-                    // bf16: the output rows go straight into the weight gradient's operand.
-                    let act = Bf16Matrix::from_rows(m, inter, Side::Right, precision, glu_row);
-                    let dx_t = Bf16Matrix::new(dx_t, width, m, Side::Left, precision);
-                    bf16_matmul(&mut dw_down, accumulate, &dx_t, &act);
-                } else {
+                if let (WeightOperand::Panels(wd), Gate::Silu, None) = (&self.wd, self.gate, dtype.bf16_precision()) {
+                    // The GLU output's gradient straight into the output and the gate/up gradients, tile by tile.
                     let mut act = Scratch::new(m * inter);
-                    act.chunks_mut(inter).enumerate().for_each(|(r, act)| glu_row(r, act));
-                    matmul_in(dtype, width, inter, m, &mut dw_down, accumulate, dx_t, Mat::rows(&act, inter));
+                    let grads =
+                        GluGrads { g, dg: &mut dg, stride: 2 * inter, up: inter, act: &mut act, act_stride: inter };
+                    matmul_panels_glu_grads_1t(m, Mat::rows(dx, width), wd, grads);
+                    let (dz_t, act) = (Mat::transposed(dx, width), Mat::rows(&act, inter));
+                    matmul_in(dtype, width, inter, m, &mut dw_down, accumulate, dz_t, act);
+                } else {
+                    self.glu_grads_unfused(g, dx, &mut dg, &mut dw_down, accumulate);
                 }
-                drop(d_act);
                 let (dg_t, x) = (Mat::transposed(&dg, 2 * inter), Mat::rows(x, width));
                 matmul_in(dtype, 2 * inter, width, m, &mut dw_gate_up, accumulate, dg_t, x);
                 matmul_rows_weight(m, width, 2 * inter, dx, true, &dg, &self.wgu);
             }
             (dw_gate_up, dw_down)
+        }
+
+        /// The gate/up gradients `dg` of one block (pre-activations `g`, the output's gradient `dz`) and its output's
+        /// weight gradient into `dw_down`, with the GLU output's gradient as a buffer of its own: for the bf16
+        /// products, the tanh gate, and the paths other than the direct kernel's panels.
+        fn glu_grads_unfused(&self, g: &[f32], dz: &[f32], dg: &mut [f32], dw_down: &mut [f32], accumulate: bool) {
+            let SwigluNormDims { width, inter, .. } = self.shape;
+            let (m, dtype) = (dz.len() / width, self.dtype);
+            // The GLU output's gradient first (it does not need the output), then the output and the gate/up
+            // gradients in one pass over the pre-activations.
+            let mut d_act = Scratch::new(m * inter);
+            matmul_rows_weight(m, inter, width, &mut d_act, false, dz, &self.wd);
+            let mut glu_row = |r: usize, act: &mut [f32]| {
+                let (gate, up) = g[r * 2 * inter..][..2 * inter].split_at(inter);
+                let (d_gate, d_up) = dg[r * 2 * inter..][..2 * inter].split_at_mut(inter);
+                swiglu_with_grad_halves(self.gate, gate, up, &d_act[r * inter..][..inter], act, d_gate, d_up);
+            };
+            let dz_t = Mat::transposed(dz, width);
+            if let Some(precision) = dtype.bf16_precision() {
+                // bf16: the output rows go straight into the weight gradient's operand.
+                let act = Bf16Matrix::from_rows(m, inter, Side::Right, precision, glu_row);
+                let dz_t = Bf16Matrix::new(dz_t, width, m, Side::Left, precision);
+                bf16_matmul(dw_down, accumulate, &dz_t, &act);
+            } else {
+                let mut act = Scratch::new(m * inter);
+                act.chunks_mut(inter).enumerate().for_each(|(r, act)| glu_row(r, act));
+                matmul_in(dtype, width, inter, m, dw_down, accumulate, dz_t, Mat::rows(&act, inter));
+            }
         }
     }
 
@@ -742,6 +760,8 @@ pub(super) mod flex {
         let dtype = gemm_dtype();
         let (wgu_t, wd_t) =
             (WeightOperand::transpose_left(wgu, 2 * inter, s), WeightOperand::transpose_left(wd, s, inter));
+        // Decided once for the whole batch: the SiLU gate's gradients fused into the direct kernel's product.
+        let fused = if kind == Gate::Silu && dtype.bf16_precision().is_none() { wd_t.direct_left() } else { None };
         let mut dx = pool::take(b * s * d);
         let parts = rayon::current_num_threads().clamp(1, b.max(1));
         let per_part = b.div_ceil(parts);
@@ -759,14 +779,23 @@ pub(super) mod flex {
                     let rstd = &rstd_all[row * d..(row + 1) * d];
                     column_rms_norm_grad(y, dy, rstd, dx, &mut mean);
                     let accumulate = i > 0;
-                    let (gate, up) = g.split_at(inter * d);
-                    // The GLU output's gradient first, then the output and the gate/up gradients in one pass.
-                    let mut d_act = Scratch::new(inter * d);
-                    matmul_weight_rows(inter, d, s, &mut d_act, false, &wd_t, dx);
                     let (mut act, mut dg) = (Scratch::new(inter * d), Scratch::new(2 * inter * d));
-                    let (d_gate, d_up) = dg.split_at_mut(inter * d);
-                    swiglu_with_grad_halves(kind, gate, up, &d_act, &mut act, d_gate, d_up);
-                    drop(d_act);
+                    match fused {
+                        Some(wd_t) => {
+                            // The GLU output's gradient straight into the output and the gate/up gradients.
+                            let grads =
+                                GluGrads { g, dg: &mut dg, stride: d, up: inter * d, act: &mut act, act_stride: d };
+                            matmul_glu_grads_1t(inter, d, s, wd_t, Mat::rows(dx, d), grads);
+                        }
+                        None => {
+                            // The GLU output's gradient first, then the output and the gate/up gradients in one pass.
+                            let (gate, up) = g.split_at(inter * d);
+                            let mut d_act = Scratch::new(inter * d);
+                            matmul_weight_rows(inter, d, s, &mut d_act, false, &wd_t, dx);
+                            let (d_gate, d_up) = dg.split_at_mut(inter * d);
+                            swiglu_with_grad_halves(kind, gate, up, &d_act, &mut act, d_gate, d_up);
+                        }
+                    }
                     matmul_in(dtype, s, inter, d, &mut dwd, accumulate, Mat::rows(dx, d), Mat::transposed(&act, d));
                     drop(act);
                     matmul_in(dtype, 2 * inter, s, d, &mut dwgu, accumulate, Mat::rows(&dg, d), Mat::transposed(x, d));

@@ -186,7 +186,7 @@ pub fn silu_mul_grad(g: &[f32], u: &[f32], da: &[f32], dg: &mut [f32], du: &mut 
 /// with no intermediate buffer (the portable path computes σ for a chunk into a buffer, then reads it back; this
 /// halves the memory traffic of the SwiGLU passes, which were 5–7% of a step at hidden 128).
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     /// σ(g) for 16 lanes: `exp(−g)` exactly as [`super::exp`] computes it (Cody–Waite reduction, the same
@@ -261,7 +261,6 @@ mod avx512 {
         let len = da.len();
         assert!(g.len() >= len && u.len() >= len && dg.len() >= len && du.len() >= len);
         assert!(!WITH_ACT || act.len() >= len);
-        let one = _mm512_set1_ps(1.0);
         for i in (0..len).step_by(16) {
             let m = tail_mask(len - i);
             // SAFETY: as in `silu_mul`: masked lanes, i < len ≤ each slice's length (`act`'s when it is written).
@@ -269,17 +268,29 @@ mod avx512 {
                 let gv = _mm512_maskz_loadu_ps(m, g.as_ptr().add(i));
                 let uv = _mm512_maskz_loadu_ps(m, u.as_ptr().add(i));
                 let dav = _mm512_maskz_loadu_ps(m, da.as_ptr().add(i));
-                let s = sigmoid16(gv);
+                let [actv, duv, dgv] = silu_grad16(gv, uv, dav);
                 if WITH_ACT {
-                    _mm512_mask_storeu_ps(act.as_mut_ptr().add(i), m, _mm512_mul_ps(_mm512_mul_ps(gv, s), uv));
+                    _mm512_mask_storeu_ps(act.as_mut_ptr().add(i), m, actv);
                 }
-                _mm512_mask_storeu_ps(du.as_mut_ptr().add(i), m, _mm512_mul_ps(_mm512_mul_ps(dav, gv), s));
-                // da · u · σ · (1 + g · (1 − σ))
-                let factor = _mm512_fmadd_ps(gv, _mm512_sub_ps(one, s), one);
-                let dgv = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dav, uv), s), factor);
+                _mm512_mask_storeu_ps(du.as_mut_ptr().add(i), m, duv);
                 _mm512_mask_storeu_ps(dg.as_mut_ptr().add(i), m, dgv);
             }
         }
+    }
+
+    /// `[silu(g) · u, da · g · σ, da · u · σ · (1 + g · (1 − σ))]` for 16 lanes: the product and the gradients of
+    /// `u` and `g` from that of the product, `da`. Shared by the pass above and the direct GEMM's epilogue
+    /// (`gemm::direct`), so the two give the same bits.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn silu_grad16(gv: __m512, uv: __m512, dav: __m512) -> [__m512; 3] {
+        let one = _mm512_set1_ps(1.0);
+        let s = sigmoid16(gv);
+        let act = _mm512_mul_ps(_mm512_mul_ps(gv, s), uv);
+        let du = _mm512_mul_ps(_mm512_mul_ps(dav, gv), s);
+        let factor = _mm512_fmadd_ps(gv, _mm512_sub_ps(one, s), one);
+        let dg = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dav, uv), s), factor);
+        [act, du, dg]
     }
 }
 
