@@ -809,12 +809,20 @@ pub(super) mod flex {
     }
 
     /// The per-part weight gradients `(dW_gate_up, dW_down)` summed in part order (so the result does not depend on
-    /// which thread finished first).
+    /// which thread finished first), the elements split across the threads: summed on one thread, the channel MLP's
+    /// 2.4 M elements at hidden 512 left the other core idle for about 1.5 ms per sub-layer.
     fn sum_parts(mut partial: Vec<(Vec<f32>, Vec<f32>)>) -> (Vec<f32>, Vec<f32>) {
         let (mut dw_gate_up, mut dw_down) = partial.remove(0);
+        let add_in_order = |sum: &mut [f32], parts: Vec<&[f32]>| {
+            sum.par_chunks_mut(CHUNK).enumerate().for_each(|(i, sum)| {
+                for part in &parts {
+                    sum.iter_mut().zip(&part[i * CHUNK..]).for_each(|(a, b)| *a += b);
+                }
+            })
+        };
+        add_in_order(&mut dw_gate_up, partial.iter().map(|(dwgu, _)| &dwgu[..]).collect());
+        add_in_order(&mut dw_down, partial.iter().map(|(_, dwd)| &dwd[..]).collect());
         for (dwgu, dwd) in partial {
-            dw_gate_up.iter_mut().zip(&dwgu).for_each(|(a, b)| *a += b);
-            dw_down.iter_mut().zip(&dwd).for_each(|(a, b)| *a += b);
             pool::give(dwgu);
             pool::give(dwd);
         }
