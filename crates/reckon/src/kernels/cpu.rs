@@ -99,7 +99,7 @@ fn cached_bf16(
 /// The weight `w` `[rows, cols]` (or its transpose, `transposed`) as the right operand of the direct kernel's
 /// panels ([`Panels`]), kept like [`cached_transpose`]: laid out once per optimiser step.
 fn cached_panels(w: &FlexTensor, rows: usize, cols: usize, transposed: bool) -> Arc<Panels> {
-    cached_form(w, WeightForm::Panels { transposed }, || {
+    cached_form(w, WeightForm::Panels { transposed, split: None }, || {
         Arc::new(if transposed {
             Panels::new(Mat::transposed(slice(w), cols), cols, rows)
         } else {
@@ -135,6 +135,25 @@ impl WeightOperand {
             None if weight_panels() => WeightOperand::Panels(cached_panels(w, rows, cols, true)),
             None => WeightOperand::KeptTranspose { wt: cached_transpose(w, rows, cols), rows },
             Some(p) => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Right, true, p)),
+        }
+    }
+
+    /// `wᵀ` of a SwiGLU's gate/up weight `w` (`[2I, cols]`) as the right operand, as [`transpose_right`] gives it but
+    /// for the panels: those of the gate's columns (`..I`) and of the up projection's (`I..`) apart, so that panel
+    /// `j` of each pairs with the other's for the fused gating at any `I`.
+    ///
+    /// [`transpose_right`]: WeightOperand::transpose_right
+    pub(crate) fn gate_up_right(w: &FlexTensor, rows: usize, cols: usize) -> Self {
+        match gemm_dtype().bf16_precision() {
+            None if weight_panels() => {
+                let split = rows / 2;
+                WeightOperand::Panels(cached_form(
+                    w,
+                    WeightForm::Panels { transposed: true, split: Some(split) },
+                    || Arc::new(Panels::split_at(Mat::transposed(slice(w), cols), cols, rows, split)),
+                ))
+            }
+            _ => Self::transpose_right(w, rows, cols),
         }
     }
 
@@ -253,7 +272,7 @@ pub(crate) fn matmul_weight_rows(
 enum WeightForm {
     Transpose,
     Bf16 { left: bool, transposed: bool, precision: Precision },
-    Panels { transposed: bool },
+    Panels { transposed: bool, split: Option<usize> },
 }
 
 /// A derived form of `w` (made by `make` on a miss; a cheap handle, an `Arc`), kept while `w`'s buffer lives

@@ -66,6 +66,12 @@ mod direct {
         pub(crate) fn width(&self, _: usize) -> usize {
             match *self {}
         }
+        pub(crate) fn start(&self, _: usize) -> usize {
+            match *self {}
+        }
+        pub(crate) fn split_at(_: super::Mat, _: usize, _: usize, _: usize) -> Self {
+            unreachable!("the direct GEMM is x86-64 only")
+        }
     }
     pub(crate) fn matmul_panels(_: usize, _: &mut [f32], _: bool, _: super::Mat, panels: &Panels) {
         match *panels {}
@@ -640,7 +646,7 @@ pub(crate) fn matmul_panels_1t(m: usize, dst: &mut [f32], accumulate: bool, lhs:
     direct::matmul_panels(m, dst, accumulate, lhs, panels);
 }
 
-/// `dst[m×w] (+)= lhs[m×k] · B[:, g·WIDTH..][..w]` for panel `g` (`w` wide) of a weight laid out as [`Panels`], into
+/// `dst[m×w] (+)= lhs[m×k] · B[:, s..][..w]` for panel `g` (from column `s`, `w` wide) of a weight laid out as [`Panels`], into
 /// the first `w` columns of `dst`'s rows (`dst_stride` apart), on the calling thread: the fused SwiGLU forward's
 /// products (see [`weight_panels`]).
 pub(crate) fn matmul_panel_1t(
@@ -868,13 +874,33 @@ mod tests {
                 let mut one = vec![f32::NAN; m * stride];
                 one.chunks_mut(stride).zip(old.chunks(n.max(1))).for_each(|(row, old)| row[..n].copy_from_slice(old));
                 for g in 0..panels.count() {
-                    matmul_panel_1t(m, &mut one[g * Panels::WIDTH..], stride, acc, Mat::rows(&a, k), &panels, g);
+                    matmul_panel_1t(m, &mut one[panels.start(g)..], stride, acc, Mat::rows(&a, k), &panels, g);
                 }
                 for (r, row) in one.chunks(stride).enumerate() {
                     assert!(row[n..].iter().all(|v| v.is_nan()), "{m}x{n}x{k}: a panel wrote past its columns");
                     let same = row[..n].iter().zip(&c[r * n..][..n]).all(|(x, y)| x.to_bits() == y.to_bits());
                     assert!(same, "{m}x{n}x{k} rt={rt} acc={acc}: panel by panel differs in row {r}");
                 }
+            }
+        }
+        // Split at a column (a SwiGLU weight's halves): every panel within one part, the same product.
+        for (n, split) in [(200, 100), (80, 40), (97, 0), (97, 97)] {
+            let (m, k) = (9, 21);
+            let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let panels = Panels::split_at(Mat::transposed(&b, k), k, n, split);
+            for g in 0..panels.count() {
+                let (start, width) = (panels.start(g), panels.width(g));
+                assert!(width > 0 && width <= Panels::WIDTH, "n {n} split {split}: panel {g} width {width}");
+                assert!(start >= split || start + width <= split, "n {n} split {split}: panel {g} straddles");
+            }
+            let covered: usize = (0..panels.count()).map(|g| panels.width(g)).sum();
+            assert_eq!(covered, n, "n {n} split {split}: the panels cover the columns");
+            let mut c = vec![0.0; m * n];
+            matmul_panels_1t(m, &mut c, false, Mat::rows(&a, k), &panels);
+            let want = reference(m, n, k, &a, &b, false, true);
+            for (i, (&got, &w)) in c.iter().zip(&want).enumerate() {
+                assert!((got - w).abs() <= 1e-4 * (1.0 + w.abs()), "n {n} split {split}: {got} vs {w} at {i}");
             }
         }
         for (path, panels) in [(GemmPath::Crate, false), (GemmPath::Direct, true)] {

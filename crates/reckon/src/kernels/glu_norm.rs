@@ -362,7 +362,7 @@ pub(super) mod flex {
         // kept while the weights are unchanged), the weights are read as plain row-major panels (this was 17% of
         // a training step).
         let (wgu_t, wd_t) =
-            (WeightOperand::transpose_right(wgu, 2 * inter, width), WeightOperand::transpose_right(wd, width, inter));
+            (WeightOperand::gate_up_right(wgu, 2 * inter, width), WeightOperand::transpose_right(wd, width, inter));
         let (wgu_t, wd_t) = (&wgu_t, &wd_t);
         y.par_chunks_mut(block * width)
             .zip(xs.par_chunks(block * width))
@@ -370,7 +370,7 @@ pub(super) mod flex {
             .zip(kept)
             .for_each(|(((y, x), rstd), kept)| {
                 let m = rstd.len();
-                if let (WeightOperand::Panels(wgu_t), true) = (wgu_t, inter.is_multiple_of(Panels::WIDTH)) {
+                if let WeightOperand::Panels(wgu_t) = wgu_t {
                     let mut act = Scratch::new(m * inter);
                     gate_up_by_panels(gate, x, width, wgu_t, kept, &mut act);
                     matmul_rows_weight(m, width, inter, y, false, &act, wd_t);
@@ -410,12 +410,12 @@ pub(super) mod flex {
         }
     }
 
-    /// `act = gate(x·W_gᵀ) · (x·W_uᵀ)` for one block of rows, from `W_guᵀ` in panels (the intermediate width a
-    /// multiple of [`Panels::WIDTH`], so panel `j` holds gate columns and panel `I/96 + j` the matching up columns):
-    /// one pair of panels at a time, each pair's `m × 192` pre-activations gated while they are still in L2. (The
+    /// `act = gate(x·W_gᵀ) · (x·W_uᵀ)` for one block of rows, from `W_guᵀ` in panels split at the intermediate width
+    /// `I` ([`WeightOperand::gate_up_right`]: panel `j` holds gate columns, panel `P + j` the matching up columns):
+    /// one pair of panels at a time, each pair's `m × 2w` pre-activations gated while they are still in L2. (The
     /// two-pass forward wrote all `m × 2I` of them, then read them back from beyond L2 to gate them: 2–4% of shape
-    /// B's training step.) The pre-activations go to `kept` (`[m, 2I]`, for the backward) when given, else to a
-    /// scratch pair.
+    /// B's training step, and the gating was 3.6% of shape C's.) The pre-activations go to `kept` (`[m, 2I]`, for
+    /// the backward) when given, else to a scratch pair.
     fn gate_up_by_panels(
         kind: Gate,
         x: &[f32],
@@ -424,23 +424,25 @@ pub(super) mod flex {
         kept: Option<&mut [f32]>,
         act: &mut [f32],
     ) {
-        let (w, inter) = (Panels::WIDTH, panels.cols() / 2);
-        let (m, pairs, lhs) = (x.len() / width, inter / w, Mat::rows(x, width));
+        let (inter, pairs) = (panels.cols() / 2, panels.count() / 2);
+        let (m, lhs) = (x.len() / width, Mat::rows(x, width));
         match kept {
             Some(g) => {
                 for j in 0..pairs {
-                    matmul_panel_1t(m, &mut g[j * w..], 2 * inter, false, lhs, panels, j);
-                    matmul_panel_1t(m, &mut g[inter + j * w..], 2 * inter, false, lhs, panels, pairs + j);
-                    gate_columns(kind, &g[j * w..], &g[inter + j * w..], 2 * inter, &mut act[j * w..], inter, m, w);
+                    let (c, w) = (panels.start(j), panels.width(j));
+                    matmul_panel_1t(m, &mut g[c..], 2 * inter, false, lhs, panels, j);
+                    matmul_panel_1t(m, &mut g[inter + c..], 2 * inter, false, lhs, panels, pairs + j);
+                    gate_columns(kind, &g[c..], &g[inter + c..], 2 * inter, &mut act[c..], inter, m, w);
                 }
             }
             None => {
-                let mut pair = Scratch::new(2 * m * w);
-                let (gate, up) = pair.split_at_mut(m * w);
+                let mut pair = Scratch::new(2 * m * Panels::WIDTH);
+                let (gate, up) = pair.split_at_mut(m * Panels::WIDTH);
                 for j in 0..pairs {
+                    let (c, w) = (panels.start(j), panels.width(j));
                     matmul_panel_1t(m, gate, w, false, lhs, panels, j);
                     matmul_panel_1t(m, up, w, false, lhs, panels, pairs + j);
-                    gate_columns(kind, gate, up, w, &mut act[j * w..], inter, m, w);
+                    gate_columns(kind, gate, up, w, &mut act[c..], inter, m, w);
                 }
             }
         }
@@ -873,28 +875,32 @@ pub(super) mod flex {
             }
         }
 
-        /// The channel forward's gating panel pair by panel pair (three pairs, 13 rows: a partial row tile), with
-        /// the pre-activations kept and not kept, against f64; the two give the same bits.
+        /// The channel forward's gating panel pair by panel pair (13 rows: a partial row tile), with the
+        /// pre-activations kept and not kept, against f64; the two give the same bits. Intermediate widths 288 (three
+        /// full pairs), 40 (one narrow pair) and 130 (a full pair and a narrow one), the panels split at `I`.
         #[test]
         fn gating_by_panel_pairs_matches_the_two_pass_products() {
             if !weight_panels_possible() {
                 return;
             }
-            let (m, width, inter) = (13, 72, 288);
-            let x = uniform(m * width, 81, 1.0);
-            let wgu = uniform(2 * inter * width, 82, 0.2); // [2I, width], as the model stores it
-            let panels = Panels::new(Mat::transposed(&wgu, width), width, 2 * inter);
-            for kind in [Gate::Silu, Gate::Tanh] {
-                let (g_want, act_want) = reference(kind, &x, width, inter, |p, c| wgu[c * width + p]);
-                let (mut kept, mut act) = (vec![0.0; m * 2 * inter], vec![0.0; m * inter]);
-                with_gemm_path(GemmPath::Direct, || {
-                    gate_up_by_panels(kind, &x, width, &panels, Some(&mut kept), &mut act)
-                });
-                assert_close("kept pre-activations", &kept, &g_want);
-                assert_close("act", &act, &act_want);
-                let mut alone = vec![0.0; m * inter];
-                with_gemm_path(GemmPath::Direct, || gate_up_by_panels(kind, &x, width, &panels, None, &mut alone));
-                assert!(alone.iter().zip(&act).all(|(a, b)| a.to_bits() == b.to_bits()), "{kind:?}: kept vs not");
+            let (m, width) = (13, 72);
+            for inter in [288, 40, 130] {
+                let x = uniform(m * width, 81, 1.0);
+                let wgu = uniform(2 * inter * width, 82, 0.2); // [2I, width], as the model stores it
+                let panels = Panels::split_at(Mat::transposed(&wgu, width), width, 2 * inter, inter);
+                for kind in [Gate::Silu, Gate::Tanh] {
+                    let (g_want, act_want) = reference(kind, &x, width, inter, |p, c| wgu[c * width + p]);
+                    let (mut kept, mut act) = (vec![0.0; m * 2 * inter], vec![0.0; m * inter]);
+                    with_gemm_path(GemmPath::Direct, || {
+                        gate_up_by_panels(kind, &x, width, &panels, Some(&mut kept), &mut act)
+                    });
+                    assert_close("kept pre-activations", &kept, &g_want);
+                    assert_close("act", &act, &act_want);
+                    let mut alone = vec![0.0; m * inter];
+                    with_gemm_path(GemmPath::Direct, || gate_up_by_panels(kind, &x, width, &panels, None, &mut alone));
+                    let same = alone.iter().zip(&act).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{kind:?} I={inter}: kept vs not");
+                }
             }
         }
 

@@ -60,6 +60,9 @@ pub(crate) struct Panels {
     data: Vec<f32>,
     k: usize,
     n: usize,
+    /// Columns `split..` start panels of their own (a SwiGLU weight's up half, so each of its panels pairs with the
+    /// gate half's panel of the same columns); `n` when there is no split.
+    split: usize,
 }
 
 impl Panels {
@@ -68,22 +71,35 @@ impl Panels {
 
     /// `b` (`k×n`, any strides) in panels.
     pub(crate) fn new(b: Mat, k: usize, n: usize) -> Self {
+        Self::split_at(b, k, n, n)
+    }
+
+    /// `b` in panels, columns `0..split` and `split..n` paneled apart (each part's last panel narrower).
+    pub(crate) fn split_at(b: Mat, k: usize, n: usize, split: usize) -> Self {
         b.assert_covers(k, n);
+        assert!(split <= n, "split at column {split} of {n}");
+        let mut panels = Self { data: Vec::new(), k, n, split };
         let mut data = vec![0.0f32; k * n];
-        if !data.is_empty() {
-            data.par_chunks_mut(Self::WIDTH * k).enumerate().for_each(|(g, panel)| {
-                let c0 = g * Self::WIDTH;
-                if b.row_stride == 1 {
-                    return transposed_panel(b, c0, k, panel);
-                }
-                for (p, row) in panel.chunks_mut(panel.len() / k).enumerate() {
-                    for (j, v) in row.iter_mut().enumerate() {
-                        *v = b.data[p * b.row_stride + (c0 + j) * b.col_stride];
-                    }
-                }
-            });
+        // Panel `g` holds columns `start(g)..start(g) + width(g)`, laid out in column order, so it starts at
+        // element `start(g)·k`.
+        let (mut rest, mut chunks) = (&mut data[..], Vec::with_capacity(panels.count()));
+        for g in 0..panels.count() {
+            let (chunk, tail) = rest.split_at_mut(panels.width(g) * k);
+            chunks.push((panels.start(g), chunk));
+            rest = tail;
         }
-        Self { data, k, n }
+        chunks.into_par_iter().filter(|_| k > 0).for_each(|(c0, panel)| {
+            if b.row_stride == 1 {
+                return transposed_panel(b, c0, k, panel);
+            }
+            for (p, row) in panel.chunks_mut(panel.len() / k).enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = b.data[p * b.row_stride + (c0 + j) * b.col_stride];
+                }
+            }
+        });
+        panels.data = data;
+        panels
     }
 
     pub(crate) fn depth(&self) -> usize {
@@ -94,15 +110,27 @@ impl Panels {
         self.n
     }
 
-    /// How many panels: `n / WIDTH` rounded up.
+    /// How many panels: each part's columns over [`Panels::WIDTH`], rounded up.
     pub(crate) fn count(&self) -> usize {
-        self.n.div_ceil(Self::WIDTH)
+        self.split.div_ceil(Self::WIDTH) + (self.n - self.split).div_ceil(Self::WIDTH)
     }
 
-    /// Panel `g`'s width: [`Panels::WIDTH`], less for the last one.
-    pub(crate) fn width(&self, g: usize) -> usize {
+    /// Panel `g`'s first column.
+    pub(crate) fn start(&self, g: usize) -> usize {
+        let first_part = self.split.div_ceil(Self::WIDTH);
         assert!(g < self.count(), "panel {g} of {}", self.count());
-        (self.n - g * Self::WIDTH).min(Self::WIDTH)
+        if g < first_part {
+            g * Self::WIDTH
+        } else {
+            self.split + (g - first_part) * Self::WIDTH
+        }
+    }
+
+    /// Panel `g`'s width: [`Panels::WIDTH`], less for the last one of each part.
+    pub(crate) fn width(&self, g: usize) -> usize {
+        let start = self.start(g);
+        let end = if start < self.split { self.split } else { self.n };
+        (end - start).min(Self::WIDTH)
     }
 }
 
@@ -136,11 +164,11 @@ pub(crate) fn matmul_panels(m: usize, dst: &mut [f32], accumulate: bool, lhs: Ma
         return;
     }
     for g in 0..panels.count() {
-        panel_product(m, &mut dst[g * Panels::WIDTH..], n, accumulate, lhs, panels, g);
+        panel_product(m, &mut dst[panels.start(g)..], n, accumulate, lhs, panels, g);
     }
 }
 
-/// `dst[m×w] (+)= lhs[m×k] · B[:, g·WIDTH..][..w]`: panel `g` of `panels` alone (`w` its width), into the first
+/// `dst[m×w] (+)= lhs[m×k] · B[:, s..][..w]`: panel `g` of `panels` alone (`w` its width), into the first
 /// `w` columns of `dst`'s rows, `dst_stride` apart. Each element is the same sum in the same order as in
 /// [`matmul_panels`]. The fused SwiGLU forward takes the gate's and the up projection's panels pair by pair, so each
 /// pair's pre-activations are gated while they are still in cache. The left operand was bounds-checked by the
@@ -175,7 +203,7 @@ fn panel_product(m: usize, dst: &mut [f32], dst_stride: usize, accumulate: bool,
 /// `sink` (which covers `m` rows of the panel's width: checked by its maker).
 fn sweep_panel(m: usize, lhs: Mat, panels: &Panels, g: usize, sink: Sink) {
     let (k, width) = (panels.k, panels.width(g));
-    let panel = &panels.data[g * Panels::WIDTH * k..][..width * k];
+    let panel = &panels.data[panels.start(g) * k..][..width * k];
     let (dims, ops) = (Dims { m, n: width, k }, Operands { lhs, rhs: Mat::rows(panel, width), sink });
     // SAFETY: AVX-512F is present (the callers assert it); the panel is `k×width` row-major, `lhs` covers `m×k`
     // (the caller's check) and the sink covers `m×width` (its maker's check).
@@ -246,7 +274,7 @@ pub(crate) fn matmul_panels_glu_grads(m: usize, lhs: Mat, panels: &Panels, mut g
     }
     grads.check(m, panels.n);
     for g in 0..panels.count() {
-        sweep_panel(m, lhs, panels, g, Sink::GluGrads(grads.columns_from(g * Panels::WIDTH)));
+        sweep_panel(m, lhs, panels, g, Sink::GluGrads(grads.columns_from(panels.start(g))));
     }
 }
 
