@@ -263,14 +263,28 @@ pub(super) mod flex {
         let tables = rope_tables(rope.as_ref(), dims);
         let scale = 1.0 / (hd as f32).sqrt();
         let mut out = pool::take(batch * seq * hidden);
-        let mut probs = pool::take(batch * heads * seq * seq);
+        // Without `keep`, each task reuses one head's `[S, S]` scratch, which stays in cache from the scores' product
+        // through the softmax to `P·V` (writing every head's probabilities to a batch-wide buffer took each store to
+        // memory: the scores' product ran at 65 GFLOP/s a core in shape C's inference against 108 on its own).
+        let mut probs = if keep { pool::take(batch * heads * seq * seq) } else { Vec::new() };
+        let kept: Vec<Option<&mut [f32]>> = if keep {
+            probs.chunks_mut(heads * seq * seq).map(Some).collect()
+        } else {
+            (0..batch).map(|_| None).collect()
+        };
         out.par_chunks_mut(seq * hidden)
             .zip(slice(&qkv).par_chunks(seq * 3 * hidden))
-            .zip(probs.par_chunks_mut(heads * seq * seq))
-            .for_each(|((out_b, qkv_b), probs_b)| {
+            .zip(kept.into_par_iter())
+            .for_each(|((out_b, qkv_b), kept)| {
                 let (mut q, mut k, mut kt, mut o) =
                     (vec![0.0; seq * hd], vec![0.0; seq * hd], vec![0.0; seq * hd], vec![0.0; seq * hd]);
-                for (h, p) in probs_b.chunks_mut(seq * seq).enumerate() {
+                let mut scratch = None;
+                let probs_b: &mut [f32] = match kept {
+                    Some(p) => p,
+                    None => scratch.insert(vec![0.0; seq * seq]),
+                };
+                for h in 0..heads {
+                    let p = &mut probs_b[if keep { h * seq * seq } else { 0 }..][..seq * seq];
                     gather_head(qkv_b, 0, h, dims, tables, &mut q);
                     gather_head(qkv_b, 1, h, dims, tables, &mut k);
                     // Kᵀ laid out `[hd, S]`, so `Q·Kᵀ` reads both operands row-major: with K = 32 the product is
@@ -287,12 +301,7 @@ pub(super) mod flex {
                 }
             });
         let out = pool::tensor(out, [batch, seq, hidden]);
-        if keep {
-            (out, Some(pool::tensor(probs, [batch, heads, seq, seq])))
-        } else {
-            pool::give(probs);
-            (out, None)
-        }
+        (out, keep.then(|| pool::tensor(probs, [batch, heads, seq, seq])))
     }
 
     /// Backward of [`attention`]: the gradient of `qkv` from that of the output `dout` `[B, S, D]`.
