@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::Mat;
+use super::{GluGrads, Mat};
 use crate::kernels::simd::avx512::silu_grad16;
 
 /// Whether this CPU runs the direct kernel (AVX-512F).
@@ -208,21 +208,6 @@ fn sweep_panel(m: usize, lhs: Mat, panels: &Panels, g: usize, sink: Sink) {
     // SAFETY: AVX-512F is present (the callers assert it); the panel is `k×width` row-major, `lhs` covers `m×k`
     // (the caller's check) and the sink covers `m×width` (its maker's check).
     unsafe { columns(dims, ops) }
-}
-
-/// The gradients of a SiLU-gated product `act = silu(gate) · up` (SwiGLU), computed where a GEMM that yields the
-/// product's gradient `d_act` finishes a tile, from its registers: `d_act` is never written out, and the gates are
-/// computed while the GEMM's operands are still in cache. (As a pass of its own after the GEMM, which wrote `d_act`
-/// and read it back, the gating was 4.6% of shape B's training samples in `perf`; in the epilogue it is 1.6%.) Element `(r, c)` of the product: its gate
-/// pre-activation at `g[r·stride + c]`, its up one at `g[r·stride + up + c]`; their gradients at the same places
-/// of `dg`, and the product itself to `act[r·act_stride + c]`.
-pub(crate) struct GluGrads<'a> {
-    pub g: &'a [f32],
-    pub dg: &'a mut [f32],
-    pub stride: usize,
-    pub up: usize,
-    pub act: &'a mut [f32],
-    pub act_stride: usize,
 }
 
 impl GluGrads<'_> {
