@@ -97,13 +97,14 @@ fn cached_bf16(
 }
 
 /// The weight `w` `[rows, cols]` (or its transpose, `transposed`) as the right operand of the direct kernel's
-/// panels ([`Panels`]), kept like [`cached_transpose`]: laid out once per optimiser step.
-fn cached_panels(w: &FlexTensor, rows: usize, cols: usize, transposed: bool) -> Arc<Panels> {
-    cached_form(w, WeightForm::Panels { transposed, split: None }, || {
+/// panels ([`Panels`]), kept like [`cached_transpose`]: laid out once per optimiser step; with `split`, its columns
+/// from there on paneled apart ([`Panels::split_at`]).
+fn cached_panels(w: &FlexTensor, rows: usize, cols: usize, transposed: bool, split: Option<usize>) -> Arc<Panels> {
+    cached_form(w, WeightForm::Panels { transposed, split }, || {
         Arc::new(if transposed {
-            Panels::new(Mat::transposed(slice(w), cols), cols, rows)
+            Panels::split_at(Mat::transposed(slice(w), cols), cols, rows, split.unwrap_or(rows))
         } else {
-            Panels::new(Mat::rows(slice(w), cols), rows, cols)
+            Panels::split_at(Mat::rows(slice(w), cols), rows, cols, split.unwrap_or(cols))
         })
     })
 }
@@ -132,7 +133,7 @@ impl WeightOperand {
     /// `wᵀ` as the right operand (`x · wᵀ`: the forward of linear layers and channel MLPs).
     pub(crate) fn transpose_right(w: &FlexTensor, rows: usize, cols: usize) -> Self {
         match gemm_dtype().bf16_precision() {
-            None if weight_panels() => WeightOperand::Panels(cached_panels(w, rows, cols, true)),
+            None if weight_panels() => WeightOperand::Panels(cached_panels(w, rows, cols, true, None)),
             None => WeightOperand::KeptTranspose { wt: cached_transpose(w, rows, cols), rows },
             Some(p) => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Right, true, p)),
         }
@@ -145,14 +146,7 @@ impl WeightOperand {
     /// [`transpose_right`]: WeightOperand::transpose_right
     pub(crate) fn gate_up_right(w: &FlexTensor, rows: usize, cols: usize) -> Self {
         match gemm_dtype().bf16_precision() {
-            None if weight_panels() => {
-                let split = rows / 2;
-                WeightOperand::Panels(cached_form(
-                    w,
-                    WeightForm::Panels { transposed: true, split: Some(split) },
-                    || Arc::new(Panels::split_at(Mat::transposed(slice(w), cols), cols, rows, split)),
-                ))
-            }
+            None if weight_panels() => WeightOperand::Panels(cached_panels(w, rows, cols, true, Some(rows / 2))),
             _ => Self::transpose_right(w, rows, cols),
         }
     }
@@ -160,7 +154,7 @@ impl WeightOperand {
     /// `w` as the right operand (`dy · w`: their input gradients).
     pub(crate) fn right(w: &FlexTensor, rows: usize, cols: usize) -> Self {
         match gemm_dtype().bf16_precision() {
-            None if weight_panels() => WeightOperand::Panels(cached_panels(w, rows, cols, false)),
+            None if weight_panels() => WeightOperand::Panels(cached_panels(w, rows, cols, false, None)),
             None => WeightOperand::F32 { w: w.clone(), cols, transposed: false },
             Some(p) => WeightOperand::Bf16(cached_bf16(w, rows, cols, Side::Right, false, p)),
         }

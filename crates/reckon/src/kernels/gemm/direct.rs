@@ -88,7 +88,10 @@ impl Panels {
             chunks.push((panels.start(g), chunk));
             rest = tail;
         }
-        chunks.into_par_iter().filter(|_| k > 0).for_each(|(c0, panel)| {
+        if k == 0 {
+            return Self { data, ..panels };
+        }
+        chunks.into_par_iter().for_each(|(c0, panel)| {
             if b.row_stride == 1 {
                 return transposed_panel(b, c0, k, panel);
             }
