@@ -16,8 +16,9 @@ pub(crate) use super::gemm::bf16::{
     matmul as bf16_matmul, matmul_rows as bf16_matmul_rows, Bf16Matrix, Precision, Side,
 };
 pub(crate) use super::gemm::{
-    gemm_dtype, matmul_1t, matmul_direct_1t, matmul_glu_grads_1t, matmul_panel_1t, matmul_panels_1t,
-    matmul_panels_glu_grads_1t, weight_panels, GemmDtype, GluGrads, Mat, Panels,
+    gemm_dtype, matmul_1t, matmul_direct_1t, matmul_gated_1t, matmul_glu_grads_1t, matmul_panel_1t,
+    matmul_panel_gated_1t, matmul_panels_1t, matmul_panels_glu_grads_1t, weight_panels, Gated, GemmDtype, GluGrads,
+    Mat, Panels,
 };
 use super::{simd, Gate};
 

@@ -230,10 +230,17 @@ pub(crate) mod avx512 {
             unsafe {
                 let gv = _mm512_maskz_loadu_ps(m, g.as_ptr().add(i));
                 let uv = _mm512_maskz_loadu_ps(m, u.as_ptr().add(i));
-                let a = _mm512_mul_ps(_mm512_mul_ps(gv, sigmoid16(gv)), uv);
-                _mm512_mask_storeu_ps(act.as_mut_ptr().add(i), m, a);
+                _mm512_mask_storeu_ps(act.as_mut_ptr().add(i), m, silu_mul16(gv, uv));
             }
         }
+    }
+
+    /// `silu(g) · u` for 16 lanes. Shared by [`silu_mul`] and the direct GEMM's gating epilogue (`gemm::direct`), so
+    /// the two give the same bits.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn silu_mul16(gv: __m512, uv: __m512) -> __m512 {
+        _mm512_mul_ps(_mm512_mul_ps(gv, sigmoid16(gv)), uv)
     }
 
     /// [`silu_mul`] and [`silu_mul_grad`] in one pass, the same expressions in the same order.
