@@ -189,15 +189,12 @@ pub fn silu_mul_grad(g: &[f32], u: &[f32], da: &[f32], dg: &mut [f32], du: &mut 
 pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
-    /// σ(g) for 16 lanes: `exp(−g)` exactly as [`super::exp`] computes it (Cody–Waite reduction, the same
-    /// polynomial; `2^n` by `scalef`), then `1/(1 + e)` by a reciprocal estimate and one Newton step.
+    /// `e^x` for 16 lanes as [`super::exp`] computes it (the argument clamped to [-87, 88], Cody–Waite reduction,
+    /// the same polynomial), `2^n` by `scalef`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn sigmoid16(g: __m512) -> __m512 {
-        let x = _mm512_min_ps(
-            _mm512_max_ps(_mm512_sub_ps(_mm512_setzero_ps(), g), _mm512_set1_ps(-87.0)),
-            _mm512_set1_ps(88.0),
-        );
+    fn exp16(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0)), _mm512_set1_ps(88.0));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
             x,
             _mm512_set1_ps(std::f32::consts::LOG2_E),
@@ -209,10 +206,51 @@ pub(crate) mod avx512 {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
         let p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
-        let e = _mm512_scalef_ps(p, n);
+        _mm512_scalef_ps(p, n)
+    }
+
+    /// σ(g) for 16 lanes: [`exp16`] of `−g`, then `1/(1 + e)` by a reciprocal estimate and one Newton step.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn sigmoid16(g: __m512) -> __m512 {
+        let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
         let d = _mm512_add_ps(_mm512_set1_ps(1.0), e);
         let inv = _mm512_rcp14_ps(d);
         _mm512_mul_ps(inv, _mm512_fnmadd_ps(d, inv, _mm512_set1_ps(2.0)))
+    }
+
+    /// `softmax(scale · row)` in place for rows of `n`: the maximum, then the exponentials and their sum in one pass,
+    /// then the normalisation; the last vector of a row masked (rows of 97 scores: 6 vectors and one lane).
+    #[target_feature(enable = "avx512f")]
+    pub(crate) fn softmax_rows(s: &mut [f32], n: usize, scale: f32) {
+        let scale_v = _mm512_set1_ps(scale);
+        for row in s.chunks_mut(n) {
+            let (len, at) = (row.len(), row.as_mut_ptr());
+            let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+            for i in (0..len).step_by(16) {
+                // SAFETY (every load and store here): lanes past `len - i` are masked off, i < len = the row's length.
+                let v = unsafe { _mm512_maskz_loadu_ps(tail_mask(len - i), at.add(i)) };
+                max = _mm512_mask_max_ps(max, tail_mask(len - i), max, v);
+            }
+            let shift = _mm512_set1_ps(_mm512_reduce_max_ps(max) * scale);
+            let mut sum = _mm512_setzero_ps();
+            for i in (0..len).step_by(16) {
+                let m = tail_mask(len - i);
+                // SAFETY: as above.
+                unsafe {
+                    let v = _mm512_maskz_loadu_ps(m, at.add(i));
+                    let e = exp16(_mm512_sub_ps(_mm512_mul_ps(v, scale_v), shift));
+                    _mm512_mask_storeu_ps(at.add(i), m, e);
+                    sum = _mm512_mask_add_ps(sum, m, sum, e);
+                }
+            }
+            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+            for i in (0..len).step_by(16) {
+                let m = tail_mask(len - i);
+                // SAFETY: as above.
+                unsafe { _mm512_mask_storeu_ps(at.add(i), m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, at.add(i)), inv)) };
+            }
+        }
     }
 
     /// The first `len` lanes as a mask (for the tail).
