@@ -87,6 +87,12 @@ pub enum BenchCommand {
         /// already sets).
         #[arg(long, default_value = "tuned", value_parser = ["tuned", "default"])]
         torch_malloc: String,
+        /// Run every shape and mode (and the baseline with `--vs-torch`) this many times in turn, and report each
+        /// row's median round. On a shared host the speed drifts by tens of percent within minutes; each round's
+        /// reckon and PyTorch runs are minutes apart at most, so their paired ratios (printed per round, with
+        /// their median) compare the two under nearly the same conditions.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        rounds: u32,
     },
     /// Time the kernels' GEMM implementations (the `gemm` crate, and the system BLAS of an `openblas`/`blis`
     /// build) on the exact GEMM shapes one training step and one inference step of each bench shape run, every
@@ -1270,6 +1276,70 @@ fn run_torch(
     Ok(out)
 }
 
+/// One pass of `reckon bench train` over its shapes and modes: reckon's rows and the baseline's.
+#[derive(Default)]
+struct Round {
+    reckon: Vec<BenchResult>,
+    torch: Vec<(String, serde_json::Value)>,
+}
+
+/// The median of `values` by `key` (the lower middle of an even count), or `None` for none.
+fn median_by<T: Clone>(values: &[T], key: impl Fn(&T) -> f64) -> Option<T> {
+    let mut sorted: Vec<&T> = values.iter().collect();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted.get(sorted.len().saturating_sub(1) / 2).map(|v| (*v).clone())
+}
+
+/// Every row's median round: reckon's rows in the first round's order, and each baseline key's median run.
+fn median_rounds(rounds: &[Round]) -> (Vec<BenchResult>, Vec<(String, serde_json::Value)>) {
+    let Some(first) = rounds.first() else { return (Vec::new(), Vec::new()) };
+    let ms = |v: &serde_json::Value| v.get("ms_per_step_median").and_then(|m| m.as_f64()).unwrap_or(f64::NAN);
+    let reckon = first
+        .reckon
+        .iter()
+        .filter_map(|row| {
+            let runs: Vec<BenchResult> = rounds
+                .iter()
+                .flat_map(|r| r.reckon.iter().filter(|o| o.shape == row.shape && o.mode == row.mode).cloned())
+                .collect();
+            median_by(&runs, |r| r.ms_per_step_median)
+        })
+        .collect();
+    let torch = first
+        .torch
+        .iter()
+        .filter_map(|(key, _)| {
+            let runs: Vec<serde_json::Value> =
+                rounds.iter().flat_map(|r| r.torch.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone())).collect();
+            median_by(&runs, ms).map(|v| (key.clone(), v))
+        })
+        .collect();
+    (reckon, torch)
+}
+
+/// Per row, each round's ratio of the baseline's step time to reckon's in that round (`vs compile`, and `vs eager`),
+/// and their median: pairs minutes apart at most, so host drift between rounds cancels.
+fn format_paired_ratios(rounds: &[Round]) -> String {
+    let mut s =
+        format!("paired ratios (torch ms / reckon ms within each of {} rounds, then their median):\n", rounds.len());
+    let Some(first) = rounds.first() else { return s };
+    for row in &first.reckon {
+        for (eager, label) in [(false, "vs compile"), (true, "vs eager")] {
+            let ratios: Vec<f64> = rounds
+                .iter()
+                .filter_map(|r| {
+                    let ours = r.reckon.iter().find(|o| o.shape == row.shape && o.mode == row.mode)?;
+                    Some(torch_ms(ours, &r.torch, eager)? / ours.ms_per_step_median)
+                })
+                .collect();
+            let Some(median) = median_by(&ratios, |&v| v) else { continue };
+            let each: Vec<String> = ratios.iter().map(|v| format!("{v:.2}x")).collect();
+            s += &format!("{:<20} {:<5} {label:<10} {} (median {median:.2}x)\n", row.shape, row.mode, each.join(" "));
+        }
+    }
+    s
+}
+
 /// `reckon bench`: runs the timed loops, the PyTorch baseline, the GEMM comparison and the solver timing, and
 /// prints the tables.
 pub fn run(cmd: BenchCommand, device: DeviceChoice) -> Result<()> {
@@ -1284,6 +1354,7 @@ pub fn run(cmd: BenchCommand, device: DeviceChoice) -> Result<()> {
             torch_script,
             torch_python,
             torch_malloc,
+            rounds,
         } => {
             anyhow::ensure!(
                 !vs_torch || device == DeviceChoice::Cpu,
@@ -1295,18 +1366,22 @@ pub fn run(cmd: BenchCommand, device: DeviceChoice) -> Result<()> {
                 tuned_malloc: torch_malloc == "tuned",
                 precision: TorchPrecision::matching(reckon::kernels::gemm::gemm_dtype()),
             };
-            let mut results = Vec::new();
-            let mut torch = Vec::new();
-            for name in &shapes {
-                let shape = named_shape(name)?;
-                for mode in modes.iter().map(String::as_str) {
-                    eprintln!("bench {name} {mode} ...");
-                    results.push(bench_on(device, mode, &shape, warmup, steps)?);
-                    if vs_torch {
-                        torch.extend(run_torch(&torch_run, &shape, mode, warmup, steps)?);
+            let mut rounds_run = Vec::new();
+            for round in 1..=rounds {
+                let mut this_round = Round::default();
+                for name in &shapes {
+                    let shape = named_shape(name)?;
+                    for mode in modes.iter().map(String::as_str) {
+                        eprintln!("bench {name} {mode} (round {round} of {rounds}) ...");
+                        this_round.reckon.push(bench_on(device, mode, &shape, warmup, steps)?);
+                        if vs_torch {
+                            this_round.torch.extend(run_torch(&torch_run, &shape, mode, warmup, steps)?);
+                        }
                     }
                 }
+                rounds_run.push(this_round);
             }
+            let (results, torch) = median_rounds(&rounds_run);
             if vs_torch && torch.is_empty() {
                 eprintln!(
                     "note: `{} -c \"import torch\"` failed, so no PyTorch baseline was run (--torch-python picks the Python)",
@@ -1315,7 +1390,10 @@ pub fn run(cmd: BenchCommand, device: DeviceChoice) -> Result<()> {
             }
             let peak = results.first().map_or(f64::NAN, |r| r.peak_gflops);
             let machine = MachineInfo::here(peak, (!torch.is_empty()).then(|| torch_run.malloc_setting()));
-            let table = format_table(&machine, &results, &torch);
+            let mut table = format_table(&machine, &results, &torch);
+            if rounds_run.len() > 1 {
+                table += &format_paired_ratios(&rounds_run);
+            }
             print!("{table}");
             if let Some(path) = &json {
                 let report = BenchReport {
@@ -1599,6 +1677,32 @@ mod tests {
         assert!(table.contains(TUNED_GLIBC_TUNABLES), "the header names the baseline's allocator: {table}");
         assert!(table.contains("A torch compile") && table.contains("A torch eager"), "{table}");
         assert!(r.to_json_line().starts_with("{\"shape\":\"A\",\"mode\":\"infer\""));
+    }
+
+    /// `--rounds`: each row's median round (reckon's and the baseline's apart), and each round's paired ratios with
+    /// their median.
+    #[test]
+    fn rounds_report_median_rows_and_paired_ratios() {
+        let s = named_shape("C").unwrap();
+        let t = |wall_s| StepTime { wall_s, cpu_s: wall_s, minor_faults: 0.0 };
+        let round = |ours: f64, compile: f64| Round {
+            reckon: vec![BenchResult::from_times(&s, "train", "cpu", &[t(ours)], 89.1, 300.0)],
+            torch: vec![
+                ("C/train/eager".to_string(), serde_json::json!({"ms_per_step_median": 2.0 * compile})),
+                ("C/train".to_string(), serde_json::json!({"ms_per_step_median": compile})),
+            ],
+        };
+        // Round 2 ran on a slow host for both; round 3 only for the baseline.
+        let rounds = [round(0.5, 600.0), round(0.8, 1000.0), round(0.45, 900.0)];
+        let (reckon, torch) = median_rounds(&rounds);
+        assert_eq!(reckon.len(), 1);
+        assert!((reckon[0].ms_per_step_median - 500.0).abs() < 1e-9, "{}", reckon[0].ms_per_step_median);
+        assert_eq!(torch_ms(&reckon[0], &torch, false), Some(900.0));
+        assert_eq!(torch_ms(&reckon[0], &torch, true), Some(1800.0));
+        let paired = format_paired_ratios(&rounds);
+        assert!(paired.contains("1.20x 1.25x 2.00x (median 1.25x)"), "{paired}");
+        assert!(paired.contains("2.40x 2.50x 4.00x (median 2.50x)"), "{paired}");
+        assert!(paired.starts_with("paired ratios") && paired.contains("3 rounds"), "{paired}");
     }
 
     /// The ARC shape: the ARC-1 recipe's model on the 30x30 canvas with a million-id table; its synthetic rows are
