@@ -185,7 +185,7 @@ pub(super) mod flex {
     simd::multiversion! {
         /// The q and k projections of one batch row `[S, 3D]`, every head rotated, into `q` and `k` `[S, D]`: one
         /// pass down the rows. Gathered head by head (each row's 32 floats of one head at a time, 1.5 KiB apart at
-        /// D = 128), nearly every read waited on a line from beyond L1: 3.8% of shape C's training step (`perf`).
+        /// D = 128), the gather took 3.8% of shape C's training step (`perf`), most of it waiting on those loads.
         fn rotate_heads(qkv_b: &[f32], dims: AttentionDims, rope: RopeTables, q: &mut [f32], k: &mut [f32]) {
             let (d, hd) = (dims.hidden, dims.head_dim);
             for (i, ((src, q), k)) in qkv_b.chunks(3 * d).zip(q.chunks_mut(d)).zip(k.chunks_mut(d)).enumerate() {
@@ -240,29 +240,6 @@ pub(super) mod flex {
                 (q, k, d)
             }
             None => (qkv_b, &qkv_b[d..], 3 * d),
-        }
-    }
-
-    /// Row-wise `softmax(scale · s)` in place over rows of `n`: in AVX-512 registers where the CPU has them (the
-    /// exponentials and their sum in one pass, the rows' last vector masked), else the portable loops.
-    fn softmax_rows(s: &mut [f32], n: usize, scale: f32) {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked just above).
-            return unsafe { simd::avx512::softmax_rows(s, n, scale) };
-        }
-        softmax_rows_portable(s, n, scale);
-    }
-
-    simd::multiversion! {
-        /// [`softmax_rows`] without AVX-512.
-        fn softmax_rows_portable(s: &mut [f32], n: usize, scale: f32) {
-            for row in s.chunks_mut(n) {
-                let max = simd::max(row) * scale;
-                row.iter_mut().for_each(|v| *v = simd::exp(*v * scale - max));
-                let inv = 1.0 / simd::sum(row);
-                row.iter_mut().for_each(|v| *v *= inv);
-            }
         }
     }
 
@@ -335,7 +312,7 @@ pub(super) mod flex {
                     let q = Mat::strided_rows(&q[h * hd..], qk_stride);
                     let v = Mat::strided_rows(&qkv_b[2 * hidden + h * hd..], 3 * hidden);
                     matmul_1t(seq, seq, hd, p, false, q, Mat::rows(&kt, seq));
-                    softmax_rows(p, seq, scale);
+                    simd::softmax_rows(p, seq, scale);
                     matmul_1t(seq, hd, seq, &mut o, false, Mat::rows(p, seq), v);
                     for (i, o) in o.chunks(hd).enumerate() {
                         out_b[i * hidden + h * hd..][..hd].copy_from_slice(o);
@@ -393,38 +370,5 @@ pub(super) mod flex {
                 merge_head_grads([dq, dk, dv], dims, tables, dqkv_b);
             });
         pool::tensor(dqkv, [batch, seq, 3 * hidden])
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        /// The softmax this CPU runs against an f64 softmax, on rows with a masked last vector, one lane, and
-        /// scores wide enough to clamp; every row sums to one.
-        #[test]
-        fn softmax_rows_match_f64() {
-            use rand::{Rng, SeedableRng};
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-            for n in [1, 5, 16, 33, 97] {
-                let scores: Vec<f32> = (0..3 * n).map(|_| rng.random_range(-40.0f32..40.0)).collect();
-                for softmax in [softmax_rows, softmax_rows_portable] {
-                    let mut p = scores.clone();
-                    softmax(&mut p, n, 0.3);
-                    for (row, p) in scores.chunks(n).zip(p.chunks(n)) {
-                        let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(0.3 * v as f64));
-                        let e: Vec<f64> = row.iter().map(|&v| (0.3 * v as f64 - max).exp()).collect();
-                        let total: f64 = e.iter().sum();
-                        for (&p, e) in p.iter().zip(&e) {
-                            assert!(
-                                (p as f64 - e / total).abs() <= 1e-6 + 1e-5 * e / total,
-                                "n {n}: {p} vs {}",
-                                e / total
-                            );
-                        }
-                        assert!((p.iter().map(|&v| v as f64).sum::<f64>() - 1.0).abs() < 1e-5, "n {n}");
-                    }
-                }
-            }
-        }
     }
 }

@@ -465,9 +465,56 @@ pub fn max(a: &[f32]) -> f32 {
     a[main..].iter().chain(&acc).fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
 }
 
+/// Row-wise `softmax(scale · s)` in place over rows of `n` (attention's scores): in AVX-512 registers where the CPU
+/// has them (the exponentials and their sum in one pass, the rows' last vector masked), else the portable loops.
+pub fn softmax_rows(s: &mut [f32], n: usize, scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { avx512::softmax_rows(s, n, scale) };
+    }
+    softmax_rows_portable(s, n, scale);
+}
+
+multiversion! {
+    /// [`softmax_rows`] without AVX-512.
+    fn softmax_rows_portable(s: &mut [f32], n: usize, scale: f32) {
+        for row in s.chunks_mut(n) {
+            let max = max(row) * scale;
+            row.iter_mut().for_each(|v| *v = exp(*v * scale - max));
+            let inv = 1.0 / sum(row);
+            row.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The softmax this CPU runs against an f64 softmax, on rows with a masked last vector, one lane, and scores wide
+    /// enough to clamp; every row sums to one.
+    #[test]
+    fn softmax_rows_match_f64() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for n in [1, 5, 16, 33, 97] {
+            let scores: Vec<f32> = (0..3 * n).map(|_| rng.random_range(-40.0f32..40.0)).collect();
+            for softmax in [softmax_rows, softmax_rows_portable] {
+                let mut p = scores.clone();
+                softmax(&mut p, n, 0.3);
+                for (row, p) in scores.chunks(n).zip(p.chunks(n)) {
+                    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(0.3 * v as f64));
+                    let e: Vec<f64> = row.iter().map(|&v| (0.3 * v as f64 - max).exp()).collect();
+                    let total: f64 = e.iter().sum();
+                    for (&p, e) in p.iter().zip(&e) {
+                        assert!((p as f64 - e / total).abs() <= 1e-6 + 1e-5 * e / total, "n {n}: {p} vs {}", e / total);
+                    }
+                    assert!((p.iter().map(|&v| v as f64).sum::<f64>() - 1.0).abs() < 1e-5, "n {n}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn atan2_is_within_three_ulp_of_the_exact_value_with_its_special_cases() {
