@@ -10,7 +10,7 @@
 //!   Built on x86-64, available where the CPU has AVX-512F. It runs the f32 weight products whose right operand is
 //!   a weight (`x · Wᵀ`, `dy · W`) from the weight laid out once per optimiser step in [`Panels`] ([`weight_panels`]:
 //!   under `direct`, and under `auto` in a build without a system BLAS), and under `auto` every product but thin
-//!   ones ([`auto_pick`]).
+//!   ones ([`auto_pick`]) and, on Intel, those with a transposed operand ([`auto_path`]).
 //!
 //! Which one runs is a process-wide [`GemmChoice`] (`--gemm`, or the environment's `RECKON_GEMM`): one path for
 //! every call, or `auto`, which picks per shape class ([`ShapeClass`]): without a system BLAS by rule (the direct
@@ -554,6 +554,48 @@ pub fn auto_pick(class: ShapeClass) -> GemmPath {
     })
 }
 
+/// The path `auto` runs `shape` on: its class's pick ([`auto_pick`]), except that on an Intel CPU, in a build
+/// without a system BLAS, a product with a transposed operand (the weight gradients `dgᵀ·x` and `dzᵀ·act`, the token
+/// mixer's products with `xᵀ`), small ones apart, runs on the crate, which packs its operands.
+///
+/// Why: the direct kernel reads a transposed left operand down its columns, one broadcast per summed index with
+/// the rows a whole weight's width apart (12 KiB for the channel MLP's `dgᵀ` at hidden 512, every line in one L1
+/// set), and copies a transposed right operand into panels first. On the Intel development machine (family 6 model
+/// 207, 2026-12-06, `reckon bench gemm --shape B`, both cores) that ran `3072ᵀx512x194 +=` at 115 GFLOP/s against
+/// the crate's 218, `97ᵀx512x1024 +=` at 80 against 140 and `1024x97ᵀx512 +=` at 159 against 196; in four
+/// alternated pairs of runs of B's training step, the step was 1.07–1.31x as fast with these products on the crate
+/// (C's 0.98–1.15x, A's 0.95–1.15x). On the Zen 4 machine the direct
+/// kernel ran the same weight gradients at 95–98 GFLOP/s a core of a 117 limit (2026-12-05), and all-direct was
+/// the faster `auto` there, so other CPUs keep the class's pick. Keyed on the vendor, a fixed property of the
+/// machine, so a run still reproduces bit for bit from one process to the next.
+pub fn auto_path(shape: &GemmShape) -> GemmPath {
+    auto_path_on(shape, cpu_is_intel(), blas_name().is_some())
+}
+
+fn auto_path_on(shape: &GemmShape, intel: bool, blas: bool) -> GemmPath {
+    let class = shape.class();
+    let transposed = shape.lhs_transposed || shape.rhs_transposed;
+    if intel && !blas && transposed && class != ShapeClass::Small {
+        return GemmPath::Crate;
+    }
+    auto_pick(class)
+}
+
+/// Whether the CPU's vendor string (CPUID leaf 0) is `GenuineIntel`.
+fn cpu_is_intel() -> bool {
+    static INTEL: OnceLock<bool> = OnceLock::new();
+    *INTEL.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let id = std::arch::x86_64::__cpuid(0);
+            let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+            vendor == b"GenuineIntel"
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
+}
+
 /// The fastest of `candidates` on `shape`, single-threaded: the best of several timed rounds each.
 pub fn fastest_path(shape: &GemmShape, candidates: &[GemmPath]) -> GemmPath {
     let mut timed: Vec<(GemmPath, f64)> = candidates.iter().map(|&p| (p, time_shape(p, shape, 1, 0.02).0)).collect();
@@ -647,7 +689,7 @@ pub(crate) fn matmul_1t(m: usize, n: usize, k: usize, dst: &mut [f32], accumulat
     record(shape);
     let path = match gemm_choice() {
         GemmChoice::Only(path) => path,
-        GemmChoice::Auto => auto_pick(shape.class()),
+        GemmChoice::Auto => auto_path(&shape),
     };
     matmul_on(path, m, n, k, dst, accumulate, lhs, rhs);
 }
@@ -1166,6 +1208,32 @@ mod tests {
                 println!("{m}x{n}x{k}: best {best:.1}, median {median:.1} GFLOP/s");
             }
         }
+    }
+
+    #[test]
+    fn auto_sends_transposed_products_to_the_crate_on_intel_without_blas() {
+        let shape = |m, n, k, lhs_transposed, rhs_transposed| GemmShape {
+            m,
+            n,
+            k,
+            lhs_transposed,
+            rhs_transposed,
+            accumulate: true,
+        };
+        let weight_gradient = shape(3072, 512, 194, true, false);
+        let mixer_gradient = shape(1024, 97, 512, false, true);
+        assert_eq!(auto_path_on(&weight_gradient, true, false), GemmPath::Crate);
+        assert_eq!(auto_path_on(&mixer_gradient, true, false), GemmPath::Crate);
+        // Elsewhere, with a BLAS, and for small or untransposed products: the class's pick.
+        for (intel, blas) in [(false, false), (true, true)] {
+            assert_eq!(auto_path_on(&weight_gradient, intel, blas), auto_pick(ShapeClass::Large));
+            assert_eq!(auto_path_on(&mixer_gradient, intel, blas), auto_pick(ShapeClass::Block));
+        }
+        let attention = shape(97, 32, 97, true, false);
+        assert_eq!(attention.class(), ShapeClass::Small);
+        assert_eq!(auto_path_on(&attention, true, false), auto_pick(ShapeClass::Small));
+        let forward = shape(194, 512, 1536, false, false);
+        assert_eq!(auto_path_on(&forward, true, false), auto_pick(ShapeClass::Large));
     }
 
     #[test]

@@ -38,8 +38,8 @@ use reckon::backend::CpuTrain;
 use reckon::backend::{peak_rss_mb, vm_hwm_mb, Cpu, DeviceChoice, TrainBackend};
 use reckon::eval::batch_tensors;
 use reckon::kernels::gemm::{
-    auto_pick, record_gemm_shapes, time_bf16_shape, time_shape, with_gemm_dtype, GemmDtype, GemmPath, GemmShape,
-    ShapeClass,
+    auto_path, auto_pick, record_gemm_shapes, time_bf16_shape, time_shape, with_gemm_dtype, GemmDtype, GemmPath,
+    GemmShape, ShapeClass,
 };
 use reckon::kernels::FusedOps;
 use reckon::model::layers::swiglu_width;
@@ -1460,6 +1460,8 @@ pub struct GemmRow {
     pub calls: u64,
     /// Its largest share of one step's GEMM FLOPs among the steps it occurs in (%).
     pub flop_share: f64,
+    /// The path `--gemm auto` runs it on (its class's pick, or the crate for a transposed operand on Intel).
+    pub auto: GemmPath,
     /// GFLOP/s per path (every thread running its own copy): best round.
     pub gflops: Vec<(GemmPath, f64)>,
     /// GFLOP/s of the bf16 product (`--dtype bf16`'s weight products; operands converted beforehand) on the
@@ -1498,7 +1500,7 @@ impl GemmReport {
         if bf16 {
             s += &format!(" {:>13}", "bf16 GF/s");
         }
-        s += "\n";
+        s += &format!(" {:>6}\n", "auto");
         if bf16 {
             s += &format!("(bf16: {})\n", self.bf16_engine);
         }
@@ -1517,7 +1519,7 @@ impl GemmReport {
             if let Some(g) = r.bf16_gflops {
                 s += &format!(" {g:>13.1}");
             }
-            s += "\n";
+            s += &format!(" {:>6}\n", r.auto.name());
         }
         for ClassSummary { class, gflops, auto_picks: pick } in &self.classes {
             let figures: Vec<String> = gflops.iter().map(|(p, g)| format!("{} {g:.1}", p.name())).collect();
@@ -1562,7 +1564,8 @@ pub fn bench_gemm(shapes: &[String], seconds: f64) -> Result<GemmReport> {
         let gflops =
             GemmPath::available().into_iter().map(|p| (p, time_shape(p, &shape, threads, seconds).0)).collect();
         let bf16_gflops = time_bf16_shape(&shape, threads, seconds).map(|(best, _)| best);
-        rows.push(GemmRow { used_by, shape, class: shape.class(), calls, flop_share, gflops, bf16_gflops });
+        let auto = auto_path(&shape);
+        rows.push(GemmRow { used_by, shape, class: shape.class(), calls, flop_share, auto, gflops, bf16_gflops });
     }
     let classes = ShapeClass::ALL
         .into_iter()
