@@ -1227,7 +1227,7 @@ mod tests {
         // Elsewhere, with a BLAS, and for small or untransposed products: the class's pick.
         for (intel, blas) in [(false, false), (true, true)] {
             assert_eq!(auto_path_on(&weight_gradient, intel, blas), auto_pick(ShapeClass::Large));
-            assert_eq!(auto_path_on(&mixer_gradient, intel, blas), auto_pick(ShapeClass::Block));
+            assert_eq!(auto_path_on(&mixer_gradient, intel, blas), auto_pick(mixer_gradient.class()));
         }
         let attention = shape(97, 32, 97, true, false);
         assert_eq!(attention.class(), ShapeClass::Small);
