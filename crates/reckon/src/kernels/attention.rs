@@ -200,25 +200,26 @@ pub(super) mod flex {
     }
 
     simd::multiversion! {
-        /// The gradients of one batch row's heads, `dq` and `dk` (of the rotated projections) and `dv`, all `[S, D]`,
-        /// into its packed projections' gradient `dqkv_b` `[S, 3D]`, q and k rotated back when tables are given: one
-        /// pass down the rows (the transpose of [`rotate_heads`]).
-        fn merge_head_grads(grads: [&[f32]; 3], dims: AttentionDims, rope: Option<RopeTables>, dqkv_b: &mut [f32]) {
+        /// The gradients of one batch row's rotated q and k projections, `dq` and `dk` `[S, D]` (every head's),
+        /// rotated back into the q and k columns of its packed projections' gradient `dqkv_b` `[S, 3D]`: one pass
+        /// down the rows (the transpose of [`rotate_heads`]).
+        fn rotate_back_heads(dq: &[f32], dk: &[f32], dims: AttentionDims, rope: RopeTables, dqkv_b: &mut [f32]) {
             let (d, hd) = (dims.hidden, dims.head_dim);
             for (i, dst) in dqkv_b.chunks_mut(3 * d).enumerate() {
-                for (part, (grad, dst)) in grads.iter().zip(dst.chunks_mut(d)).enumerate() {
-                    let grad = &grad[i * d..(i + 1) * d];
-                    match rope {
-                        Some(t) if part < 2 => {
-                            let (cos, sin) = (&t.cos[i * hd..(i + 1) * hd], &t.sin[i * hd..(i + 1) * hd]);
-                            for (g, o) in grad.chunks(hd).zip(dst.chunks_mut(hd)) {
-                                rope_row_transpose(g, cos, sin, o);
-                            }
-                        }
-                        _ => dst.copy_from_slice(grad),
+                let (cos, sin) = (&rope.cos[i * hd..(i + 1) * hd], &rope.sin[i * hd..(i + 1) * hd]);
+                for (grad, dst) in [dq, dk].into_iter().zip(dst.chunks_mut(d)) {
+                    for (g, o) in grad[i * d..(i + 1) * d].chunks(hd).zip(dst.chunks_mut(hd)) {
+                        rope_row_transpose(g, cos, sin, o);
                     }
                 }
             }
+        }
+    }
+
+    /// One head's `[S, hd]` block `head` into the columns `col..col + hd` of `dst`'s rows (`stride` apart).
+    fn put_head(head: &[f32], hd: usize, dst: &mut [f32], col: usize, stride: usize) {
+        for (i, row) in head.chunks(hd).enumerate() {
+            dst[i * stride + col..][..hd].copy_from_slice(row);
         }
     }
 
@@ -314,9 +315,7 @@ pub(super) mod flex {
                     matmul_1t(seq, seq, hd, p, false, q, Mat::rows(&kt, seq));
                     simd::softmax_rows(p, seq, scale);
                     matmul_1t(seq, hd, seq, &mut o, false, Mat::rows(p, seq), v);
-                    for (i, o) in o.chunks(hd).enumerate() {
-                        out_b[i * hidden + h * hd..][..hd].copy_from_slice(o);
-                    }
+                    put_head(&o, hd, out_b, h * hd, hidden);
                 }
             });
         let out = pool::tensor(out, [batch, seq, hidden]);
@@ -347,8 +346,12 @@ pub(super) mod flex {
                 let head = || vec![0.0f32; seq * hd];
                 let (mut vt, mut dq, mut dk, mut dv) = (head(), head(), head(), head());
                 let mut ds = vec![0.0f32; seq * seq];
-                // Every head's gradients `[S, D]`, merged into the packed projections' in one pass at the end.
-                let mut grads: [Vec<f32>; 3] = std::array::from_fn(|_| vec![0.0f32; seq * hidden]);
+                // With RoPE, every head's q and k gradients `[S, D]`, rotated back into the packed projections' in one
+                // pass at the end; the others go there straight away.
+                let mut rotated_grads = match tables {
+                    Some(_) => [vec![0.0f32; seq * hidden], vec![0.0f32; seq * hidden]],
+                    None => [Vec::new(), Vec::new()],
+                };
                 for (h, p) in probs_b.chunks(seq * seq).enumerate() {
                     // Vᵀ `[hd, S]`: `dO·Vᵀ` reads row-major operands.
                     transpose_band(qkv_b, &mut vt, seq, 3 * hidden, 2 * hidden + h * hd, hd);
@@ -360,14 +363,17 @@ pub(super) mod flex {
                     softmax_grad_rows(p, &mut ds, seq, scale);
                     matmul_1t(seq, hd, seq, &mut dq, false, Mat::rows(&ds, seq), k);
                     matmul_1t(seq, hd, seq, &mut dk, false, Mat::transposed(&ds, seq), q);
-                    for (grad, head_grad) in grads.iter_mut().zip([&dq, &dk, &dv]) {
-                        for (dst, src) in grad.chunks_mut(hidden).zip(head_grad.chunks(hd)) {
-                            dst[h * hd..][..hd].copy_from_slice(src);
+                    put_head(&dv, hd, dqkv_b, 2 * hidden + h * hd, 3 * hidden);
+                    for (part, head_grad) in [&dq, &dk].into_iter().enumerate() {
+                        match tables {
+                            Some(_) => put_head(head_grad, hd, &mut rotated_grads[part], h * hd, hidden),
+                            None => put_head(head_grad, hd, dqkv_b, part * hidden + h * hd, 3 * hidden),
                         }
                     }
                 }
-                let [dq, dk, dv] = &grads;
-                merge_head_grads([dq, dk, dv], dims, tables, dqkv_b);
+                if let Some(t) = tables {
+                    rotate_back_heads(&rotated_grads[0], &rotated_grads[1], dims, t, dqkv_b);
+                }
             });
         pool::tensor(dqkv, [batch, seq, 3 * hidden])
     }

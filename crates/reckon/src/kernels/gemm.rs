@@ -564,9 +564,9 @@ pub fn auto_pick(class: ShapeClass) -> GemmPath {
 /// 207, 2026-12-06, `reckon bench gemm --shape B`, both cores) that ran `3072ᵀx512x194 +=` at 115 GFLOP/s against
 /// the crate's 218, `97ᵀx512x1024 +=` at 80 against 140 and `1024x97ᵀx512 +=` at 159 against 196; in four
 /// alternated pairs of runs of B's training step, the step was 1.07–1.31x as fast with these products on the crate
-/// (C's 0.98–1.15x, A's 0.95–1.15x). On the Zen 4 machine the direct
-/// kernel ran the same weight gradients at 95–98 GFLOP/s a core of a 117 limit (2026-12-05), and all-direct was
-/// the faster `auto` there, so other CPUs keep the class's pick. Keyed on the vendor, a fixed property of the
+/// (C's 0.98–1.15x, A's 0.95–1.15x). On the Zen 4 machine (2026-12-05) the direct
+/// kernel ran the same weight gradients close to its FMA limit, and all-direct was the faster `auto` there, so other
+/// CPUs keep the class's pick. Keyed on the vendor, a fixed property of the
 /// machine, so a run still reproduces bit for bit from one process to the next.
 pub fn auto_path(shape: &GemmShape) -> GemmPath {
     auto_path_on(shape, cpu_is_intel(), blas_name().is_some())
