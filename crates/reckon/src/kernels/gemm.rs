@@ -587,9 +587,9 @@ fn cpu_is_intel() -> bool {
     *INTEL.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
+            // The vendor string's twelve bytes, four per register in this order.
             let id = std::arch::x86_64::__cpuid(0);
-            let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
-            vendor == b"GenuineIntel"
+            [id.ebx, id.edx, id.ecx].map(u32::to_le_bytes).as_flattened() == b"GenuineIntel"
         }
         #[cfg(not(target_arch = "x86_64"))]
         false
